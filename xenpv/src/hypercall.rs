@@ -1,0 +1,271 @@
+//! Hypercall wrappers for a 64-bit PV guest kernel.
+//!
+//! A hypercall is `syscall` in guest kernel mode: number in `rax`, arguments in `rdi, rsi, rdx,
+//! r10, r8`, result in `rax`; `rcx` and `r11` are clobbered by the instruction and Xen may rewrite
+//! the argument registers (debug builds poison them, continuations rewind them), so every
+//! argument register is treated as clobbered. No hypercall page is needed.
+//!
+//! Wrappers that can change the guest's address space, descriptor tables or memory are `unsafe`;
+//! ones that only read or report are safe. Every one returns `Result<_, XenError>`.
+
+use crate::abi::*;
+use crate::consts::*;
+use crate::errno::XenError;
+use core::arch::asm;
+
+/// Issues hypercall `nr` with five arguments and returns Xen's raw result.
+///
+/// # Safety
+/// The arguments must be valid for hypercall `nr`: pointers must reference memory of the
+/// layout Xen expects for that call, and the effect of the call must be sound for the caller.
+#[inline(always)]
+pub unsafe fn raw5(nr: u64, a1: u64, a2: u64, a3: u64, a4: u64, a5: u64) -> i64 {
+    let ret: i64;
+    // SAFETY: the caller vouches for the arguments; the asm declares every register the
+    // hypercall path may change (rcx/r11 by syscall, the argument registers by Xen).
+    unsafe {
+        asm!(
+            "syscall",
+            inlateout("rax") nr as i64 => ret,
+            inlateout("rdi") a1 => _,
+            inlateout("rsi") a2 => _,
+            inlateout("rdx") a3 => _,
+            inlateout("r10") a4 => _,
+            inlateout("r8") a5 => _,
+            out("rcx") _,
+            out("r11") _,
+            options(nostack),
+        );
+    }
+    ret
+}
+
+/// [`raw5`] with fewer arguments.
+///
+/// # Safety
+/// As for [`raw5`].
+#[inline(always)]
+pub unsafe fn raw3(nr: u64, a1: u64, a2: u64, a3: u64) -> i64 {
+    // SAFETY: forwarded contract.
+    unsafe { raw5(nr, a1, a2, a3, 0, 0) }
+}
+
+/// [`raw5`] with fewer arguments.
+///
+/// # Safety
+/// As for [`raw5`].
+#[inline(always)]
+pub unsafe fn raw2(nr: u64, a1: u64, a2: u64) -> i64 {
+    // SAFETY: forwarded contract.
+    unsafe { raw5(nr, a1, a2, 0, 0, 0) }
+}
+
+fn check(ret: i64) -> Result<u64, XenError> {
+    XenError::check(ret)
+}
+
+/// `console_io(CONSOLEIO_write)`: writes bytes to Xen's console (initial domain, or a Xen
+/// built with verbose debug). Returns the number of bytes Xen took.
+pub fn console_write(bytes: &[u8]) -> Result<u64, XenError> {
+    // SAFETY: Xen only reads `bytes.len()` bytes from a live slice.
+    check(unsafe {
+        raw3(
+            hc::CONSOLE_IO,
+            consoleio::WRITE,
+            bytes.len() as u64,
+            bytes.as_ptr() as u64,
+        )
+    })
+}
+
+/// `sched_op(SCHEDOP_shutdown)`; returns only if Xen refused.
+pub fn shutdown(reason: ShutdownReason) -> XenError {
+    let arg = SchedShutdown {
+        reason: reason as u32,
+    };
+    // SAFETY: Xen reads a 4-byte sched_shutdown from a live local.
+    let ret = unsafe { raw2(hc::SCHED_OP, schedop::SHUTDOWN, &arg as *const _ as u64) };
+    match check(ret) {
+        Err(e) => e,
+        Ok(_) => XenError::Other(0),
+    }
+}
+
+/// `sched_op(SCHEDOP_yield)`.
+pub fn sched_yield() -> Result<(), XenError> {
+    // SAFETY: yield takes no argument.
+    check(unsafe { raw2(hc::SCHED_OP, schedop::YIELD, 0) }).map(drop)
+}
+
+/// `sched_op(SCHEDOP_poll)` on `ports` until `timeout_abs_ns` (0 = none). Does not unmask.
+pub fn sched_poll(ports: &[u32], timeout_abs_ns: u64) -> Result<(), XenError> {
+    let arg = SchedPoll {
+        ports: ports.as_ptr() as u64,
+        nr_ports: ports.len() as u32,
+        _pad: 0,
+        timeout: timeout_abs_ns,
+    };
+    // SAFETY: Xen reads the poll record and `nr_ports` u32s from live memory.
+    check(unsafe { raw2(hc::SCHED_OP, schedop::POLL, &arg as *const _ as u64) }).map(drop)
+}
+
+/// `xen_version(XENVER_version)`: `major << 16 | minor`.
+pub fn xen_version() -> Result<u32, XenError> {
+    // SAFETY: XENVER_version takes no buffer.
+    check(unsafe { raw2(hc::XEN_VERSION, xenver::VERSION, 0) }).map(|v| v as u32)
+}
+
+/// `xen_version(XENVER_extraversion)`: e.g. `.7`.
+pub fn xen_extraversion() -> Result<[u8; 16], XenError> {
+    let mut buf = [0u8; 16];
+    // SAFETY: Xen writes 16 bytes into a live local buffer.
+    check(unsafe {
+        raw2(
+            hc::XEN_VERSION,
+            xenver::EXTRAVERSION,
+            buf.as_mut_ptr() as u64,
+        )
+    })?;
+    Ok(buf)
+}
+
+/// `xen_version(XENVER_get_features)` for submap `idx`.
+pub fn xen_features(idx: u32) -> Result<u32, XenError> {
+    let mut info = XenFeatureInfo {
+        submap_idx: idx,
+        submap: 0,
+    };
+    // SAFETY: Xen reads and writes one xen_feature_info in a live local.
+    check(unsafe {
+        raw2(
+            hc::XEN_VERSION,
+            xenver::GET_FEATURES,
+            &mut info as *mut _ as u64,
+        )
+    })?;
+    Ok(info.submap)
+}
+
+/// `fpu_taskswitch(set)`: `false` clears CR0.TS so SSE code may run without a #NM handler.
+pub fn fpu_taskswitch(set: bool) -> Result<(), XenError> {
+    // SAFETY: only toggles the virtual CR0.TS of this vCPU.
+    check(unsafe { raw2(hc::FPU_TASKSWITCH, set as u64, 0) }).map(drop)
+}
+
+/// `mmu_update` on this domain's memory. Returns the number of requests done.
+///
+/// # Safety
+/// The updates change live page tables or the M2P: the caller must keep its own code, stack
+/// and data mapped and must not create mappings that break memory safety.
+pub unsafe fn mmu_update(reqs: &[MmuUpdate]) -> Result<u64, XenError> {
+    let mut done: u64 = 0;
+    // SAFETY: Xen reads `reqs.len()` entries and writes `done`; the effect is the caller's.
+    check(unsafe {
+        raw5(
+            hc::MMU_UPDATE,
+            reqs.as_ptr() as u64,
+            reqs.len() as u64,
+            &mut done as *mut _ as u64,
+            DOMID_SELF as u64,
+            0,
+        )
+    })?;
+    Ok(done)
+}
+
+/// `mmuext_op` on this domain. Returns the number of operations done.
+///
+/// # Safety
+/// As for [`mmu_update`]: pins, base-pointer switches and LDT changes alter the address space.
+pub unsafe fn mmuext_op(ops: &[MmuextOp]) -> Result<u64, XenError> {
+    let mut done: u64 = 0;
+    // SAFETY: Xen reads `ops.len()` entries and writes `done`; the effect is the caller's.
+    check(unsafe {
+        raw5(
+            hc::MMUEXT_OP,
+            ops.as_ptr() as u64,
+            ops.len() as u64,
+            &mut done as *mut _ as u64,
+            DOMID_SELF as u64,
+            0,
+        )
+    })?;
+    Ok(done)
+}
+
+/// `update_va_mapping(va, pte, flags)`.
+///
+/// # Safety
+/// Changes the mapping of `va`: the caller must not hold references into the old mapping.
+pub unsafe fn update_va_mapping(va: u64, pte: u64, flags: u64) -> Result<(), XenError> {
+    // SAFETY: the caller owns the mapping of `va`.
+    check(unsafe { raw3(hc::UPDATE_VA_MAPPING, va, pte, flags) }).map(drop)
+}
+
+/// `set_gdt(frames, entries)`; `entries == 0` drops any guest GDT.
+///
+/// # Safety
+/// Segment selectors in use must stay valid: load flat selectors before dropping a GDT.
+pub unsafe fn set_gdt(frames: &[u64], entries: u64) -> Result<(), XenError> {
+    // SAFETY: Xen reads `ceil(entries/512)` MFNs from `frames`; the effect is the caller's.
+    check(unsafe { raw2(hc::SET_GDT, frames.as_ptr() as u64, entries) }).map(drop)
+}
+
+/// `set_timer_op(abs_ns)`; 0 cancels the single-shot timer.
+pub fn set_timer_op(abs_ns: u64) -> Result<(), XenError> {
+    // SAFETY: only arms or cancels this vCPU's single-shot timer.
+    check(unsafe { raw2(hc::SET_TIMER_OP, abs_ns, 0) }).map(drop)
+}
+
+/// `vcpu_op(cmd, vcpu, arg)`.
+///
+/// # Safety
+/// `arg` must point at the structure `cmd` expects (or be 0 where it takes none), and the
+/// effect (a vCPU going down or up, registered areas) must be sound for the caller.
+pub unsafe fn vcpu_op(cmd: u64, vcpu: u32, arg: u64) -> Result<u64, XenError> {
+    // SAFETY: forwarded contract.
+    check(unsafe { raw3(hc::VCPU_OP, cmd, vcpu as u64, arg) })
+}
+
+/// `event_channel_op(cmd, arg)`.
+///
+/// # Safety
+/// `arg` must point at the structure `cmd` expects.
+pub unsafe fn event_channel_op(cmd: u64, arg: u64) -> Result<u64, XenError> {
+    // SAFETY: forwarded contract.
+    check(unsafe { raw2(hc::EVENT_CHANNEL_OP, cmd, arg) })
+}
+
+/// `memory_op(cmd, arg)`.
+///
+/// # Safety
+/// `arg` must point at the structure `cmd` expects; reservation changes alter the P2M.
+pub unsafe fn memory_op(cmd: u64, arg: u64) -> Result<u64, XenError> {
+    // SAFETY: forwarded contract.
+    check(unsafe { raw2(hc::MEMORY_OP, cmd, arg) })
+}
+
+/// `callback_op(cmd, arg)`.
+///
+/// # Safety
+/// A registered callback must be code that can handle the event.
+pub unsafe fn callback_op(cmd: u64, arg: &CallbackRegister) -> Result<u64, XenError> {
+    // SAFETY: forwarded contract.
+    check(unsafe { raw2(hc::CALLBACK_OP, cmd, arg as *const _ as u64) })
+}
+
+/// `multicall(entries)`: each entry's own result lands in its `result` field.
+///
+/// # Safety
+/// As for every hypercall the entries name.
+pub unsafe fn multicall(entries: &mut [MulticallEntry]) -> Result<(), XenError> {
+    // SAFETY: forwarded contract; Xen writes only the `result` fields.
+    check(unsafe {
+        raw2(
+            hc::MULTICALL,
+            entries.as_mut_ptr() as u64,
+            entries.len() as u64,
+        )
+    })
+    .map(drop)
+}
