@@ -1,0 +1,284 @@
+//! Boot-check kernel: checks what Xen's builder handed it and reports one line per check.
+//!
+//! Command-line words (start_info.cmd_line): `mem_mib=N` is the `dom0_mem` the harness gave Xen
+//! (the `nr_pages` check compares against it; a wrong value makes that check fail on purpose).
+#![no_std]
+#![no_main]
+
+use core::arch::asm;
+use guestrt::entry::{entry_regs, reg};
+use guestrt::println;
+use pvtest_kernels::report::{check, finish, Why};
+use pvtest_kernels::view::{m2p, p2m, walk, Region};
+use pvtest_kernels::{cmdline_value, notes::VIRT_BASE, parse_u64, why};
+use xenpv::{hypercall, pte, uvmf, MmuUpdate, StartInfo, PAGE_SIZE};
+
+extern "C" {
+    static __kernel_start: u8;
+    static __kernel_end: u8;
+}
+
+/// Two pages the mmu round trip remaps; page aligned so each has its own L1 entry.
+#[repr(C, align(4096))]
+struct ScratchPages([[u8; 4096]; 2]);
+static mut SCRATCH: ScratchPages = ScratchPages([[0; 4096]; 2]);
+
+#[no_mangle]
+extern "C" fn guest_main(si: *const StartInfo) -> ! {
+    // SAFETY: Xen passes a mapped start_info page in rsi; it stays mapped and unchanged.
+    let si = unsafe { &*si };
+    let regs = entry_regs();
+    println!(
+        "PVKEXEC-INFO start_info={:#x} rsp={:#x} nr_pages={:#x} pt_base={:#x} nr_pt_frames={:#x} \
+         mfn_list={:#x} mod_start={:#x} mod_len={:#x} flags={:#x} first_p2m_pfn={:#x} nr_p2m_frames={:#x}",
+        si as *const _ as u64,
+        regs[reg::RSP],
+        si.nr_pages,
+        si.pt_base,
+        si.nr_pt_frames,
+        si.mfn_list,
+        si.mod_start,
+        si.mod_len,
+        si.flags,
+        si.first_p2m_pfn,
+        si.nr_p2m_frames,
+    );
+    println!(
+        "PVKEXEC-INFO cmdline=\"{}\"",
+        core::str::from_utf8(si.cmdline()).unwrap_or("<non-utf8>")
+    );
+
+    let region = Region {
+        virt_base: VIRT_BASE,
+        end: padded_end(regs[reg::RSP]),
+    };
+    check("magic", check_magic(si));
+    check("nr_pages", check_nr_pages(si));
+    check("p2m-m2p", check_p2m_m2p(si));
+    check("pagetables", check_pagetables(si, &region));
+    check("region-end", check_region_end(si, &region));
+    check("xen-version", check_xen_version());
+    check("mmu-roundtrip", check_mmu_roundtrip(si, &region));
+    finish()
+}
+
+/// The builders' end rule: 4 MiB aligned with at least 512 KiB after the boot stack.
+fn padded_end(stack_top: u64) -> u64 {
+    const FOUR_MIB: u64 = 4 << 20;
+    let end = (stack_top + FOUR_MIB - 1) & !(FOUR_MIB - 1);
+    if end - stack_top < (512 << 10) {
+        end + FOUR_MIB
+    } else {
+        end
+    }
+}
+
+fn check_magic(si: &StartInfo) -> Result<(), Why> {
+    let magic = si.magic_str();
+    if magic == b"xen-3.0-x86_64" {
+        Ok(())
+    } else {
+        why!(
+            "magic is {:?}, want \"xen-3.0-x86_64\"",
+            core::str::from_utf8(magic).unwrap_or("<non-utf8>")
+        )
+    }
+}
+
+fn check_nr_pages(si: &StartInfo) -> Result<(), Why> {
+    let Some(mib) = cmdline_value(si.cmdline(), "mem_mib").and_then(parse_u64) else {
+        return why!("no mem_mib=N on the command line");
+    };
+    let want = mib * (1 << 20) / PAGE_SIZE;
+    if si.nr_pages == want {
+        Ok(())
+    } else {
+        why!(
+            "nr_pages {} but dom0_mem={}M is {} pages",
+            si.nr_pages,
+            mib,
+            want
+        )
+    }
+}
+
+fn check_p2m_m2p(si: &StartInfo) -> Result<(), Why> {
+    let p2m = p2m(si);
+    for (pfn, &mfn) in p2m.iter().enumerate() {
+        let back = m2p(mfn);
+        if back != pfn as u64 {
+            return why!("pfn {:#x} -> mfn {:#x} -> m2p {:#x}", pfn, mfn, back);
+        }
+    }
+    println!("PVKEXEC-INFO p2m-m2p frames={}", p2m.len());
+    Ok(())
+}
+
+/// Every page of the kernel image and of the bootstrap tables is mapped through tables inside
+/// `[pt_base, pt_base + nr_pt_frames)` at the MFN the P2M gives its PFN; the table frames are
+/// mapped read-only, the kernel read-write.
+fn check_pagetables(si: &StartInfo, region: &Region) -> Result<(), Why> {
+    let p2m = p2m(si);
+    // SAFETY: linker-script symbols; only their addresses are used.
+    let (kstart, kend) = unsafe {
+        (
+            &__kernel_start as *const u8 as u64,
+            &__kernel_end as *const u8 as u64,
+        )
+    };
+    let pt_end = si.pt_base + si.nr_pt_frames * PAGE_SIZE;
+    let mut pages = 0u64;
+    for (range, writable) in [((kstart, kend), true), ((si.pt_base, pt_end), false)] {
+        let mut va = range.0;
+        while va < range.1 {
+            let walk = match walk(si, region, va) {
+                Ok(w) => w,
+                Err(e) => return why!("va {:#x}: {}", va, e),
+            };
+            let pfn = (va - region.virt_base) / PAGE_SIZE;
+            let want = p2m.get(pfn as usize).copied().unwrap_or(u64::MAX);
+            if pte::mfn(walk.l1e) != want {
+                return why!(
+                    "va {:#x}: L1 maps mfn {:#x}, P2M says {:#x}",
+                    va,
+                    pte::mfn(walk.l1e),
+                    want
+                );
+            }
+            if (walk.l1e & pte::RW != 0) != writable {
+                return why!("va {:#x}: L1 entry {:#x} writability wrong", va, walk.l1e);
+            }
+            pages += 1;
+            va += PAGE_SIZE;
+        }
+    }
+    println!(
+        "PVKEXEC-INFO pagetables pages-walked={} kernel={:#x}-{:#x}",
+        pages, kstart, kend
+    );
+    Ok(())
+}
+
+/// The last page of the padded region is mapped and the first page past it is not.
+fn check_region_end(si: &StartInfo, region: &Region) -> Result<(), Why> {
+    if let Err(e) = walk(si, region, region.end - PAGE_SIZE) {
+        return why!("last page {:#x} of the region: {}", region.end - PAGE_SIZE, e);
+    }
+    if walk(si, region, region.end).is_ok() {
+        return why!("{:#x} past the padded end is mapped", region.end);
+    }
+    println!("PVKEXEC-INFO region-end={:#x}", region.end);
+    Ok(())
+}
+
+/// The hypercall's version equals the one CPUID leaf 0x40000001 reports (forced-emulation CPUID,
+/// so Xen answers rather than the CPU).
+fn check_xen_version() -> Result<(), Why> {
+    let version = match hypercall::xen_version() {
+        Ok(v) => v,
+        Err(e) => return why!("xen_version: {}", e),
+    };
+    let extra = hypercall::xen_extraversion().unwrap_or([0; 16]);
+    let extra_len = extra.iter().position(|&b| b == 0).unwrap_or(16);
+    let (signature, leaf1) = (xen_cpuid(0x4000_0000), xen_cpuid(0x4000_0001));
+    println!(
+        "PVKEXEC-INFO xen-version {}.{}{} cpuid-signature={}",
+        version >> 16,
+        version & 0xFFFF,
+        core::str::from_utf8(&extra[..extra_len]).unwrap_or(""),
+        if signature.1 == 0x566e_6558 { "XenVMMXenVMM" } else { "?" }
+    );
+    if version >> 16 < 4 {
+        return why!("xen_version {:#x}: major below 4", version);
+    }
+    if signature.1 != 0x566e_6558 {
+        return why!("cpuid 0x40000000 ebx {:#x} is not \"XenV\"", signature.1);
+    }
+    if leaf1.0 != version {
+        return why!("hypercall says {:#x}, cpuid says {:#x}", version, leaf1.0);
+    }
+    Ok(())
+}
+
+fn xen_cpuid(leaf: u32) -> (u32, u32, u32, u32) {
+    let (a, b, c, d): (u32, u32, u32, u32);
+    // SAFETY: `ud2; .ascii "xen"; cpuid` is Xen's forced-emulation prefix: Xen emulates the
+    // CPUID and skips the prefix. rbx is saved around it because LLVM reserves it.
+    unsafe {
+        asm!(
+            "mov {tmp:r}, rbx",
+            ".byte 0x0f, 0x0b, 0x78, 0x65, 0x6e",
+            "cpuid",
+            "xchg {tmp:r}, rbx",
+            tmp = out(reg) b,
+            inout("eax") leaf => a,
+            inout("ecx") 0 => c,
+            out("edx") d,
+        );
+    }
+    (a, b, c, d)
+}
+
+/// Maps a spare frame (the domain's last PFN, outside the initial region) at scratch page 0
+/// with `update_va_mapping`, writes a pattern, maps the same frame at scratch page 1 with an
+/// `mmu_update` on the L1 entry's machine address, reads the pattern back there, and restores
+/// both pages.
+fn check_mmu_roundtrip(si: &StartInfo, region: &Region) -> Result<(), Why> {
+    let p2m = p2m(si);
+    let spare_pfn = si.nr_pages - 1;
+    if region.pfn_va(spare_pfn).is_some() {
+        return why!("domain too small: pfn {:#x} is inside the region", spare_pfn);
+    }
+    let spare_mfn = p2m[spare_pfn as usize];
+    let va0 = core::ptr::addr_of_mut!(SCRATCH) as u64;
+    let va1 = va0 + PAGE_SIZE;
+    let (w0, w1) = match (walk(si, region, va0), walk(si, region, va1)) {
+        (Ok(a), Ok(b)) => (a, b),
+        (Err(e), _) | (_, Err(e)) => return why!("scratch pages: {}", e),
+    };
+    let pattern = 0x5056_4B45_5845_4321u64 ^ spare_mfn;
+
+    // SAFETY: the scratch pages are ours and nothing holds references into them; both get
+    // their original entries back before returning.
+    let result = unsafe {
+        hypercall::update_va_mapping(va0, pte::make(spare_mfn, pte::L1_FLAGS | pte::D), uvmf::INVLPG)
+            .map_err(|e| ("update_va_mapping", e))
+            .and_then(|()| {
+                (va0 as *mut u64).write_volatile(pattern);
+                let l1_frame = w1.table_pfns[3];
+                let l1_maddr = p2m[l1_frame as usize] * PAGE_SIZE + pte::index(va1, 1) as u64 * 8;
+                let req = [MmuUpdate {
+                    ptr: l1_maddr | xenpv::mmu::NORMAL_PT_UPDATE,
+                    val: pte::make(spare_mfn, pte::L1_FLAGS | pte::D),
+                }];
+                hypercall::mmu_update(&req).map_err(|e| ("mmu_update", e))
+            })
+            .and_then(|_| {
+                xenpv::hypercall::mmuext_op(&[xenpv::MmuextOp {
+                    cmd: xenpv::mmuext::INVLPG_LOCAL,
+                    arg1: va1,
+                    ..Default::default()
+                }])
+                .map_err(|e| ("mmuext_op(INVLPG_LOCAL)", e))
+            })
+            .map(|_| (va1 as *const u64).read_volatile())
+    };
+    // SAFETY: restores the scratch pages' original L1 entries (their own frames, writable).
+    let restored = unsafe {
+        hypercall::update_va_mapping(va0, w0.l1e, uvmf::INVLPG)
+            .and_then(|()| hypercall::update_va_mapping(va1, w1.l1e, uvmf::INVLPG))
+    };
+    match (result, restored) {
+        (Err((call, e)), _) => why!("{} failed: {}", call, e),
+        (_, Err(e)) => why!("restoring the scratch mappings: {}", e),
+        (Ok(seen), Ok(())) if seen != pattern => why!(
+            "wrote {:#x} through update_va_mapping, read {:#x} through mmu_update",
+            pattern,
+            seen
+        ),
+        (Ok(_), Ok(())) => {
+            println!("PVKEXEC-INFO mmu-roundtrip spare mfn={:#x}", spare_mfn);
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,26 @@
+//! Shared code of the PV test kernels: Xen ELF notes, the PASS/FAIL report protocol the host
+//! harness reads, command-line words, and read-only views of the P2M, M2P and page tables.
+#![no_std]
+
+pub mod notes;
+pub mod report;
+pub mod view;
+
+pub use guestrt::println;
+
+/// Value of `key=` in a space-separated command line.
+pub fn cmdline_value<'a>(cmdline: &'a [u8], key: &str) -> Option<&'a [u8]> {
+    cmdline.split(|&b| b == b' ').find_map(|word| {
+        let rest = word.strip_prefix(key.as_bytes())?;
+        rest.strip_prefix(b"=")
+    })
+}
+
+/// Parses a decimal or `0x` hexadecimal number.
+pub fn parse_u64(text: &[u8]) -> Option<u64> {
+    let s = core::str::from_utf8(text).ok()?;
+    match s.strip_prefix("0x") {
+        Some(hex) => u64::from_str_radix(hex, 16).ok(),
+        None => s.parse().ok(),
+    }
+}
