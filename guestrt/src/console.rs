@@ -23,7 +23,10 @@ impl Write for XenConsole {
 /// Formats into a stack buffer and writes the whole line in one hypercall, so lines from
 /// different VCPUs do not interleave mid-line.
 pub fn print_line(args: fmt::Arguments) {
-    let mut line = LineBuf { buf: [0; 256], len: 0 };
+    let mut line = LineBuf {
+        buf: [0; 256],
+        len: 0,
+    };
     let _ = line.write_fmt(args);
     let _ = line.write_str("\n");
     let _ = XenConsole.write_str(line.as_str());

@@ -1,1 +1,223 @@
-fn main() {}
+//! `cargo xtask`: the one entry point for building, provisioning, testing and demos.
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use harness::provision::{self, XenVersion};
+use harness::{guest, BootConfig, Echo, Module};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::{Duration, Instant};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "pvkexec build, test and demo driver")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Every test: fmt check, clippy, host tests, guest builds, QEMU tests under real Xen.
+    Test,
+    /// The demo: boots the boot-check test kernel under Xen and shows its report.
+    Run,
+    /// Boots Xen under QEMU with a PV kernel; exit code 0 only when the guest reported success
+    /// (2 guest FAIL lines, 3 crash, 4 poweroff, 5 timeout, 6 Xen panic, 7 QEMU exited).
+    Boot(BootArgs),
+    /// Builds the guest binaries (guest/ workspace).
+    Build,
+    /// Installs QEMU and unpacks Xen into target/pvkexec-cache.
+    Provision,
+    /// Formats both workspaces.
+    Fmt,
+}
+
+#[derive(clap::Args)]
+struct BootArgs {
+    /// The PV kernel (ELF) Xen boots as its initial domain.
+    #[arg(long)]
+    kernel: PathBuf,
+    /// Further multiboot modules (the first becomes the kernel's initrd).
+    #[arg(long = "module")]
+    modules: Vec<PathBuf>,
+    /// Domain memory (dom0_mem) in MiB.
+    #[arg(long, default_value_t = 64)]
+    mem_mib: u64,
+    /// Domain VCPUs (and QEMU CPUs).
+    #[arg(long, default_value_t = 1)]
+    vcpus: u32,
+    /// Extra words for Xen's command line.
+    #[arg(long, default_value = "")]
+    xen_args: String,
+    /// The kernel's command line.
+    #[arg(long, default_value = "")]
+    cmdline: String,
+    /// Seconds before the run is declared hung.
+    #[arg(long, default_value_t = 120)]
+    timeout: u64,
+    /// Xen version to boot.
+    #[arg(long, default_value = "4.17")]
+    xen: XenVersion,
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.cmd {
+        Cmd::Test => test().map(|()| ExitCode::SUCCESS),
+        Cmd::Run => demo(),
+        Cmd::Boot(args) => boot(args),
+        Cmd::Build => guest::build().map(|dir| {
+            println!("guest binaries in {}", dir.display());
+            ExitCode::SUCCESS
+        }),
+        Cmd::Provision => {
+            println!("qemu: {}", provision::ensure_qemu()?.display());
+            println!(
+                "xen:  {}",
+                provision::ensure_xen(XenVersion::V4_17)?.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Fmt => {
+            let root = harness::workspace_root();
+            cargo(&root, &["fmt", "--all"])?;
+            cargo(&root.join("guest"), &["fmt", "--all"])?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn boot(args: BootArgs) -> Result<ExitCode> {
+    let mut cfg = BootConfig::new(&args.kernel);
+    cfg.modules = args
+        .modules
+        .into_iter()
+        .map(|path| Module {
+            path,
+            args: String::new(),
+        })
+        .collect();
+    cfg.mem_mib = args.mem_mib;
+    cfg.vcpus = args.vcpus;
+    cfg.xen_args = args.xen_args;
+    cfg.cmdline = args.cmdline;
+    cfg.timeout = Duration::from_secs(args.timeout);
+    cfg.xen = args.xen;
+    cfg.echo = Echo::All;
+    let result = harness::boot(&cfg)?;
+    Ok(ExitCode::from(result.verdict.exit_code() as u8))
+}
+
+fn demo() -> Result<ExitCode> {
+    let kernel = guest::binary("bootcheck")?;
+    let mut cfg = BootConfig::new(kernel);
+    cfg.mem_mib = 64;
+    cfg.vcpus = 2;
+    cfg.cmdline = "mem_mib=64".into();
+    cfg.echo = Echo::All;
+    let result = harness::boot(&cfg)?;
+    println!(
+        "\nboot-check kernel: {} checks passed, {} failed, verdict {:?}, {:.2} s wall",
+        result.passed().len(),
+        result.failed().len(),
+        result.verdict,
+        result.wall.as_secs_f64()
+    );
+    Ok(ExitCode::from(result.verdict.exit_code() as u8))
+}
+
+/// Runs cargo in `dir` with the outer invocation's target settings removed.
+fn cargo(dir: &Path, args: &[&str]) -> Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.args(args).current_dir(dir);
+    for var in ["CARGO_TARGET_DIR", "RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS"] {
+        cmd.env_remove(var);
+    }
+    let status = cmd
+        .status()
+        .with_context(|| format!("running cargo {}", args.join(" ")))?;
+    if !status.success() {
+        bail!(
+            "`cargo {}` in {} failed ({status})",
+            args.join(" "),
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
+fn step(name: &str, f: impl FnOnce() -> Result<()>) -> Result<()> {
+    let start = Instant::now();
+    eprintln!("==> {name}");
+    f().with_context(|| format!("step `{name}` failed"))?;
+    eprintln!("<== {name}: ok ({:.1} s)", start.elapsed().as_secs_f64());
+    Ok(())
+}
+
+fn test() -> Result<()> {
+    let root = harness::workspace_root();
+    let guest_dir = root.join("guest");
+    step("fmt check (host workspace)", || {
+        cargo(&root, &["fmt", "--all", "--check"])
+    })?;
+    step("fmt check (guest workspace)", || {
+        cargo(&guest_dir, &["fmt", "--all", "--check"])
+    })?;
+    step("clippy (host workspace)", || {
+        cargo(
+            &root,
+            &[
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ],
+        )
+    })?;
+    step("clippy (guest workspace)", || {
+        cargo(
+            &guest_dir,
+            &[
+                "clippy",
+                "--release",
+                "--workspace",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ],
+        )
+    })?;
+    step("provision QEMU and Xen", || {
+        provision::ensure_qemu()?;
+        provision::ensure_xen(XenVersion::V4_17)?;
+        Ok(())
+    })?;
+    step("guest builds", || guest::build().map(drop))?;
+    step("host tests and QEMU tests", || {
+        cargo(
+            &root,
+            &[
+                "test",
+                "--workspace",
+                "--",
+                "--nocapture",
+                "--test-threads=2",
+            ],
+        )
+    })?;
+    eprintln!("all tests passed");
+    Ok(())
+}

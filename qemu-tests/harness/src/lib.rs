@@ -1,1 +1,28 @@
-pub fn x() {}
+//! The test rig: Xen under QEMU (TCG), booting pvkexec's PV guest kernels.
+//!
+//! - [`provision`] installs QEMU (Debian's `qemu-system-x86`) and unpacks Debian's Xen
+//!   hypervisor package into a cache under `target/`.
+//! - [`guest`] builds the guest workspace (`guest/`).
+//! - [`boot`] runs Xen with a kernel and modules, captures the serial log with a timeout and
+//!   turns it into a [`Verdict`].
+
+pub mod boot;
+pub mod guest;
+pub mod provision;
+
+pub use boot::{boot, BootConfig, BootResult, Echo, Module, Verdict};
+
+use std::path::PathBuf;
+
+/// The repository root (two levels above this crate).
+pub fn workspace_root() -> PathBuf {
+    let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    here.join("../..")
+        .canonicalize()
+        .unwrap_or_else(|_| here.join("../.."))
+}
+
+/// Where provisioned tools and downloaded packages are cached.
+pub fn cache_dir() -> PathBuf {
+    workspace_root().join("target").join("pvkexec-cache")
+}

@@ -4,6 +4,8 @@
 //! (the `nr_pages` check compares against it; a wrong value makes that check fail on purpose).
 #![no_std]
 #![no_main]
+// Check results carry their reason in a fixed buffer: these kernels have no heap to box it in.
+#![allow(clippy::result_large_err)]
 
 use core::arch::asm;
 use guestrt::entry::{entry_regs, reg};
@@ -162,7 +164,11 @@ fn check_pagetables(si: &StartInfo, region: &Region) -> Result<(), Why> {
 /// The last page of the padded region is mapped and the first page past it is not.
 fn check_region_end(si: &StartInfo, region: &Region) -> Result<(), Why> {
     if let Err(e) = walk(si, region, region.end - PAGE_SIZE) {
-        return why!("last page {:#x} of the region: {}", region.end - PAGE_SIZE, e);
+        return why!(
+            "last page {:#x} of the region: {}",
+            region.end - PAGE_SIZE,
+            e
+        );
     }
     if walk(si, region, region.end).is_ok() {
         return why!("{:#x} past the padded end is mapped", region.end);
@@ -186,7 +192,11 @@ fn check_xen_version() -> Result<(), Why> {
         version >> 16,
         version & 0xFFFF,
         core::str::from_utf8(&extra[..extra_len]).unwrap_or(""),
-        if signature.1 == 0x566e_6558 { "XenVMMXenVMM" } else { "?" }
+        if signature.1 == 0x566e_6558 {
+            "XenVMMXenVMM"
+        } else {
+            "?"
+        }
     );
     if version >> 16 < 4 {
         return why!("xen_version {:#x}: major below 4", version);
@@ -227,7 +237,10 @@ fn check_mmu_roundtrip(si: &StartInfo, region: &Region) -> Result<(), Why> {
     let p2m = p2m(si);
     let spare_pfn = si.nr_pages - 1;
     if region.pfn_va(spare_pfn).is_some() {
-        return why!("domain too small: pfn {:#x} is inside the region", spare_pfn);
+        return why!(
+            "domain too small: pfn {:#x} is inside the region",
+            spare_pfn
+        );
     }
     let spare_mfn = p2m[spare_pfn as usize];
     let va0 = core::ptr::addr_of_mut!(SCRATCH) as u64;
@@ -241,27 +254,31 @@ fn check_mmu_roundtrip(si: &StartInfo, region: &Region) -> Result<(), Why> {
     // SAFETY: the scratch pages are ours and nothing holds references into them; both get
     // their original entries back before returning.
     let result = unsafe {
-        hypercall::update_va_mapping(va0, pte::make(spare_mfn, pte::L1_FLAGS | pte::D), uvmf::INVLPG)
-            .map_err(|e| ("update_va_mapping", e))
-            .and_then(|()| {
-                (va0 as *mut u64).write_volatile(pattern);
-                let l1_frame = w1.table_pfns[3];
-                let l1_maddr = p2m[l1_frame as usize] * PAGE_SIZE + pte::index(va1, 1) as u64 * 8;
-                let req = [MmuUpdate {
-                    ptr: l1_maddr | xenpv::mmu::NORMAL_PT_UPDATE,
-                    val: pte::make(spare_mfn, pte::L1_FLAGS | pte::D),
-                }];
-                hypercall::mmu_update(&req).map_err(|e| ("mmu_update", e))
-            })
-            .and_then(|_| {
-                xenpv::hypercall::mmuext_op(&[xenpv::MmuextOp {
-                    cmd: xenpv::mmuext::INVLPG_LOCAL,
-                    arg1: va1,
-                    ..Default::default()
-                }])
-                .map_err(|e| ("mmuext_op(INVLPG_LOCAL)", e))
-            })
-            .map(|_| (va1 as *const u64).read_volatile())
+        hypercall::update_va_mapping(
+            va0,
+            pte::make(spare_mfn, pte::L1_FLAGS | pte::D),
+            uvmf::INVLPG,
+        )
+        .map_err(|e| ("update_va_mapping", e))
+        .and_then(|()| {
+            (va0 as *mut u64).write_volatile(pattern);
+            let l1_frame = w1.table_pfns[3];
+            let l1_maddr = p2m[l1_frame as usize] * PAGE_SIZE + pte::index(va1, 1) as u64 * 8;
+            let req = [MmuUpdate {
+                ptr: l1_maddr | xenpv::mmu::NORMAL_PT_UPDATE,
+                val: pte::make(spare_mfn, pte::L1_FLAGS | pte::D),
+            }];
+            hypercall::mmu_update(&req).map_err(|e| ("mmu_update", e))
+        })
+        .and_then(|_| {
+            xenpv::hypercall::mmuext_op(&[xenpv::MmuextOp {
+                cmd: xenpv::mmuext::INVLPG_LOCAL,
+                arg1: va1,
+                ..Default::default()
+            }])
+            .map_err(|e| ("mmuext_op(INVLPG_LOCAL)", e))
+        })
+        .map(|_| (va1 as *const u64).read_volatile())
     };
     // SAFETY: restores the scratch pages' original L1 entries (their own frames, writable).
     let restored = unsafe {

@@ -1,0 +1,185 @@
+//! Provisioning of QEMU and Xen from Debian's packages, cached under `target/pvkexec-cache`.
+
+use anyhow::{bail, Context, Result};
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// A Xen hypervisor the rig can boot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum XenVersion {
+    /// Debian bookworm's `xen-hypervisor-4.17-amd64` (release build).
+    V4_17,
+}
+
+impl XenVersion {
+    fn package(self) -> &'static str {
+        match self {
+            XenVersion::V4_17 => "xen-hypervisor-4.17-amd64",
+        }
+    }
+
+    fn image_gz(self) -> &'static str {
+        match self {
+            XenVersion::V4_17 => "boot/xen-4.17-amd64.gz",
+        }
+    }
+
+    /// Short name, e.g. `4.17`.
+    pub fn name(self) -> &'static str {
+        match self {
+            XenVersion::V4_17 => "4.17",
+        }
+    }
+}
+
+impl std::str::FromStr for XenVersion {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "4.17" => Ok(XenVersion::V4_17),
+            other => bail!("unknown Xen version {other:?}: this rig provisions 4.17"),
+        }
+    }
+}
+
+static PROVISION_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn run(cmd: &mut Command) -> Result<()> {
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot run {:?}", cmd.get_program()))?;
+    if !status.success() {
+        bail!("{:?} failed with {}", cmd, status);
+    }
+    Ok(())
+}
+
+fn have(program: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {program} >/dev/null 2>&1")])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// Runs `apt-get update` once per process (fresh machines have no package lists).
+fn apt_update() -> Result<()> {
+    static DONE: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    if DONE.get().is_some() {
+        return Ok(());
+    }
+    run(Command::new("apt-get").args(["update", "-q"]))
+        .context("apt-get update (provisioning needs Debian's package lists; are you root?)")?;
+    let _ = DONE.set(());
+    Ok(())
+}
+
+/// Returns the path of `qemu-system-x86_64`, installing Debian's `qemu-system-x86` when absent.
+pub fn ensure_qemu() -> Result<PathBuf> {
+    let _guard = PROVISION_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    if !have("qemu-system-x86_64") {
+        eprintln!("provision: installing qemu-system-x86 with apt-get");
+        apt_update()?;
+        run(Command::new("apt-get")
+            .args([
+                "install",
+                "-y",
+                "-q",
+                "--no-install-recommends",
+                "qemu-system-x86",
+            ])
+            .env("DEBIAN_FRONTEND", "noninteractive"))
+        .context("cannot install qemu-system-x86 (apt-get install); install it by hand")?;
+    }
+    let out = Command::new("sh")
+        .args(["-c", "command -v qemu-system-x86_64"])
+        .output()
+        .context("locating qemu-system-x86_64")?;
+    let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if path.is_empty() {
+        bail!("qemu-system-x86_64 is not on PATH after installing qemu-system-x86");
+    }
+    Ok(PathBuf::from(path))
+}
+
+/// Downloads `package` with `apt-get download` into `dir` (once) and returns the .deb.
+pub fn download_deb(package: &str, dir: &Path) -> Result<PathBuf> {
+    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    if let Some(deb) = find_deb(dir, package)? {
+        return Ok(deb);
+    }
+    eprintln!("provision: downloading {package} with apt-get download");
+    let attempt = |dir: &Path| {
+        Command::new("apt-get")
+            .args(["download", "-q", package])
+            .current_dir(dir)
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    };
+    if !attempt(dir) {
+        apt_update()?;
+        if !attempt(dir) {
+            bail!("cannot download Debian package {package} (apt-get download failed)");
+        }
+    }
+    find_deb(dir, package)?.with_context(|| {
+        format!(
+            "apt-get download left no {package}_*.deb in {}",
+            dir.display()
+        )
+    })
+}
+
+fn find_deb(dir: &Path, package: &str) -> Result<Option<PathBuf>> {
+    let prefix = format!("{package}_");
+    for entry in fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let path = entry?.path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if name.starts_with(&prefix) && name.ends_with(".deb") {
+            return Ok(Some(path));
+        }
+    }
+    Ok(None)
+}
+
+/// Unpacks a .deb with `dpkg -x` into `dest` (once).
+pub fn unpack_deb(deb: &Path, dest: &Path) -> Result<()> {
+    let stamp = dest.join(".unpacked");
+    if stamp.exists() {
+        return Ok(());
+    }
+    let _ = fs::remove_dir_all(dest);
+    fs::create_dir_all(dest)?;
+    run(Command::new("dpkg").arg("-x").arg(deb).arg(dest))
+        .with_context(|| format!("unpacking {}", deb.display()))?;
+    fs::write(&stamp, deb.display().to_string())?;
+    Ok(())
+}
+
+/// Returns the path of the uncompressed Xen image for `version`, provisioning it when needed.
+pub fn ensure_xen(version: XenVersion) -> Result<PathBuf> {
+    // Tests boot in parallel threads: provision once at a time.
+    let _guard = PROVISION_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = crate::cache_dir().join(format!("xen-{}", version.name()));
+    let image = dir.join("xen");
+    if image.exists() {
+        return Ok(image);
+    }
+    let deb = download_deb(version.package(), &dir.join("deb"))?;
+    let root = dir.join("root");
+    unpack_deb(&deb, &root)?;
+    let gz_path = root.join(version.image_gz());
+    let gz = fs::File::open(&gz_path)
+        .with_context(|| format!("{} has no {}", deb.display(), version.image_gz()))?;
+    let mut bytes = Vec::new();
+    flate2::read::GzDecoder::new(gz)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("gunzip {}", gz_path.display()))?;
+    let tmp = dir.join("xen.tmp");
+    fs::write(&tmp, &bytes)?;
+    fs::rename(&tmp, &image)?;
+    Ok(image)
+}
