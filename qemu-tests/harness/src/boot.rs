@@ -49,6 +49,9 @@ pub struct BootConfig {
     pub echo: Echo,
     /// Prefix for echoed lines (e.g. the test name).
     pub tag: String,
+    /// End the run as soon as a serial line contains this text (verdict [`Verdict::Stopped`]),
+    /// e.g. to read Xen's builder report without running the kernel to its end.
+    pub stop_after: Option<String>,
 }
 
 impl BootConfig {
@@ -65,6 +68,7 @@ impl BootConfig {
             xen: XenVersion::V4_17,
             echo: Echo::Markers,
             tag: String::new(),
+            stop_after: None,
         }
     }
 }
@@ -86,6 +90,8 @@ pub enum Verdict {
     Timeout,
     /// QEMU exited before Xen reported the domain's end.
     QemuExited(Option<i32>),
+    /// The `stop_after` line was seen.
+    Stopped,
 }
 
 impl Verdict {
@@ -99,6 +105,7 @@ impl Verdict {
             Verdict::Timeout => 5,
             Verdict::XenPanic => 6,
             Verdict::QemuExited(_) => 7,
+            Verdict::Stopped => 8,
         }
     }
 }
@@ -144,6 +151,7 @@ enum End {
     Crash,
     Poweroff,
     Panic,
+    Stopped,
 }
 
 fn classify(line: &str) -> Option<End> {
@@ -264,7 +272,8 @@ pub fn boot(cfg: &BootConfig) -> Result<BootResult> {
                 }
                 log.push_str(&line);
                 log.push('\n');
-                if let Some(e) = classify(&line) {
+                let stop = cfg.stop_after.as_deref().is_some_and(|s| line.contains(s));
+                if let Some(e) = classify(&line).or(stop.then_some(End::Stopped)) {
                     end = Some(e);
                     // A reboot ends QEMU by itself (-no-reboot); the others would idle or
                     // count down, so stop reading after the verdict line.
@@ -286,6 +295,7 @@ pub fn boot(cfg: &BootConfig) -> Result<BootResult> {
         (Some(End::Crash), false) => Verdict::Crashed,
         (Some(End::Poweroff), false) => Verdict::PoweredOff,
         (Some(End::Panic), false) => Verdict::XenPanic,
+        (Some(End::Stopped), false) => Verdict::Stopped,
         (None, false) if timed_out => Verdict::Timeout,
         (None, false) => Verdict::QemuExited(exit),
     };

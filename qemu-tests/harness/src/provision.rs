@@ -183,3 +183,58 @@ pub fn ensure_xen(version: XenVersion) -> Result<PathBuf> {
     fs::rename(&tmp, &image)?;
     Ok(image)
 }
+
+/// Debian's PV-capable Linux kernel (bookworm's current `linux-image-6.1.0-*-amd64-unsigned`):
+/// returns the path of its `vmlinuz` (a bzImage with an xz payload), extracted once from the
+/// package without installing it.
+pub fn ensure_debian_linux() -> Result<PathBuf> {
+    let _guard = PROVISION_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = crate::cache_dir().join("linux-bookworm");
+    let image = dir.join("vmlinuz");
+    if image.exists() {
+        return Ok(image);
+    }
+    let package = debian_linux_package()?;
+    let deb = download_deb(&package, &dir.join("deb"))?;
+    let root = dir.join("root");
+    let _ = fs::remove_dir_all(&root);
+    fs::create_dir_all(&root)?;
+    // Only /boot is needed: extract it from the data archive rather than every module.
+    run(Command::new("sh").arg("-c").arg(format!(
+        "dpkg-deb --fsys-tarfile '{}' | tar -x -C '{}' --wildcards './boot/vmlinuz-*'",
+        deb.display(),
+        root.display()
+    )))
+    .with_context(|| format!("extracting vmlinuz from {}", deb.display()))?;
+    let boot = root.join("boot");
+    let vmlinuz = fs::read_dir(&boot)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("vmlinuz-"))
+        })
+        .with_context(|| format!("{} holds no boot/vmlinuz-*", deb.display()))?;
+    fs::copy(&vmlinuz, &image)?;
+    Ok(image)
+}
+
+/// The unsigned image package `linux-image-amd64` currently depends on.
+fn debian_linux_package() -> Result<String> {
+    let query = || -> Result<Option<String>> {
+        let out = Command::new("apt-cache")
+            .args(["depends", "linux-image-amd64"])
+            .output()
+            .context("running apt-cache depends linux-image-amd64")?;
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("Depends: "))
+            .find(|d| d.starts_with("linux-image-") && d.ends_with("-amd64"))
+            .map(|d| format!("{d}-unsigned")))
+    };
+    if let Some(p) = query()? {
+        return Ok(p);
+    }
+    apt_update()?;
+    query()?.context("apt-cache knows no linux-image-amd64 dependency (Debian package lists?)")
+}
