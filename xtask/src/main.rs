@@ -30,6 +30,8 @@ enum Cmd {
     Provision,
     /// Formats both workspaces.
     Fmt,
+    /// Criterion benchmarks: loader parse+plan, digest verification (SHA-NI and software).
+    Bench,
 }
 
 #[derive(clap::Args)]
@@ -87,6 +89,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::Bench => bench().map(|()| ExitCode::SUCCESS),
         Cmd::Fmt => {
             let root = harness::workspace_root();
             cargo(&root, &["fmt", "--all"])?;
@@ -135,14 +138,40 @@ fn demo() -> Result<ExitCode> {
     Ok(ExitCode::from(result.verdict.exit_code() as u8))
 }
 
+fn bench() -> Result<()> {
+    let root = harness::workspace_root();
+    step("digest verification, SHA-NI when the CPU has it", || {
+        cargo(&root, &["bench", "-p", "pvhandoff"])
+    })?;
+    step("digest verification, software SHA-256", || {
+        // A separate target dir: the cfg changes every crate's flags.
+        let dir = root.join("target/bench-soft-sha");
+        cargo_env(
+            &root,
+            &["bench", "-p", "pvhandoff"],
+            &[
+                ("RUSTFLAGS", "--cfg sha2_backend=\"soft\""),
+                ("CARGO_TARGET_DIR", dir.to_str().context("target path")?),
+            ],
+        )
+    })?;
+    Ok(())
+}
+
 /// Runs cargo in `dir` with the outer invocation's target settings removed.
 fn cargo(dir: &Path, args: &[&str]) -> Result<()> {
+    cargo_env(dir, args, &[])
+}
+
+/// [`cargo`] with extra environment variables.
+fn cargo_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.args(args).current_dir(dir);
     for var in ["CARGO_TARGET_DIR", "RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS"] {
         cmd.env_remove(var);
     }
+    cmd.envs(env.iter().copied());
     let status = cmd
         .status()
         .with_context(|| format!("running cargo {}", args.join(" ")))?;

@@ -1,0 +1,10 @@
+//! Contracts between pvkexec's loader (host), the kernel side (old kernel) and the purgatory:
+//! the segment descriptors with their SHA-256 digests, and the digest verification the
+//! purgatory runs before it changes anything. Pure `no_std` logic, unit-tested on the host.
+#![no_std]
+
+pub mod digest;
+pub mod segment;
+
+pub use digest::{verify_segment, DigestMismatch, SegmentHasher};
+pub use segment::{SegmentDesc, SegmentKind};

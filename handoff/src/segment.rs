@@ -1,0 +1,71 @@
+//! Segment descriptors: what the loader produced, where it goes, and its digest.
+
+use xenpv::assert_layout;
+
+/// What a segment holds; the purgatory names it when its digest does not match.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SegmentKind {
+    Kernel = 1,
+    Initrd = 2,
+    StartInfo = 3,
+    P2m = 4,
+    PageTables = 5,
+    Stack = 6,
+    Purgatory = 7,
+    Plan = 8,
+}
+
+impl SegmentKind {
+    /// Decodes a descriptor's `kind` field.
+    pub fn from_u32(v: u32) -> Option<Self> {
+        Some(match v {
+            1 => Self::Kernel,
+            2 => Self::Initrd,
+            3 => Self::StartInfo,
+            4 => Self::P2m,
+            5 => Self::PageTables,
+            6 => Self::Stack,
+            7 => Self::Purgatory,
+            8 => Self::Plan,
+            _ => return None,
+        })
+    }
+
+    /// Lower-case name used in logs and errors.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Kernel => "kernel",
+            Self::Initrd => "initrd",
+            Self::StartInfo => "start-info",
+            Self::P2m => "p2m",
+            Self::PageTables => "page-tables",
+            Self::Stack => "stack",
+            Self::Purgatory => "purgatory",
+            Self::Plan => "plan",
+        }
+    }
+}
+
+/// One segment: `len` bytes placed at `dest_pfn` onwards in the new kernel's pseudo-physical
+/// space, padded with zeros to `nr_pages` pages; `sha256` covers the `len` bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SegmentDesc {
+    /// A [`SegmentKind`].
+    pub kind: u32,
+    pub flags: u32,
+    pub dest_pfn: u64,
+    pub nr_pages: u64,
+    pub len: u64,
+    pub sha256: [u8; 32],
+}
+assert_layout!(SegmentDesc, 64; kind @ 0, flags @ 4, dest_pfn @ 8, nr_pages @ 16, len @ 24,
+    sha256 @ 32);
+
+impl SegmentDesc {
+    /// The kind's name, or `unknown` for a value this build does not know.
+    pub fn kind_name(&self) -> &'static str {
+        SegmentKind::from_u32(self.kind).map_or("unknown", SegmentKind::name)
+    }
+}
