@@ -582,3 +582,40 @@ mod tests {
         assert_eq!(t.system_time_at(1100), 5 + 25);
     }
 }
+
+#[cfg(test)]
+mod layout_tests {
+    //! The compile-time asserts above already fail the build on a wrong layout; these tests
+    //! restate the reference's key numbers so a test run lists them.
+    use super::*;
+    use core::mem::{offset_of, size_of};
+
+    #[test]
+    fn reference_sizes() {
+        assert_eq!(size_of::<StartInfo>(), 1168);
+        assert_eq!(size_of::<SharedInfo>(), 3136);
+        assert_eq!(size_of::<VcpuInfo>(), 64);
+        assert_eq!(size_of::<VcpuTimeInfo>(), 32);
+        assert_eq!(size_of::<MmuUpdate>(), 16);
+        assert_eq!(size_of::<MmuextOp>(), 24);
+        assert_eq!(size_of::<MulticallEntry>(), 64);
+        assert_eq!(size_of::<TrapInfo>(), 16);
+        assert_eq!(size_of::<CpuUserRegs>(), 200);
+        assert_eq!(size_of::<VcpuGuestContext>(), 5168);
+        assert_eq!(size_of::<EvtchnStatus>(), 24);
+        assert_eq!(size_of::<XenMemoryReservation>(), 32);
+        assert_eq!(size_of::<E820Entry>(), 20);
+    }
+
+    #[test]
+    fn reference_offsets() {
+        assert_eq!(offset_of!(StartInfo, cmd_line), 0x80);
+        assert_eq!(offset_of!(StartInfo, first_p2m_pfn), 0x480);
+        assert_eq!(offset_of!(SharedInfo, evtchn_pending), 0x800);
+        assert_eq!(offset_of!(SharedInfo, max_pfn), 0xC10);
+        assert_eq!(offset_of!(VcpuGuestContext, ctrlreg), 0x1378);
+        assert_eq!(offset_of!(VcpuGuestContext, gs_base_user), 0x1428);
+        assert_eq!(offset_of!(CpuUserRegs, rip), 128);
+        assert_eq!(offset_of!(XenconsInterface, out_prod), 0xC0C);
+    }
+}
