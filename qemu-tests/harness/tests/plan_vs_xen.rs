@@ -55,10 +55,12 @@ fn xen_arrangement(log: &str) -> Vec<String> {
 
 fn plan_lines(kernel: &Path, initrd: Option<&Path>, mem_mib: u64) -> Result<Vec<String>, String> {
     let mut cmd = Command::new(pvkexec());
-    cmd.arg("plan")
-        .arg("--kernel")
-        .arg(kernel)
-        .args(["--mem-mib", &mem_mib.to_string(), "--mode", "dom0"]);
+    cmd.arg("plan").arg("--kernel").arg(kernel).args([
+        "--mem-mib",
+        &mem_mib.to_string(),
+        "--mode",
+        "dom0",
+    ]);
     if let Some(i) = initrd {
         cmd.arg("--initrd").arg(i);
     }
@@ -70,7 +72,13 @@ fn plan_lines(kernel: &Path, initrd: Option<&Path>, mem_mib: u64) -> Result<Vec<
     Ok(xen_arrangement(&stdout))
 }
 
-fn boot(kernel: &Path, initrd: Option<&Path>, mem_mib: u64, cmdline: &str, stop: bool) -> BootResult {
+fn boot(
+    kernel: &Path,
+    initrd: Option<&Path>,
+    mem_mib: u64,
+    cmdline: &str,
+    stop: bool,
+) -> BootResult {
     let mut cfg = BootConfig::new(kernel);
     cfg.mem_mib = mem_mib;
     cfg.cmdline = cmdline.into();
@@ -93,7 +101,10 @@ fn compare(name: &str, xen: &[String], plan: &[String]) {
         let p = plan.get(i).map(String::as_str).unwrap_or("<missing>");
         eprintln!("[{name}]   xen:  {x}\n[{name}]   plan: {p}");
     }
-    assert!(xen.len() >= 7, "[{name}] Xen printed no full arrangement: {xen:?}");
+    assert!(
+        xen.len() >= 7,
+        "[{name}] Xen printed no full arrangement: {xen:?}"
+    );
     assert_eq!(xen, plan, "[{name}] plan differs from Xen's builder");
 }
 
@@ -124,8 +135,19 @@ fn bootcheck_kernel_layout_equals_xen() {
         for initrd_len in [None, Some((1 << 20) + 4097)] {
             let initrd = initrd_len.map(initrd);
             let name = format!("bootcheck {mem} MiB initrd {initrd_len:?}");
-            let result = boot(&kernel, initrd.as_deref(), mem, &format!("mem_mib={mem}"), false);
-            assert_eq!(result.verdict, Verdict::Pass, "[{name}] log:\n{}", result.log);
+            let result = boot(
+                &kernel,
+                initrd.as_deref(),
+                mem,
+                &format!("mem_mib={mem}"),
+                false,
+            );
+            assert_eq!(
+                result.verdict,
+                Verdict::Pass,
+                "[{name}] log:\n{}",
+                result.log
+            );
             let plan = plan_lines(&kernel, initrd.as_deref(), mem).unwrap();
             compare(&name, &xen_arrangement(&result.log), &plan);
 
@@ -170,7 +192,12 @@ fn debian_linux_layout_equals_xen() {
             let initrd = initrd_len.map(initrd);
             let name = format!("linux {mem} MiB initrd {initrd_len:?}");
             let result = boot(&kernel, initrd.as_deref(), mem, "console=hvc0", true);
-            assert_eq!(result.verdict, Verdict::Stopped, "[{name}] log:\n{}", result.log);
+            assert_eq!(
+                result.verdict,
+                Verdict::Stopped,
+                "[{name}] log:\n{}",
+                result.log
+            );
             let plan = plan_lines(&kernel, initrd.as_deref(), mem).unwrap();
             compare(&name, &xen_arrangement(&result.log), &plan);
         }
