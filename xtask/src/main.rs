@@ -232,6 +232,7 @@ fn test() -> Result<()> {
     step("provision QEMU and Xen", || {
         provision::ensure_qemu()?;
         provision::ensure_xen(XenVersion::V4_17)?;
+        provision::ensure_xen(XenVersion::V4_20)?;
         Ok(())
     })?;
     step("guest builds", || guest::build().map(drop))?;

@@ -11,18 +11,22 @@ use std::process::Command;
 pub enum XenVersion {
     /// Debian bookworm's `xen-hypervisor-4.17-amd64` (release build).
     V4_17,
+    /// Debian trixie's `xen-hypervisor-4.20-amd64`, fetched with a private apt configuration.
+    V4_20,
 }
 
 impl XenVersion {
     fn package(self) -> &'static str {
         match self {
             XenVersion::V4_17 => "xen-hypervisor-4.17-amd64",
+            XenVersion::V4_20 => "xen-hypervisor-4.20-amd64",
         }
     }
 
     fn image_gz(self) -> &'static str {
         match self {
             XenVersion::V4_17 => "boot/xen-4.17-amd64.gz",
+            XenVersion::V4_20 => "boot/xen-4.20-amd64.gz",
         }
     }
 
@@ -30,6 +34,15 @@ impl XenVersion {
     pub fn name(self) -> &'static str {
         match self {
             XenVersion::V4_17 => "4.17",
+            XenVersion::V4_20 => "4.20",
+        }
+    }
+
+    /// The Debian release whose package lists carry this hypervisor (`None`: the system's).
+    fn suite(self) -> Option<&'static str> {
+        match self {
+            XenVersion::V4_17 => None,
+            XenVersion::V4_20 => Some("trixie"),
         }
     }
 }
@@ -39,7 +52,8 @@ impl std::str::FromStr for XenVersion {
     fn from_str(s: &str) -> Result<Self> {
         match s {
             "4.17" => Ok(XenVersion::V4_17),
-            other => bail!("unknown Xen version {other:?}: this rig provisions 4.17"),
+            "4.20" => Ok(XenVersion::V4_20),
+            other => bail!("unknown Xen version {other:?}: this rig provisions 4.17 and 4.20"),
         }
     }
 }
@@ -106,18 +120,88 @@ pub fn ensure_qemu() -> Result<PathBuf> {
 
 /// Downloads `package` with `apt-get download` into `dir` (once) and returns the .deb.
 pub fn download_deb(package: &str, dir: &Path) -> Result<PathBuf> {
+    download_deb_from(package, dir, None)
+}
+
+/// A private apt configuration for another Debian suite: its own source list, package lists
+/// and cache under `target/`, so the system's apt setup is never touched.
+fn suite_apt_config(suite: &str) -> Result<PathBuf> {
+    let dir = crate::cache_dir().join(format!("apt-{suite}"));
+    for sub in ["lists/partial", "cache/archives/partial"] {
+        fs::create_dir_all(dir.join(sub))?;
+    }
+    let conf = dir.join("apt.conf");
+    if !dir.join("lists").read_dir()?.any(|e| {
+        e.map(|e| e.file_name().to_string_lossy().ends_with("_Packages"))
+            .unwrap_or(false)
+    }) {
+        let mirror = system_mirror();
+        fs::write(
+            dir.join("sources.list"),
+            format!(
+                "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] {mirror} {suite} main\n"
+            ),
+        )?;
+        fs::write(
+            &conf,
+            format!(
+                "Dir::Etc::sourcelist \"{d}/sources.list\";\nDir::Etc::sourceparts \"-\";\n\
+                 Dir::State::Lists \"{d}/lists\";\nDir::Cache \"{d}/cache\";\n",
+                d = dir.display()
+            ),
+        )?;
+        eprintln!("provision: fetching Debian {suite} package lists from {mirror}");
+        run(Command::new("apt-get")
+            .args(["update", "-q"])
+            .env("APT_CONFIG", &conf))
+        .with_context(|| format!("apt-get update for Debian {suite}"))?;
+    }
+    Ok(conf)
+}
+
+/// The Debian mirror the system's apt uses (first `URIs:`/`deb` entry), else deb.debian.org.
+fn system_mirror() -> String {
+    let mut texts = Vec::new();
+    if let Ok(t) = fs::read_to_string("/etc/apt/sources.list") {
+        texts.push(t);
+    }
+    if let Ok(dir) = fs::read_dir("/etc/apt/sources.list.d") {
+        for e in dir.flatten() {
+            if e.file_name().to_string_lossy().ends_with(".sources") {
+                texts.push(fs::read_to_string(e.path()).unwrap_or_default());
+            }
+        }
+    }
+    for text in &texts {
+        for line in text.lines() {
+            let uri = line.strip_prefix("URIs:").map(str::trim).or_else(|| {
+                line.strip_prefix("deb ")
+                    .and_then(|r| r.split_whitespace().find(|w| w.starts_with("http")))
+            });
+            if let Some(uri) = uri.and_then(|u| u.split_whitespace().next()) {
+                if uri.ends_with("/debian") {
+                    return uri.to_string();
+                }
+            }
+        }
+    }
+    "http://deb.debian.org/debian".to_string()
+}
+
+/// [`download_deb`] through an optional private apt configuration.
+fn download_deb_from(package: &str, dir: &Path, apt_config: Option<&Path>) -> Result<PathBuf> {
     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     if let Some(deb) = find_deb(dir, package)? {
         return Ok(deb);
     }
     eprintln!("provision: downloading {package} with apt-get download");
     let attempt = |dir: &Path| {
-        Command::new("apt-get")
-            .args(["download", "-q", package])
-            .current_dir(dir)
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false)
+        let mut cmd = Command::new("apt-get");
+        cmd.args(["download", "-q", package]).current_dir(dir);
+        if let Some(conf) = apt_config {
+            cmd.env("APT_CONFIG", conf);
+        }
+        cmd.status().map(|s| s.success()).unwrap_or(false)
     };
     if !attempt(dir) {
         apt_update()?;
@@ -168,7 +252,8 @@ pub fn ensure_xen(version: XenVersion) -> Result<PathBuf> {
     if image.exists() {
         return Ok(image);
     }
-    let deb = download_deb(version.package(), &dir.join("deb"))?;
+    let apt_config = version.suite().map(suite_apt_config).transpose()?;
+    let deb = download_deb_from(version.package(), &dir.join("deb"), apt_config.as_deref())?;
     let root = dir.join("root");
     unpack_deb(&deb, &root)?;
     let gz_path = root.join(version.image_gz());

@@ -1,6 +1,7 @@
 //! The boot-check kernel under real Xen 4.17 in QEMU: every check passes, and a deliberately
 //! wrong expectation is reported by the harness as a guest failure.
 
+use harness::provision::XenVersion;
 use harness::{guest, BootConfig, Verdict};
 
 const CHECKS: [&str; 7] = [
@@ -14,8 +15,19 @@ const CHECKS: [&str; 7] = [
 ];
 
 fn bootcheck(tag: &str, mem_mib: u64, vcpus: u32, cmdline: String) -> harness::BootResult {
+    bootcheck_on(XenVersion::V4_17, tag, mem_mib, vcpus, cmdline)
+}
+
+fn bootcheck_on(
+    xen: XenVersion,
+    tag: &str,
+    mem_mib: u64,
+    vcpus: u32,
+    cmdline: String,
+) -> harness::BootResult {
     let kernel = guest::binary("bootcheck").expect("building the guest kernels");
     let mut cfg = BootConfig::new(kernel);
+    cfg.xen = xen;
     cfg.mem_mib = mem_mib;
     cfg.vcpus = vcpus;
     cfg.cmdline = cmdline;
@@ -49,6 +61,23 @@ fn bootcheck_passes_1gib() {
     let result = bootcheck("bootcheck-1G", 1024, 1, "mem_mib=1024".into());
     assert_all_pass(&result);
     assert!(result.log.contains("p2m-m2p frames=262144"));
+}
+
+#[test]
+fn bootcheck_passes_on_xen_4_20() {
+    let result = bootcheck_on(
+        XenVersion::V4_20,
+        "bootcheck-xen4.20",
+        64,
+        2,
+        "mem_mib=64".into(),
+    );
+    assert_all_pass(&result);
+    assert!(
+        result.log.contains("xen-version 4.20"),
+        "log:\n{}",
+        result.log
+    );
 }
 
 #[test]

@@ -25,7 +25,7 @@ fn pvkexec() -> PathBuf {
 /// A deterministic initrd of `len` bytes under target/.
 fn initrd(len: usize) -> PathBuf {
     let path = harness::cache_dir().join(format!("test-initrd-{len}.bin"));
-    if std::fs::metadata(&path).map(|m| m.len() as usize) != Ok(len) {
+    if std::fs::metadata(&path).map(|m| m.len() as usize).ok() != Some(len) {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         let bytes: Vec<u8> = (0..len).map(|i| (i * 131 + i / 4096) as u8).collect();
         std::fs::write(&path, bytes).unwrap();
