@@ -288,7 +288,7 @@ pub(crate) fn add(a: u64, b: u64, what: &'static str) -> Result<u64, PlanError> 
 /// Plans the region for `req`.
 pub fn plan(req: &PlanRequest) -> Result<Plan, PlanError> {
     let k = &req.kernel;
-    if k.virt_base % PAGE_SIZE != 0 {
+    if !k.virt_base.is_multiple_of(PAGE_SIZE) {
         return Err(PlanError::BadAddress {
             what: "virt_base",
             value: k.virt_base,
@@ -303,7 +303,7 @@ pub fn plan(req: &PlanRequest) -> Result<Plan, PlanError> {
         if p >= k.virt_kstart && p < k.virt_kend {
             return Err(PlanError::P2mInsideKernel { p2m_base: p });
         }
-        if p % PAGE_SIZE != 0 {
+        if !p.is_multiple_of(PAGE_SIZE) {
             return Err(PlanError::BadAddress {
                 what: "INIT_P2M",
                 value: p,
@@ -311,7 +311,7 @@ pub fn plan(req: &PlanRequest) -> Result<Plan, PlanError> {
         }
     }
     if let Some(t) = req.trampoline {
-        if t % PAGE_SIZE != 0 || t >= 0x0000_8000_0000_0000 {
+        if !t.is_multiple_of(PAGE_SIZE) || t >= 0x0000_8000_0000_0000 {
             return Err(PlanError::BadTrampoline(t));
         }
     }
