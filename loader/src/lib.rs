@@ -1,1 +1,13 @@
+//! pvkexec's loader: reads a new kernel (ELF64 vmlinux, gzip'd ELF, bzImage with any payload
+//! compression Linux uses), reads its Xen notes, and plans its PV start-of-day layout with
+//! [`pvlayout`]. The CLI `pvkexec` is in `src/bin/pvkexec.rs`.
 
+pub mod decompress;
+pub mod error;
+pub mod kernel;
+pub mod notes;
+pub mod plan;
+pub mod purgatory;
+
+pub use error::{LoadError, Reason};
+pub use kernel::{parse_kernel, Container, ParsedKernel};

@@ -1,0 +1,267 @@
+//! Bounded decompression of every format Linux uses for a bzImage payload. Each decoder
+//! streams where its crate allows and stops with [`Reason::TooLarge`] one byte past the bound,
+//! so a hostile payload cannot grow memory without limit.
+
+use crate::error::Reason;
+use std::io::Read;
+
+/// Payload compression formats, detected by their magic bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Compression {
+    Gzip,
+    Bzip2,
+    Xz,
+    Zstd,
+    Lzma,
+    Lzo,
+    Lz4,
+    /// An uncompressed ELF payload (Xen's dom0 loader accepts it).
+    None,
+}
+
+impl Compression {
+    /// Detects the format from the first bytes (the order of Xen's domU bzImage loader).
+    pub fn detect(b: &[u8]) -> Option<Self> {
+        let starts = |m: &[u8]| b.starts_with(m);
+        Some(if starts(&[0x1F, 0x8B]) || starts(&[0x1F, 0x9E]) {
+            Self::Gzip
+        } else if starts(b"BZh") {
+            Self::Bzip2
+        } else if starts(&[0xFD, b'7', b'z', b'X', b'Z', 0x00]) {
+            Self::Xz
+        } else if starts(&[0x28, 0xB5, 0x2F, 0xFD]) {
+            Self::Zstd
+        } else if starts(&[0x5D, 0x00]) {
+            Self::Lzma
+        } else if starts(&[0x89, b'L', b'Z', b'O', 0x00]) {
+            Self::Lzo
+        } else if starts(&[0x02, 0x21, 0x4C, 0x18]) {
+            Self::Lz4
+        } else if starts(b"\x7fELF") {
+            Self::None
+        } else {
+            return None;
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Gzip => "gzip",
+            Self::Bzip2 => "bzip2",
+            Self::Xz => "xz",
+            Self::Zstd => "zstd",
+            Self::Lzma => "lzma",
+            Self::Lzo => "lzo",
+            Self::Lz4 => "lz4",
+            Self::None => "uncompressed",
+        }
+    }
+}
+
+fn bounded(format: Compression, reader: impl Read, limit: u64) -> Result<Vec<u8>, Reason> {
+    let mut out = Vec::new();
+    reader
+        .take(limit.saturating_add(1))
+        .read_to_end(&mut out)
+        .map_err(|e| Reason::Decompress {
+            format: format.name(),
+            reason: e.to_string(),
+        })?;
+    check_limit(format, out, limit)
+}
+
+fn check_limit(format: Compression, out: Vec<u8>, limit: u64) -> Result<Vec<u8>, Reason> {
+    if out.len() as u64 > limit {
+        return Err(Reason::TooLarge {
+            format: format.name(),
+            limit,
+        });
+    }
+    Ok(out)
+}
+
+fn bad(format: Compression, reason: impl ToString) -> Reason {
+    Reason::Decompress {
+        format: format.name(),
+        reason: reason.to_string(),
+    }
+}
+
+/// Decompresses `data` in `format`, producing at most `limit` bytes.
+pub fn decompress(format: Compression, data: &[u8], limit: u64) -> Result<Vec<u8>, Reason> {
+    match format {
+        Compression::Gzip => bounded(format, flate2::read::GzDecoder::new(data), limit),
+        Compression::Bzip2 => bounded(format, bzip2::read::BzDecoder::new(data), limit),
+        Compression::Xz => {
+            let stream =
+                xz2::stream::Stream::new_stream_decoder(u64::MAX, 0).map_err(|e| bad(format, e))?;
+            bounded(
+                format,
+                xz2::read::XzDecoder::new_stream(data, stream),
+                limit,
+            )
+        }
+        Compression::Lzma => {
+            // Linux's "lzma" is the legacy .lzma (LZMA-alone) container.
+            let stream =
+                xz2::stream::Stream::new_lzma_decoder(u64::MAX).map_err(|e| bad(format, e))?;
+            bounded(
+                format,
+                xz2::read::XzDecoder::new_stream(data, stream),
+                limit,
+            )
+        }
+        Compression::Zstd => {
+            let decoder =
+                ruzstd::decoding::StreamingDecoder::new(data).map_err(|e| bad(format, e))?;
+            bounded(format, decoder, limit)
+        }
+        Compression::Lz4 => lz4_legacy(data, limit),
+        Compression::Lzo => lzop(data, limit),
+        Compression::None => check_limit(format, data.to_vec(), limit),
+    }
+}
+
+fn u32_le(data: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_le_bytes(
+        data.get(at..at.checked_add(4)?)?.try_into().ok()?,
+    ))
+}
+
+fn u32_be(data: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_be_bytes(
+        data.get(at..at.checked_add(4)?)?.try_into().ok()?,
+    ))
+}
+
+fn u16_be(data: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_be_bytes(
+        data.get(at..at.checked_add(2)?)?.try_into().ok()?,
+    ))
+}
+
+/// LZ4 legacy frame (what Linux's `lz4 -l` writes): magic 0x184C2102, then blocks of a
+/// little-endian u32 compressed size and an LZ4 block of at most 8 MiB output. A repeated magic
+/// starts another frame. lz4_flex decodes the blocks; the framing is this small loop because
+/// lz4_flex's frame decoder reads only the modern frame format.
+fn lz4_legacy(data: &[u8], limit: u64) -> Result<Vec<u8>, Reason> {
+    const MAGIC: u32 = 0x184C_2102;
+    const MAX_BLOCK: usize = 8 << 20;
+    let f = Compression::Lz4;
+    let mut out = Vec::new();
+    let mut at = 4;
+    let mut block = vec![0u8; MAX_BLOCK];
+    while let Some(size) = u32_le(data, at) {
+        at += 4;
+        if size == MAGIC {
+            continue;
+        }
+        let input = data
+            .get(at..at.saturating_add(size as usize))
+            .ok_or_else(|| {
+                bad(
+                    f,
+                    format!("block of {size} bytes at {:#x} past the end", at - 4),
+                )
+            })?;
+        let n = lz4_flex::block::decompress_into(input, &mut block).map_err(|e| bad(f, e))?;
+        if out.len() as u64 + n as u64 > limit {
+            return Err(Reason::TooLarge {
+                format: f.name(),
+                limit,
+            });
+        }
+        out.extend_from_slice(&block[..n]);
+        at += size as usize;
+    }
+    if out.is_empty() {
+        return Err(bad(f, "no blocks"));
+    }
+    Ok(out)
+}
+
+/// lzop container (what Linux's `lzop -9` writes): header, then blocks of big-endian
+/// `dst_len`, `src_len` and optional checksums, each block stored or LZO1X-compressed, ending
+/// with `dst_len == 0`. lzokay-native decodes LZO1X; no crate parses the lzop container.
+fn lzop(data: &[u8], limit: u64) -> Result<Vec<u8>, Reason> {
+    const F_ADLER32_D: u32 = 0x1;
+    const F_ADLER32_C: u32 = 0x2;
+    const F_H_EXTRA_FIELD: u32 = 0x40;
+    const F_CRC32_D: u32 = 0x100;
+    const F_CRC32_C: u32 = 0x200;
+    const F_H_FILTER: u32 = 0x800;
+    let f = Compression::Lzo;
+    let short = || bad(f, "truncated lzop header");
+    let mut at = 9; // magic
+    let version = u16_be(data, at).ok_or_else(short)?;
+    at += 4; // version, library version
+    if version >= 0x0940 {
+        at += 2; // version needed
+    }
+    let method = *data.get(at).ok_or_else(short)?;
+    if !(1..=3).contains(&method) {
+        return Err(bad(f, format!("unknown lzop method {method}")));
+    }
+    at += 1;
+    if version >= 0x0940 {
+        at += 1; // level
+    }
+    let flags = u32_be(data, at).ok_or_else(short)?;
+    at += 4;
+    if flags & F_H_FILTER != 0 {
+        at += 4;
+    }
+    at += 8; // mode, mtime low
+    if version >= 0x0940 {
+        at += 4; // mtime high
+    }
+    let name_len = *data.get(at).ok_or_else(short)? as usize;
+    at += 1 + name_len + 4; // name, header checksum
+    if flags & F_H_EXTRA_FIELD != 0 {
+        let extra = u32_be(data, at).ok_or_else(short)? as usize;
+        at += 4 + extra + 4;
+    }
+    let mut out = Vec::new();
+    loop {
+        let dst_len = u32_be(data, at).ok_or_else(|| bad(f, "truncated block header"))? as usize;
+        at += 4;
+        if dst_len == 0 {
+            break;
+        }
+        let src_len = u32_be(data, at).ok_or_else(|| bad(f, "truncated block header"))? as usize;
+        at += 4;
+        if dst_len > 64 << 20 || src_len > dst_len {
+            return Err(bad(f, format!("bad block sizes {src_len} -> {dst_len}")));
+        }
+        if out.len() as u64 + dst_len as u64 > limit {
+            return Err(Reason::TooLarge {
+                format: f.name(),
+                limit,
+            });
+        }
+        if flags & (F_ADLER32_D | F_CRC32_D) != 0 {
+            at += 4;
+        }
+        if src_len < dst_len && flags & (F_ADLER32_C | F_CRC32_C) != 0 {
+            at += 4;
+        }
+        let block = data
+            .get(at..at.saturating_add(src_len))
+            .ok_or_else(|| bad(f, "block past the end"))?;
+        at += src_len;
+        if src_len == dst_len {
+            out.extend_from_slice(block);
+        } else {
+            let plain = lzokay_native::decompress_all(block, Some(dst_len))
+                .map_err(|e| bad(f, format!("{e:?}")))?;
+            if plain.len() != dst_len {
+                return Err(bad(
+                    f,
+                    format!("block gave {} bytes, header says {dst_len}", plain.len()),
+                ));
+            }
+            out.extend_from_slice(&plain);
+        }
+    }
+    Ok(out)
+}
