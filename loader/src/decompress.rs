@@ -182,7 +182,9 @@ fn lz4_legacy(data: &[u8], limit: u64) -> Result<Vec<u8>, Reason> {
 
 /// lzop container (what Linux's `lzop -9` writes): header, then blocks of big-endian
 /// `dst_len`, `src_len` and optional checksums, each block stored or LZO1X-compressed, ending
-/// with `dst_len == 0`. lzokay-native decodes LZO1X; no crate parses the lzop container.
+/// with `dst_len == 0`. No crate parses the lzop container, and the LZO1X crates available
+/// panic on corrupt input (lzokay-native 0.1 subtracts with overflow, found by this crate's
+/// property tests), so both are written here with every access bounds-checked.
 fn lzop(data: &[u8], limit: u64) -> Result<Vec<u8>, Reason> {
     const F_ADLER32_D: u32 = 0x1;
     const F_ADLER32_C: u32 = 0x2;
@@ -252,8 +254,7 @@ fn lzop(data: &[u8], limit: u64) -> Result<Vec<u8>, Reason> {
         if src_len == dst_len {
             out.extend_from_slice(block);
         } else {
-            let plain = lzokay_native::decompress_all(block, Some(dst_len))
-                .map_err(|e| bad(f, format!("{e:?}")))?;
+            let plain = lzo1x(block, dst_len).map_err(|e| bad(f, e))?;
             if plain.len() != dst_len {
                 return Err(bad(
                     f,
@@ -264,4 +265,122 @@ fn lzop(data: &[u8], limit: u64) -> Result<Vec<u8>, Reason> {
         }
     }
     Ok(out)
+}
+
+/// LZO1X decompression (the format of Linux's `lib/lzo` and liblzo2's `lzo1x_decompress_safe`)
+/// into at most `max_out` bytes. Every read of the input and every back-reference is checked;
+/// corrupt input is an error, never a panic or an out-of-bounds access.
+pub fn lzo1x(input: &[u8], max_out: usize) -> Result<Vec<u8>, String> {
+    let mut out: Vec<u8> = Vec::with_capacity(max_out.min(1 << 20));
+    let mut ip = 0usize;
+    let byte = |ip: &mut usize| -> Result<usize, String> {
+        let b = *input.get(*ip).ok_or("input overrun")?;
+        *ip += 1;
+        Ok(b as usize)
+    };
+    // A run of zero bytes extends a length by 255 each, then the next byte is added.
+    let extended = |ip: &mut usize, base: usize| -> Result<usize, String> {
+        let mut zeros = 0usize;
+        while *input.get(*ip).ok_or("input overrun")? == 0 {
+            *ip += 1;
+            zeros += 1;
+            if zeros > max_out / 255 + 1 {
+                return Err("length run longer than the output".into());
+            }
+        }
+        Ok(base + zeros * 255 + byte(ip)?)
+    };
+    let literals = |ip: &mut usize, out: &mut Vec<u8>, n: usize| -> Result<(), String> {
+        let run = input
+            .get(*ip..*ip + n)
+            .ok_or("literal run past the input")?;
+        if out.len() + n > max_out {
+            return Err("output overrun".into());
+        }
+        out.extend_from_slice(run);
+        *ip += n;
+        Ok(())
+    };
+    let copy_match = |out: &mut Vec<u8>, distance: usize, len: usize| -> Result<(), String> {
+        if distance == 0 || distance > out.len() {
+            return Err(format!("back-reference {distance} before the output start"));
+        }
+        if out.len() + len > max_out {
+            return Err("output overrun".into());
+        }
+        let from = out.len() - distance;
+        for i in 0..len {
+            let b = out[from + i];
+            out.push(b);
+        }
+        Ok(())
+    };
+
+    let mut state; // literals copied after the last match (0..3), or 4 after a literal run
+    let first = *input.first().ok_or("empty block")? as usize;
+    if first > 17 {
+        ip = 1;
+        let t = first - 17;
+        literals(&mut ip, &mut out, t)?;
+        state = if t < 4 { t } else { 4 };
+    } else {
+        state = 0;
+    }
+    loop {
+        let t = byte(&mut ip)?;
+        let (distance, len);
+        if t < 16 {
+            if state == 0 {
+                let n = if t == 0 { extended(&mut ip, 15)? } else { t } + 3;
+                literals(&mut ip, &mut out, n)?;
+                state = 4;
+                continue;
+            }
+            let low = byte(&mut ip)?;
+            if state == 4 {
+                distance = 1 + 0x800 + (t >> 2) + (low << 2);
+                len = 3;
+            } else {
+                distance = 1 + (t >> 2) + (low << 2);
+                len = 2;
+            }
+            copy_match(&mut out, distance, len)?;
+            state = t & 3;
+        } else if t >= 64 {
+            let low = byte(&mut ip)?;
+            distance = 1 + ((t >> 2) & 7) + (low << 3);
+            len = (t >> 5) + 1;
+            copy_match(&mut out, distance, len)?;
+            state = t & 3;
+        } else if t >= 32 {
+            len = if t & 31 == 0 {
+                extended(&mut ip, 31)?
+            } else {
+                t & 31
+            } + 2;
+            let d = byte(&mut ip)? | (byte(&mut ip)? << 8);
+            distance = 1 + (d >> 2);
+            copy_match(&mut out, distance, len)?;
+            state = d & 3;
+        } else {
+            len = if t & 7 == 0 {
+                extended(&mut ip, 7)?
+            } else {
+                t & 7
+            } + 2;
+            let d = byte(&mut ip)? | (byte(&mut ip)? << 8);
+            let high = (t & 8) << 11;
+            if high == 0 && d >> 2 == 0 {
+                // End of stream marker: a match of length 3 with distance 0x4000.
+                if len != 3 {
+                    return Err("bad end-of-stream marker".into());
+                }
+                return Ok(out);
+            }
+            distance = 0x4000 + high + (d >> 2);
+            copy_match(&mut out, distance, len)?;
+            state = d & 3;
+        }
+        literals(&mut ip, &mut out, state)?;
+    }
 }

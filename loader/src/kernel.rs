@@ -1,5 +1,5 @@
-//! Reading a new kernel: ELF64 vmlinux, gzip-compressed ELF, or bzImage (boot protocol
-//! >= 2.08) with any payload compression Linux uses; then its Xen notes and the addresses
+//! Reading a new kernel: ELF64 vmlinux, gzip-compressed ELF, or bzImage (boot protocol 2.08
+//! or later) with any payload compression Linux uses; then its Xen notes and the addresses
 //! libelf derives (`elf_parse_binary`, `elf_xen_addr_calc_check`).
 
 use crate::decompress::{decompress, Compression};

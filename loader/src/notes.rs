@@ -119,7 +119,7 @@ impl XenNotes {
             n::FEATURES => self.features = parse_features(&string(ty, desc)?)?,
             n::SUPPORTED_FEATURES => {
                 let mut bits = 0u32;
-                if desc.is_empty() || desc.len() % 4 != 0 {
+                if desc.is_empty() || !desc.len().is_multiple_of(4) {
                     return Err(Reason::Note(format!(
                         "SUPPORTED_FEATURES payload of {} bytes (u32 words expected)",
                         desc.len()

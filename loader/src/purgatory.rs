@@ -45,7 +45,7 @@ pub struct PlacedPurgatory {
 
 /// Flattens and relocates `elf_bytes` for `base`.
 pub fn place(elf_bytes: &[u8], base: u64) -> Result<PlacedPurgatory, PurgatoryError> {
-    if base % 4096 != 0 {
+    if !base.is_multiple_of(4096) {
         return Err(PurgatoryError::Unaligned(base));
     }
     let elf = Elf::parse(elf_bytes).map_err(|e| PurgatoryError::Elf(e.to_string()))?;

@@ -273,11 +273,19 @@ pub fn boot(cfg: &BootConfig) -> Result<BootResult> {
                 log.push_str(&line);
                 log.push('\n');
                 let stop = cfg.stop_after.as_deref().is_some_and(|s| line.contains(s));
+                if end == Some(End::Panic) {
+                    // Xen prints the panic's reason after "Panic on CPU": keep reading until
+                    // it announces the reboot.
+                    if line.contains("Reboot in five seconds") || line.contains("Manual reset") {
+                        break;
+                    }
+                    continue;
+                }
                 if let Some(e) = classify(&line).or(stop.then_some(End::Stopped)) {
                     end = Some(e);
                     // A reboot ends QEMU by itself (-no-reboot); the others would idle or
                     // count down, so stop reading after the verdict line.
-                    if e != End::Reboot {
+                    if e != End::Reboot && e != End::Panic {
                         break;
                     }
                 }

@@ -39,7 +39,7 @@ fn xen_arrangement(log: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut inside = false;
     for line in log.lines() {
-        let text = line.strip_prefix("(XEN)").unwrap_or(line);
+        let text = line.strip_prefix("(XEN) ").unwrap_or(line);
         if text.contains("VIRTUAL MEMORY ARRANGEMENT:") {
             inside = true;
         }
