@@ -59,7 +59,9 @@ impl Compression {
 }
 
 fn bounded(format: Compression, reader: impl Read, limit: u64) -> Result<Vec<u8>, Reason> {
-    let mut out = Vec::new();
+    // A declared size (bzImage) is the expected output: reserve it once instead of letting the
+    // vector double past it. Capped so a hostile declaration cannot reserve much up front.
+    let mut out = Vec::with_capacity(limit.min(256 << 20) as usize + 1);
     reader
         .take(limit.saturating_add(1))
         .read_to_end(&mut out)

@@ -140,6 +140,35 @@ fn demo() -> Result<ExitCode> {
 
 fn bench() -> Result<()> {
     let root = harness::workspace_root();
+    let kernel = provision::ensure_debian_linux()?;
+    step("loader: parse Debian's bzImage and plan", || {
+        cargo(&root, &["bench", "-p", "loader"])
+    })?;
+    step(
+        "loader: peak RSS of `pvkexec plan` on Debian's bzImage",
+        || {
+            cargo(
+                &root,
+                &["build", "--release", "-p", "loader", "--bin", "pvkexec"],
+            )?;
+            let exe = root.join("target/release/pvkexec");
+            let (status, max_rss_kib) = rusage_of(
+                Command::new(&exe)
+                    .args(["plan", "--mode", "dom0", "--mem-mib", "256", "--kernel"])
+                    .arg(&kernel)
+                    .stdout(std::process::Stdio::null()),
+            )?;
+            if !status.success() {
+                bail!("pvkexec plan failed: {status}");
+            }
+            println!(
+                "pvkexec plan on {}: peak RSS {:.1} MiB",
+                kernel.display(),
+                max_rss_kib as f64 / 1024.0
+            );
+            Ok(())
+        },
+    )?;
     step("digest verification, SHA-NI when the CPU has it", || {
         cargo(&root, &["bench", "-p", "pvhandoff"])
     })?;
@@ -250,4 +279,19 @@ fn test() -> Result<()> {
     })?;
     eprintln!("all tests passed");
     Ok(())
+}
+
+/// Runs `cmd` and returns its exit status and peak resident set size in KiB.
+fn rusage_of(cmd: &mut Command) -> Result<(std::process::ExitStatus, i64)> {
+    let status = cmd.status().context("running the measured command")?;
+    // SAFETY: getrusage writes one rusage into the zeroed local; RUSAGE_CHILDREN covers the
+    // child just waited for (xtask starts no other long-lived children before this).
+    let rss = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        if libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) != 0 {
+            bail!("getrusage failed");
+        }
+        usage.ru_maxrss
+    };
+    Ok((status, rss))
 }
