@@ -258,10 +258,11 @@ fn test() -> Result<()> {
             ],
         )
     })?;
-    step("provision QEMU and Xen", || {
+    step("provision QEMU, Xen 4.17 and 4.20, Debian's Linux", || {
         provision::ensure_qemu()?;
         provision::ensure_xen(XenVersion::V4_17)?;
         provision::ensure_xen(XenVersion::V4_20)?;
+        provision::ensure_debian_linux()?;
         Ok(())
     })?;
     step("guest builds", || guest::build().map(drop))?;
