@@ -18,7 +18,7 @@ mod dom0;
 mod domu;
 mod tables;
 
-pub use tables::{count_tables, TableFrame};
+pub use tables::{build_tables, count_tables, TableFrame, TableImage};
 
 use alloc::string::String;
 use alloc::vec::Vec;

@@ -53,7 +53,8 @@ pub fn count_tables(lo: u64, hi: u64, extra: Option<u64>) -> u64 {
     1 + region + extra_tables(lo, hi, extra).len() as u64
 }
 
-/// The covered span of a table of `level` with span index `idx`.
+/// The covered span of a table of `level` with span index `idx` (`end` wraps to 0 for the
+/// last span of the address space; compare span indices rather than `end`).
 pub(crate) fn cover(level: u8, idx: u64) -> Range {
     let s = span_shift(level);
     let start = idx << s;
@@ -69,4 +70,78 @@ pub(crate) fn cover(level: u8, idx: u64) -> Range {
         start: canon(start),
         end: canon(start).wrapping_add(1 << s),
     }
+}
+
+/// One bootstrap table's contents in PFN terms: each present entry holds `pfn << 12 | flags`;
+/// the purgatory turns PFNs into MFNs when it writes the real tables.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TableImage {
+    pub pfn: u64,
+    pub level: u8,
+    pub entries: alloc::boxed::Box<[u64; 512]>,
+}
+
+/// Builds the bootstrap tables of `plan` in PFN terms, as the builders fill them: every page
+/// of the region mapped `P|RW|A` at its own PFN, except the page-table frames, mapped read-only
+/// (`P|A`); upper levels `P|RW|A|D|US`; the trampoline page (if planned) mapped `P|RW|A` at
+/// `trampoline_pfn`. Table frames are returned in the plan's allocation order.
+pub fn build_tables(
+    plan: &crate::Plan,
+    trampoline_pfn: Option<u64>,
+) -> Result<Vec<TableImage>, crate::PlanError> {
+    use xenpv::pte;
+    let mut tables: Vec<TableImage> = plan
+        .table_frames
+        .iter()
+        .map(|f| TableImage {
+            pfn: f.pfn,
+            level: f.level,
+            entries: alloc::boxed::Box::new([0u64; 512]),
+        })
+        .collect();
+    let find = |tables: &[TableImage], level: u8, va: u64| -> Option<usize> {
+        let frames = &plan.table_frames;
+        (0..tables.len()).find(|&i| {
+            frames[i].level == level
+                && (level == 4
+                    || va >> span_shift(level) == frames[i].covers.start >> span_shift(level))
+        })
+    };
+    let map = |tables: &mut Vec<TableImage>, va: u64, pfn: u64, flags: u64| {
+        let mut idx = [0usize; 5];
+        for level in (1..=4u8).rev() {
+            idx[level as usize] = find(tables, level, va).ok_or(crate::PlanError::Unsupported(
+                "page not covered by the planned tables",
+            ))?;
+        }
+        for level in (2..=4u8).rev() {
+            let lower = tables[idx[level as usize - 1]].pfn;
+            let slot = pte::index(va, level as u32);
+            tables[idx[level as usize]].entries[slot] = pte::make(lower, pte::UPPER_FLAGS);
+        }
+        tables[idx[1]].entries[pte::index(va, 1)] = pte::make(pfn, flags);
+        Ok::<(), crate::PlanError>(())
+    };
+    let pt = plan.page_tables;
+    let mut va = plan.region.start;
+    while va < plan.region.end {
+        let pfn = (va - plan.virt_base) / crate::PAGE_SIZE;
+        let flags = if va >= pt.start && va < pt.end {
+            pte::L1_FLAGS_RO
+        } else {
+            pte::L1_FLAGS
+        };
+        map(&mut tables, va, pfn, flags)?;
+        va += crate::PAGE_SIZE;
+    }
+    match (plan.trampoline, trampoline_pfn) {
+        (Some(t), Some(pfn)) => map(&mut tables, t, pfn, pte::L1_FLAGS)?,
+        (None, None) => {}
+        _ => {
+            return Err(crate::PlanError::Unsupported(
+                "a trampoline page needs both its address in the plan and its PFN",
+            ))
+        }
+    }
+    Ok(tables)
 }

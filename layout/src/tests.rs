@@ -233,3 +233,48 @@ proptest! {
         let _ = plan(&rq);
     }
 }
+
+/// Walks PFN-term tables like the MMU would, from the L4 (first frame).
+fn walk(tables: &[TableImage], va: u64) -> Option<u64> {
+    let mut table = &tables[0];
+    for level in (1..=4u32).rev() {
+        let e = table.entries[xenpv::pte::index(va, level)];
+        if e & xenpv::pte::P == 0 {
+            return None;
+        }
+        if level == 1 {
+            return Some(e);
+        }
+        let pfn = xenpv::pte::mfn(e);
+        table = tables.iter().find(|t| t.pfn == pfn)?;
+    }
+    None
+}
+
+#[test]
+fn table_images_map_the_region_and_the_trampoline() {
+    for (mode, k, pages) in [
+        (Mode::Dom0, kernel(0xffffffff80000000, 0x1c000), 262144u64),
+        (Mode::DomU, kernel(0, 2 << 20), 65536),
+        (Mode::Dom0, kernel(0x3fe00000, 0x300000), 300000), // crosses a 1 GiB boundary
+    ] {
+        let mut rq = req(mode, k, Some(5 << 20), pages);
+        rq.trampoline = Some(0x7f00_0000_0000);
+        let p = plan(&rq).unwrap();
+        let tables = build_tables(&p, Some(0x1234)).unwrap();
+        assert_eq!(tables[0].level, 4);
+        let mut va = p.region.start;
+        while va < p.region.end {
+            let e = walk(&tables, va).unwrap_or_else(|| panic!("{va:#x} unmapped"));
+            assert_eq!(xenpv::pte::mfn(e), (va - p.virt_base) / PAGE_SIZE);
+            let table_page = va >= p.page_tables.start && va < p.page_tables.end;
+            assert_eq!(e & xenpv::pte::RW == 0, table_page, "{va:#x}");
+            va += PAGE_SIZE;
+        }
+        assert!(walk(&tables, p.region.end).is_none());
+        let t = walk(&tables, 0x7f00_0000_0000).unwrap();
+        assert_eq!(xenpv::pte::mfn(t), 0x1234);
+        // Every table frame is used, and none twice.
+        assert_eq!(tables.len(), p.table_frames.len());
+    }
+}
