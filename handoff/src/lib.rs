@@ -4,6 +4,8 @@
 #![no_std]
 
 pub mod digest;
+pub mod handoff;
+pub mod image;
 pub mod segment;
 
 pub use digest::{verify_segment, DigestMismatch, SegmentHasher};

@@ -4,6 +4,7 @@
 
 pub mod decompress;
 pub mod error;
+pub mod image;
 pub mod kernel;
 pub mod notes;
 pub mod plan;

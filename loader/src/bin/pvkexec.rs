@@ -43,6 +43,58 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Builds a kexec image file: kernel, initrd and purgatory segments with SHA-256 digests
+    /// (format: docs/kexec-image.md).
+    Build {
+        #[arg(long)]
+        kernel: PathBuf,
+        #[arg(long)]
+        initrd: Option<PathBuf>,
+        #[arg(long)]
+        mem_mib: u64,
+        #[arg(long, value_enum, default_value = "domu")]
+        mode: ModeArg,
+        #[arg(short = 'o', long)]
+        output: PathBuf,
+    },
+    /// Prints an image's segments and checks every digest (exit 3 on a mismatch).
+    Inspect { image: PathBuf },
+}
+
+fn mode_of(m: ModeArg) -> pvlayout::Mode {
+    match m {
+        ModeArg::Dom0 => pvlayout::Mode::Dom0,
+        ModeArg::Domu => pvlayout::Mode::DomU,
+    }
+}
+
+fn build(
+    kernel: &std::path::Path,
+    initrd: Option<&std::path::Path>,
+    mem_mib: u64,
+    mode: pvlayout::Mode,
+    output: &std::path::Path,
+) -> Result<String, loader::LoadError> {
+    use loader::plan::read_input;
+    let name = kernel.display().to_string();
+    let k = loader::parse_kernel(&name, &read_input(kernel)?)?;
+    let initrd = initrd.map(read_input).transpose()?;
+    let built = loader::image::build_image(&name, &k, initrd.as_deref(), mem_mib * 256, mode)?;
+    std::fs::write(output, &built.bytes).map_err(|e| {
+        loader::LoadError::new(
+            &output.display().to_string(),
+            None,
+            loader::Reason::Io(e.to_string()),
+        )
+    })?;
+    let (report, _) = loader::image::inspect(&output.display().to_string(), &built.bytes)?;
+    Ok(format!(
+        "{}{}purgatory relocations applied: {}\nwrote {}\n",
+        built.plan.render_xen_arrangement(),
+        report,
+        built.purgatory_relocations,
+        output.display()
+    ))
 }
 
 const EXIT_BAD_INPUT: u8 = 3;
@@ -50,6 +102,42 @@ const EXIT_BAD_INPUT: u8 = 3;
 fn main() -> ExitCode {
     let cli = Cli::parse(); // usage errors exit 2
     match cli.cmd {
+        Cmd::Build {
+            kernel,
+            initrd,
+            mem_mib,
+            mode,
+            output,
+        } => match build(&kernel, initrd.as_deref(), mem_mib, mode_of(mode), &output) {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("pvkexec: {e}");
+                ExitCode::from(EXIT_BAD_INPUT)
+            }
+        },
+        Cmd::Inspect { image } => {
+            let name = image.display().to_string();
+            let result = loader::plan::read_input(&image)
+                .and_then(|bytes| loader::image::inspect(&name, &bytes));
+            match result {
+                Ok((text, all_ok)) => {
+                    print!("{text}");
+                    if all_ok {
+                        ExitCode::SUCCESS
+                    } else {
+                        eprintln!("pvkexec: {name}: a segment digest does not match");
+                        ExitCode::from(EXIT_BAD_INPUT)
+                    }
+                }
+                Err(e) => {
+                    eprintln!("pvkexec: {e}");
+                    ExitCode::from(EXIT_BAD_INPUT)
+                }
+            }
+        }
         Cmd::Plan {
             kernel,
             initrd,
@@ -57,10 +145,7 @@ fn main() -> ExitCode {
             mode,
             json,
         } => {
-            let mode = match mode {
-                ModeArg::Dom0 => pvlayout::Mode::Dom0,
-                ModeArg::Domu => pvlayout::Mode::DomU,
-            };
+            let mode = mode_of(mode);
             match plan_files(&kernel, initrd.as_deref(), mem_mib, mode) {
                 Ok((k, plan)) => {
                     if json {

@@ -1,0 +1,130 @@
+//! The kexec image file (loader -> kernel side), version 1:
+//!
+//! | offset | content |
+//! | --- | --- |
+//! | 0 | [`ImageHeader`] (64 bytes) |
+//! | 64 | `nr_segments` x [`SegmentDesc`] (64 bytes each) |
+//! | `data_offset` | segment data, each segment's `len` bytes starting on a 4 KiB boundary, in order |
+//!
+//! Everything is little-endian. A segment's data occupies `round_up(len, 4096)` bytes of the
+//! file; the rest of its `nr_pages` (bss, padding) is zero in the new domain.
+
+use crate::segment::SegmentDesc;
+use xenpv::assert_layout;
+
+/// `b"PVKXIMG\0"`.
+pub const IMAGE_MAGIC: [u8; 8] = *b"PVKXIMG\0";
+pub const IMAGE_VERSION: u32 = 1;
+/// The purgatory segment is mapped at `purgatory_base`, not placed at a PFN of the new domain.
+pub const SEG_FLAG_PURGATORY_MAPPING: u32 = 1;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ImageHeader {
+    pub magic: [u8; 8],
+    pub version: u32,
+    /// Size of this header (64).
+    pub header_size: u32,
+    pub nr_segments: u32,
+    pub _pad: u32,
+    /// Virtual address (lower half) the purgatory was relocated for.
+    pub purgatory_base: u64,
+    /// Purgatory entry point (absolute).
+    pub purgatory_entry: u64,
+    /// The new kernel's entry point.
+    pub kernel_entry: u64,
+    /// File offset of the first segment's data.
+    pub data_offset: u64,
+    /// Size of the whole file.
+    pub total_size: u64,
+}
+assert_layout!(ImageHeader, 64; magic @ 0, version @ 8, header_size @ 12, nr_segments @ 16,
+    purgatory_base @ 24, purgatory_entry @ 32, kernel_entry @ 40, data_offset @ 48, total_size @ 56);
+
+/// Why an image cannot be read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ImageError {
+    TooShort,
+    BadMagic,
+    BadVersion(u32),
+    /// A segment (index) whose data lies outside the file.
+    SegmentOutside(usize),
+    TooManySegments(u32),
+}
+
+/// Maximum segments an image may hold.
+pub const MAX_SEGMENTS: u32 = 64;
+
+fn round_page(v: u64) -> Option<u64> {
+    v.checked_add(4095).map(|x| x & !4095)
+}
+
+/// A validated view of an image in memory.
+pub struct ImageView<'a> {
+    bytes: &'a [u8],
+    pub header: ImageHeader,
+}
+
+impl<'a> ImageView<'a> {
+    /// Checks the header and that every segment's data lies inside `bytes`.
+    pub fn parse(bytes: &'a [u8]) -> Result<Self, ImageError> {
+        if bytes.len() < 64 {
+            return Err(ImageError::TooShort);
+        }
+        // SAFETY: 64 bytes are present; ImageHeader is plain old data, read unaligned.
+        let header = unsafe { (bytes.as_ptr() as *const ImageHeader).read_unaligned() };
+        if header.magic != IMAGE_MAGIC {
+            return Err(ImageError::BadMagic);
+        }
+        if header.version != IMAGE_VERSION || header.header_size != 64 {
+            return Err(ImageError::BadVersion(header.version));
+        }
+        if header.nr_segments > MAX_SEGMENTS {
+            return Err(ImageError::TooManySegments(header.nr_segments));
+        }
+        let view = ImageView { bytes, header };
+        let table_end = 64 + 64 * header.nr_segments as u64;
+        if table_end > bytes.len() as u64 || header.data_offset < table_end {
+            return Err(ImageError::TooShort);
+        }
+        for i in 0..header.nr_segments as usize {
+            view.data(i)?;
+        }
+        Ok(view)
+    }
+
+    /// Descriptor `i`.
+    pub fn segment(&self, i: usize) -> SegmentDesc {
+        let at = 64 + 64 * i;
+        // SAFETY: `parse` checked that the descriptor table lies inside `bytes`; SegmentDesc is
+        // plain old data, read unaligned.
+        unsafe { (self.bytes[at..at + 64].as_ptr() as *const SegmentDesc).read_unaligned() }
+    }
+
+    /// Segments in file order.
+    pub fn segments(&self) -> impl Iterator<Item = SegmentDesc> + '_ {
+        (0..self.header.nr_segments as usize).map(|i| self.segment(i))
+    }
+
+    /// File offset of segment `i`'s data.
+    pub fn data_offset(&self, i: usize) -> Result<u64, ImageError> {
+        let mut off = self.header.data_offset;
+        for j in 0..i {
+            off = round_page(self.segment(j).len)
+                .and_then(|l| off.checked_add(l))
+                .ok_or(ImageError::SegmentOutside(j))?;
+        }
+        Ok(off)
+    }
+
+    /// Segment `i`'s `len` data bytes.
+    pub fn data(&self, i: usize) -> Result<&'a [u8], ImageError> {
+        let off = self.data_offset(i)?;
+        let end = off
+            .checked_add(self.segment(i).len)
+            .ok_or(ImageError::SegmentOutside(i))?;
+        self.bytes
+            .get(off as usize..end as usize)
+            .ok_or(ImageError::SegmentOutside(i))
+    }
+}
