@@ -1,14 +1,12 @@
-//! Runtime shared by pvkexec's freestanding guest binaries (test kernels; the purgatory has its
-//! own position-independent entry). Built for the host triple as a freestanding executable
-//! (docs/building-guests.md): it supplies what the prebuilt `core` expects from libc (`mem*`),
-//! a console over `console_io`, the PV entry point, and a panic handler that crashes the domain.
+//! Runtime shared by pvkexec's freestanding guest binaries (test kernels and purgatory), built
+//! for the host triple (docs/building-guests.md): what the prebuilt `core` expects from libc
+//! (`mem*`), a console over `console_io`, and shutdown. Entry points and panic handlers belong
+//! to each binary (a fixed-address kernel and the PIE purgatory enter differently).
 #![no_std]
 
 pub mod console;
-pub mod entry;
 pub mod mem;
 
-use core::panic::PanicInfo;
 use xenpv::{hypercall, ShutdownReason};
 
 /// Shuts the domain down with `reason`; spins only if Xen refuses (it never should).
@@ -18,21 +16,4 @@ pub fn shutdown(reason: ShutdownReason) -> ! {
         println!("shutdown({:?}) refused: {}", reason, err);
         let _ = hypercall::sched_yield();
     }
-}
-
-#[panic_handler]
-fn panic(info: &PanicInfo) -> ! {
-    println!("panic: {}", info);
-    shutdown(ShutdownReason::Crash)
-}
-
-/// The prebuilt `core` for the host target references the unwinding personality routine even
-/// though guests abort on panic; nothing ever calls it.
-#[no_mangle]
-extern "C" fn rust_eh_personality() {}
-
-/// Referenced by the prebuilt `alloc` (landing pads that never run with `panic = "abort"`).
-#[no_mangle]
-extern "C" fn _Unwind_Resume() -> ! {
-    shutdown(ShutdownReason::Crash)
 }

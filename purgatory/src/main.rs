@@ -1,14 +1,18 @@
-//! Purgatory binary: position-independent, entered by the old kernel's kexec code.
+//! Purgatory binary: position-independent, entered by the old kernel's kexec code with `rdi`
+//! pointing at the handoff block (`pvhandoff::handoff`).
 //!
-//! Implemented so far: the entry (own stack, CR0.TS cleared before any Rust) and the refusal
-//! path. The stages of design.md section 2 (digest verification over the handoff's frames, P2M
-//! renumbering, new tables, cleanup, trampoline) are not implemented yet, so the purgatory says
-//! so and crashes the domain rather than entering anything.
+//! Implemented: entry (own stack, CR0.TS cleared before any Rust), and stage 1: the SHA-256 of
+//! every segment is checked before anything else; a mismatch names the segment and crashes the
+//! domain. The later stages of design.md section 2 (P2M renumbering, new tables, VCPU cleanup,
+//! trampoline) are not implemented yet, so after verification the purgatory says so and crashes
+//! the domain rather than entering anything.
 #![no_std]
 #![no_main]
 
 use core::arch::global_asm;
-use core::fmt::Write;
+use pvhandoff::handoff::{Handoff, HANDOFF_MAGIC, HANDOFF_VERSION};
+use pvhandoff::image::{ImageView, SEG_FLAG_PURGATORY_MAPPING};
+use pvhandoff::verify_segment;
 use xenpv::{hypercall, ShutdownReason};
 
 global_asm!(
@@ -33,14 +37,9 @@ purgatory_stack_top:
     "#
 );
 
-struct Console;
-
-impl Write for Console {
-    fn write_str(&mut self, s: &str) -> core::fmt::Result {
-        hypercall::console_write(s.as_bytes())
-            .map(drop)
-            .map_err(|_| core::fmt::Error)
-    }
+/// One console line per message (the initial domain's `console_io`).
+macro_rules! say {
+    ($($arg:tt)*) => { guestrt::console::print_line(format_args!($($arg)*)) };
 }
 
 fn crash() -> ! {
@@ -49,20 +48,95 @@ fn crash() -> ! {
     }
 }
 
+/// Reads the handoff block the kernel side passed.
+fn handoff(ptr: u64) -> Option<Handoff> {
+    if ptr == 0 || !ptr.is_multiple_of(8) {
+        return None;
+    }
+    // SAFETY: the kernel side passes the address of a mapped, aligned handoff block; it is
+    // only read, and its magic and version are checked before any field is trusted.
+    let h = unsafe { (ptr as *const Handoff).read_volatile() };
+    (h.magic == HANDOFF_MAGIC && h.version == HANDOFF_VERSION).then_some(h)
+}
+
 #[no_mangle]
-extern "C" fn purgatory_main(_handoff: u64) -> ! {
-    let _ = writeln!(
-        Console,
-        "purgatory: stages after entry are not implemented; refusing to enter a new kernel"
+extern "C" fn purgatory_main(handoff_ptr: u64) -> ! {
+    say!("purgatory: entered");
+    let Some(h) = handoff(handoff_ptr) else {
+        say!("purgatory: handoff block at {handoff_ptr:#x} has a wrong magic or version");
+        crash()
+    };
+    // SAFETY: the handoff says the whole image is mapped readable at image_va for image_len
+    // bytes; the purgatory only reads it.
+    let bytes =
+        unsafe { core::slice::from_raw_parts(h.image_va as *const u8, h.image_len as usize) };
+    let image = match ImageView::parse(bytes) {
+        Ok(v) => v,
+        Err(e) => {
+            say!(
+                "purgatory: kexec image at {:#x} unreadable: {:?}",
+                h.image_va,
+                e
+            );
+            crash()
+        }
+    };
+    let start = rdtsc();
+    let mut total = 0u64;
+    for (i, seg) in image.segments().enumerate() {
+        if seg.flags & SEG_FLAG_PURGATORY_MAPPING != 0 {
+            // This code runs from those pages (its stack and data live there): a purgatory
+            // cannot vouch for itself. `pvkexec inspect` and the loader check that segment.
+            say!("purgatory: segment {i} (purgatory) is this code: not self-checked");
+            continue;
+        }
+        let Ok(data) = image.data(i) else {
+            say!(
+                "purgatory: segment {i} ({}) lies outside the image",
+                seg.kind_name()
+            );
+            crash()
+        };
+        if let Err(m) = verify_segment(i, &seg, data.chunks(4096)) {
+            say!(
+                "purgatory: segment {} ({}): SHA-256 mismatch (expected {:02x}{:02x}{:02x}{:02x}..., found {:02x}{:02x}{:02x}{:02x}...): refusing to continue",
+                m.index, seg.kind_name(), m.expected[0], m.expected[1], m.expected[2], m.expected[3],
+                m.actual[0], m.actual[1], m.actual[2], m.actual[3]
+            );
+            crash()
+        }
+        total += seg.len;
+        say!(
+            "purgatory: segment {i} ({}) digest ok, {} bytes",
+            seg.kind_name(),
+            seg.len
+        );
+    }
+    say!(
+        "purgatory: digests verified: {} segments, {} bytes, {} TSC cycles",
+        image.header.nr_segments,
+        total,
+        rdtsc().wrapping_sub(start)
     );
+    say!("purgatory: stages after digest verification are not implemented; refusing to enter a new kernel");
     crash()
+}
+
+fn rdtsc() -> u64 {
+    let (lo, hi): (u32, u32);
+    // SAFETY: rdtsc only reads the time-stamp counter (PV guests may execute it).
+    unsafe { core::arch::asm!("rdtsc", out("eax") lo, out("edx") hi, options(nomem, nostack)) };
+    (hi as u64) << 32 | lo as u64
 }
 
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo) -> ! {
-    let _ = writeln!(Console, "purgatory: panic: {}", info);
+    say!("purgatory: panic: {}", info);
     crash()
 }
 
 #[no_mangle]
 extern "C" fn rust_eh_personality() {}
+
+// `memcpy` and friends come from guestrt (linked for its `mem` module).
+use guestrt as _;

@@ -2,6 +2,7 @@
 //! harness reads, command-line words, and read-only views of the P2M, M2P and page tables.
 #![no_std]
 
+pub mod entry;
 pub mod notes;
 pub mod report;
 pub mod view;
@@ -24,3 +25,14 @@ pub fn parse_u64(text: &[u8]) -> Option<u64> {
         None => s.parse().ok(),
     }
 }
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo) -> ! {
+    println!("panic: {}", info);
+    guestrt::shutdown(xenpv::ShutdownReason::Crash)
+}
+
+/// The prebuilt `core` for the host target references the unwinding personality routine even
+/// though guests abort on panic; nothing ever calls it.
+#[no_mangle]
+extern "C" fn rust_eh_personality() {}

@@ -8,8 +8,8 @@
 #![allow(clippy::result_large_err)]
 
 use core::arch::asm;
-use guestrt::entry::{entry_regs, reg};
 use guestrt::println;
+use pvtest_kernels::entry::{entry_regs, reg};
 use pvtest_kernels::report::{check, finish, Why};
 use pvtest_kernels::view::{m2p, p2m, walk, Region};
 use pvtest_kernels::{cmdline_value, notes::VIRT_BASE, parse_u64, why};
