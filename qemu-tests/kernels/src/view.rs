@@ -27,6 +27,17 @@ pub struct Region {
 }
 
 impl Region {
+    /// The region as the builders end it: 4 MiB aligned with at least 512 KiB after the boot
+    /// stack whose top Xen passed in `rsp`.
+    pub fn from_stack_top(virt_base: u64, stack_top: u64) -> Self {
+        const FOUR_MIB: u64 = 4 << 20;
+        let mut end = (stack_top + FOUR_MIB - 1) & !(FOUR_MIB - 1);
+        if end - stack_top < (512 << 10) {
+            end += FOUR_MIB;
+        }
+        Region { virt_base, end }
+    }
+
     /// Virtual address of `pfn` if it lies in the mapped region.
     pub fn pfn_va(&self, pfn: u64) -> Option<u64> {
         let va = self.virt_base.checked_add(pfn.checked_mul(PAGE_SIZE)?)?;

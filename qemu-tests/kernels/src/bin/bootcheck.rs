@@ -50,10 +50,7 @@ extern "C" fn guest_main(si: *const StartInfo) -> ! {
         core::str::from_utf8(si.cmdline()).unwrap_or("<non-utf8>")
     );
 
-    let region = Region {
-        virt_base: VIRT_BASE,
-        end: padded_end(regs[reg::RSP]),
-    };
+    let region = Region::from_stack_top(VIRT_BASE, regs[reg::RSP]);
     check("magic", check_magic(si));
     check("nr_pages", check_nr_pages(si));
     check("p2m-m2p", check_p2m_m2p(si));
@@ -62,17 +59,6 @@ extern "C" fn guest_main(si: *const StartInfo) -> ! {
     check("xen-version", check_xen_version());
     check("mmu-roundtrip", check_mmu_roundtrip(si, &region));
     finish()
-}
-
-/// The builders' end rule: 4 MiB aligned with at least 512 KiB after the boot stack.
-fn padded_end(stack_top: u64) -> u64 {
-    const FOUR_MIB: u64 = 4 << 20;
-    let end = (stack_top + FOUR_MIB - 1) & !(FOUR_MIB - 1);
-    if end - stack_top < (512 << 10) {
-        end + FOUR_MIB
-    } else {
-        end
-    }
 }
 
 fn check_magic(si: &StartInfo) -> Result<(), Why> {
