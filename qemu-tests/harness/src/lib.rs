@@ -9,6 +9,7 @@
 pub mod boot;
 pub mod guest;
 pub mod provision;
+pub mod tools;
 
 pub use boot::{boot, BootConfig, BootResult, Echo, Module, Verdict};
 

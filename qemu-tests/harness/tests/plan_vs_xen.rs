@@ -7,30 +7,12 @@ use harness::{guest, BootConfig, BootResult, Echo, Module, Verdict};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// The `pvkexec` binary, built for the test (the CLI is what a person diffs against Xen).
 fn pvkexec() -> PathBuf {
-    let root = harness::workspace_root();
-    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args(["build", "--quiet", "-p", "loader", "--bin", "pvkexec"])
-        .current_dir(&root)
-        .status()
-        .expect("running cargo build for pvkexec");
-    assert!(status.success(), "building pvkexec failed");
-    let target = std::env::var("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| root.join("target"));
-    target.join("debug/pvkexec")
+    harness::tools::pvkexec().expect("building pvkexec")
 }
 
-/// A deterministic initrd of `len` bytes under target/.
 fn initrd(len: usize) -> PathBuf {
-    let path = harness::cache_dir().join(format!("test-initrd-{len}.bin"));
-    if std::fs::metadata(&path).map(|m| m.len() as usize).ok() != Some(len) {
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        let bytes: Vec<u8> = (0..len).map(|i| (i * 131 + i / 4096) as u8).collect();
-        std::fs::write(&path, bytes).unwrap();
-    }
-    path
+    harness::tools::test_file(len).expect("writing the test initrd")
 }
 
 /// Xen's arrangement block: the lines from `VIRTUAL MEMORY ARRANGEMENT:` to `ENTRY ADDRESS`,
