@@ -17,6 +17,40 @@ pub const IMAGE_MAGIC: [u8; 8] = *b"PVKXIMG\0";
 pub const IMAGE_VERSION: u32 = 1;
 /// The purgatory segment is mapped at `purgatory_base`, not placed at a PFN of the new domain.
 pub const SEG_FLAG_PURGATORY_MAPPING: u32 = 1;
+/// A template the purgatory turns into fresh frames at `dest_pfn` (page tables in PFN terms),
+/// rather than frames placed as they are.
+pub const SEG_FLAG_TEMPLATE: u32 = 2;
+/// Metadata for the purgatory (the [`PlanRecord`]); not part of the new domain.
+pub const SEG_FLAG_METADATA: u32 = 4;
+
+/// `b"PVKXPLAN"` as a little-endian u64.
+pub const PLAN_MAGIC: u64 = u64::from_le_bytes(*b"PVKXPLAN");
+
+/// What the purgatory needs of the plan (segment kind `Plan`, flag [`SEG_FLAG_METADATA`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PlanRecord {
+    pub magic: u64,
+    /// Pages of the new domain.
+    pub nr_pages: u64,
+    pub virt_base: u64,
+    /// Pages of the initial region (`[virt_base, v_end)`).
+    pub region_pages: u64,
+    pub entry: u64,
+    pub rsp: u64,
+    pub start_info_va: u64,
+    pub pt_pfn: u64,
+    pub nr_pt_frames: u64,
+    pub p2m_pfn: u64,
+    pub p2m_pages: u64,
+    pub trampoline_va: u64,
+    /// PFN the trampoline page (the purgatory's first page) gets in the new domain.
+    pub trampoline_pfn: u64,
+    pub _reserved: [u64; 3],
+}
+assert_layout!(PlanRecord, 128; magic @ 0, nr_pages @ 8, virt_base @ 16, region_pages @ 24,
+    entry @ 32, rsp @ 40, start_info_va @ 48, pt_pfn @ 56, nr_pt_frames @ 64, p2m_pfn @ 72,
+    p2m_pages @ 80, trampoline_va @ 88, trampoline_pfn @ 96);
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -6,7 +6,8 @@ use crate::plan::plan_kernel;
 use crate::purgatory::{place, PURGATORY_ELF};
 use pvhandoff::digest::sha256;
 use pvhandoff::image::{
-    ImageHeader, ImageView, IMAGE_MAGIC, IMAGE_VERSION, SEG_FLAG_PURGATORY_MAPPING,
+    ImageHeader, ImageView, PlanRecord, IMAGE_MAGIC, IMAGE_VERSION, PLAN_MAGIC, SEG_FLAG_METADATA,
+    SEG_FLAG_PURGATORY_MAPPING, SEG_FLAG_TEMPLATE,
 };
 use pvhandoff::{SegmentDesc, SegmentKind};
 use pvlayout::{InitrdPlacement, Mode, Plan};
@@ -43,11 +44,53 @@ fn kernel_bytes(k: &ParsedKernel) -> Vec<u8> {
     out
 }
 
-/// Builds the image for `kernel` (and `initrd`) in a domain of `nr_pages`.
+/// Views a plain-old-data `#[repr(C)]` value as bytes.
+fn pod_bytes<T: Copy>(v: &T) -> Vec<u8> {
+    // SAFETY: callers pass #[repr(C)] structs of integers and byte arrays (no pointers, no
+    // uninitialised padding that matters for the file); reading size_of::<T>() bytes is sound.
+    unsafe { std::slice::from_raw_parts(v as *const T as *const u8, std::mem::size_of::<T>()) }
+        .to_vec()
+}
+
+/// The start_info page the new kernel finds, except the fields only known at run time
+/// (`shared_info`, power-management flag bits), which the purgatory fills in.
+fn start_info_page(plan: &Plan, cmdline: &str) -> Result<Vec<u8>, LoadError> {
+    let si = &plan.start_info_fields;
+    // SAFETY: StartInfo is plain old data; all-zero is a valid value.
+    let mut s: xenpv::StartInfo = unsafe { std::mem::zeroed() };
+    s.magic[..si.magic.len()].copy_from_slice(si.magic.as_bytes());
+    s.nr_pages = si.nr_pages;
+    s.flags = si.flags;
+    s.pt_base = si.pt_base;
+    s.nr_pt_frames = si.nr_pt_frames;
+    s.mfn_list = si.mfn_list;
+    s.mod_start = si.mod_start;
+    s.mod_len = si.mod_len;
+    s.first_p2m_pfn = si.first_p2m_pfn;
+    s.nr_p2m_frames = si.nr_p2m_frames.unwrap_or(0);
+    if cmdline.len() >= s.cmd_line.len() {
+        return Err(LoadError::new(
+            "--append",
+            None,
+            Reason::Layout(format!(
+                "command line of {} bytes exceeds 1023",
+                cmdline.len()
+            )),
+        ));
+    }
+    s.cmd_line[..cmdline.len()].copy_from_slice(cmdline.as_bytes());
+    let mut page = pod_bytes(&s);
+    page.resize(4096, 0);
+    Ok(page)
+}
+
+/// Builds the image for `kernel` (and `initrd`) in a domain of `nr_pages`; `cmdline` becomes
+/// the new kernel's start_info command line.
 pub fn build_image(
     input: &str,
     kernel: &ParsedKernel,
     initrd: Option<&[u8]>,
+    cmdline: &str,
     nr_pages: u64,
     mode: Mode,
 ) -> Result<BuiltImage, LoadError> {
@@ -61,7 +104,46 @@ pub fn build_image(
     )?;
     let purgatory = place(PURGATORY_ELF, PURGATORY_BASE)
         .map_err(|e| LoadError::new("embedded purgatory", None, Reason::Elf(e.to_string())))?;
+    if mode != Mode::Dom0 || plan.p2m_relocated {
+        return Err(LoadError::new(
+            input,
+            None,
+            Reason::Layout(
+                "kexec images are built for the dom0 layout without INIT_P2M so far".into(),
+            ),
+        ));
+    }
     let kbytes = kernel_bytes(kernel);
+    let start_info = start_info_page(&plan, cmdline)?;
+    let trampoline_pfn = nr_pages - 1;
+    let tables = pvlayout::build_tables(&plan, Some(trampoline_pfn))
+        .map_err(|e| LoadError::new(input, None, Reason::Layout(e.to_string())))?;
+    let pt_pfn = (plan.page_tables.start - plan.virt_base) / 4096;
+    let nr_pt = plan.start_info_fields.nr_pt_frames;
+    let mut pt_template = vec![0u8; (nr_pt * 4096) as usize];
+    for t in &tables {
+        let at = ((t.pfn - pt_pfn) * 4096) as usize;
+        for (i, e) in t.entries.iter().enumerate() {
+            pt_template[at + i * 8..at + i * 8 + 8].copy_from_slice(&e.to_le_bytes());
+        }
+    }
+    let record = PlanRecord {
+        magic: PLAN_MAGIC,
+        nr_pages,
+        virt_base: plan.virt_base,
+        region_pages: (plan.region.end - plan.region.start) / 4096,
+        entry: plan.entry,
+        rsp: plan.rsp,
+        start_info_va: plan.start_info.start,
+        pt_pfn,
+        nr_pt_frames: nr_pt,
+        p2m_pfn: (plan.p2m.start - plan.virt_base) / 4096,
+        p2m_pages: pages(plan.p2m.end - plan.p2m.start),
+        trampoline_va: PURGATORY_BASE,
+        trampoline_pfn,
+        _reserved: [0; 3],
+    };
+    let record_bytes = pod_bytes(&record);
     let mut segs: Vec<(SegmentDesc, &[u8])> = Vec::new();
     let desc = |kind: SegmentKind, flags: u32, dest_pfn: u64, nr: u64, data: &[u8]| SegmentDesc {
         kind: kind as u32,
@@ -92,6 +174,25 @@ pub fn build_image(
             data,
         ));
     }
+    let si_pfn = (plan.start_info.start - plan.virt_base) / 4096;
+    segs.push((
+        desc(SegmentKind::StartInfo, 0, si_pfn, 1, &start_info),
+        &start_info,
+    ));
+    segs.push((
+        desc(
+            SegmentKind::PageTables,
+            SEG_FLAG_TEMPLATE,
+            pt_pfn,
+            nr_pt,
+            &pt_template,
+        ),
+        &pt_template,
+    ));
+    segs.push((
+        desc(SegmentKind::Plan, SEG_FLAG_METADATA, 0, 0, &record_bytes),
+        &record_bytes,
+    ));
     segs.push((
         desc(
             SegmentKind::Purgatory,
@@ -121,13 +222,10 @@ pub fn build_image(
         data_offset,
         total_size: bytes.len() as u64,
     };
-    // SAFETY: both are plain-old-data #[repr(C)] structs without padding bytes that matter;
-    // viewing them as bytes to serialise them is sound.
-    let as_bytes = |p: *const u8, n: usize| unsafe { std::slice::from_raw_parts(p, n) }.to_vec();
-    bytes[..64].copy_from_slice(&as_bytes(&header as *const _ as *const u8, 64));
+    bytes[..64].copy_from_slice(&pod_bytes(&header));
     for (i, (d, _)) in segs.iter().enumerate() {
         let at = 64 + 64 * i;
-        bytes[at..at + 64].copy_from_slice(&as_bytes(d as *const _ as *const u8, 64));
+        bytes[at..at + 64].copy_from_slice(&pod_bytes(d));
     }
     Ok(BuiltImage {
         bytes,

@@ -54,6 +54,9 @@ enum Cmd {
         mem_mib: u64,
         #[arg(long, value_enum, default_value = "domu")]
         mode: ModeArg,
+        /// The new kernel's command line.
+        #[arg(long, default_value = "")]
+        append: String,
         #[arg(short = 'o', long)]
         output: PathBuf,
     },
@@ -71,6 +74,7 @@ fn mode_of(m: ModeArg) -> pvlayout::Mode {
 fn build(
     kernel: &std::path::Path,
     initrd: Option<&std::path::Path>,
+    append: &str,
     mem_mib: u64,
     mode: pvlayout::Mode,
     output: &std::path::Path,
@@ -79,7 +83,8 @@ fn build(
     let name = kernel.display().to_string();
     let k = loader::parse_kernel(&name, &read_input(kernel)?)?;
     let initrd = initrd.map(read_input).transpose()?;
-    let built = loader::image::build_image(&name, &k, initrd.as_deref(), mem_mib * 256, mode)?;
+    let built =
+        loader::image::build_image(&name, &k, initrd.as_deref(), append, mem_mib * 256, mode)?;
     std::fs::write(output, &built.bytes).map_err(|e| {
         loader::LoadError::new(
             &output.display().to_string(),
@@ -107,8 +112,16 @@ fn main() -> ExitCode {
             initrd,
             mem_mib,
             mode,
+            append,
             output,
-        } => match build(&kernel, initrd.as_deref(), mem_mib, mode_of(mode), &output) {
+        } => match build(
+            &kernel,
+            initrd.as_deref(),
+            &append,
+            mem_mib,
+            mode_of(mode),
+            &output,
+        ) {
             Ok(text) => {
                 print!("{text}");
                 ExitCode::SUCCESS

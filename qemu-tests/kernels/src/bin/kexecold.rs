@@ -30,7 +30,16 @@ static mut HANDOFF: Handoff = Handoff {
     _pad: 0,
     image_va: 0,
     image_len: 0,
+    old_start_info_va: 0,
+    old_virt_base: 0,
+    old_region_pages: 0,
+    reserved_top: 0,
+    scratch_va: 0,
+    _reserved: [0; 3],
 };
+
+/// Frames at the top of RAM that hold the purgatory mapping's L3, L2 and L1.
+const RESERVED_TOP: u64 = 3;
 
 #[no_mangle]
 extern "C" fn guest_main(si: *const StartInfo) -> ! {
@@ -81,9 +90,9 @@ fn prepare(si: &StartInfo, region: &Region) -> Result<u64, Why> {
     let base = image.header.purgatory_base;
     if !si.mod_start.is_multiple_of(PAGE_SIZE)
         || !offset.is_multiple_of(PAGE_SIZE)
-        || seg.nr_pages > 512
+        || seg.nr_pages > 511
     {
-        return why!("purgatory segment not page aligned in the module or larger than 2 MiB");
+        return why!("purgatory segment not page aligned in the module or 2 MiB or more");
     }
     map_purgatory(si, region, si.mod_start + offset, seg.nr_pages, base)?;
     println!(
@@ -98,6 +107,13 @@ fn prepare(si: &StartInfo, region: &Region) -> Result<u64, Why> {
             _pad: 0,
             image_va: si.mod_start,
             image_len: si.mod_len,
+            old_start_info_va: si as *const StartInfo as u64,
+            old_virt_base: VIRT_BASE,
+            old_region_pages: (region.end - VIRT_BASE) / PAGE_SIZE,
+            reserved_top: RESERVED_TOP,
+            // The last entry of the purgatory's L1 stays free (the segment is < 2 MiB).
+            scratch_va: base + 511 * PAGE_SIZE,
+            _reserved: [0; 3],
         };
     }
     Ok(image.header.purgatory_entry)
@@ -118,6 +134,7 @@ fn map_purgatory(
     let p2m = p2m(si);
     let top = si.nr_pages - 1;
     let (l3_pfn, l2_pfn, l1_pfn) = (top, top - 1, top - 2);
+    const _: () = assert!(RESERVED_TOP == 3);
     if region.pfn_va(l1_pfn).is_some() {
         return why!("domain too small: table frames would overlap the initial region");
     }

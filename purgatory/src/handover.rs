@@ -1,0 +1,387 @@
+//! Stage 2: hand the domain's frames to the new kernel in its own pseudo-physical order and
+//! build its start-of-day state, then leave through the trampoline.
+//!
+//! Renumbering (design.md section 4): every new PFN gets a frame of the domain:
+//! - a PFN covered by a placed segment gets the frame that already holds those bytes (the
+//!   image's pages in the old kernel's module): nothing is copied;
+//! - the trampoline PFN gets the purgatory's first frame (the trampoline page);
+//! - other PFNs of the new initial region ("holes": P2M list, bss, tables, stack, padding) get
+//!   frames the old kernel mapped nowhere (past its region, below its reserved top frames), so
+//!   none of them has a writable alias when it becomes a page table;
+//! - all remaining PFNs get the remaining frames in ascending old-PFN order.
+//!
+//! The new P2M is written while it is computed, with Xen's M2P updated for every frame in
+//! batches. Page tables come from the loader's template (entries in PFN terms), translated
+//! into the hole frames at the table PFNs; the new L4 is pinned before the switch.
+
+use pvhandoff::handoff::Handoff;
+use pvhandoff::image::{
+    ImageView, PlanRecord, PLAN_MAGIC, SEG_FLAG_METADATA, SEG_FLAG_PURGATORY_MAPPING,
+    SEG_FLAG_TEMPLATE,
+};
+use pvhandoff::SegmentKind;
+use xenpv::{hypercall, mmu, mmuext, pte, sif, uvmf, vcpuop, MmuUpdate, MmuextOp, StartInfo};
+
+/// Largest domain the purgatory's bitmap covers (16 GiB).
+const MAX_PAGES: usize = 1 << 22;
+static mut USED: [u64; MAX_PAGES / 64] = [0; MAX_PAGES / 64];
+
+/// What went wrong, for the purgatory's last line before it crashes the domain.
+pub enum Failure {
+    Plan(&'static str),
+    Hypercall {
+        call: &'static str,
+        frame: u64,
+        err: xenpv::XenError,
+    },
+}
+
+impl core::fmt::Display for Failure {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Failure::Plan(why) => f.write_str(why),
+            Failure::Hypercall { call, frame, err } => {
+                write!(f, "{call} on frame {frame:#x} failed: {err}")
+            }
+        }
+    }
+}
+
+/// Everything the switch needs once the new state is built.
+pub struct Ready {
+    pub new_l4_mfn: u64,
+    pub old_l4_mfn: u64,
+    pub start_info_va: u64,
+    pub rsp: u64,
+    pub entry: u64,
+    pub trampoline_va: u64,
+    pub hypercalls: u64,
+}
+
+struct Ctx<'a> {
+    h: &'a Handoff,
+    image: &'a ImageView<'a>,
+    plan: PlanRecord,
+    old_p2m: &'a [u64],
+    hypercalls: u64,
+}
+
+impl Ctx<'_> {
+    /// Old PFN of the image page at byte offset `off` (page aligned) in the module.
+    fn image_old_pfn(&self, off: u64) -> u64 {
+        (self.h.image_va + off - self.h.old_virt_base) / 4096
+    }
+
+    /// The old PFN whose frame a placed segment gives new `pfn`, if any.
+    fn fixed(&self, pfn: u64) -> Option<u64> {
+        for (i, s) in self.image.segments().enumerate() {
+            if s.flags & (SEG_FLAG_TEMPLATE | SEG_FLAG_METADATA) != 0 {
+                continue;
+            }
+            let off = self.image.data_offset(i).ok()?;
+            if s.flags & SEG_FLAG_PURGATORY_MAPPING != 0 {
+                if pfn == self.plan.trampoline_pfn {
+                    return Some(self.image_old_pfn(off));
+                }
+                continue;
+            }
+            let data_pages = s.len.div_ceil(4096);
+            if pfn >= s.dest_pfn && pfn < s.dest_pfn + data_pages {
+                return Some(self.image_old_pfn(off + (pfn - s.dest_pfn) * 4096));
+            }
+        }
+        None
+    }
+
+    /// First old PFN of the clean pool (frames the old kernel mapped nowhere).
+    fn clean_start(&self) -> u64 {
+        self.h.old_region_pages
+    }
+
+    /// New frame (MFN) of a PFN inside the new region.
+    fn region_mfn(&self, pfn: u64) -> u64 {
+        if let Some(old) = self.fixed(pfn) {
+            return self.old_p2m[old as usize];
+        }
+        self.old_p2m[(self.clean_start() + pfn - self.fixed_below(pfn)) as usize]
+    }
+
+    /// Number of region PFNs below `pfn` that placed segments cover (segments are ranges).
+    fn fixed_below(&self, pfn: u64) -> u64 {
+        self.image
+            .segments()
+            .filter(|s| {
+                s.flags & (SEG_FLAG_TEMPLATE | SEG_FLAG_METADATA | SEG_FLAG_PURGATORY_MAPPING) == 0
+            })
+            .map(|s| {
+                let end = (s.dest_pfn + s.len.div_ceil(4096)).min(pfn);
+                end.saturating_sub(s.dest_pfn)
+            })
+            .sum()
+    }
+
+    fn scratch_map(&mut self, mfn: u64) -> Result<*mut u64, Failure> {
+        self.hypercalls += 1;
+        // SAFETY: the scratch VA is a purgatory-owned L1 slot nothing else uses; it is pointed
+        // at frames the new kernel will own and that nothing else references now.
+        unsafe {
+            hypercall::update_va_mapping(
+                self.h.scratch_va,
+                pte::make(mfn, pte::L1_FLAGS | pte::D),
+                uvmf::INVLPG,
+            )
+        }
+        .map_err(|err| Failure::Hypercall {
+            call: "update_va_mapping(scratch)",
+            frame: mfn,
+            err,
+        })?;
+        Ok(self.h.scratch_va as *mut u64)
+    }
+
+    fn scratch_unmap(&mut self) -> Result<(), Failure> {
+        self.hypercalls += 1;
+        // SAFETY: clearing the scratch entry removes the purgatory's only alias of new frames.
+        unsafe { hypercall::update_va_mapping(self.h.scratch_va, 0, uvmf::INVLPG) }.map_err(|err| {
+            Failure::Hypercall {
+                call: "update_va_mapping(scratch, 0)",
+                frame: 0,
+                err,
+            }
+        })
+    }
+
+    fn flush_m2p(&mut self, batch: &[MmuUpdate]) -> Result<(), Failure> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.hypercalls += 1;
+        // SAFETY: MACHPHYS_UPDATE only changes Xen's M2P records of the domain's own frames.
+        unsafe { hypercall::mmu_update(batch) }.map_err(|err| Failure::Hypercall {
+            call: "mmu_update(MACHPHYS_UPDATE)",
+            frame: batch[0].ptr >> 12,
+            err,
+        })?;
+        Ok(())
+    }
+}
+
+fn mark(old: u64) {
+    // SAFETY: single VCPU; the bitmap is only touched here and in `is_used`.
+    unsafe { USED[(old / 64) as usize] |= 1 << (old % 64) };
+}
+
+fn is_used(old: u64) -> bool {
+    // SAFETY: as in `mark`.
+    unsafe { USED[(old / 64) as usize] & (1 << (old % 64)) != 0 }
+}
+
+fn plan_record(image: &ImageView) -> Option<PlanRecord> {
+    let i = image
+        .segments()
+        .position(|s| s.kind == SegmentKind::Plan as u32)?;
+    let data = image.data(i).ok()?;
+    if data.len() < core::mem::size_of::<PlanRecord>() {
+        return None;
+    }
+    // SAFETY: the segment holds a PlanRecord written by the loader (length checked, digest
+    // verified); read unaligned as plain old data.
+    let r = unsafe { (data.as_ptr() as *const PlanRecord).read_unaligned() };
+    (r.magic == PLAN_MAGIC).then_some(r)
+}
+
+/// Builds the new domain state. Nothing irreversible happens before the plan is checked.
+pub fn build(h: &Handoff, image: &ImageView) -> Result<Ready, Failure> {
+    let plan = plan_record(image).ok_or(Failure::Plan("the image has no valid plan record"))?;
+    // SAFETY: the kernel side passes its live start_info; only read here.
+    let old_si = unsafe { &*(h.old_start_info_va as *const StartInfo) };
+    let old_nr = old_si.nr_pages;
+    if plan.nr_pages != old_nr {
+        return Err(Failure::Plan(
+            "the image was built for another domain size (nr_pages differs)",
+        ));
+    }
+    if old_nr as usize > MAX_PAGES {
+        return Err(Failure::Plan("domain larger than the purgatory supports"));
+    }
+    // SAFETY: the old P2M list is mapped at mfn_list for nr_pages entries; only read.
+    let old_p2m =
+        unsafe { core::slice::from_raw_parts(old_si.mfn_list as *const u64, old_nr as usize) };
+    let mut c = Ctx {
+        h,
+        image,
+        plan,
+        old_p2m,
+        hypercalls: 0,
+    };
+    let holes = plan.region_pages - c.fixed_below(plan.region_pages);
+    let clean_end = old_nr - h.reserved_top;
+    if c.clean_start() + holes > clean_end {
+        return Err(Failure::Plan(
+            "not enough unmapped frames for the new region's holes",
+        ));
+    }
+    // Pass 1: frames taken by fixed PFNs and by holes.
+    for p in 0..plan.region_pages {
+        if let Some(old) = c.fixed(p) {
+            mark(old);
+        }
+    }
+    if let Some(old) = c.fixed(plan.trampoline_pfn) {
+        mark(old);
+    }
+    for k in 0..holes {
+        mark(c.clean_start() + k);
+    }
+
+    // Pass 2: the new P2M, written into its frames, and the M2P.
+    let mut batch = [MmuUpdate::default(); 256];
+    let mut n = 0usize;
+    let mut cursor = 0u64;
+    let mut page: *mut u64 = core::ptr::null_mut();
+    let mut holes_seen = 0u64;
+    for pfn in 0..old_nr {
+        let mfn = if pfn < plan.region_pages {
+            match c.fixed(pfn) {
+                Some(old) => c.old_p2m[old as usize],
+                None => {
+                    holes_seen += 1;
+                    c.old_p2m[(c.clean_start() + holes_seen - 1) as usize]
+                }
+            }
+        } else if pfn == plan.trampoline_pfn {
+            let old = c.fixed(pfn).ok_or(Failure::Plan("no trampoline page"))?;
+            c.old_p2m[old as usize]
+        } else {
+            while cursor < old_nr && is_used(cursor) {
+                cursor += 1;
+            }
+            if cursor >= old_nr {
+                return Err(Failure::Plan("ran out of frames while renumbering"));
+            }
+            mark(cursor);
+            c.old_p2m[cursor as usize]
+        };
+        if pfn % 512 == 0 {
+            let p2m_page = plan.p2m_pfn + pfn / 512;
+            let frame = c.region_mfn(p2m_page);
+            page = c.scratch_map(frame)?;
+            for i in 0..512 {
+                // SAFETY: the scratch VA maps the P2M frame; 512 entries fill it.
+                unsafe { page.add(i).write_volatile(0) };
+            }
+        }
+        // SAFETY: `page` maps the P2M frame holding entry `pfn`.
+        unsafe { page.add((pfn % 512) as usize).write_volatile(mfn) };
+        batch[n] = MmuUpdate {
+            ptr: (mfn << 12) | mmu::MACHPHYS_UPDATE,
+            val: pfn,
+        };
+        n += 1;
+        if n == batch.len() {
+            c.flush_m2p(&batch)?;
+            n = 0;
+        }
+    }
+    c.flush_m2p(&batch[..n])?;
+
+    // Pass 3: zero the other holes, translate the table template, finish start_info.
+    let pt_index = image
+        .segments()
+        .position(|s| s.flags & SEG_FLAG_TEMPLATE != 0 && s.kind == SegmentKind::PageTables as u32)
+        .ok_or(Failure::Plan("the image has no page-table template"))?;
+    let template = image
+        .data(pt_index)
+        .map_err(|_| Failure::Plan("page-table template outside the image"))?;
+    let p2m_range = plan.p2m_pfn..plan.p2m_pfn + plan.p2m_pages;
+    let pt_range = plan.pt_pfn..plan.pt_pfn + plan.nr_pt_frames;
+    for pfn in 0..plan.region_pages {
+        if c.fixed(pfn).is_some() || p2m_range.contains(&pfn) {
+            continue;
+        }
+        let frame = c.region_mfn(pfn);
+        let dst = c.scratch_map(frame)?;
+        for i in 0..512usize {
+            let value = if pt_range.contains(&pfn) {
+                let at = ((pfn - plan.pt_pfn) * 4096) as usize + i * 8;
+                let e = u64::from_le_bytes(template[at..at + 8].try_into().unwrap_or([0; 8]));
+                if pte::present(e) {
+                    let target = pte::mfn(e);
+                    let mfn = if target == plan.trampoline_pfn {
+                        c.old_p2m[c.fixed(target).ok_or(Failure::Plan("no trampoline"))? as usize]
+                    } else if target < plan.region_pages {
+                        c.region_mfn(target)
+                    } else {
+                        return Err(Failure::Plan(
+                            "table template maps a PFN outside the region",
+                        ));
+                    };
+                    (e & !pte::ADDR_MASK) | (mfn << 12)
+                } else {
+                    0
+                }
+            } else {
+                0
+            };
+            // SAFETY: the scratch VA maps this hole frame; 512 entries fill it.
+            unsafe { dst.add(i).write_volatile(value) };
+        }
+    }
+    c.scratch_unmap()?;
+    let si_pfn = (plan.start_info_va - plan.virt_base) / 4096;
+    let si_old = c
+        .fixed(si_pfn)
+        .ok_or(Failure::Plan("no start_info segment"))?;
+    let si_va = h.old_virt_base + si_old * 4096;
+    // SAFETY: the start_info segment's page is mapped writable in the old region (it is an
+    // image page in the module), verified, and not used by anything else.
+    unsafe {
+        let si = &mut *(si_va as *mut StartInfo);
+        si.shared_info = old_si.shared_info;
+        si.flags |= old_si.flags & sif::PM_MASK;
+    }
+
+    // Pin the new L4: Xen validates the whole new tree now.
+    let new_l4_mfn = c.region_mfn(plan.pt_pfn);
+    c.hypercalls += 1;
+    // SAFETY: pinning validates the new tables; no mapping in use changes.
+    unsafe {
+        hypercall::mmuext_op(&[MmuextOp {
+            cmd: mmuext::PIN_L4_TABLE,
+            arg1: new_l4_mfn,
+            ..Default::default()
+        }])
+    }
+    .map_err(|err| Failure::Hypercall {
+        call: "mmuext_op(PIN_L4_TABLE)",
+        frame: new_l4_mfn,
+        err,
+    })?;
+
+    // This VCPU's timers: the new kernel arms its own.
+    c.hypercalls += 2;
+    hypercall::set_timer_op(0).map_err(|err| Failure::Hypercall {
+        call: "set_timer_op(0)",
+        frame: 0,
+        err,
+    })?;
+    // SAFETY: stops VCPU 0's periodic timer; takes no argument.
+    unsafe { hypercall::vcpu_op(vcpuop::STOP_PERIODIC_TIMER, 0, 0) }.map_err(|err| {
+        Failure::Hypercall {
+            call: "vcpu_op(stop_periodic_timer)",
+            frame: 0,
+            err,
+        }
+    })?;
+
+    let old_l4_pfn = (old_si.pt_base - h.old_virt_base) / 4096;
+    Ok(Ready {
+        new_l4_mfn,
+        old_l4_mfn: c.old_p2m[old_l4_pfn as usize],
+        start_info_va: plan.start_info_va,
+        rsp: plan.rsp,
+        entry: plan.entry,
+        trampoline_va: plan.trampoline_va,
+        hypercalls: c.hypercalls,
+    })
+}
