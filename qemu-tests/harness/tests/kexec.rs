@@ -1,8 +1,9 @@
-//! Kexec, first stage, under real Xen 4.17: `pvkexec build` makes an image, the old test kernel
-//! (kexecold) maps its purgatory and enters it, and the purgatory checks every new-kernel
-//! segment's SHA-256 before anything else. Intact images verify; one flipped byte in a segment
-//! is named and the domain is crashed. (Later stages are not implemented: the purgatory then
-//! refuses to continue and crashes the domain, which these tests also assert.)
+//! Kexec under real Xen 4.17 (one VCPU, dom0 layout): `pvkexec build` makes an image whose new
+//! kernel is the boot-check kernel; the old test kernel (kexecold) maps the purgatory and
+//! enters it; the purgatory checks every segment's SHA-256, renumbers the frames, builds and
+//! pins the new tables and switches through the trampoline; the new kernel then runs all its
+//! checks. One flipped byte in a segment is named by the purgatory, which crashes the domain
+//! and never enters the new kernel.
 
 use harness::{guest, tools, BootConfig, BootResult, Module, Verdict};
 use std::path::{Path, PathBuf};
@@ -13,7 +14,8 @@ fn build_image(name: &str, mem_mib: u64, initrd: Option<&Path>) -> PathBuf {
     let out = harness::cache_dir().join(format!("kexec-{name}.img"));
     let mut cmd = Command::new(tools::pvkexec().unwrap());
     cmd.arg("build").arg("--kernel").arg(&new_kernel);
-    cmd.args(["--mem-mib", &mem_mib.to_string(), "--mode", "dom0", "-o"]);
+    cmd.args(["--mem-mib", &mem_mib.to_string(), "--mode", "dom0"]);
+    cmd.args(["--append", &format!("mem_mib={mem_mib}"), "-o"]);
     cmd.arg(&out);
     if let Some(i) = initrd {
         cmd.arg("--initrd").arg(i);
@@ -74,30 +76,59 @@ fn corrupt(image: &Path, index: usize, name: &str) -> PathBuf {
     out
 }
 
-fn assert_verified(r: &BootResult, segments: usize) {
-    assert_eq!(r.verdict, Verdict::Crashed, "log:\n{}", r.log);
+/// The new kernel's checks, all of which must pass after the kexec.
+const CHECKS: [&str; 7] = [
+    "magic",
+    "nr_pages",
+    "p2m-m2p",
+    "pagetables",
+    "region-end",
+    "xen-version",
+    "mmu-roundtrip",
+];
+
+fn assert_kexec_passed(r: &BootResult, segments: usize) {
+    assert_eq!(r.verdict, Verdict::Pass, "log:\n{}", r.log);
     assert!(r.log.contains("purgatory: entered"), "log:\n{}", r.log);
+    let verified = format!("purgatory: digests verified: {segments} segments");
+    assert!(r.log.contains(&verified), "log:\n{}", r.log);
+    assert!(!r.log.contains("mismatch"));
+    // The new kernel's report comes after the purgatory's last line.
+    let after = r
+        .log
+        .split("purgatory: frames renumbered, tables pinned")
+        .nth(1)
+        .expect("the purgatory's switch line");
+    for check in CHECKS {
+        let line = format!("PVKEXEC-TEST PASS {check}");
+        assert!(
+            after.contains(&line),
+            "no {line:?} after the switch:\n{}",
+            r.log
+        );
+    }
+    assert!(r.failed().is_empty());
+}
+
+#[test]
+fn kexec_into_bootcheck_64mib() {
+    let image = build_image("plain-64M", 64, None);
+    assert_kexec_passed(&run("kexec-64M", &image, 64), 5);
+}
+
+#[test]
+fn kexec_into_bootcheck_with_initrd_1gib() {
+    let len = (3 << 20) + 123;
+    let initrd = tools::test_file(len).unwrap();
+    let image = build_image("initrd-1G", 1024, Some(&initrd));
+    let r = run("kexec-initrd-1G", &image, 1024);
+    assert_kexec_passed(&r, 6);
+    assert!(r.log.contains("p2m-m2p frames=262144"), "log:\n{}", r.log);
     assert!(
-        r.log
-            .contains(&format!("purgatory: digests verified: {segments} segments")),
+        r.log.contains(&format!("mod_len={len:#x}")),
         "log:\n{}",
         r.log
     );
-    assert!(!r.log.contains("mismatch"));
-    assert!(r.log.contains("Hardware Dom0 crashed"));
-}
-
-#[test]
-fn intact_image_verifies_64mib() {
-    let image = build_image("plain-64M", 64, None);
-    assert_verified(&run("kexec-64M", &image, 64), 2);
-}
-
-#[test]
-fn intact_image_with_initrd_verifies_1gib() {
-    let initrd = tools::test_file((3 << 20) + 123).unwrap();
-    let image = build_image("initrd-1G", 1024, Some(&initrd));
-    assert_verified(&run("kexec-initrd-1G", &image, 1024), 3);
 }
 
 #[test]
@@ -112,6 +143,11 @@ fn flipped_byte_in_each_new_kernel_segment_is_named() {
         let line = format!("purgatory: segment {index} ({kind}): SHA-256 mismatch");
         assert!(r.log.contains(&line), "no {line:?} in:\n{}", r.log);
         assert!(!r.log.contains("digests verified"), "log:\n{}", r.log);
+        assert!(
+            !r.log.contains("PVKEXEC-TEST PASS"),
+            "the new kernel must not run:\n{}",
+            r.log
+        );
         assert!(r.log.contains("Hardware Dom0 crashed"), "log:\n{}", r.log);
     }
 }
