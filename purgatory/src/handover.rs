@@ -22,8 +22,8 @@ use pvhandoff::image::{
 use pvhandoff::SegmentKind;
 use xenpv::{hypercall, mmu, mmuext, pte, sif, uvmf, vcpuop, MmuUpdate, MmuextOp, StartInfo};
 
-/// Largest domain the purgatory's bitmap covers (16 GiB).
-const MAX_PAGES: usize = 1 << 22;
+/// Largest domain the purgatory's bitmap covers (4 GiB; the bitmap is part of the image).
+const MAX_PAGES: usize = 1 << 20;
 static mut USED: [u64; MAX_PAGES / 64] = [0; MAX_PAGES / 64];
 
 /// What went wrong, for the purgatory's last line before it crashes the domain.

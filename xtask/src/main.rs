@@ -19,8 +19,13 @@ struct Cli {
 enum Cmd {
     /// Every test: fmt check, clippy, host tests, guest builds, QEMU tests under real Xen.
     Test,
-    /// The demo: boots the boot-check test kernel under Xen and shows its report.
+    /// The demo: a kexec under Xen from the old test kernel into the boot-check kernel, which
+    /// reports what it was handed.
     Run,
+    /// Builds a kexec image with the loader (or takes one), boots Xen with the old test kernel
+    /// and the image as its module, and runs the kexec; exit 0 only when the new kernel reports
+    /// success (its PASS lines, or the `--expect` text).
+    Kexec(KexecArgs),
     /// Boots Xen under QEMU with a PV kernel; exit code 0 only when the guest reported success
     /// (2 guest FAIL lines, 3 crash, 4 poweroff, 5 timeout, 6 Xen panic, 7 QEMU exited).
     Boot(BootArgs),
@@ -62,6 +67,30 @@ struct BootArgs {
     xen: XenVersion,
 }
 
+#[derive(clap::Args)]
+struct KexecArgs {
+    /// The new kernel (default: the boot-check test kernel).
+    #[arg(long, conflicts_with = "image")]
+    kernel: Option<PathBuf>,
+    #[arg(long, requires = "kernel")]
+    initrd: Option<PathBuf>,
+    /// The new kernel's command line (default for the boot-check kernel: `mem_mib=N`).
+    #[arg(long)]
+    append: Option<String>,
+    /// A prebuilt image (`pvkexec build`).
+    #[arg(long)]
+    image: Option<PathBuf>,
+    #[arg(long, default_value_t = 64)]
+    mem_mib: u64,
+    #[arg(long, default_value_t = 1)]
+    vcpus: u32,
+    #[arg(long, default_value_t = 120)]
+    timeout: u64,
+    /// Success marker for a new kernel other than the boot-check kernel.
+    #[arg(long)]
+    expect: Option<String>,
+}
+
 fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(code) => code,
@@ -75,7 +104,17 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.cmd {
         Cmd::Test => test().map(|()| ExitCode::SUCCESS),
-        Cmd::Run => demo(),
+        Cmd::Run => kexec(KexecArgs {
+            kernel: None,
+            initrd: None,
+            append: None,
+            image: None,
+            mem_mib: 64,
+            vcpus: 1,
+            timeout: 120,
+            expect: None,
+        }),
+        Cmd::Kexec(args) => kexec(args),
         Cmd::Boot(args) => boot(args),
         Cmd::Build => guest::build().map(|dir| {
             println!("guest binaries in {}", dir.display());
@@ -120,22 +159,76 @@ fn boot(args: BootArgs) -> Result<ExitCode> {
     Ok(ExitCode::from(result.verdict.exit_code() as u8))
 }
 
-fn demo() -> Result<ExitCode> {
-    let kernel = guest::binary("bootcheck")?;
-    let mut cfg = BootConfig::new(kernel);
-    cfg.mem_mib = 64;
-    cfg.vcpus = 2;
-    cfg.cmdline = "mem_mib=64".into();
+fn kexec(args: KexecArgs) -> Result<ExitCode> {
+    let root = harness::workspace_root();
+    let image = match args.image {
+        Some(image) => image,
+        None => {
+            let default_kernel = args.kernel.is_none();
+            let kernel = match args.kernel {
+                Some(k) => k,
+                None => guest::binary("bootcheck")?,
+            };
+            let append = args.append.unwrap_or_else(|| {
+                if default_kernel {
+                    format!("mem_mib={}", args.mem_mib)
+                } else {
+                    String::new()
+                }
+            });
+            let out = root.join("target/kexec-demo.img");
+            cargo(
+                &root,
+                &["build", "--quiet", "-p", "loader", "--bin", "pvkexec"],
+            )?;
+            let mut cmd = Command::new(root.join("target/debug/pvkexec"));
+            cmd.arg("build").arg("--kernel").arg(&kernel);
+            cmd.args(["--mem-mib", &args.mem_mib.to_string(), "--mode", "dom0"]);
+            cmd.args(["--append", &append]).arg("-o").arg(&out);
+            if let Some(i) = &args.initrd {
+                cmd.arg("--initrd").arg(i);
+            }
+            println!("$ pvkexec build ...");
+            if !cmd.status().context("running pvkexec build")?.success() {
+                bail!("pvkexec build failed");
+            }
+            out
+        }
+    };
+    let mut cfg = BootConfig::new(guest::binary("kexecold")?);
+    cfg.modules.push(Module {
+        path: image,
+        args: String::new(),
+    });
+    cfg.mem_mib = args.mem_mib;
+    cfg.vcpus = args.vcpus;
+    cfg.timeout = Duration::from_secs(args.timeout);
     cfg.echo = Echo::All;
+    if let Some(text) = &args.expect {
+        cfg.stop_after = Some(text.clone());
+    }
     let result = harness::boot(&cfg)?;
+    let entered = result
+        .log
+        .contains("purgatory: frames renumbered, tables pinned");
+    let ok = entered
+        && match &args.expect {
+            Some(_) => result.verdict == harness::Verdict::Stopped,
+            None => result.verdict == harness::Verdict::Pass,
+        };
     println!(
-        "\nboot-check kernel: {} checks passed, {} failed, verdict {:?}, {:.2} s wall",
+        "\nkexec: purgatory {}, new kernel: {} checks passed, {} failed, verdict {:?}, {:.2} s wall",
+        if entered { "entered the new kernel" } else { "did not enter the new kernel" },
         result.passed().len(),
         result.failed().len(),
         result.verdict,
         result.wall.as_secs_f64()
     );
-    Ok(ExitCode::from(result.verdict.exit_code() as u8))
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(result.verdict.exit_code().max(2) as u8)
+    })
 }
 
 fn bench() -> Result<()> {
