@@ -32,59 +32,6 @@ _start:
 2:  ud2
     jmp 2b
 
-    /* The trampoline: in the purgatory's first page, which is mapped at the same address in the
-     * old and the new tables. rdi = new L4 MFN, r8 = old L4 MFN, rsi = start_info, rdx = stack
-     * top, rcx = entry. One mmuext_op call switches to the new L4 and unpins the old one (Xen
-     * reads the second op through the new tables: this page is mapped there too). */
-    .globl purgatory_trampoline
-purgatory_trampoline:
-    mov r12, rsi
-    mov r13, rdx
-    mov r14, rcx
-    lea r9, [rip + trampoline_ops]
-    mov dword ptr [r9], 5
-    mov [r9 + 8], rdi
-    mov dword ptr [r9 + 24], 4
-    mov [r9 + 32], r8
-    mov rdi, r9
-    mov esi, 2
-    xor edx, edx
-    mov r10d, 0x7ff0
-    mov eax, 26
-    syscall
-    test rax, rax
-    jnz 3f
-    mov rsi, r12
-    mov rsp, r13
-    mov rax, r14
-    xor ebx, ebx
-    xor ecx, ecx
-    xor edx, edx
-    xor edi, edi
-    xor ebp, ebp
-    xor r8d, r8d
-    xor r9d, r9d
-    xor r10d, r10d
-    xor r11d, r11d
-    xor r12d, r12d
-    xor r13d, r13d
-    xor r14d, r14d
-    xor r15d, r15d
-    push rax
-    xor eax, eax
-    ret
-    /* The switch failed: crash the domain (reason 3), never enter the kernel. */
-3:  lea rsi, [rip + trampoline_ops]
-    mov dword ptr [rsi], 3
-    mov edi, 2
-    mov eax, 29
-    syscall
-    jmp 3b
-    .balign 8
-trampoline_ops:
-    .space 48
-    .globl purgatory_trampoline_end
-purgatory_trampoline_end:
 
     .section .bss.purgatory_stack, "aw", @nobits
     .balign 4096
@@ -190,15 +137,9 @@ extern "C" fn purgatory_main(handoff_ptr: u64) -> ! {
     enter(&ready)
 }
 
-extern "C" {
-    fn purgatory_trampoline();
-    static purgatory_trampoline_end: u8;
-}
-
 /// Jumps to the trampoline at its address in the shared page.
 fn enter(r: &handover::Ready) -> ! {
-    let here = purgatory_trampoline as *const () as u64;
-    let end = core::ptr::addr_of!(purgatory_trampoline_end) as u64;
+    let (here, end) = trampoline::bounds();
     let base = here & !0xFFF;
     if end > base + 4096 || base != r.trampoline_va {
         say!(
