@@ -132,10 +132,16 @@ fn kexec_into_bootcheck_with_initrd_1gib() {
 }
 
 #[test]
-fn flipped_byte_in_each_new_kernel_segment_is_named() {
+fn flipped_byte_in_each_verified_segment_is_named() {
     let initrd = tools::test_file((1 << 20) + 5).unwrap();
     let image = build_image("initrd-64M", 64, Some(&initrd));
-    for (index, kind) in [(0usize, "kernel"), (1, "initrd")] {
+    for (index, kind) in [
+        (0usize, "kernel"),
+        (1, "initrd"),
+        (2, "start-info"),
+        (3, "page-tables"),
+        (4, "plan"),
+    ] {
         let name = format!("corrupt-{kind}");
         let bad = corrupt(&image, index, &name);
         let r = run(&name, &bad, 64);
