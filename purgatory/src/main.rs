@@ -1,11 +1,11 @@
 //! Purgatory binary: position-independent, entered by the old kernel's kexec code with `rdi`
 //! pointing at the handoff block (`pvhandoff::handoff`).
 //!
-//! Implemented: entry (own stack, CR0.TS cleared before any Rust), and stage 1: the SHA-256 of
-//! every segment is checked before anything else; a mismatch names the segment and crashes the
-//! domain. The later stages of design.md section 2 (P2M renumbering, new tables, VCPU cleanup,
-//! trampoline) are not implemented yet, so after verification the purgatory says so and crashes
-//! the domain rather than entering anything.
+//! Stages (docs/kexec-image.md): entry (own stack, CR0.TS cleared before any Rust); the SHA-256
+//! of every segment, before anything else (a mismatch names the segment and crashes the
+//! domain); renumbering, tables, pin and timers (`handover`); the switch (`trampoline` crate).
+//! Any failed check or hypercall is printed and crashes the domain: the new kernel is never
+//! entered after an error. One VCPU and the dom0 layout so far.
 #![no_std]
 #![no_main]
 
