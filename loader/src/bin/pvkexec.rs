@@ -25,20 +25,28 @@ enum ModeArg {
     Domu,
 }
 
+/// What every command that lays out a kernel takes.
+#[derive(clap::Args)]
+struct Target {
+    /// The new kernel: ELF, gzip'd ELF or bzImage.
+    #[arg(long)]
+    kernel: PathBuf,
+    #[arg(long)]
+    initrd: Option<PathBuf>,
+    /// Domain memory in MiB.
+    #[arg(long)]
+    mem_mib: u64,
+    #[arg(long, value_enum, default_value = "domu")]
+    mode: ModeArg,
+}
+
 #[derive(Subcommand)]
 enum Cmd {
     /// Prints the start-of-day layout a kernel gets, in the shape of Xen's
     /// "VIRTUAL MEMORY ARRANGEMENT", with the start_info fields and the kernel's notes.
     Plan {
-        #[arg(long)]
-        kernel: PathBuf,
-        #[arg(long)]
-        initrd: Option<PathBuf>,
-        /// Domain memory in MiB.
-        #[arg(long)]
-        mem_mib: u64,
-        #[arg(long, value_enum, default_value = "domu")]
-        mode: ModeArg,
+        #[command(flatten)]
+        target: Target,
         /// Print one JSON object (field names: docs/plan-json.md).
         #[arg(long)]
         json: bool,
@@ -46,14 +54,8 @@ enum Cmd {
     /// Builds a kexec image file: kernel, initrd and purgatory segments with SHA-256 digests
     /// (format: docs/kexec-image.md).
     Build {
-        #[arg(long)]
-        kernel: PathBuf,
-        #[arg(long)]
-        initrd: Option<PathBuf>,
-        #[arg(long)]
-        mem_mib: u64,
-        #[arg(long, value_enum, default_value = "domu")]
-        mode: ModeArg,
+        #[command(flatten)]
+        target: Target,
         /// The new kernel's command line.
         #[arg(long, default_value = "")]
         append: String,
@@ -71,20 +73,19 @@ fn mode_of(m: ModeArg) -> pvlayout::Mode {
     }
 }
 
-fn build(
-    kernel: &std::path::Path,
-    initrd: Option<&std::path::Path>,
-    append: &str,
-    mem_mib: u64,
-    mode: pvlayout::Mode,
-    output: &std::path::Path,
-) -> Result<String, loader::LoadError> {
+fn build(t: &Target, append: &str, output: &std::path::Path) -> Result<String, loader::LoadError> {
     use loader::plan::read_input;
-    let name = kernel.display().to_string();
-    let k = loader::parse_kernel(&name, &read_input(kernel)?)?;
-    let initrd = initrd.map(read_input).transpose()?;
-    let built =
-        loader::image::build_image(&name, &k, initrd.as_deref(), append, mem_mib * 256, mode)?;
+    let name = t.kernel.display().to_string();
+    let k = loader::parse_kernel(&name, &read_input(&t.kernel)?)?;
+    let initrd = t.initrd.as_deref().map(read_input).transpose()?;
+    let built = loader::image::build_image(
+        &name,
+        &k,
+        initrd.as_deref(),
+        append,
+        t.mem_mib * 256,
+        mode_of(t.mode),
+    )?;
     std::fs::write(output, &built.bytes).map_err(|e| {
         loader::LoadError::new(
             &output.display().to_string(),
@@ -108,20 +109,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse(); // usage errors exit 2
     match cli.cmd {
         Cmd::Build {
-            kernel,
-            initrd,
-            mem_mib,
-            mode,
+            target,
             append,
             output,
-        } => match build(
-            &kernel,
-            initrd.as_deref(),
-            &append,
-            mem_mib,
-            mode_of(mode),
-            &output,
-        ) {
+        } => match build(&target, &append, &output) {
             Ok(text) => {
                 print!("{text}");
                 ExitCode::SUCCESS
@@ -151,15 +142,14 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Cmd::Plan {
-            kernel,
-            initrd,
-            mem_mib,
-            mode,
-            json,
-        } => {
-            let mode = mode_of(mode);
-            match plan_files(&kernel, initrd.as_deref(), mem_mib, mode) {
+        Cmd::Plan { target, json } => {
+            let mode = mode_of(target.mode);
+            match plan_files(
+                &target.kernel,
+                target.initrd.as_deref(),
+                target.mem_mib,
+                mode,
+            ) {
                 Ok((k, plan)) => {
                     if json {
                         println!("{}", render_json(&k, &plan));

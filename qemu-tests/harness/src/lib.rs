@@ -15,6 +15,18 @@ pub use boot::{boot, BootConfig, BootResult, Echo, Module, Verdict};
 
 use std::path::PathBuf;
 
+/// The checks the boot-check kernel reports (qemu-tests/kernels/src/bin/bootcheck.rs), whether
+/// Xen's builder or a kexec started it.
+pub const BOOTCHECK_CHECKS: [&str; 7] = [
+    "magic",
+    "nr_pages",
+    "p2m-m2p",
+    "pagetables",
+    "region-end",
+    "xen-version",
+    "mmu-roundtrip",
+];
+
 /// The repository root (two levels above this crate).
 pub fn workspace_root() -> PathBuf {
     let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));

@@ -4,16 +4,6 @@
 use harness::provision::XenVersion;
 use harness::{guest, BootConfig, Verdict};
 
-const CHECKS: [&str; 7] = [
-    "magic",
-    "nr_pages",
-    "p2m-m2p",
-    "pagetables",
-    "region-end",
-    "xen-version",
-    "mmu-roundtrip",
-];
-
 fn bootcheck(tag: &str, mem_mib: u64, vcpus: u32, cmdline: String) -> harness::BootResult {
     bootcheck_on(XenVersion::V4_17, tag, mem_mib, vcpus, cmdline)
 }
@@ -38,7 +28,7 @@ fn bootcheck_on(
 fn assert_all_pass(result: &harness::BootResult) {
     assert_eq!(result.verdict, Verdict::Pass, "log:\n{}", result.log);
     let passed = result.passed();
-    for check in CHECKS {
+    for check in harness::BOOTCHECK_CHECKS {
         assert!(
             passed.iter().any(|p| p == check),
             "no PASS {check}:\n{}",

@@ -76,17 +76,6 @@ fn corrupt(image: &Path, index: usize, name: &str) -> PathBuf {
     out
 }
 
-/// The new kernel's checks, all of which must pass after the kexec.
-const CHECKS: [&str; 7] = [
-    "magic",
-    "nr_pages",
-    "p2m-m2p",
-    "pagetables",
-    "region-end",
-    "xen-version",
-    "mmu-roundtrip",
-];
-
 fn assert_kexec_passed(r: &BootResult, segments: usize) {
     assert_eq!(r.verdict, Verdict::Pass, "log:\n{}", r.log);
     assert!(r.log.contains("purgatory: entered"), "log:\n{}", r.log);
@@ -99,7 +88,7 @@ fn assert_kexec_passed(r: &BootResult, segments: usize) {
         .split("purgatory: frames renumbered, tables pinned")
         .nth(1)
         .expect("the purgatory's switch line");
-    for check in CHECKS {
+    for check in harness::BOOTCHECK_CHECKS {
         let line = format!("PVKEXEC-TEST PASS {check}");
         assert!(
             after.contains(&line),
