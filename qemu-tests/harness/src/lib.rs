@@ -17,7 +17,7 @@ use std::path::PathBuf;
 
 /// The checks the boot-check kernel reports (qemu-tests/kernels/src/bin/bootcheck.rs), whether
 /// Xen's builder or a kexec started it.
-pub const BOOTCHECK_CHECKS: [&str; 7] = [
+pub const BOOTCHECK_CHECKS: [&str; 9] = [
     "magic",
     "nr_pages",
     "p2m-m2p",
@@ -25,6 +25,8 @@ pub const BOOTCHECK_CHECKS: [&str; 7] = [
     "region-end",
     "xen-version",
     "mmu-roundtrip",
+    "entry-registers",
+    "frames-writable",
 ];
 
 /// The repository root (two levels above this crate).

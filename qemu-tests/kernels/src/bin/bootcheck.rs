@@ -58,7 +58,105 @@ extern "C" fn guest_main(si: *const StartInfo) -> ! {
     check("region-end", check_region_end(si, &region));
     check("xen-version", check_xen_version());
     check("mmu-roundtrip", check_mmu_roundtrip(si, &region));
+    check("entry-registers", check_entry_registers(si, &regs));
+    check("frames-writable", check_frames_writable(si, &region));
     finish()
+}
+
+/// Xen's start-of-day registers: `rsi` = start_info, `rsp` = boot stack top (checked against
+/// the layout elsewhere), every other GPR 0, flat selectors CS 0xE033 and SS 0xE02B, null
+/// DS/ES/FS/GS.
+fn check_entry_registers(si: &StartInfo, regs: &[u64; reg::COUNT]) -> Result<(), Why> {
+    if regs[reg::RSI] != si as *const StartInfo as u64 {
+        return why!("rsi {:#x} is not start_info", regs[reg::RSI]);
+    }
+    for (i, &v) in regs[..=reg::R15].iter().enumerate() {
+        if i != reg::RSI && i != reg::RSP && v != 0 {
+            return why!(
+                "GPR #{} (rax,rbx,rcx,rdx,rsi,rdi,rbp,rsp,r8..r15) is {:#x}, not 0",
+                i,
+                v
+            );
+        }
+    }
+    let sel = |i: usize| regs[i] & 0xFFFF;
+    if sel(reg::CS) != 0xE033 || sel(reg::SS) != 0xE02B {
+        return why!(
+            "cs {:#x} ss {:#x}, want 0xe033 0xe02b",
+            sel(reg::CS),
+            sel(reg::SS)
+        );
+    }
+    for (name, i) in [
+        ("ds", reg::DS),
+        ("es", reg::ES),
+        ("fs", reg::FS),
+        ("gs", reg::GS),
+    ] {
+        if sel(i) != 0 {
+            return why!("{} is {:#x}, want 0", name, sel(i));
+        }
+    }
+    Ok(())
+}
+
+/// Every frame of the domain except the kernel's own bootstrap tables can be mapped writable:
+/// nothing is left typed (old page tables, descriptor tables) or pinned by someone else. Each
+/// frame is mapped at the first scratch page through its L1 entry, 256 requests per
+/// `mmu_update`; the scratch page gets its own frame back afterwards.
+fn check_frames_writable(si: &StartInfo, region: &Region) -> Result<(), Why> {
+    let p2m = p2m(si);
+    let va = core::ptr::addr_of_mut!(SCRATCH) as u64;
+    let w = match walk(si, region, va) {
+        Ok(w) => w,
+        Err(e) => return why!("scratch page: {}", e),
+    };
+    let slot = p2m[w.table_pfns[3] as usize] * PAGE_SIZE + pte::index(va, 1) as u64 * 8;
+    let pt_pfn = region.va_pfn(si.pt_base).unwrap_or(u64::MAX);
+    let own_tables = pt_pfn..pt_pfn + si.nr_pt_frames;
+    let mut batch = [MmuUpdate::default(); 256];
+    let mut n = 0;
+    let mut first_pfn = 0u64;
+    let mut result = Ok(());
+    for pfn in 0..si.nr_pages {
+        if own_tables.contains(&pfn) {
+            continue;
+        }
+        if n == 0 {
+            first_pfn = pfn;
+        }
+        batch[n] = MmuUpdate {
+            ptr: slot | xenpv::mmu::NORMAL_PT_UPDATE,
+            val: pte::make(p2m[pfn as usize], pte::L1_FLAGS | pte::D),
+        };
+        n += 1;
+        if n == batch.len() || pfn + 1 == si.nr_pages {
+            // SAFETY: only the scratch page's L1 entry changes; nothing references the page.
+            if let Err(e) = unsafe { hypercall::mmu_update(&batch[..n]) } {
+                result = why!(
+                    "a frame among pfn {:#x}.. (batch of {}) cannot be mapped writable: {}",
+                    first_pfn,
+                    n,
+                    e
+                );
+                break;
+            }
+            n = 0;
+        }
+    }
+    // SAFETY: restores the scratch page's own frame.
+    let restored = unsafe { hypercall::update_va_mapping(va, w.l1e, uvmf::INVLPG) };
+    result?;
+    if let Err(e) = restored {
+        return why!("restoring the scratch mapping: {}", e);
+    }
+    println!(
+        "PVKEXEC-INFO frames-writable {} of {} frames (own {} table frames excluded)",
+        si.nr_pages - si.nr_pt_frames,
+        si.nr_pages,
+        si.nr_pt_frames
+    );
+    Ok(())
 }
 
 fn check_magic(si: &StartInfo) -> Result<(), Why> {
