@@ -245,14 +245,14 @@ fn bench() -> Result<()> {
                 &["build", "--release", "-p", "loader", "--bin", "pvkexec"],
             )?;
             let exe = root.join("target/release/pvkexec");
-            let (status, max_rss_kib) = rusage_of(
+            let (ok, max_rss_kib) = rusage_of(
                 Command::new(&exe)
                     .args(["plan", "--mode", "dom0", "--mem-mib", "256", "--kernel"])
                     .arg(&kernel)
                     .stdout(std::process::Stdio::null()),
             )?;
-            if !status.success() {
-                bail!("pvkexec plan failed: {status}");
+            if !ok {
+                bail!("pvkexec plan failed");
             }
             println!(
                 "pvkexec plan on {}: peak RSS {:.1} MiB",
@@ -375,17 +375,23 @@ fn test() -> Result<()> {
     Ok(())
 }
 
-/// Runs `cmd` and returns its exit status and peak resident set size in KiB.
-fn rusage_of(cmd: &mut Command) -> Result<(std::process::ExitStatus, i64)> {
-    let status = cmd.status().context("running the measured command")?;
-    // SAFETY: getrusage writes one rusage into the zeroed local; RUSAGE_CHILDREN covers the
-    // child just waited for (xtask starts no other long-lived children before this).
-    let rss = unsafe {
+/// Runs `cmd` and returns whether it succeeded and its own peak resident set size in KiB
+/// (`wait4` on its pid, so earlier children such as cargo do not count).
+fn rusage_of(cmd: &mut Command) -> Result<(bool, i64)> {
+    let child = cmd.spawn().context("starting the measured command")?;
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: wait4 on our own child's pid writes the status and one rusage into the zeroed
+    // locals; the Child handle is not waited on again.
+    let usage = unsafe {
         let mut usage: libc::rusage = std::mem::zeroed();
-        if libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) != 0 {
-            bail!("getrusage failed");
+        if libc::wait4(pid, &mut status, 0, &mut usage) != pid {
+            bail!("wait4 failed");
         }
-        usage.ru_maxrss
+        usage
     };
-    Ok((status, rss))
+    Ok((
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        usage.ru_maxrss,
+    ))
 }
