@@ -16,7 +16,7 @@
 
 use pvhandoff::handoff::Handoff;
 use pvhandoff::image::{
-    ImageView, PlanRecord, PLAN_MAGIC, SEG_FLAG_METADATA, SEG_FLAG_PURGATORY_MAPPING,
+    ImageView, PlanRecord, MAX_SEGMENTS, PLAN_MAGIC, SEG_FLAG_METADATA, SEG_FLAG_PURGATORY_MAPPING,
     SEG_FLAG_TEMPLATE,
 };
 use pvhandoff::SegmentKind;
@@ -58,39 +58,81 @@ pub struct Ready {
     pub hypercalls: u64,
 }
 
+/// A placed segment: new PFNs `[dest_pfn, dest_pfn + pages)` take the old frames from
+/// `old_pfn` on (the image's pages in the module).
+#[derive(Clone, Copy, Default)]
+struct Placed {
+    dest_pfn: u64,
+    pages: u64,
+    old_pfn: u64,
+}
+
 struct Ctx<'a> {
     h: &'a Handoff,
-    image: &'a ImageView<'a>,
     plan: PlanRecord,
     old_p2m: &'a [u64],
+    /// Placed segments, computed once: `fixed` runs for every PFN of the domain.
+    placed: [Placed; MAX_SEGMENTS as usize],
+    nr_placed: usize,
+    /// Old PFN of the purgatory's first page (the trampoline page).
+    trampoline_old_pfn: u64,
     hypercalls: u64,
 }
 
-impl Ctx<'_> {
-    /// Old PFN of the image page at byte offset `off` (page aligned) in the module.
-    fn image_old_pfn(&self, off: u64) -> u64 {
-        (self.h.image_va + off - self.h.old_virt_base) / 4096
-    }
-
-    /// The old PFN whose frame a placed segment gives new `pfn`, if any.
-    fn fixed(&self, pfn: u64) -> Option<u64> {
-        for (i, s) in self.image.segments().enumerate() {
+impl<'a> Ctx<'a> {
+    fn new(
+        h: &'a Handoff,
+        image: &ImageView,
+        plan: PlanRecord,
+        old_p2m: &'a [u64],
+    ) -> Result<Self, Failure> {
+        let mut c = Ctx {
+            h,
+            plan,
+            old_p2m,
+            placed: [Placed::default(); MAX_SEGMENTS as usize],
+            nr_placed: 0,
+            trampoline_old_pfn: u64::MAX,
+            hypercalls: 0,
+        };
+        for (i, s) in image.segments().enumerate() {
             if s.flags & (SEG_FLAG_TEMPLATE | SEG_FLAG_METADATA) != 0 {
                 continue;
             }
-            let off = self.image.data_offset(i).ok()?;
+            let off = image
+                .data_offset(i)
+                .map_err(|_| Failure::Plan("segment outside the image"))?;
+            let old_pfn = (h.image_va + off - h.old_virt_base) / 4096;
             if s.flags & SEG_FLAG_PURGATORY_MAPPING != 0 {
-                if pfn == self.plan.trampoline_pfn {
-                    return Some(self.image_old_pfn(off));
-                }
-                continue;
-            }
-            let data_pages = s.len.div_ceil(4096);
-            if pfn >= s.dest_pfn && pfn < s.dest_pfn + data_pages {
-                return Some(self.image_old_pfn(off + (pfn - s.dest_pfn) * 4096));
+                c.trampoline_old_pfn = old_pfn;
+            } else {
+                c.placed[c.nr_placed] = Placed {
+                    dest_pfn: s.dest_pfn,
+                    pages: s.len.div_ceil(4096),
+                    old_pfn,
+                };
+                c.nr_placed += 1;
             }
         }
-        None
+        if c.trampoline_old_pfn == u64::MAX {
+            return Err(Failure::Plan("the image has no purgatory segment"));
+        }
+        Ok(c)
+    }
+
+    fn placed(&self) -> &[Placed] {
+        &self.placed[..self.nr_placed]
+    }
+
+    /// The old PFN whose frame a placed segment (or the trampoline) gives new `pfn`, if any.
+    fn fixed(&self, pfn: u64) -> Option<u64> {
+        if pfn == self.plan.trampoline_pfn {
+            return Some(self.trampoline_old_pfn);
+        }
+        self.placed()
+            .iter()
+            .find(|p| pfn >= p.dest_pfn && pfn < p.dest_pfn + p.pages)
+            .map(|p| p.old_pfn + (pfn - p.dest_pfn))
     }
 
     /// First old PFN of the clean pool (frames the old kernel mapped nowhere).
@@ -108,15 +150,9 @@ impl Ctx<'_> {
 
     /// Number of region PFNs below `pfn` that placed segments cover (segments are ranges).
     fn fixed_below(&self, pfn: u64) -> u64 {
-        self.image
-            .segments()
-            .filter(|s| {
-                s.flags & (SEG_FLAG_TEMPLATE | SEG_FLAG_METADATA | SEG_FLAG_PURGATORY_MAPPING) == 0
-            })
-            .map(|s| {
-                let end = (s.dest_pfn + s.len.div_ceil(4096)).min(pfn);
-                end.saturating_sub(s.dest_pfn)
-            })
+        self.placed()
+            .iter()
+            .map(|p| (p.dest_pfn + p.pages).min(pfn).saturating_sub(p.dest_pfn))
             .sum()
     }
 
@@ -207,13 +243,7 @@ pub fn build(h: &Handoff, image: &ImageView) -> Result<Ready, Failure> {
     // SAFETY: the old P2M list is mapped at mfn_list for nr_pages entries; only read.
     let old_p2m =
         unsafe { core::slice::from_raw_parts(old_si.mfn_list as *const u64, old_nr as usize) };
-    let mut c = Ctx {
-        h,
-        image,
-        plan,
-        old_p2m,
-        hypercalls: 0,
-    };
+    let mut c = Ctx::new(h, image, plan, old_p2m)?;
     let holes = plan.region_pages - c.fixed_below(plan.region_pages);
     let clean_end = old_nr - h.reserved_top;
     if c.clean_start() + holes > clean_end {
