@@ -287,13 +287,8 @@ fn cargo(dir: &Path, args: &[&str]) -> Result<()> {
 
 /// [`cargo`] with extra environment variables.
 fn cargo_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Result<()> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.args(args).current_dir(dir);
-    for var in ["CARGO_TARGET_DIR", "RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS"] {
-        cmd.env_remove(var);
-    }
-    cmd.envs(env.iter().copied());
+    let mut cmd = harness::cargo_command(dir);
+    cmd.args(args).envs(env.iter().copied());
     let status = cmd
         .status()
         .with_context(|| format!("running cargo {}", args.join(" ")))?;

@@ -3,7 +3,6 @@
 
 use anyhow::{bail, Context, Result};
 use std::path::PathBuf;
-use std::process::Command;
 
 /// Builds every guest binary (release profile) once per process and returns the directory
 /// holding them.
@@ -20,21 +19,9 @@ pub fn build() -> Result<PathBuf> {
 
 fn build_uncached() -> Result<PathBuf> {
     let root = crate::workspace_root();
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.args(["build", "--release", "--quiet"])
-        .current_dir(root.join("guest"));
     // Settings of an outer cargo invocation must not leak into the guest build.
-    for var in [
-        "CARGO_TARGET_DIR",
-        "CARGO_BUILD_TARGET_DIR",
-        "RUSTFLAGS",
-        "CARGO_ENCODED_RUSTFLAGS",
-        "CARGO_BUILD_RUSTFLAGS",
-        "CARGO_BUILD_TARGET",
-    ] {
-        cmd.env_remove(var);
-    }
+    let mut cmd = crate::cargo_command(&root.join("guest"));
+    cmd.args(["build", "--release", "--quiet"]);
     let status = cmd
         .status()
         .context("running cargo for the guest workspace")?;

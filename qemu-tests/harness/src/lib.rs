@@ -13,7 +13,8 @@ pub mod tools;
 
 pub use boot::{boot, BootConfig, BootResult, Echo, Module, Verdict};
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 
 /// The checks the boot-check kernel reports (qemu-tests/kernels/src/bin/bootcheck.rs), whether
 /// Xen's builder or a kexec started it.
@@ -40,4 +41,22 @@ pub fn workspace_root() -> PathBuf {
 /// Where provisioned tools and downloaded packages are cached.
 pub fn cache_dir() -> PathBuf {
     workspace_root().join("target").join("pvkexec-cache")
+}
+
+/// A `cargo` command in `dir` without the settings an outer cargo invocation exports
+/// (target dir, flags), so nested builds use the workspace's own configuration.
+pub fn cargo_command(dir: &Path) -> Command {
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(dir);
+    for var in [
+        "CARGO_TARGET_DIR",
+        "CARGO_BUILD_TARGET_DIR",
+        "RUSTFLAGS",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "CARGO_BUILD_RUSTFLAGS",
+        "CARGO_BUILD_TARGET",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd
 }

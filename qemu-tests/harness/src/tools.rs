@@ -2,7 +2,6 @@
 
 use anyhow::{bail, Context, Result};
 use std::path::PathBuf;
-use std::process::Command;
 
 /// Builds (once per process) and returns the `pvkexec` binary of this workspace.
 pub fn pvkexec() -> Result<PathBuf> {
@@ -12,20 +11,15 @@ pub fn pvkexec() -> Result<PathBuf> {
         return Ok(p.clone());
     }
     let root = crate::workspace_root();
-    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+    let status = crate::cargo_command(&root)
         .args(["build", "--quiet", "-p", "loader", "--bin", "pvkexec"])
-        .current_dir(&root)
         .status()
         .context("running cargo build for pvkexec")?;
     if !status.success() {
         bail!("building pvkexec failed");
     }
-    let target = std::env::var("CARGO_TARGET_DIR")
-        .ok()
-        .filter(|d| !d.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
-    let path = target.join("debug/pvkexec");
+    // cargo_command drops CARGO_TARGET_DIR, so the binary is in the workspace's target/.
+    let path = root.join("target/debug/pvkexec");
     *built = Some(path.clone());
     Ok(path)
 }

@@ -66,6 +66,13 @@ pub struct Walk {
     pub table_pfns: [u64; 4],
 }
 
+impl Walk {
+    /// Machine address of the L1 entry that maps `va` (for `mmu_update`).
+    pub fn l1_slot(&self, p2m: &[u64], va: u64) -> u64 {
+        p2m[self.table_pfns[3] as usize] * PAGE_SIZE + pte::index(va, 1) as u64 * 8
+    }
+}
+
 /// Walks `va` from the L4 at `pt_base`, requiring every table frame to lie in
 /// `[pt_pfn, pt_pfn + nr_pt_frames)` (the bootstrap tables), reading tables through the region.
 pub fn walk(si: &StartInfo, region: &Region, va: u64) -> Result<Walk, WalkError> {

@@ -111,7 +111,7 @@ fn check_frames_writable(si: &StartInfo, region: &Region) -> Result<(), Why> {
         Ok(w) => w,
         Err(e) => return why!("scratch page: {}", e),
     };
-    let slot = p2m[w.table_pfns[3] as usize] * PAGE_SIZE + pte::index(va, 1) as u64 * 8;
+    let slot = w.l1_slot(p2m, va);
     let pt_pfn = region.va_pfn(si.pt_base).unwrap_or(u64::MAX);
     let own_tables = pt_pfn..pt_pfn + si.nr_pt_frames;
     let mut batch = [MmuUpdate::default(); 256];
@@ -346,8 +346,7 @@ fn check_mmu_roundtrip(si: &StartInfo, region: &Region) -> Result<(), Why> {
         .map_err(|e| ("update_va_mapping", e))
         .and_then(|()| {
             (va0 as *mut u64).write_volatile(pattern);
-            let l1_frame = w1.table_pfns[3];
-            let l1_maddr = p2m[l1_frame as usize] * PAGE_SIZE + pte::index(va1, 1) as u64 * 8;
+            let l1_maddr = w1.l1_slot(p2m, va1);
             let req = [MmuUpdate {
                 ptr: l1_maddr | xenpv::mmu::NORMAL_PT_UPDATE,
                 val: pte::make(spare_mfn, pte::L1_FLAGS | pte::D),
