@@ -1,14 +1,23 @@
 //! The handoff block (kernel side -> purgatory), passed in `rdi` at the purgatory's entry.
-//! Version 2: where the kexec image is mapped, the old start_info, the old initial region and
-//! a scratch VA. Later versions add the direct-map base and the VCPU records (design.md
-//! section 4).
+//! Version 3: where the kexec image is mapped, the old start_info, the pool of frames the
+//! purgatory may overwrite, the kernel side's direct map and a scratch VA. Later versions add
+//! the VCPU records (design.md section 4).
 
 use xenpv::assert_layout;
 
 /// `b"PVKXHOFF"` as a little-endian u64.
 pub const HANDOFF_MAGIC: u64 = u64::from_le_bytes(*b"PVKXHOFF");
-pub const HANDOFF_VERSION: u32 = 2;
+pub const HANDOFF_VERSION: u32 = 3;
 
+/// What the kernel side promises the purgatory (docs/kexec-image.md):
+/// - the image is mapped readable at `image_va` inside the old initial region, so its pages'
+///   old PFNs are `(va - old_virt_base) / 4096`;
+/// - old PFNs `[free_first_pfn, free_first_pfn + free_pages)` hold nothing the purgatory reads
+///   and are no page table, descriptor table or otherwise typed frame; they may be mapped
+///   writable only through the direct map at `direct_map_va`;
+/// - every other pinned page-table tree than the current one has been unpinned;
+/// - the purgatory's own pages are mapped at the image's `purgatory_base`, through tables
+///   that are not in the free pool.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Handoff {
@@ -21,17 +30,20 @@ pub struct Handoff {
     pub image_len: u64,
     /// The old kernel's start_info (mapped): nr_pages, shared_info, its P2M and L4.
     pub old_start_info_va: u64,
-    /// The old kernel's `virt_base` and the size in pages of its initial region: frames past
-    /// it (and below `reserved_top`) are mapped nowhere and can become new page tables.
+    /// Where the old initial region (PFN 0 onwards) is mapped.
     pub old_virt_base: u64,
-    pub old_region_pages: u64,
-    /// The top `reserved_top` PFNs hold the old kernel's tables for the purgatory mapping.
-    pub reserved_top: u64,
+    /// The free pool (old PFNs): new page tables, the new P2M and zeroed pages come from it.
+    pub free_first_pfn: u64,
+    pub free_pages: u64,
+    /// The kernel side's direct map: old PFN `p` is mapped at `direct_map_va + p * 4096`
+    /// (0: no direct map). The purgatory removes these mappings for frames that become page
+    /// tables, so that Xen can validate them.
+    pub direct_map_va: u64,
     /// A page-aligned VA inside the purgatory mapping whose L1 entry is free, for reaching
-    /// frames that are mapped nowhere.
+    /// frames through a mapping the purgatory controls.
     pub scratch_va: u64,
-    pub _reserved: [u64; 3],
+    pub _reserved: [u64; 2],
 }
 assert_layout!(Handoff, 96; magic @ 0, version @ 8, image_va @ 16, image_len @ 24,
-    old_start_info_va @ 32, old_virt_base @ 40, old_region_pages @ 48, reserved_top @ 56,
-    scratch_va @ 64);
+    old_start_info_va @ 32, old_virt_base @ 40, free_first_pfn @ 48, free_pages @ 56,
+    direct_map_va @ 64, scratch_va @ 72);

@@ -46,11 +46,14 @@ pub struct PlanRecord {
     pub trampoline_va: u64,
     /// PFN the trampoline page (the purgatory's first page) gets in the new domain.
     pub trampoline_pfn: u64,
-    pub _reserved: [u64; 3],
+    /// start_info's `mod_start` and `mod_len` (0 without an initrd).
+    pub mod_start: u64,
+    pub mod_len: u64,
+    pub _reserved: [u64; 1],
 }
 assert_layout!(PlanRecord, 128; magic @ 0, nr_pages @ 8, virt_base @ 16, region_pages @ 24,
     entry @ 32, rsp @ 40, start_info_va @ 48, pt_pfn @ 56, nr_pt_frames @ 64, p2m_pfn @ 72,
-    p2m_pages @ 80, trampoline_va @ 88, trampoline_pfn @ 96);
+    p2m_pages @ 80, trampoline_va @ 88, trampoline_pfn @ 96, mod_start @ 104, mod_len @ 112);
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -113,7 +113,7 @@ pub fn build_image(
             ),
         ));
     }
-    let kbytes = kernel_bytes(kernel);
+    let mut kbytes = kernel_bytes(kernel);
     let start_info = start_info_page(&plan, cmdline)?;
     let trampoline_pfn = nr_pages - 1;
     let tables = pvlayout::build_tables(&plan, Some(trampoline_pfn))
@@ -141,9 +141,34 @@ pub fn build_image(
         p2m_pages: pages(plan.p2m.end - plan.p2m.start),
         trampoline_va: PURGATORY_BASE,
         trampoline_pfn,
-        _reserved: [0; 3],
+        mod_start: plan.start_info_fields.mod_start,
+        mod_len: plan.start_info_fields.mod_len,
+        _reserved: [0; 1],
     };
     let record_bytes = pod_bytes(&record);
+    if let Some(slot) = kernel.notes.plan_slot {
+        // The kernel asked for the plan: it travels in the kernel segment (digest included).
+        let at = slot
+            .checked_sub(kernel.virt_kstart)
+            .map(|a| a as usize)
+            .filter(|a| {
+                a.checked_add(record_bytes.len())
+                    .is_some_and(|e| e <= kbytes.len())
+            });
+        let Some(at) = at else {
+            return Err(LoadError::new(
+                input,
+                None,
+                Reason::Note(format!(
+                    "PVKEXEC plan slot {slot:#x} is not {} file-backed bytes of the kernel ({:#x}..{:#x})",
+                    record_bytes.len(),
+                    kernel.virt_kstart,
+                    kernel.virt_kstart + kbytes.len() as u64
+                )),
+            ));
+        };
+        kbytes[at..at + record_bytes.len()].copy_from_slice(&record_bytes);
+    }
     let mut segs: Vec<(SegmentDesc, &[u8])> = Vec::new();
     let desc = |kind: SegmentKind, flags: u32, dest_pfn: u64, nr: u64, data: &[u8]| SegmentDesc {
         kind: kind as u32,

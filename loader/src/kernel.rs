@@ -4,7 +4,7 @@
 
 use crate::decompress::{decompress, Compression};
 use crate::error::{LoadError, Reason};
-use crate::notes::{XenNotes, UNPROVIDABLE_FEATURES};
+use crate::notes::{XenNotes, PVKEXEC_NOTE_NAME, PVKEXEC_NOTE_PLAN_SLOT, UNPROVIDABLE_FEATURES};
 use goblin::elf::{program_header, section_header, Elf};
 
 /// Default bound on a decompressed kernel when the container declares no size.
@@ -387,6 +387,17 @@ fn read_notes(
             notes
                 .add(ty, &area[desc_start..desc_start + descsz as usize])
                 .map_err(|r| (here, r))?;
+        } else if name.strip_suffix(b"\0").unwrap_or(name) == PVKEXEC_NOTE_NAME
+            && ty == PVKEXEC_NOTE_PLAN_SLOT
+        {
+            let desc = &area[desc_start..desc_start + descsz as usize];
+            let slot: [u8; 8] = desc.try_into().map_err(|_| {
+                (
+                    here,
+                    Reason::Note(format!("PVKEXEC plan-slot note has {descsz} bytes, want 8")),
+                )
+            })?;
+            notes.plan_slot = Some(u64::from_le_bytes(slot));
         }
         at = next;
     }

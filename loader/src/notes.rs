@@ -38,7 +38,16 @@ pub struct XenNotes {
     pub phys32_reloc: bool,
     /// Whether the notes came from the legacy `__xen_guest` section.
     pub legacy: bool,
+    /// From a `PVKEXEC` note of type [`PVKEXEC_NOTE_PLAN_SLOT`]: the virtual address of a
+    /// 128-byte, file-backed slot into which `pvkexec build` writes the `PlanRecord`, so a
+    /// kernel can check what it was handed against the plan (the test probe does).
+    pub plan_slot: Option<u64>,
 }
+
+/// Note name of pvkexec's own notes.
+pub const PVKEXEC_NOTE_NAME: &[u8] = b"PVKEXEC";
+/// `PVKEXEC` note type whose payload is the plan slot's address (8 bytes).
+pub const PVKEXEC_NOTE_PLAN_SLOT: u32 = 1;
 
 /// XENFEAT names `FEATURES` may use (libelf's `elf_xen_feature_names`).
 const FEATURE_NAMES: [(&str, u32); 7] = [

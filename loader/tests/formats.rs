@@ -445,3 +445,60 @@ proptest! {
         let _ = loader::decompress::lzo1x(&noise, 1 << 16);
     }
 }
+
+/// A `PVKEXEC` note (name "PVKEXEC", not "Xen").
+fn pvkexec_note(out: &mut Vec<u8>, ty: u32, desc: &[u8]) {
+    out.extend_from_slice(&8u32.to_le_bytes());
+    out.extend_from_slice(&(desc.len() as u32).to_le_bytes());
+    out.extend_from_slice(&ty.to_le_bytes());
+    out.extend_from_slice(b"PVKEXEC\0");
+    out.extend_from_slice(desc);
+    while !out.len().is_multiple_of(4) {
+        out.push(0);
+    }
+}
+
+fn elf_with_slot(desc: &[u8]) -> Vec<u8> {
+    let mut notes = pv_notes(&[]);
+    pvkexec_note(&mut notes, 1, desc);
+    elf_with(
+        &[(0, 0x3000, 0x3000), (0x3000, 0x1800, 0x5000)],
+        &notes,
+        VIRT_BASE + 0x1000,
+    )
+}
+
+#[test]
+fn plan_slot_receives_the_plan_record() {
+    use pvhandoff::image::{ImageView, PlanRecord, PLAN_MAGIC};
+    let slot = VIRT_BASE + 0x3100;
+    let k = parse_kernel("probe-like", &elf_with_slot(&slot.to_le_bytes())).unwrap();
+    assert_eq!(k.notes.plan_slot, Some(slot));
+    let built = loader::image::build_image("probe-like", &k, None, "x", 16384, pvlayout::Mode::Dom0)
+        .unwrap();
+    let view = ImageView::parse(&built.bytes).unwrap();
+    let kernel = view.data(0).unwrap();
+    let at = (slot - VIRT_BASE) as usize;
+    // SAFETY: 128 bytes of the kernel segment, read unaligned as the plain-old-data record.
+    let rec = unsafe { (kernel[at..at + 128].as_ptr() as *const PlanRecord).read_unaligned() };
+    assert_eq!(rec.magic, PLAN_MAGIC);
+    assert_eq!(rec.nr_pages, 16384);
+    assert_eq!(rec.virt_base, VIRT_BASE);
+    // The slot's bytes are covered by the kernel segment's digest: `inspect` agrees.
+    let (_, ok) = loader::image::inspect("probe-like", &built.bytes).unwrap();
+    assert!(ok);
+}
+
+#[test]
+fn plan_slot_outside_the_file_bytes_or_malformed_is_refused() {
+    // In bss (past the second PT_LOAD's file bytes).
+    let k = parse_kernel("bss-slot", &elf_with_slot(&(VIRT_BASE + 0x6000).to_le_bytes())).unwrap();
+    let err = loader::image::build_image("bss-slot", &k, None, "", 16384, pvlayout::Mode::Dom0)
+        .err()
+        .expect("a slot in bss is refused");
+    let text = err.to_string();
+    assert!(text.contains("bss-slot") && text.contains("plan slot"), "{text}");
+    // A payload that is not one address.
+    let err = parse_kernel("short-slot", &elf_with_slot(&[1, 2, 3, 4])).unwrap_err();
+    assert!(err.to_string().contains("plan-slot note has 4 bytes"), "{err}");
+}

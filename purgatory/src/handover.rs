@@ -6,8 +6,8 @@
 //!   image's pages in the old kernel's module): nothing is copied;
 //! - the trampoline PFN gets the purgatory's first frame (the trampoline page);
 //! - other PFNs of the new initial region ("holes": P2M list, bss, tables, stack, padding) get
-//!   frames the old kernel mapped nowhere (past its region, below its reserved top frames), so
-//!   none of them has a writable alias when it becomes a page table;
+//!   frames of the handoff's free pool, in order; those that become page tables lose their
+//!   direct-map alias first, so that Xen can validate them;
 //! - all remaining PFNs get the remaining frames in ascending old-PFN order.
 //!
 //! The new P2M is written while it is computed, with Xen's M2P updated for every frame in
@@ -20,7 +20,10 @@ use pvhandoff::image::{
     SEG_FLAG_TEMPLATE,
 };
 use pvhandoff::SegmentKind;
-use xenpv::{hypercall, mmu, mmuext, pte, sif, uvmf, vcpuop, MmuUpdate, MmuextOp, StartInfo};
+use xenpv::{
+    evtchnop, hypercall, mmu, mmuext, pte, sif, uvmf, vcpuop, EvtchnReset, MmuUpdate, MmuextOp,
+    StartInfo, DOMID_SELF,
+};
 
 /// Largest domain the purgatory's bitmap covers (4 GiB; the bitmap is part of the image).
 const MAX_PAGES: usize = 1 << 20;
@@ -135,9 +138,38 @@ impl<'a> Ctx<'a> {
             .map(|p| p.old_pfn + (pfn - p.dest_pfn))
     }
 
-    /// First old PFN of the clean pool (frames the old kernel mapped nowhere).
+    /// First old PFN of the free pool (handoff contract: nothing the purgatory reads).
     fn clean_start(&self) -> u64 {
-        self.h.old_region_pages
+        self.h.free_first_pfn
+    }
+
+    /// Old PFN of the hole frame given to new `pfn` (a region PFN no segment covers).
+    fn hole_old_pfn(&self, pfn: u64) -> u64 {
+        self.clean_start() + pfn - self.fixed_below(pfn)
+    }
+
+    /// Whether old PFNs `[first, first + count)` meet the free pool.
+    fn meets_pool(&self, first: u64, count: u64) -> bool {
+        let pool = self.h.free_first_pfn..self.h.free_first_pfn + self.h.free_pages;
+        first < pool.end && pool.start < first + count
+    }
+
+    /// Removes the kernel side's direct-map alias of an old frame about to become a table.
+    fn drop_alias(&mut self, old_pfn: u64) -> Result<(), Failure> {
+        if self.h.direct_map_va == 0 {
+            return Ok(());
+        }
+        self.hypercalls += 1;
+        // SAFETY: the direct-map VA of a free-pool frame: nothing the purgatory uses lives
+        // there (handoff contract), and clearing a leaf entry changes no table.
+        unsafe {
+            hypercall::update_va_mapping(self.h.direct_map_va + old_pfn * 4096, 0, uvmf::INVLPG)
+        }
+        .map_err(|err| Failure::Hypercall {
+            call: "update_va_mapping(direct-map alias, 0)",
+            frame: self.old_p2m[old_pfn as usize],
+            err,
+        })
     }
 
     /// New frame (MFN) of a PFN inside the new region.
@@ -145,7 +177,7 @@ impl<'a> Ctx<'a> {
         if let Some(old) = self.fixed(pfn) {
             return self.old_p2m[old as usize];
         }
-        self.old_p2m[(self.clean_start() + pfn - self.fixed_below(pfn)) as usize]
+        self.old_p2m[self.hole_old_pfn(pfn) as usize]
     }
 
     /// Number of region PFNs below `pfn` that placed segments cover (segments are ranges).
@@ -245,10 +277,28 @@ pub fn build(h: &Handoff, image: &ImageView) -> Result<Ready, Failure> {
         unsafe { core::slice::from_raw_parts(old_si.mfn_list as *const u64, old_nr as usize) };
     let mut c = Ctx::new(h, image, plan, old_p2m)?;
     let holes = plan.region_pages - c.fixed_below(plan.region_pages);
-    let clean_end = old_nr - h.reserved_top;
-    if c.clean_start() + holes > clean_end {
+    h.free_first_pfn
+        .checked_add(h.free_pages)
+        .filter(|&e| e <= old_nr)
+        .ok_or(Failure::Plan(
+            "the handoff's free pool lies past the domain's frames",
+        ))?;
+    if holes > h.free_pages {
         return Err(Failure::Plan(
-            "not enough unmapped frames for the new region's holes",
+            "the free pool is smaller than the new region's holes",
+        ));
+    }
+    // The pool must not hold what the purgatory still reads: the image, the old start_info,
+    // the old P2M list.
+    let image_first = (h.image_va - h.old_virt_base) / 4096;
+    let si_old_pfn = (h.old_start_info_va - h.old_virt_base) / 4096;
+    let p2m_first = (old_si.mfn_list - h.old_virt_base) / 4096;
+    if c.meets_pool(image_first, h.image_len.div_ceil(4096))
+        || c.meets_pool(si_old_pfn, 1)
+        || c.meets_pool(p2m_first, (old_nr * 8).div_ceil(4096))
+    {
+        return Err(Failure::Plan(
+            "the handoff's free pool overlaps the image, the old start_info or the old P2M",
         ));
     }
     // Pass 1: frames taken by fixed PFNs and by holes.
@@ -314,6 +364,11 @@ pub fn build(h: &Handoff, image: &ImageView) -> Result<Ready, Failure> {
         }
     }
     c.flush_m2p(&batch[..n])?;
+    say!(
+        "purgatory: frames renumbered: {} PFNs, {} from the free pool, M2P updated",
+        old_nr,
+        holes
+    );
 
     // Pass 3: zero the other holes, translate the table template, finish start_info.
     let pt_index = image
@@ -328,6 +383,10 @@ pub fn build(h: &Handoff, image: &ImageView) -> Result<Ready, Failure> {
     for pfn in 0..plan.region_pages {
         if c.fixed(pfn).is_some() || p2m_range.contains(&pfn) {
             continue;
+        }
+        if pt_range.contains(&pfn) {
+            let old = c.hole_old_pfn(pfn);
+            c.drop_alias(old)?;
         }
         let frame = c.region_mfn(pfn);
         let dst = c.scratch_map(frame)?;
@@ -387,6 +446,17 @@ pub fn build(h: &Handoff, image: &ImageView) -> Result<Ready, Failure> {
         frame: new_l4_mfn,
         err,
     })?;
+    say!(
+        "purgatory: tables pinned: {} frames from pfn {:#x}, L4 mfn {:#x}{}",
+        plan.nr_pt_frames,
+        plan.pt_pfn,
+        new_l4_mfn,
+        if h.direct_map_va != 0 {
+            " (their direct-map aliases dropped)"
+        } else {
+            ""
+        }
+    );
 
     // Descriptor tables and the user L4 the old kernel may have left: null data selectors, no
     // guest GDT (only Xen's flat selectors remain), no LDT, no user base pointer.
@@ -437,6 +507,22 @@ pub fn build(h: &Handoff, image: &ImageView) -> Result<Ready, Failure> {
             err,
         }
     })?;
+
+    // Event channels survive a kexec: the old kernel's VIRQ and IPI bindings would make the
+    // new kernel's own bindings fail (-EEXIST) and deliver old events. Closing them all also
+    // clears their pending bits and returns the domain to the 2-level ABI.
+    c.hypercalls += 1;
+    let reset = EvtchnReset { dom: DOMID_SELF };
+    // SAFETY: `reset` is a valid evtchn_reset for the whole call; only this domain's ports
+    // change, and the purgatory uses none (its console is console_io).
+    unsafe { hypercall::event_channel_op(evtchnop::RESET, &reset as *const _ as u64) }.map_err(
+        |err| Failure::Hypercall {
+            call: "event_channel_op(RESET, DOMID_SELF)",
+            frame: 0,
+            err,
+        },
+    )?;
+    say!("purgatory: timers stopped, event channels reset, descriptor tables dropped");
 
     let old_l4_pfn = (old_si.pt_base - h.old_virt_base) / 4096;
     Ok(Ready {

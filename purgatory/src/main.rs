@@ -9,6 +9,11 @@
 #![no_std]
 #![no_main]
 
+/// One console line per message (the initial domain's `console_io`).
+macro_rules! say {
+    ($($arg:tt)*) => { guestrt::console::print_line(format_args!($($arg)*)) };
+}
+
 mod handover;
 
 use core::arch::global_asm;
@@ -39,11 +44,6 @@ _start:
 purgatory_stack_top:
     "#
 );
-
-/// One console line per message (the initial domain's `console_io`).
-macro_rules! say {
-    ($($arg:tt)*) => { guestrt::console::print_line(format_args!($($arg)*)) };
-}
 
 fn crash() -> ! {
     loop {
@@ -129,10 +129,11 @@ extern "C" fn purgatory_main(handoff_ptr: u64) -> ! {
         }
     };
     say!(
-        "purgatory: frames renumbered, tables pinned (L4 mfn {:#x}), {} hypercalls; entering {:#x}",
-        ready.new_l4_mfn,
+        "purgatory: {} hypercalls in all; entering the new kernel at {:#x} (start_info {:#x}, rsp {:#x})",
         ready.hypercalls,
-        ready.entry
+        ready.entry,
+        ready.start_info_va,
+        ready.rsp
     );
     enter(&ready)
 }

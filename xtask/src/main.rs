@@ -19,7 +19,7 @@ struct Cli {
 enum Cmd {
     /// Every test: fmt check, clippy, host tests, guest builds, QEMU tests under real Xen.
     Test,
-    /// The demo: a kexec under Xen from the old test kernel into the boot-check kernel, which
+    /// The demo: a kexec under Xen from the old test kernel into the probe kernel, which
     /// reports what it was handed.
     Run,
     /// Builds a kexec image with the loader (or takes one), boots Xen with the old test kernel
@@ -69,12 +69,13 @@ struct BootArgs {
 
 #[derive(clap::Args)]
 struct KexecArgs {
-    /// The new kernel (default: the boot-check test kernel).
+    /// The new kernel (default: the probe test kernel).
     #[arg(long, conflicts_with = "image")]
     kernel: Option<PathBuf>,
-    #[arg(long, requires = "kernel")]
+    /// The new kernel's initrd (with the probe too).
+    #[arg(long, conflicts_with = "image")]
     initrd: Option<PathBuf>,
-    /// The new kernel's command line (default for the boot-check kernel: `mem_mib=N`).
+    /// The new kernel's command line (default for the probe: `mem_mib=N`).
     #[arg(long)]
     append: Option<String>,
     /// A prebuilt image (`pvkexec build`).
@@ -86,7 +87,7 @@ struct KexecArgs {
     vcpus: u32,
     #[arg(long, default_value_t = 120)]
     timeout: u64,
-    /// Success marker for a new kernel other than the boot-check kernel.
+    /// Success marker for a new kernel other than the probe.
     #[arg(long)]
     expect: Option<String>,
 }
@@ -167,7 +168,7 @@ fn kexec(args: KexecArgs) -> Result<ExitCode> {
             let default_kernel = args.kernel.is_none();
             let kernel = match args.kernel {
                 Some(k) => k,
-                None => guest::binary("bootcheck")?,
+                None => guest::binary("probe")?,
             };
             let append = args.append.unwrap_or_else(|| {
                 if default_kernel {
@@ -208,9 +209,7 @@ fn kexec(args: KexecArgs) -> Result<ExitCode> {
         cfg.stop_after = Some(text.clone());
     }
     let result = harness::boot(&cfg)?;
-    let entered = result
-        .log
-        .contains("purgatory: frames renumbered, tables pinned");
+    let entered = result.log.contains(harness::PURGATORY_ENTERING);
     let ok = entered
         && match &args.expect {
             Some(_) => result.verdict == harness::Verdict::Stopped,

@@ -30,6 +30,27 @@ pub const BOOTCHECK_CHECKS: [&str; 9] = [
     "frames-writable",
 ];
 
+/// The checks the probe kernel (qemu-tests/kernels/src/bin/probe.rs) reports after a kexec, in
+/// order: its own, then every boot check.
+pub const PROBE_CHECKS: [&str; 13] = [
+    "zeroed",
+    "magic",
+    "nr_pages",
+    "p2m-m2p",
+    "pagetables",
+    "region-end",
+    "xen-version",
+    "mmu-roundtrip",
+    "entry-registers",
+    "frames-writable",
+    "plan",
+    "event-channels",
+    "no-old-timers",
+];
+
+/// The purgatory's last line before it leaves for the new kernel.
+pub const PURGATORY_ENTERING: &str = "entering the new kernel at";
+
 /// The repository root (two levels above this crate).
 pub fn workspace_root() -> PathBuf {
     let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn build_image(name: &str, mem_mib: u64, initrd: Option<&Path>) -> PathBuf {
-    let new_kernel = guest::binary("bootcheck").unwrap();
+    let new_kernel = guest::binary("probe").unwrap();
     let out = harness::cache_dir().join(format!("kexec-{name}.img"));
     let mut cmd = Command::new(tools::pvkexec().unwrap());
     cmd.arg("build").arg("--kernel").arg(&new_kernel);
@@ -30,7 +30,13 @@ fn build_image(name: &str, mem_mib: u64, initrd: Option<&Path>) -> PathBuf {
 }
 
 fn run(name: &str, image: &Path, mem_mib: u64) -> BootResult {
+    run_with(name, image, mem_mib, "")
+}
+
+/// Runs the old kernel with `cmdline` (e.g. a `kexec_fault=` word).
+fn run_with(name: &str, image: &Path, mem_mib: u64, cmdline: &str) -> BootResult {
     let mut cfg = BootConfig::new(guest::binary("kexecold").unwrap());
+    cfg.cmdline = cmdline.into();
     cfg.mem_mib = mem_mib;
     cfg.tag = name.into();
     cfg.modules.push(Module {
@@ -83,12 +89,19 @@ fn assert_kexec_passed(r: &BootResult, segments: usize) {
     assert!(r.log.contains(&verified), "log:\n{}", r.log);
     assert!(!r.log.contains("mismatch"));
     // The new kernel's report comes after the purgatory's last line.
+    for line in [
+        "purgatory: frames renumbered",
+        "(their direct-map aliases dropped)",
+        "purgatory: timers stopped, event channels reset",
+    ] {
+        assert!(r.log.contains(line), "no {line:?} in:\n{}", r.log);
+    }
     let after = r
         .log
-        .split("purgatory: frames renumbered, tables pinned")
+        .split(harness::PURGATORY_ENTERING)
         .nth(1)
         .expect("the purgatory's switch line");
-    for check in harness::BOOTCHECK_CHECKS {
+    for check in harness::PROBE_CHECKS {
         let line = format!("PVKEXEC-TEST PASS {check}");
         assert!(
             after.contains(&line),
@@ -100,13 +113,13 @@ fn assert_kexec_passed(r: &BootResult, segments: usize) {
 }
 
 #[test]
-fn kexec_into_bootcheck_64mib() {
+fn kexec_into_probe_64mib() {
     let image = build_image("plain-64M", 64, None);
     assert_kexec_passed(&run("kexec-64M", &image, 64), 5);
 }
 
 #[test]
-fn kexec_into_bootcheck_with_initrd_1gib() {
+fn kexec_into_probe_with_initrd_1gib() {
     let len = (3 << 20) + 123;
     let initrd = tools::test_file(len).unwrap();
     let image = build_image("initrd-1G", 1024, Some(&initrd));
@@ -145,4 +158,49 @@ fn flipped_byte_in_each_verified_segment_is_named() {
         );
         assert!(r.log.contains("Hardware Dom0 crashed"), "log:\n{}", r.log);
     }
+}
+
+/// A kernel side that leaves its process trees pinned breaks the handoff contract; the frames
+/// stay typed as page tables after the switch, and the probe names them.
+#[test]
+fn pinned_trees_left_by_the_kernel_side_are_caught_by_the_probe() {
+    let image = build_image("plain-64M-trees", 64, None);
+    let r = run_with("kexec-keep-trees", &image, 64, "kexec_fault=keep-trees");
+    assert_eq!(r.verdict, Verdict::GuestFailed, "log:\n{}", r.log);
+    assert!(
+        r.log.contains(harness::PURGATORY_ENTERING),
+        "log:\n{}",
+        r.log
+    );
+    assert!(
+        r.log
+            .contains("PVKEXEC-TEST FAIL frames-writable: a frame among pfn"),
+        "log:\n{}",
+        r.log
+    );
+    assert_eq!(
+        r.failed().len(),
+        1,
+        "only frames-writable fails:\n{}",
+        r.log
+    );
+}
+
+/// A free pool that holds what the purgatory still reads is refused before anything changes.
+#[test]
+fn free_pool_overlapping_the_old_p2m_is_refused_by_the_purgatory() {
+    let image = build_image("plain-64M-pool", 64, None);
+    let r = run_with("kexec-pool-overlap", &image, 64, "kexec_fault=pool-overlap");
+    assert_eq!(r.verdict, Verdict::Crashed, "log:\n{}", r.log);
+    assert!(
+        r.log.contains("purgatory: the handoff's free pool overlaps the image, the old start_info or the old P2M; refusing to enter the new kernel"),
+        "log:\n{}",
+        r.log
+    );
+    assert!(
+        !r.log.contains(harness::PURGATORY_ENTERING),
+        "log:\n{}",
+        r.log
+    );
+    assert!(r.log.contains("Hardware Dom0 crashed"), "log:\n{}", r.log);
 }

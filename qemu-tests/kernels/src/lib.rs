@@ -1,10 +1,14 @@
 //! Shared code of the PV test kernels: Xen ELF notes, the PASS/FAIL report protocol the host
 //! harness reads, command-line words, and read-only views of the P2M, M2P and page tables.
 #![no_std]
+// Check results carry their reason in a fixed buffer: these kernels have no heap to box it in.
+#![allow(clippy::result_large_err)]
 
+pub mod checks;
 pub mod entry;
 pub mod notes;
 pub mod report;
+pub mod shared;
 pub mod view;
 
 pub use guestrt::println;
@@ -36,3 +40,7 @@ fn panic(info: &core::panic::PanicInfo) -> ! {
 /// though guests abort on panic; nothing ever calls it.
 #[no_mangle]
 extern "C" fn rust_eh_personality() {}
+
+/// What the old test kernel writes over the frames of its free pool before a kexec, so that a
+/// new kernel can tell the old kernel's bytes from the zeroes it was promised.
+pub const OLD_DATA_POISON: u64 = u64::from_le_bytes(*b"OLDKDATA");

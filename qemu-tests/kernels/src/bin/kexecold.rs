@@ -1,9 +1,21 @@
-//! Old kernel of a kexec (kernel side, first slice): receives a kexec image as its boot module,
-//! maps the image's purgatory segment at the purgatory's planned lower-half address with page
-//! tables it builds under the PV rules, fills the handoff block and enters the purgatory.
+//! Old kernel of a kexec (the kernel side): it leaves the domain the way a Linux kernel would,
+//! then hands it to the purgatory.
 //!
-//! Not yet done here (design.md section 7): a direct map of all RAM, extra pinned trees, an own
-//! GDT, several VCPUs.
+//! Before the kexec it sets up what a real kernel has: a writable direct map of all its RAM at
+//! Linux's `page_offset_base` (page-table frames mapped read-only, as Xen requires), its own
+//! GDT with a data selector loaded, extra pinned page-table trees (process L4s sharing the
+//! kernel half), VIRQ_TIMER bound with a periodic and a single-shot timer running, and its
+//! free frames filled with [`OLD_DATA_POISON`]. Then, as a kernel side must, it unpins the
+//! extra trees, maps the purgatory at the image's lower-half base, fills the handoff block
+//! (version 3: the free pool, the direct map, a scratch VA) and enters the purgatory.
+//!
+//! Frames are taken from the top of RAM downwards; the free pool is what lies between the
+//! initial region and the lowest frame taken.
+//!
+//! Command-line word `kexec_fault=` breaks the kernel side's contract on purpose, for the
+//! tests that show who catches it: `keep-trees` leaves the process trees pinned (the new
+//! kernel finds frames it cannot map writable); `pool-overlap` puts the old P2M list in the
+//! free pool (the purgatory refuses the handoff).
 #![no_std]
 #![no_main]
 // Check results carry their reason in a fixed buffer: these kernels have no heap to box it in.
@@ -15,11 +27,24 @@ use pvhandoff::handoff::{Handoff, HANDOFF_MAGIC, HANDOFF_VERSION};
 use pvhandoff::image::{ImageView, SEG_FLAG_PURGATORY_MAPPING};
 use pvtest_kernels::entry::{entry_regs, reg};
 use pvtest_kernels::report::{fail, finish, Why};
+use pvtest_kernels::shared::{self, VIRQ_TIMER};
 use pvtest_kernels::view::{p2m, walk, Region};
-use pvtest_kernels::{notes::VIRT_BASE, why};
-use xenpv::{hypercall, mmu, pte, uvmf, MmuUpdate, StartInfo, PAGE_SIZE};
+use pvtest_kernels::{cmdline_value, notes::VIRT_BASE, why, OLD_DATA_POISON};
+use xenpv::{
+    hypercall, mmu, mmuext, pte, uvmf, vcpuop, MmuUpdate, MmuextOp, StartInfo,
+    VcpuSetPeriodicTimer, PAGE_SIZE,
+};
 
-/// A page whose L1 entry is borrowed to reach frames outside the initial region.
+/// Linux's direct-map base (`page_offset_base` without KASLR): L4 slot 273, L3 index 0.
+const DIRECT_MAP: u64 = 0xffff_8880_0000_0000;
+/// Pinned process trees besides the kernel's own.
+const EXTRA_TREES: usize = 2;
+/// Pages of the free pool filled with the poison (all of it up to this many).
+const POISON_PAGES: u64 = 16384;
+/// The data selector of the kernel's own GDT (entry 1, RPL 3).
+const DATA_SELECTOR: u16 = (1 << 3) | 3;
+
+/// A page whose L1 entry is borrowed to fill frames before they become tables.
 #[repr(C, align(4096))]
 struct Page([u8; 4096]);
 static mut SCRATCH: Page = Page([0; 4096]);
@@ -32,14 +57,12 @@ static mut HANDOFF: Handoff = Handoff {
     image_len: 0,
     old_start_info_va: 0,
     old_virt_base: 0,
-    old_region_pages: 0,
-    reserved_top: 0,
+    free_first_pfn: 0,
+    free_pages: 0,
+    direct_map_va: 0,
     scratch_va: 0,
-    _reserved: [0; 3],
+    _reserved: [0; 2],
 };
-
-/// Frames at the top of RAM that hold the purgatory mapping's L3, L2 and L1.
-const RESERVED_TOP: u64 = 3;
 
 #[no_mangle]
 extern "C" fn guest_main(si: *const StartInfo) -> ! {
@@ -63,7 +86,136 @@ extern "C" fn guest_main(si: *const StartInfo) -> ! {
     }
 }
 
-/// Maps the purgatory and fills the handoff block; returns the purgatory entry.
+/// Frames taken from the top of RAM for tables, the GDT and the process trees.
+struct TopFrames {
+    next: u64,
+    limit: u64,
+}
+
+impl TopFrames {
+    fn take(&mut self) -> Result<u64, Why> {
+        if self.next <= self.limit {
+            return why!("domain too small for the kernel side's tables");
+        }
+        self.next -= 1;
+        Ok(self.next)
+    }
+}
+
+/// Where every frame the kernel side took lives.
+struct Layout {
+    purgatory_tables: [u64; 3],
+    gdt: u64,
+    trees: [u64; EXTRA_TREES],
+    dm_l3: u64,
+    /// First PFN of the direct map's L2 frames (descending run: `dm_l2 - i`).
+    dm_l2: u64,
+    nr_l2: u64,
+    dm_l1: u64,
+    nr_l1: u64,
+    /// Lowest frame taken: `[floor, nr_pages)` are tables or descriptor tables.
+    floor: u64,
+}
+
+fn plan_frames(si: &StartInfo, region: &Region) -> Result<Layout, Why> {
+    let region_pages = (region.end - VIRT_BASE) / PAGE_SIZE;
+    let mut top = TopFrames {
+        next: si.nr_pages,
+        limit: region_pages,
+    };
+    let purgatory_tables = [top.take()?, top.take()?, top.take()?];
+    let gdt = top.take()?;
+    let mut trees = [0; EXTRA_TREES];
+    for t in &mut trees {
+        *t = top.take()?;
+    }
+    let nr_l1 = si.nr_pages.div_ceil(512);
+    let nr_l2 = nr_l1.div_ceil(512);
+    if nr_l2 > 512 {
+        return why!("more RAM than one direct-map L3 covers");
+    }
+    let dm_l3 = top.take()?;
+    let dm_l2 = top.take()?;
+    for _ in 1..nr_l2 {
+        top.take()?;
+    }
+    let dm_l1 = top.take()?;
+    for _ in 1..nr_l1 {
+        top.take()?;
+    }
+    Ok(Layout {
+        purgatory_tables,
+        gdt,
+        trees,
+        dm_l3,
+        dm_l2,
+        nr_l2,
+        dm_l1,
+        nr_l1,
+        floor: top.next,
+    })
+}
+
+/// Fills frames through the scratch page while they are still ordinary writable frames.
+struct Filler<'a> {
+    p2m: &'a [u64],
+    va: u64,
+    original: u64,
+    hypercalls: u64,
+}
+
+impl<'a> Filler<'a> {
+    fn new(si: &StartInfo, region: &Region, p2m: &'a [u64]) -> Result<Self, Why> {
+        let va = core::ptr::addr_of_mut!(SCRATCH) as u64;
+        match walk(si, region, va) {
+            Ok(w) => Ok(Filler {
+                p2m,
+                va,
+                original: w.l1e,
+                hypercalls: 0,
+            }),
+            Err(e) => why!("scratch page: {}", e),
+        }
+    }
+
+    /// Writes `entry(i)` into the 512 words of frame `pfn`.
+    fn fill(&mut self, pfn: u64, entry: impl Fn(usize) -> u64) -> Result<(), Why> {
+        let mfn = self.p2m[pfn as usize];
+        self.hypercalls += 1;
+        // SAFETY: the scratch page is ours and unreferenced; it points at `mfn`, a frame the
+        // kernel side took for itself, until `done` restores it.
+        let mapped = unsafe {
+            hypercall::update_va_mapping(
+                self.va,
+                pte::make(mfn, pte::L1_FLAGS | pte::D),
+                uvmf::INVLPG,
+            )
+        };
+        if let Err(e) = mapped {
+            return why!("update_va_mapping(scratch -> mfn {:#x}): {}", mfn, e);
+        }
+        for i in 0..512usize {
+            // SAFETY: the scratch page maps the frame writable; 512 u64 fill it.
+            unsafe { (self.va as *mut u64).add(i).write_volatile(entry(i)) };
+        }
+        Ok(())
+    }
+
+    /// Gives the scratch page its own frame back: the filled frames lose their only writable
+    /// mapping outside the direct map, as Xen requires before they become tables.
+    fn done(&mut self) -> Result<(), Why> {
+        self.hypercalls += 1;
+        // SAFETY: restores the scratch page's original L1 entry (its own frame, writable).
+        match unsafe { hypercall::update_va_mapping(self.va, self.original, uvmf::INVLPG) } {
+            Ok(()) => Ok(()),
+            Err(e) => why!("restoring the scratch mapping: {}", e),
+        }
+    }
+}
+
+/// Maps the purgatory and the direct map, loads the GDT, pins and unpins the process trees,
+/// starts the timers, poisons the free pool and fills the handoff block; returns the purgatory
+/// entry.
 fn prepare(si: &StartInfo, region: &Region) -> Result<u64, Why> {
     if si.mod_start == 0 || si.mod_len == 0 {
         return why!("no boot module: pass the kexec image as the kernel's module");
@@ -94,11 +246,131 @@ fn prepare(si: &StartInfo, region: &Region) -> Result<u64, Why> {
     {
         return why!("purgatory segment not page aligned in the module or 2 MiB or more");
     }
-    map_purgatory(si, region, si.mod_start + offset, seg.nr_pages, base)?;
+    let p2m = p2m(si);
+    let l = plan_frames(si, region)?;
+    let l4_pfn = match region.va_pfn(si.pt_base) {
+        Some(p) => p,
+        None => return why!("pt_base {:#x} outside the region", si.pt_base),
+    };
+    let l4 = |i: usize| {
+        // SAFETY: the L4 at pt_base is mapped read-only in the region; reading one entry.
+        unsafe { ((si.pt_base + i as u64 * 8) as *const u64).read_volatile() }
+    };
+    let (purg_slot, dm_slot) = (pte::index(base, 4), pte::index(DIRECT_MAP, 4));
+    if pte::present(l4(purg_slot)) || pte::present(l4(dm_slot)) {
+        return why!("L4 slot {} or {} already in use", purg_slot, dm_slot);
+    }
+    let upper = |pfn: u64| pte::make(p2m[pfn as usize], pte::UPPER_FLAGS);
+    let pt_first = l4_pfn;
+    let is_table =
+        |pfn: u64| (pfn >= pt_first && pfn < pt_first + si.nr_pt_frames) || pfn >= l.floor;
+
+    let mut f = Filler::new(si, region, p2m)?;
+    // The purgatory's L3 -> L2 -> L1 -> the image's purgatory pages.
+    let [p_l3, p_l2, p_l1] = l.purgatory_tables;
+    let first_src = (si.mod_start + offset - VIRT_BASE) / PAGE_SIZE;
+    let first = pte::index(base, 1);
+    f.fill(p_l1, |i| {
+        let k = i.wrapping_sub(first) as u64;
+        if i >= first && k < seg.nr_pages {
+            pte::make(p2m[(first_src + k) as usize], pte::L1_FLAGS | pte::D)
+        } else {
+            0
+        }
+    })?;
+    f.fill(p_l2, |i| {
+        if i == pte::index(base, 2) {
+            upper(p_l1)
+        } else {
+            0
+        }
+    })?;
+    f.fill(p_l3, |i| {
+        if i == pte::index(base, 3) {
+            upper(p_l2)
+        } else {
+            0
+        }
+    })?;
+    // The direct map: every PFN, writable unless it is a page or descriptor table.
+    for k in 0..l.nr_l1 {
+        f.fill(l.dm_l1 - k, |i| {
+            let pfn = k * 512 + i as u64;
+            if pfn >= si.nr_pages {
+                0
+            } else if is_table(pfn) {
+                pte::make(p2m[pfn as usize], pte::L1_FLAGS_RO)
+            } else {
+                pte::make(p2m[pfn as usize], pte::L1_FLAGS | pte::D)
+            }
+        })?;
+    }
+    for j in 0..l.nr_l2 {
+        f.fill(l.dm_l2 - j, |i| {
+            let k = j * 512 + i as u64;
+            if k < l.nr_l1 {
+                upper(l.dm_l1 - k)
+            } else {
+                0
+            }
+        })?;
+    }
+    f.fill(l.dm_l3, |i| {
+        if (i as u64) < l.nr_l2 {
+            upper(l.dm_l2 - i as u64)
+        } else {
+            0
+        }
+    })?;
+    // The GDT: a null descriptor and a flat data segment at DPL 3 (the PV kernel's ring).
+    f.fill(l.gdt, |i| match i {
+        1 => 0x00cf_f300_0000_ffff,
+        _ => 0,
+    })?;
+    f.done()?;
+
+    let hooks = [
+        MmuUpdate {
+            ptr: (p2m[l4_pfn as usize] * PAGE_SIZE + purg_slot as u64 * 8) | mmu::NORMAL_PT_UPDATE,
+            val: upper(p_l3),
+        },
+        MmuUpdate {
+            ptr: (p2m[l4_pfn as usize] * PAGE_SIZE + dm_slot as u64 * 8) | mmu::NORMAL_PT_UPDATE,
+            val: upper(l.dm_l3),
+        },
+    ];
+    // SAFETY: links two fully built trees of the kernel side's own frames into empty L4
+    // slots; Xen validates them, and no mapping the kernel uses changes.
+    if let Err(e) = unsafe { hypercall::mmu_update(&hooks) } {
+        return why!("mmu_update(L4[{}], L4[{}]): {}", purg_slot, dm_slot, e);
+    }
     println!(
-        "PVKEXEC-INFO kexec: purgatory ({} pages) mapped at {:#x}",
-        seg.nr_pages, base
+        "PVKEXEC-INFO kexec: purgatory ({} pages) mapped at {:#x}; direct map of {} frames at {:#x} ({} L1 tables)",
+        seg.nr_pages, base, si.nr_pages, DIRECT_MAP, l.nr_l1
     );
+
+    load_gdt(p2m[l.gdt as usize])?;
+    pin_trees(&mut f, &l, l4, p2m)?;
+    let port = start_timers(si)?;
+    let pool_first = (region.end - VIRT_BASE) / PAGE_SIZE;
+    let poisoned = poison(pool_first, l.floor);
+    let fault = cmdline_value(si.cmdline(), "kexec_fault").unwrap_or(b"");
+    if fault == b"keep-trees" {
+        println!("PVKEXEC-INFO kexec: fault injected: process trees left pinned");
+    } else {
+        unpin_trees(&l, p2m)?;
+    }
+    let pool_first = if fault == b"pool-overlap" {
+        println!("PVKEXEC-INFO kexec: fault injected: free pool starts at the old P2M list");
+        (si.mfn_list - VIRT_BASE) / PAGE_SIZE
+    } else {
+        pool_first
+    };
+    println!(
+        "PVKEXEC-INFO kexec: own GDT loaded (ds {:#x}), {} process trees pinned and unpinned, VIRQ_TIMER on port {} with periodic and single-shot timers, {} free frames poisoned",
+        DATA_SELECTOR, EXTRA_TREES, port, poisoned
+    );
+
     // SAFETY: single VCPU, nothing else touches HANDOFF; the purgatory reads it after the jump.
     unsafe {
         HANDOFF = Handoff {
@@ -109,104 +381,118 @@ fn prepare(si: &StartInfo, region: &Region) -> Result<u64, Why> {
             image_len: si.mod_len,
             old_start_info_va: si as *const StartInfo as u64,
             old_virt_base: VIRT_BASE,
-            old_region_pages: (region.end - VIRT_BASE) / PAGE_SIZE,
-            reserved_top: RESERVED_TOP,
+            free_first_pfn: pool_first,
+            free_pages: l.floor - pool_first,
+            direct_map_va: DIRECT_MAP,
             // The last entry of the purgatory's L1 stays free (the segment is < 2 MiB).
             scratch_va: base + 511 * PAGE_SIZE,
-            _reserved: [0; 3],
+            _reserved: [0; 2],
         };
     }
     Ok(image.header.purgatory_entry)
 }
 
-/// Maps `pages` pages of the module starting at `src_va` at `base`, a lower-half address in an
-/// empty L4 slot: three new table frames (L3, L2, L1) taken from the top of the domain's RAM,
-/// filled through the scratch page while they are still ordinary writable frames, the scratch
-/// mapping put back, and only then hooked into the live L4 with `mmu_update`, which makes Xen
-/// validate the new tree.
-fn map_purgatory(
-    si: &StartInfo,
-    region: &Region,
-    src_va: u64,
-    pages: u64,
-    base: u64,
+/// Installs the kernel's own GDT and loads its data selector into DS and ES.
+fn load_gdt(mfn: u64) -> Result<(), Why> {
+    // SAFETY: the frame holds a null and a flat DPL-3 data descriptor and is mapped read-only
+    // everywhere; CS/SS stay Xen's flat selectors, which do not depend on the guest GDT.
+    if let Err(e) = unsafe { hypercall::set_gdt(&[mfn], 2) } {
+        return why!("set_gdt(mfn {:#x}, 2 entries): {}", mfn, e);
+    }
+    // SAFETY: selector 0x0b is the flat data descriptor just installed; nothing here relies on
+    // DS/ES bases (64-bit mode ignores them).
+    unsafe {
+        asm!("mov ds, {s:e}", "mov es, {s:e}", s = in(reg) DATA_SELECTOR as u32,
+             options(nostack, preserves_flags));
+    }
+    Ok(())
+}
+
+/// Process trees: an L4 each with the kernel's entries (Xen fills its own slots), pinned.
+fn pin_trees(
+    f: &mut Filler,
+    l: &Layout,
+    l4: impl Fn(usize) -> u64,
+    p2m: &[u64],
 ) -> Result<(), Why> {
-    let p2m = p2m(si);
-    let top = si.nr_pages - 1;
-    let (l3_pfn, l2_pfn, l1_pfn) = (top, top - 1, top - 2);
-    const _: () = assert!(RESERVED_TOP == 3);
-    if region.pfn_va(l1_pfn).is_some() {
-        return why!("domain too small: table frames would overlap the initial region");
+    for &t in &l.trees {
+        f.fill(t, |i| if (256..272).contains(&i) { 0 } else { l4(i) })?;
     }
-    let l4_pfn = match region.va_pfn(si.pt_base) {
-        Some(p) => p,
-        None => return why!("pt_base {:#x} outside the region", si.pt_base),
-    };
-    // SAFETY: L4 at pt_base is mapped read-only in the region; reading one entry.
-    let l4e =
-        unsafe { ((si.pt_base + pte::index(base, 4) as u64 * 8) as *const u64).read_volatile() };
-    if pte::present(l4e) {
-        return why!("L4 slot of {:#x} already in use", base);
-    }
-    let scratch = core::ptr::addr_of_mut!(SCRATCH) as u64;
-    let original = match walk(si, region, scratch) {
-        Ok(w) => w.l1e,
-        Err(e) => return why!("scratch page: {}", e),
-    };
-    let frames = [
-        (l1_pfn, 1u32, pages, 0u64),
-        (l2_pfn, 2, 1, p2m[l1_pfn as usize]),
-        (l3_pfn, 3, 1, p2m[l2_pfn as usize]),
-    ];
-    for (pfn, level, count, lower_mfn) in frames {
-        let mfn = p2m[pfn as usize];
-        // SAFETY: the scratch page is ours and unreferenced; it points at `mfn`, a free frame
-        // beyond the initial region, until the mapping is restored below.
-        let mapped = unsafe {
-            hypercall::update_va_mapping(
-                scratch,
-                pte::make(mfn, pte::L1_FLAGS | pte::D),
-                uvmf::INVLPG,
-            )
+    f.done()?;
+    for &t in &l.trees {
+        let mfn = p2m[t as usize];
+        // SAFETY: pins a fully built L4 of our own frames; it is not loaded anywhere.
+        let r = unsafe {
+            hypercall::mmuext_op(&[MmuextOp {
+                cmd: mmuext::PIN_L4_TABLE,
+                arg1: mfn,
+                ..Default::default()
+            }])
         };
-        if let Err(e) = mapped {
-            return why!("update_va_mapping(scratch -> mfn {:#x}): {}", mfn, e);
-        }
-        let first = pte::index(base, level);
-        for i in 0..512usize {
-            let entry = if i >= first && ((i - first) as u64) < count {
-                if level == 1 {
-                    let src_pfn = (src_va - VIRT_BASE) / PAGE_SIZE + (i - first) as u64;
-                    pte::make(p2m[src_pfn as usize], pte::L1_FLAGS | pte::D)
-                } else {
-                    pte::make(lower_mfn, pte::UPPER_FLAGS)
-                }
-            } else {
-                0
-            };
-            // SAFETY: the scratch page maps the new table frame writable; 512 u64 fill it.
-            unsafe { (scratch as *mut u64).add(i).write_volatile(entry) };
+        if let Err(e) = r {
+            return why!("PIN_L4_TABLE(mfn {:#x}): {}", mfn, e);
         }
     }
-    // SAFETY: restores the scratch page's own frame; the table frames lose their only writable
-    // mapping, as Xen requires before they become page tables.
-    if let Err(e) = unsafe { hypercall::update_va_mapping(scratch, original, uvmf::INVLPG) } {
-        return why!("restoring the scratch mapping: {}", e);
+    Ok(())
+}
+
+/// Unpins the process trees: pinned trees other than the current one outlive a kexec unless
+/// the kernel side drops them (handoff contract).
+fn unpin_trees(l: &Layout, p2m: &[u64]) -> Result<(), Why> {
+    for &t in &l.trees {
+        let mfn = p2m[t as usize];
+        // SAFETY: the tree is pinned by us and loaded nowhere.
+        let r = unsafe {
+            hypercall::mmuext_op(&[MmuextOp {
+                cmd: mmuext::UNPIN_TABLE,
+                arg1: mfn,
+                ..Default::default()
+            }])
+        };
+        if let Err(e) = r {
+            return why!("UNPIN_TABLE(mfn {:#x}): {}", mfn, e);
+        }
     }
-    let hook = [MmuUpdate {
-        ptr: (p2m[l4_pfn as usize] * PAGE_SIZE + pte::index(base, 4) as u64 * 8)
-            | mmu::NORMAL_PT_UPDATE,
-        val: pte::make(p2m[l3_pfn as usize], pte::UPPER_FLAGS),
-    }];
-    // SAFETY: links a fully built tree of our own frames into an empty L4 slot; no mapping the
-    // kernel uses changes.
-    match unsafe { hypercall::mmu_update(&hook) } {
-        Ok(_) => Ok(()),
-        Err(e) => why!(
-            "mmu_update(L4[{}] -> L3 mfn {:#x}): {}",
-            pte::index(base, 4),
-            p2m[l3_pfn as usize],
-            e
-        ),
+    Ok(())
+}
+
+/// Binds VIRQ_TIMER and runs a 10 ms periodic timer and a single-shot timer 100 ms ahead, as
+/// a running kernel has; returns the port.
+fn start_timers(si: &StartInfo) -> Result<u32, Why> {
+    let sh = match shared::map_shared_info(si) {
+        Ok(s) => s,
+        Err(e) => return why!("mapping shared_info: {}", e),
+    };
+    let port = match shared::bind_virq(VIRQ_TIMER, 0) {
+        Ok(p) => p,
+        Err(e) => return why!("binding VIRQ_TIMER: {}", e),
+    };
+    let period = VcpuSetPeriodicTimer {
+        period_ns: 10_000_000,
+    };
+    // SAFETY: `period` is a valid vcpu_set_periodic_timer for the call.
+    if let Err(e) =
+        unsafe { hypercall::vcpu_op(vcpuop::SET_PERIODIC_TIMER, 0, &period as *const _ as u64) }
+    {
+        return why!("VCPUOP_set_periodic_timer: {}", e);
     }
+    if let Err(e) = hypercall::set_timer_op(shared::system_time_ns(sh, 0) + 100_000_000) {
+        return why!("set_timer_op: {}", e);
+    }
+    Ok(port)
+}
+
+/// Fills the first [`POISON_PAGES`] frames of the free pool with the poison, through the
+/// direct map; returns how many.
+fn poison(first: u64, end: u64) -> u64 {
+    let end = end.min(first + POISON_PAGES);
+    for pfn in first..end {
+        let page = (DIRECT_MAP + pfn * PAGE_SIZE) as *mut u64;
+        for i in 0..512 {
+            // SAFETY: the direct map maps every free-pool frame writable, and nothing else
+            // uses them.
+            unsafe { page.add(i).write_volatile(OLD_DATA_POISON) };
+        }
+    }
+    end.saturating_sub(first)
 }

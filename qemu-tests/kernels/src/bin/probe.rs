@@ -1,0 +1,253 @@
+//! Probe kernel: the new kernel of a kexec. Runs the start-of-day checks of a direct boot
+//! (`pvtest_kernels::checks`), then what only a kexec can get wrong:
+//! - `plan`: start_info, the boot stack and the region equal the plan `pvkexec build` wrote
+//!   into this kernel's plan slot (the plan travels in the image, inside the kernel segment);
+//! - `zeroed`: pages the builder zeroes and this kernel never wrote hold zeroes, not the old
+//!   kernel's bytes (its free pool is filled with [`OLD_DATA_POISON`]);
+//! - `event-channels`: no port is bound (the old kernel's VIRQ binding is gone);
+//! - `no-old-timers`: with no timer armed here, VIRQ_TIMER stays quiet over a measured wait
+//!   (and then fires for a timer this kernel arms, which shows the watch can see one).
+//!
+//! Command-line words: `mem_mib=N` as for `bootcheck`.
+#![no_std]
+#![no_main]
+// Check results carry their reason in a fixed buffer: these kernels have no heap to box it in.
+#![allow(clippy::result_large_err)]
+
+use core::arch::global_asm;
+use pvhandoff::image::{PlanRecord, PLAN_MAGIC};
+use pvtest_kernels::checks::boot_checks;
+use pvtest_kernels::entry::{entry_regs, reg};
+use pvtest_kernels::report::{check, finish, Why};
+use pvtest_kernels::shared::{self, VIRQ_TIMER};
+use pvtest_kernels::view::Region;
+use pvtest_kernels::{notes::VIRT_BASE, println, why, OLD_DATA_POISON};
+use xenpv::{evtchnop, hypercall, SharedInfo, StartInfo, XenError, PAGE_SIZE};
+
+/// Initial contents of the plan slot: `pvkexec build` replaces them with the `PlanRecord`.
+const SLOT_UNFILLED: u64 = u64::from_le_bytes(*b"PVKXSLOT");
+
+/// The plan slot, file-backed (`.data`), named by the `PVKEXEC` note below.
+#[no_mangle]
+static mut PVKEXEC_PLAN_SLOT: PlanRecord = PlanRecord {
+    magic: SLOT_UNFILLED,
+    nr_pages: 0,
+    virt_base: 0,
+    region_pages: 0,
+    entry: 0,
+    rsp: 0,
+    start_info_va: 0,
+    pt_pfn: 0,
+    nr_pt_frames: 0,
+    p2m_pfn: 0,
+    p2m_pages: 0,
+    trampoline_va: 0,
+    trampoline_pfn: 0,
+    mod_start: 0,
+    mod_len: 0,
+    _reserved: [0; 1],
+};
+
+// The loader's plan-slot note (name "PVKEXEC", type 1, payload: the slot's address). Xen's
+// libelf ignores notes not named "Xen".
+global_asm!(
+    r#"
+    .section .note.Xen, "a", @note
+    .balign 4
+    .long 8
+    .long 8
+    .long 1
+    .asciz "PVKEXEC"
+    .balign 4
+    .quad PVKEXEC_PLAN_SLOT
+    .text
+    "#
+);
+
+/// Bss this kernel never writes: it must read as zero.
+static mut UNTOUCHED: [u64; 2048] = [0; 2048];
+
+/// How long VIRQ_TIMER is watched with no timer armed (Xen system time).
+const QUIET_NS: u64 = 300_000_000;
+
+#[no_mangle]
+extern "C" fn guest_main(si: *const StartInfo) -> ! {
+    // SAFETY: the purgatory (or Xen) passes a mapped start_info page in rsi.
+    let si = unsafe { &*si };
+    let regs = entry_regs();
+    let region = Region::from_stack_top(VIRT_BASE, regs[reg::RSP]);
+    // Before anything else maps or writes pages: what this kernel was handed.
+    check("zeroed", check_zeroed(si, &regs));
+    boot_checks(si, &regs, &region);
+    check("plan", check_plan(si, &regs, &region));
+    match shared::map_shared_info(si) {
+        Ok(sh) => {
+            check("event-channels", check_ports_closed());
+            check("no-old-timers", check_no_old_timers(sh));
+        }
+        Err(e) => pvtest_kernels::report::fail(
+            "shared-info",
+            format_args!("mapping shared_info {:#x}: {}", si.shared_info, e),
+        ),
+    }
+    finish()
+}
+
+fn plan() -> PlanRecord {
+    // SAFETY: written by the loader into the image, only read here.
+    unsafe { core::ptr::addr_of!(PVKEXEC_PLAN_SLOT).read_volatile() }
+}
+
+/// start_info and the layout equal the plan the loader computed.
+fn check_plan(si: &StartInfo, regs: &[u64; reg::COUNT], region: &Region) -> Result<(), Why> {
+    let p = plan();
+    if p.magic == SLOT_UNFILLED {
+        return why!("the plan slot is unfilled: this kernel was not loaded by pvkexec build");
+    }
+    if p.magic != PLAN_MAGIC {
+        return why!("the plan slot holds magic {:#x}, not a plan", p.magic);
+    }
+    extern "C" {
+        fn _start();
+    }
+    let va = |pfn: u64| p.virt_base + pfn * PAGE_SIZE;
+    let pairs: [(&str, u64, u64); 9] = [
+        ("nr_pages", si.nr_pages, p.nr_pages),
+        ("virt_base", region.virt_base, p.virt_base),
+        ("region end", region.end, va(p.region_pages)),
+        ("entry", _start as *const () as u64, p.entry),
+        ("rsp", regs[reg::RSP], p.rsp),
+        ("start_info", si as *const StartInfo as u64, p.start_info_va),
+        ("pt_base", si.pt_base, va(p.pt_pfn)),
+        ("nr_pt_frames", si.nr_pt_frames, p.nr_pt_frames),
+        ("mfn_list", si.mfn_list, va(p.p2m_pfn)),
+    ];
+    for (name, got, want) in pairs {
+        if got != want {
+            return why!("{}: handed {:#x}, the plan says {:#x}", name, got, want);
+        }
+    }
+    if si.mod_start != p.mod_start || si.mod_len != p.mod_len {
+        return why!(
+            "initrd {:#x}+{:#x}, the plan says {:#x}+{:#x}",
+            si.mod_start,
+            si.mod_len,
+            p.mod_start,
+            p.mod_len
+        );
+    }
+    println!(
+        "PVKEXEC-INFO plan nr_pages={:#x} region_pages={:#x} pt_pfn={:#x} p2m_pfn={:#x} trampoline_pfn={:#x}",
+        p.nr_pages, p.region_pages, p.pt_pfn, p.p2m_pfn, p.trampoline_pfn
+    );
+    Ok(())
+}
+
+/// Pages the builder zeroes and this kernel has not written: untouched bss, the boot stack
+/// below the word the entry code pushed, the padding up to the region end, the P2M list past
+/// `nr_pages` entries and the start_info page past its structure.
+fn check_zeroed(si: &StartInfo, regs: &[u64; reg::COUNT]) -> Result<(), Why> {
+    let rsp = regs[reg::RSP];
+    let region = Region::from_stack_top(VIRT_BASE, rsp);
+    let p2m_end = (si.mfn_list + si.nr_pages * 8).next_multiple_of(PAGE_SIZE);
+    let si_va = si as *const StartInfo as u64;
+    let untouched = core::ptr::addr_of!(UNTOUCHED) as u64;
+    let ranges: [(&str, u64, u64); 5] = [
+        ("untouched bss", untouched, untouched + 2048 * 8),
+        ("boot stack", rsp - PAGE_SIZE, rsp - 64),
+        ("padding", rsp, region.end),
+        ("P2M tail", si.mfn_list + si.nr_pages * 8, p2m_end),
+        (
+            "start_info tail",
+            si_va + core::mem::size_of::<StartInfo>() as u64,
+            si_va + PAGE_SIZE,
+        ),
+    ];
+    let mut words = 0u64;
+    for (name, start, end) in ranges {
+        let mut va = start;
+        while va < end {
+            // SAFETY: every range lies in the mapped initial region (bss, boot stack, padding,
+            // P2M list, start_info page); reading it changes nothing.
+            let w = unsafe { (va as *const u64).read_volatile() };
+            if w == OLD_DATA_POISON {
+                return why!(
+                    "{} at {:#x} holds the old kernel's data (OLDKDATA)",
+                    name,
+                    va
+                );
+            }
+            if w != 0 {
+                return why!("{} at {:#x} holds {:#x}, not 0", name, va, w);
+            }
+            va += 8;
+            words += 1;
+        }
+    }
+    println!("PVKEXEC-INFO zeroed words={}", words);
+    Ok(())
+}
+
+/// Every port of the domain is closed: nothing the old kernel bound survived.
+fn check_ports_closed() -> Result<(), Why> {
+    let mut port = 1u32;
+    loop {
+        match shared::port_status(port) {
+            Ok(st) if st.status == evtchnop::STATUS_CLOSED => {}
+            Ok(st) => {
+                return why!(
+                    "port {} is open (status {}, vcpu {}): left by the old kernel",
+                    port,
+                    st.status,
+                    st.vcpu
+                )
+            }
+            Err(XenError::Einval) => break,
+            Err(e) => return why!("EVTCHNOP_status({}): {}", port, e),
+        }
+        port += 1;
+        if port == 4096 {
+            break;
+        }
+    }
+    println!("PVKEXEC-INFO event-channels ports 1..{} closed", port);
+    Ok(())
+}
+
+/// VIRQ_TIMER, bound here with no timer armed, stays quiet for [`QUIET_NS`]; then a 20 ms
+/// single-shot timer armed here makes it pending within a second.
+fn check_no_old_timers(sh: &SharedInfo) -> Result<(), Why> {
+    let port = match shared::bind_virq(VIRQ_TIMER, 0) {
+        Ok(p) => p,
+        Err(e) => return why!("binding VIRQ_TIMER: {} (still bound by the old kernel?)", e),
+    };
+    shared::clear_pending(sh, port);
+    let start = shared::system_time_ns(sh, 0);
+    let mut now = start;
+    while now - start < QUIET_NS {
+        if shared::pending(sh, port) {
+            return why!(
+                "VIRQ_TIMER fired {} us after the watch began, with no timer armed here",
+                (now - start) / 1000
+            );
+        }
+        now = shared::system_time_ns(sh, 0);
+    }
+    if let Err(e) = hypercall::set_timer_op(now + 20_000_000) {
+        return why!("set_timer_op: {}", e);
+    }
+    let armed = now;
+    while !shared::pending(sh, port) {
+        now = shared::system_time_ns(sh, 0);
+        if now - armed > 1_000_000_000 {
+            return why!("a timer armed here did not fire within 1 s: the watch cannot see one");
+        }
+    }
+    println!(
+        "PVKEXEC-INFO no-old-timers quiet for {} ms on port {}; own timer fired after {} us",
+        QUIET_NS / 1_000_000,
+        port,
+        (now - armed) / 1000
+    );
+    Ok(())
+}

@@ -1,0 +1,100 @@
+//! The shared_info page and Xen system time, for the kernels that watch event channels and
+//! timers.
+
+use xenpv::{hypercall, pte, uvmf, SharedInfo, StartInfo, VcpuTimeInfo};
+
+#[repr(C, align(4096))]
+struct Page([u8; 4096]);
+/// The page whose L1 entry is pointed at the shared_info frame.
+static mut SHARED_PAGE: Page = Page([0; 4096]);
+
+/// Maps the shared_info frame (`start_info.shared_info` is its machine address) over a page of
+/// the kernel's bss and returns it.
+pub fn map_shared_info(si: &StartInfo) -> Result<&'static SharedInfo, xenpv::XenError> {
+    let va = core::ptr::addr_of_mut!(SHARED_PAGE) as u64;
+    // SAFETY: SHARED_PAGE is a page-aligned bss page nothing else references; it maps the
+    // domain's shared_info frame from now on (mapping it again is idempotent).
+    unsafe {
+        hypercall::update_va_mapping(
+            va,
+            pte::make(si.shared_info >> 12, pte::L1_FLAGS | pte::D),
+            uvmf::INVLPG,
+        )?;
+        Ok(&*(va as *const SharedInfo))
+    }
+}
+
+/// Xen system time of VCPU `vcpu` in nanoseconds: the record's `system_time` plus the TSC
+/// ticks since `tsc_timestamp`, scaled as the record says (read under its version counter).
+pub fn system_time_ns(sh: &SharedInfo, vcpu: usize) -> u64 {
+    let rec: *const VcpuTimeInfo = &sh.vcpu_info[vcpu].time;
+    loop {
+        // SAFETY: `rec` points into the mapped shared_info page; Xen updates it concurrently,
+        // which the version protocol below detects.
+        let (v0, t) = unsafe { ((*rec).version, core::ptr::read_volatile(rec)) };
+        core::sync::atomic::fence(core::sync::atomic::Ordering::Acquire);
+        // SAFETY: as above.
+        let v1 = unsafe { core::ptr::read_volatile(&(*rec).version) };
+        if v0 != v1 || v0 & 1 != 0 {
+            continue;
+        }
+        let mut delta = rdtsc().wrapping_sub(t.tsc_timestamp);
+        if t.tsc_shift < 0 {
+            delta >>= -t.tsc_shift as u32;
+        } else {
+            delta <<= t.tsc_shift as u32;
+        }
+        let ns = ((delta as u128 * t.tsc_to_system_mul as u128) >> 32) as u64;
+        return t.system_time + ns;
+    }
+}
+
+/// Whether event channel `port` is pending (2-level ABI).
+pub fn pending(sh: &SharedInfo, port: u32) -> bool {
+    let word: *const u64 = &sh.evtchn_pending[(port / 64) as usize];
+    // SAFETY: reads one word of the mapped shared_info page that Xen updates concurrently.
+    unsafe { core::ptr::read_volatile(word) & (1 << (port % 64)) != 0 }
+}
+
+/// Clears the pending bit of `port` (2-level ABI).
+pub fn clear_pending(sh: &SharedInfo, port: u32) {
+    let word = &sh.evtchn_pending[(port / 64) as usize] as *const u64
+        as *const core::sync::atomic::AtomicU64;
+    // SAFETY: the pending words are shared with Xen, which sets bits atomically; an atomic
+    // and-not clears ours without losing others.
+    unsafe { (*word).fetch_and(!(1 << (port % 64)), core::sync::atomic::Ordering::SeqCst) };
+}
+
+pub fn rdtsc() -> u64 {
+    let (lo, hi): (u32, u32);
+    // SAFETY: rdtsc only reads the time-stamp counter (PV guests may execute it).
+    unsafe { core::arch::asm!("rdtsc", out("eax") lo, out("edx") hi, options(nomem, nostack)) };
+    (hi as u64) << 32 | lo as u64
+}
+
+/// `VIRQ_TIMER`: the per-VCPU timer's virtual interrupt.
+pub const VIRQ_TIMER: u32 = 0;
+
+/// Binds `virq` on `vcpu` to a new event channel and returns its port.
+pub fn bind_virq(virq: u32, vcpu: u32) -> Result<u32, xenpv::XenError> {
+    let mut arg = xenpv::EvtchnBindVirq {
+        virq,
+        vcpu,
+        port: 0,
+    };
+    // SAFETY: `arg` is a valid evtchn_bind_virq that Xen fills in; binding only adds a port.
+    unsafe { hypercall::event_channel_op(xenpv::evtchnop::BIND_VIRQ, &mut arg as *mut _ as u64) }?;
+    Ok(arg.port)
+}
+
+/// `EVTCHNOP_status` of one of this domain's ports.
+pub fn port_status(port: u32) -> Result<xenpv::EvtchnStatus, xenpv::XenError> {
+    let mut st = xenpv::EvtchnStatus {
+        dom: xenpv::DOMID_SELF,
+        port,
+        ..Default::default()
+    };
+    // SAFETY: `st` is a valid evtchn_status Xen fills in; it changes nothing.
+    unsafe { hypercall::event_channel_op(xenpv::evtchnop::STATUS, &mut st as *mut _ as u64) }?;
+    Ok(st)
+}
