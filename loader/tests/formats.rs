@@ -474,8 +474,9 @@ fn plan_slot_receives_the_plan_record() {
     let slot = VIRT_BASE + 0x3100;
     let k = parse_kernel("probe-like", &elf_with_slot(&slot.to_le_bytes())).unwrap();
     assert_eq!(k.notes.plan_slot, Some(slot));
-    let built = loader::image::build_image("probe-like", &k, None, "x", 16384, pvlayout::Mode::Dom0)
-        .unwrap();
+    let built =
+        loader::image::build_image("probe-like", &k, None, "x", 16384, pvlayout::Mode::Dom0)
+            .unwrap();
     let view = ImageView::parse(&built.bytes).unwrap();
     let kernel = view.data(0).unwrap();
     let at = (slot - VIRT_BASE) as usize;
@@ -492,13 +493,23 @@ fn plan_slot_receives_the_plan_record() {
 #[test]
 fn plan_slot_outside_the_file_bytes_or_malformed_is_refused() {
     // In bss (past the second PT_LOAD's file bytes).
-    let k = parse_kernel("bss-slot", &elf_with_slot(&(VIRT_BASE + 0x6000).to_le_bytes())).unwrap();
+    let k = parse_kernel(
+        "bss-slot",
+        &elf_with_slot(&(VIRT_BASE + 0x6000).to_le_bytes()),
+    )
+    .unwrap();
     let err = loader::image::build_image("bss-slot", &k, None, "", 16384, pvlayout::Mode::Dom0)
         .err()
         .expect("a slot in bss is refused");
     let text = err.to_string();
-    assert!(text.contains("bss-slot") && text.contains("plan slot"), "{text}");
+    assert!(
+        text.contains("bss-slot") && text.contains("plan slot"),
+        "{text}"
+    );
     // A payload that is not one address.
     let err = parse_kernel("short-slot", &elf_with_slot(&[1, 2, 3, 4])).unwrap_err();
-    assert!(err.to_string().contains("plan-slot note has 4 bytes"), "{err}");
+    assert!(
+        err.to_string().contains("plan-slot note has 4 bytes"),
+        "{err}"
+    );
 }
