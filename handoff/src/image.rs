@@ -49,11 +49,13 @@ pub struct PlanRecord {
     /// start_info's `mod_start` and `mod_len` (0 without an initrd).
     pub mod_start: u64,
     pub mod_len: u64,
-    pub _reserved: [u64; 1],
+    /// PFNs `[0, fill_pages)` are built by the purgatory (the region, an unmapped initrd and a
+    /// relocated P2M with its tables); the rest are the new kernel's free RAM.
+    pub fill_pages: u64,
 }
 assert_layout!(PlanRecord, 128; magic @ 0, nr_pages @ 8, virt_base @ 16, region_pages @ 24,
     entry @ 32, rsp @ 40, start_info_va @ 48, pt_pfn @ 56, nr_pt_frames @ 64, p2m_pfn @ 72,
-    p2m_pages @ 80, trampoline_va @ 88, trampoline_pfn @ 96, mod_start @ 104, mod_len @ 112);
+    p2m_pages @ 80, trampoline_va @ 88, trampoline_pfn @ 96, mod_start @ 104, mod_len @ 112, fill_pages @ 120);
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -18,7 +18,9 @@ mod dom0;
 mod domu;
 mod tables;
 
-pub use tables::{build_tables, count_tables, TableFrame, TableImage};
+pub use tables::{
+    build_p2m_mapping, build_tables, count_tables, P2mMapping, TableFrame, TableImage,
+};
 
 use alloc::string::String;
 use alloc::vec::Vec;

@@ -145,3 +145,85 @@ pub fn build_tables(
     }
     Ok(tables)
 }
+
+/// How a kexec maps a relocated P2M (INIT_P2M): in 4 KiB pages at the P2M's address, through
+/// its own L3, L2 and L1 tables, all numbered from `first_p2m_pfn`: the tables first (L3, then
+/// the L2s, then the L1s), then the P2M frames. This is the shape of the domU builder's INIT_P2M
+/// segment; Xen's dom0 builder may use superpages instead, which a kernel must accept but
+/// need not get. `first_p2m_pfn`/`nr_p2m_frames` cover tables and frames.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct P2mMapping {
+    pub tables: Vec<TableImage>,
+    /// PFN of the first P2M frame and how many there are.
+    pub data_pfn: u64,
+    pub data_pages: u64,
+    /// The region L4's slot for the P2M and its entry (PFN terms).
+    pub l4_slot: usize,
+    pub l4_entry: u64,
+    /// Tables plus P2M frames.
+    pub nr_frames: u64,
+}
+
+/// Builds the [`P2mMapping`] of `plan` (which must have a relocated P2M) from `first_pfn`.
+pub fn build_p2m_mapping(
+    plan: &crate::Plan,
+    first_pfn: u64,
+) -> Result<P2mMapping, crate::PlanError> {
+    use xenpv::pte;
+    if !plan.p2m_relocated {
+        return Err(crate::PlanError::Unsupported(
+            "the plan has no relocated P2M to map",
+        ));
+    }
+    let (lo, hi) = (
+        plan.p2m.start,
+        plan.p2m.end.next_multiple_of(crate::PAGE_SIZE),
+    );
+    if lo % crate::PAGE_SIZE != 0 || hi <= lo {
+        return Err(crate::PlanError::BadAddress {
+            what: "INIT_P2M",
+            value: lo,
+        });
+    }
+    if spans(lo, hi, 3).count() != 1 {
+        return Err(crate::PlanError::Unsupported(
+            "a relocated P2M spanning two L4 slots",
+        ));
+    }
+    let (l2s, l1s) = (spans(lo, hi, 2), spans(lo, hi, 1));
+    let nr_l2 = l2s.end() - l2s.start() + 1;
+    let nr_l1 = l1s.end() - l1s.start() + 1;
+    let l3_pfn = first_pfn;
+    let l2_pfn = |i: u64| first_pfn + 1 + i;
+    let l1_pfn = |i: u64| first_pfn + 1 + nr_l2 + i;
+    let data_pfn = first_pfn + 1 + nr_l2 + nr_l1;
+    let data_pages = (hi - lo) / crate::PAGE_SIZE;
+    let new = |pfn: u64, level: u8| TableImage {
+        pfn,
+        level,
+        entries: alloc::boxed::Box::new([0u64; 512]),
+    };
+    let mut l3 = new(l3_pfn, 3);
+    let mut l2: Vec<TableImage> = (0..nr_l2).map(|i| new(l2_pfn(i), 2)).collect();
+    let mut l1: Vec<TableImage> = (0..nr_l1).map(|i| new(l1_pfn(i), 1)).collect();
+    for page in 0..data_pages {
+        let va = lo + page * crate::PAGE_SIZE;
+        let i2 = (va >> span_shift(2)) - l2s.start();
+        let i1 = (va >> span_shift(1)) - l1s.start();
+        l3.entries[pte::index(va, 3)] = pte::make(l2[i2 as usize].pfn, pte::UPPER_FLAGS);
+        l2[i2 as usize].entries[pte::index(va, 2)] =
+            pte::make(l1[i1 as usize].pfn, pte::UPPER_FLAGS);
+        l1[i1 as usize].entries[pte::index(va, 1)] = pte::make(data_pfn + page, pte::L1_FLAGS);
+    }
+    let mut tables = alloc::vec![l3];
+    tables.append(&mut l2);
+    tables.append(&mut l1);
+    Ok(P2mMapping {
+        nr_frames: tables.len() as u64 + data_pages,
+        tables,
+        data_pfn,
+        data_pages,
+        l4_slot: pte::index(lo, 4),
+        l4_entry: pte::make(l3_pfn, pte::UPPER_FLAGS),
+    })
+}

@@ -54,7 +54,7 @@ fn pod_bytes<T: Copy>(v: &T) -> Vec<u8> {
 
 /// The start_info page the new kernel finds, except the fields only known at run time
 /// (`shared_info`, power-management flag bits), which the purgatory fills in.
-fn start_info_page(plan: &Plan, cmdline: &str) -> Result<Vec<u8>, LoadError> {
+fn start_info_page(plan: &Plan, cmdline: &str, nr_p2m_frames: u64) -> Result<Vec<u8>, LoadError> {
     let si = &plan.start_info_fields;
     // SAFETY: StartInfo is plain old data; all-zero is a valid value.
     let mut s: xenpv::StartInfo = unsafe { std::mem::zeroed() };
@@ -67,7 +67,7 @@ fn start_info_page(plan: &Plan, cmdline: &str) -> Result<Vec<u8>, LoadError> {
     s.mod_start = si.mod_start;
     s.mod_len = si.mod_len;
     s.first_p2m_pfn = si.first_p2m_pfn;
-    s.nr_p2m_frames = si.nr_p2m_frames.unwrap_or(0);
+    s.nr_p2m_frames = nr_p2m_frames;
     if cmdline.len() >= s.cmd_line.len() {
         return Err(LoadError::new(
             "--append",
@@ -104,20 +104,66 @@ pub fn build_image(
     )?;
     let purgatory = place(PURGATORY_ELF, PURGATORY_BASE)
         .map_err(|e| LoadError::new("embedded purgatory", None, Reason::Elf(e.to_string())))?;
-    if mode != Mode::Dom0 || plan.p2m_relocated {
+    if mode != Mode::Dom0 {
         return Err(LoadError::new(
             input,
             None,
-            Reason::Layout(
-                "kexec images are built for the dom0 layout without INIT_P2M so far".into(),
-            ),
+            Reason::Layout("kexec images are built for the dom0 layout so far".into()),
         ));
     }
-    let mut kbytes = kernel_bytes(kernel);
-    let start_info = start_info_page(&plan, cmdline)?;
+    let layout_err =
+        |e: pvlayout::PlanError| LoadError::new(input, None, Reason::Layout(e.to_string()));
     let trampoline_pfn = nr_pages - 1;
-    let tables = pvlayout::build_tables(&plan, Some(trampoline_pfn))
-        .map_err(|e| LoadError::new(input, None, Reason::Layout(e.to_string())))?;
+    let mut tables = pvlayout::build_tables(&plan, Some(trampoline_pfn)).map_err(layout_err)?;
+    let region_pages = (plan.region.end - plan.region.start) / 4096;
+    // A relocated P2M (INIT_P2M) gets its own tables after the region and any unmapped initrd,
+    // hooked into the region's L4.
+    let p2m_map = if plan.p2m_relocated {
+        let first = plan.start_info_fields.first_p2m_pfn;
+        let m = pvlayout::build_p2m_mapping(&plan, first).map_err(layout_err)?;
+        let l4 = tables
+            .iter_mut()
+            .find(|t| t.level == 4)
+            .ok_or_else(|| layout_err(pvlayout::PlanError::Unsupported("no L4 planned")))?;
+        if l4.entries[m.l4_slot] != 0 {
+            return Err(layout_err(pvlayout::PlanError::Unsupported(
+                "INIT_P2M shares an L4 slot with the region or the trampoline",
+            )));
+        }
+        l4.entries[m.l4_slot] = m.l4_entry;
+        Some(m)
+    } else {
+        None
+    };
+    let (p2m_pfn, p2m_pages, nr_p2m_frames, fill_pages) = match &p2m_map {
+        Some(m) => (
+            m.data_pfn,
+            m.data_pages,
+            m.nr_frames,
+            plan.start_info_fields.first_p2m_pfn + m.nr_frames,
+        ),
+        None => (
+            (plan.p2m.start - plan.virt_base) / 4096,
+            pages(plan.p2m.end - plan.p2m.start),
+            0,
+            region_pages,
+        ),
+    };
+    let initrd_end = match plan.initrd {
+        Some(InitrdPlacement::Unmapped { pfn }) => {
+            pfn + pages(initrd.map_or(0, |i| i.len() as u64))
+        }
+        _ => 0,
+    };
+    let fill_pages = fill_pages.max(initrd_end);
+    if fill_pages > trampoline_pfn {
+        return Err(layout_err(pvlayout::PlanError::TooSmall {
+            needed: fill_pages + 1,
+            nr_pages,
+        }));
+    }
+    let mut kbytes = kernel_bytes(kernel);
+    let start_info = start_info_page(&plan, cmdline, nr_p2m_frames)?;
     let pt_pfn = (plan.page_tables.start - plan.virt_base) / 4096;
     let nr_pt = plan.start_info_fields.nr_pt_frames;
     let mut pt_template = vec![0u8; (nr_pt * 4096) as usize];
@@ -131,19 +177,19 @@ pub fn build_image(
         magic: PLAN_MAGIC,
         nr_pages,
         virt_base: plan.virt_base,
-        region_pages: (plan.region.end - plan.region.start) / 4096,
+        region_pages,
         entry: plan.entry,
         rsp: plan.rsp,
         start_info_va: plan.start_info.start,
         pt_pfn,
         nr_pt_frames: nr_pt,
-        p2m_pfn: (plan.p2m.start - plan.virt_base) / 4096,
-        p2m_pages: pages(plan.p2m.end - plan.p2m.start),
+        p2m_pfn,
+        p2m_pages,
         trampoline_va: PURGATORY_BASE,
         trampoline_pfn,
         mod_start: plan.start_info_fields.mod_start,
         mod_len: plan.start_info_fields.mod_len,
-        _reserved: [0; 1],
+        fill_pages,
     };
     let record_bytes = pod_bytes(&record);
     if let Some(slot) = kernel.notes.plan_slot {
@@ -214,6 +260,26 @@ pub fn build_image(
         ),
         &pt_template,
     ));
+    let mut p2m_template = Vec::new();
+    if let Some(m) = &p2m_map {
+        for t in &m.tables {
+            for e in t.entries.iter() {
+                p2m_template.extend_from_slice(&e.to_le_bytes());
+            }
+        }
+    }
+    if let Some(m) = &p2m_map {
+        segs.push((
+            desc(
+                SegmentKind::PageTables,
+                SEG_FLAG_TEMPLATE,
+                m.tables[0].pfn,
+                m.tables.len() as u64,
+                &p2m_template,
+            ),
+            &p2m_template,
+        ));
+    }
     segs.push((
         desc(SegmentKind::Plan, SEG_FLAG_METADATA, 0, 0, &record_bytes),
         &record_bytes,

@@ -219,6 +219,21 @@ impl<'a> Ctx<'a> {
         })
     }
 
+    /// Zeroes hole frames with `MMUEXT_CLEAR_PAGE` (Xen clears them; no mapping needed).
+    fn clear_pages(&mut self, ops: &[MmuextOp]) -> Result<(), Failure> {
+        if ops.is_empty() {
+            return Ok(());
+        }
+        self.hypercalls += 1;
+        // SAFETY: each op clears one hole frame of the domain that nothing uses now.
+        unsafe { hypercall::mmuext_op(ops) }.map_err(|err| Failure::Hypercall {
+            call: "mmuext_op(CLEAR_PAGE)",
+            frame: ops[0].arg1,
+            err,
+        })?;
+        Ok(())
+    }
+
     fn flush_m2p(&mut self, batch: &[MmuUpdate]) -> Result<(), Failure> {
         if batch.is_empty() {
             return Ok(());
@@ -276,7 +291,15 @@ pub fn build(h: &Handoff, image: &ImageView) -> Result<Ready, Failure> {
     let old_p2m =
         unsafe { core::slice::from_raw_parts(old_si.mfn_list as *const u64, old_nr as usize) };
     let mut c = Ctx::new(h, image, plan, old_p2m)?;
-    let holes = plan.region_pages - c.fixed_below(plan.region_pages);
+    // PFNs [0, fill) are built here: the region, an unmapped initrd, a relocated P2M and its
+    // tables. The trampoline page lies past them.
+    let fill = plan.fill_pages;
+    if fill < plan.region_pages || fill > plan.trampoline_pfn || plan.trampoline_pfn >= old_nr {
+        return Err(Failure::Plan(
+            "the plan's built PFNs overlap the trampoline page or the domain's end",
+        ));
+    }
+    let holes = fill - c.fixed_below(fill);
     h.free_first_pfn
         .checked_add(h.free_pages)
         .filter(|&e| e <= old_nr)
@@ -302,7 +325,7 @@ pub fn build(h: &Handoff, image: &ImageView) -> Result<Ready, Failure> {
         ));
     }
     // Pass 1: frames taken by fixed PFNs and by holes.
-    for p in 0..plan.region_pages {
+    for p in 0..fill {
         if let Some(old) = c.fixed(p) {
             mark(old);
         }
@@ -321,7 +344,7 @@ pub fn build(h: &Handoff, image: &ImageView) -> Result<Ready, Failure> {
     let mut page: *mut u64 = core::ptr::null_mut();
     let mut holes_seen = 0u64;
     for pfn in 0..old_nr {
-        let mfn = if pfn < plan.region_pages {
+        let mfn = if pfn < fill {
             match c.fixed(pfn) {
                 Some(old) => c.old_p2m[old as usize],
                 None => {
@@ -370,52 +393,84 @@ pub fn build(h: &Handoff, image: &ImageView) -> Result<Ready, Failure> {
         holes
     );
 
-    // Pass 3: zero the other holes, translate the table template, finish start_info.
-    let pt_index = image
-        .segments()
-        .position(|s| s.flags & SEG_FLAG_TEMPLATE != 0 && s.kind == SegmentKind::PageTables as u32)
-        .ok_or(Failure::Plan("the image has no page-table template"))?;
-    let template = image
-        .data(pt_index)
-        .map_err(|_| Failure::Plan("page-table template outside the image"))?;
+    // Pass 3: translate the table templates, zero the other holes, finish start_info.
+    let mut templates: [(u64, u64, &[u8]); 4] = [(0, 0, &[]); 4];
+    let mut nr_templates = 0;
+    for (i, s) in image.segments().enumerate() {
+        if s.flags & SEG_FLAG_TEMPLATE == 0 || s.kind != SegmentKind::PageTables as u32 {
+            continue;
+        }
+        let data = image
+            .data(i)
+            .map_err(|_| Failure::Plan("page-table template outside the image"))?;
+        if nr_templates == templates.len()
+            || (data.len() as u64) < s.nr_pages * 4096
+            || s.dest_pfn + s.nr_pages > fill
+        {
+            return Err(Failure::Plan(
+                "a page-table template is short, outside the built PFNs or one too many",
+            ));
+        }
+        templates[nr_templates] = (s.dest_pfn, s.nr_pages, data);
+        nr_templates += 1;
+    }
+    let templates = &templates[..nr_templates];
+    if !templates.iter().any(|t| t.0 == plan.pt_pfn) {
+        return Err(Failure::Plan(
+            "the image has no template for the tables at pt_base",
+        ));
+    }
     let p2m_range = plan.p2m_pfn..plan.p2m_pfn + plan.p2m_pages;
-    let pt_range = plan.pt_pfn..plan.pt_pfn + plan.nr_pt_frames;
-    for pfn in 0..plan.region_pages {
+    let mut clears = [MmuextOp::default(); 128];
+    let mut nr_clears = 0;
+    let mut table_frames = 0u64;
+    for pfn in 0..fill {
         if c.fixed(pfn).is_some() || p2m_range.contains(&pfn) {
             continue;
         }
-        if pt_range.contains(&pfn) {
-            let old = c.hole_old_pfn(pfn);
-            c.drop_alias(old)?;
-        }
+        let Some(&(first, _, template)) = templates.iter().find(|t| pfn >= t.0 && pfn < t.0 + t.1)
+        else {
+            // A hole that is no table: zeroed by Xen, in batches.
+            clears[nr_clears] = MmuextOp {
+                cmd: mmuext::CLEAR_PAGE,
+                arg1: c.region_mfn(pfn),
+                ..Default::default()
+            };
+            nr_clears += 1;
+            if nr_clears == clears.len() {
+                c.clear_pages(&clears)?;
+                nr_clears = 0;
+            }
+            continue;
+        };
+        table_frames += 1;
+        let old = c.hole_old_pfn(pfn);
+        c.drop_alias(old)?;
         let frame = c.region_mfn(pfn);
         let dst = c.scratch_map(frame)?;
         for i in 0..512usize {
-            let value = if pt_range.contains(&pfn) {
-                let at = ((pfn - plan.pt_pfn) * 4096) as usize + i * 8;
-                let e = u64::from_le_bytes(template[at..at + 8].try_into().unwrap_or([0; 8]));
-                if pte::present(e) {
-                    let target = pte::mfn(e);
-                    let mfn = if target == plan.trampoline_pfn {
-                        c.old_p2m[c.fixed(target).ok_or(Failure::Plan("no trampoline"))? as usize]
-                    } else if target < plan.region_pages {
-                        c.region_mfn(target)
-                    } else {
-                        return Err(Failure::Plan(
-                            "table template maps a PFN outside the region",
-                        ));
-                    };
-                    (e & !pte::ADDR_MASK) | (mfn << 12)
+            let at = ((pfn - first) * 4096) as usize + i * 8;
+            let e = u64::from_le_bytes(template[at..at + 8].try_into().unwrap_or([0; 8]));
+            let value = if pte::present(e) {
+                let target = pte::mfn(e);
+                let mfn = if target == plan.trampoline_pfn {
+                    c.old_p2m[c.fixed(target).ok_or(Failure::Plan("no trampoline"))? as usize]
+                } else if target < fill {
+                    c.region_mfn(target)
                 } else {
-                    0
-                }
+                    return Err(Failure::Plan(
+                        "a table template maps a PFN the purgatory does not build",
+                    ));
+                };
+                (e & !pte::ADDR_MASK) | (mfn << 12)
             } else {
                 0
             };
-            // SAFETY: the scratch VA maps this hole frame; 512 entries fill it.
+            // SAFETY: the scratch VA maps this table frame (a hole); 512 entries fill it.
             unsafe { dst.add(i).write_volatile(value) };
         }
     }
+    c.clear_pages(&clears[..nr_clears])?;
     c.scratch_unmap()?;
     let si_pfn = (plan.start_info_va - plan.virt_base) / 4096;
     let si_old = c
@@ -447,8 +502,8 @@ pub fn build(h: &Handoff, image: &ImageView) -> Result<Ready, Failure> {
         err,
     })?;
     say!(
-        "purgatory: tables pinned: {} frames from pfn {:#x}, L4 mfn {:#x}{}",
-        plan.nr_pt_frames,
+        "purgatory: tables pinned: {} frames (pt_base at pfn {:#x}), L4 mfn {:#x}{}",
+        table_frames,
         plan.pt_pfn,
         new_l4_mfn,
         if h.direct_map_va != 0 {

@@ -45,7 +45,7 @@ static mut PVKEXEC_PLAN_SLOT: PlanRecord = PlanRecord {
     trampoline_pfn: 0,
     mod_start: 0,
     mod_len: 0,
-    _reserved: [0; 1],
+    fill_pages: 0,
 };
 
 // The loader's plan-slot note (name "PVKEXEC", type 1, payload: the slot's address). Xen's
