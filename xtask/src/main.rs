@@ -2,7 +2,7 @@
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use harness::provision::{self, XenVersion};
+use harness::provision::{self, DebianLinux, XenVersion};
 use harness::{guest, BootConfig, Echo, Module};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -31,7 +31,8 @@ enum Cmd {
     Boot(BootArgs),
     /// Builds the guest binaries (guest/ workspace).
     Build,
-    /// Installs QEMU and unpacks Xen into target/pvkexec-cache.
+    /// Installs QEMU; unpacks Xen 4.17 and 4.20, Debian 6.1 and 6.12 kernels and busybox, and
+    /// builds the initramfs, into target/pvkexec-cache.
     Provision,
     /// Formats both workspaces.
     Fmt,
@@ -90,6 +91,9 @@ struct KexecArgs {
     /// Success marker for a new kernel other than the probe.
     #[arg(long)]
     expect: Option<String>,
+    /// Xen version to boot.
+    #[arg(long, default_value = "4.17")]
+    xen: XenVersion,
 }
 
 fn main() -> ExitCode {
@@ -114,6 +118,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             vcpus: 1,
             timeout: 120,
             expect: None,
+            xen: XenVersion::V4_17,
         }),
         Cmd::Kexec(args) => kexec(args),
         Cmd::Boot(args) => boot(args),
@@ -123,9 +128,19 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }),
         Cmd::Provision => {
             println!("qemu: {}", provision::ensure_qemu()?.display());
+            for v in [XenVersion::V4_17, XenVersion::V4_20] {
+                println!("xen {}: {}", v.name(), provision::ensure_xen(v)?.display());
+            }
+            for l in [DebianLinux::Bookworm, DebianLinux::Trixie] {
+                println!(
+                    "linux {}: {}",
+                    l.name(),
+                    provision::ensure_linux(l)?.display()
+                );
+            }
             println!(
-                "xen:  {}",
-                provision::ensure_xen(XenVersion::V4_17)?.display()
+                "initramfs: {}",
+                harness::initramfs::ensure_initramfs()?.display()
             );
             Ok(ExitCode::SUCCESS)
         }
@@ -203,6 +218,7 @@ fn kexec(args: KexecArgs) -> Result<ExitCode> {
     });
     cfg.mem_mib = args.mem_mib;
     cfg.vcpus = args.vcpus;
+    cfg.xen = args.xen;
     cfg.timeout = Duration::from_secs(args.timeout);
     cfg.echo = Echo::All;
     if let Some(text) = &args.expect {
@@ -345,13 +361,18 @@ fn test() -> Result<()> {
             ],
         )
     })?;
-    step("provision QEMU, Xen 4.17 and 4.20, Debian's Linux", || {
-        provision::ensure_qemu()?;
-        provision::ensure_xen(XenVersion::V4_17)?;
-        provision::ensure_xen(XenVersion::V4_20)?;
-        provision::ensure_debian_linux()?;
-        Ok(())
-    })?;
+    step(
+        "provision QEMU, Xen 4.17 and 4.20, Debian's Linux 6.1 and 6.12, a busybox initramfs",
+        || {
+            provision::ensure_qemu()?;
+            provision::ensure_xen(XenVersion::V4_17)?;
+            provision::ensure_xen(XenVersion::V4_20)?;
+            provision::ensure_linux(DebianLinux::Bookworm)?;
+            provision::ensure_linux(DebianLinux::Trixie)?;
+            harness::initramfs::ensure_initramfs()?;
+            Ok(())
+        },
+    )?;
     step("guest builds", || guest::build().map(drop))?;
     step("host tests and QEMU tests", || {
         cargo(

@@ -8,6 +8,7 @@
 
 pub mod boot;
 pub mod guest;
+pub mod initramfs;
 pub mod provision;
 pub mod tools;
 

@@ -269,18 +269,45 @@ pub fn ensure_xen(version: XenVersion) -> Result<PathBuf> {
     Ok(image)
 }
 
-/// Debian's PV-capable Linux kernel (bookworm's current `linux-image-6.1.0-*-amd64-unsigned`):
-/// returns the path of its `vmlinuz` (a bzImage with an xz payload), extracted once from the
-/// package without installing it.
+/// Debian's PV-capable Linux kernels the rig uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DebianLinux {
+    /// bookworm's `linux-image-6.1.0-*-amd64-unsigned` (bzImage, xz payload).
+    Bookworm,
+    /// trixie's `linux-image-6.12.*-amd64-unsigned` (bzImage, zstd payload).
+    Trixie,
+}
+
+impl DebianLinux {
+    pub fn name(self) -> &'static str {
+        match self {
+            DebianLinux::Bookworm => "bookworm",
+            DebianLinux::Trixie => "trixie",
+        }
+    }
+}
+
+/// bookworm's current Linux (see [`ensure_linux`]).
 pub fn ensure_debian_linux() -> Result<PathBuf> {
+    ensure_linux(DebianLinux::Bookworm)
+}
+
+/// Returns the path of `which`'s `vmlinuz`, extracted once from the package the suite's
+/// `linux-image-amd64` depends on, without installing it (trixie through a private apt
+/// configuration under `target/`).
+pub fn ensure_linux(which: DebianLinux) -> Result<PathBuf> {
     let _guard = PROVISION_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = crate::cache_dir().join("linux-bookworm");
+    let dir = crate::cache_dir().join(format!("linux-{}", which.name()));
     let image = dir.join("vmlinuz");
     if image.exists() {
         return Ok(image);
     }
-    let package = debian_linux_package()?;
-    let deb = download_deb(&package, &dir.join("deb"))?;
+    let apt_config = match which {
+        DebianLinux::Bookworm => None,
+        DebianLinux::Trixie => Some(suite_apt_config("trixie")?),
+    };
+    let package = debian_linux_package(apt_config.as_deref())?;
+    let deb = download_deb_from(&package, &dir.join("deb"), apt_config.as_deref())?;
     let root = dir.join("root");
     let _ = fs::remove_dir_all(&root);
     fs::create_dir_all(&root)?;
@@ -304,11 +331,36 @@ pub fn ensure_debian_linux() -> Result<PathBuf> {
     Ok(image)
 }
 
+/// Debian's `busybox-static`: returns the path of its static `busybox` binary.
+pub fn ensure_busybox() -> Result<PathBuf> {
+    let _guard = PROVISION_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = crate::cache_dir().join("busybox");
+    let binary = dir.join("busybox");
+    if binary.exists() {
+        return Ok(binary);
+    }
+    let deb = download_deb("busybox-static", &dir.join("deb"))?;
+    let root = dir.join("root");
+    let _ = fs::remove_dir_all(&root);
+    unpack_deb(&deb, &root)?;
+    let found = ["bin/busybox", "usr/bin/busybox"]
+        .iter()
+        .map(|p| root.join(p))
+        .find(|p| p.exists())
+        .with_context(|| format!("{} holds no bin/busybox", deb.display()))?;
+    fs::copy(&found, &binary)?;
+    Ok(binary)
+}
+
 /// The unsigned image package `linux-image-amd64` currently depends on.
-fn debian_linux_package() -> Result<String> {
+fn debian_linux_package(apt_config: Option<&Path>) -> Result<String> {
     let query = || -> Result<Option<String>> {
-        let out = Command::new("apt-cache")
-            .args(["depends", "linux-image-amd64"])
+        let mut cmd = Command::new("apt-cache");
+        cmd.args(["depends", "linux-image-amd64"]);
+        if let Some(c) = apt_config {
+            cmd.env("APT_CONFIG", c);
+        }
+        let out = cmd
             .output()
             .context("running apt-cache depends linux-image-amd64")?;
         Ok(String::from_utf8_lossy(&out.stdout)
@@ -320,6 +372,8 @@ fn debian_linux_package() -> Result<String> {
     if let Some(p) = query()? {
         return Ok(p);
     }
-    apt_update()?;
+    if apt_config.is_none() {
+        apt_update()?;
+    }
     query()?.context("apt-cache knows no linux-image-amd64 dependency (Debian package lists?)")
 }

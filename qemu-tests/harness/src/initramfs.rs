@@ -1,0 +1,134 @@
+//! A small initramfs for Linux new kernels: busybox-static and an `/init` that prints what the
+//! tests compare (a marker, `uname -r`, `nproc`, MemTotal, `/proc/cmdline`) and powers off.
+//! Written as cpio newc (the `cpio` crate) and gzip (flate2): no `cpio` binary is assumed.
+
+use anyhow::{Context, Result};
+use cpio::NewcBuilder;
+use std::fs;
+use std::io::{Cursor, Write};
+use std::path::{Path, PathBuf};
+
+/// The first line `/init` prints.
+pub const INIT_MARKER: &str = "PVKEXEC-LINUX-INIT reached";
+/// Its last line before the power-off.
+pub const DONE_MARKER: &str = "PVKEXEC-LINUX-DONE";
+
+const INIT: &str = r#"#!/bin/sh
+/bin/busybox mount -t proc proc /proc
+/bin/busybox mount -t sysfs sysfs /sys
+echo "PVKEXEC-LINUX-INIT reached"
+echo "PVKEXEC-LINUX uname-r=$(/bin/busybox uname -r)"
+echo "PVKEXEC-LINUX nproc=$(/bin/busybox nproc)"
+echo "PVKEXEC-LINUX $(/bin/busybox grep MemTotal /proc/meminfo)"
+echo "PVKEXEC-LINUX cmdline=$(/bin/busybox cat /proc/cmdline)"
+echo "PVKEXEC-LINUX-DONE"
+/bin/busybox poweroff -f
+"#;
+
+/// The cached initramfs (built once from Debian's busybox-static).
+pub fn ensure_initramfs() -> Result<PathBuf> {
+    let out = crate::cache_dir().join("initramfs-busybox.cpio.gz");
+    if out.exists() {
+        return Ok(out);
+    }
+    let busybox = crate::provision::ensure_busybox()?;
+    let tmp = out.with_extension("tmp");
+    build(&busybox, &tmp)?;
+    fs::rename(&tmp, &out)?;
+    Ok(out)
+}
+
+/// Writes the initramfs with `busybox` as `/bin/busybox` (and `/bin/sh`) to `out`.
+pub fn build(busybox: &Path, out: &Path) -> Result<()> {
+    let bb = fs::read(busybox).with_context(|| format!("reading {}", busybox.display()))?;
+    let dir = |name: &str| (NewcBuilder::new(name).mode(0o040755).nlink(2), Vec::new());
+    let entries: Vec<(NewcBuilder, Vec<u8>)> = vec![
+        dir("bin"),
+        dir("dev"),
+        dir("proc"),
+        dir("sys"),
+        // The kernel opens /dev/console for init before anything is mounted.
+        (
+            NewcBuilder::new("dev/console")
+                .mode(0o020600)
+                .rdev_major(5)
+                .rdev_minor(1),
+            Vec::new(),
+        ),
+        (NewcBuilder::new("bin/busybox").mode(0o100755), bb),
+        (
+            NewcBuilder::new("bin/sh").mode(0o120777),
+            b"busybox".to_vec(),
+        ),
+        (
+            NewcBuilder::new("init").mode(0o100755),
+            INIT.as_bytes().to_vec(),
+        ),
+    ];
+    let archive = cpio::write_cpio(
+        entries.into_iter().map(|(b, data)| (b, Cursor::new(data))),
+        Vec::new(),
+    )
+    .context("writing the cpio archive")?;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(&archive)?;
+    fs::write(out, gz.finish()?).with_context(|| format!("writing {}", out.display()))?;
+    Ok(())
+}
+
+/// The `PVKEXEC-LINUX key=value` lines `/init` printed, in order.
+pub fn report(log: &str) -> Vec<String> {
+    log.lines()
+        .filter_map(|l| l.split("PVKEXEC-LINUX ").nth(1))
+        .map(|s| s.trim().to_string())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The archive reads back with the cpio reader: names, modes, device numbers, contents.
+    #[test]
+    fn archive_reads_back() {
+        let dir = std::env::temp_dir().join(format!("pvkexec-initramfs-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let fake = dir.join("busybox");
+        fs::write(&fake, b"\x7fELF fake busybox").unwrap();
+        let out = dir.join("i.cpio.gz");
+        build(&fake, &out).unwrap();
+        let mut raw = Vec::new();
+        std::io::Read::read_to_end(
+            &mut flate2::read::GzDecoder::new(fs::File::open(&out).unwrap()),
+            &mut raw,
+        )
+        .unwrap();
+        let mut rest: &[u8] = &raw;
+        let mut seen = Vec::new();
+        loop {
+            let r = cpio::NewcReader::new(rest).unwrap();
+            let e = r.entry();
+            if e.is_trailer() {
+                break;
+            }
+            let (name, mode, rmaj, rmin) = (
+                e.name().to_string(),
+                e.mode(),
+                e.rdev_major(),
+                e.rdev_minor(),
+            );
+            let mut data = Vec::new();
+            let mut r = r;
+            std::io::Read::read_to_end(&mut r, &mut data).unwrap();
+            seen.push((name, mode, rmaj, rmin, data));
+            rest = r.finish().unwrap();
+        }
+        let find = |n: &str| seen.iter().find(|s| s.0 == n).unwrap();
+        assert_eq!(find("dev/console").1, 0o020600);
+        assert_eq!((find("dev/console").2, find("dev/console").3), (5, 1));
+        assert_eq!(find("bin/busybox").4, b"\x7fELF fake busybox");
+        assert_eq!(find("bin/sh").4, b"busybox");
+        assert!(String::from_utf8_lossy(&find("init").4).contains("PVKEXEC-LINUX-DONE"));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}
