@@ -6,6 +6,7 @@ pub mod decompress;
 pub mod error;
 pub mod image;
 pub mod kernel;
+pub mod linux;
 pub mod notes;
 pub mod plan;
 pub mod purgatory;

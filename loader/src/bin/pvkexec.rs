@@ -59,6 +59,20 @@ enum Cmd {
         /// The new kernel's command line.
         #[arg(long, default_value = "")]
         append: String,
+        /// VCPUs the old kernel initialised: with more than one, a Linux new kernel gets
+        /// `nr_cpus=1` (it BUG()s re-initialising a VCPU).
+        #[arg(long, default_value_t = 1)]
+        old_vcpus: u32,
+        /// The old kernel registered vcpu_info placement (warns for Linux 5.16 and later).
+        #[arg(long)]
+        old_vcpu_info: bool,
+        #[arg(short = 'o', long)]
+        output: PathBuf,
+    },
+    /// Writes the kernel's ELF image (decompressed from a bzImage or gzip'd ELF).
+    Extract {
+        #[arg(long)]
+        kernel: PathBuf,
         #[arg(short = 'o', long)]
         output: PathBuf,
     },
@@ -73,16 +87,28 @@ fn mode_of(m: ModeArg) -> pvlayout::Mode {
     }
 }
 
-fn build(t: &Target, append: &str, output: &std::path::Path) -> Result<String, loader::LoadError> {
+fn build(
+    t: &Target,
+    append: &str,
+    old: loader::linux::OldKernel,
+    output: &std::path::Path,
+) -> Result<String, loader::LoadError> {
     use loader::plan::read_input;
     let name = t.kernel.display().to_string();
     let k = loader::parse_kernel(&name, &read_input(&t.kernel)?)?;
     let initrd = t.initrd.as_deref().map(read_input).transpose()?;
+    let adjusted = loader::linux::adjust(&k, append, old);
+    for n in &adjusted.notes {
+        eprintln!("pvkexec: note: {name}: {n}");
+    }
+    for w in &adjusted.warnings {
+        eprintln!("pvkexec: warning: {name}: {w}");
+    }
     let built = loader::image::build_image(
         &name,
         &k,
         initrd.as_deref(),
-        append,
+        &adjusted.cmdline,
         t.mem_mib * 256,
         mode_of(t.mode),
     )?;
@@ -108,11 +134,51 @@ const EXIT_BAD_INPUT: u8 = 3;
 fn main() -> ExitCode {
     let cli = Cli::parse(); // usage errors exit 2
     match cli.cmd {
+        Cmd::Extract { kernel, output } => {
+            let name = kernel.display().to_string();
+            let result = loader::plan::read_input(&kernel)
+                .and_then(|bytes| loader::parse_kernel(&name, &bytes))
+                .and_then(|k| {
+                    std::fs::write(&output, &k.elf).map_err(|e| {
+                        loader::LoadError::new(
+                            &output.display().to_string(),
+                            None,
+                            loader::Reason::Io(e.to_string()),
+                        )
+                    })?;
+                    Ok(k)
+                });
+            match result {
+                Ok(k) => {
+                    println!(
+                        "{name}: {:?}, ELF of {} bytes written to {}",
+                        k.container,
+                        k.elf.len(),
+                        output.display()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("pvkexec: {e}");
+                    ExitCode::from(EXIT_BAD_INPUT)
+                }
+            }
+        }
         Cmd::Build {
             target,
             append,
+            old_vcpus,
+            old_vcpu_info,
             output,
-        } => match build(&target, &append, &output) {
+        } => match build(
+            &target,
+            &append,
+            loader::linux::OldKernel {
+                vcpus: old_vcpus,
+                vcpu_info_registered: old_vcpu_info,
+            },
+            &output,
+        ) {
             Ok(text) => {
                 print!("{text}");
                 ExitCode::SUCCESS

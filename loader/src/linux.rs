@@ -1,0 +1,96 @@
+//! What the loader must know about a Linux new kernel, given what the old kernel left in the
+//! domain: Linux's version (from its `linux_banner`), and the command-line words and warnings
+//! that follow from the old kernel's VCPUs.
+
+use crate::kernel::ParsedKernel;
+
+/// What the old kernel did with the domain's VCPUs (the `pvkexec build` options say).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OldKernel {
+    /// VCPUs the old kernel initialised (1: only the boot VCPU).
+    pub vcpus: u32,
+    /// Whether it registered `vcpu_info` placement (`VCPUOP_register_vcpu_info`).
+    pub vcpu_info_registered: bool,
+}
+
+/// The command line and notes for a new kernel after `old`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Adjusted {
+    pub cmdline: String,
+    /// Lines for the user: what was appended and why.
+    pub notes: Vec<String>,
+    /// Lines for the user: what will likely go wrong and why.
+    pub warnings: Vec<String>,
+}
+
+/// Whether the kernel says it is Linux (GUEST_OS note).
+pub fn is_linux(k: &ParsedKernel) -> bool {
+    k.notes
+        .guest_os
+        .as_deref()
+        .is_some_and(|g| g.eq_ignore_ascii_case("linux"))
+}
+
+/// Linux's version from the `Linux version X.Y.Z` banner in its image, if present.
+pub fn linux_version(k: &ParsedKernel) -> Option<(u32, u32, u32)> {
+    const BANNER: &[u8] = b"Linux version ";
+    let at = k.elf.windows(BANNER.len()).position(|w| w == BANNER)? + BANNER.len();
+    let text: Vec<u8> = k.elf[at..]
+        .iter()
+        .take(32)
+        .take_while(|b| b.is_ascii_digit() || **b == b'.')
+        .copied()
+        .collect();
+    let text = std::str::from_utf8(&text).ok()?;
+    let mut parts = text.split('.').map(|p| p.parse::<u32>().ok());
+    let (major, minor) = (parts.next()??, parts.next()??);
+    let patch = parts.next().flatten().unwrap_or(0);
+    Some((major, minor, patch))
+}
+
+/// Adjusts `cmdline` for a Linux new kernel after `old`: Linux BUG()s when
+/// `VCPUOP_initialise` returns -EEXIST for a VCPU it brings up, so with VCPUs the old kernel
+/// initialised it gets `nr_cpus=1` (unless the line already limits CPUs). Linux 5.16 and later
+/// panic when registering `vcpu_info` fails, which Xen refuses for a VCPU whose `vcpu_info`
+/// the old kernel placed: that gets a warning.
+pub fn adjust(k: &ParsedKernel, cmdline: &str, old: OldKernel) -> Adjusted {
+    let mut out = Adjusted {
+        cmdline: cmdline.to_string(),
+        notes: Vec::new(),
+        warnings: Vec::new(),
+    };
+    if !is_linux(k) {
+        return out;
+    }
+    let limited = cmdline
+        .split_whitespace()
+        .any(|w| w.starts_with("nr_cpus=") || w.starts_with("maxcpus=") || w == "nosmp");
+    if old.vcpus > 1 && !limited {
+        if !out.cmdline.is_empty() {
+            out.cmdline.push(' ');
+        }
+        out.cmdline.push_str("nr_cpus=1");
+        out.notes.push(format!(
+            "appended nr_cpus=1: the old kernel initialised {} VCPUs, and Linux BUG()s when \
+             VCPUOP_initialise returns -EEXIST for a VCPU it brings up",
+            old.vcpus
+        ));
+    }
+    if old.vcpu_info_registered {
+        match linux_version(k) {
+            Some(v) if v >= (5, 16, 0) => out.warnings.push(format!(
+                "Linux {}.{}.{} panics when VCPUOP_register_vcpu_info fails, and Xen refuses it \
+                 for the VCPUs whose vcpu_info the old kernel placed: expect this kernel to stop \
+                 early (use an old kernel that does not register vcpu_info, or Linux before 5.16)",
+                v.0, v.1, v.2
+            )),
+            Some(_) => {}
+            None => out.warnings.push(
+                "the old kernel registered vcpu_info and this Linux's version is unknown: Linux \
+                 5.16 and later panic when that registration fails"
+                    .to_string(),
+            ),
+        }
+    }
+    out
+}
