@@ -134,6 +134,22 @@ fn kexec_into_probe_with_initrd_1gib() {
 }
 
 #[test]
+fn kexec_into_probe_with_initrd_64mib() {
+    let initrd = tools::test_file((1 << 20) + 5).unwrap();
+    let image = build_image("initrd-64M-ok", 64, Some(&initrd));
+    assert_kexec_passed(&run("kexec-initrd-64M", &image, 64), 6);
+}
+
+/// Past 1 GiB: the P2M spans 768 pages and the kernel side's direct map needs two L2 tables.
+#[test]
+fn kexec_into_probe_1536mib() {
+    let image = build_image("plain-1536M", 1536, None);
+    let r = run("kexec-1536M", &image, 1536);
+    assert_kexec_passed(&r, 5);
+    assert!(r.log.contains("p2m-m2p frames=393216"), "log:\n{}", r.log);
+}
+
+#[test]
 fn flipped_byte_in_each_verified_segment_is_named() {
     let initrd = tools::test_file((1 << 20) + 5).unwrap();
     let image = build_image("initrd-64M", 64, Some(&initrd));
