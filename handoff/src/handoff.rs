@@ -1,13 +1,19 @@
 //! The handoff block (kernel side -> purgatory), passed in `rdi` at the purgatory's entry.
-//! Version 3: where the kexec image is mapped, the old start_info, the pool of frames the
-//! purgatory may overwrite, the kernel side's direct map and a scratch VA. Later versions add
-//! the VCPU records (design.md section 4).
+//! Version 4: where the kexec image is mapped, the old start_info, the pool of frames the
+//! purgatory may overwrite, the kernel side's direct map, a scratch VA and the number of VCPUs
+//! the kernel side sends to the purgatory's AP entry.
 
 use xenpv::assert_layout;
 
 /// `b"PVKXHOFF"` as a little-endian u64.
 pub const HANDOFF_MAGIC: u64 = u64::from_le_bytes(*b"PVKXHOFF");
-pub const HANDOFF_VERSION: u32 = 3;
+pub const HANDOFF_VERSION: u32 = 4;
+
+/// Offset of the purgatory's AP entry from its boot entry: every VCPU other than the boot
+/// VCPU jumps there with `rdi` = the handoff block and `rsi` = its VCPU id.
+pub const AP_ENTRY_OFFSET: u64 = 0x100;
+/// Most VCPUs the purgatory parks (its per-VCPU stacks and records).
+pub const MAX_VCPUS: u64 = 8;
 
 /// What the kernel side promises the purgatory (docs/kexec-image.md):
 /// - the image is mapped readable at `image_va` inside the old initial region, so its pages'
@@ -16,6 +22,8 @@ pub const HANDOFF_VERSION: u32 = 3;
 ///   and are no page table, descriptor table or otherwise typed frame; they may be mapped
 ///   writable only through the direct map at `direct_map_va`;
 /// - every other pinned page-table tree than the current one has been unpinned;
+/// - VCPUs `1..nr_vcpus` are on their way to the AP entry, on the same page tables, with
+///   nothing else to do;
 /// - the purgatory's own pages are mapped at the image's `purgatory_base`, through tables
 ///   that are not in the free pool.
 #[repr(C)]
@@ -42,8 +50,11 @@ pub struct Handoff {
     /// A page-aligned VA inside the purgatory mapping whose L1 entry is free, for reaching
     /// frames through a mapping the purgatory controls.
     pub scratch_va: u64,
-    pub _reserved: [u64; 2],
+    /// VCPUs of the domain that the kernel side initialised (1: only the boot VCPU); VCPUs
+    /// `1..nr_vcpus` enter the AP entry.
+    pub nr_vcpus: u64,
+    pub _reserved: [u64; 1],
 }
 assert_layout!(Handoff, 96; magic @ 0, version @ 8, image_va @ 16, image_len @ 24,
     old_start_info_va @ 32, old_virt_base @ 40, free_first_pfn @ 48, free_pages @ 56,
-    direct_map_va @ 64, scratch_va @ 72);
+    direct_map_va @ 64, scratch_va @ 72, nr_vcpus @ 80);

@@ -52,10 +52,21 @@ pub struct PlanRecord {
     /// PFNs `[0, fill_pages)` are built by the purgatory (the region, an unmapped initrd and a
     /// relocated P2M with its tables); the rest are the new kernel's free RAM.
     pub fill_pages: u64,
+    /// Frames of the domain (the old kernel's `nr_pages`): `nr_pages + hidden_pages`.
+    pub domain_pages: u64,
+    /// Frames kept from the new kernel (no PFN below its `nr_pages`): the park area of the
+    /// VCPUs the purgatory parks ([`PARK_PAGES`] when the old kernel ran several VCPUs).
+    pub hidden_pages: u64,
+    pub _reserved: [u64; 6],
 }
-assert_layout!(PlanRecord, 128; magic @ 0, nr_pages @ 8, virt_base @ 16, region_pages @ 24,
+
+/// The park area: the parked VCPUs' private L4, L3, L2 and L1, and the park page (code and
+/// data) they run from.
+pub const PARK_PAGES: u64 = 5;
+assert_layout!(PlanRecord, 192; magic @ 0, nr_pages @ 8, virt_base @ 16, region_pages @ 24,
     entry @ 32, rsp @ 40, start_info_va @ 48, pt_pfn @ 56, nr_pt_frames @ 64, p2m_pfn @ 72,
-    p2m_pages @ 80, trampoline_va @ 88, trampoline_pfn @ 96, mod_start @ 104, mod_len @ 112, fill_pages @ 120);
+    p2m_pages @ 80, trampoline_va @ 88, trampoline_pfn @ 96, mod_start @ 104, mod_len @ 112, fill_pages @ 120, domain_pages @ 128,
+    hidden_pages @ 136);
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -84,16 +84,31 @@ fn start_info_page(plan: &Plan, cmdline: &str, nr_p2m_frames: u64) -> Result<Vec
     Ok(page)
 }
 
-/// Builds the image for `kernel` (and `initrd`) in a domain of `nr_pages`; `cmdline` becomes
-/// the new kernel's start_info command line.
+/// Builds the image for `kernel` (and `initrd`) in a domain of `domain_pages` frames, of which
+/// `hidden_pages` are kept from the new kernel (the park area when the old kernel ran several
+/// VCPUs: `pvhandoff::image::PARK_PAGES`); `cmdline` becomes the new kernel's start_info
+/// command line.
 pub fn build_image(
     input: &str,
     kernel: &ParsedKernel,
     initrd: Option<&[u8]>,
     cmdline: &str,
-    nr_pages: u64,
+    domain_pages: u64,
+    hidden_pages: u64,
     mode: Mode,
 ) -> Result<BuiltImage, LoadError> {
+    let nr_pages = domain_pages
+        .checked_sub(hidden_pages)
+        .filter(|&n| n > 0)
+        .ok_or_else(|| {
+            LoadError::new(
+                input,
+                None,
+                Reason::Layout(format!(
+                    "{hidden_pages} hidden frames leave nothing of a {domain_pages}-frame domain"
+                )),
+            )
+        })?;
     let plan = plan_kernel(
         input,
         kernel,
@@ -190,6 +205,9 @@ pub fn build_image(
         mod_start: plan.start_info_fields.mod_start,
         mod_len: plan.start_info_fields.mod_len,
         fill_pages,
+        domain_pages,
+        hidden_pages,
+        _reserved: [0; 6],
     };
     let record_bytes = pod_bytes(&record);
     if let Some(slot) = kernel.notes.plan_slot {

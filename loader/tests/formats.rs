@@ -475,13 +475,14 @@ fn plan_slot_receives_the_plan_record() {
     let k = parse_kernel("probe-like", &elf_with_slot(&slot.to_le_bytes())).unwrap();
     assert_eq!(k.notes.plan_slot, Some(slot));
     let built =
-        loader::image::build_image("probe-like", &k, None, "x", 16384, pvlayout::Mode::Dom0)
+        loader::image::build_image("probe-like", &k, None, "x", 16384, 0, pvlayout::Mode::Dom0)
             .unwrap();
     let view = ImageView::parse(&built.bytes).unwrap();
     let kernel = view.data(0).unwrap();
     let at = (slot - VIRT_BASE) as usize;
-    // SAFETY: 128 bytes of the kernel segment, read unaligned as the plain-old-data record.
-    let rec = unsafe { (kernel[at..at + 128].as_ptr() as *const PlanRecord).read_unaligned() };
+    let size = std::mem::size_of::<PlanRecord>();
+    // SAFETY: a PlanRecord's bytes of the kernel segment, read unaligned as the plain-old-data record.
+    let rec = unsafe { (kernel[at..at + size].as_ptr() as *const PlanRecord).read_unaligned() };
     assert_eq!(rec.magic, PLAN_MAGIC);
     assert_eq!(rec.nr_pages, 16384);
     assert_eq!(rec.virt_base, VIRT_BASE);
@@ -498,7 +499,7 @@ fn plan_slot_outside_the_file_bytes_or_malformed_is_refused() {
         &elf_with_slot(&(VIRT_BASE + 0x6000).to_le_bytes()),
     )
     .unwrap();
-    let err = loader::image::build_image("bss-slot", &k, None, "", 16384, pvlayout::Mode::Dom0)
+    let err = loader::image::build_image("bss-slot", &k, None, "", 16384, 0, pvlayout::Mode::Dom0)
         .err()
         .expect("a slot in bss is refused");
     let text = err.to_string();

@@ -14,10 +14,11 @@
 //! batches. Page tables come from the loader's template (entries in PFN terms), translated
 //! into the hole frames at the table PFNs; the new L4 is pinned before the switch.
 
-use pvhandoff::handoff::Handoff;
+use crate::park;
+use pvhandoff::handoff::{Handoff, MAX_VCPUS};
 use pvhandoff::image::{
-    ImageView, PlanRecord, MAX_SEGMENTS, PLAN_MAGIC, SEG_FLAG_METADATA, SEG_FLAG_PURGATORY_MAPPING,
-    SEG_FLAG_TEMPLATE,
+    ImageView, PlanRecord, MAX_SEGMENTS, PARK_PAGES, PLAN_MAGIC, SEG_FLAG_METADATA,
+    SEG_FLAG_PURGATORY_MAPPING, SEG_FLAG_TEMPLATE,
 };
 use pvhandoff::SegmentKind;
 use xenpv::{
@@ -32,6 +33,22 @@ static mut USED: [u64; MAX_PAGES / 64] = [0; MAX_PAGES / 64];
 /// What went wrong, for the purgatory's last line before it crashes the domain.
 pub enum Failure {
     Plan(&'static str),
+    /// An AP never reached the park entry.
+    ApMissing {
+        vcpu: u64,
+        yields: u64,
+    },
+    /// An AP's cleanup step failed.
+    ApStep {
+        vcpu: u64,
+        step: &'static str,
+        errno: u32,
+    },
+    /// An AP did not go down on its private tables.
+    ApStillUp {
+        vcpu: u64,
+        yields: u64,
+    },
     Hypercall {
         call: &'static str,
         frame: u64,
@@ -43,6 +60,19 @@ impl core::fmt::Display for Failure {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
             Failure::Plan(why) => f.write_str(why),
+            Failure::ApMissing { vcpu, yields } => write!(
+                f,
+                "VCPU {vcpu} did not reach the park entry (still in the old kernel after {yields} yields)"
+            ),
+            Failure::ApStep { vcpu, step, errno } => write!(
+                f,
+                "VCPU {vcpu}: {step} failed: {}",
+                xenpv::XenError::from_errno(*errno as i64)
+            ),
+            Failure::ApStillUp { vcpu, yields } => write!(
+                f,
+                "VCPU {vcpu} is still up {yields} yields after it was sent to the park page"
+            ),
             Failure::Hypercall { call, frame, err } => {
                 write!(f, "{call} on frame {frame:#x} failed: {err}")
             }
@@ -279,9 +309,25 @@ pub fn build(h: &Handoff, image: &ImageView) -> Result<Ready, Failure> {
     // SAFETY: the kernel side passes its live start_info; only read here.
     let old_si = unsafe { &*(h.old_start_info_va as *const StartInfo) };
     let old_nr = old_si.nr_pages;
-    if plan.nr_pages != old_nr {
+    if plan.domain_pages != old_nr || plan.nr_pages + plan.hidden_pages != old_nr {
         return Err(Failure::Plan(
             "the image was built for another domain size (nr_pages differs)",
+        ));
+    }
+    let new_nr = plan.nr_pages;
+    let hidden = plan.hidden_pages;
+    if hidden != 0 && hidden != PARK_PAGES {
+        return Err(Failure::Plan(
+            "the image hides a number of frames other than the park area's",
+        ));
+    }
+    let nr_vcpus = h.nr_vcpus.max(1);
+    if nr_vcpus > MAX_VCPUS {
+        return Err(Failure::Plan("more VCPUs than the purgatory parks"));
+    }
+    if nr_vcpus > 1 && hidden == 0 {
+        return Err(Failure::Plan(
+            "the old kernel runs several VCPUs but the image has no park area (pvkexec build --old-vcpus N)",
         ));
     }
     if old_nr as usize > MAX_PAGES {
@@ -306,9 +352,9 @@ pub fn build(h: &Handoff, image: &ImageView) -> Result<Ready, Failure> {
         .ok_or(Failure::Plan(
             "the handoff's free pool lies past the domain's frames",
         ))?;
-    if holes > h.free_pages {
+    if holes + hidden > h.free_pages {
         return Err(Failure::Plan(
-            "the free pool is smaller than the new region's holes",
+            "the free pool is smaller than the new region's holes and the park area",
         ));
     }
     // The pool must not hold what the purgatory still reads: the image, the old start_info,
@@ -333,9 +379,12 @@ pub fn build(h: &Handoff, image: &ImageView) -> Result<Ready, Failure> {
     if let Some(old) = c.fixed(plan.trampoline_pfn) {
         mark(old);
     }
-    for k in 0..holes {
+    for k in 0..holes + hidden {
         mark(c.clean_start() + k);
     }
+    let park_first = c.clean_start() + holes;
+    // Every AP must be in the purgatory before anything changes.
+    wait_arrivals(nr_vcpus)?;
 
     // Pass 2: the new P2M, written into its frames, and the M2P.
     let mut batch = [MmuUpdate::default(); 256];
@@ -343,7 +392,7 @@ pub fn build(h: &Handoff, image: &ImageView) -> Result<Ready, Failure> {
     let mut cursor = 0u64;
     let mut page: *mut u64 = core::ptr::null_mut();
     let mut holes_seen = 0u64;
-    for pfn in 0..old_nr {
+    for pfn in 0..new_nr {
         let mfn = if pfn < fill {
             match c.fixed(pfn) {
                 Some(old) => c.old_p2m[old as usize],
@@ -386,11 +435,24 @@ pub fn build(h: &Handoff, image: &ImageView) -> Result<Ready, Failure> {
             n = 0;
         }
     }
+    // The park area's frames have no PFN below the new nr_pages.
+    for i in 0..hidden {
+        if n == batch.len() {
+            c.flush_m2p(&batch)?;
+            n = 0;
+        }
+        batch[n] = MmuUpdate {
+            ptr: (c.old_p2m[(park_first + i) as usize] << 12) | mmu::MACHPHYS_UPDATE,
+            val: new_nr + i,
+        };
+        n += 1;
+    }
     c.flush_m2p(&batch[..n])?;
     say!(
-        "purgatory: frames renumbered: {} PFNs, {} from the free pool, M2P updated",
-        old_nr,
-        holes
+        "purgatory: frames renumbered: {} PFNs, {} from the free pool, {} hidden, M2P updated",
+        new_nr,
+        holes,
+        hidden
     );
 
     // Pass 3: translate the table templates, zero the other holes, finish start_info.
@@ -471,6 +533,9 @@ pub fn build(h: &Handoff, image: &ImageView) -> Result<Ready, Failure> {
         }
     }
     c.clear_pages(&clears[..nr_clears])?;
+    if nr_vcpus > 1 {
+        park_aps(&mut c, nr_vcpus, park_first)?;
+    }
     c.scratch_unmap()?;
     let si_pfn = (plan.start_info_va - plan.virt_base) / 4096;
     let si_old = c
@@ -589,4 +654,126 @@ pub fn build(h: &Handoff, image: &ImageView) -> Result<Ready, Failure> {
         trampoline_va: plan.trampoline_va,
         hypercalls: c.hypercalls,
     })
+}
+
+/// Yields an AP gets to arrive, or to go down once released (about 5 s under TCG).
+const AP_WAIT_YIELDS: u64 = 1_000_000;
+
+/// Waits until every AP reported in at the AP entry, and checks its cleanup.
+fn wait_arrivals(nr_vcpus: u64) -> Result<(), Failure> {
+    if nr_vcpus <= 1 {
+        return Ok(());
+    }
+    for vcpu in 1..nr_vcpus {
+        let mut yields = 0;
+        loop {
+            match park::arrival(vcpu as usize) {
+                Some(Ok(())) => break,
+                Some(Err((step, errno))) => return Err(Failure::ApStep { vcpu, step, errno }),
+                None if yields == AP_WAIT_YIELDS => {
+                    return Err(Failure::ApMissing { vcpu, yields })
+                }
+                None => {
+                    yields += 1;
+                    let _ = hypercall::sched_yield();
+                }
+            }
+        }
+    }
+    say!(
+        "purgatory: VCPUs 1..{} arrived: timers stopped, GDT, LDT and user L4 dropped",
+        nr_vcpus - 1
+    );
+    Ok(())
+}
+
+/// Builds the park area in the hidden frames from old PFN `first` (private L4, L3, L2, L1 and
+/// the park page), maps the park page at the same VA in the old tables, releases the APs to
+/// it and waits until `VCPUOP_is_up` says each is down on its private tables.
+fn park_aps(c: &mut Ctx, nr_vcpus: u64, first: u64) -> Result<(), Failure> {
+    let va = c.h.scratch_va - 4096;
+    let mfn = |i: u64| c.old_p2m[(first + i) as usize];
+    let (l4, l3, l2, l1, page) = (mfn(0), mfn(1), mfn(2), mfn(3), mfn(4));
+    for (frame, level, next, flags) in [
+        (l4, 4u32, l3, pte::UPPER_FLAGS),
+        (l3, 3, l2, pte::UPPER_FLAGS),
+        (l2, 2, l1, pte::UPPER_FLAGS),
+        (l1, 1, page, pte::L1_FLAGS | pte::D),
+    ] {
+        let dst = c.scratch_map(frame)?;
+        let slot = pte::index(va, level);
+        for i in 0..512usize {
+            let e = if i == slot { pte::make(next, flags) } else { 0 };
+            // SAFETY: the scratch VA maps this hidden table frame; 512 entries fill it.
+            unsafe { dst.add(i).write_volatile(e) };
+        }
+    }
+    let blob = park::blob();
+    let dst = c.scratch_map(page)? as *mut u8;
+    for i in 0..4096usize {
+        let b = blob.bytes.get(i).copied().unwrap_or(0);
+        // SAFETY: the scratch VA maps the park frame; 4096 bytes fill it.
+        unsafe { dst.add(i).write_volatile(b) };
+    }
+    // SAFETY: the op's arg1 (8 bytes past its start) inside the park frame just written.
+    unsafe { (dst.add(blob.op_offset + 8) as *mut u64).write_unaligned(l4) };
+    c.scratch_unmap()?;
+    for i in 0..4 {
+        c.drop_alias(first + i)?;
+    }
+    c.hypercalls += 1;
+    // SAFETY: the L1 slot below the scratch VA belongs to the purgatory mapping and is free
+    // (checked against the purgatory's size by the caller's plan); it maps the park frame.
+    unsafe {
+        hypercall::update_va_mapping(va, pte::make(page, pte::L1_FLAGS | pte::D), uvmf::INVLPG)
+    }
+    .map_err(|err| Failure::Hypercall {
+        call: "update_va_mapping(park page)",
+        frame: page,
+        err,
+    })?;
+    park::release(va);
+    for vcpu in 1..nr_vcpus {
+        let mut yields = 0;
+        loop {
+            c.hypercalls += 1;
+            // SAFETY: VCPUOP_is_up only reads the VCPU's state.
+            match unsafe { hypercall::vcpu_op(vcpuop::IS_UP, vcpu as u32, 0) } {
+                Ok(0) => break,
+                Ok(_) if yields < AP_WAIT_YIELDS => {
+                    yields += 1;
+                    let _ = hypercall::sched_yield();
+                }
+                Ok(_) => return Err(Failure::ApStillUp { vcpu, yields }),
+                Err(err) => {
+                    return Err(Failure::Hypercall {
+                        call: "vcpu_op(is_up)",
+                        frame: vcpu,
+                        err,
+                    })
+                }
+            }
+        }
+        // SAFETY: the park page is mapped at `va`; the AP wrote its NEW_BASEPTR result there
+        // before going down.
+        let status =
+            unsafe { ((va + blob.status_offset as u64 + vcpu * 8) as *const u64).read_volatile() };
+        if status == u64::MAX {
+            return Err(Failure::ApStillUp { vcpu, yields });
+        }
+        if status != 0 {
+            return Err(Failure::Hypercall {
+                call: "the AP's mmuext_op(NEW_BASEPTR, private L4)",
+                frame: l4,
+                err: xenpv::XenError::from_errno((status as i64).wrapping_neg()),
+            });
+        }
+    }
+    say!(
+        "purgatory: VCPUs 1..{} parked: down on private tables (L4 mfn {:#x}) in {} hidden frames",
+        nr_vcpus - 1,
+        l4,
+        PARK_PAGES
+    );
+    Ok(())
 }

@@ -15,6 +15,7 @@ macro_rules! say {
 }
 
 mod handover;
+mod park;
 
 use core::arch::global_asm;
 use pvhandoff::handoff::{Handoff, HANDOFF_MAGIC, HANDOFF_VERSION};
@@ -37,12 +38,36 @@ _start:
 2:  ud2
     jmp 2b
 
+    // The AP entry, at a fixed offset from _start (this block opens .text.entry, which the
+    // linker script puts first).
+    .org {ap_offset}
+    .globl _start_ap
+_start_ap:
+    mov rax, rsi
+    cmp rax, {max}
+    jae 3f
+    shl rax, 13
+    lea rsp, [rip + purgatory_ap_stacks]
+    add rsp, rax
+    mov rbx, rdi
+    mov r12, rsi
+    mov eax, 5
+    xor edi, edi
+    syscall
+    mov rdi, rbx
+    mov rsi, r12
+    call purgatory_ap_main
+3:  ud2
+    jmp 3b
+
 
     .section .bss.purgatory_stack, "aw", @nobits
     .balign 4096
     .space 32768
 purgatory_stack_top:
-    "#
+    "#,
+    ap_offset = const pvhandoff::handoff::AP_ENTRY_OFFSET,
+    max = const pvhandoff::handoff::MAX_VCPUS,
 );
 
 fn crash() -> ! {

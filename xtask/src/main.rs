@@ -201,6 +201,8 @@ fn kexec(args: KexecArgs) -> Result<ExitCode> {
             cmd.arg("build").arg("--kernel").arg(&kernel);
             cmd.args(["--mem-mib", &args.mem_mib.to_string(), "--mode", "dom0"]);
             cmd.args(["--append", &append]).arg("-o").arg(&out);
+            // The old test kernel initialises every VCPU of the domain.
+            cmd.args(["--old-vcpus", &args.vcpus.to_string()]);
             if let Some(i) = &args.initrd {
                 cmd.arg("--initrd").arg(i);
             }

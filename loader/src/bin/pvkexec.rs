@@ -110,6 +110,11 @@ fn build(
         initrd.as_deref(),
         &adjusted.cmdline,
         t.mem_mib * 256,
+        if old.vcpus > 1 {
+            pvhandoff::image::PARK_PAGES
+        } else {
+            0
+        },
         mode_of(t.mode),
     )?;
     std::fs::write(output, &built.bytes).map_err(|e| {

@@ -33,7 +33,7 @@ pub const BOOTCHECK_CHECKS: [&str; 9] = [
 
 /// The checks the probe kernel (qemu-tests/kernels/src/bin/probe.rs) reports after a kexec, in
 /// order: its own, then every boot check.
-pub const PROBE_CHECKS: [&str; 13] = [
+pub const PROBE_CHECKS: [&str; 15] = [
     "zeroed",
     "magic",
     "nr_pages",
@@ -47,6 +47,8 @@ pub const PROBE_CHECKS: [&str; 13] = [
     "plan",
     "event-channels",
     "no-old-timers",
+    "vcpus-parked",
+    "hidden-frames",
 ];
 
 /// The purgatory's last line before it leaves for the new kernel.

@@ -10,11 +10,17 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn build_image(name: &str, mem_mib: u64, initrd: Option<&Path>) -> PathBuf {
+    build_image_for(name, mem_mib, initrd, 1)
+}
+
+/// An image for a domain whose old kernel runs `vcpus` VCPUs (a park area when more than one).
+fn build_image_for(name: &str, mem_mib: u64, initrd: Option<&Path>, vcpus: u32) -> PathBuf {
     let new_kernel = guest::binary("probe").unwrap();
     let out = harness::cache_dir().join(format!("kexec-{name}.img"));
     let mut cmd = Command::new(tools::pvkexec().unwrap());
     cmd.arg("build").arg("--kernel").arg(&new_kernel);
     cmd.args(["--mem-mib", &mem_mib.to_string(), "--mode", "dom0"]);
+    cmd.args(["--old-vcpus", &vcpus.to_string()]);
     cmd.args(["--append", &format!("mem_mib={mem_mib}"), "-o"]);
     cmd.arg(&out);
     if let Some(i) = initrd {
@@ -35,7 +41,13 @@ fn run(name: &str, image: &Path, mem_mib: u64) -> BootResult {
 
 /// Runs the old kernel with `cmdline` (e.g. a `kexec_fault=` word).
 fn run_with(name: &str, image: &Path, mem_mib: u64, cmdline: &str) -> BootResult {
+    run_smp(name, image, mem_mib, cmdline, 1)
+}
+
+/// Runs the old kernel on `vcpus` VCPUs.
+fn run_smp(name: &str, image: &Path, mem_mib: u64, cmdline: &str, vcpus: u32) -> BootResult {
     let mut cfg = BootConfig::new(guest::binary("kexecold").unwrap());
+    cfg.vcpus = vcpus;
     cfg.cmdline = cmdline.into();
     cfg.mem_mib = mem_mib;
     cfg.tag = name.into();
@@ -213,6 +225,54 @@ fn free_pool_overlapping_the_old_p2m_is_refused_by_the_purgatory() {
         "log:\n{}",
         r.log
     );
+    assert!(
+        !r.log.contains(harness::PURGATORY_ENTERING),
+        "log:\n{}",
+        r.log
+    );
+    assert!(r.log.contains("Hardware Dom0 crashed"), "log:\n{}", r.log);
+}
+
+/// 2 and 4 VCPUs: the old kernel's APs (own GDT, VIRQ_TIMER, running timers) are parked by the
+/// purgatory on private tables in hidden frames; the probe finds them down, no old timer on
+/// any VCPU, every frame of its RAM writable and exactly the hidden frames held back.
+#[test]
+fn aps_are_parked_with_2_and_4_vcpus() {
+    for vcpus in [2u32, 4] {
+        let image = build_image_for(&format!("smp{vcpus}-64M"), 64, None, vcpus);
+        let r = run_smp(&format!("kexec-{vcpus}vcpus"), &image, 64, "", vcpus);
+        assert_kexec_passed(&r, 5);
+        let parked = format!(
+            "purgatory: VCPUs 1..{} parked: down on private tables",
+            vcpus - 1
+        );
+        assert!(r.log.contains(&parked), "log:\n{}", r.log);
+        let down = format!("vcpus-parked {} of {vcpus} VCPUs down", vcpus - 1);
+        assert!(r.log.contains(&down), "log:\n{}", r.log);
+        assert!(
+            r.log
+                .contains("hidden-frames 5 (domain 16384 frames, nr_pages 16379)"),
+            "log:\n{}",
+            r.log
+        );
+    }
+}
+
+/// An AP that never reaches the park entry ends in the purgatory's named failure and a
+/// domain crash, before anything changed, not in a hang.
+#[test]
+fn ap_that_never_arrives_is_named_and_crashes_the_domain() {
+    let image = build_image_for("smp2-stuck", 64, None, 2);
+    let r = run_smp("kexec-ap-stuck", &image, 64, "kexec_fault=ap-stuck", 2);
+    assert_eq!(r.verdict, Verdict::Crashed, "log:\n{}", r.log);
+    assert!(
+        r.log.contains(
+            "purgatory: VCPU 1 did not reach the park entry (still in the old kernel after"
+        ),
+        "log:\n{}",
+        r.log
+    );
+    assert!(!r.log.contains("frames renumbered"), "log:\n{}", r.log);
     assert!(
         !r.log.contains(harness::PURGATORY_ENTERING),
         "log:\n{}",

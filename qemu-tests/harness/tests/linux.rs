@@ -186,8 +186,9 @@ fn linux_612_bzimage_through_kexec_on_xen_417_and_420() {
     }
 }
 
-/// With VCPUs the old kernel initialised, the loader gives a Linux new kernel `nr_cpus=1` and
-/// says why; in a 2-VCPU domain Linux then runs on one CPU.
+/// In a 2-VCPU domain the old kernel initialised VCPU 1 and the purgatory parks it; the loader
+/// gives Linux `nr_cpus=1` and says why (Linux BUG()s re-initialising a VCPU), and Linux runs
+/// on one CPU.
 #[test]
 fn two_vcpus_linux_runs_on_one_cpu_with_the_loaders_reason() {
     let kernel = provision::ensure_linux(DebianLinux::Bookworm).unwrap();
@@ -198,6 +199,11 @@ fn two_vcpus_linux_runs_on_one_cpu_with_the_loaders_reason() {
     );
     let r = kexec("linux-6.1-2vcpu", &image, XenVersion::V4_17, 2);
     assert_eq!(r.verdict, Verdict::Stopped, "log:\n{}", r.log);
+    assert!(
+        r.log.contains("purgatory: VCPUs 1..1 parked"),
+        "log:\n{}",
+        r.log
+    );
     assert_eq!(value(&r, "nproc"), "1");
     assert_eq!(value(&r, "cmdline"), format!("{APPEND} nr_cpus=1"));
 }

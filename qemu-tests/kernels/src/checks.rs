@@ -31,8 +31,9 @@ pub const BOOT_CHECKS: [&str; 9] = [
     "frames-writable",
 ];
 
-/// Prints what the kernel was handed, then runs the start-of-day checks.
-pub fn boot_checks(si: &StartInfo, regs: &[u64; reg::COUNT], region: &Region) {
+/// Prints what the kernel was handed, then runs the start-of-day checks; `hidden` frames of
+/// the domain are expected to be kept from the kernel (`nr_pages` = `mem_mib=` less them).
+pub fn boot_checks(si: &StartInfo, regs: &[u64; reg::COUNT], region: &Region, hidden: u64) {
     println!(
         "PVKEXEC-INFO start_info={:#x} rsp={:#x} nr_pages={:#x} pt_base={:#x} nr_pt_frames={:#x} \
          mfn_list={:#x} mod_start={:#x} mod_len={:#x} flags={:#x} first_p2m_pfn={:#x} nr_p2m_frames={:#x}",
@@ -53,7 +54,7 @@ pub fn boot_checks(si: &StartInfo, regs: &[u64; reg::COUNT], region: &Region) {
         core::str::from_utf8(si.cmdline()).unwrap_or("<non-utf8>")
     );
     check("magic", check_magic(si));
-    check("nr_pages", check_nr_pages(si));
+    check("nr_pages", check_nr_pages(si, hidden));
     check("p2m-m2p", check_p2m_m2p(si));
     check("pagetables", check_pagetables(si, region));
     check("region-end", check_region_end(si, region));
@@ -171,18 +172,19 @@ pub fn check_magic(si: &StartInfo) -> Result<(), Why> {
     }
 }
 
-pub fn check_nr_pages(si: &StartInfo) -> Result<(), Why> {
+pub fn check_nr_pages(si: &StartInfo, hidden: u64) -> Result<(), Why> {
     let Some(mib) = cmdline_value(si.cmdline(), "mem_mib").and_then(parse_u64) else {
         return why!("no mem_mib=N on the command line");
     };
-    let want = mib * (1 << 20) / PAGE_SIZE;
+    let want = (mib * (1 << 20) / PAGE_SIZE).saturating_sub(hidden);
     if si.nr_pages == want {
         Ok(())
     } else {
         why!(
-            "nr_pages {} but dom0_mem={}M is {} pages",
+            "nr_pages {} but dom0_mem={}M less {} hidden frames is {} pages",
             si.nr_pages,
             mib,
+            hidden,
             want
         )
     }

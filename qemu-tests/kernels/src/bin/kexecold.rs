@@ -12,18 +12,25 @@
 //! Frames are taken from the top of RAM downwards; the free pool is what lies between the
 //! initial region and the lowest frame taken.
 //!
+//! With several VCPUs, it brings every AP up with `VCPUOP_initialise` on its own stack and
+//! GDT, with VIRQ_TIMER bound and a periodic and a single-shot timer running; at the kexec
+//! each AP jumps to the purgatory's AP entry (`AP_ENTRY_OFFSET`), the boot VCPU to its entry.
+//!
 //! Command-line word `kexec_fault=` breaks the kernel side's contract on purpose, for the
 //! tests that show who catches it: `keep-trees` leaves the process trees pinned (the new
 //! kernel finds frames it cannot map writable); `pool-overlap` puts the old P2M list in the
-//! free pool (the purgatory refuses the handoff).
+//! free pool (the purgatory refuses the handoff); `ap-stuck` keeps VCPU 1 in the old kernel
+//! (the purgatory names it and crashes the domain).
 #![no_std]
 #![no_main]
 // Check results carry their reason in a fixed buffer: these kernels have no heap to box it in.
 #![allow(clippy::result_large_err)]
 
 use core::arch::asm;
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use guestrt::println;
 use pvhandoff::handoff::{Handoff, HANDOFF_MAGIC, HANDOFF_VERSION};
+use pvhandoff::handoff::{AP_ENTRY_OFFSET, MAX_VCPUS};
 use pvhandoff::image::{ImageView, SEG_FLAG_PURGATORY_MAPPING};
 use pvtest_kernels::entry::{entry_regs, reg};
 use pvtest_kernels::report::{fail, finish, Why};
@@ -31,8 +38,8 @@ use pvtest_kernels::shared::{self, VIRQ_TIMER};
 use pvtest_kernels::view::{p2m, walk, Region};
 use pvtest_kernels::{cmdline_value, notes::VIRT_BASE, why, OLD_DATA_POISON};
 use xenpv::{
-    hypercall, mmu, mmuext, pte, uvmf, vcpuop, MmuUpdate, MmuextOp, StartInfo,
-    VcpuSetPeriodicTimer, PAGE_SIZE,
+    hypercall, mmu, mmuext, pte, selector, uvmf, vcpuop, vgcf, MmuUpdate, MmuextOp, StartInfo,
+    VcpuGuestContext, VcpuSetPeriodicTimer, XenError, PAGE_SIZE,
 };
 
 /// Linux's direct-map base (`page_offset_base` without KASLR): L4 slot 273, L3 index 0.
@@ -61,7 +68,8 @@ static mut HANDOFF: Handoff = Handoff {
     free_pages: 0,
     direct_map_va: 0,
     scratch_va: 0,
-    _reserved: [0; 2],
+    nr_vcpus: 0,
+    _reserved: [0; 1],
 };
 
 #[no_mangle]
@@ -106,6 +114,8 @@ impl TopFrames {
 struct Layout {
     purgatory_tables: [u64; 3],
     gdt: u64,
+    /// GDT frames of the APs (index = VCPU id; 0 unused).
+    ap_gdt: [u64; MAX_VCPUS as usize],
     trees: [u64; EXTRA_TREES],
     dm_l3: u64,
     /// First PFN of the direct map's L2 frames (descending run: `dm_l2 - i`).
@@ -117,7 +127,7 @@ struct Layout {
     floor: u64,
 }
 
-fn plan_frames(si: &StartInfo, region: &Region) -> Result<Layout, Why> {
+fn plan_frames(si: &StartInfo, region: &Region, nr_vcpus: u32) -> Result<Layout, Why> {
     let region_pages = (region.end - VIRT_BASE) / PAGE_SIZE;
     let mut top = TopFrames {
         next: si.nr_pages,
@@ -125,6 +135,10 @@ fn plan_frames(si: &StartInfo, region: &Region) -> Result<Layout, Why> {
     };
     let purgatory_tables = [top.take()?, top.take()?, top.take()?];
     let gdt = top.take()?;
+    let mut ap_gdt = [0; MAX_VCPUS as usize];
+    for g in ap_gdt.iter_mut().take(nr_vcpus as usize).skip(1) {
+        *g = top.take()?;
+    }
     let mut trees = [0; EXTRA_TREES];
     for t in &mut trees {
         *t = top.take()?;
@@ -146,6 +160,7 @@ fn plan_frames(si: &StartInfo, region: &Region) -> Result<Layout, Why> {
     Ok(Layout {
         purgatory_tables,
         gdt,
+        ap_gdt,
         trees,
         dm_l3,
         dm_l2,
@@ -247,7 +262,8 @@ fn prepare(si: &StartInfo, region: &Region) -> Result<u64, Why> {
         return why!("purgatory segment not page aligned in the module or 2 MiB or more");
     }
     let p2m = p2m(si);
-    let l = plan_frames(si, region)?;
+    let nr_vcpus = count_vcpus();
+    let l = plan_frames(si, region, nr_vcpus)?;
     let l4_pfn = match region.va_pfn(si.pt_base) {
         Some(p) => p,
         None => return why!("pt_base {:#x} outside the region", si.pt_base),
@@ -323,10 +339,12 @@ fn prepare(si: &StartInfo, region: &Region) -> Result<u64, Why> {
         }
     })?;
     // The GDT: a null descriptor and a flat data segment at DPL 3 (the PV kernel's ring).
-    f.fill(l.gdt, |i| match i {
-        1 => 0x00cf_f300_0000_ffff,
-        _ => 0,
-    })?;
+    for &g in core::iter::once(&l.gdt).chain(&l.ap_gdt[1..nr_vcpus as usize]) {
+        f.fill(g, |i| match i {
+            1 => 0x00cf_f300_0000_ffff,
+            _ => 0,
+        })?;
+    }
     f.done()?;
 
     let hooks = [
@@ -352,9 +370,18 @@ fn prepare(si: &StartInfo, region: &Region) -> Result<u64, Why> {
     load_gdt(p2m[l.gdt as usize])?;
     pin_trees(&mut f, &l, l4, p2m)?;
     let port = start_timers(si)?;
+    let fault = cmdline_value(si.cmdline(), "kexec_fault").unwrap_or(b"");
+    if nr_vcpus > 1 {
+        start_aps(
+            p2m[l4_pfn as usize],
+            &l,
+            p2m,
+            nr_vcpus,
+            fault == b"ap-stuck",
+        )?;
+    }
     let pool_first = (region.end - VIRT_BASE) / PAGE_SIZE;
     let poisoned = poison(pool_first, l.floor);
-    let fault = cmdline_value(si.cmdline(), "kexec_fault").unwrap_or(b"");
     if fault == b"keep-trees" {
         println!("PVKEXEC-INFO kexec: fault injected: process trees left pinned");
     } else {
@@ -386,11 +413,180 @@ fn prepare(si: &StartInfo, region: &Region) -> Result<u64, Why> {
             direct_map_va: DIRECT_MAP,
             // The last entry of the purgatory's L1 stays free (the segment is < 2 MiB).
             scratch_va: base + 511 * PAGE_SIZE,
-            _reserved: [0; 2],
+            nr_vcpus: nr_vcpus as u64,
+            _reserved: [0; 1],
         };
     }
+    // The APs leave for the purgatory's AP entry; the boot VCPU follows to its entry.
+    KEXEC_GO.store(
+        image.header.purgatory_entry + AP_ENTRY_OFFSET,
+        Ordering::Release,
+    );
     Ok(image.header.purgatory_entry)
 }
+
+/// VCPUs of the domain: `VCPUOP_is_up` answers -ENOENT past the last one.
+fn count_vcpus() -> u32 {
+    for k in 1..MAX_VCPUS as u32 {
+        // SAFETY: VCPUOP_is_up only reads a VCPU's state.
+        if let Err(XenError::Enoent) = unsafe { hypercall::vcpu_op(vcpuop::IS_UP, k, 0) } {
+            return k;
+        }
+    }
+    MAX_VCPUS as u32
+}
+
+const MAX_APS: usize = MAX_VCPUS as usize;
+const AP_STACK: usize = 16384;
+#[repr(C, align(4096))]
+struct ApStacks([[u8; AP_STACK]; MAX_APS]);
+static mut AP_STACKS: ApStacks = ApStacks([[0; AP_STACK]; MAX_APS]);
+/// APs that finished their setup; per AP, 0 or the errno of its failed step.
+static AP_READY: AtomicU32 = AtomicU32::new(0);
+static AP_ERROR: [AtomicU64; MAX_APS] = [const { AtomicU64::new(0) }; MAX_APS];
+static AP_GDT: [AtomicU64; MAX_APS] = [const { AtomicU64::new(0) }; MAX_APS];
+/// The purgatory's AP entry once the kexec starts (0 before).
+static KEXEC_GO: AtomicU64 = AtomicU64::new(0);
+/// A VCPU that ignores the kexec (fault injection; 0 = none).
+static STUCK: AtomicU64 = AtomicU64::new(0);
+
+core::arch::global_asm!(
+    r#"
+    .text
+    .globl kexecold_ap_entry
+kexecold_ap_entry:
+    mov rbx, rdi
+    mov eax, 5
+    xor edi, edi
+    syscall
+    mov rdi, rbx
+    call kexecold_ap_main
+2:  ud2
+    jmp 2b
+    "#
+);
+
+extern "C" {
+    fn kexecold_ap_entry();
+}
+
+/// Brings VCPUs `1..nr_vcpus` up on the kernel's tables and waits until each has its GDT,
+/// VIRQ_TIMER and timers.
+fn start_aps(l4_mfn: u64, l: &Layout, p2m: &[u64], nr_vcpus: u32, stuck: bool) -> Result<(), Why> {
+    if stuck {
+        STUCK.store(1, Ordering::Relaxed);
+        println!("PVKEXEC-INFO kexec: fault injected: VCPU 1 will ignore the kexec");
+    }
+    for k in 1..nr_vcpus {
+        AP_GDT[k as usize].store(p2m[l.ap_gdt[k as usize] as usize], Ordering::Relaxed);
+        // SAFETY: all-zero is a valid vcpu_guest_context (no FPU state, no traps, no LDT).
+        let mut ctx: VcpuGuestContext = unsafe { core::mem::zeroed() };
+        // SAFETY: taking the address of AP k's stack, which only AP k uses.
+        let top = unsafe { core::ptr::addr_of!(AP_STACKS.0[k as usize]) as u64 } + AP_STACK as u64;
+        ctx.flags = vgcf::IN_KERNEL;
+        ctx.user_regs.rip = kexecold_ap_entry as *const () as u64;
+        ctx.user_regs.rsp = top;
+        ctx.user_regs.rdi = k as u64;
+        ctx.user_regs.cs = selector::FLAT_KERNEL_CS;
+        ctx.user_regs.ss = selector::FLAT_KERNEL_SS;
+        ctx.kernel_ss = selector::FLAT_KERNEL_SS as u64;
+        ctx.kernel_sp = top;
+        ctx.ctrlreg[3] = l4_mfn << 12;
+        // SAFETY: `ctx` is a complete context for VCPU k on the kernel's own tables and stack;
+        // the AP runs `kexecold_ap_main`, which touches only its own state and atomics.
+        let up = unsafe {
+            hypercall::vcpu_op(vcpuop::INITIALISE, k, &ctx as *const _ as u64)
+                .and_then(|_| hypercall::vcpu_op(vcpuop::UP, k, 0))
+        };
+        if let Err(e) = up {
+            return why!("VCPUOP_initialise/up of VCPU {}: {}", k, e);
+        }
+    }
+    let mut yields = 0u64;
+    while AP_READY.load(Ordering::Acquire) < nr_vcpus - 1 {
+        yields += 1;
+        if yields > 1_000_000 {
+            return why!(
+                "only {} of {} APs came up",
+                AP_READY.load(Ordering::Relaxed),
+                nr_vcpus - 1
+            );
+        }
+        let _ = hypercall::sched_yield();
+    }
+    for (k, e) in AP_ERROR.iter().enumerate().take(nr_vcpus as usize).skip(1) {
+        let e = e.load(Ordering::Relaxed);
+        if e != 0 {
+            return why!(
+                "VCPU {} setup: step {} failed with errno {}",
+                k,
+                e >> 32,
+                e as u32
+            );
+        }
+    }
+    println!(
+        "PVKEXEC-INFO kexec: VCPUs 1..{} up with their own GDT, VIRQ_TIMER and running timers",
+        nr_vcpus - 1
+    );
+    Ok(())
+}
+
+#[no_mangle]
+extern "C" fn kexecold_ap_main(vcpu: u64) -> ! {
+    let k = vcpu as usize;
+    let err = |step: u64, e: XenError| {
+        AP_ERROR[k].store(step << 32 | e.errno() as u64, Ordering::Relaxed);
+    };
+    // SAFETY: the frame holds a null and a flat DPL-3 data descriptor, mapped read-only
+    // everywhere; then DS/ES take the data selector.
+    unsafe {
+        match hypercall::set_gdt(&[AP_GDT[k].load(Ordering::Relaxed)], 2) {
+            Ok(()) => asm!("mov ds, {s:e}", "mov es, {s:e}", s = in(reg) DATA_SELECTOR as u32,
+                options(nostack, preserves_flags)),
+            Err(e) => err(1, e),
+        }
+    }
+    if let Err(e) = shared::bind_virq(VIRQ_TIMER, vcpu as u32) {
+        err(2, e);
+    }
+    let period = VcpuSetPeriodicTimer {
+        period_ns: 10_000_000,
+    };
+    // SAFETY: `period` is a valid vcpu_set_periodic_timer for this VCPU.
+    if let Err(e) = unsafe {
+        hypercall::vcpu_op(
+            vcpuop::SET_PERIODIC_TIMER,
+            vcpu as u32,
+            &period as *const _ as u64,
+        )
+    } {
+        err(3, e);
+    }
+    let now = SHARED.load(Ordering::Acquire);
+    // SAFETY: the boot VCPU mapped shared_info at SHARED before bringing the APs up.
+    let sh = unsafe { &*(now as *const xenpv::SharedInfo) };
+    if let Err(e) = hypercall::set_timer_op(shared::system_time_ns(sh, k) + 100_000_000) {
+        err(4, e);
+    }
+    AP_READY.fetch_add(1, Ordering::Release);
+    loop {
+        let go = KEXEC_GO.load(Ordering::Acquire);
+        if go != 0 && STUCK.load(Ordering::Relaxed) != vcpu {
+            // SAFETY: the purgatory's AP entry takes the handoff block and the VCPU id and
+            // never returns; the purgatory is mapped in these tables.
+            unsafe {
+                asm!("jmp {go}", go = in(reg) go,
+                     in("rdi") core::ptr::addr_of!(HANDOFF) as u64, in("rsi") vcpu,
+                     options(noreturn))
+            }
+        }
+        let _ = hypercall::sched_yield();
+    }
+}
+
+/// Where shared_info is mapped (for the APs' timers).
+static SHARED: AtomicU64 = AtomicU64::new(0);
 
 /// Installs the kernel's own GDT and loads its data selector into DS and ES.
 fn load_gdt(mfn: u64) -> Result<(), Why> {
@@ -463,6 +659,7 @@ fn start_timers(si: &StartInfo) -> Result<u32, Why> {
         Ok(s) => s,
         Err(e) => return why!("mapping shared_info: {}", e),
     };
+    SHARED.store(sh as *const xenpv::SharedInfo as u64, Ordering::Release);
     let port = match shared::bind_virq(VIRQ_TIMER, 0) {
         Ok(p) => p,
         Err(e) => return why!("binding VIRQ_TIMER: {}", e),

@@ -5,8 +5,12 @@
 //! - `zeroed`: pages the builder zeroes and this kernel never wrote hold zeroes, not the old
 //!   kernel's bytes (its free pool is filled with [`OLD_DATA_POISON`]);
 //! - `event-channels`: no port is bound (the old kernel's VIRQ binding is gone);
-//! - `no-old-timers`: with no timer armed here, VIRQ_TIMER stays quiet over a measured wait
-//!   (and then fires for a timer this kernel arms, which shows the watch can see one).
+//! - `no-old-timers`: with no timer armed here, VIRQ_TIMER of every VCPU stays quiet over a
+//!   measured wait (and then fires for a timer this kernel arms, which shows the watch can
+//!   see one);
+//! - `vcpus-parked`: every VCPU but this one is down (`VCPUOP_is_up`);
+//! - `hidden-frames`: the domain holds exactly the plan's hidden frames beyond `nr_pages`
+//!   (`XENMEM_current_reservation`).
 //!
 //! Command-line words: `mem_mib=N` as for `bootcheck`.
 #![no_std]
@@ -22,7 +26,7 @@ use pvtest_kernels::report::{check, finish, Why};
 use pvtest_kernels::shared::{self, VIRQ_TIMER};
 use pvtest_kernels::view::Region;
 use pvtest_kernels::{notes::VIRT_BASE, println, why, OLD_DATA_POISON};
-use xenpv::{evtchnop, hypercall, SharedInfo, StartInfo, XenError, PAGE_SIZE};
+use xenpv::{evtchnop, hypercall, vcpuop, SharedInfo, StartInfo, XenError, PAGE_SIZE};
 
 /// Initial contents of the plan slot: `pvkexec build` replaces them with the `PlanRecord`.
 const SLOT_UNFILLED: u64 = u64::from_le_bytes(*b"PVKXSLOT");
@@ -46,6 +50,9 @@ static mut PVKEXEC_PLAN_SLOT: PlanRecord = PlanRecord {
     mod_start: 0,
     mod_len: 0,
     fill_pages: 0,
+    domain_pages: 0,
+    hidden_pages: 0,
+    _reserved: [0; 6],
 };
 
 // The loader's plan-slot note (name "PVKEXEC", type 1, payload: the slot's address). Xen's
@@ -78,7 +85,11 @@ extern "C" fn guest_main(si: *const StartInfo) -> ! {
     let region = Region::from_stack_top(VIRT_BASE, regs[reg::RSP]);
     // Before anything else maps or writes pages: what this kernel was handed.
     check("zeroed", check_zeroed(si, &regs));
-    boot_checks(si, &regs, &region);
+    let hidden = match plan() {
+        p if p.magic == PLAN_MAGIC => p.hidden_pages,
+        _ => 0,
+    };
+    boot_checks(si, &regs, &region, hidden);
     check("plan", check_plan(si, &regs, &region));
     match shared::map_shared_info(si) {
         Ok(sh) => {
@@ -90,7 +101,67 @@ extern "C" fn guest_main(si: *const StartInfo) -> ! {
             format_args!("mapping shared_info {:#x}: {}", si.shared_info, e),
         ),
     }
+    check("vcpus-parked", check_vcpus_parked());
+    check("hidden-frames", check_hidden(si));
     finish()
+}
+
+/// VCPUs of the domain (`VCPUOP_is_up` answers -ENOENT past the last).
+fn nr_vcpus() -> u32 {
+    let mut k = 1;
+    // SAFETY: VCPUOP_is_up only reads a VCPU's state.
+    while k < 64 && unsafe { hypercall::vcpu_op(vcpuop::IS_UP, k, 0) } != Err(XenError::Enoent) {
+        k += 1;
+    }
+    k
+}
+
+/// Every VCPU but this one is down.
+fn check_vcpus_parked() -> Result<(), Why> {
+    let n = nr_vcpus();
+    for k in 1..n {
+        // SAFETY: as in `nr_vcpus`.
+        match unsafe { hypercall::vcpu_op(vcpuop::IS_UP, k, 0) } {
+            Ok(0) => {}
+            Ok(_) => return why!("VCPU {} is up: it was not parked", k),
+            Err(e) => return why!("VCPUOP_is_up({}): {}", k, e),
+        }
+    }
+    println!("PVKEXEC-INFO vcpus-parked {} of {} VCPUs down", n - 1, n);
+    Ok(())
+}
+
+/// The domain's reservation is `nr_pages` plus the plan's hidden frames: nothing else is
+/// held back, nothing lost.
+fn check_hidden(si: &StartInfo) -> Result<(), Why> {
+    let p = plan();
+    if p.magic != PLAN_MAGIC {
+        return why!("no plan (see the plan check)");
+    }
+    let mut dom = xenpv::DOMID_SELF;
+    // SAFETY: XENMEM_current_reservation reads a domid and changes nothing.
+    let held = match unsafe {
+        hypercall::memory_op(
+            xenpv::memop::CURRENT_RESERVATION,
+            &mut dom as *mut u16 as u64,
+        )
+    } {
+        Ok(v) => v,
+        Err(e) => return why!("XENMEM_current_reservation: {}", e),
+    };
+    if held != si.nr_pages + p.hidden_pages {
+        return why!(
+            "the domain holds {} frames: nr_pages {} + {} hidden expected",
+            held,
+            si.nr_pages,
+            p.hidden_pages
+        );
+    }
+    println!(
+        "PVKEXEC-INFO hidden-frames {} (domain {} frames, nr_pages {})",
+        p.hidden_pages, held, si.nr_pages
+    );
+    Ok(())
 }
 
 fn plan() -> PlanRecord {
@@ -214,20 +285,32 @@ fn check_ports_closed() -> Result<(), Why> {
     Ok(())
 }
 
-/// VIRQ_TIMER, bound here with no timer armed, stays quiet for [`QUIET_NS`]; then a 20 ms
-/// single-shot timer armed here makes it pending within a second.
+/// VIRQ_TIMER of every VCPU, bound here with no timer armed, stays quiet for [`QUIET_NS`];
+/// then a 20 ms single-shot timer armed here makes VCPU 0's pending within a second.
 fn check_no_old_timers(sh: &SharedInfo) -> Result<(), Why> {
-    let port = match shared::bind_virq(VIRQ_TIMER, 0) {
-        Ok(p) => p,
-        Err(e) => return why!("binding VIRQ_TIMER: {} (still bound by the old kernel?)", e),
-    };
-    shared::clear_pending(sh, port);
+    let n = nr_vcpus().min(8) as usize;
+    let mut ports = [0u32; 8];
+    for (k, port) in ports.iter_mut().enumerate().take(n) {
+        *port = match shared::bind_virq(VIRQ_TIMER, k as u32) {
+            Ok(p) => p,
+            Err(e) => {
+                return why!(
+                    "binding VIRQ_TIMER of VCPU {}: {} (still bound by the old kernel?)",
+                    k,
+                    e
+                )
+            }
+        };
+        shared::clear_pending(sh, *port);
+    }
+    let port = ports[0];
     let start = shared::system_time_ns(sh, 0);
     let mut now = start;
     while now - start < QUIET_NS {
-        if shared::pending(sh, port) {
+        if let Some(k) = (0..n).find(|&k| shared::pending(sh, ports[k])) {
             return why!(
-                "VIRQ_TIMER fired {} us after the watch began, with no timer armed here",
+                "VIRQ_TIMER of VCPU {} fired {} us after the watch began, with no timer armed here",
+                k,
                 (now - start) / 1000
             );
         }
@@ -244,8 +327,9 @@ fn check_no_old_timers(sh: &SharedInfo) -> Result<(), Why> {
         }
     }
     println!(
-        "PVKEXEC-INFO no-old-timers quiet for {} ms on port {}; own timer fired after {} us",
+        "PVKEXEC-INFO no-old-timers quiet for {} ms on {} VCPUs' ports; own timer fired on port {} after {} us",
         QUIET_NS / 1_000_000,
+        n,
         port,
         (now - armed) / 1000
     );

@@ -1,0 +1,175 @@
+//! The VCPUs other than the boot VCPU: their entry, their cleanup, and the park page they end
+//! on.
+//!
+//! The kernel side sends each AP to the AP entry (`_start_ap`, `AP_ENTRY_OFFSET` past `_start`,
+//! in main.rs) with its VCPU id. An AP stops its own timers, drops its GDT, LDT and user L4, reports in, and waits
+//! for the boot VCPU to set up the park area (frames hidden from the new kernel): a private
+//! L4 -> L3 -> L2 -> L1 tree mapping only the park page, at the same VA as in the old tables.
+//! There the AP switches to the private tree (`NEW_BASEPTR`, so the old tables lose their last
+//! user once the boot VCPU leaves them) and takes itself down with `VCPUOP_down`, for good:
+//! woken, it goes down again. The boot VCPU checks with `VCPUOP_is_up` that each is down.
+
+use core::arch::global_asm;
+use core::sync::atomic::{AtomicU64, Ordering};
+use pvhandoff::handoff::MAX_VCPUS;
+use xenpv::{hypercall, mmuext, vcpuop, MmuextOp};
+
+const N: usize = MAX_VCPUS as usize;
+
+global_asm!(
+    r#"
+    .section .bss.purgatory_ap_stacks, "aw", @nobits
+    .balign 4096
+    .globl purgatory_ap_stacks
+purgatory_ap_stacks:
+    .space 8192 * {max}
+
+    .section .rodata.park, "a"
+    .balign 16
+    .globl pvkexec_park_code
+pvkexec_park_code:
+    mov r12, rdi
+    lea rdi, [rip + pvkexec_park_op]
+    mov esi, 1
+    xor edx, edx
+    mov r10d, 0x7ff0
+    mov eax, 26
+    syscall
+    lea rcx, [rip + pvkexec_park_status]
+    mov [rcx + r12 * 8], rax
+1:  mov eax, 24
+    mov edi, 2
+    mov rsi, r12
+    xor edx, edx
+    syscall
+    jmp 1b
+    .balign 8
+    .globl pvkexec_park_op
+pvkexec_park_op:
+    .long 5, 0
+    .quad 0, 0
+    .globl pvkexec_park_status
+pvkexec_park_status:
+    .rept {max}
+    .quad -1
+    .endr
+    .globl pvkexec_park_end
+pvkexec_park_end:
+    "#,
+    max = const MAX_VCPUS,
+);
+
+extern "C" {
+    static pvkexec_park_code: u8;
+    static pvkexec_park_op: u8;
+    static pvkexec_park_status: u8;
+    static pvkexec_park_end: u8;
+}
+
+/// The park page's code and data (copied into the park frame by the boot VCPU), and the
+/// offsets of the `NEW_BASEPTR` op and of the per-VCPU status words in it.
+pub struct ParkBlob {
+    pub bytes: &'static [u8],
+    pub op_offset: usize,
+    pub status_offset: usize,
+}
+
+pub fn blob() -> ParkBlob {
+    // SAFETY: linker symbols of the `.rodata.park` blob above; only their addresses are used
+    // and the bytes between them are read.
+    unsafe {
+        let start = core::ptr::addr_of!(pvkexec_park_code) as usize;
+        let end = core::ptr::addr_of!(pvkexec_park_end) as usize;
+        ParkBlob {
+            bytes: core::slice::from_raw_parts(start as *const u8, end - start),
+            op_offset: core::ptr::addr_of!(pvkexec_park_op) as usize - start,
+            status_offset: core::ptr::addr_of!(pvkexec_park_status) as usize - start,
+        }
+    }
+}
+
+/// Per VCPU: 0 not yet arrived, 1 arrived clean, else `step << 32 | errno` of a failed step.
+static ARRIVED: [AtomicU64; N] = [const { AtomicU64::new(0) }; N];
+/// The park page's VA once the park area is ready (0 before).
+static PARK_GO: AtomicU64 = AtomicU64::new(0);
+
+/// Steps of an AP's cleanup, for the boot VCPU's failure line.
+pub const AP_STEPS: [&str; 4] = [
+    "set_timer_op(0)",
+    "vcpu_op(stop_periodic_timer)",
+    "vcpu_op(stop_singleshot_timer)",
+    "set_gdt(0) / mmuext_op(SET_LDT 0, NEW_USER_BASEPTR 0)",
+];
+
+#[no_mangle]
+extern "C" fn purgatory_ap_main(_handoff: u64, vcpu: u64) -> ! {
+    let me = vcpu as u32;
+    let mut result = 1u64;
+    let mut fail = |step: u64, e: xenpv::XenError| {
+        if result == 1 {
+            result = (step + 1) << 32 | e.errno() as u64;
+        }
+    };
+    if let Err(e) = hypercall::set_timer_op(0) {
+        fail(0, e);
+    }
+    // SAFETY: stopping this VCPU's own timers takes no argument.
+    if let Err(e) = unsafe { hypercall::vcpu_op(vcpuop::STOP_PERIODIC_TIMER, me, 0) } {
+        fail(1, e);
+    }
+    // SAFETY: as above.
+    if let Err(e) = unsafe { hypercall::vcpu_op(vcpuop::STOP_SINGLESHOT_TIMER, me, 0) } {
+        fail(2, e);
+    }
+    // SAFETY: null data selectors first (the purgatory uses no segment bases), then no guest
+    // GDT, LDT or user L4 for this VCPU; CS/SS are Xen's flat selectors.
+    unsafe {
+        core::arch::asm!("mov ds, {z:e}", "mov es, {z:e}", "mov fs, {z:e}", "mov gs, {z:e}",
+            z = in(reg) 0u32, options(nostack, preserves_flags));
+        let dropped = hypercall::set_gdt(&[], 0).and_then(|()| {
+            hypercall::mmuext_op(&[
+                MmuextOp {
+                    cmd: mmuext::SET_LDT,
+                    ..Default::default()
+                },
+                MmuextOp {
+                    cmd: mmuext::NEW_USER_BASEPTR,
+                    ..Default::default()
+                },
+            ])
+            .map(drop)
+        });
+        if let Err(e) = dropped {
+            fail(3, e);
+        }
+    }
+    ARRIVED[vcpu as usize].store(result, Ordering::Release);
+    loop {
+        let park = PARK_GO.load(Ordering::Acquire);
+        if park != 0 {
+            // SAFETY: the park page is mapped at `park` in the current (old) tables and in the
+            // private tree; its code takes the VCPU id in rdi and never returns.
+            unsafe {
+                core::arch::asm!("jmp {p}", p = in(reg) park, in("rdi") vcpu, options(noreturn))
+            }
+        }
+        let _ = hypercall::sched_yield();
+    }
+}
+
+/// What an AP reported: `None` while it has not arrived.
+pub fn arrival(vcpu: usize) -> Option<Result<(), (&'static str, u32)>> {
+    match ARRIVED[vcpu].load(Ordering::Acquire) {
+        0 => None,
+        1 => Some(Ok(())),
+        v => Some(Err((
+            AP_STEPS[((v >> 32) as usize - 1).min(AP_STEPS.len() - 1)],
+            v as u32,
+        ))),
+    }
+}
+
+/// Releases the APs to the park page at `va`.
+pub fn release(va: u64) {
+    PARK_GO.store(va, Ordering::Release);
+}
