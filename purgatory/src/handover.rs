@@ -23,7 +23,7 @@ use pvhandoff::image::{
 use pvhandoff::SegmentKind;
 use xenpv::{
     evtchnop, hypercall, mmu, mmuext, pte, sif, uvmf, vcpuop, EvtchnReset, MmuUpdate, MmuextOp,
-    StartInfo, DOMID_SELF,
+    StartInfo, VcpuRegisterArea, DOMID_SELF,
 };
 
 /// Largest domain the purgatory's bitmap covers (4 GiB; the bitmap is part of the image).
@@ -628,6 +628,31 @@ pub fn build(h: &Handoff, image: &ImageView) -> Result<Ready, Failure> {
         }
     })?;
 
+    // Runstate areas survive a kexec too: Xen would go on writing each VCPU's runstate at the
+    // old kernel's VA, inside the new kernel. Every VCPU of the domain gets none.
+    let mut vcpu = 0u32;
+    loop {
+        let none = VcpuRegisterArea { addr: 0 };
+        c.hypercalls += 1;
+        // SAFETY: a null area only stops Xen's runstate copies for that VCPU.
+        match unsafe {
+            hypercall::vcpu_op(
+                vcpuop::REGISTER_RUNSTATE_MEMORY_AREA,
+                vcpu,
+                &none as *const _ as u64,
+            )
+        } {
+            Ok(_) => vcpu += 1,
+            Err(xenpv::XenError::Enoent) => break,
+            Err(err) => {
+                return Err(Failure::Hypercall {
+                    call: "vcpu_op(register_runstate_memory_area, NULL)",
+                    frame: vcpu as u64,
+                    err,
+                })
+            }
+        }
+    }
     // Event channels survive a kexec: the old kernel's VIRQ and IPI bindings would make the
     // new kernel's own bindings fail (-EEXIST) and deliver old events. Closing them all also
     // clears their pending bits and returns the domain to the 2-level ABI.
@@ -642,7 +667,7 @@ pub fn build(h: &Handoff, image: &ImageView) -> Result<Ready, Failure> {
             err,
         },
     )?;
-    say!("purgatory: timers stopped, event channels reset, descriptor tables dropped");
+    say!("purgatory: timers stopped, runstate areas of {vcpu} VCPUs dropped, event channels reset (FIFO ABI gone), descriptor tables dropped");
 
     let old_l4_pfn = (old_si.pt_base - h.old_virt_base) / 4096;
     Ok(Ready {

@@ -33,7 +33,7 @@ pub const BOOTCHECK_CHECKS: [&str; 9] = [
 
 /// The checks the probe kernel (qemu-tests/kernels/src/bin/probe.rs) reports after a kexec, in
 /// order: its own, then every boot check.
-pub const PROBE_CHECKS: [&str; 15] = [
+pub const PROBE_CHECKS: [&str; 17] = [
     "zeroed",
     "magic",
     "nr_pages",
@@ -49,6 +49,8 @@ pub const PROBE_CHECKS: [&str; 15] = [
     "no-old-timers",
     "vcpus-parked",
     "hidden-frames",
+    "no-late-writes",
+    "fifo-gone",
 ];
 
 /// The purgatory's last line before it leaves for the new kernel.

@@ -38,8 +38,9 @@ use pvtest_kernels::shared::{self, VIRQ_TIMER};
 use pvtest_kernels::view::{p2m, walk, Region};
 use pvtest_kernels::{cmdline_value, notes::VIRT_BASE, why, OLD_DATA_POISON};
 use xenpv::{
-    hypercall, mmu, mmuext, pte, selector, uvmf, vcpuop, vgcf, MmuUpdate, MmuextOp, StartInfo,
-    VcpuGuestContext, VcpuSetPeriodicTimer, XenError, PAGE_SIZE,
+    evtchnop, hypercall, mmu, mmuext, pte, selector, uvmf, vcpuop, vgcf, EvtchnInitControl,
+    MmuUpdate, MmuextOp, StartInfo, VcpuGuestContext, VcpuRegisterArea, VcpuSetPeriodicTimer,
+    XenError, PAGE_SIZE,
 };
 
 /// Linux's direct-map base (`page_offset_base` without KASLR): L4 slot 273, L3 index 0.
@@ -116,6 +117,8 @@ struct Layout {
     gdt: u64,
     /// GDT frames of the APs (index = VCPU id; 0 unused).
     ap_gdt: [u64; MAX_VCPUS as usize],
+    /// FIFO event control blocks, one per VCPU.
+    fifo: [u64; MAX_VCPUS as usize],
     trees: [u64; EXTRA_TREES],
     dm_l3: u64,
     /// First PFN of the direct map's L2 frames (descending run: `dm_l2 - i`).
@@ -139,6 +142,10 @@ fn plan_frames(si: &StartInfo, region: &Region, nr_vcpus: u32) -> Result<Layout,
     for g in ap_gdt.iter_mut().take(nr_vcpus as usize).skip(1) {
         *g = top.take()?;
     }
+    let mut fifo = [0; MAX_VCPUS as usize];
+    for c in fifo.iter_mut().take(nr_vcpus as usize) {
+        *c = top.take()?;
+    }
     let mut trees = [0; EXTRA_TREES];
     for t in &mut trees {
         *t = top.take()?;
@@ -161,6 +168,7 @@ fn plan_frames(si: &StartInfo, region: &Region, nr_vcpus: u32) -> Result<Layout,
         purgatory_tables,
         gdt,
         ap_gdt,
+        fifo,
         trees,
         dm_l3,
         dm_l2,
@@ -339,6 +347,9 @@ fn prepare(si: &StartInfo, region: &Region) -> Result<u64, Why> {
         }
     })?;
     // The GDT: a null descriptor and a flat data segment at DPL 3 (the PV kernel's ring).
+    for &c in &l.fifo[..nr_vcpus as usize] {
+        f.fill(c, |_| 0)?;
+    }
     for &g in core::iter::once(&l.gdt).chain(&l.ap_gdt[1..nr_vcpus as usize]) {
         f.fill(g, |i| match i {
             1 => 0x00cf_f300_0000_ffff,
@@ -380,6 +391,8 @@ fn prepare(si: &StartInfo, region: &Region) -> Result<u64, Why> {
             fault == b"ap-stuck",
         )?;
     }
+    let runstate_va = region.end - PAGE_SIZE;
+    hostile_events(&l, p2m, nr_vcpus, runstate_va)?;
     let pool_first = (region.end - VIRT_BASE) / PAGE_SIZE;
     let poisoned = poison(pool_first, l.floor);
     if fault == b"keep-trees" {
@@ -677,6 +690,50 @@ fn start_timers(si: &StartInfo) -> Result<u32, Why> {
         return why!("set_timer_op: {}", e);
     }
     Ok(port)
+}
+
+/// What a running Linux has registered with Xen besides timers: a runstate area per VCPU
+/// (Xen writes it at that VA on every context switch, in whatever tables are current) and the
+/// FIFO event ABI (control blocks Xen keeps mapped).
+fn hostile_events(l: &Layout, p2m: &[u64], nr_vcpus: u32, runstate_va: u64) -> Result<(), Why> {
+    for k in 0..nr_vcpus {
+        let area = VcpuRegisterArea {
+            addr: runstate_va + k as u64 * 64,
+        };
+        // SAFETY: the area lies in the last padding page of the initial region, which nothing
+        // else uses; Xen writes a vcpu_runstate_info (48 bytes) there.
+        let r = unsafe {
+            hypercall::vcpu_op(
+                vcpuop::REGISTER_RUNSTATE_MEMORY_AREA,
+                k,
+                &area as *const _ as u64,
+            )
+        };
+        if let Err(e) = r {
+            return why!("VCPUOP_register_runstate_memory_area({}): {}", k, e);
+        }
+    }
+    for k in 0..nr_vcpus {
+        let mut ic = EvtchnInitControl {
+            control_gfn: p2m[l.fifo[k as usize] as usize],
+            offset: 0,
+            vcpu: k,
+            link_bits: 0,
+            _pad: [0; 7],
+        };
+        // SAFETY: `ic` names a zeroed frame of ours as VCPU k's control block; Xen maps it.
+        let r = unsafe {
+            hypercall::event_channel_op(evtchnop::INIT_CONTROL, &mut ic as *mut _ as u64)
+        };
+        if let Err(e) = r {
+            return why!("EVTCHNOP_init_control(VCPU {}): {}", k, e);
+        }
+    }
+    println!(
+        "PVKEXEC-INFO kexec: runstate areas registered at {:#x}, FIFO event ABI on {} VCPUs",
+        runstate_va, nr_vcpus
+    );
+    Ok(())
 }
 
 /// Fills the first [`POISON_PAGES`] frames of the free pool with the poison, through the

@@ -103,7 +103,45 @@ extern "C" fn guest_main(si: *const StartInfo) -> ! {
     }
     check("vcpus-parked", check_vcpus_parked());
     check("hidden-frames", check_hidden(si));
+    // After the blocking waits: nothing the old kernel registered (a runstate area, say) has
+    // written into this kernel's zeroed pages meanwhile.
+    check("no-late-writes", check_zeroed(si, &regs));
+    check("fifo-gone", check_fifo_gone(si));
     finish()
+}
+
+#[repr(C, align(4096))]
+struct Page([u8; 4096]);
+/// This kernel's FIFO control block for VCPU 0 (used only by the last check).
+static mut FIFO_CONTROL: Page = Page([0; 4096]);
+
+/// The FIFO event ABI the old kernel initialised is gone: `EVTCHNOP_init_control` succeeds
+/// here (it fails with -EINVAL on a VCPU that already has a control block). Runs last: it
+/// switches this domain to FIFO.
+fn check_fifo_gone(si: &StartInfo) -> Result<(), Why> {
+    let va = core::ptr::addr_of!(FIFO_CONTROL) as u64;
+    let mfn = pvtest_kernels::view::p2m(si)[((va - VIRT_BASE) / PAGE_SIZE) as usize];
+    let mut ic = xenpv::EvtchnInitControl {
+        control_gfn: mfn,
+        offset: 0,
+        vcpu: 0,
+        link_bits: 0,
+        _pad: [0; 7],
+    };
+    // SAFETY: `ic` names a zeroed page of this kernel as VCPU 0's control block.
+    match unsafe { hypercall::event_channel_op(evtchnop::INIT_CONTROL, &mut ic as *mut _ as u64) } {
+        Ok(_) => {
+            println!(
+                "PVKEXEC-INFO fifo-gone init_control ok, link_bits={}",
+                ic.link_bits
+            );
+            Ok(())
+        }
+        Err(e) => why!(
+            "EVTCHNOP_init_control: {} (the old kernel's FIFO ABI survived?)",
+            e
+        ),
+    }
 }
 
 /// VCPUs of the domain (`VCPUOP_is_up` answers -ENOENT past the last).
@@ -320,7 +358,11 @@ fn check_no_old_timers(sh: &SharedInfo) -> Result<(), Why> {
         return why!("set_timer_op: {}", e);
     }
     let armed = now;
+    // Blocking in SCHEDOP_poll also makes Xen switch this VCPU out and in (runstate updates).
     while !shared::pending(sh, port) {
+        if let Err(e) = hypercall::sched_poll(&[port], armed + 1_000_000_000) {
+            return why!("SCHEDOP_poll: {}", e);
+        }
         now = shared::system_time_ns(sh, 0);
         if now - armed > 1_000_000_000 {
             return why!("a timer armed here did not fire within 1 s: the watch cannot see one");
