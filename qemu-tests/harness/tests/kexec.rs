@@ -104,7 +104,8 @@ fn assert_kexec_passed(r: &BootResult, segments: usize) {
     for line in [
         "purgatory: frames renumbered",
         "(their direct-map aliases dropped)",
-        "purgatory: timers stopped, event channels reset",
+        "purgatory: timers stopped, runstate areas of",
+        "event channels reset (FIFO ABI gone)",
     ] {
         assert!(r.log.contains(line), "no {line:?} in:\n{}", r.log);
     }
