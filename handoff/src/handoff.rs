@@ -53,8 +53,13 @@ pub struct Handoff {
     /// VCPUs of the domain that the kernel side initialised (1: only the boot VCPU); VCPUs
     /// `1..nr_vcpus` enter the AP entry.
     pub nr_vcpus: u64,
-    pub _reserved: [u64; 1],
+    /// Interdomain ports the new kernel keeps (0: none): the xenstore and console channels.
+    /// The purgatory re-binds them after `EVTCHNOP_reset` and writes the new local ports into
+    /// start_info's `store_evtchn` and (for a domU) `console.domU.evtchn`.
+    pub keep_store_port: u32,
+    pub keep_console_port: u32,
 }
 assert_layout!(Handoff, 96; magic @ 0, version @ 8, image_va @ 16, image_len @ 24,
     old_start_info_va @ 32, old_virt_base @ 40, free_first_pfn @ 48, free_pages @ 56,
-    direct_map_va @ 64, scratch_va @ 72, nr_vcpus @ 80);
+    direct_map_va @ 64, scratch_va @ 72, nr_vcpus @ 80, keep_store_port @ 88,
+    keep_console_port @ 92);

@@ -14,7 +14,7 @@
 //! batches. Page tables come from the loader's template (entries in PFN terms), translated
 //! into the hole frames at the table PFNs; the new L4 is pinned before the switch.
 
-use crate::park;
+use crate::{events, park};
 use pvhandoff::handoff::{Handoff, MAX_VCPUS};
 use pvhandoff::image::{
     ImageView, PlanRecord, MAX_SEGMENTS, PARK_PAGES, PLAN_MAGIC, SEG_FLAG_METADATA,
@@ -653,6 +653,15 @@ pub fn build(h: &Handoff, image: &ImageView) -> Result<Ready, Failure> {
             }
         }
     }
+    // Kept channels: their far ends, before the reset closes them.
+    let kept_store = match h.keep_store_port {
+        0 => None,
+        p => Some(events::record(p)?),
+    };
+    let kept_console = match h.keep_console_port {
+        0 => None,
+        p => Some(events::record(p)?),
+    };
     // Event channels survive a kexec: the old kernel's VIRQ and IPI bindings would make the
     // new kernel's own bindings fail (-EEXIST) and deliver old events. Closing them all also
     // clears their pending bits and returns the domain to the 2-level ABI.
@@ -667,6 +676,33 @@ pub fn build(h: &Handoff, image: &ImageView) -> Result<Ready, Failure> {
             err,
         },
     )?;
+    // SAFETY: as above: the start_info page in the old region, written only here.
+    let si = unsafe { &mut *(si_va as *mut StartInfo) };
+    if let Some(k) = kept_store {
+        si.store_evtchn = events::rebind(&k)?;
+        say!(
+            "purgatory: kept store port {} re-bound as port {} ({})",
+            k.old_port,
+            si.store_evtchn,
+            if k.loopback {
+                "loopback pair re-created"
+            } else {
+                "same far end"
+            }
+        );
+    }
+    if let Some(k) = kept_console {
+        let port = events::rebind(&k)?;
+        // dom0's start_info has VGA information where a domU's has the console channel.
+        if si.flags & sif::INITDOMAIN == 0 {
+            si.console_evtchn = port;
+        }
+        say!(
+            "purgatory: kept console port {} re-bound as port {}",
+            k.old_port,
+            port
+        );
+    }
     say!("purgatory: timers stopped, runstate areas of {vcpu} VCPUs dropped, event channels reset (FIFO ABI gone), descriptor tables dropped");
 
     let old_l4_pfn = (old_si.pt_base - h.old_virt_base) / 4096;

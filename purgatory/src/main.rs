@@ -14,6 +14,7 @@ macro_rules! say {
     ($($arg:tt)*) => { guestrt::console::print_line(format_args!($($arg)*)) };
 }
 
+mod events;
 mod handover;
 mod park;
 

@@ -48,7 +48,8 @@ fn run_with(name: &str, image: &Path, mem_mib: u64, cmdline: &str) -> BootResult
 fn run_smp(name: &str, image: &Path, mem_mib: u64, cmdline: &str, vcpus: u32) -> BootResult {
     let mut cfg = BootConfig::new(guest::binary("kexecold").unwrap());
     cfg.vcpus = vcpus;
-    cfg.cmdline = cmdline.into();
+    // The old kernel keeps a loopback channel standing in for a domU's xenstore channel.
+    cfg.cmdline = format!("kexec_store=loopback {cmdline}");
     cfg.mem_mib = mem_mib;
     cfg.tag = name.into();
     cfg.modules.push(Module {
@@ -106,6 +107,7 @@ fn assert_kexec_passed(r: &BootResult, segments: usize) {
         "(their direct-map aliases dropped)",
         "purgatory: timers stopped, runstate areas of",
         "event channels reset (FIFO ABI gone)",
+        "(loopback pair re-created)",
     ] {
         assert!(r.log.contains(line), "no {line:?} in:\n{}", r.log);
     }

@@ -98,3 +98,36 @@ pub fn port_status(port: u32) -> Result<xenpv::EvtchnStatus, xenpv::XenError> {
     unsafe { hypercall::event_channel_op(xenpv::evtchnop::STATUS, &mut st as *mut _ as u64) }?;
     Ok(st)
 }
+
+/// Binds an IPI event channel on `vcpu` and returns its port.
+pub fn bind_ipi(vcpu: u32) -> Result<u32, xenpv::XenError> {
+    let mut arg = xenpv::EvtchnBindIpi { vcpu, port: 0 };
+    // SAFETY: `arg` is a valid evtchn_bind_ipi that Xen fills in; binding only adds a port.
+    unsafe { hypercall::event_channel_op(xenpv::evtchnop::BIND_IPI, &mut arg as *mut _ as u64) }?;
+    Ok(arg.port)
+}
+
+/// A loopback interdomain pair (both ends in this domain), standing in for the xenstore or
+/// console channel a domU has with dom0: returns (unbound end, bound end).
+pub fn loopback_pair() -> Result<(u32, u32), xenpv::XenError> {
+    let mut a = xenpv::EvtchnAllocUnbound {
+        dom: xenpv::DOMID_SELF,
+        remote_dom: xenpv::DOMID_SELF,
+        port: 0,
+    };
+    // SAFETY: valid evtchn_alloc_unbound Xen fills in.
+    unsafe {
+        hypercall::event_channel_op(xenpv::evtchnop::ALLOC_UNBOUND, &mut a as *mut _ as u64)
+    }?;
+    let mut b = xenpv::EvtchnBindInterdomain {
+        remote_dom: xenpv::DOMID_SELF,
+        _pad: 0,
+        remote_port: a.port,
+        local_port: 0,
+    };
+    // SAFETY: valid evtchn_bind_interdomain Xen fills in.
+    unsafe {
+        hypercall::event_channel_op(xenpv::evtchnop::BIND_INTERDOMAIN, &mut b as *mut _ as u64)
+    }?;
+    Ok((a.port, b.local_port))
+}

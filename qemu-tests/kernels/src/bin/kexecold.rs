@@ -16,6 +16,9 @@
 //! GDT, with VIRQ_TIMER bound and a periodic and a single-shot timer running; at the kexec
 //! each AP jumps to the purgatory's AP entry (`AP_ENTRY_OFFSET`), the boot VCPU to its entry.
 //!
+//! Command-line word `kexec_store=loopback` adds a loopback interdomain pair standing in for a
+//! domU's xenstore channel, kept for the new kernel through the handoff (`keep_store_port`).
+//!
 //! Command-line word `kexec_fault=` breaks the kernel side's contract on purpose, for the
 //! tests that show who catches it: `keep-trees` leaves the process trees pinned (the new
 //! kernel finds frames it cannot map writable); `pool-overlap` puts the old P2M list in the
@@ -70,7 +73,8 @@ static mut HANDOFF: Handoff = Handoff {
     direct_map_va: 0,
     scratch_va: 0,
     nr_vcpus: 0,
-    _reserved: [0; 1],
+    keep_store_port: 0,
+    keep_console_port: 0,
 };
 
 #[no_mangle]
@@ -392,7 +396,8 @@ fn prepare(si: &StartInfo, region: &Region) -> Result<u64, Why> {
         )?;
     }
     let runstate_va = region.end - PAGE_SIZE;
-    hostile_events(&l, p2m, nr_vcpus, runstate_va)?;
+    let keep_store = cmdline_value(si.cmdline(), "kexec_store") == Some(b"loopback");
+    let store_port = hostile_events(&l, p2m, nr_vcpus, runstate_va, keep_store)?;
     let pool_first = (region.end - VIRT_BASE) / PAGE_SIZE;
     let poisoned = poison(pool_first, l.floor);
     if fault == b"keep-trees" {
@@ -427,7 +432,8 @@ fn prepare(si: &StartInfo, region: &Region) -> Result<u64, Why> {
             // The last entry of the purgatory's L1 stays free (the segment is < 2 MiB).
             scratch_va: base + 511 * PAGE_SIZE,
             nr_vcpus: nr_vcpus as u64,
-            _reserved: [0; 1],
+            keep_store_port: store_port,
+            keep_console_port: 0,
         };
     }
     // The APs leave for the purgatory's AP entry; the boot VCPU follows to its entry.
@@ -693,9 +699,17 @@ fn start_timers(si: &StartInfo) -> Result<u32, Why> {
 }
 
 /// What a running Linux has registered with Xen besides timers: a runstate area per VCPU
-/// (Xen writes it at that VA on every context switch, in whatever tables are current) and the
-/// FIFO event ABI (control blocks Xen keeps mapped).
-fn hostile_events(l: &Layout, p2m: &[u64], nr_vcpus: u32, runstate_va: u64) -> Result<(), Why> {
+/// (Xen writes it at that VA on every context switch, in whatever tables are current), an IPI
+/// port per VCPU, with `keep_store` an interdomain channel standing in for a domU's xenstore
+/// channel (a loopback pair; its unbound end is kept for the new kernel, and its port
+/// returned, else 0), and the FIFO event ABI (control blocks Xen keeps mapped).
+fn hostile_events(
+    l: &Layout,
+    p2m: &[u64],
+    nr_vcpus: u32,
+    runstate_va: u64,
+    keep_store: bool,
+) -> Result<u32, Why> {
     for k in 0..nr_vcpus {
         let area = VcpuRegisterArea {
             addr: runstate_va + k as u64 * 64,
@@ -714,6 +728,17 @@ fn hostile_events(l: &Layout, p2m: &[u64], nr_vcpus: u32, runstate_va: u64) -> R
         }
     }
     for k in 0..nr_vcpus {
+        if let Err(e) = shared::bind_ipi(k) {
+            return why!("EVTCHNOP_bind_ipi(VCPU {}): {}", k, e);
+        }
+    }
+    // An initial domain has no xenstore channel (Linux as dom0 would take one for a domU's).
+    let (store, peer) = match keep_store.then(shared::loopback_pair) {
+        None => (0, 0),
+        Some(Ok(p)) => p,
+        Some(Err(e)) => return why!("loopback interdomain pair: {}", e),
+    };
+    for k in 0..nr_vcpus {
         let mut ic = EvtchnInitControl {
             control_gfn: p2m[l.fifo[k as usize] as usize],
             offset: 0,
@@ -730,10 +755,10 @@ fn hostile_events(l: &Layout, p2m: &[u64], nr_vcpus: u32, runstate_va: u64) -> R
         }
     }
     println!(
-        "PVKEXEC-INFO kexec: runstate areas registered at {:#x}, FIFO event ABI on {} VCPUs",
-        runstate_va, nr_vcpus
+        "PVKEXEC-INFO kexec: runstate areas registered at {:#x}, IPI ports bound, store channel port {} (peer {}) kept, FIFO event ABI on {} VCPUs",
+        runstate_va, store, peer, nr_vcpus
     );
-    Ok(())
+    Ok(store)
 }
 
 /// Fills the first [`POISON_PAGES`] frames of the free pool with the poison, through the

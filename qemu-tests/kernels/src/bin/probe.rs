@@ -4,7 +4,8 @@
 //!   into this kernel's plan slot (the plan travels in the image, inside the kernel segment);
 //! - `zeroed`: pages the builder zeroes and this kernel never wrote hold zeroes, not the old
 //!   kernel's bytes (its free pool is filled with [`OLD_DATA_POISON`]);
-//! - `event-channels`: no port is bound (the old kernel's VIRQ binding is gone);
+//! - `event-channels`: only the kept store channel is bound, and it leads back to its far end
+//!   (the old kernel's VIRQ, IPI and other bindings are gone);
 //! - `no-old-timers`: with no timer armed here, VIRQ_TIMER of every VCPU stays quiet over a
 //!   measured wait (and then fires for a timer this kernel arms, which shows the watch can
 //!   see one);
@@ -93,7 +94,7 @@ extern "C" fn guest_main(si: *const StartInfo) -> ! {
     check("plan", check_plan(si, &regs, &region));
     match shared::map_shared_info(si) {
         Ok(sh) => {
-            check("event-channels", check_ports_closed());
+            check("event-channels", check_ports(si));
             check("no-old-timers", check_no_old_timers(sh));
         }
         Err(e) => pvtest_kernels::report::fail(
@@ -297,12 +298,46 @@ fn check_zeroed(si: &StartInfo, regs: &[u64; reg::COUNT]) -> Result<(), Why> {
     Ok(())
 }
 
-/// Every port of the domain is closed: nothing the old kernel bound survived.
-fn check_ports_closed() -> Result<(), Why> {
+/// Only the kept channel is open: `store_evtchn` (if set) is an interdomain channel whose far
+/// end leads back to it; every other port of the domain is closed, so nothing else the old
+/// kernel bound survived.
+fn check_ports(si: &StartInfo) -> Result<(), Why> {
+    let store = si.store_evtchn;
+    let mut peer = 0u32;
+    if store != 0 {
+        let st = match shared::port_status(store) {
+            Ok(st) => st,
+            Err(e) => return why!("EVTCHNOP_status(store_evtchn {}): {}", store, e),
+        };
+        if st.status != evtchnop::STATUS_INTERDOMAIN {
+            return why!(
+                "store_evtchn {} has status {}, not interdomain",
+                store,
+                st.status
+            );
+        }
+        peer = st.remote_port();
+        match shared::port_status(peer) {
+            Ok(b) if b.status == evtchnop::STATUS_INTERDOMAIN && b.remote_port() == store => {}
+            Ok(b) => {
+                return why!(
+                    "store_evtchn {}'s far end {} (dom {}) does not lead back (status {}, port {})",
+                    store,
+                    peer,
+                    st.remote_dom(),
+                    b.status,
+                    b.remote_port()
+                )
+            }
+            // Another domain's port: its status is not ours to read.
+            Err(_) => peer = 0,
+        }
+    }
     let mut port = 1u32;
     loop {
         match shared::port_status(port) {
             Ok(st) if st.status == evtchnop::STATUS_CLOSED => {}
+            Ok(_) if port == store || port == peer => {}
             Ok(st) => {
                 return why!(
                     "port {} is open (status {}, vcpu {}): left by the old kernel",
@@ -319,7 +354,10 @@ fn check_ports_closed() -> Result<(), Why> {
             break;
         }
     }
-    println!("PVKEXEC-INFO event-channels ports 1..{} closed", port);
+    println!(
+        "PVKEXEC-INFO event-channels ports 1..{} closed except store_evtchn {} (far end {})",
+        port, store, peer
+    );
     Ok(())
 }
 

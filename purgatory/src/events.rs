@@ -1,0 +1,107 @@
+//! Event channels the new kernel keeps: the xenstore and console channels a domU has with
+//! dom0 (the handoff names their local ports). Their far ends are recorded before
+//! `EVTCHNOP_reset`, and re-bound after it: to the same remote domain and port, or, for a
+//! loopback pair whose both ends were this domain's, as a fresh pair.
+
+use crate::handover::Failure;
+use xenpv::{
+    evtchnop, hypercall, EvtchnAllocUnbound, EvtchnBindInterdomain, EvtchnStatus, DOMID_SELF,
+};
+
+/// A kept port's far end.
+#[derive(Clone, Copy)]
+pub struct Kept {
+    pub old_port: u32,
+    pub remote_dom: u16,
+    pub remote_port: u32,
+    /// Both ends are this domain's.
+    pub loopback: bool,
+}
+
+fn status(port: u32) -> Result<EvtchnStatus, Failure> {
+    let mut st = EvtchnStatus {
+        dom: DOMID_SELF,
+        port,
+        ..Default::default()
+    };
+    // SAFETY: `st` is a valid evtchn_status Xen fills in; it changes nothing.
+    unsafe { hypercall::event_channel_op(evtchnop::STATUS, &mut st as *mut _ as u64) }.map_err(
+        |err| Failure::Hypercall {
+            call: "event_channel_op(STATUS) of a kept port",
+            frame: port as u64,
+            err,
+        },
+    )?;
+    Ok(st)
+}
+
+/// Records where kept `port` leads; it must be an interdomain channel.
+pub fn record(port: u32) -> Result<Kept, Failure> {
+    let st = status(port)?;
+    if st.status != evtchnop::STATUS_INTERDOMAIN {
+        return Err(Failure::Plan(
+            "a port the handoff keeps is not an interdomain channel",
+        ));
+    }
+    let (remote_dom, remote_port) = (st.remote_dom(), st.remote_port());
+    let back = status(remote_port).ok();
+    let loopback = back.is_some_and(|b| {
+        b.status == evtchnop::STATUS_INTERDOMAIN
+            && b.remote_port() == port
+            && b.remote_dom() == remote_dom
+    });
+    Ok(Kept {
+        old_port: port,
+        remote_dom,
+        remote_port,
+        loopback,
+    })
+}
+
+/// Binds `k` again after the reset; returns the new local port.
+pub fn rebind(k: &Kept) -> Result<u32, Failure> {
+    let fail = |call: &'static str| {
+        move |err| Failure::Hypercall {
+            call,
+            frame: k.old_port as u64,
+            err,
+        }
+    };
+    if k.loopback {
+        let mut a = EvtchnAllocUnbound {
+            dom: DOMID_SELF,
+            remote_dom: DOMID_SELF,
+            port: 0,
+        };
+        // SAFETY: valid evtchn_alloc_unbound Xen fills in.
+        unsafe { hypercall::event_channel_op(evtchnop::ALLOC_UNBOUND, &mut a as *mut _ as u64) }
+            .map_err(fail(
+                "event_channel_op(ALLOC_UNBOUND) for a kept loopback port",
+            ))?;
+        let mut b = EvtchnBindInterdomain {
+            remote_dom: DOMID_SELF,
+            _pad: 0,
+            remote_port: a.port,
+            local_port: 0,
+        };
+        // SAFETY: valid evtchn_bind_interdomain Xen fills in.
+        unsafe { hypercall::event_channel_op(evtchnop::BIND_INTERDOMAIN, &mut b as *mut _ as u64) }
+            .map_err(fail(
+                "event_channel_op(BIND_INTERDOMAIN) for a kept loopback port",
+            ))?;
+        return Ok(a.port);
+    }
+    let mut b = EvtchnBindInterdomain {
+        remote_dom: k.remote_dom,
+        _pad: 0,
+        remote_port: k.remote_port,
+        local_port: 0,
+    };
+    // SAFETY: valid evtchn_bind_interdomain Xen fills in; the far end became unbound to this
+    // domain when the reset closed our end.
+    unsafe { hypercall::event_channel_op(evtchnop::BIND_INTERDOMAIN, &mut b as *mut _ as u64) }
+        .map_err(fail(
+            "event_channel_op(BIND_INTERDOMAIN) to a kept port's far end",
+        ))?;
+    Ok(b.local_port)
+}
