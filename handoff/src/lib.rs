@@ -3,6 +3,7 @@
 //! purgatory runs before it changes anything. Pure `no_std` logic, unit-tested on the host.
 #![no_std]
 
+pub mod chunks;
 pub mod digest;
 pub mod handoff;
 pub mod image;

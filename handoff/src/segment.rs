@@ -14,6 +14,8 @@ pub enum SegmentKind {
     Stack = 6,
     Purgatory = 7,
     Plan = 8,
+    /// Per-chunk SHA-256s of the other segments ([`crate::chunks`]).
+    ChunkDigests = 9,
 }
 
 impl SegmentKind {
@@ -28,6 +30,7 @@ impl SegmentKind {
             6 => Self::Stack,
             7 => Self::Purgatory,
             8 => Self::Plan,
+            9 => Self::ChunkDigests,
             _ => return None,
         })
     }
@@ -43,6 +46,7 @@ impl SegmentKind {
             Self::Stack => "stack",
             Self::Purgatory => "purgatory",
             Self::Plan => "plan",
+            Self::ChunkDigests => "chunk-digests",
         }
     }
 }

@@ -4,10 +4,11 @@ use crate::error::{LoadError, Reason};
 use crate::kernel::ParsedKernel;
 use crate::plan::plan_kernel;
 use crate::purgatory::{place, PURGATORY_ELF};
+use pvhandoff::chunks::{chunk_digest, ChunkTableHeader, CHUNKS_MAGIC, CHUNK_SIZE, NO_CHUNKS};
 use pvhandoff::digest::sha256;
 use pvhandoff::image::{
-    ImageHeader, ImageView, PlanRecord, IMAGE_MAGIC, IMAGE_VERSION, PLAN_MAGIC, SEG_FLAG_METADATA,
-    SEG_FLAG_PURGATORY_MAPPING, SEG_FLAG_TEMPLATE,
+    ImageHeader, ImageView, PlanRecord, IMAGE_MAGIC, IMAGE_VERSION, MAX_SEGMENTS, PLAN_MAGIC,
+    SEG_FLAG_METADATA, SEG_FLAG_PURGATORY_MAPPING, SEG_FLAG_TEMPLATE,
 };
 use pvhandoff::{SegmentDesc, SegmentKind};
 use pvlayout::{InitrdPlacement, Mode, Plan};
@@ -313,6 +314,38 @@ pub fn build_image(
         &purgatory.image,
     ));
 
+    // Per-chunk digests of every segment but the purgatory: several VCPUs can then verify one
+    // large segment at once.
+    let mut chunk_header = ChunkTableHeader {
+        magic: CHUNKS_MAGIC,
+        chunk_size: CHUNK_SIZE as u32,
+        nr_entries: 0,
+        first_entry: [NO_CHUNKS; MAX_SEGMENTS as usize],
+    };
+    let mut chunk_digests = Vec::new();
+    for (i, (d, data)) in segs.iter().enumerate() {
+        if d.flags & SEG_FLAG_PURGATORY_MAPPING != 0 {
+            continue;
+        }
+        chunk_header.first_entry[i] = chunk_header.nr_entries;
+        for c in data.chunks(CHUNK_SIZE as usize) {
+            chunk_digests.extend_from_slice(&chunk_digest(c));
+            chunk_header.nr_entries += 1;
+        }
+    }
+    let mut chunk_table = pod_bytes(&chunk_header);
+    chunk_table.extend_from_slice(&chunk_digests);
+    segs.push((
+        desc(
+            SegmentKind::ChunkDigests,
+            SEG_FLAG_METADATA,
+            0,
+            0,
+            &chunk_table,
+        ),
+        &chunk_table,
+    ));
+
     let data_offset = (64 + 64 * segs.len() as u64).next_multiple_of(4096);
     let mut bytes = vec![0u8; data_offset as usize];
     for (_, data) in &segs {
@@ -373,6 +406,50 @@ pub fn inspect(input: &str, bytes: &[u8]) -> Result<(String, bool), LoadError> {
                 "   purgatory loaded size {} bytes ({} pages)\n",
                 s.len, s.nr_pages
             ));
+        }
+    }
+    // The chunk digests must agree with the segments too (the purgatory checks those).
+    if let Some(ti) = view
+        .segments()
+        .position(|s| s.kind == SegmentKind::ChunkDigests as u32)
+    {
+        let table = view
+            .data(ti)
+            .ok()
+            .and_then(pvhandoff::chunks::ChunkTable::parse);
+        match table {
+            None => {
+                all_ok = false;
+                out.push_str(" chunk digests: table unreadable\n");
+            }
+            Some(t) => {
+                let mut bad = 0u32;
+                let mut checked = 0u32;
+                for (i, seg) in view.segments().enumerate() {
+                    let first = t.header.first_entry[i];
+                    if first == NO_CHUNKS {
+                        continue;
+                    }
+                    let data = view.data(i).unwrap_or(&[]);
+                    let data = &data[..(seg.len as usize).min(data.len())];
+                    for (c, bytes) in data.chunks(CHUNK_SIZE as usize).enumerate() {
+                        checked += 1;
+                        if t.entry(first + c as u32) != Some(&chunk_digest(bytes)[..]) {
+                            bad += 1;
+                        }
+                    }
+                }
+                all_ok &= bad == 0;
+                out.push_str(&format!(
+                    " chunk digests: {checked} chunks of {} KiB, {}\n",
+                    CHUNK_SIZE >> 10,
+                    if bad == 0 {
+                        "all ok".to_string()
+                    } else {
+                        format!("{bad} MISMATCH")
+                    }
+                ));
+            }
         }
     }
     Ok((out, all_ok))

@@ -17,11 +17,11 @@ macro_rules! say {
 mod events;
 mod handover;
 mod park;
+mod verify;
 
 use core::arch::global_asm;
 use pvhandoff::handoff::{Handoff, HANDOFF_MAGIC, HANDOFF_VERSION};
-use pvhandoff::image::{ImageView, SEG_FLAG_PURGATORY_MAPPING};
-use pvhandoff::verify_segment;
+use pvhandoff::image::ImageView;
 use xenpv::{hypercall, ShutdownReason};
 
 global_asm!(
@@ -111,41 +111,53 @@ extern "C" fn purgatory_main(handoff_ptr: u64) -> ! {
         }
     };
     let start = rdtsc();
+    verify::open(&image);
+    verify::share(&image, 0);
+    let mut yields = 0u64;
+    while !verify::all_done(&image) {
+        // An AP is still hashing the segment it claimed.
+        yields += 1;
+        if yields > 10_000_000 {
+            say!("purgatory: digest verification did not finish: a VCPU stopped mid-segment");
+            crash()
+        }
+        let _ = hypercall::sched_yield();
+    }
+    let cycles = rdtsc().wrapping_sub(start);
     let mut total = 0u64;
+    let mut helpers = 0u32;
     for (i, seg) in image.segments().enumerate() {
-        if seg.flags & SEG_FLAG_PURGATORY_MAPPING != 0 {
-            // This code runs from those pages (its stack and data live there): a purgatory
-            // cannot vouch for itself. `pvkexec inspect` and the loader check that segment.
-            say!("purgatory: segment {i} (purgatory) is this code: not self-checked");
-            continue;
+        match verify::outcome(&image, i) {
+            verify::Outcome::SelfSkipped => {
+                say!("purgatory: segment {i} (purgatory) is this code: not self-checked")
+            }
+            verify::Outcome::Mismatch(found) => {
+                say!(
+                    "purgatory: segment {i} ({}): SHA-256 mismatch (expected {:02x}{:02x}{:02x}{:02x}..., found {:02x}{:02x}{:02x}{:02x}...): refusing to continue",
+                    seg.kind_name(), seg.sha256[0], seg.sha256[1], seg.sha256[2], seg.sha256[3],
+                    found[0], found[1], found[2], found[3]
+                );
+                crash()
+            }
+            verify::Outcome::Ok(vcpus) => {
+                helpers |= vcpus;
+                total += seg.len;
+                say!(
+                    "purgatory: segment {i} ({}) digest ok, {} bytes (VCPUs {:#x})",
+                    seg.kind_name(),
+                    seg.len,
+                    vcpus
+                );
+            }
         }
-        let Ok(data) = image.data(i) else {
-            say!(
-                "purgatory: segment {i} ({}) lies outside the image",
-                seg.kind_name()
-            );
-            crash()
-        };
-        if let Err(m) = verify_segment(i, &seg, data.chunks(4096)) {
-            say!(
-                "purgatory: segment {} ({}): SHA-256 mismatch (expected {:02x}{:02x}{:02x}{:02x}..., found {:02x}{:02x}{:02x}{:02x}...): refusing to continue",
-                m.index, seg.kind_name(), m.expected[0], m.expected[1], m.expected[2], m.expected[3],
-                m.actual[0], m.actual[1], m.actual[2], m.actual[3]
-            );
-            crash()
-        }
-        total += seg.len;
-        say!(
-            "purgatory: segment {i} ({}) digest ok, {} bytes",
-            seg.kind_name(),
-            seg.len
-        );
     }
     say!(
-        "purgatory: digests verified: {} segments, {} bytes, {} TSC cycles",
+        "purgatory: digests verified: {} segments, {} bytes, {} TSC cycles on {} of {} VCPUs",
         image.header.nr_segments,
         total,
-        rdtsc().wrapping_sub(start)
+        cycles,
+        helpers.count_ones(),
+        h.nr_vcpus.max(1)
     );
     let ready = match handover::build(&h, &image) {
         Ok(r) => r,

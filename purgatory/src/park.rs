@@ -102,7 +102,7 @@ pub const AP_STEPS: [&str; 4] = [
 ];
 
 #[no_mangle]
-extern "C" fn purgatory_ap_main(_handoff: u64, vcpu: u64) -> ! {
+extern "C" fn purgatory_ap_main(handoff: u64, vcpu: u64) -> ! {
     let me = vcpu as u32;
     let mut result = 1u64;
     let mut fail = |step: u64, e: xenpv::XenError| {
@@ -141,6 +141,16 @@ extern "C" fn purgatory_ap_main(_handoff: u64, vcpu: u64) -> ! {
         });
         if let Err(e) = dropped {
             fail(3, e);
+        }
+    }
+    // Help verify the digests (the boot VCPU checks the handoff and the image too, and
+    // crashes the domain if either is bad).
+    if let Some(h) = crate::handoff(handoff) {
+        // SAFETY: as for the boot VCPU: the image is mapped readable at image_va.
+        let bytes =
+            unsafe { core::slice::from_raw_parts(h.image_va as *const u8, h.image_len as usize) };
+        if let Ok(image) = pvhandoff::image::ImageView::parse(bytes) {
+            let _ = crate::verify::share(&image, me);
         }
     }
     ARRIVED[vcpu as usize].store(result, Ordering::Release);

@@ -300,6 +300,58 @@ fn bench() -> Result<()> {
             ],
         )
     })?;
+    step(
+        "guest: the purgatory's digest verification on 1, 2 and 4 VCPUs (32 MiB initrd, TCG)",
+        || {
+            guest::build()?;
+            let initrd = harness::tools::test_file(32 << 20)?;
+            cargo(
+                &root,
+                &["build", "--quiet", "-p", "loader", "--bin", "pvkexec"],
+            )?;
+            for vcpus in [1u32, 2, 4] {
+                let image = root.join(format!("target/bench-kexec-{vcpus}.img"));
+                let status = Command::new(root.join("target/debug/pvkexec"))
+                    .arg("build")
+                    .arg("--kernel")
+                    .arg(guest::binary("probe")?)
+                    .arg("--initrd")
+                    .arg(&initrd)
+                    .args([
+                        "--mem-mib",
+                        "512",
+                        "--mode",
+                        "dom0",
+                        "--append",
+                        "mem_mib=512",
+                    ])
+                    .args(["--old-vcpus", &vcpus.to_string()])
+                    .arg("-o")
+                    .arg(&image)
+                    .stdout(std::process::Stdio::null())
+                    .status()?;
+                if !status.success() {
+                    bail!("pvkexec build failed");
+                }
+                let mut cfg = BootConfig::new(guest::binary("kexecold")?);
+                cfg.mem_mib = 512;
+                cfg.vcpus = vcpus;
+                cfg.modules.push(Module {
+                    path: image,
+                    args: String::new(),
+                });
+                cfg.stop_after = Some("purgatory: digests verified".into());
+                let r = harness::boot(&cfg)?;
+                let line = r
+                    .lines_with("purgatory: digests verified")
+                    .next()
+                    .context("no verification line")?
+                    .to_string();
+                println!("{vcpus} VCPU(s): {}", line.trim());
+            }
+            Ok(())
+        },
+    )?;
     Ok(())
 }
 

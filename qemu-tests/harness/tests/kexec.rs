@@ -130,7 +130,7 @@ fn assert_kexec_passed(r: &BootResult, segments: usize) {
 #[test]
 fn kexec_into_probe_64mib() {
     let image = build_image("plain-64M", 64, None);
-    assert_kexec_passed(&run("kexec-64M", &image, 64), 5);
+    assert_kexec_passed(&run("kexec-64M", &image, 64), 6);
 }
 
 #[test]
@@ -139,7 +139,7 @@ fn kexec_into_probe_with_initrd_1gib() {
     let initrd = tools::test_file(len).unwrap();
     let image = build_image("initrd-1G", 1024, Some(&initrd));
     let r = run("kexec-initrd-1G", &image, 1024);
-    assert_kexec_passed(&r, 6);
+    assert_kexec_passed(&r, 7);
     assert!(r.log.contains("p2m-m2p frames=262144"), "log:\n{}", r.log);
     assert!(
         r.log.contains(&format!("mod_len={len:#x}")),
@@ -152,7 +152,7 @@ fn kexec_into_probe_with_initrd_1gib() {
 fn kexec_into_probe_with_initrd_64mib() {
     let initrd = tools::test_file((1 << 20) + 5).unwrap();
     let image = build_image("initrd-64M-ok", 64, Some(&initrd));
-    assert_kexec_passed(&run("kexec-initrd-64M", &image, 64), 6);
+    assert_kexec_passed(&run("kexec-initrd-64M", &image, 64), 7);
 }
 
 /// Past 1 GiB: the P2M spans 768 pages and the kernel side's direct map needs two L2 tables.
@@ -160,7 +160,7 @@ fn kexec_into_probe_with_initrd_64mib() {
 fn kexec_into_probe_1536mib() {
     let image = build_image("plain-1536M", 1536, None);
     let r = run("kexec-1536M", &image, 1536);
-    assert_kexec_passed(&r, 5);
+    assert_kexec_passed(&r, 6);
     assert!(r.log.contains("p2m-m2p frames=393216"), "log:\n{}", r.log);
 }
 
@@ -174,6 +174,7 @@ fn flipped_byte_in_each_verified_segment_is_named() {
         (2, "start-info"),
         (3, "page-tables"),
         (4, "plan"),
+        (6, "chunk-digests"),
     ] {
         let name = format!("corrupt-{kind}");
         let bad = corrupt(&image, index, &name);
@@ -244,7 +245,7 @@ fn aps_are_parked_with_2_and_4_vcpus() {
     for vcpus in [2u32, 4] {
         let image = build_image_for(&format!("smp{vcpus}-64M"), 64, None, vcpus);
         let r = run_smp(&format!("kexec-{vcpus}vcpus"), &image, 64, "", vcpus);
-        assert_kexec_passed(&r, 5);
+        assert_kexec_passed(&r, 6);
         let parked = format!(
             "purgatory: VCPUs 1..{} parked: down on private tables",
             vcpus - 1
