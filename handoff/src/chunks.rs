@@ -63,3 +63,52 @@ impl<'a> ChunkTable<'a> {
         self.digests.get(k as usize * 32..k as usize * 32 + 32)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    extern crate std;
+    use std::vec::Vec;
+
+    fn table(entries: &[[u8; 32]], first: &[u32]) -> Vec<u8> {
+        let mut h = ChunkTableHeader {
+            magic: CHUNKS_MAGIC,
+            chunk_size: CHUNK_SIZE as u32,
+            nr_entries: entries.len() as u32,
+            first_entry: [NO_CHUNKS; MAX_SEGMENTS as usize],
+        };
+        h.first_entry[..first.len()].copy_from_slice(first);
+        // SAFETY: ChunkTableHeader is plain old data.
+        let mut out = unsafe {
+            core::slice::from_raw_parts(&h as *const _ as *const u8, core::mem::size_of_val(&h))
+        }
+        .to_vec();
+        for e in entries {
+            out.extend_from_slice(e);
+        }
+        out
+    }
+
+    #[test]
+    fn parses_and_reads_entries() {
+        let d = [chunk_digest(b"a"), chunk_digest(b"b")];
+        let bytes = table(&d, &[0, NO_CHUNKS, 1]);
+        let t = ChunkTable::parse(&bytes).unwrap();
+        assert_eq!(t.entry(1), Some(&d[1][..]));
+        assert_eq!(t.entry(2), None);
+        assert_eq!(t.header.first_entry[1], NO_CHUNKS);
+    }
+
+    #[test]
+    fn refuses_short_or_foreign_tables() {
+        let d = [chunk_digest(b"a")];
+        let bytes = table(&d, &[0]);
+        assert!(ChunkTable::parse(&bytes[..bytes.len() - 1]).is_none());
+        assert!(ChunkTable::parse(&bytes[..100]).is_none());
+        let mut bad = bytes.clone();
+        bad[0] ^= 1;
+        assert!(ChunkTable::parse(&bad).is_none());
+        assert_eq!(chunks_of(0), 0);
+        assert_eq!(chunks_of(CHUNK_SIZE + 1), 2);
+    }
+}

@@ -94,3 +94,71 @@ pub fn adjust(k: &ParsedKernel, cmdline: &str, old: OldKernel) -> Adjusted {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernel::Container;
+
+    fn kernel(guest_os: &str, banner: &[u8]) -> ParsedKernel {
+        let mut notes = crate::notes::XenNotes::default();
+        notes.guest_os = Some(guest_os.into());
+        ParsedKernel {
+            container: Container::Elf,
+            elf: [b"\0junk".as_slice(), banner, b"\0more"].concat(),
+            notes,
+            virt_base: 0,
+            paddr_offset: 0,
+            virt_kstart: 0,
+            virt_kend: 0,
+            entry: 0,
+            segments: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn version_from_the_banner() {
+        let k = kernel("linux", b"Linux version 6.12.117+deb13-amd64 (x)");
+        assert_eq!(linux_version(&k), Some((6, 12, 117)));
+        assert_eq!(
+            linux_version(&kernel("linux", b"Linux version 5.16 (x)")),
+            Some((5, 16, 0))
+        );
+        assert_eq!(linux_version(&kernel("linux", b"no banner")), None);
+    }
+
+    #[test]
+    fn nr_cpus_only_for_linux_after_several_vcpus() {
+        let k = kernel("linux", b"Linux version 6.1.0 (x)");
+        let two = OldKernel {
+            vcpus: 2,
+            vcpu_info_registered: false,
+        };
+        let a = adjust(&k, "console=hvc0", two);
+        assert_eq!(a.cmdline, "console=hvc0 nr_cpus=1");
+        assert_eq!(a.notes.len(), 1);
+        assert!(a.warnings.is_empty());
+        assert_eq!(adjust(&k, "maxcpus=2", two).cmdline, "maxcpus=2");
+        let one = OldKernel {
+            vcpus: 1,
+            vcpu_info_registered: false,
+        };
+        assert_eq!(adjust(&k, "x", one).cmdline, "x");
+        let other = kernel("pvkexec-test", b"");
+        assert_eq!(adjust(&other, "x", two).cmdline, "x");
+    }
+
+    #[test]
+    fn vcpu_info_warning_from_516() {
+        let reg = OldKernel {
+            vcpus: 1,
+            vcpu_info_registered: true,
+        };
+        let new = kernel("linux", b"Linux version 5.16.0 (x)");
+        assert_eq!(adjust(&new, "", reg).warnings.len(), 1);
+        let old = kernel("linux", b"Linux version 5.15.9 (x)");
+        assert!(adjust(&old, "", reg).warnings.is_empty());
+        let unknown = kernel("linux", b"");
+        assert_eq!(adjust(&unknown, "", reg).warnings.len(), 1);
+    }
+}
