@@ -101,8 +101,10 @@ mod tests {
     use crate::kernel::Container;
 
     fn kernel(guest_os: &str, banner: &[u8]) -> ParsedKernel {
-        let mut notes = crate::notes::XenNotes::default();
-        notes.guest_os = Some(guest_os.into());
+        let notes = crate::notes::XenNotes {
+            guest_os: Some(guest_os.into()),
+            ..Default::default()
+        };
         ParsedKernel {
             container: Container::Elf,
             elf: [b"\0junk".as_slice(), banner, b"\0more"].concat(),
