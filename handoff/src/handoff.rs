@@ -63,3 +63,27 @@ assert_layout!(Handoff, 96; magic @ 0, version @ 8, image_va @ 16, image_len @ 2
     old_start_info_va @ 32, old_virt_base @ 40, free_first_pfn @ 48, free_pages @ 56,
     direct_map_va @ 64, scratch_va @ 72, nr_vcpus @ 80, keep_store_port @ 88,
     keep_console_port @ 92);
+
+/// Where a parked VCPU's wake-up record lives in the park page (`docs/smp.md`), one
+/// [`ParkMailbox`] per VCPU id from there.
+pub const PARK_MAILBOX_OFFSET: u64 = 0x800;
+/// `b"PVKXWAKE"` as a little-endian u64: a record is complete.
+pub const PARK_WAKE_MAGIC: u64 = u64::from_le_bytes(*b"PVKXWAKE");
+
+/// A new kernel's request to have a parked VCPU back: write `l4_mfn`, `entry`, `rsp` and then
+/// `magic`, map the park page at the VA the `pvkexec.park=` word names in the tables of
+/// `l4_mfn`, and `VCPUOP_up` the VCPU. It switches to `l4_mfn` (`NEW_BASEPTR`; the L4 must be
+/// pinned or in use), clears `magic`, loads `rsp` and jumps to `entry` with `rdi` = its VCPU
+/// id. If the switch fails it goes down again.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ParkMailbox {
+    pub magic: u64,
+    pub l4_mfn: u64,
+    pub entry: u64,
+    pub rsp: u64,
+    /// Scratch for the VCPU's own `mmuext_op`.
+    pub op: [u64; 3],
+    pub _pad: u64,
+}
+assert_layout!(ParkMailbox, 64; magic @ 0, l4_mfn @ 8, entry @ 16, rsp @ 24, op @ 32);

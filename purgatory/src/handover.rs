@@ -533,9 +533,11 @@ pub fn build(h: &Handoff, image: &ImageView) -> Result<Ready, Failure> {
         }
     }
     c.clear_pages(&clears[..nr_clears])?;
-    if nr_vcpus > 1 {
-        park_aps(&mut c, nr_vcpus, park_first)?;
-    }
+    let parked = if nr_vcpus > 1 {
+        Some(park_aps(&mut c, nr_vcpus, park_first)?)
+    } else {
+        None
+    };
     c.scratch_unmap()?;
     let si_pfn = (plan.start_info_va - plan.virt_base) / 4096;
     let si_old = c
@@ -678,6 +680,9 @@ pub fn build(h: &Handoff, image: &ImageView) -> Result<Ready, Failure> {
     )?;
     // SAFETY: as above: the start_info page in the old region, written only here.
     let si = unsafe { &mut *(si_va as *mut StartInfo) };
+    if let Some(p) = &parked {
+        append_park_word(si, p)?;
+    }
     if let Some(k) = kept_store {
         si.store_evtchn = events::rebind(&k)?;
         say!(
@@ -751,7 +756,7 @@ fn wait_arrivals(nr_vcpus: u64) -> Result<(), Failure> {
 /// Builds the park area in the hidden frames from old PFN `first` (private L4, L3, L2, L1 and
 /// the park page), maps the park page at the same VA in the old tables, releases the APs to
 /// it and waits until `VCPUOP_is_up` says each is down on its private tables.
-fn park_aps(c: &mut Ctx, nr_vcpus: u64, first: u64) -> Result<(), Failure> {
+fn park_aps(c: &mut Ctx, nr_vcpus: u64, first: u64) -> Result<Parked, Failure> {
     let va = c.h.scratch_va - 4096;
     let mfn = |i: u64| c.old_p2m[(first + i) as usize];
     let (l4, l3, l2, l1, page) = (mfn(0), mfn(1), mfn(2), mfn(3), mfn(4));
@@ -770,6 +775,9 @@ fn park_aps(c: &mut Ctx, nr_vcpus: u64, first: u64) -> Result<(), Failure> {
         }
     }
     let blob = park::blob();
+    if blob.bytes.len() as u64 > pvhandoff::handoff::PARK_MAILBOX_OFFSET {
+        return Err(Failure::Plan("the park code runs into the park mailboxes"));
+    }
     let dst = c.scratch_map(page)? as *mut u8;
     for i in 0..4096usize {
         let b = blob.bytes.get(i).copied().unwrap_or(0);
@@ -836,5 +844,47 @@ fn park_aps(c: &mut Ctx, nr_vcpus: u64, first: u64) -> Result<(), Failure> {
         l4,
         PARK_PAGES
     );
+    Ok(Parked { page, va })
+}
+
+/// The park page of parked VCPUs, for the `pvkexec.park=` command-line word.
+pub struct Parked {
+    pub page: u64,
+    pub va: u64,
+}
+
+/// Appends ` pvkexec.park=<mfn>@<va>` (hexadecimal) to a start_info command line.
+fn append_park_word(si: &mut StartInfo, p: &Parked) -> Result<(), Failure> {
+    struct Line<'a> {
+        buf: &'a mut [u8],
+        len: usize,
+    }
+    impl core::fmt::Write for Line<'_> {
+        fn write_str(&mut self, s: &str) -> core::fmt::Result {
+            let end = self.len + s.len();
+            // Keep the last byte for the terminating NUL.
+            if end >= self.buf.len() {
+                return Err(core::fmt::Error);
+            }
+            self.buf[self.len..end].copy_from_slice(s.as_bytes());
+            self.len = end;
+            Ok(())
+        }
+    }
+    let len = si
+        .cmd_line
+        .iter()
+        .position(|&b| b == 0)
+        .unwrap_or(si.cmd_line.len());
+    let mut line = Line {
+        buf: &mut si.cmd_line,
+        len,
+    };
+    let sep = if len == 0 { "" } else { " " };
+    core::fmt::write(
+        &mut line,
+        format_args!("{sep}pvkexec.park={:#x}@{:#x}", p.page, p.va),
+    )
+    .map_err(|_| Failure::Plan("no room on the command line for pvkexec.park="))?;
     Ok(())
 }

@@ -7,11 +7,13 @@
 //! L4 -> L3 -> L2 -> L1 tree mapping only the park page, at the same VA as in the old tables.
 //! There the AP switches to the private tree (`NEW_BASEPTR`, so the old tables lose their last
 //! user once the boot VCPU leaves them) and takes itself down with `VCPUOP_down`, for good:
-//! woken, it goes down again. The boot VCPU checks with `VCPUOP_is_up` that each is down.
+//! woken, it goes down again unless the new kernel left it a wake-up record
+//! (`pvhandoff::handoff::ParkMailbox`). The boot VCPU checks with `VCPUOP_is_up` that each is
+//! down.
 
 use core::arch::global_asm;
 use core::sync::atomic::{AtomicU64, Ordering};
-use pvhandoff::handoff::MAX_VCPUS;
+use pvhandoff::handoff::{MAX_VCPUS, PARK_MAILBOX_OFFSET, PARK_WAKE_MAGIC};
 use xenpv::{hypercall, mmuext, vcpuop, MmuextOp};
 
 const N: usize = MAX_VCPUS as usize;
@@ -42,7 +44,34 @@ pvkexec_park_code:
     mov rsi, r12
     xor edx, edx
     syscall
-    jmp 1b
+    // Woken: is there a complete wake-up record for this VCPU?
+    lea rbx, [rip + pvkexec_park_code]
+    add rbx, {mailbox}
+    mov rax, r12
+    shl rax, 6
+    add rbx, rax
+    mov rax, [rbx]
+    movabs rcx, {wake}
+    cmp rax, rcx
+    jne 1b
+    mov dword ptr [rbx + 32], 5
+    mov dword ptr [rbx + 36], 0
+    mov rax, [rbx + 8]
+    mov [rbx + 40], rax
+    mov qword ptr [rbx + 48], 0
+    lea rdi, [rbx + 32]
+    mov esi, 1
+    xor edx, edx
+    mov r10d, 0x7ff0
+    mov eax, 26
+    syscall
+    test rax, rax
+    jnz 1b
+    // On the new kernel's tables now (they map this page at the same VA).
+    mov qword ptr [rbx], 0
+    mov rsp, [rbx + 24]
+    mov rdi, r12
+    jmp qword ptr [rbx + 16]
     .balign 8
     .globl pvkexec_park_op
 pvkexec_park_op:
@@ -57,6 +86,8 @@ pvkexec_park_status:
 pvkexec_park_end:
     "#,
     max = const MAX_VCPUS,
+    mailbox = const PARK_MAILBOX_OFFSET,
+    wake = const PARK_WAKE_MAGIC,
 );
 
 extern "C" {
@@ -75,6 +106,7 @@ pub struct ParkBlob {
 }
 
 pub fn blob() -> ParkBlob {
+    const _: () = assert!(PARK_MAILBOX_OFFSET + 64 * MAX_VCPUS <= 4096);
     // SAFETY: linker symbols of the `.rodata.park` blob above; only their addresses are used
     // and the bytes between them are read.
     unsafe {

@@ -239,7 +239,8 @@ fn free_pool_overlapping_the_old_p2m_is_refused_by_the_purgatory() {
 
 /// 2 and 4 VCPUs: the old kernel's APs (own GDT, VIRQ_TIMER, running timers) are parked by the
 /// purgatory on private tables in hidden frames; the probe finds them down, no old timer on
-/// any VCPU, every frame of its RAM writable and exactly the hidden frames held back.
+/// any VCPU, every frame of its RAM writable and exactly the hidden frames held back, then
+/// wakes VCPU 1 through the park mailbox and sees it run its code.
 #[test]
 fn aps_are_parked_with_2_and_4_vcpus() {
     for vcpus in [2u32, 4] {

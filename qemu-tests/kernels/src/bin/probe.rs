@@ -11,7 +11,9 @@
 //!   see one);
 //! - `vcpus-parked`: every VCPU but this one is down (`VCPUOP_is_up`);
 //! - `hidden-frames`: the domain holds exactly the plan's hidden frames beyond `nr_pages`
-//!   (`XENMEM_current_reservation`).
+//!   (`XENMEM_current_reservation`);
+//! - `ap-wake` (with parked VCPUs): VCPU 1 is brought back through its park mailbox and prints
+//!   the PASS line itself.
 //!
 //! Command-line words: `mem_mib=N` as for `bootcheck`.
 #![no_std]
@@ -20,13 +22,15 @@
 #![allow(clippy::result_large_err)]
 
 use core::arch::global_asm;
+use core::sync::atomic::{AtomicU64, Ordering};
+use pvhandoff::handoff::{ParkMailbox, PARK_MAILBOX_OFFSET, PARK_WAKE_MAGIC};
 use pvhandoff::image::{PlanRecord, PLAN_MAGIC};
 use pvtest_kernels::checks::boot_checks;
 use pvtest_kernels::entry::{entry_regs, reg};
 use pvtest_kernels::report::{check, finish, Why};
 use pvtest_kernels::shared::{self, VIRQ_TIMER};
 use pvtest_kernels::view::Region;
-use pvtest_kernels::{notes::VIRT_BASE, println, why, OLD_DATA_POISON};
+use pvtest_kernels::{cmdline_value, notes::VIRT_BASE, parse_u64, println, why, OLD_DATA_POISON};
 use xenpv::{evtchnop, hypercall, vcpuop, SharedInfo, StartInfo, XenError, PAGE_SIZE};
 
 /// Initial contents of the plan slot: `pvkexec build` replaces them with the `PlanRecord`.
@@ -103,6 +107,9 @@ extern "C" fn guest_main(si: *const StartInfo) -> ! {
         ),
     }
     check("vcpus-parked", check_vcpus_parked());
+    if let Err(why) = wake_parked_vcpu(si) {
+        pvtest_kernels::report::fail("ap-wake", format_args!("{}", why));
+    }
     check("hidden-frames", check_hidden(si));
     // After the blocking waits: nothing the old kernel registered (a runstate area, say) has
     // written into this kernel's zeroed pages meanwhile.
@@ -143,6 +150,101 @@ fn check_fifo_gone(si: &StartInfo) -> Result<(), Why> {
             e
         ),
     }
+}
+
+/// The stack VCPU 1 gets when the probe wakes it.
+#[repr(C, align(4096))]
+struct ApStack([u8; 16384]);
+static mut AP_STACK: ApStack = ApStack([0; 16384]);
+/// Set by the woken VCPU (its id + 1).
+static AP_RAN: AtomicU64 = AtomicU64::new(0);
+
+global_asm!(
+    r#"
+    .text
+    .globl probe_ap_entry
+probe_ap_entry:
+    mov rbx, rdi
+    mov eax, 5
+    xor edi, edi
+    syscall
+    mov rdi, rbx
+    call probe_ap_main
+2:  ud2
+    jmp 2b
+    "#
+);
+
+extern "C" {
+    fn probe_ap_entry();
+}
+
+/// VCPU 1, woken out of the park page onto this kernel's tables: reports from itself and goes
+/// down again.
+#[no_mangle]
+extern "C" fn probe_ap_main(vcpu: u64) -> ! {
+    println!(
+        "PVKEXEC-INFO ap-wake VCPU {} runs the probe's code on the probe's tables",
+        vcpu
+    );
+    pvtest_kernels::report::pass("ap-wake");
+    AP_RAN.store(vcpu + 1, Ordering::Release);
+    loop {
+        // SAFETY: a VCPU taking itself down; it holds nothing.
+        let _ = unsafe { hypercall::vcpu_op(vcpuop::DOWN, vcpu as u32, 0) };
+    }
+}
+
+/// With VCPUs parked (`pvkexec.park=<mfn>@<va>` on the command line): maps the park page at
+/// that VA, leaves VCPU 1 a wake-up record for this kernel's L4, entry and a stack, and
+/// brings it up; VCPU 1 prints the `ap-wake` PASS line itself.
+fn wake_parked_vcpu(si: &StartInfo) -> Result<(), Why> {
+    let Some(word) = cmdline_value(si.cmdline(), "pvkexec.park") else {
+        return Ok(());
+    };
+    let mut parts = word.split(|&b| b == b'@');
+    let (Some(mfn), Some(va)) = (
+        parts.next().and_then(parse_u64),
+        parts.next().and_then(parse_u64),
+    ) else {
+        return why!("pvkexec.park= is not <mfn>@<va>");
+    };
+    // SAFETY: the park page's VA is the purgatory's lower-half slot next to the trampoline
+    // page, unused by this kernel; the frame is the domain's own, not a table.
+    if let Err(e) = unsafe {
+        hypercall::update_va_mapping(
+            va,
+            xenpv::pte::make(mfn, xenpv::pte::L1_FLAGS | xenpv::pte::D),
+            xenpv::uvmf::INVLPG,
+        )
+    } {
+        return why!("mapping the park page {:#x} at {:#x}: {}", mfn, va, e);
+    }
+    let l4_pfn = (si.pt_base - VIRT_BASE) / PAGE_SIZE;
+    let l4_mfn = pvtest_kernels::view::p2m(si)[l4_pfn as usize];
+    let stack_top = core::ptr::addr_of!(AP_STACK) as u64 + 16384;
+    let record = (va + PARK_MAILBOX_OFFSET + 64) as *mut ParkMailbox;
+    // SAFETY: the park page is mapped writable at `va`; VCPU 1's record is at its offset.
+    unsafe {
+        (*record).l4_mfn = l4_mfn;
+        (*record).entry = probe_ap_entry as *const () as u64;
+        (*record).rsp = stack_top;
+        core::sync::atomic::fence(Ordering::Release);
+        core::ptr::write_volatile(&mut (*record).magic, PARK_WAKE_MAGIC);
+    }
+    // SAFETY: VCPU 1 is parked; bringing it up runs the park code, which reads the record.
+    if let Err(e) = unsafe { hypercall::vcpu_op(vcpuop::UP, 1, 0) } {
+        return why!("VCPUOP_up(1): {}", e);
+    }
+    let mut spins = 0u64;
+    while AP_RAN.load(Ordering::Acquire) == 0 {
+        spins += 1;
+        if spins > 2_000_000 {
+            return why!("VCPU 1 did not run the probe's code after VCPUOP_up");
+        }
+        let _ = hypercall::sched_yield();
+    }
+    Ok(())
 }
 
 /// VCPUs of the domain (`VCPUOP_is_up` answers -ENOENT past the last).
