@@ -58,11 +58,15 @@ pub struct Handoff {
     /// start_info's `store_evtchn` and (for a domU) `console.domU.evtchn`.
     pub keep_store_port: u32,
     pub keep_console_port: u32,
+    /// 0, or the VA of `nr_vcpus` `xenpv::VcpuRegisterVcpuInfo` records: where the old kernel
+    /// placed each VCPU's `vcpu_info` (`mfn` 0: not placed). Xen keeps writing there; the
+    /// purgatory hides those frames and names them in `pvkexec.vcpu_info=`.
+    pub vcpu_info_va: u64,
 }
-assert_layout!(Handoff, 96; magic @ 0, version @ 8, image_va @ 16, image_len @ 24,
+assert_layout!(Handoff, 104; magic @ 0, version @ 8, image_va @ 16, image_len @ 24,
     old_start_info_va @ 32, old_virt_base @ 40, free_first_pfn @ 48, free_pages @ 56,
     direct_map_va @ 64, scratch_va @ 72, nr_vcpus @ 80, keep_store_port @ 88,
-    keep_console_port @ 92);
+    keep_console_port @ 92, vcpu_info_va @ 96);
 
 /// Where a parked VCPU's wake-up record lives in the park page (`docs/smp.md`), one
 /// [`ParkMailbox`] per VCPU id from there.

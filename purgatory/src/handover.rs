@@ -316,18 +316,16 @@ pub fn build(h: &Handoff, image: &ImageView) -> Result<Ready, Failure> {
     }
     let new_nr = plan.nr_pages;
     let hidden = plan.hidden_pages;
-    if hidden != 0 && hidden != PARK_PAGES {
-        return Err(Failure::Plan(
-            "the image hides a number of frames other than the park area's",
-        ));
-    }
     let nr_vcpus = h.nr_vcpus.max(1);
     if nr_vcpus > MAX_VCPUS {
         return Err(Failure::Plan("more VCPUs than the purgatory parks"));
     }
-    if nr_vcpus > 1 && hidden == 0 {
+    // Hidden frames: the park area (with several VCPUs), then each placed vcpu_info frame.
+    let park_pages = if nr_vcpus > 1 { PARK_PAGES } else { 0 };
+    let vcpu_info = placed_vcpu_info(h, nr_vcpus, old_nr)?;
+    if hidden != park_pages + vcpu_info.frames().len() as u64 {
         return Err(Failure::Plan(
-            "the old kernel runs several VCPUs but the image has no park area (pvkexec build --old-vcpus N)",
+            "the image hides a different number of frames than the park area and the placed vcpu_info need (pvkexec build --old-vcpus N [--old-vcpu-info])",
         ));
     }
     if old_nr as usize > MAX_PAGES {
@@ -352,7 +350,7 @@ pub fn build(h: &Handoff, image: &ImageView) -> Result<Ready, Failure> {
         .ok_or(Failure::Plan(
             "the handoff's free pool lies past the domain's frames",
         ))?;
-    if holes + hidden > h.free_pages {
+    if holes + park_pages > h.free_pages {
         return Err(Failure::Plan(
             "the free pool is smaller than the new region's holes and the park area",
         ));
@@ -379,8 +377,16 @@ pub fn build(h: &Handoff, image: &ImageView) -> Result<Ready, Failure> {
     if let Some(old) = c.fixed(plan.trampoline_pfn) {
         mark(old);
     }
-    for k in 0..holes + hidden {
+    for k in 0..holes + park_pages {
         mark(c.clean_start() + k);
+    }
+    for &pfn in vcpu_info.frames() {
+        if c.meets_pool(pfn, 1) || is_used(pfn) {
+            return Err(Failure::Plan(
+                "a placed vcpu_info frame lies in the free pool or in the image",
+            ));
+        }
+        mark(pfn);
     }
     let park_first = c.clean_start() + holes;
     // Every AP must be in the purgatory before anything changes.
@@ -436,14 +442,17 @@ pub fn build(h: &Handoff, image: &ImageView) -> Result<Ready, Failure> {
         }
     }
     // The park area's frames have no PFN below the new nr_pages.
-    for i in 0..hidden {
+    let hidden_frames = (0..park_pages)
+        .map(|i| park_first + i)
+        .chain(vcpu_info.frames().iter().copied());
+    for (i, old) in hidden_frames.enumerate() {
         if n == batch.len() {
             c.flush_m2p(&batch)?;
             n = 0;
         }
         batch[n] = MmuUpdate {
-            ptr: (c.old_p2m[(park_first + i) as usize] << 12) | mmu::MACHPHYS_UPDATE,
-            val: new_nr + i,
+            ptr: (c.old_p2m[old as usize] << 12) | mmu::MACHPHYS_UPDATE,
+            val: new_nr + i as u64,
         };
         n += 1;
     }
@@ -681,7 +690,10 @@ pub fn build(h: &Handoff, image: &ImageView) -> Result<Ready, Failure> {
     // SAFETY: as above: the start_info page in the old region, written only here.
     let si = unsafe { &mut *(si_va as *mut StartInfo) };
     if let Some(p) = &parked {
-        append_park_word(si, p)?;
+        append_word(si, format_args!("pvkexec.park={:#x}@{:#x}", p.page, p.va))?;
+    }
+    if !vcpu_info.frames().is_empty() {
+        append_word(si, format_args!("pvkexec.vcpu_info={}", vcpu_info))?;
     }
     if let Some(k) = kept_store {
         si.store_evtchn = events::rebind(&k)?;
@@ -853,8 +865,8 @@ pub struct Parked {
     pub va: u64,
 }
 
-/// Appends ` pvkexec.park=<mfn>@<va>` (hexadecimal) to a start_info command line.
-fn append_park_word(si: &mut StartInfo, p: &Parked) -> Result<(), Failure> {
+/// Appends ` <word>` to a start_info command line.
+fn append_word(si: &mut StartInfo, word: core::fmt::Arguments) -> Result<(), Failure> {
     struct Line<'a> {
         buf: &'a mut [u8],
         len: usize,
@@ -881,10 +893,78 @@ fn append_park_word(si: &mut StartInfo, p: &Parked) -> Result<(), Failure> {
         len,
     };
     let sep = if len == 0 { "" } else { " " };
-    core::fmt::write(
-        &mut line,
-        format_args!("{sep}pvkexec.park={:#x}@{:#x}", p.page, p.va),
-    )
-    .map_err(|_| Failure::Plan("no room on the command line for pvkexec.park="))?;
+    core::fmt::write(&mut line, format_args!("{sep}{word}"))
+        .map_err(|_| Failure::Plan("no room on the command line for a pvkexec. word"))?;
     Ok(())
+}
+
+/// The `vcpu_info` placements the handoff lists: per VCPU (MFN, offset), and the distinct old
+/// PFNs of their frames.
+pub struct VcpuInfoPlacement {
+    per_vcpu: [(u64, u32); MAX_VCPUS as usize],
+    nr_vcpus: usize,
+    pfns: [u64; MAX_VCPUS as usize],
+    nr_pfns: usize,
+}
+
+impl VcpuInfoPlacement {
+    fn frames(&self) -> &[u64] {
+        &self.pfns[..self.nr_pfns]
+    }
+}
+
+/// `0:0x1234+0x0,1:0x1235+0x0`: VCPU, MFN and offset of each placed vcpu_info.
+impl core::fmt::Display for VcpuInfoPlacement {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let mut first = true;
+        for (k, &(mfn, off)) in self.per_vcpu[..self.nr_vcpus].iter().enumerate() {
+            if mfn == 0 {
+                continue;
+            }
+            if !first {
+                f.write_str(",")?;
+            }
+            first = false;
+            write!(f, "{k}:{mfn:#x}+{off:#x}")?;
+        }
+        Ok(())
+    }
+}
+
+fn placed_vcpu_info(h: &Handoff, nr_vcpus: u64, old_nr: u64) -> Result<VcpuInfoPlacement, Failure> {
+    let mut p = VcpuInfoPlacement {
+        per_vcpu: [(0, 0); MAX_VCPUS as usize],
+        nr_vcpus: nr_vcpus as usize,
+        pfns: [0; MAX_VCPUS as usize],
+        nr_pfns: 0,
+    };
+    if h.vcpu_info_va == 0 {
+        return Ok(p);
+    }
+    for k in 0..nr_vcpus as usize {
+        // SAFETY: the handoff points at nr_vcpus records in the old kernel's memory; read only.
+        let rec = unsafe {
+            (h.vcpu_info_va as *const xenpv::VcpuRegisterVcpuInfo)
+                .add(k)
+                .read_volatile()
+        };
+        if rec.mfn == 0 {
+            continue;
+        }
+        // SAFETY: Xen maps the M2P read-only for every PV guest; the MFN is checked below.
+        let pfn = unsafe {
+            ((xenpv::layout::M2P_VIRT_START + rec.mfn * 8) as *const u64).read_volatile()
+        };
+        if pfn >= old_nr {
+            return Err(Failure::Plan(
+                "a placed vcpu_info frame is not the domain's",
+            ));
+        }
+        p.per_vcpu[k] = (rec.mfn, rec.offset);
+        if !p.frames().contains(&pfn) {
+            p.pfns[p.nr_pfns] = pfn;
+            p.nr_pfns += 1;
+        }
+    }
+    Ok(p)
 }

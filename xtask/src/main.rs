@@ -94,6 +94,10 @@ struct KexecArgs {
     /// Xen version to boot.
     #[arg(long, default_value = "4.17")]
     xen: XenVersion,
+    /// The old kernel places every VCPU's vcpu_info in a frame of its own (the purgatory
+    /// hides those frames; Linux 5.16+ new kernels get the loader's warning).
+    #[arg(long)]
+    old_vcpu_info: bool,
 }
 
 fn main() -> ExitCode {
@@ -119,6 +123,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             timeout: 120,
             expect: None,
             xen: XenVersion::V4_17,
+            old_vcpu_info: false,
         }),
         Cmd::Kexec(args) => kexec(args),
         Cmd::Boot(args) => boot(args),
@@ -204,6 +209,9 @@ fn kexec(args: KexecArgs) -> Result<ExitCode> {
             cmd.args(["--append", &append]).arg("-o").arg(&out);
             // The old test kernel initialises every VCPU of the domain.
             cmd.args(["--old-vcpus", &args.vcpus.to_string()]);
+            if args.old_vcpu_info {
+                cmd.arg("--old-vcpu-info");
+            }
             if let Some(i) = &args.initrd {
                 cmd.arg("--initrd").arg(i);
             }
@@ -215,11 +223,16 @@ fn kexec(args: KexecArgs) -> Result<ExitCode> {
         }
     };
     let mut cfg = BootConfig::new(guest::binary("kexecold")?);
+    let mut old_words = Vec::new();
     if into_probe {
         // For the probe, the old kernel keeps a loopback channel standing in for a domU's
         // xenstore channel (an initial-domain Linux would take it for one).
-        cfg.cmdline = "kexec_store=loopback".into();
+        old_words.push("kexec_store=loopback");
     }
+    if args.old_vcpu_info {
+        old_words.push("kexec_vcpu_info=1");
+    }
+    cfg.cmdline = old_words.join(" ");
     cfg.modules.push(Module {
         path: image,
         args: String::new(),

@@ -63,7 +63,8 @@ enum Cmd {
         /// `nr_cpus=1` (it BUG()s re-initialising a VCPU).
         #[arg(long, default_value_t = 1)]
         old_vcpus: u32,
-        /// The old kernel registered vcpu_info placement (warns for Linux 5.16 and later).
+        /// The old kernel placed each VCPU's vcpu_info in a frame of its own: those frames are
+        /// kept from the new kernel (and Linux 5.16 and later get a warning).
         #[arg(long)]
         old_vcpu_info: bool,
         #[arg(short = 'o', long)]
@@ -110,11 +111,7 @@ fn build(
         initrd.as_deref(),
         &adjusted.cmdline,
         t.mem_mib * 256,
-        if old.vcpus > 1 {
-            pvhandoff::image::PARK_PAGES
-        } else {
-            0
-        },
+        hidden_pages(old),
         mode_of(t.mode),
     )?;
     std::fs::write(output, &built.bytes).map_err(|e| {
@@ -132,6 +129,21 @@ fn build(
         built.purgatory_relocations,
         output.display()
     ))
+}
+
+/// Frames kept from the new kernel: the park area when the old kernel ran several VCPUs, and a
+/// frame per VCPU whose vcpu_info it placed (docs/smp.md).
+fn hidden_pages(old: loader::linux::OldKernel) -> u64 {
+    let park = if old.vcpus > 1 {
+        pvhandoff::image::PARK_PAGES
+    } else {
+        0
+    };
+    park + if old.vcpu_info_registered {
+        old.vcpus.max(1) as u64
+    } else {
+        0
+    }
 }
 
 const EXIT_BAD_INPUT: u8 = 3;

@@ -263,6 +263,63 @@ fn aps_are_parked_with_2_and_4_vcpus() {
     }
 }
 
+/// vcpu_info placed by the old kernel (one frame per VCPU): the purgatory hides those frames
+/// past `nr_pages` and names them on the command line; the probe reads its clock there.
+/// Without `--old-vcpu-info` the image does not plan those frames, and the purgatory refuses.
+#[test]
+fn placed_vcpu_info_frames_are_hidden_and_listed() {
+    let mut cmd = Command::new(tools::pvkexec().unwrap());
+    let image = harness::cache_dir().join("kexec-smp2-vcpu-info.img");
+    cmd.arg("build")
+        .arg("--kernel")
+        .arg(guest::binary("probe").unwrap())
+        .args([
+            "--mem-mib",
+            "64",
+            "--mode",
+            "dom0",
+            "--append",
+            "mem_mib=64",
+        ])
+        .args(["--old-vcpus", "2", "--old-vcpu-info", "-o"])
+        .arg(&image);
+    assert!(cmd.status().unwrap().success());
+    let r = run_smp("kexec-vcpu-info", &image, 64, "kexec_vcpu_info=1", 2);
+    assert_kexec_passed(&r, 6);
+    assert!(r.log.contains("pvkexec.vcpu_info=0:0x"), "log:\n{}", r.log);
+    assert!(
+        r.log.contains("clock: VCPU 0's vcpu_info placed at"),
+        "log:\n{}",
+        r.log
+    );
+    assert!(
+        r.log
+            .contains("hidden-frames 7 (domain 16384 frames, nr_pages 16377)"),
+        "log:\n{}",
+        r.log
+    );
+
+    let plain = build_image_for("smp2-no-vcpu-info", 64, None, 2);
+    let r = run_smp(
+        "kexec-vcpu-info-unplanned",
+        &plain,
+        64,
+        "kexec_vcpu_info=1",
+        2,
+    );
+    assert_eq!(r.verdict, Verdict::Crashed, "log:\n{}", r.log);
+    assert!(
+        r.log.contains("the image hides a different number of frames than the park area and the placed vcpu_info need"),
+        "log:\n{}",
+        r.log
+    );
+    assert!(
+        !r.log.contains(harness::PURGATORY_ENTERING),
+        "log:\n{}",
+        r.log
+    );
+}
+
 /// An AP that never reaches the park entry ends in the purgatory's named failure and a
 /// domain crash, before anything changed, not in a hang.
 #[test]

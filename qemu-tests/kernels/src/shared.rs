@@ -27,10 +27,15 @@ pub fn map_shared_info(si: &StartInfo) -> Result<&'static SharedInfo, xenpv::Xen
 /// Xen system time of VCPU `vcpu` in nanoseconds: the record's `system_time` plus the TSC
 /// ticks since `tsc_timestamp`, scaled as the record says (read under its version counter).
 pub fn system_time_ns(sh: &SharedInfo, vcpu: usize) -> u64 {
-    let rec: *const VcpuTimeInfo = &sh.vcpu_info[vcpu].time;
+    time_ns(&sh.vcpu_info[vcpu])
+}
+
+/// Xen system time from one `vcpu_info` (in shared_info, or wherever it was placed).
+pub fn time_ns(info: &xenpv::VcpuInfo) -> u64 {
+    let rec: *const VcpuTimeInfo = &info.time;
     loop {
-        // SAFETY: `rec` points into the mapped shared_info page; Xen updates it concurrently,
-        // which the version protocol below detects.
+        // SAFETY: `rec` points into a mapped vcpu_info; Xen updates it concurrently, which the
+        // version protocol below detects.
         let (v0, t) = unsafe { ((*rec).version, core::ptr::read_volatile(rec)) };
         core::sync::atomic::fence(core::sync::atomic::Ordering::Acquire);
         // SAFETY: as above.

@@ -16,6 +16,9 @@
 //! GDT, with VIRQ_TIMER bound and a periodic and a single-shot timer running; at the kexec
 //! each AP jumps to the purgatory's AP entry (`AP_ENTRY_OFFSET`), the boot VCPU to its entry.
 //!
+//! Command-line word `kexec_vcpu_info=1` places every VCPU's `vcpu_info` in a frame of its
+//! own (`VCPUOP_register_vcpu_info`), which the handoff lists.
+//!
 //! Command-line word `kexec_store=loopback` adds a loopback interdomain pair standing in for a
 //! domU's xenstore channel, kept for the new kernel through the handoff (`keep_store_port`).
 //!
@@ -42,8 +45,8 @@ use pvtest_kernels::view::{p2m, walk, Region};
 use pvtest_kernels::{cmdline_value, notes::VIRT_BASE, why, OLD_DATA_POISON};
 use xenpv::{
     evtchnop, hypercall, mmu, mmuext, pte, selector, uvmf, vcpuop, vgcf, EvtchnInitControl,
-    MmuUpdate, MmuextOp, StartInfo, VcpuGuestContext, VcpuRegisterArea, VcpuSetPeriodicTimer,
-    XenError, PAGE_SIZE,
+    MmuUpdate, MmuextOp, StartInfo, VcpuGuestContext, VcpuRegisterArea, VcpuRegisterVcpuInfo,
+    VcpuSetPeriodicTimer, XenError, PAGE_SIZE,
 };
 
 /// Linux's direct-map base (`page_offset_base` without KASLR): L4 slot 273, L3 index 0.
@@ -75,6 +78,7 @@ static mut HANDOFF: Handoff = Handoff {
     nr_vcpus: 0,
     keep_store_port: 0,
     keep_console_port: 0,
+    vcpu_info_va: 0,
 };
 
 #[no_mangle]
@@ -123,6 +127,8 @@ struct Layout {
     ap_gdt: [u64; MAX_VCPUS as usize],
     /// FIFO event control blocks, one per VCPU.
     fifo: [u64; MAX_VCPUS as usize],
+    /// Frames of the VCPUs' placed `vcpu_info`, one per VCPU.
+    vcpu_info: [u64; MAX_VCPUS as usize],
     trees: [u64; EXTRA_TREES],
     dm_l3: u64,
     /// First PFN of the direct map's L2 frames (descending run: `dm_l2 - i`).
@@ -150,6 +156,10 @@ fn plan_frames(si: &StartInfo, region: &Region, nr_vcpus: u32) -> Result<Layout,
     for c in fifo.iter_mut().take(nr_vcpus as usize) {
         *c = top.take()?;
     }
+    let mut vcpu_info = [0; MAX_VCPUS as usize];
+    for v in vcpu_info.iter_mut().take(nr_vcpus as usize) {
+        *v = top.take()?;
+    }
     let mut trees = [0; EXTRA_TREES];
     for t in &mut trees {
         *t = top.take()?;
@@ -173,6 +183,7 @@ fn plan_frames(si: &StartInfo, region: &Region, nr_vcpus: u32) -> Result<Layout,
         gdt,
         ap_gdt,
         fifo,
+        vcpu_info,
         trees,
         dm_l3,
         dm_l2,
@@ -351,7 +362,10 @@ fn prepare(si: &StartInfo, region: &Region) -> Result<u64, Why> {
         }
     })?;
     // The GDT: a null descriptor and a flat data segment at DPL 3 (the PV kernel's ring).
-    for &c in &l.fifo[..nr_vcpus as usize] {
+    for &c in l.fifo[..nr_vcpus as usize]
+        .iter()
+        .chain(&l.vcpu_info[..nr_vcpus as usize])
+    {
         f.fill(c, |_| 0)?;
     }
     for &g in core::iter::once(&l.gdt).chain(&l.ap_gdt[1..nr_vcpus as usize]) {
@@ -386,6 +400,11 @@ fn prepare(si: &StartInfo, region: &Region) -> Result<u64, Why> {
     pin_trees(&mut f, &l, l4, p2m)?;
     let port = start_timers(si)?;
     let fault = cmdline_value(si.cmdline(), "kexec_fault").unwrap_or(b"");
+    let vcpu_info_va = if cmdline_value(si.cmdline(), "kexec_vcpu_info") == Some(b"1") {
+        place_vcpu_info(&l, p2m, nr_vcpus)?
+    } else {
+        0
+    };
     if nr_vcpus > 1 {
         start_aps(
             p2m[l4_pfn as usize],
@@ -434,6 +453,7 @@ fn prepare(si: &StartInfo, region: &Region) -> Result<u64, Why> {
             nr_vcpus: nr_vcpus as u64,
             keep_store_port: store_port,
             keep_console_port: 0,
+            vcpu_info_va,
         };
     }
     // The APs leave for the purgatory's AP entry; the boot VCPU follows to its entry.
@@ -696,6 +716,40 @@ fn start_timers(si: &StartInfo) -> Result<u32, Why> {
         return why!("set_timer_op: {}", e);
     }
     Ok(port)
+}
+
+/// Where each VCPU's vcpu_info was placed (the handoff points at it).
+static mut VCPU_INFO: [VcpuRegisterVcpuInfo; MAX_VCPUS as usize] = [VcpuRegisterVcpuInfo {
+    mfn: 0,
+    offset: 0,
+    rsvd: 0,
+}; MAX_VCPUS as usize];
+
+/// Places every VCPU's `vcpu_info` in a frame of its own (`VCPUOP_register_vcpu_info`, as
+/// Linux does into its per-CPU areas), before the APs are up (Xen accepts it only for the
+/// calling VCPU or one that is down); returns the records' VA for the handoff.
+fn place_vcpu_info(l: &Layout, p2m: &[u64], nr_vcpus: u32) -> Result<u64, Why> {
+    for k in 0..nr_vcpus {
+        let rec = VcpuRegisterVcpuInfo {
+            mfn: p2m[l.vcpu_info[k as usize] as usize],
+            offset: 0,
+            rsvd: 0,
+        };
+        // SAFETY: `rec` names a zeroed frame of ours; Xen maps it and moves VCPU k's
+        // vcpu_info there. Nothing of this kernel reads shared_info's copy for timing after.
+        if let Err(e) =
+            unsafe { hypercall::vcpu_op(vcpuop::REGISTER_VCPU_INFO, k, &rec as *const _ as u64) }
+        {
+            return why!("VCPUOP_register_vcpu_info({}): {}", k, e);
+        }
+        // SAFETY: single writer before the APs run; the purgatory reads it after the jump.
+        unsafe { VCPU_INFO[k as usize] = rec };
+    }
+    println!(
+        "PVKEXEC-INFO kexec: vcpu_info of {} VCPUs placed in frames of their own",
+        nr_vcpus
+    );
+    Ok(core::ptr::addr_of!(VCPU_INFO) as u64)
 }
 
 /// What a running Linux has registered with Xen besides timers: a runstate area per VCPU

@@ -10,7 +10,8 @@
 //!   measured wait (and then fires for a timer this kernel arms, which shows the watch can
 //!   see one);
 //! - `vcpus-parked`: every VCPU but this one is down (`VCPUOP_is_up`);
-//! - `hidden-frames`: the domain holds exactly the plan's hidden frames beyond `nr_pages`
+//! - `hidden-frames`: the frames the command line lists (`pvkexec.park=`, `pvkexec.vcpu_info=`)
+//!   are not in this kernel's P2M, and they are all the domain holds beyond `nr_pages`
 //!   (`XENMEM_current_reservation`);
 //! - `ap-wake` (with parked VCPUs): VCPU 1 is brought back through its park mailbox and prints
 //!   the PASS line itself.
@@ -31,7 +32,7 @@ use pvtest_kernels::report::{check, finish, Why};
 use pvtest_kernels::shared::{self, VIRQ_TIMER};
 use pvtest_kernels::view::Region;
 use pvtest_kernels::{cmdline_value, notes::VIRT_BASE, parse_u64, println, why, OLD_DATA_POISON};
-use xenpv::{evtchnop, hypercall, vcpuop, SharedInfo, StartInfo, XenError, PAGE_SIZE};
+use xenpv::{evtchnop, hypercall, vcpuop, SharedInfo, StartInfo, VcpuInfo, XenError, PAGE_SIZE};
 
 /// Initial contents of the plan slot: `pvkexec build` replaces them with the `PlanRecord`.
 const SLOT_UNFILLED: u64 = u64::from_le_bytes(*b"PVKXSLOT");
@@ -99,7 +100,10 @@ extern "C" fn guest_main(si: *const StartInfo) -> ! {
     match shared::map_shared_info(si) {
         Ok(sh) => {
             check("event-channels", check_ports(si));
-            check("no-old-timers", check_no_old_timers(sh));
+            match clock(si, sh) {
+                Ok(clk) => check("no-old-timers", check_no_old_timers(sh, clk)),
+                Err(why) => pvtest_kernels::report::fail("no-old-timers", format_args!("{}", why)),
+            }
         }
         Err(e) => pvtest_kernels::report::fail(
             "shared-info",
@@ -247,6 +251,51 @@ fn wake_parked_vcpu(si: &StartInfo) -> Result<(), Why> {
     Ok(())
 }
 
+/// `pvkexec.vcpu_info=k:mfn+off,...`: each placed vcpu_info (VCPU, MFN, offset).
+fn vcpu_info_list(si: &StartInfo) -> impl Iterator<Item = (u64, u64, u64)> + '_ {
+    cmdline_value(si.cmdline(), "pvkexec.vcpu_info")
+        .unwrap_or(b"")
+        .split(|&b| b == b',')
+        .filter_map(|e| {
+            let mut kv = e.splitn(2, |&b| b == b':');
+            let k = parse_u64(kv.next()?)?;
+            let mut mo = kv.next()?.splitn(2, |&b| b == b'+');
+            Some((k, parse_u64(mo.next()?)?, parse_u64(mo.next()?)?))
+        })
+}
+
+/// A page over which VCPU 0's placed vcpu_info frame is mapped.
+static mut VCPU_INFO_PAGE: Page = Page([0; 4096]);
+
+/// VCPU 0's vcpu_info, for time: shared_info's slot, or, when the old kernel placed it, the
+/// frame `pvkexec.vcpu_info=` names (Xen no longer updates the slot then).
+fn clock(si: &StartInfo, sh: &'static SharedInfo) -> Result<&'static VcpuInfo, Why> {
+    let Some((_, mfn, off)) = vcpu_info_list(si).find(|&(k, _, _)| k == 0) else {
+        return Ok(&sh.vcpu_info[0]);
+    };
+    if off as usize + core::mem::size_of::<VcpuInfo>() > 4096 {
+        return why!("vcpu_info offset {:#x} runs past its page", off);
+    }
+    let va = core::ptr::addr_of_mut!(VCPU_INFO_PAGE) as u64;
+    // SAFETY: a bss page of this kernel nothing references now maps the placed vcpu_info
+    // frame (the domain's own, not a table) from here on.
+    if let Err(e) = unsafe {
+        hypercall::update_va_mapping(
+            va,
+            xenpv::pte::make(mfn, xenpv::pte::L1_FLAGS | xenpv::pte::D),
+            xenpv::uvmf::INVLPG,
+        )
+    } {
+        return why!("mapping VCPU 0's vcpu_info frame {:#x}: {}", mfn, e);
+    }
+    println!(
+        "PVKEXEC-INFO clock: VCPU 0's vcpu_info placed at {:#x}+{:#x}",
+        mfn, off
+    );
+    // SAFETY: the mapping above; Xen keeps the vcpu_info there up to date.
+    Ok(unsafe { &*((va + off) as *const VcpuInfo) })
+}
+
 /// VCPUs of the domain (`VCPUOP_is_up` answers -ENOENT past the last).
 fn nr_vcpus() -> u32 {
     let mut k = 1;
@@ -278,6 +327,40 @@ fn check_hidden(si: &StartInfo) -> Result<(), Why> {
     let p = plan();
     if p.magic != PLAN_MAGIC {
         return why!("no plan (see the plan check)");
+    }
+    // The listed frames: the park page (its four table frames come with it) and the placed
+    // vcpu_info frames; none may be in this kernel's P2M.
+    let mut listed = 0u64;
+    if let Some(word) = cmdline_value(si.cmdline(), "pvkexec.park") {
+        let mfn = word
+            .split(|&b| b == b'@')
+            .next()
+            .and_then(parse_u64)
+            .unwrap_or(0);
+        if pvtest_kernels::view::m2p(mfn) < si.nr_pages {
+            return why!("the park page {:#x} is in this kernel's RAM", mfn);
+        }
+        listed += pvhandoff::image::PARK_PAGES;
+    }
+    // Distinct vcpu_info frames (VCPUs may share one).
+    let mut seen = [0u64; 8];
+    let mut distinct = 0;
+    for (_, mfn, _) in vcpu_info_list(si) {
+        if pvtest_kernels::view::m2p(mfn) < si.nr_pages {
+            return why!("the vcpu_info frame {:#x} is in this kernel's RAM", mfn);
+        }
+        if !seen[..distinct].contains(&mfn) && distinct < seen.len() {
+            seen[distinct] = mfn;
+            distinct += 1;
+        }
+    }
+    listed += distinct as u64;
+    if listed != p.hidden_pages {
+        return why!(
+            "the command line lists {} hidden frames, the plan {}",
+            listed,
+            p.hidden_pages
+        );
     }
     let mut dom = xenpv::DOMID_SELF;
     // SAFETY: XENMEM_current_reservation reads a domid and changes nothing.
@@ -465,7 +548,7 @@ fn check_ports(si: &StartInfo) -> Result<(), Why> {
 
 /// VIRQ_TIMER of every VCPU, bound here with no timer armed, stays quiet for [`QUIET_NS`];
 /// then a 20 ms single-shot timer armed here makes VCPU 0's pending within a second.
-fn check_no_old_timers(sh: &SharedInfo) -> Result<(), Why> {
+fn check_no_old_timers(sh: &SharedInfo, clk: &VcpuInfo) -> Result<(), Why> {
     let n = nr_vcpus().min(8) as usize;
     let mut ports = [0u32; 8];
     for (k, port) in ports.iter_mut().enumerate().take(n) {
@@ -482,7 +565,7 @@ fn check_no_old_timers(sh: &SharedInfo) -> Result<(), Why> {
         shared::clear_pending(sh, *port);
     }
     let port = ports[0];
-    let start = shared::system_time_ns(sh, 0);
+    let start = shared::time_ns(clk);
     let mut now = start;
     while now - start < QUIET_NS {
         if let Some(k) = (0..n).find(|&k| shared::pending(sh, ports[k])) {
@@ -492,7 +575,7 @@ fn check_no_old_timers(sh: &SharedInfo) -> Result<(), Why> {
                 (now - start) / 1000
             );
         }
-        now = shared::system_time_ns(sh, 0);
+        now = shared::time_ns(clk);
     }
     if let Err(e) = hypercall::set_timer_op(now + 20_000_000) {
         return why!("set_timer_op: {}", e);
@@ -503,7 +586,7 @@ fn check_no_old_timers(sh: &SharedInfo) -> Result<(), Why> {
         if let Err(e) = hypercall::sched_poll(&[port], armed + 1_000_000_000) {
             return why!("SCHEDOP_poll: {}", e);
         }
-        now = shared::system_time_ns(sh, 0);
+        now = shared::time_ns(clk);
         if now - armed > 1_000_000_000 {
             return why!("a timer armed here did not fire within 1 s: the watch cannot see one");
         }
