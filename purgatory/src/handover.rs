@@ -589,38 +589,19 @@ pub fn build(h: &Handoff, image: &ImageView) -> Result<Ready, Failure> {
         }
     );
 
-    // Descriptor tables and the user L4 the old kernel may have left: null data selectors, no
-    // guest GDT (only Xen's flat selectors remain), no LDT, no user base pointer.
-    // SAFETY: the purgatory runs on Xen's flat CS/SS; zeroing DS/ES/FS/GS is what Xen hands a
-    // new kernel anyway, and nothing here uses segment bases.
-    unsafe {
-        core::arch::asm!("mov ds, {z:e}", "mov es, {z:e}", "mov fs, {z:e}", "mov gs, {z:e}",
-            z = in(reg) 0u32, options(nostack, preserves_flags));
-    }
+    // Descriptor tables and the user L4 the old kernel may have left.
     c.hypercalls += 2;
-    // SAFETY: with no guest selector in use, dropping the guest GDT cannot fault.
-    unsafe { hypercall::set_gdt(&[], 0) }.map_err(|err| Failure::Hypercall {
-        call: "set_gdt(0 entries)",
-        frame: 0,
-        err,
-    })?;
-    // SAFETY: clears the LDT and the user-mode L4 of this VCPU; kernel mode uses neither.
-    unsafe {
-        hypercall::mmuext_op(&[
-            MmuextOp {
-                cmd: mmuext::SET_LDT,
-                ..Default::default()
-            },
-            MmuextOp {
-                cmd: mmuext::NEW_USER_BASEPTR,
-                ..Default::default()
-            },
-        ])
-    }
-    .map_err(|err| Failure::Hypercall {
-        call: "mmuext_op(SET_LDT 0, NEW_USER_BASEPTR 0)",
-        frame: 0,
-        err,
+    crate::vcpu::drop_descriptor_tables().map_err(|d| match d {
+        crate::vcpu::Dropped::Gdt(err) => Failure::Hypercall {
+            call: "set_gdt(0 entries)",
+            frame: 0,
+            err,
+        },
+        crate::vcpu::Dropped::LdtOrUserL4(err) => Failure::Hypercall {
+            call: "mmuext_op(SET_LDT 0, NEW_USER_BASEPTR 0)",
+            frame: 0,
+            err,
+        },
     })?;
 
     // This VCPU's timers: the new kernel arms its own.

@@ -17,6 +17,7 @@ macro_rules! say {
 mod events;
 mod handover;
 mod park;
+mod vcpu;
 mod verify;
 
 use core::arch::global_asm;

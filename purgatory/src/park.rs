@@ -14,7 +14,7 @@
 use core::arch::global_asm;
 use core::sync::atomic::{AtomicU64, Ordering};
 use pvhandoff::handoff::{MAX_VCPUS, PARK_MAILBOX_OFFSET, PARK_WAKE_MAGIC};
-use xenpv::{hypercall, mmuext, vcpuop, MmuextOp};
+use xenpv::{hypercall, vcpuop};
 
 const N: usize = MAX_VCPUS as usize;
 
@@ -153,27 +153,10 @@ extern "C" fn purgatory_ap_main(handoff: u64, vcpu: u64) -> ! {
     if let Err(e) = unsafe { hypercall::vcpu_op(vcpuop::STOP_SINGLESHOT_TIMER, me, 0) } {
         fail(2, e);
     }
-    // SAFETY: null data selectors first (the purgatory uses no segment bases), then no guest
-    // GDT, LDT or user L4 for this VCPU; CS/SS are Xen's flat selectors.
-    unsafe {
-        core::arch::asm!("mov ds, {z:e}", "mov es, {z:e}", "mov fs, {z:e}", "mov gs, {z:e}",
-            z = in(reg) 0u32, options(nostack, preserves_flags));
-        let dropped = hypercall::set_gdt(&[], 0).and_then(|()| {
-            hypercall::mmuext_op(&[
-                MmuextOp {
-                    cmd: mmuext::SET_LDT,
-                    ..Default::default()
-                },
-                MmuextOp {
-                    cmd: mmuext::NEW_USER_BASEPTR,
-                    ..Default::default()
-                },
-            ])
-            .map(drop)
-        });
-        if let Err(e) = dropped {
-            fail(3, e);
-        }
+    if let Err(crate::vcpu::Dropped::Gdt(e) | crate::vcpu::Dropped::LdtOrUserL4(e)) =
+        crate::vcpu::drop_descriptor_tables()
+    {
+        fail(3, e);
     }
     // Help verify the digests (the boot VCPU checks the handoff and the image too, and
     // crashes the domain if either is bad).

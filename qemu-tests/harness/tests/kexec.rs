@@ -95,6 +95,18 @@ fn corrupt(image: &Path, index: usize, name: &str) -> PathBuf {
     out
 }
 
+/// The purgatory printed `line`, never left for the new kernel, and Xen crashed the domain.
+fn assert_refused(r: &BootResult, line: &str) {
+    assert_eq!(r.verdict, Verdict::Crashed, "log:\n{}", r.log);
+    assert!(r.log.contains(line), "no {line:?} in:\n{}", r.log);
+    assert!(
+        !r.log.contains(harness::PURGATORY_ENTERING),
+        "log:\n{}",
+        r.log
+    );
+    assert!(r.log.contains("Hardware Dom0 crashed"), "log:\n{}", r.log);
+}
+
 fn assert_kexec_passed(r: &BootResult, segments: usize) {
     assert_eq!(r.verdict, Verdict::Pass, "log:\n{}", r.log);
     assert!(r.log.contains("purgatory: entered"), "log:\n{}", r.log);
@@ -116,7 +128,7 @@ fn assert_kexec_passed(r: &BootResult, segments: usize) {
         .split(harness::PURGATORY_ENTERING)
         .nth(1)
         .expect("the purgatory's switch line");
-    for check in harness::PROBE_CHECKS {
+    for check in harness::probe_checks() {
         let line = format!("PVKEXEC-TEST PASS {check}");
         assert!(
             after.contains(&line),
@@ -223,18 +235,7 @@ fn pinned_trees_left_by_the_kernel_side_are_caught_by_the_probe() {
 fn free_pool_overlapping_the_old_p2m_is_refused_by_the_purgatory() {
     let image = build_image("plain-64M-pool", 64, None);
     let r = run_with("kexec-pool-overlap", &image, 64, "kexec_fault=pool-overlap");
-    assert_eq!(r.verdict, Verdict::Crashed, "log:\n{}", r.log);
-    assert!(
-        r.log.contains("purgatory: the handoff's free pool overlaps the image, the old start_info or the old P2M; refusing to enter the new kernel"),
-        "log:\n{}",
-        r.log
-    );
-    assert!(
-        !r.log.contains(harness::PURGATORY_ENTERING),
-        "log:\n{}",
-        r.log
-    );
-    assert!(r.log.contains("Hardware Dom0 crashed"), "log:\n{}", r.log);
+    assert_refused(&r, "purgatory: the handoff's free pool overlaps the image, the old start_info or the old P2M; refusing to enter the new kernel");
 }
 
 /// 2 and 4 VCPUs: the old kernel's APs (own GDT, VIRQ_TIMER, running timers) are parked by the
@@ -307,17 +308,7 @@ fn placed_vcpu_info_frames_are_hidden_and_listed() {
         "kexec_vcpu_info=1",
         2,
     );
-    assert_eq!(r.verdict, Verdict::Crashed, "log:\n{}", r.log);
-    assert!(
-        r.log.contains("the image hides a different number of frames than the park area and the placed vcpu_info need"),
-        "log:\n{}",
-        r.log
-    );
-    assert!(
-        !r.log.contains(harness::PURGATORY_ENTERING),
-        "log:\n{}",
-        r.log
-    );
+    assert_refused(&r, "the image hides a different number of frames than the park area and the placed vcpu_info need");
 }
 
 /// An AP that never reaches the park entry ends in the purgatory's named failure and a
@@ -326,19 +317,9 @@ fn placed_vcpu_info_frames_are_hidden_and_listed() {
 fn ap_that_never_arrives_is_named_and_crashes_the_domain() {
     let image = build_image_for("smp2-stuck", 64, None, 2);
     let r = run_smp("kexec-ap-stuck", &image, 64, "kexec_fault=ap-stuck", 2);
-    assert_eq!(r.verdict, Verdict::Crashed, "log:\n{}", r.log);
-    assert!(
-        r.log.contains(
-            "purgatory: VCPU 1 did not reach the park entry (still in the old kernel after"
-        ),
-        "log:\n{}",
-        r.log
+    assert_refused(
+        &r,
+        "purgatory: VCPU 1 did not reach the park entry (still in the old kernel after",
     );
     assert!(!r.log.contains("frames renumbered"), "log:\n{}", r.log);
-    assert!(
-        !r.log.contains(harness::PURGATORY_ENTERING),
-        "log:\n{}",
-        r.log
-    );
-    assert!(r.log.contains("Hardware Dom0 crashed"), "log:\n{}", r.log);
 }

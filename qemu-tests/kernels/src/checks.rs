@@ -18,19 +18,6 @@ extern "C" {
 struct ScratchPages([[u8; 4096]; 2]);
 static mut SCRATCH: ScratchPages = ScratchPages([[0; 4096]; 2]);
 
-/// Names of the checks [`boot_checks`] runs, in order.
-pub const BOOT_CHECKS: [&str; 9] = [
-    "magic",
-    "nr_pages",
-    "p2m-m2p",
-    "pagetables",
-    "region-end",
-    "xen-version",
-    "mmu-roundtrip",
-    "entry-registers",
-    "frames-writable",
-];
-
 /// Prints what the kernel was handed, then runs the start-of-day checks; `hidden` frames of
 /// the domain are expected to be kept from the kernel (`nr_pages` = `mem_mib=` less them).
 pub fn boot_checks(si: &StartInfo, regs: &[u64; reg::COUNT], region: &Region, hidden: u64) {

@@ -654,38 +654,30 @@ fn pin_trees(
         f.fill(t, |i| if (256..272).contains(&i) { 0 } else { l4(i) })?;
     }
     f.done()?;
-    for &t in &l.trees {
-        let mfn = p2m[t as usize];
-        // SAFETY: pins a fully built L4 of our own frames; it is not loaded anywhere.
-        let r = unsafe {
-            hypercall::mmuext_op(&[MmuextOp {
-                cmd: mmuext::PIN_L4_TABLE,
-                arg1: mfn,
-                ..Default::default()
-            }])
-        };
-        if let Err(e) = r {
-            return why!("PIN_L4_TABLE(mfn {:#x}): {}", mfn, e);
-        }
-    }
-    Ok(())
+    tree_op(l, p2m, mmuext::PIN_L4_TABLE, "PIN_L4_TABLE")
 }
 
 /// Unpins the process trees: pinned trees other than the current one outlive a kexec unless
 /// the kernel side drops them (handoff contract).
 fn unpin_trees(l: &Layout, p2m: &[u64]) -> Result<(), Why> {
+    tree_op(l, p2m, mmuext::UNPIN_TABLE, "UNPIN_TABLE")
+}
+
+/// One `mmuext_op` (`cmd` on the L4's MFN) per process tree.
+fn tree_op(l: &Layout, p2m: &[u64], cmd: u32, name: &str) -> Result<(), Why> {
     for &t in &l.trees {
         let mfn = p2m[t as usize];
-        // SAFETY: the tree is pinned by us and loaded nowhere.
+        // SAFETY: pins or unpins a fully built L4 of our own frames that is loaded nowhere;
+        // no mapping in use changes.
         let r = unsafe {
             hypercall::mmuext_op(&[MmuextOp {
-                cmd: mmuext::UNPIN_TABLE,
+                cmd,
                 arg1: mfn,
                 ..Default::default()
             }])
         };
         if let Err(e) = r {
-            return why!("UNPIN_TABLE(mfn {:#x}): {}", mfn, e);
+            return why!("{}(mfn {:#x}): {}", name, mfn, e);
         }
     }
     Ok(())
