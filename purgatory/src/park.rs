@@ -2,8 +2,9 @@
 //! on.
 //!
 //! The kernel side sends each AP to the AP entry (`_start_ap`, `AP_ENTRY_OFFSET` past `_start`,
-//! in main.rs) with its VCPU id. An AP stops its own timers, drops its GDT, LDT and user L4, reports in, and waits
-//! for the boot VCPU to set up the park area (frames hidden from the new kernel): a private
+//! in main.rs) with its VCPU id. An AP stops its own timers, drops its GDT, LDT, user L4 and
+//! NMI callback, helps verify digests, reports in, and waits for the boot VCPU to set up the
+//! park area (frames hidden from the new kernel): a private
 //! L4 -> L3 -> L2 -> L1 tree mapping only the park page, at the same VA as in the old tables.
 //! There the AP switches to the private tree (`NEW_BASEPTR`, so the old tables lose their last
 //! user once the boot VCPU leaves them) and takes itself down with `VCPUOP_down`, for good:
@@ -126,11 +127,12 @@ static ARRIVED: [AtomicU64; N] = [const { AtomicU64::new(0) }; N];
 static PARK_GO: AtomicU64 = AtomicU64::new(0);
 
 /// Steps of an AP's cleanup, for the boot VCPU's failure line.
-pub const AP_STEPS: [&str; 4] = [
+pub const AP_STEPS: [&str; 5] = [
     "set_timer_op(0)",
     "vcpu_op(stop_periodic_timer)",
     "vcpu_op(stop_singleshot_timer)",
     "set_gdt(0) / mmuext_op(SET_LDT 0, NEW_USER_BASEPTR 0)",
+    "callback_op(unregister NMI)",
 ];
 
 #[no_mangle]
@@ -157,6 +159,16 @@ extern "C" fn purgatory_ap_main(handoff: u64, vcpu: u64) -> ! {
         crate::vcpu::drop_descriptor_tables()
     {
         fail(3, e);
+    }
+    // An NMI callback into the old kernel would outlive it (the kernel side may have sent
+    // this VCPU here by NMI; its HYPERVISOR_iret ended that NMI).
+    let nmi = xenpv::CallbackRegister {
+        kind: xenpv::callback::TYPE_NMI,
+        ..Default::default()
+    };
+    // SAFETY: unregistering leaves this VCPU with no NMI callback, as Xen starts a VCPU.
+    if let Err(e) = unsafe { hypercall::callback_op(xenpv::callback::OP_UNREGISTER, &nmi) } {
+        fail(4, e);
     }
     // Help verify the digests (the boot VCPU checks the handoff and the image too, and
     // crashes the domain if either is bad).

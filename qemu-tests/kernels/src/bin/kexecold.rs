@@ -13,8 +13,10 @@
 //! initial region and the lowest frame taken.
 //!
 //! With several VCPUs, it brings every AP up with `VCPUOP_initialise` on its own stack and
-//! GDT, with VIRQ_TIMER bound and a periodic and a single-shot timer running; at the kexec
-//! each AP jumps to the purgatory's AP entry (`AP_ENTRY_OFFSET`), the boot VCPU to its entry.
+//! GDT, with VIRQ_TIMER bound, a periodic and a single-shot timer running and an NMI callback
+//! registered; the APs then sleep. At the kexec each AP gets `VCPUOP_send_nmi`, and its NMI
+//! handler leaves for the purgatory's AP entry (`AP_ENTRY_OFFSET`) through `HYPERVISOR_iret`;
+//! the boot VCPU jumps to the purgatory's entry.
 //!
 //! Command-line word `kexec_vcpu_info=1` places every VCPU's `vcpu_info` in a frame of its
 //! own (`VCPUOP_register_vcpu_info`), which the handoff lists.
@@ -26,7 +28,8 @@
 //! tests that show who catches it: `keep-trees` leaves the process trees pinned (the new
 //! kernel finds frames it cannot map writable); `pool-overlap` puts the old P2M list in the
 //! free pool (the purgatory refuses the handoff); `ap-stuck` keeps VCPU 1 in the old kernel
-//! (the purgatory names it and crashes the domain).
+//! (it registers no NMI callback, so the NMI is dropped; the purgatory names it and crashes
+//! the domain).
 #![no_std]
 #![no_main]
 // Check results carry their reason in a fixed buffer: these kernels have no heap to box it in.
@@ -44,9 +47,9 @@ use pvtest_kernels::shared::{self, VIRQ_TIMER};
 use pvtest_kernels::view::{p2m, walk, Region};
 use pvtest_kernels::{cmdline_value, notes::VIRT_BASE, why, OLD_DATA_POISON};
 use xenpv::{
-    evtchnop, hypercall, mmu, mmuext, pte, selector, uvmf, vcpuop, vgcf, EvtchnInitControl,
-    MmuUpdate, MmuextOp, StartInfo, VcpuGuestContext, VcpuRegisterArea, VcpuRegisterVcpuInfo,
-    VcpuSetPeriodicTimer, XenError, PAGE_SIZE,
+    callback, evtchnop, hypercall, mmu, mmuext, pte, selector, uvmf, vcpuop, vgcf,
+    CallbackRegister, EvtchnInitControl, MmuUpdate, MmuextOp, StartInfo, VcpuGuestContext,
+    VcpuRegisterArea, VcpuRegisterVcpuInfo, VcpuSetPeriodicTimer, XenError, PAGE_SIZE,
 };
 
 /// Linux's direct-map base (`page_offset_base` without KASLR): L4 slot 273, L3 index 0.
@@ -456,11 +459,18 @@ fn prepare(si: &StartInfo, region: &Region) -> Result<u64, Why> {
             vcpu_info_va,
         };
     }
-    // The APs leave for the purgatory's AP entry; the boot VCPU follows to its entry.
+    // The APs leave for the purgatory's AP entry, sent there by an NMI each; the boot VCPU
+    // follows to its entry.
     KEXEC_GO.store(
         image.header.purgatory_entry + AP_ENTRY_OFFSET,
         Ordering::Release,
     );
+    for k in 1..nr_vcpus {
+        // SAFETY: VCPUOP_send_nmi only marks an NMI pending for VCPU k.
+        if let Err(e) = unsafe { hypercall::vcpu_op(vcpuop::SEND_NMI, k, 0) } {
+            return why!("VCPUOP_send_nmi({}): {}", k, e);
+        }
+    }
     Ok(image.header.purgatory_entry)
 }
 
@@ -608,20 +618,71 @@ extern "C" fn kexecold_ap_main(vcpu: u64) -> ! {
     if let Err(e) = hypercall::set_timer_op(shared::system_time_ns(sh, k) + 100_000_000) {
         err(4, e);
     }
-    AP_READY.fetch_add(1, Ordering::Release);
-    loop {
-        let go = KEXEC_GO.load(Ordering::Acquire);
-        if go != 0 && STUCK.load(Ordering::Relaxed) != vcpu {
-            // SAFETY: the purgatory's AP entry takes the handoff block and the VCPU id and
-            // never returns; the purgatory is mapped in these tables.
-            unsafe {
-                asm!("jmp {go}", go = in(reg) go,
-                     in("rdi") core::ptr::addr_of!(HANDOFF) as u64, in("rsi") vcpu,
-                     options(noreturn))
-            }
+    // The kexec reaches this VCPU as an NMI (`kexecold_nmi_entry`); a VCPU meant to ignore it
+    // (fault injection) registers no NMI callback, so Xen drops the NMI.
+    if STUCK.load(Ordering::Relaxed) != vcpu {
+        let cb = CallbackRegister {
+            kind: callback::TYPE_NMI,
+            flags: 0,
+            _pad: 0,
+            address: kexecold_nmi_entry as *const () as u64,
+        };
+        // SAFETY: the handler below never returns into the interrupted code; it leaves for
+        // the purgatory with HYPERVISOR_iret.
+        if let Err(e) = unsafe { hypercall::callback_op(callback::OP_REGISTER, &cb) } {
+            err(5, e);
         }
-        let _ = hypercall::sched_yield();
     }
+    AP_READY.fetch_add(1, Ordering::Release);
+    // Asleep until kicked (SCHEDOP_poll on no port, no timeout); the NMI wakes it.
+    loop {
+        let _ = hypercall::sched_poll(&[], 0);
+    }
+}
+
+// The APs' NMI callback. Xen bounces to it on the AP's stack; it works out the VCPU id from
+// that stack and, instead of returning, builds an iret context for the purgatory's AP entry
+// (KEXEC_GO) and calls HYPERVISOR_iret, which also ends the NMI (NMIs are masked until an
+// iret). Registers: rdi = handoff block, rsi = VCPU id; events stay masked (rflags.IF = 0).
+core::arch::global_asm!(
+    r#"
+    .text
+    .globl kexecold_nmi_entry
+kexecold_nmi_entry:
+    lea rax, [rip + {stacks}]
+    mov rsi, rsp
+    sub rsi, rax
+    sub rsi, 8
+    shr rsi, {stack_shift}
+    mov rcx, [rip + {go}]
+    mov rdx, rsp
+    push {ss}
+    push rdx
+    push 0
+    push {cs}
+    push rcx
+    push 0
+    push 0
+    push 0
+    push 0
+    lea rdi, [rip + {handoff}]
+    mov eax, {iret}
+    syscall
+2:  ud2
+    jmp 2b
+    "#,
+    stacks = sym AP_STACKS,
+    go = sym KEXEC_GO,
+    handoff = sym HANDOFF,
+    stack_shift = const AP_STACK.trailing_zeros(),
+    ss = const selector::FLAT_KERNEL_SS as u64,
+    // A guest-kernel CS with RPL 0: an RPL of 3 would make Xen return to user mode.
+    cs = const (selector::FLAT_KERNEL_CS & !3) as u64,
+    iret = const xenpv::hc::IRET,
+);
+
+extern "C" {
+    fn kexecold_nmi_entry();
 }
 
 /// Where shared_info is mapped (for the APs' timers).

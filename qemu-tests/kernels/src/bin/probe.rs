@@ -14,7 +14,8 @@
 //!   are not in this kernel's P2M, and they are all the domain holds beyond `nr_pages`
 //!   (`XENMEM_current_reservation`);
 //! - `ap-wake` (with parked VCPUs): VCPU 1 is brought back through its park mailbox and prints
-//!   the PASS line itself.
+//!   the PASS line itself; there, `nmi-callback-gone`: an NMI with no callback registered is
+//!   dropped, and one with this kernel's callback arrives.
 //!
 //! Command-line words: `mem_mib=N` as for `bootcheck`.
 #![no_std]
@@ -183,8 +184,8 @@ extern "C" {
     fn probe_ap_entry();
 }
 
-/// VCPU 1, woken out of the park page onto this kernel's tables: reports from itself and goes
-/// down again.
+/// VCPU 1, woken out of the park page onto this kernel's tables: reports from itself, checks
+/// that no NMI callback of the old kernel survived, and goes down again.
 #[no_mangle]
 extern "C" fn probe_ap_main(vcpu: u64) -> ! {
     println!(
@@ -192,10 +193,81 @@ extern "C" fn probe_ap_main(vcpu: u64) -> ! {
         vcpu
     );
     pvtest_kernels::report::pass("ap-wake");
+    check("nmi-callback-gone", check_nmi(vcpu as u32));
     AP_RAN.store(vcpu + 1, Ordering::Release);
     loop {
         // SAFETY: a VCPU taking itself down; it holds nothing.
         let _ = unsafe { hypercall::vcpu_op(vcpuop::DOWN, vcpu as u32, 0) };
+    }
+}
+
+/// NMIs this kernel's handler has seen.
+static NMI_SEEN: AtomicU64 = AtomicU64::new(0);
+
+// This kernel's NMI callback: Xen bounces here with rcx and r11 on top of an iret frame; it
+// counts the NMI and returns with HYPERVISOR_iret (rax, r11, rcx, flags on top of the frame).
+global_asm!(
+    r#"
+    .text
+    .globl probe_nmi_entry
+probe_nmi_entry:
+    pop rcx
+    pop r11
+    push 0
+    push rcx
+    push r11
+    push rax
+    lock inc qword ptr [rip + {seen}]
+    mov eax, {iret}
+    syscall
+2:  ud2
+    jmp 2b
+    "#,
+    seen = sym NMI_SEEN,
+    iret = const xenpv::hc::IRET,
+);
+
+extern "C" {
+    fn probe_nmi_entry();
+}
+
+/// On the woken VCPU: an NMI with no callback registered here is dropped (an old kernel's
+/// callback that survived would take this VCPU into whatever now lies at its address); then,
+/// with this kernel's own callback, an NMI arrives, which shows NMIs are not masked (so the
+/// first one was a real test).
+fn check_nmi(vcpu: u32) -> Result<(), Why> {
+    // SAFETY: marks an NMI pending for this VCPU; delivered on the way back from Xen.
+    if let Err(e) = unsafe { hypercall::vcpu_op(vcpuop::SEND_NMI, vcpu, 0) } {
+        return why!("VCPUOP_send_nmi: {}", e);
+    }
+    let cb = xenpv::CallbackRegister {
+        kind: xenpv::callback::TYPE_NMI,
+        flags: 0,
+        _pad: 0,
+        address: probe_nmi_entry as *const () as u64,
+    };
+    // SAFETY: the handler counts and returns through HYPERVISOR_iret.
+    if let Err(e) = unsafe { hypercall::callback_op(xenpv::callback::OP_REGISTER, &cb) } {
+        return why!("registering an NMI callback: {}", e);
+    }
+    // SAFETY: as above; this time the handler runs.
+    let sent = unsafe { hypercall::vcpu_op(vcpuop::SEND_NMI, vcpu, 0) };
+    let seen = NMI_SEEN.load(Ordering::Acquire);
+    // SAFETY: leaves this VCPU without an NMI callback again.
+    let _ = unsafe { hypercall::callback_op(xenpv::callback::OP_UNREGISTER, &cb) };
+    match (sent, seen) {
+        (Err(e), _) => why!("VCPUOP_send_nmi: {}", e),
+        (Ok(_), 1) => {
+            println!("PVKEXEC-INFO nmi-callback-gone: first NMI dropped, second one seen by this kernel's handler");
+            Ok(())
+        }
+        (Ok(_), 0) => why!(
+            "no NMI reached this kernel's handler: NMIs are masked, so the first test proves nothing"
+        ),
+        (Ok(_), n) => why!(
+            "{} NMIs reached this kernel's handler, want 1: the one sent with no callback registered here was not dropped (an old callback survived)",
+            n
+        ),
     }
 }
 
