@@ -620,26 +620,48 @@ pub fn build(h: &Handoff, image: &ImageView) -> Result<Ready, Failure> {
         }
     })?;
 
-    // Runstate areas survive a kexec too: Xen would go on writing each VCPU's runstate at the
-    // old kernel's VA, inside the new kernel. Every VCPU of the domain gets none.
+    // Runstate and secondary time areas survive a kexec too: Xen would go on writing them at
+    // the old kernel's VAs, inside the new kernel. Every VCPU of the domain gets none.
     let mut vcpu = 0u32;
-    loop {
-        let none = VcpuRegisterArea { addr: 0 };
-        c.hypercalls += 1;
-        // SAFETY: a null area only stops Xen's runstate copies for that VCPU.
-        match unsafe {
-            hypercall::vcpu_op(
+    'vcpus: loop {
+        for (op, call) in [
+            (
                 vcpuop::REGISTER_RUNSTATE_MEMORY_AREA,
-                vcpu,
-                &none as *const _ as u64,
-            )
-        } {
-            Ok(_) => vcpu += 1,
-            Err(xenpv::XenError::Enoent) => break,
+                "vcpu_op(register_runstate_memory_area, NULL)",
+            ),
+            (
+                vcpuop::REGISTER_VCPU_TIME_MEMORY_AREA,
+                "vcpu_op(register_vcpu_time_memory_area, NULL)",
+            ),
+        ] {
+            let none = VcpuRegisterArea { addr: 0 };
+            c.hypercalls += 1;
+            // SAFETY: a null area only stops Xen's copies for that VCPU.
+            match unsafe { hypercall::vcpu_op(op, vcpu, &none as *const _ as u64) } {
+                Ok(_) => {}
+                Err(xenpv::XenError::Enoent) => break 'vcpus,
+                Err(err) => {
+                    return Err(Failure::Hypercall {
+                        call,
+                        frame: vcpu as u64,
+                        err,
+                    })
+                }
+            }
+        }
+        vcpu += 1;
+    }
+    // Domain watchdogs (ids 1 and 2) outlive the kernel that armed them.
+    let mut watchdogs = 0;
+    for id in 1..=2 {
+        c.hypercalls += 1;
+        match hypercall::sched_watchdog(id, 0) {
+            Ok(_) => watchdogs += 1,
+            Err(xenpv::XenError::Einval) => {}
             Err(err) => {
                 return Err(Failure::Hypercall {
-                    call: "vcpu_op(register_runstate_memory_area, NULL)",
-                    frame: vcpu as u64,
+                    call: "sched_op(watchdog, destroy)",
+                    frame: id as u64,
                     err,
                 })
             }
@@ -701,7 +723,7 @@ pub fn build(h: &Handoff, image: &ImageView) -> Result<Ready, Failure> {
             port
         );
     }
-    say!("purgatory: timers stopped, runstate areas of {vcpu} VCPUs dropped, event channels reset (FIFO ABI gone), descriptor tables dropped");
+    say!("purgatory: timers stopped, runstate and time areas of {vcpu} VCPUs dropped, {watchdogs} watchdogs destroyed, event channels reset (FIFO ABI gone), descriptor tables dropped");
 
     let old_l4_pfn = (old_si.pt_base - h.old_virt_base) / 4096;
     Ok(Ready {

@@ -109,6 +109,17 @@ pub fn sched_poll(ports: &[u32], timeout_abs_ns: u64) -> Result<(), XenError> {
     check(unsafe { raw2(hc::SCHED_OP, schedop::POLL, &arg as *const _ as u64) }).map(drop)
 }
 
+/// `SCHEDOP_watchdog {id, timeout}`: id 0 creates a domain watchdog (returns its id), a
+/// nonzero id re-arms it, or with timeout 0 destroys it (-EINVAL if it does not exist).
+pub fn sched_watchdog(id: u32, timeout_s: u32) -> Result<u64, XenError> {
+    let arg = SchedWatchdog {
+        id,
+        timeout: timeout_s,
+    };
+    // SAFETY: Xen reads the record; a watchdog only ever shuts this domain down.
+    check(unsafe { raw2(hc::SCHED_OP, schedop::WATCHDOG, &arg as *const _ as u64) })
+}
+
 /// `xen_version(XENVER_version)`: `major << 16 | minor`.
 pub fn xen_version() -> Result<u32, XenError> {
     // SAFETY: XENVER_version takes no buffer.

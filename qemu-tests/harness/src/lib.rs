@@ -43,6 +43,7 @@ pub fn probe_checks() -> Vec<&'static str> {
         "vcpus-parked",
         "hidden-frames",
         "no-late-writes",
+        "watchdogs-gone",
         "fifo-gone",
     ]);
     all

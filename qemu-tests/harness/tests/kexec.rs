@@ -117,7 +117,7 @@ fn assert_kexec_passed(r: &BootResult, segments: usize) {
     for line in [
         "purgatory: frames renumbered",
         "(their direct-map aliases dropped)",
-        "purgatory: timers stopped, runstate areas of",
+        "purgatory: timers stopped, runstate and time areas of",
         "event channels reset (FIFO ABI gone)",
         "(loopback pair re-created)",
     ] {

@@ -834,6 +834,29 @@ fn hostile_events(
             return why!("VCPUOP_register_runstate_memory_area({}): {}", k, e);
         }
     }
+    // Secondary time areas (Linux's vDSO pvclock): Xen writes a vcpu_time_info there.
+    for k in 0..nr_vcpus {
+        let area = VcpuRegisterArea {
+            addr: runstate_va + 0x800 + k as u64 * 32,
+        };
+        // SAFETY: as for the runstate area: the last padding page of the region.
+        let r = unsafe {
+            hypercall::vcpu_op(
+                vcpuop::REGISTER_VCPU_TIME_MEMORY_AREA,
+                k,
+                &area as *const _ as u64,
+            )
+        };
+        if let Err(e) = r {
+            return why!("VCPUOP_register_vcpu_time_memory_area({}): {}", k, e);
+        }
+    }
+    // Both domain watchdogs Xen offers, armed far ahead (they would kill the new kernel).
+    for _ in 0..2 {
+        if let Err(e) = hypercall::sched_watchdog(0, 600) {
+            return why!("SCHEDOP_watchdog(create): {}", e);
+        }
+    }
     for k in 0..nr_vcpus {
         if let Err(e) = shared::bind_ipi(k) {
             return why!("EVTCHNOP_bind_ipi(VCPU {}): {}", k, e);
@@ -862,7 +885,7 @@ fn hostile_events(
         }
     }
     println!(
-        "PVKEXEC-INFO kexec: runstate areas registered at {:#x}, IPI ports bound, store channel port {} (peer {}) kept, FIFO event ABI on {} VCPUs",
+        "PVKEXEC-INFO kexec: runstate and time areas registered at {:#x}, 2 watchdogs armed, IPI ports bound, store channel port {} (peer {}) kept, FIFO event ABI on {} VCPUs",
         runstate_va, store, peer, nr_vcpus
     );
     Ok(store)

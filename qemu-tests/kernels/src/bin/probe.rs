@@ -10,6 +10,7 @@
 //!   measured wait (and then fires for a timer this kernel arms, which shows the watch can
 //!   see one);
 //! - `vcpus-parked`: every VCPU but this one is down (`VCPUOP_is_up`);
+//! - `watchdogs-gone`: both domain watchdogs can be created (and are destroyed again);
 //! - `hidden-frames`: the frames the command line lists (`pvkexec.park=`, `pvkexec.vcpu_info=`)
 //!   are not in this kernel's P2M, and they are all the domain holds beyond `nr_pages`
 //!   (`XENMEM_current_reservation`);
@@ -119,8 +120,36 @@ extern "C" fn guest_main(si: *const StartInfo) -> ! {
     // After the blocking waits: nothing the old kernel registered (a runstate area, say) has
     // written into this kernel's zeroed pages meanwhile.
     check("no-late-writes", check_zeroed(si, &regs));
+    check("watchdogs-gone", check_watchdogs());
     check("fifo-gone", check_fifo_gone(si));
     finish()
+}
+
+/// Both domain watchdogs can be created (Xen offers two): none of the old kernel's survived.
+fn check_watchdogs() -> Result<(), Why> {
+    let mut ids = [0u64; 2];
+    for (i, id) in ids.iter_mut().enumerate() {
+        match hypercall::sched_watchdog(0, 600) {
+            Ok(v) => *id = v,
+            Err(e) => {
+                return why!(
+                    "creating watchdog {} of 2: {} (an old kernel's watchdog survived?)",
+                    i + 1,
+                    e
+                )
+            }
+        }
+    }
+    for id in ids {
+        if let Err(e) = hypercall::sched_watchdog(id as u32, 0) {
+            return why!("destroying watchdog {}: {}", id, e);
+        }
+    }
+    println!(
+        "PVKEXEC-INFO watchdogs-gone created and destroyed ids {} and {}",
+        ids[0], ids[1]
+    );
+    Ok(())
 }
 
 #[repr(C, align(4096))]
