@@ -14,7 +14,7 @@
 //! batches. Page tables come from the loader's template (entries in PFN terms), translated
 //! into the hole frames at the table PFNs; the new L4 is pinned before the switch.
 
-use crate::{events, park};
+use crate::{events, grants, park};
 use pvhandoff::handoff::{Handoff, MAX_VCPUS};
 use pvhandoff::image::{
     ImageView, PlanRecord, MAX_SEGMENTS, PARK_PAGES, PLAN_MAGIC, SEG_FLAG_METADATA,
@@ -49,6 +49,12 @@ pub enum Failure {
         vcpu: u64,
         yields: u64,
     },
+    /// A grant entry someone still maps: it cannot be revoked.
+    GrantInUse {
+        grant_ref: u32,
+        domid: u16,
+        frame: u32,
+    },
     Hypercall {
         call: &'static str,
         frame: u64,
@@ -68,6 +74,14 @@ impl core::fmt::Display for Failure {
                 f,
                 "VCPU {vcpu}: {step} failed: {}",
                 xenpv::XenError::from_errno(*errno as i64)
+            ),
+            Failure::GrantInUse {
+                grant_ref,
+                domid,
+                frame,
+            } => write!(
+                f,
+                "grant ref {grant_ref} (frame {frame:#x}, to domain {domid}) is still mapped and cannot be revoked"
             ),
             Failure::ApStillUp { vcpu, yields } => write!(
                 f,
@@ -391,6 +405,11 @@ pub fn build(h: &Handoff, image: &ImageView) -> Result<Ready, Failure> {
     let park_first = c.clean_start() + holes;
     // Every AP must be in the purgatory before anything changes.
     wait_arrivals(nr_vcpus)?;
+    // Grant entries the old kernel offered: revoked now, so that one still mapped stops the
+    // kexec before any frame changes hands.
+    let revoked = grants::revoke(&mut |mfn| c.scratch_map(mfn).map(|p| p as *mut u8))?;
+    c.scratch_unmap()?;
+    c.hypercalls += revoked.hypercalls;
 
     // Pass 2: the new P2M, written into its frames, and the M2P.
     let mut batch = [MmuUpdate::default(); 256];
@@ -723,7 +742,11 @@ pub fn build(h: &Handoff, image: &ImageView) -> Result<Ready, Failure> {
             port
         );
     }
-    say!("purgatory: timers stopped, runstate and time areas of {vcpu} VCPUs dropped, {watchdogs} watchdogs destroyed, event channels reset (FIFO ABI gone), descriptor tables dropped");
+    say!(
+        "purgatory: timers stopped, runstate and time areas of {vcpu} VCPUs dropped, {watchdogs} watchdogs destroyed, {} grant entries revoked ({} table frames), event channels reset (FIFO ABI gone), descriptor tables dropped",
+        revoked.entries,
+        revoked.frames
+    );
 
     let old_l4_pfn = (old_si.pt_base - h.old_virt_base) / 4096;
     Ok(Ready {

@@ -15,6 +15,7 @@ macro_rules! say {
 }
 
 mod events;
+mod grants;
 mod handover;
 mod park;
 mod vcpu;

@@ -554,6 +554,44 @@ pub struct GnttabSetupTable {
 }
 assert_layout!(GnttabSetupTable, 24; dom @ 0, nr_frames @ 4, status @ 8, frame_list @ 16);
 
+/// `gnttab_query_size`.
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug)]
+pub struct GnttabQuerySize {
+    pub dom: u16,
+    pub _pad0: u16,
+    pub nr_frames: u32,
+    pub max_nr_frames: u32,
+    pub status: i16,
+    pub _pad1: u16,
+}
+assert_layout!(GnttabQuerySize, 16; dom @ 0, nr_frames @ 4, max_nr_frames @ 8, status @ 12);
+
+/// `gnttab_get_version`.
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug)]
+pub struct GnttabGetVersion {
+    pub dom: u16,
+    pub _pad0: u16,
+    pub version: u32,
+}
+assert_layout!(GnttabGetVersion, 8; dom @ 0, version @ 4);
+
+/// `gnttab_map_grant_ref`.
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug)]
+pub struct GnttabMapGrantRef {
+    pub host_addr: u64,
+    pub flags: u32,
+    pub grant_ref: u32,
+    pub dom: u16,
+    pub status: i16,
+    pub handle: u32,
+    pub dev_bus_addr: u64,
+}
+assert_layout!(GnttabMapGrantRef, 32; host_addr @ 0, flags @ 8, grant_ref @ 12, dom @ 16,
+    status @ 18, handle @ 20, dev_bus_addr @ 24);
+
 #[cfg(test)]
 mod tests {
     use super::*;

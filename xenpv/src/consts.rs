@@ -140,6 +140,34 @@ pub mod evtchnop {
     pub const STATUS_IPI: u32 = 5;
 }
 
+/// `grant_table_op` commands (grant_table.h).
+pub mod gnttabop {
+    pub const MAP_GRANT_REF: u64 = 0;
+    pub const UNMAP_GRANT_REF: u64 = 1;
+    pub const SETUP_TABLE: u64 = 2;
+    pub const QUERY_SIZE: u64 = 6;
+    pub const GET_VERSION: u64 = 10;
+    /// Refs the toolstack and Linux keep for the console and xenstore pages (0..7).
+    pub const NR_RESERVED_ENTRIES: u32 = 8;
+}
+
+/// v1 grant entry `flags` (`GTF_*`).
+pub mod gtf {
+    pub const TYPE_MASK: u16 = 3;
+    pub const PERMIT_ACCESS: u16 = 1;
+    pub const READONLY: u16 = 1 << 2;
+    /// Set by Xen while the grantee maps the frame for reading / writing.
+    pub const READING: u16 = 1 << 3;
+    pub const WRITING: u16 = 1 << 4;
+}
+
+/// `GNTMAP_*` flags of `gnttab_map_grant_ref`.
+pub mod gntmap {
+    pub const DEVICE_MAP: u32 = 1 << 0;
+    pub const HOST_MAP: u32 = 1 << 1;
+    pub const READONLY: u32 = 1 << 2;
+}
+
 /// `memory_op` sub-ops (memory.h).
 pub mod memop {
     pub const INCREASE_RESERVATION: u64 = 0;

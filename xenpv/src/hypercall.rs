@@ -247,6 +247,16 @@ pub unsafe fn event_channel_op(cmd: u64, arg: u64) -> Result<u64, XenError> {
     check(unsafe { raw2(hc::EVENT_CHANNEL_OP, cmd, arg) })
 }
 
+/// `grant_table_op(cmd, uop, count)`; each op's own `status` says how it went.
+///
+/// # Safety
+/// `uop` must point at `count` structures `cmd` expects; mapping and revoking grants changes
+/// what other domains can reach.
+pub unsafe fn grant_table_op(cmd: u64, uop: u64, count: u32) -> Result<u64, XenError> {
+    // SAFETY: forwarded contract.
+    check(unsafe { raw3(hc::GRANT_TABLE_OP, cmd, uop, count as u64) })
+}
+
 /// `memory_op(cmd, arg)`.
 ///
 /// # Safety

@@ -44,6 +44,7 @@ pub fn probe_checks() -> Vec<&'static str> {
         "hidden-frames",
         "no-late-writes",
         "watchdogs-gone",
+        "grants-revoked",
         "fifo-gone",
     ]);
     all

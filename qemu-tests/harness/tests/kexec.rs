@@ -119,6 +119,7 @@ fn assert_kexec_passed(r: &BootResult, segments: usize) {
         "(their direct-map aliases dropped)",
         "purgatory: timers stopped, runstate and time areas of",
         "event channels reset (FIFO ABI gone)",
+        "4 grant entries revoked",
         "(loopback pair re-created)",
     ] {
         assert!(r.log.contains(line), "no {line:?} in:\n{}", r.log);
@@ -309,6 +310,21 @@ fn placed_vcpu_info_frames_are_hidden_and_listed() {
         2,
     );
     assert_refused(&r, "the image hides a different number of frames than the park area and the placed vcpu_info need");
+}
+
+/// A grant entry the old kernel still maps (as a backend would) cannot be revoked: the
+/// purgatory names it and refuses, rather than hand its frame to the new kernel.
+#[test]
+fn grant_still_mapped_is_named_and_refused() {
+    let image = build_image("plain-64M-grant", 64, None);
+    let r = run_with("kexec-grant-in-use", &image, 64, "kexec_fault=grant-in-use");
+    assert_refused(&r, "purgatory: grant ref 8 (frame 0x");
+    assert!(
+        r.log
+            .contains("is still mapped and cannot be revoked; refusing to enter the new kernel"),
+        "log:\n{}",
+        r.log
+    );
 }
 
 /// An AP that never reaches the park entry ends in the purgatory's named failure and a

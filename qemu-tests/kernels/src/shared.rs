@@ -136,3 +136,31 @@ pub fn loopback_pair() -> Result<(u32, u32), xenpv::XenError> {
     }?;
     Ok((a.port, b.local_port))
 }
+
+/// The MFNs of this domain's grant-table frames (v1), setting up the first one if the domain
+/// has none yet; returns how many were written into `frames`.
+pub fn grant_frames(frames: &mut [u64]) -> Result<usize, xenpv::XenError> {
+    let mut size = xenpv::GnttabQuerySize {
+        dom: xenpv::DOMID_SELF,
+        ..Default::default()
+    };
+    // SAFETY: valid gnttab_query_size Xen fills in.
+    unsafe {
+        hypercall::grant_table_op(xenpv::gnttabop::QUERY_SIZE, &mut size as *mut _ as u64, 1)
+    }?;
+    let nr = (size.nr_frames.max(1) as usize).min(frames.len());
+    let mut setup = xenpv::GnttabSetupTable {
+        dom: xenpv::DOMID_SELF,
+        nr_frames: nr as u32,
+        frame_list: frames.as_mut_ptr() as u64,
+        ..Default::default()
+    };
+    // SAFETY: valid gnttab_setup_table; Xen writes `nr` MFNs into `frames`.
+    unsafe {
+        hypercall::grant_table_op(xenpv::gnttabop::SETUP_TABLE, &mut setup as *mut _ as u64, 1)
+    }?;
+    if setup.status != 0 {
+        return Err(xenpv::XenError::from_errno(-(setup.status as i64)));
+    }
+    Ok(nr)
+}

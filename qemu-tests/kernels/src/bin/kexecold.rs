@@ -27,7 +27,8 @@
 //! Command-line word `kexec_fault=` breaks the kernel side's contract on purpose, for the
 //! tests that show who catches it: `keep-trees` leaves the process trees pinned (the new
 //! kernel finds frames it cannot map writable); `pool-overlap` puts the old P2M list in the
-//! free pool (the purgatory refuses the handoff); `ap-stuck` keeps VCPU 1 in the old kernel
+//! free pool (the purgatory refuses the handoff); `grant-in-use` leaves one offered grant
+//! mapped (the purgatory cannot revoke it and refuses); `ap-stuck` keeps VCPU 1 in the old kernel
 //! (it registers no NMI callback, so the NMI is dropped; the purgatory names it and crashes
 //! the domain).
 #![no_std]
@@ -420,6 +421,7 @@ fn prepare(si: &StartInfo, region: &Region) -> Result<u64, Why> {
     let runstate_va = region.end - PAGE_SIZE;
     let keep_store = cmdline_value(si.cmdline(), "kexec_store") == Some(b"loopback");
     let store_port = hostile_events(&l, p2m, nr_vcpus, runstate_va, keep_store)?;
+    let offered = offer_grants(si, region, p2m, fault == b"grant-in-use")?;
     let pool_first = (region.end - VIRT_BASE) / PAGE_SIZE;
     let poisoned = poison(pool_first, l.floor);
     if fault == b"keep-trees" {
@@ -434,8 +436,8 @@ fn prepare(si: &StartInfo, region: &Region) -> Result<u64, Why> {
         pool_first
     };
     println!(
-        "PVKEXEC-INFO kexec: own GDT loaded (ds {:#x}), {} process trees pinned and unpinned, VIRQ_TIMER on port {} with periodic and single-shot timers, {} free frames poisoned",
-        DATA_SELECTOR, EXTRA_TREES, port, poisoned
+        "PVKEXEC-INFO kexec: own GDT loaded (ds {:#x}), {} process trees pinned and unpinned, VIRQ_TIMER on port {} with periodic and single-shot timers, {} grant entries offered, {} free frames poisoned",
+        DATA_SELECTOR, EXTRA_TREES, port, offered, poisoned
     );
 
     // SAFETY: single VCPU, nothing else touches HANDOFF; the purgatory reads it after the jump.
@@ -769,6 +771,78 @@ fn start_timers(si: &StartInfo) -> Result<u32, Why> {
         return why!("set_timer_op: {}", e);
     }
     Ok(port)
+}
+
+/// A page of this kernel's whose L1 entry is borrowed to write the grant table.
+static mut GRANT_WINDOW: Page = Page([0; 4096]);
+/// Grant refs offered (past the reserved 0..7).
+const OFFERED_REFS: core::ops::Range<usize> = 8..12;
+
+/// Offers a few of this kernel's frames to domain 0 (itself: the test kernel is the initial
+/// domain) in the v1 grant table, as a frontend does to its backends; with `in_use`, maps one
+/// of them as a backend would (`GNTMAP_device_map`), so it cannot be revoked.
+fn offer_grants(si: &StartInfo, region: &Region, p2m: &[u64], in_use: bool) -> Result<u32, Why> {
+    let mut frames = [0u64; 1];
+    if let Err(e) = shared::grant_frames(&mut frames) {
+        return why!("grant table setup: {}", e);
+    }
+    let va = core::ptr::addr_of_mut!(GRANT_WINDOW) as u64;
+    let original = match walk(si, region, va) {
+        Ok(w) => w.l1e,
+        Err(e) => return why!("grant window: {}", e),
+    };
+    let granted = p2m[((va - VIRT_BASE) / PAGE_SIZE) as usize];
+    // SAFETY: the window page is ours and unreferenced; it maps the grant frame (shared with
+    // us by Xen) until its own frame is put back below.
+    if let Err(e) = unsafe {
+        hypercall::update_va_mapping(
+            va,
+            pte::make(frames[0], pte::L1_FLAGS | pte::D),
+            uvmf::INVLPG,
+        )
+    } {
+        return why!("mapping the grant frame {:#x}: {}", frames[0], e);
+    }
+    for r in OFFERED_REFS {
+        let entry = (va + r as u64 * 8) as *mut u16;
+        // SAFETY: entry r of the mapped grant frame: domid and frame first, then the flags
+        // that make it valid.
+        unsafe {
+            entry.add(1).write_volatile(0);
+            (entry.add(2) as *mut u32).write_volatile(granted as u32);
+            core::sync::atomic::fence(Ordering::Release);
+            entry.write_volatile(xenpv::gtf::PERMIT_ACCESS);
+        }
+    }
+    // SAFETY: puts the window page's own frame back.
+    if let Err(e) = unsafe { hypercall::update_va_mapping(va, original, uvmf::INVLPG) } {
+        return why!("restoring the grant window: {}", e);
+    }
+    if in_use {
+        let mut map = xenpv::GnttabMapGrantRef {
+            flags: xenpv::gntmap::DEVICE_MAP,
+            grant_ref: OFFERED_REFS.start as u32,
+            dom: 0,
+            ..Default::default()
+        };
+        // SAFETY: a device mapping of our own grant: no page-table entry changes.
+        let r = unsafe {
+            hypercall::grant_table_op(xenpv::gnttabop::MAP_GRANT_REF, &mut map as *mut _ as u64, 1)
+        };
+        if r.is_err() || map.status != 0 {
+            return why!(
+                "mapping grant ref {}: {:?} status {}",
+                map.grant_ref,
+                r,
+                map.status
+            );
+        }
+        println!(
+            "PVKEXEC-INFO kexec: fault injected: grant ref {} left mapped (handle {})",
+            map.grant_ref, map.handle
+        );
+    }
+    Ok(OFFERED_REFS.len() as u32)
 }
 
 /// Where each VCPU's vcpu_info was placed (the handoff points at it).

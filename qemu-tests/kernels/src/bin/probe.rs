@@ -11,6 +11,7 @@
 //!   see one);
 //! - `vcpus-parked`: every VCPU but this one is down (`VCPUOP_is_up`);
 //! - `watchdogs-gone`: both domain watchdogs can be created (and are destroyed again);
+//! - `grants-revoked`: no grant entry past the reserved refs is offered;
 //! - `hidden-frames`: the frames the command line lists (`pvkexec.park=`, `pvkexec.vcpu_info=`)
 //!   are not in this kernel's P2M, and they are all the domain holds beyond `nr_pages`
 //!   (`XENMEM_current_reservation`);
@@ -121,8 +122,72 @@ extern "C" fn guest_main(si: *const StartInfo) -> ! {
     // written into this kernel's zeroed pages meanwhile.
     check("no-late-writes", check_zeroed(si, &regs));
     check("watchdogs-gone", check_watchdogs());
+    check("grants-revoked", check_grants(si));
     check("fifo-gone", check_fifo_gone(si));
     finish()
+}
+
+/// A page whose L1 entry is borrowed to read the grant table.
+static mut GRANT_WINDOW: Page = Page([0; 4096]);
+
+/// No grant entry past the reserved refs (0..7) is valid: nothing the old kernel offered is
+/// still offered (this kernel offers none).
+fn check_grants(si: &StartInfo) -> Result<(), Why> {
+    let mut frames = [0u64; 16];
+    let nr = match shared::grant_frames(&mut frames) {
+        Ok(n) => n,
+        Err(e) => return why!("grant table frames: {}", e),
+    };
+    let region = Region::from_stack_top(VIRT_BASE, entry_regs()[reg::RSP]);
+    let va = core::ptr::addr_of_mut!(GRANT_WINDOW) as u64;
+    let original = match pvtest_kernels::view::walk(si, &region, va) {
+        Ok(w) => w.l1e,
+        Err(e) => return why!("grant window: {}", e),
+    };
+    let mut found = None;
+    for (f, &mfn) in frames[..nr].iter().enumerate() {
+        // SAFETY: the window page is unreferenced; it maps a grant frame until restored.
+        if let Err(e) = unsafe {
+            hypercall::update_va_mapping(
+                va,
+                xenpv::pte::make(mfn, xenpv::pte::L1_FLAGS),
+                xenpv::uvmf::INVLPG,
+            )
+        } {
+            found = Some(Err(e));
+            break;
+        }
+        let first = if f == 0 {
+            xenpv::gnttabop::NR_RESERVED_ENTRIES as usize
+        } else {
+            0
+        };
+        for e in first..512 {
+            // SAFETY: entry e's flags in the mapped grant frame.
+            let flags = unsafe { ((va + e as u64 * 8) as *const u16).read_volatile() };
+            if flags & xenpv::gtf::TYPE_MASK != 0 {
+                found = Some(Ok((f * 512 + e, flags)));
+                break;
+            }
+        }
+        if found.is_some() {
+            break;
+        }
+    }
+    // SAFETY: puts the window page's own frame back.
+    let restored = unsafe { hypercall::update_va_mapping(va, original, xenpv::uvmf::INVLPG) };
+    match (found, restored) {
+        (Some(Err(e)), _) => why!("mapping a grant frame: {}", e),
+        (Some(Ok((r, flags))), _) => why!("grant ref {} is still offered (flags {:#x})", r, flags),
+        (None, Err(e)) => why!("restoring the grant window: {}", e),
+        (None, Ok(())) => {
+            println!(
+                "PVKEXEC-INFO grants-revoked {} frames scanned, no entry offered",
+                nr
+            );
+            Ok(())
+        }
+    }
 }
 
 /// Both domain watchdogs can be created (Xen offers two): none of the old kernel's survived.

@@ -1,0 +1,130 @@
+//! Grant entries the old kernel offered survive a kexec in the domain's grant table: the
+//! granted domains could go on mapping those frames, which now belong to the new kernel. The
+//! purgatory revokes every v1 entry past the reserved refs (0..7: console and xenstore pages)
+//! that no one maps; an entry still mapped (Xen's reading/writing bits) cannot be revoked,
+//! and the purgatory refuses to go on rather than hand such a frame to the new kernel.
+
+use crate::handover::Failure;
+use core::sync::atomic::{AtomicU16, Ordering};
+use xenpv::{
+    gnttabop, gtf, hypercall, GnttabGetVersion, GnttabQuerySize, GnttabSetupTable, DOMID_SELF,
+};
+
+/// Most grant-table frames the purgatory looks at.
+const MAX_FRAMES: usize = 64;
+
+/// What the revocation did.
+pub struct Revoked {
+    pub frames: u32,
+    pub entries: u32,
+    pub hypercalls: u64,
+}
+
+fn op<T>(cmd: u64, arg: &mut T, call: &'static str) -> Result<(), Failure> {
+    // SAFETY: `arg` is the one structure `cmd` expects; these ops only read or describe this
+    // domain's grant table.
+    unsafe { hypercall::grant_table_op(cmd, arg as *mut T as u64, 1) }
+        .map(drop)
+        .map_err(|err| Failure::Hypercall {
+            call,
+            frame: 0,
+            err,
+        })
+}
+
+/// Revokes the unused offered entries. `map` maps a grant-table frame (by MFN) writable and
+/// returns its address; the caller unmaps afterwards.
+pub fn revoke(map: &mut dyn FnMut(u64) -> Result<*mut u8, Failure>) -> Result<Revoked, Failure> {
+    let mut done = Revoked {
+        frames: 0,
+        entries: 0,
+        hypercalls: 1,
+    };
+    let mut size = GnttabQuerySize {
+        dom: DOMID_SELF,
+        ..Default::default()
+    };
+    op(
+        gnttabop::QUERY_SIZE,
+        &mut size,
+        "grant_table_op(QUERY_SIZE)",
+    )?;
+    if size.nr_frames == 0 {
+        return Ok(done);
+    }
+    let nr = size.nr_frames as usize;
+    if nr > MAX_FRAMES {
+        return Err(Failure::Plan(
+            "the grant table has more frames than the purgatory scans",
+        ));
+    }
+    let mut version = GnttabGetVersion {
+        dom: DOMID_SELF,
+        ..Default::default()
+    };
+    done.hypercalls += 1;
+    op(
+        gnttabop::GET_VERSION,
+        &mut version,
+        "grant_table_op(GET_VERSION)",
+    )?;
+    if version.version != 1 {
+        return Err(Failure::Plan("the grant table is not v1: not handled"));
+    }
+    let mut frames = [0u64; MAX_FRAMES];
+    let mut setup = GnttabSetupTable {
+        dom: DOMID_SELF,
+        nr_frames: size.nr_frames,
+        frame_list: frames.as_mut_ptr() as u64,
+        ..Default::default()
+    };
+    done.hypercalls += 1;
+    op(
+        gnttabop::SETUP_TABLE,
+        &mut setup,
+        "grant_table_op(SETUP_TABLE)",
+    )?;
+    if setup.status != 0 {
+        return Err(Failure::Plan(
+            "GNTTABOP_setup_table for the existing frames failed",
+        ));
+    }
+    for (f, &mfn) in frames[..nr].iter().enumerate() {
+        let page = map(mfn)?;
+        done.hypercalls += 1;
+        done.frames += 1;
+        let first = if f == 0 {
+            gnttabop::NR_RESERVED_ENTRIES as usize
+        } else {
+            0
+        };
+        for e in first..512 {
+            // SAFETY: `page` maps the grant frame; entry e's flags are its first u16, shared
+            // with Xen, which changes them atomically.
+            let flags = unsafe { &*(page.add(e * 8) as *const AtomicU16) };
+            let mut cur = flags.load(Ordering::Acquire);
+            loop {
+                if cur & gtf::TYPE_MASK == 0 {
+                    break;
+                }
+                if cur & (gtf::READING | gtf::WRITING) != 0 {
+                    return Err(Failure::GrantInUse {
+                        grant_ref: (f * 512 + e) as u32,
+                        // SAFETY: as above; the entry's domid and frame follow its flags.
+                        domid: unsafe { (page.add(e * 8 + 2) as *const u16).read_volatile() },
+                        frame: unsafe { (page.add(e * 8 + 4) as *const u32).read_volatile() },
+                    });
+                }
+                match flags.compare_exchange(cur, 0, Ordering::AcqRel, Ordering::Acquire) {
+                    Ok(_) => {
+                        done.entries += 1;
+                        break;
+                    }
+                    // Xen changed the flags (a map began): look again.
+                    Err(now) => cur = now,
+                }
+            }
+        }
+    }
+    Ok(done)
+}
