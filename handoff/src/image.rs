@@ -57,7 +57,10 @@ pub struct PlanRecord {
     /// Frames kept from the new kernel (no PFN below its `nr_pages`): the park area of the
     /// VCPUs the purgatory parks ([`PARK_PAGES`] when the old kernel ran several VCPUs).
     pub hidden_pages: u64,
-    pub _reserved: [u64; 6],
+    /// Of the hidden frames, how many are reserved for frames of grants a backend still maps
+    /// at the kexec (unused ones hide free frames).
+    pub grant_reserve: u64,
+    pub _reserved: [u64; 5],
 }
 
 /// The park area: the parked VCPUs' private L4, L3, L2 and L1, and the park page (code and
@@ -66,7 +69,7 @@ pub const PARK_PAGES: u64 = 5;
 assert_layout!(PlanRecord, 192; magic @ 0, nr_pages @ 8, virt_base @ 16, region_pages @ 24,
     entry @ 32, rsp @ 40, start_info_va @ 48, pt_pfn @ 56, nr_pt_frames @ 64, p2m_pfn @ 72,
     p2m_pages @ 80, trampoline_va @ 88, trampoline_pfn @ 96, mod_start @ 104, mod_len @ 112, fill_pages @ 120, domain_pages @ 128,
-    hidden_pages @ 136);
+    hidden_pages @ 136, grant_reserve @ 144);
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

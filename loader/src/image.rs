@@ -17,6 +17,21 @@ use pvlayout::{InitrdPlacement, Mode, Plan};
 /// outside any kernel's region, identical in the old and the new page tables.
 pub const PURGATORY_BASE: u64 = 0x0000_0000_4000_0000;
 
+/// Frames of the domain kept from the new kernel (docs/smp.md).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Hidden {
+    /// The park area and the placed vcpu_info frames.
+    pub vcpu_pages: u64,
+    /// Frames reserved for grants a backend still maps.
+    pub grant_reserve: u64,
+}
+
+impl Hidden {
+    pub fn pages(self) -> u64 {
+        self.vcpu_pages + self.grant_reserve
+    }
+}
+
 /// A built image and the plan it carries out.
 pub struct BuiltImage {
     pub bytes: Vec<u8>,
@@ -86,8 +101,7 @@ fn start_info_page(plan: &Plan, cmdline: &str, nr_p2m_frames: u64) -> Result<Vec
 }
 
 /// Builds the image for `kernel` (and `initrd`) in a domain of `domain_pages` frames, of which
-/// `hidden_pages` are kept from the new kernel (the park area when the old kernel ran several
-/// VCPUs: `pvhandoff::image::PARK_PAGES`); `cmdline` becomes the new kernel's start_info
+/// `hidden` are kept from the new kernel; `cmdline` becomes the new kernel's start_info
 /// command line.
 pub fn build_image(
     input: &str,
@@ -95,9 +109,10 @@ pub fn build_image(
     initrd: Option<&[u8]>,
     cmdline: &str,
     domain_pages: u64,
-    hidden_pages: u64,
+    hidden: Hidden,
     mode: Mode,
 ) -> Result<BuiltImage, LoadError> {
+    let (hidden_pages, grant_reserve) = (hidden.pages(), hidden.grant_reserve);
     let nr_pages = domain_pages
         .checked_sub(hidden_pages)
         .filter(|&n| n > 0)
@@ -208,7 +223,8 @@ pub fn build_image(
         fill_pages,
         domain_pages,
         hidden_pages,
-        _reserved: [0; 6],
+        grant_reserve,
+        _reserved: [0; 5],
     };
     let record_bytes = pod_bytes(&record);
     if let Some(slot) = kernel.notes.plan_slot {

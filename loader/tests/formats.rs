@@ -474,9 +474,16 @@ fn plan_slot_receives_the_plan_record() {
     let slot = VIRT_BASE + 0x3100;
     let k = parse_kernel("probe-like", &elf_with_slot(&slot.to_le_bytes())).unwrap();
     assert_eq!(k.notes.plan_slot, Some(slot));
-    let built =
-        loader::image::build_image("probe-like", &k, None, "x", 16384, 0, pvlayout::Mode::Dom0)
-            .unwrap();
+    let built = loader::image::build_image(
+        "probe-like",
+        &k,
+        None,
+        "x",
+        16384,
+        Default::default(),
+        pvlayout::Mode::Dom0,
+    )
+    .unwrap();
     let view = ImageView::parse(&built.bytes).unwrap();
     let kernel = view.data(0).unwrap();
     let at = (slot - VIRT_BASE) as usize;
@@ -499,9 +506,17 @@ fn plan_slot_outside_the_file_bytes_or_malformed_is_refused() {
         &elf_with_slot(&(VIRT_BASE + 0x6000).to_le_bytes()),
     )
     .unwrap();
-    let err = loader::image::build_image("bss-slot", &k, None, "", 16384, 0, pvlayout::Mode::Dom0)
-        .err()
-        .expect("a slot in bss is refused");
+    let err = loader::image::build_image(
+        "bss-slot",
+        &k,
+        None,
+        "",
+        16384,
+        Default::default(),
+        pvlayout::Mode::Dom0,
+    )
+    .err()
+    .expect("a slot in bss is refused");
     let text = err.to_string();
     assert!(
         text.contains("bss-slot") && text.contains("plan slot"),

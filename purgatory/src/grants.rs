@@ -1,8 +1,9 @@
 //! Grant entries the old kernel offered survive a kexec in the domain's grant table: the
 //! granted domains could go on mapping those frames, which now belong to the new kernel. The
 //! purgatory revokes every v1 entry past the reserved refs (0..7: console and xenstore pages)
-//! that no one maps; an entry still mapped (Xen's reading/writing bits) cannot be revoked,
-//! and the purgatory refuses to go on rather than hand such a frame to the new kernel.
+//! that no one maps; an entry still mapped (Xen's reading/writing bits) cannot be revoked and
+//! is returned, so that its frame is kept from the new kernel (or, with no hidden frame left
+//! for it, the kexec refused).
 
 use crate::handover::Failure;
 use core::sync::atomic::{AtomicU16, Ordering};
@@ -13,11 +14,31 @@ use xenpv::{
 /// Most grant-table frames the purgatory looks at.
 const MAX_FRAMES: usize = 64;
 
+/// Most in-use grants the purgatory records.
+pub const MAX_BUSY: usize = 16;
+
+/// A grant entry still mapped by its grantee.
+#[derive(Clone, Copy, Default)]
+pub struct Busy {
+    pub grant_ref: u32,
+    pub domid: u16,
+    /// The granted frame (an MFN for a PV domain).
+    pub frame: u64,
+}
+
 /// What the revocation did.
 pub struct Revoked {
     pub frames: u32,
     pub entries: u32,
     pub hypercalls: u64,
+    pub busy: [Busy; MAX_BUSY],
+    pub nr_busy: usize,
+}
+
+impl Revoked {
+    pub fn busy(&self) -> &[Busy] {
+        &self.busy[..self.nr_busy]
+    }
 }
 
 fn op<T>(cmd: u64, arg: &mut T, call: &'static str) -> Result<(), Failure> {
@@ -39,6 +60,8 @@ pub fn revoke(map: &mut dyn FnMut(u64) -> Result<*mut u8, Failure>) -> Result<Re
         frames: 0,
         entries: 0,
         hypercalls: 1,
+        busy: [Busy::default(); MAX_BUSY],
+        nr_busy: 0,
     };
     let mut size = GnttabQuerySize {
         dom: DOMID_SELF,
@@ -108,12 +131,24 @@ pub fn revoke(map: &mut dyn FnMut(u64) -> Result<*mut u8, Failure>) -> Result<Re
                     break;
                 }
                 if cur & (gtf::READING | gtf::WRITING) != 0 {
-                    return Err(Failure::GrantInUse {
+                    let busy = Busy {
                         grant_ref: (f * 512 + e) as u32,
                         // SAFETY: as above; the entry's domid and frame follow its flags.
                         domid: unsafe { (page.add(e * 8 + 2) as *const u16).read_volatile() },
-                        frame: unsafe { (page.add(e * 8 + 4) as *const u32).read_volatile() },
-                    });
+                        // SAFETY: as above.
+                        frame: unsafe { (page.add(e * 8 + 4) as *const u32).read_volatile() }
+                            as u64,
+                    };
+                    if done.nr_busy == MAX_BUSY {
+                        return Err(Failure::GrantInUse {
+                            grant_ref: busy.grant_ref,
+                            domid: busy.domid,
+                            frame: busy.frame as u32,
+                        });
+                    }
+                    done.busy[done.nr_busy] = busy;
+                    done.nr_busy += 1;
+                    break;
                 }
                 match flags.compare_exchange(cur, 0, Ordering::AcqRel, Ordering::Acquire) {
                     Ok(_) => {

@@ -81,7 +81,7 @@ impl core::fmt::Display for Failure {
                 frame,
             } => write!(
                 f,
-                "grant ref {grant_ref} (frame {frame:#x}, to domain {domid}) is still mapped and cannot be revoked"
+                "grant ref {grant_ref} (frame {frame:#x}, to domain {domid}) is still mapped and cannot be revoked, and no hidden frame is left for it (pvkexec build --grant-reserve N)"
             ),
             Failure::ApStillUp { vcpu, yields } => write!(
                 f,
@@ -334,10 +334,12 @@ pub fn build(h: &Handoff, image: &ImageView) -> Result<Ready, Failure> {
     if nr_vcpus > MAX_VCPUS {
         return Err(Failure::Plan("more VCPUs than the purgatory parks"));
     }
-    // Hidden frames: the park area (with several VCPUs), then each placed vcpu_info frame.
+    // Hidden frames: the park area (with several VCPUs), each placed vcpu_info frame, then the
+    // grant reserve (frames of grants still mapped, the rest free frames).
     let park_pages = if nr_vcpus > 1 { PARK_PAGES } else { 0 };
     let vcpu_info = placed_vcpu_info(h, nr_vcpus, old_nr)?;
-    if hidden != park_pages + vcpu_info.frames().len() as u64 {
+    let grant_reserve = plan.grant_reserve;
+    if hidden != park_pages + vcpu_info.frames().len() as u64 + grant_reserve {
         return Err(Failure::Plan(
             "the image hides a different number of frames than the park area and the placed vcpu_info need (pvkexec build --old-vcpus N [--old-vcpu-info])",
         ));
@@ -364,7 +366,7 @@ pub fn build(h: &Handoff, image: &ImageView) -> Result<Ready, Failure> {
         .ok_or(Failure::Plan(
             "the handoff's free pool lies past the domain's frames",
         ))?;
-    if holes + park_pages > h.free_pages {
+    if holes + park_pages + grant_reserve > h.free_pages {
         return Err(Failure::Plan(
             "the free pool is smaller than the new region's holes and the park area",
         ));
@@ -381,6 +383,20 @@ pub fn build(h: &Handoff, image: &ImageView) -> Result<Ready, Failure> {
         return Err(Failure::Plan(
             "the handoff's free pool overlaps the image, the old start_info or the old P2M",
         ));
+    }
+    // Every AP must be in the purgatory before anything changes.
+    wait_arrivals(nr_vcpus)?;
+    // Grant entries the old kernel offered: revoked now; those still mapped must fit the
+    // image's grant reserve, or the kexec stops before any frame changes hands.
+    let revoked = grants::revoke(&mut |mfn| c.scratch_map(mfn).map(|p| p as *mut u8))?;
+    c.scratch_unmap()?;
+    c.hypercalls += revoked.hypercalls;
+    if let Some(b) = revoked.busy().get(grant_reserve as usize) {
+        return Err(Failure::GrantInUse {
+            grant_ref: b.grant_ref,
+            domid: b.domid,
+            frame: b.frame as u32,
+        });
     }
     // Pass 1: frames taken by fixed PFNs and by holes.
     for p in 0..fill {
@@ -403,13 +419,26 @@ pub fn build(h: &Handoff, image: &ImageView) -> Result<Ready, Failure> {
         mark(pfn);
     }
     let park_first = c.clean_start() + holes;
-    // Every AP must be in the purgatory before anything changes.
-    wait_arrivals(nr_vcpus)?;
-    // Grant entries the old kernel offered: revoked now, so that one still mapped stops the
-    // kexec before any frame changes hands.
-    let revoked = grants::revoke(&mut |mfn| c.scratch_map(mfn).map(|p| p as *mut u8))?;
-    c.scratch_unmap()?;
-    c.hypercalls += revoked.hypercalls;
+    // Frames of grants still mapped are kept from the new kernel; the rest of the reserve
+    // hides free frames from the pool.
+    let mut busy_pfns = [0u64; grants::MAX_BUSY];
+    for (i, b) in revoked.busy().iter().enumerate() {
+        // SAFETY: Xen maps the M2P read-only for every PV guest; the frame is checked below.
+        let pfn = unsafe {
+            ((xenpv::layout::M2P_VIRT_START + b.frame * 8) as *const u64).read_volatile()
+        };
+        if pfn >= old_nr || c.meets_pool(pfn, 1) || is_used(pfn) {
+            return Err(Failure::Plan(
+                "a frame a backend still maps is not the domain's, or lies in the image or the free pool",
+            ));
+        }
+        mark(pfn);
+        busy_pfns[i] = pfn;
+    }
+    let fillers = grant_reserve - revoked.busy().len() as u64;
+    for k in 0..fillers {
+        mark(park_first + park_pages + k);
+    }
 
     // Pass 2: the new P2M, written into its frames, and the M2P.
     let mut batch = [MmuUpdate::default(); 256];
@@ -460,10 +489,12 @@ pub fn build(h: &Handoff, image: &ImageView) -> Result<Ready, Failure> {
             n = 0;
         }
     }
-    // The park area's frames have no PFN below the new nr_pages.
+    // The hidden frames have no PFN below the new nr_pages.
     let hidden_frames = (0..park_pages)
         .map(|i| park_first + i)
-        .chain(vcpu_info.frames().iter().copied());
+        .chain(vcpu_info.frames().iter().copied())
+        .chain(busy_pfns[..revoked.busy().len()].iter().copied())
+        .chain((0..fillers).map(|k| park_first + park_pages + k));
     for (i, old) in hidden_frames.enumerate() {
         if n == batch.len() {
             c.flush_m2p(&batch)?;
@@ -716,6 +747,12 @@ pub fn build(h: &Handoff, image: &ImageView) -> Result<Ready, Failure> {
     }
     if !vcpu_info.frames().is_empty() {
         append_word(si, format_args!("pvkexec.vcpu_info={}", vcpu_info))?;
+    }
+    if grant_reserve > 0 {
+        append_word(
+            si,
+            format_args!("pvkexec.grants_busy={}", BusyList(revoked.busy())),
+        )?;
     }
     if let Some(k) = kept_store {
         si.store_evtchn = events::rebind(&k)?;
@@ -993,4 +1030,22 @@ fn placed_vcpu_info(h: &Handoff, nr_vcpus: u64, old_nr: u64) -> Result<VcpuInfoP
         }
     }
     Ok(p)
+}
+
+/// `8:0x1234,9:0x1235` (ref and frame of each grant still mapped); `none` if there is none.
+struct BusyList<'a>(&'a [grants::Busy]);
+
+impl core::fmt::Display for BusyList<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        if self.0.is_empty() {
+            return f.write_str("none");
+        }
+        for (i, b) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            write!(f, "{}:{:#x}", b.grant_ref, b.frame)?;
+        }
+        Ok(())
+    }
 }

@@ -67,6 +67,10 @@ enum Cmd {
         /// kept from the new kernel (and Linux 5.16 and later get a warning).
         #[arg(long)]
         old_vcpu_info: bool,
+        /// Frames to keep from the new kernel for grants a backend may still map at the kexec
+        /// (more such grants than this and the purgatory refuses).
+        #[arg(long, default_value_t = 0)]
+        grant_reserve: u64,
         #[arg(short = 'o', long)]
         output: PathBuf,
     },
@@ -92,6 +96,7 @@ fn build(
     t: &Target,
     append: &str,
     old: loader::linux::OldKernel,
+    grant_reserve: u64,
     output: &std::path::Path,
 ) -> Result<String, loader::LoadError> {
     use loader::plan::read_input;
@@ -111,7 +116,10 @@ fn build(
         initrd.as_deref(),
         &adjusted.cmdline,
         t.mem_mib * 256,
-        hidden_pages(old),
+        loader::image::Hidden {
+            vcpu_pages: hidden_pages(old),
+            grant_reserve,
+        },
         mode_of(t.mode),
     )?;
     std::fs::write(output, &built.bytes).map_err(|e| {
@@ -131,8 +139,8 @@ fn build(
     ))
 }
 
-/// Frames kept from the new kernel: the park area when the old kernel ran several VCPUs, and a
-/// frame per VCPU whose vcpu_info it placed (docs/smp.md).
+/// Frames kept from the new kernel for the old kernel's VCPUs: the park area when it ran
+/// several, and a frame per VCPU whose vcpu_info it placed (docs/smp.md).
 fn hidden_pages(old: loader::linux::OldKernel) -> u64 {
     let park = if old.vcpus > 1 {
         pvhandoff::image::PARK_PAGES
@@ -186,6 +194,7 @@ fn main() -> ExitCode {
             append,
             old_vcpus,
             old_vcpu_info,
+            grant_reserve,
             output,
         } => match build(
             &target,
@@ -194,6 +203,7 @@ fn main() -> ExitCode {
                 vcpus: old_vcpus,
                 vcpu_info_registered: old_vcpu_info,
             },
+            grant_reserve,
             &output,
         ) {
             Ok(text) => {

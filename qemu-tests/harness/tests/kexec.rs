@@ -119,7 +119,7 @@ fn assert_kexec_passed(r: &BootResult, segments: usize) {
         "(their direct-map aliases dropped)",
         "purgatory: timers stopped, runstate and time areas of",
         "event channels reset (FIFO ABI gone)",
-        "4 grant entries revoked",
+        "grant entries revoked",
         "(loopback pair re-created)",
     ] {
         assert!(r.log.contains(line), "no {line:?} in:\n{}", r.log);
@@ -143,7 +143,13 @@ fn assert_kexec_passed(r: &BootResult, segments: usize) {
 #[test]
 fn kexec_into_probe_64mib() {
     let image = build_image("plain-64M", 64, None);
-    assert_kexec_passed(&run("kexec-64M", &image, 64), 6);
+    let r = run("kexec-64M", &image, 64);
+    assert_kexec_passed(&r, 6);
+    assert!(
+        r.log.contains(" 4 grant entries revoked"),
+        "log:\n{}",
+        r.log
+    );
 }
 
 #[test]
@@ -312,16 +318,60 @@ fn placed_vcpu_info_frames_are_hidden_and_listed() {
     assert_refused(&r, "the image hides a different number of frames than the park area and the placed vcpu_info need");
 }
 
-/// A grant entry the old kernel still maps (as a backend would) cannot be revoked: the
-/// purgatory names it and refuses, rather than hand its frame to the new kernel.
+/// A grant entry the old kernel still maps (as a backend would) cannot be revoked. Without a
+/// grant reserve the purgatory names it and refuses; with one, its frame is kept from the new
+/// kernel and listed, and the probe finds it outside its RAM and the entry the only one left.
 #[test]
-fn grant_still_mapped_is_named_and_refused() {
+fn grant_still_mapped_is_hidden_or_refused() {
     let image = build_image("plain-64M-grant", 64, None);
     let r = run_with("kexec-grant-in-use", &image, 64, "kexec_fault=grant-in-use");
     assert_refused(&r, "purgatory: grant ref 8 (frame 0x");
     assert!(
         r.log
-            .contains("is still mapped and cannot be revoked; refusing to enter the new kernel"),
+            .contains("is still mapped and cannot be revoked, and no hidden frame is left for it"),
+        "log:\n{}",
+        r.log
+    );
+    assert!(!r.log.contains("frames renumbered"), "log:\n{}", r.log);
+
+    let reserved = harness::cache_dir().join("kexec-grant-reserve.img");
+    let o = Command::new(tools::pvkexec().unwrap())
+        .arg("build")
+        .arg("--kernel")
+        .arg(guest::binary("probe").unwrap())
+        .args([
+            "--mem-mib",
+            "64",
+            "--mode",
+            "dom0",
+            "--append",
+            "mem_mib=64",
+        ])
+        .args(["--grant-reserve", "2", "-o"])
+        .arg(&reserved)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r = run_with(
+        "kexec-grant-hidden",
+        &reserved,
+        64,
+        "kexec_fault=grant-in-use",
+    );
+    assert_kexec_passed(&r, 6);
+    assert!(
+        r.log.contains("pvkexec.grants_busy=8:0x"),
+        "log:\n{}",
+        r.log
+    );
+    assert!(
+        r.log
+            .contains("hidden-frames 2 (domain 16384 frames, nr_pages 16382)"),
+        "log:\n{}",
+        r.log
+    );
+    assert!(
+        r.log.contains("but the 1 listed as still mapped"),
         "log:\n{}",
         r.log
     );

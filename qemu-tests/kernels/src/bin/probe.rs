@@ -61,7 +61,8 @@ static mut PVKEXEC_PLAN_SLOT: PlanRecord = PlanRecord {
     fill_pages: 0,
     domain_pages: 0,
     hidden_pages: 0,
-    _reserved: [0; 6],
+    grant_reserve: 0,
+    _reserved: [0; 5],
 };
 
 // The loader's plan-slot note (name "PVKEXEC", type 1, payload: the slot's address). Xen's
@@ -130,8 +131,20 @@ extern "C" fn guest_main(si: *const StartInfo) -> ! {
 /// A page whose L1 entry is borrowed to read the grant table.
 static mut GRANT_WINDOW: Page = Page([0; 4096]);
 
-/// No grant entry past the reserved refs (0..7) is valid: nothing the old kernel offered is
-/// still offered (this kernel offers none).
+/// `pvkexec.grants_busy=ref:mfn,...`: grants a backend still mapped at the kexec.
+fn busy_grants(si: &StartInfo) -> impl Iterator<Item = (u64, u64)> + '_ {
+    cmdline_value(si.cmdline(), "pvkexec.grants_busy")
+        .unwrap_or(b"")
+        .split(|&b| b == b',')
+        .filter_map(|e| {
+            let mut rm = e.splitn(2, |&b| b == b':');
+            Some((parse_u64(rm.next()?)?, parse_u64(rm.next()?)?))
+        })
+}
+
+/// No grant entry past the reserved refs (0..7) is valid except those the command line lists
+/// as still mapped: nothing else the old kernel offered is still offered (this kernel offers
+/// none).
 fn check_grants(si: &StartInfo) -> Result<(), Why> {
     let mut frames = [0u64; 16];
     let nr = match shared::grant_frames(&mut frames) {
@@ -165,7 +178,8 @@ fn check_grants(si: &StartInfo) -> Result<(), Why> {
         for e in first..512 {
             // SAFETY: entry e's flags in the mapped grant frame.
             let flags = unsafe { ((va + e as u64 * 8) as *const u16).read_volatile() };
-            if flags & xenpv::gtf::TYPE_MASK != 0 {
+            let listed = busy_grants(si).any(|(r, _)| r == (f * 512 + e) as u64);
+            if flags & xenpv::gtf::TYPE_MASK != 0 && !listed {
                 found = Some(Ok((f * 512 + e, flags)));
                 break;
             }
@@ -182,8 +196,9 @@ fn check_grants(si: &StartInfo) -> Result<(), Why> {
         (None, Err(e)) => why!("restoring the grant window: {}", e),
         (None, Ok(())) => {
             println!(
-                "PVKEXEC-INFO grants-revoked {} frames scanned, no entry offered",
-                nr
+                "PVKEXEC-INFO grants-revoked {} frames scanned, no entry offered but the {} listed as still mapped",
+                nr,
+                busy_grants(si).count()
             );
             Ok(())
         }
@@ -521,6 +536,16 @@ fn check_hidden(si: &StartInfo) -> Result<(), Why> {
         }
     }
     listed += distinct as u64;
+    // The grant reserve: the frames of grants still mapped (listed), the rest free frames.
+    for (_, mfn) in busy_grants(si) {
+        if pvtest_kernels::view::m2p(mfn) < si.nr_pages {
+            return why!(
+                "the still-mapped grant frame {:#x} is in this kernel's RAM",
+                mfn
+            );
+        }
+    }
+    listed += p.grant_reserve;
     if listed != p.hidden_pages {
         return why!(
             "the command line lists {} hidden frames, the plan {}",
