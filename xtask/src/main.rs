@@ -314,6 +314,64 @@ fn bench() -> Result<()> {
         )
     })?;
     step(
+        "Debian Linux 6.1 to init: direct boot by Xen's builder vs kexec (256 MiB, TCG)",
+        || {
+            guest::build()?;
+            let kernel = provision::ensure_debian_linux()?;
+            let initrd = harness::initramfs::ensure_initramfs()?;
+            let append = "console=hvc0 earlyprintk=xen";
+            cargo(
+                &root,
+                &["build", "--quiet", "-p", "loader", "--bin", "pvkexec"],
+            )?;
+            let image = root.join("target/bench-linux.img");
+            let status = Command::new(root.join("target/debug/pvkexec"))
+                .arg("build")
+                .arg("--kernel")
+                .arg(&kernel)
+                .arg("--initrd")
+                .arg(&initrd)
+                .args([
+                    "--mem-mib",
+                    "256",
+                    "--mode",
+                    "dom0",
+                    "--append",
+                    append,
+                    "-o",
+                ])
+                .arg(&image)
+                .stdout(std::process::Stdio::null())
+                .status()?;
+            if !status.success() {
+                bail!("pvkexec build failed");
+            }
+            let run = |kernel: PathBuf, module: PathBuf, cmdline: &str| -> Result<f64> {
+                let mut cfg = BootConfig::new(kernel);
+                cfg.mem_mib = 256;
+                cfg.cmdline = cmdline.into();
+                cfg.timeout = Duration::from_secs(240);
+                cfg.modules.push(Module {
+                    path: module,
+                    args: String::new(),
+                });
+                cfg.stop_after = Some(harness::initramfs::DONE_MARKER.into());
+                let r = harness::boot(&cfg)?;
+                if r.verdict != harness::Verdict::Stopped {
+                    bail!("the run ended {:?}", r.verdict);
+                }
+                Ok(r.wall.as_secs_f64())
+            };
+            let direct = run(kernel.clone(), initrd.clone(), append)?;
+            let kexec = run(guest::binary("kexecold")?, image, "")?;
+            println!(
+                "to init: direct boot {direct:.2} s, old kernel + kexec {kexec:.2} s ({:.2}x)",
+                kexec / direct
+            );
+            Ok(())
+        },
+    )?;
+    step(
         "guest: the purgatory's digest verification on 1, 2 and 4 VCPUs (32 MiB initrd, TCG)",
         || {
             guest::build()?;

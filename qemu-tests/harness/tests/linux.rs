@@ -139,12 +139,8 @@ fn linux_61_bzimage_through_kexec_matches_a_direct_boot() {
         d.wall.as_secs_f64()
     );
     assert_eq!(md - mk, 4 * extra, "MemTotal difference not explained");
-    assert!(
-        k.wall.as_secs_f64() <= 1.2 * d.wall.as_secs_f64(),
-        "kexec boot {:?} slower than 1.2x the direct boot {:?}",
-        k.wall,
-        d.wall
-    );
+    // Wall times are reported here and measured by `cargo xtask bench`, not asserted: a
+    // loaded machine stretches either run.
 }
 
 #[test]
