@@ -55,13 +55,16 @@ pub(crate) fn plan(req: &PlanRequest) -> Result<Plan, PlanError> {
         if v_end - vstack_end < (512 << 10) {
             v_end = add(v_end, FOUR_MIB, "padded end")?;
         }
-        if count_tables(v_start, v_end, req.trampoline) <= nr_pt_pages {
+        let tables = count_tables(v_start, v_end, req.trampoline);
+        if tables > MAX_TABLE_FRAMES {
+            return Err(PlanError::RegionTooLarge { tables });
+        }
+        if tables <= nr_pt_pages {
             break (vpt_end, vpt_end, vstack_end, v_end);
         }
-        nr_pt_pages += 1;
-        if nr_pt_pages > (1 << 20) {
-            return Err(PlanError::Overflow("page-table count"));
-        }
+        // The builder adds one page per round; the count only grows with the region, so no
+        // count between here and `tables` can fit and jumping there finds the same answer.
+        nr_pt_pages = tables;
     };
 
     let mut count = v_end - v_start;

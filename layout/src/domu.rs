@@ -71,6 +71,9 @@ pub(crate) fn plan(req: &PlanRequest) -> Result<Plan, PlanError> {
     let (tables, end) = loop {
         let end = add(alloc_end, pages * PAGE_SIZE, "page-table sizing")? | (FOUR_MIB - 1);
         let tables = count_tables(v_start, add(end, 1, "region end")?, req.trampoline);
+        if tables > MAX_TABLE_FRAMES {
+            return Err(PlanError::RegionTooLarge { tables });
+        }
         if tables + EXTRA_PAGES <= pages {
             break (tables, end);
         }

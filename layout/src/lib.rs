@@ -239,7 +239,13 @@ pub enum PlanError {
     Unsupported(&'static str),
     /// The kernel's addresses are inconsistent (`virt_base <= kstart <= entry <= kend`).
     BadKernel(&'static str),
+    /// The region would need more bootstrap table frames than [`MAX_TABLE_FRAMES`].
+    RegionTooLarge { tables: u64 },
 }
+
+/// Most bootstrap table frames a plan may have: one L1 per 2 MiB of region, so 2 TiB of
+/// kernel, initrd and P2M, far past any PV domain. Bounds the planner's work and memory.
+pub const MAX_TABLE_FRAMES: u64 = 1 << 20;
 
 impl fmt::Display for PlanError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -250,6 +256,11 @@ impl fmt::Display for PlanError {
                  the domain has {nr_pages}"
             ),
             PlanError::Overflow(what) => write!(f, "address overflow computing {what}"),
+            PlanError::RegionTooLarge { tables } => write!(
+                f,
+                "the start-of-day region would need {tables} page-table frames, more than \
+                 {MAX_TABLE_FRAMES} (check the kernel's addresses and the domain size)"
+            ),
             PlanError::BadAddress { what, value } => {
                 write!(f, "{what} {value:#x} is not page aligned or not canonical")
             }

@@ -137,6 +137,13 @@ fn bad_inputs_are_refused() {
         plan(&req(Mode::Dom0, k, None, 65536)),
         Err(PlanError::OverlapsXen)
     );
+    // A 64 TiB kernel would need 32 Mi table frames: refused before any table is listed.
+    for mode in [Mode::Dom0, Mode::DomU] {
+        assert!(matches!(
+            plan(&req(mode, kernel(0, 1 << 46), None, u64::MAX / 16)),
+            Err(PlanError::RegionTooLarge { .. })
+        ));
+    }
 }
 
 #[test]
