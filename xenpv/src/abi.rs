@@ -433,6 +433,14 @@ pub struct EvtchnBindIpi {
 }
 assert_layout!(EvtchnBindIpi, 8; vcpu @ 0, port @ 4);
 
+/// `evtchn_send`: raise an event on a local port (an IPI port notifies its VCPU).
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug)]
+pub struct EvtchnSend {
+    pub port: u32,
+}
+assert_layout!(EvtchnSend, 4; port @ 0);
+
 /// `evtchn_reset`.
 #[repr(C)]
 #[derive(Clone, Copy, Default, Debug)]
@@ -452,6 +460,14 @@ pub struct EvtchnInitControl {
     pub _pad: [u8; 7],
 }
 assert_layout!(EvtchnInitControl, 24; control_gfn @ 0, offset @ 8, vcpu @ 12, link_bits @ 16);
+
+/// `evtchn_expand_array` (FIFO ABI): one more event-array page.
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug)]
+pub struct EvtchnExpandArray {
+    pub array_gfn: u64,
+}
+assert_layout!(EvtchnExpandArray, 8; array_gfn @ 0);
 
 /// `xen_memory_reservation`.
 #[repr(C)]

@@ -271,6 +271,33 @@ fn aps_are_parked_with_2_and_4_vcpus() {
     }
 }
 
+/// A kernel without NMI callbacks (`kexec_ap_stop=ipi`): its APs sleep on their IPI port
+/// only, and the kernel side sends each to the purgatory with an event on that port. The
+/// APs are parked as with NMIs and the probe passes every check.
+#[test]
+fn aps_without_nmi_callbacks_are_sent_by_ipi() {
+    let image = build_image_for("smp2-ipi-64M", 64, None, 2);
+    let r = run_smp("kexec-2vcpus-ipi", &image, 64, "kexec_ap_stop=ipi", 2);
+    assert!(
+        r.log
+            .contains("PVKEXEC-INFO kexec: APs sent to the purgatory by IPI (EVTCHNOP_send)"),
+        "log:\n{}",
+        r.log
+    );
+    assert_kexec_passed(&r, 6);
+    assert!(
+        r.log
+            .contains("purgatory: VCPUs 1..1 parked: down on private tables"),
+        "log:\n{}",
+        r.log
+    );
+    assert!(
+        r.log.contains("vcpus-parked 1 of 2 VCPUs down"),
+        "log:\n{}",
+        r.log
+    );
+}
+
 /// vcpu_info placed by the old kernel (one frame per VCPU): the purgatory hides those frames
 /// past `nr_pages` and names them on the command line; the probe reads its clock there.
 /// Without `--old-vcpu-info` the image does not plan those frames, and the purgatory refuses.

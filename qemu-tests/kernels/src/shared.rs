@@ -112,6 +112,14 @@ pub fn bind_ipi(vcpu: u32) -> Result<u32, xenpv::XenError> {
     Ok(arg.port)
 }
 
+/// `EVTCHNOP_send` on a local port.
+pub fn send(port: u32) -> Result<(), xenpv::XenError> {
+    let mut arg = xenpv::EvtchnSend { port };
+    // SAFETY: `arg` is a valid evtchn_send; sending only marks the port pending.
+    unsafe { hypercall::event_channel_op(xenpv::evtchnop::SEND, &mut arg as *mut _ as u64) }
+        .map(drop)
+}
+
 /// A loopback interdomain pair (both ends in this domain), standing in for the xenstore or
 /// console channel a domU has with dom0: returns (unbound end, bound end).
 pub fn loopback_pair() -> Result<(u32, u32), xenpv::XenError> {

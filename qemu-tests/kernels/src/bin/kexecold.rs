@@ -18,6 +18,11 @@
 //! handler leaves for the purgatory's AP entry (`AP_ENTRY_OFFSET`) through `HYPERVISOR_iret`;
 //! the boot VCPU jumps to the purgatory's entry.
 //!
+//! Command-line word `kexec_ap_stop=ipi` makes it a kernel without NMI callbacks: the APs
+//! register none and sleep in `SCHEDOP_poll` on their own IPI port only; at the kexec each
+//! gets an event on that port (`EVTCHNOP_send`), wakes, finds the port pending in the FIFO
+//! event array and jumps to the purgatory's AP entry from its normal context.
+//!
 //! Command-line word `kexec_vcpu_info=1` places every VCPU's `vcpu_info` in a frame of its
 //! own (`VCPUOP_register_vcpu_info`), which the handoff lists.
 //!
@@ -49,8 +54,9 @@ use pvtest_kernels::view::{p2m, walk, Region};
 use pvtest_kernels::{cmdline_value, notes::VIRT_BASE, why, OLD_DATA_POISON};
 use xenpv::{
     callback, evtchnop, hypercall, mmu, mmuext, pte, selector, uvmf, vcpuop, vgcf,
-    CallbackRegister, EvtchnInitControl, MmuUpdate, MmuextOp, StartInfo, VcpuGuestContext,
-    VcpuRegisterArea, VcpuRegisterVcpuInfo, VcpuSetPeriodicTimer, XenError, PAGE_SIZE,
+    CallbackRegister, EvtchnExpandArray, EvtchnInitControl, MmuUpdate, MmuextOp, StartInfo,
+    VcpuGuestContext, VcpuRegisterArea, VcpuRegisterVcpuInfo, VcpuSetPeriodicTimer, XenError,
+    PAGE_SIZE,
 };
 
 /// Linux's direct-map base (`page_offset_base` without KASLR): L4 slot 273, L3 index 0.
@@ -131,6 +137,8 @@ struct Layout {
     ap_gdt: [u64; MAX_VCPUS as usize],
     /// FIFO event control blocks, one per VCPU.
     fifo: [u64; MAX_VCPUS as usize],
+    /// The FIFO event array's first page (ports 0..1023).
+    event_array: u64,
     /// Frames of the VCPUs' placed `vcpu_info`, one per VCPU.
     vcpu_info: [u64; MAX_VCPUS as usize],
     trees: [u64; EXTRA_TREES],
@@ -160,6 +168,7 @@ fn plan_frames(si: &StartInfo, region: &Region, nr_vcpus: u32) -> Result<Layout,
     for c in fifo.iter_mut().take(nr_vcpus as usize) {
         *c = top.take()?;
     }
+    let event_array = top.take()?;
     let mut vcpu_info = [0; MAX_VCPUS as usize];
     for v in vcpu_info.iter_mut().take(nr_vcpus as usize) {
         *v = top.take()?;
@@ -187,6 +196,7 @@ fn plan_frames(si: &StartInfo, region: &Region, nr_vcpus: u32) -> Result<Layout,
         gdt,
         ap_gdt,
         fifo,
+        event_array,
         vcpu_info,
         trees,
         dm_l3,
@@ -369,6 +379,7 @@ fn prepare(si: &StartInfo, region: &Region) -> Result<u64, Why> {
     for &c in l.fifo[..nr_vcpus as usize]
         .iter()
         .chain(&l.vcpu_info[..nr_vcpus as usize])
+        .chain(core::iter::once(&l.event_array))
     {
         f.fill(c, |_| 0)?;
     }
@@ -409,6 +420,19 @@ fn prepare(si: &StartInfo, region: &Region) -> Result<u64, Why> {
     } else {
         0
     };
+    // An IPI port per VCPU, bound before the APs start so each AP knows its port
+    // (EVTCHNOP_bind_ipi accepts a VCPU that is not up yet).
+    for k in 0..nr_vcpus {
+        match shared::bind_ipi(k) {
+            Ok(port) if port < 1024 => IPI_PORT[k as usize].store(port, Ordering::Release),
+            Ok(port) => return why!("IPI port {} of VCPU {} past the event-array page", port, k),
+            Err(e) => return why!("EVTCHNOP_bind_ipi(VCPU {}): {}", k, e),
+        }
+    }
+    if cmdline_value(si.cmdline(), "kexec_ap_stop") == Some(b"ipi") {
+        STOP_BY_IPI.store(1, Ordering::Relaxed);
+        println!("PVKEXEC-INFO kexec: no NMI callbacks: APs will be stopped by IPI");
+    }
     if nr_vcpus > 1 {
         start_aps(
             p2m[l4_pfn as usize],
@@ -461,17 +485,35 @@ fn prepare(si: &StartInfo, region: &Region) -> Result<u64, Why> {
             vcpu_info_va,
         };
     }
-    // The APs leave for the purgatory's AP entry, sent there by an NMI each; the boot VCPU
-    // follows to its entry.
+    // The APs leave for the purgatory's AP entry, sent there by an NMI each (or an IPI, for
+    // a kernel without NMI callbacks); the boot VCPU follows to its entry.
     KEXEC_GO.store(
         image.header.purgatory_entry + AP_ENTRY_OFFSET,
         Ordering::Release,
     );
+    let by_ipi = STOP_BY_IPI.load(Ordering::Relaxed) != 0;
     for k in 1..nr_vcpus {
+        if by_ipi {
+            let port = IPI_PORT[k as usize].load(Ordering::Relaxed);
+            if let Err(e) = shared::send(port) {
+                return why!("EVTCHNOP_send(IPI port {} of VCPU {}): {}", port, k, e);
+            }
+            continue;
+        }
         // SAFETY: VCPUOP_send_nmi only marks an NMI pending for VCPU k.
         if let Err(e) = unsafe { hypercall::vcpu_op(vcpuop::SEND_NMI, k, 0) } {
             return why!("VCPUOP_send_nmi({}): {}", k, e);
         }
+    }
+    if nr_vcpus > 1 {
+        println!(
+            "PVKEXEC-INFO kexec: APs sent to the purgatory by {}",
+            if by_ipi {
+                "IPI (EVTCHNOP_send)"
+            } else {
+                "VCPUOP_send_nmi"
+            }
+        );
     }
     Ok(image.header.purgatory_entry)
 }
@@ -500,6 +542,14 @@ static AP_GDT: [AtomicU64; MAX_APS] = [const { AtomicU64::new(0) }; MAX_APS];
 static KEXEC_GO: AtomicU64 = AtomicU64::new(0);
 /// A VCPU that ignores the kexec (fault injection; 0 = none).
 static STUCK: AtomicU64 = AtomicU64::new(0);
+/// Nonzero: the APs are stopped by an IPI each, not an NMI (`kexec_ap_stop=ipi`).
+static STOP_BY_IPI: AtomicU32 = AtomicU32::new(0);
+/// Each VCPU's IPI port (0 until bound).
+static IPI_PORT: [AtomicU32; MAX_APS] = [const { AtomicU32::new(0) }; MAX_APS];
+/// The FIFO event array's first page in the direct map (0 before the FIFO ABI is on).
+static EVENT_ARRAY: AtomicU64 = AtomicU64::new(0);
+/// PENDING in a FIFO event word.
+const FIFO_PENDING: u32 = 1 << 31;
 
 core::arch::global_asm!(
     r#"
@@ -620,9 +670,11 @@ extern "C" fn kexecold_ap_main(vcpu: u64) -> ! {
     if let Err(e) = hypercall::set_timer_op(shared::system_time_ns(sh, k) + 100_000_000) {
         err(4, e);
     }
+    let stuck = STUCK.load(Ordering::Relaxed) == vcpu;
+    let by_ipi = STOP_BY_IPI.load(Ordering::Relaxed) != 0;
     // The kexec reaches this VCPU as an NMI (`kexecold_nmi_entry`); a VCPU meant to ignore it
     // (fault injection) registers no NMI callback, so Xen drops the NMI.
-    if STUCK.load(Ordering::Relaxed) != vcpu {
+    if !stuck && !by_ipi {
         let cb = CallbackRegister {
             kind: callback::TYPE_NMI,
             flags: 0,
@@ -636,9 +688,40 @@ extern "C" fn kexecold_ap_main(vcpu: u64) -> ! {
         }
     }
     AP_READY.fetch_add(1, Ordering::Release);
+    if by_ipi && !stuck {
+        ap_wait_for_ipi(k);
+    }
     // Asleep until kicked (SCHEDOP_poll on no port, no timeout); the NMI wakes it.
     loop {
         let _ = hypercall::sched_poll(&[], 0);
+    }
+}
+
+/// A kernel without NMI callbacks: the AP sleeps on its IPI port (bound before the APs
+/// start) and leaves for the purgatory's AP entry when its IPI has arrived (the port's FIFO
+/// event word is pending), as an IPI handler would; other wake-ups only poll again.
+fn ap_wait_for_ipi(k: usize) -> ! {
+    let port = IPI_PORT[k].load(Ordering::Acquire);
+    loop {
+        let go = KEXEC_GO.load(Ordering::Acquire);
+        let array = EVENT_ARRAY.load(Ordering::Acquire);
+        // SAFETY: the event-array page is mapped by the direct map and ports are < 1024, so
+        // the word lies in it; Xen updates it atomically, a volatile read sees a whole word.
+        let pending = array != 0
+            && unsafe { ((array + port as u64 * 4) as *const u32).read_volatile() } & FIFO_PENDING
+                != 0;
+        if go != 0 && pending {
+            // SAFETY: `go` is the purgatory's AP entry, mapped executable in these tables; it
+            // takes the handoff block in rdi and the VCPU id in rsi, sets up its own stack and
+            // never returns. Events stay masked, as the entry expects.
+            unsafe {
+                asm!("jmp {go}", go = in(reg) go, in("rdi") core::ptr::addr_of!(HANDOFF),
+                    in("rsi") k as u64, options(noreturn))
+            }
+        }
+        // Only this port wakes the poll (no other event, no timer); an event already pending
+        // returns at once, so an IPI sent between the check above and here is not lost.
+        let _ = hypercall::sched_poll(&[port], 0);
     }
 }
 
@@ -880,8 +963,8 @@ fn place_vcpu_info(l: &Layout, p2m: &[u64], nr_vcpus: u32) -> Result<u64, Why> {
 }
 
 /// What a running Linux has registered with Xen besides timers: a runstate area per VCPU
-/// (Xen writes it at that VA on every context switch, in whatever tables are current), an IPI
-/// port per VCPU, with `keep_store` an interdomain channel standing in for a domU's xenstore
+/// (Xen writes it at that VA on every context switch, in whatever tables are current), with
+/// `keep_store` an interdomain channel standing in for a domU's xenstore
 /// channel (a loopback pair; its unbound end is kept for the new kernel, and its port
 /// returned, else 0), and the FIFO event ABI (control blocks Xen keeps mapped).
 fn hostile_events(
@@ -931,11 +1014,6 @@ fn hostile_events(
             return why!("SCHEDOP_watchdog(create): {}", e);
         }
     }
-    for k in 0..nr_vcpus {
-        if let Err(e) = shared::bind_ipi(k) {
-            return why!("EVTCHNOP_bind_ipi(VCPU {}): {}", k, e);
-        }
-    }
     // An initial domain has no xenstore channel (Linux as dom0 would take one for a domU's).
     let (store, peer) = match keep_store.then(shared::loopback_pair) {
         None => (0, 0),
@@ -958,8 +1036,19 @@ fn hostile_events(
             return why!("EVTCHNOP_init_control(VCPU {}): {}", k, e);
         }
     }
+    // The event array page, as Linux adds it (without one no port can be raised).
+    let mut ea = EvtchnExpandArray {
+        array_gfn: p2m[l.event_array as usize],
+    };
+    // SAFETY: `ea` names a zeroed frame of ours as the first event-array page; Xen maps it.
+    let r =
+        unsafe { hypercall::event_channel_op(evtchnop::EXPAND_ARRAY, &mut ea as *mut _ as u64) };
+    if let Err(e) = r {
+        return why!("EVTCHNOP_expand_array(gfn {:#x}): {}", ea.array_gfn, e);
+    }
+    EVENT_ARRAY.store(DIRECT_MAP + l.event_array * PAGE_SIZE, Ordering::Release);
     println!(
-        "PVKEXEC-INFO kexec: runstate and time areas registered at {:#x}, 2 watchdogs armed, IPI ports bound, store channel port {} (peer {}) kept, FIFO event ABI on {} VCPUs",
+        "PVKEXEC-INFO kexec: runstate and time areas registered at {:#x}, 2 watchdogs armed, store channel port {} (peer {}) kept, FIFO event ABI on {} VCPUs with an event-array page",
         runstate_va, store, peer, nr_vcpus
     );
     Ok(store)
