@@ -4,11 +4,17 @@
 //! that no one maps; an entry still mapped (Xen's reading/writing bits) cannot be revoked and
 //! is returned, so that its frame is kept from the new kernel (or, with no hidden frame left
 //! for it, the kexec refused).
+//!
+//! A v2 table (the old kernel switched) is set back to v1, the version a new domain starts
+//! with: Xen allows that only when no entry past the reserved refs is in use and the status
+//! frames are no longer mapped, and it clears every entry but the reserved ones. In-use v2
+//! grants are refused, named, not kept.
 
 use crate::handover::Failure;
 use core::sync::atomic::{AtomicU16, Ordering};
 use xenpv::{
-    gnttabop, gtf, hypercall, GnttabGetVersion, GnttabQuerySize, GnttabSetupTable, DOMID_SELF,
+    gnttabop, gtf, hypercall, GnttabGetVersion, GnttabQuerySize, GnttabSetVersion,
+    GnttabSetupTable, DOMID_SELF,
 };
 
 /// Most grant-table frames the purgatory looks at.
@@ -33,6 +39,8 @@ pub struct Revoked {
     pub hypercalls: u64,
     pub busy: [Busy; MAX_BUSY],
     pub nr_busy: usize,
+    /// The table was v2 and was set back to v1.
+    pub from_v2: bool,
 }
 
 impl Revoked {
@@ -62,6 +70,7 @@ pub fn revoke(map: &mut dyn FnMut(u64) -> Result<*mut u8, Failure>) -> Result<Re
         hypercalls: 1,
         busy: [Busy::default(); MAX_BUSY],
         nr_busy: 0,
+        from_v2: false,
     };
     let mut size = GnttabQuerySize {
         dom: DOMID_SELF,
@@ -91,8 +100,21 @@ pub fn revoke(map: &mut dyn FnMut(u64) -> Result<*mut u8, Failure>) -> Result<Re
         &mut version,
         "grant_table_op(GET_VERSION)",
     )?;
-    if version.version != 1 {
-        return Err(Failure::Plan("the grant table is not v1: not handled"));
+    if version.version == 2 {
+        let mut set = GnttabSetVersion { version: 1 };
+        done.hypercalls += 1;
+        op(
+            gnttabop::SET_VERSION,
+            &mut set,
+            "grant_table_op(SET_VERSION)",
+        )
+        .map_err(|f| match f {
+            Failure::Hypercall { err, .. } => Failure::GrantV2 { err },
+            other => other,
+        })?;
+        done.from_v2 = true;
+    } else if version.version != 1 {
+        return Err(Failure::Plan("the grant table has an unknown version"));
     }
     let mut frames = [0u64; MAX_FRAMES];
     let mut setup = GnttabSetupTable {

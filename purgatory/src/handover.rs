@@ -55,6 +55,10 @@ pub enum Failure {
         domid: u16,
         frame: u32,
     },
+    /// The grant table is v2 and Xen would not set it back to v1.
+    GrantV2 {
+        err: xenpv::XenError,
+    },
     Hypercall {
         call: &'static str,
         frame: u64,
@@ -82,6 +86,10 @@ impl core::fmt::Display for Failure {
             } => write!(
                 f,
                 "grant ref {grant_ref} (frame {frame:#x}, to domain {domid}) is still mapped and cannot be revoked, and no hidden frame is left for it (pvkexec build --grant-reserve N)"
+            ),
+            Failure::GrantV2 { err } => write!(
+                f,
+                "the grant table is v2 and GNTTABOP_set_version(1) failed: {err} (a grant past the reserved refs is still mapped, or the old kernel still maps its status frames)"
             ),
             Failure::ApStillUp { vcpu, yields } => write!(
                 f,
@@ -780,9 +788,14 @@ pub fn build(h: &Handoff, image: &ImageView) -> Result<Ready, Failure> {
         );
     }
     say!(
-        "purgatory: timers stopped, runstate and time areas of {vcpu} VCPUs dropped, {watchdogs} watchdogs destroyed, {} grant entries revoked ({} table frames), event channels reset (FIFO ABI gone), descriptor tables dropped",
+        "purgatory: timers stopped, runstate and time areas of {vcpu} VCPUs dropped, {watchdogs} watchdogs destroyed, {} grant entries revoked ({} table frames{}), event channels reset (FIFO ABI gone), descriptor tables dropped",
         revoked.entries,
-        revoked.frames
+        revoked.frames,
+        if revoked.from_v2 {
+            "; the table was v2, set back to v1, which cleared every entry past the reserved refs"
+        } else {
+            ""
+        }
     );
 
     let old_l4_pfn = (old_si.pt_base - h.old_virt_base) / 4096;

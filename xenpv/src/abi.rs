@@ -593,6 +593,14 @@ pub struct GnttabGetVersion {
 }
 assert_layout!(GnttabGetVersion, 8; dom @ 0, version @ 4);
 
+/// `gnttab_set_version`: in the version wanted, out the version in force.
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug)]
+pub struct GnttabSetVersion {
+    pub version: u32,
+}
+assert_layout!(GnttabSetVersion, 4; version @ 0);
+
 /// `gnttab_map_grant_ref`.
 #[repr(C)]
 #[derive(Clone, Copy, Default, Debug)]

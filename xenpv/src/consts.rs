@@ -146,6 +146,7 @@ pub mod gnttabop {
     pub const UNMAP_GRANT_REF: u64 = 1;
     pub const SETUP_TABLE: u64 = 2;
     pub const QUERY_SIZE: u64 = 6;
+    pub const SET_VERSION: u64 = 8;
     pub const GET_VERSION: u64 = 10;
     /// Refs the toolstack and Linux keep for the console and xenstore pages (0..7).
     pub const NR_RESERVED_ENTRIES: u32 = 8;

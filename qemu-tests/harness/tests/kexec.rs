@@ -345,6 +345,40 @@ fn placed_vcpu_info_frames_are_hidden_and_listed() {
     assert_refused(&r, "the image hides a different number of frames than the park area and the placed vcpu_info need");
 }
 
+/// An old kernel that switched its grant table to v2: the purgatory sets it back to v1 (a new
+/// domain's version), which clears every offered entry, and the probe finds a v1 table with
+/// nothing offered. With a v2 grant still mapped Xen refuses the switch, and so does the
+/// purgatory, named.
+#[test]
+fn grant_table_v2_is_set_back_to_v1_or_refused() {
+    let image = build_image("plain-64M-grant-v2", 64, None);
+    let r = run_with("kexec-grant-v2", &image, 64, "kexec_grant=v2");
+    assert!(
+        r.log
+            .contains("PVKEXEC-INFO kexec: grant table switched to v2"),
+        "log:\n{}",
+        r.log
+    );
+    assert_kexec_passed(&r, 6);
+    assert!(
+        r.log.contains("the table was v2, set back to v1"),
+        "log:\n{}",
+        r.log
+    );
+
+    let r = run_with(
+        "kexec-grant-v2-in-use",
+        &image,
+        64,
+        "kexec_grant=v2 kexec_fault=grant-in-use",
+    );
+    assert_refused(
+        &r,
+        "purgatory: the grant table is v2 and GNTTABOP_set_version(1) failed: ",
+    );
+    assert!(!r.log.contains("frames renumbered"), "log:\n{}", r.log);
+}
+
 /// A grant entry the old kernel still maps (as a backend would) cannot be revoked. Without a
 /// grant reserve the purgatory names it and refuses; with one, its frame is kept from the new
 /// kernel and listed, and the probe finds it outside its RAM and the entry the only one left.

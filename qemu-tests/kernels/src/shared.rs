@@ -120,6 +120,19 @@ pub fn send(port: u32) -> Result<(), xenpv::XenError> {
         .map(drop)
 }
 
+/// The grant table's version (`GNTTABOP_get_version`).
+pub fn grant_version() -> Result<u32, xenpv::XenError> {
+    let mut arg = xenpv::GnttabGetVersion {
+        dom: xenpv::DOMID_SELF,
+        ..Default::default()
+    };
+    // SAFETY: valid gnttab_get_version Xen fills in.
+    unsafe {
+        hypercall::grant_table_op(xenpv::gnttabop::GET_VERSION, &mut arg as *mut _ as u64, 1)
+    }?;
+    Ok(arg.version)
+}
+
 /// A loopback interdomain pair (both ends in this domain), standing in for the xenstore or
 /// console channel a domU has with dom0: returns (unbound end, bound end).
 pub fn loopback_pair() -> Result<(u32, u32), xenpv::XenError> {

@@ -29,6 +29,9 @@
 //! Command-line word `kexec_store=loopback` adds a loopback interdomain pair standing in for a
 //! domU's xenstore channel, kept for the new kernel through the handoff (`keep_store_port`).
 //!
+//! Command-line word `kexec_grant=v2` switches the grant table to v2 before offering grants
+//! (16-byte entries; the purgatory must set it back to v1).
+//!
 //! Command-line word `kexec_fault=` breaks the kernel side's contract on purpose, for the
 //! tests that show who catches it: `keep-trees` leaves the process trees pinned (the new
 //! kernel finds frames it cannot map writable); `pool-overlap` puts the old P2M list in the
@@ -445,7 +448,8 @@ fn prepare(si: &StartInfo, region: &Region) -> Result<u64, Why> {
     let runstate_va = region.end - PAGE_SIZE;
     let keep_store = cmdline_value(si.cmdline(), "kexec_store") == Some(b"loopback");
     let store_port = hostile_events(&l, p2m, nr_vcpus, runstate_va, keep_store)?;
-    let offered = offer_grants(si, region, p2m, fault == b"grant-in-use")?;
+    let v2 = cmdline_value(si.cmdline(), "kexec_grant") == Some(b"v2");
+    let offered = offer_grants(si, region, p2m, fault == b"grant-in-use", v2)?;
     let pool_first = (region.end - VIRT_BASE) / PAGE_SIZE;
     let poisoned = poison(pool_first, l.floor);
     if fault == b"keep-trees" {
@@ -862,13 +866,33 @@ static mut GRANT_WINDOW: Page = Page([0; 4096]);
 const OFFERED_REFS: core::ops::Range<usize> = 8..12;
 
 /// Offers a few of this kernel's frames to domain 0 (itself: the test kernel is the initial
-/// domain) in the v1 grant table, as a frontend does to its backends; with `in_use`, maps one
+/// domain) in the grant table (v1, or v2 with `v2`), as a frontend does to its backends; with
+/// `in_use`, maps one
 /// of them as a backend would (`GNTMAP_device_map`), so it cannot be revoked.
-fn offer_grants(si: &StartInfo, region: &Region, p2m: &[u64], in_use: bool) -> Result<u32, Why> {
+fn offer_grants(
+    si: &StartInfo,
+    region: &Region,
+    p2m: &[u64],
+    in_use: bool,
+    v2: bool,
+) -> Result<u32, Why> {
     let mut frames = [0u64; 1];
     if let Err(e) = shared::grant_frames(&mut frames) {
         return why!("grant table setup: {}", e);
     }
+    if v2 {
+        let mut set = xenpv::GnttabSetVersion { version: 2 };
+        // SAFETY: valid gnttab_set_version; no grant is in use yet, so Xen switches.
+        let r = unsafe {
+            hypercall::grant_table_op(xenpv::gnttabop::SET_VERSION, &mut set as *mut _ as u64, 1)
+        };
+        if let Err(e) = r {
+            return why!("GNTTABOP_set_version(2): {}", e);
+        }
+        println!("PVKEXEC-INFO kexec: grant table switched to v2");
+    }
+    // v1 entry: flags u16, domid u16, frame u32; v2: the same header, 4 bytes pad, frame u64.
+    let (stride, frame_at) = if v2 { (16, 8) } else { (8, 4) };
     let va = core::ptr::addr_of_mut!(GRANT_WINDOW) as u64;
     let original = match walk(si, region, va) {
         Ok(w) => w.l1e,
@@ -887,12 +911,16 @@ fn offer_grants(si: &StartInfo, region: &Region, p2m: &[u64], in_use: bool) -> R
         return why!("mapping the grant frame {:#x}: {}", frames[0], e);
     }
     for r in OFFERED_REFS {
-        let entry = (va + r as u64 * 8) as *mut u16;
+        let entry = (va + r as u64 * stride) as *mut u16;
         // SAFETY: entry r of the mapped grant frame: domid and frame first, then the flags
         // that make it valid.
         unsafe {
             entry.add(1).write_volatile(0);
-            (entry.add(2) as *mut u32).write_volatile(granted as u32);
+            if v2 {
+                (entry.byte_add(frame_at) as *mut u64).write_volatile(granted);
+            } else {
+                (entry.byte_add(frame_at) as *mut u32).write_volatile(granted as u32);
+            }
             core::sync::atomic::fence(Ordering::Release);
             entry.write_volatile(xenpv::gtf::PERMIT_ACCESS);
         }

@@ -11,7 +11,7 @@
 //!   see one);
 //! - `vcpus-parked`: every VCPU but this one is down (`VCPUOP_is_up`);
 //! - `watchdogs-gone`: both domain watchdogs can be created (and are destroyed again);
-//! - `grants-revoked`: no grant entry past the reserved refs is offered;
+//! - `grants-revoked`: the grant table is v1 and no entry past the reserved refs is offered;
 //! - `hidden-frames`: the frames the command line lists (`pvkexec.park=`, `pvkexec.vcpu_info=`)
 //!   are not in this kernel's P2M, and they are all the domain holds beyond `nr_pages`
 //!   (`XENMEM_current_reservation`);
@@ -142,10 +142,15 @@ fn busy_grants(si: &StartInfo) -> impl Iterator<Item = (u64, u64)> + '_ {
         })
 }
 
-/// No grant entry past the reserved refs (0..7) is valid except those the command line lists
-/// as still mapped: nothing else the old kernel offered is still offered (this kernel offers
-/// none).
+/// The table is v1, as in a new domain, and no grant entry past the reserved refs (0..7) is
+/// valid except those the command line lists as still mapped: nothing else the old kernel
+/// offered is still offered (this kernel offers none).
 fn check_grants(si: &StartInfo) -> Result<(), Why> {
+    match shared::grant_version() {
+        Ok(1) => {}
+        Ok(v) => return why!("the grant table is v{}, a new domain's is v1", v),
+        Err(e) => return why!("GNTTABOP_get_version: {}", e),
+    }
     let mut frames = [0u64; 16];
     let nr = match shared::grant_frames(&mut frames) {
         Ok(n) => n,
