@@ -867,8 +867,8 @@ const OFFERED_REFS: core::ops::Range<usize> = 8..12;
 
 /// Offers a few of this kernel's frames to domain 0 (itself: the test kernel is the initial
 /// domain) in the grant table (v1, or v2 with `v2`), as a frontend does to its backends; with
-/// `in_use`, maps one
-/// of them as a backend would (`GNTMAP_device_map`), so it cannot be revoked.
+/// `in_use`, maps one of them as a backend would (`GNTMAP_device_map`), so it cannot be
+/// revoked.
 fn offer_grants(
     si: &StartInfo,
     region: &Region,
