@@ -95,35 +95,42 @@ fn corrupt(image: &Path, index: usize, name: &str) -> PathBuf {
     out
 }
 
+/// Every one of `lines` is in the run's log.
+fn assert_logged(r: &BootResult, lines: &[&str]) {
+    for line in lines {
+        assert!(r.log.contains(line), "no {line:?} in:\n{}", r.log);
+    }
+}
+
 /// The purgatory printed `line`, never left for the new kernel, and Xen crashed the domain.
 fn assert_refused(r: &BootResult, line: &str) {
     assert_eq!(r.verdict, Verdict::Crashed, "log:\n{}", r.log);
-    assert!(r.log.contains(line), "no {line:?} in:\n{}", r.log);
+    assert_logged(r, &[line, "Hardware Dom0 crashed"]);
     assert!(
         !r.log.contains(harness::PURGATORY_ENTERING),
         "log:\n{}",
         r.log
     );
-    assert!(r.log.contains("Hardware Dom0 crashed"), "log:\n{}", r.log);
 }
 
 fn assert_kexec_passed(r: &BootResult, segments: usize) {
     assert_eq!(r.verdict, Verdict::Pass, "log:\n{}", r.log);
-    assert!(r.log.contains("purgatory: entered"), "log:\n{}", r.log);
     let verified = format!("purgatory: digests verified: {segments} segments");
-    assert!(r.log.contains(&verified), "log:\n{}", r.log);
+    assert_logged(
+        r,
+        &[
+            "purgatory: entered",
+            &verified,
+            "purgatory: frames renumbered",
+            "(their direct-map aliases dropped)",
+            "purgatory: timers stopped, runstate and time areas of",
+            "event channels reset (FIFO ABI gone)",
+            "grant entries revoked",
+            "(loopback pair re-created)",
+        ],
+    );
     assert!(!r.log.contains("mismatch"));
     // The new kernel's report comes after the purgatory's last line.
-    for line in [
-        "purgatory: frames renumbered",
-        "(their direct-map aliases dropped)",
-        "purgatory: timers stopped, runstate and time areas of",
-        "event channels reset (FIFO ABI gone)",
-        "grant entries revoked",
-        "(loopback pair re-created)",
-    ] {
-        assert!(r.log.contains(line), "no {line:?} in:\n{}", r.log);
-    }
     let after = r
         .log
         .split(harness::PURGATORY_ENTERING)
@@ -145,11 +152,7 @@ fn kexec_into_probe_64mib() {
     let image = build_image("plain-64M", 64, None);
     let r = run("kexec-64M", &image, 64);
     assert_kexec_passed(&r, 6);
-    assert!(
-        r.log.contains(" 4 grant entries revoked"),
-        "log:\n{}",
-        r.log
-    );
+    assert_logged(&r, &[" 4 grant entries revoked"]);
 }
 
 #[test]
@@ -159,12 +162,7 @@ fn kexec_into_probe_with_initrd_1gib() {
     let image = build_image("initrd-1G", 1024, Some(&initrd));
     let r = run("kexec-initrd-1G", &image, 1024);
     assert_kexec_passed(&r, 7);
-    assert!(r.log.contains("p2m-m2p frames=262144"), "log:\n{}", r.log);
-    assert!(
-        r.log.contains(&format!("mod_len={len:#x}")),
-        "log:\n{}",
-        r.log
-    );
+    assert_logged(&r, &["p2m-m2p frames=262144", &format!("mod_len={len:#x}")]);
 }
 
 #[test]
@@ -180,7 +178,7 @@ fn kexec_into_probe_1536mib() {
     let image = build_image("plain-1536M", 1536, None);
     let r = run("kexec-1536M", &image, 1536);
     assert_kexec_passed(&r, 6);
-    assert!(r.log.contains("p2m-m2p frames=393216"), "log:\n{}", r.log);
+    assert_logged(&r, &["p2m-m2p frames=393216"]);
 }
 
 #[test]
@@ -200,14 +198,13 @@ fn flipped_byte_in_each_verified_segment_is_named() {
         let r = run(&name, &bad, 64);
         assert_eq!(r.verdict, Verdict::Crashed, "log:\n{}", r.log);
         let line = format!("purgatory: segment {index} ({kind}): SHA-256 mismatch");
-        assert!(r.log.contains(&line), "no {line:?} in:\n{}", r.log);
+        assert_logged(&r, &[&line, "Hardware Dom0 crashed"]);
         assert!(!r.log.contains("digests verified"), "log:\n{}", r.log);
         assert!(
             !r.log.contains("PVKEXEC-TEST PASS"),
             "the new kernel must not run:\n{}",
             r.log
         );
-        assert!(r.log.contains("Hardware Dom0 crashed"), "log:\n{}", r.log);
     }
 }
 
@@ -218,16 +215,12 @@ fn pinned_trees_left_by_the_kernel_side_are_caught_by_the_probe() {
     let image = build_image("plain-64M-trees", 64, None);
     let r = run_with("kexec-keep-trees", &image, 64, "kexec_fault=keep-trees");
     assert_eq!(r.verdict, Verdict::GuestFailed, "log:\n{}", r.log);
-    assert!(
-        r.log.contains(harness::PURGATORY_ENTERING),
-        "log:\n{}",
-        r.log
-    );
-    assert!(
-        r.log
-            .contains("PVKEXEC-TEST FAIL frames-writable: a frame among pfn"),
-        "log:\n{}",
-        r.log
+    assert_logged(
+        &r,
+        &[
+            harness::PURGATORY_ENTERING,
+            "PVKEXEC-TEST FAIL frames-writable: a frame among pfn",
+        ],
     );
     assert_eq!(
         r.failed().len(),
@@ -255,18 +248,10 @@ fn aps_are_parked_with_2_and_4_vcpus() {
         let image = build_image_for(&format!("smp{vcpus}-64M"), 64, None, vcpus);
         let r = run_smp(&format!("kexec-{vcpus}vcpus"), &image, 64, "", vcpus);
         assert_kexec_passed(&r, 6);
-        let parked = format!(
-            "purgatory: VCPUs 1..{} parked: down on private tables",
-            vcpus - 1
-        );
-        assert!(r.log.contains(&parked), "log:\n{}", r.log);
-        let down = format!("vcpus-parked {} of {vcpus} VCPUs down", vcpus - 1);
-        assert!(r.log.contains(&down), "log:\n{}", r.log);
-        assert!(
-            r.log
-                .contains("hidden-frames 5 (domain 16384 frames, nr_pages 16379)"),
-            "log:\n{}",
-            r.log
+        assert_parked(&r, vcpus);
+        assert_logged(
+            &r,
+            &["hidden-frames 5 (domain 16384 frames, nr_pages 16379)"],
         );
     }
 }
@@ -278,24 +263,22 @@ fn aps_are_parked_with_2_and_4_vcpus() {
 fn aps_without_nmi_callbacks_are_sent_by_ipi() {
     let image = build_image_for("smp2-ipi-64M", 64, None, 2);
     let r = run_smp("kexec-2vcpus-ipi", &image, 64, "kexec_ap_stop=ipi", 2);
-    assert!(
-        r.log
-            .contains("PVKEXEC-INFO kexec: APs sent to the purgatory by IPI (EVTCHNOP_send)"),
-        "log:\n{}",
-        r.log
+    assert_logged(
+        &r,
+        &["PVKEXEC-INFO kexec: APs sent to the purgatory by IPI (EVTCHNOP_send)"],
     );
     assert_kexec_passed(&r, 6);
-    assert!(
-        r.log
-            .contains("purgatory: VCPUs 1..1 parked: down on private tables"),
-        "log:\n{}",
-        r.log
+    assert_parked(&r, 2);
+}
+
+/// The purgatory parked every AP of a `vcpus`-VCPU domain and the probe found them down.
+fn assert_parked(r: &BootResult, vcpus: u32) {
+    let parked = format!(
+        "purgatory: VCPUs 1..{} parked: down on private tables",
+        vcpus - 1
     );
-    assert!(
-        r.log.contains("vcpus-parked 1 of 2 VCPUs down"),
-        "log:\n{}",
-        r.log
-    );
+    let down = format!("vcpus-parked {} of {vcpus} VCPUs down", vcpus - 1);
+    assert_logged(r, &[&parked, &down]);
 }
 
 /// vcpu_info placed by the old kernel (one frame per VCPU): the purgatory hides those frames
@@ -321,17 +304,13 @@ fn placed_vcpu_info_frames_are_hidden_and_listed() {
     assert!(cmd.status().unwrap().success());
     let r = run_smp("kexec-vcpu-info", &image, 64, "kexec_vcpu_info=1", 2);
     assert_kexec_passed(&r, 6);
-    assert!(r.log.contains("pvkexec.vcpu_info=0:0x"), "log:\n{}", r.log);
-    assert!(
-        r.log.contains("clock: VCPU 0's vcpu_info placed at"),
-        "log:\n{}",
-        r.log
-    );
-    assert!(
-        r.log
-            .contains("hidden-frames 7 (domain 16384 frames, nr_pages 16377)"),
-        "log:\n{}",
-        r.log
+    assert_logged(
+        &r,
+        &[
+            "pvkexec.vcpu_info=0:0x",
+            "clock: VCPU 0's vcpu_info placed at",
+            "hidden-frames 7 (domain 16384 frames, nr_pages 16377)",
+        ],
     );
 
     let plain = build_image_for("smp2-no-vcpu-info", 64, None, 2);
@@ -353,18 +332,9 @@ fn placed_vcpu_info_frames_are_hidden_and_listed() {
 fn grant_table_v2_is_set_back_to_v1_or_refused() {
     let image = build_image("plain-64M-grant-v2", 64, None);
     let r = run_with("kexec-grant-v2", &image, 64, "kexec_grant=v2");
-    assert!(
-        r.log
-            .contains("PVKEXEC-INFO kexec: grant table switched to v2"),
-        "log:\n{}",
-        r.log
-    );
+    assert_logged(&r, &["PVKEXEC-INFO kexec: grant table switched to v2"]);
     assert_kexec_passed(&r, 6);
-    assert!(
-        r.log.contains("the table was v2, set back to v1"),
-        "log:\n{}",
-        r.log
-    );
+    assert_logged(&r, &["the table was v2, set back to v1"]);
 
     let r = run_with(
         "kexec-grant-v2-in-use",
@@ -387,11 +357,9 @@ fn grant_still_mapped_is_hidden_or_refused() {
     let image = build_image("plain-64M-grant", 64, None);
     let r = run_with("kexec-grant-in-use", &image, 64, "kexec_fault=grant-in-use");
     assert_refused(&r, "purgatory: grant ref 8 (frame 0x");
-    assert!(
-        r.log
-            .contains("is still mapped and cannot be revoked, and no hidden frame is left for it"),
-        "log:\n{}",
-        r.log
+    assert_logged(
+        &r,
+        &["is still mapped and cannot be revoked, and no hidden frame is left for it"],
     );
     assert!(!r.log.contains("frames renumbered"), "log:\n{}", r.log);
 
@@ -420,21 +388,13 @@ fn grant_still_mapped_is_hidden_or_refused() {
         "kexec_fault=grant-in-use",
     );
     assert_kexec_passed(&r, 6);
-    assert!(
-        r.log.contains("pvkexec.grants_busy=8:0x"),
-        "log:\n{}",
-        r.log
-    );
-    assert!(
-        r.log
-            .contains("hidden-frames 2 (domain 16384 frames, nr_pages 16382)"),
-        "log:\n{}",
-        r.log
-    );
-    assert!(
-        r.log.contains("but the 1 listed as still mapped"),
-        "log:\n{}",
-        r.log
+    assert_logged(
+        &r,
+        &[
+            "pvkexec.grants_busy=8:0x",
+            "hidden-frames 2 (domain 16384 frames, nr_pages 16382)",
+            "but the 1 listed as still mapped",
+        ],
     );
 }
 

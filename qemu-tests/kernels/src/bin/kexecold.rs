@@ -45,7 +45,7 @@
 #![allow(clippy::result_large_err)]
 
 use core::arch::asm;
-use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use guestrt::println;
 use pvhandoff::handoff::{Handoff, HANDOFF_MAGIC, HANDOFF_VERSION};
 use pvhandoff::handoff::{AP_ENTRY_OFFSET, MAX_VCPUS};
@@ -433,7 +433,7 @@ fn prepare(si: &StartInfo, region: &Region) -> Result<u64, Why> {
         }
     }
     if cmdline_value(si.cmdline(), "kexec_ap_stop") == Some(b"ipi") {
-        STOP_BY_IPI.store(1, Ordering::Relaxed);
+        STOP_BY_IPI.store(true, Ordering::Relaxed);
         println!("PVKEXEC-INFO kexec: no NMI callbacks: APs will be stopped by IPI");
     }
     if nr_vcpus > 1 {
@@ -495,7 +495,7 @@ fn prepare(si: &StartInfo, region: &Region) -> Result<u64, Why> {
         image.header.purgatory_entry + AP_ENTRY_OFFSET,
         Ordering::Release,
     );
-    let by_ipi = STOP_BY_IPI.load(Ordering::Relaxed) != 0;
+    let by_ipi = STOP_BY_IPI.load(Ordering::Relaxed);
     for k in 1..nr_vcpus {
         if by_ipi {
             let port = IPI_PORT[k as usize].load(Ordering::Relaxed);
@@ -546,8 +546,8 @@ static AP_GDT: [AtomicU64; MAX_APS] = [const { AtomicU64::new(0) }; MAX_APS];
 static KEXEC_GO: AtomicU64 = AtomicU64::new(0);
 /// A VCPU that ignores the kexec (fault injection; 0 = none).
 static STUCK: AtomicU64 = AtomicU64::new(0);
-/// Nonzero: the APs are stopped by an IPI each, not an NMI (`kexec_ap_stop=ipi`).
-static STOP_BY_IPI: AtomicU32 = AtomicU32::new(0);
+/// The APs are stopped by an IPI each, not an NMI (`kexec_ap_stop=ipi`).
+static STOP_BY_IPI: AtomicBool = AtomicBool::new(false);
 /// Each VCPU's IPI port (0 until bound).
 static IPI_PORT: [AtomicU32; MAX_APS] = [const { AtomicU32::new(0) }; MAX_APS];
 /// The FIFO event array's first page in the direct map (0 before the FIFO ABI is on).
@@ -675,7 +675,7 @@ extern "C" fn kexecold_ap_main(vcpu: u64) -> ! {
         err(4, e);
     }
     let stuck = STUCK.load(Ordering::Relaxed) == vcpu;
-    let by_ipi = STOP_BY_IPI.load(Ordering::Relaxed) != 0;
+    let by_ipi = STOP_BY_IPI.load(Ordering::Relaxed);
     // The kexec reaches this VCPU as an NMI (`kexecold_nmi_entry`); a VCPU meant to ignore it
     // (fault injection) registers no NMI callback, so Xen drops the NMI.
     if !stuck && !by_ipi {
