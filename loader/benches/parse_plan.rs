@@ -1,19 +1,13 @@
 //! Time to read Debian's bzImage (xz payload: decompress, ELF, notes) and plan its dom0 layout.
-//! `cargo xtask bench` provisions the kernel first; the path may also be given in
-//! PVKEXEC_BENCH_KERNEL.
+//! `cargo xtask bench` provisions the kernel and names it in PVKEXEC_DEBIAN_KERNEL.
 use criterion::{criterion_group, criterion_main, Criterion};
 use loader::parse_kernel;
 use loader::plan::plan_kernel;
 use pvlayout::Mode;
 
 fn bench(c: &mut Criterion) {
-    let path = std::env::var("PVKEXEC_BENCH_KERNEL").unwrap_or_else(|_| {
-        concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../target/pvkexec-cache/linux-bookworm/vmlinuz"
-        )
-        .into()
-    });
+    let path = std::env::var("PVKEXEC_DEBIAN_KERNEL")
+        .expect("PVKEXEC_DEBIAN_KERNEL: the kernel to parse (cargo xtask bench sets it)");
     let bytes = std::fs::read(&path)
         .unwrap_or_else(|e| panic!("{path}: {e} (run `cargo xtask bench`, which provisions it)"));
     let mut group = c.benchmark_group("debian-6.1-bzimage");

@@ -390,13 +390,14 @@ fn legacy_xen_guest_string() {
 #[test]
 fn debian_bzimage_opens_when_provided() {
     // The QEMU differential test (qemu-tests/harness/tests/plan_vs_xen.rs) always opens
-    // Debian's bzImage; this host test does too when the rig has provisioned it.
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../target/pvkexec-cache/linux-bookworm/vmlinuz");
-    let Ok(bytes) = std::fs::read(&path) else {
-        eprintln!("skipped: {} not provisioned yet", path.display());
+    // Debian's bzImage; this host test does too when `cargo xtask test` names the kernel it
+    // provisioned in PVKEXEC_DEBIAN_KERNEL.
+    let Some(path) = std::env::var_os("PVKEXEC_DEBIAN_KERNEL") else {
+        eprintln!("skipped: PVKEXEC_DEBIAN_KERNEL not set (cargo xtask test sets it)");
         return;
     };
+    let bytes = std::fs::read(&path)
+        .unwrap_or_else(|e| panic!("PVKEXEC_DEBIAN_KERNEL {}: {e}", path.to_string_lossy()));
     let k = parse_kernel("debian vmlinuz", &bytes).unwrap();
     assert!(matches!(
         k.container,

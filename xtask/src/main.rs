@@ -32,7 +32,7 @@ enum Cmd {
     /// Builds the guest binaries (guest/ workspace).
     Build,
     /// Installs QEMU; unpacks Xen 4.17 and 4.20, Debian 6.1 and 6.12 kernels and busybox, and
-    /// builds the initramfs, into target/pvkexec-cache.
+    /// builds the initramfs, into the cache (`~/.cache/pvkexec`, or `$PVKEXEC_CACHE`).
     Provision,
     /// Formats both workspaces.
     Fmt,
@@ -270,8 +270,13 @@ fn kexec(args: KexecArgs) -> Result<ExitCode> {
 fn bench() -> Result<()> {
     let root = harness::workspace_root();
     let kernel = provision::ensure_debian_linux()?;
+    let kernel_var = kernel.to_str().context("kernel path")?;
     step("loader: parse Debian's bzImage and plan", || {
-        cargo(&root, &["bench", "-p", "loader"])
+        cargo_env(
+            &root,
+            &["bench", "-p", "loader"],
+            &[("PVKEXEC_DEBIAN_KERNEL", kernel_var)],
+        )
     })?;
     step(
         "loader: peak RSS of `pvkexec plan` on Debian's bzImage",
@@ -505,8 +510,9 @@ fn test() -> Result<()> {
         },
     )?;
     step("guest builds", || guest::build().map(drop))?;
+    let kernel = provision::ensure_debian_linux()?;
     step("host tests and QEMU tests", || {
-        cargo(
+        cargo_env(
             &root,
             &[
                 "test",
@@ -515,6 +521,10 @@ fn test() -> Result<()> {
                 "--nocapture",
                 "--test-threads=2",
             ],
+            &[(
+                "PVKEXEC_DEBIAN_KERNEL",
+                kernel.to_str().context("kernel path")?,
+            )],
         )
     })?;
     eprintln!("all tests passed");

@@ -61,9 +61,17 @@ pub fn workspace_root() -> PathBuf {
         .unwrap_or_else(|_| here.join("../.."))
 }
 
-/// Where provisioned tools and downloaded packages are cached.
+/// Where provisioned tools and downloaded packages are cached: `$PVKEXEC_CACHE`, else
+/// `~/.cache/pvkexec` (outside the checkout, so a fresh clone on the same machine reuses
+/// it), else `target/pvkexec-cache` when there is no home directory.
 pub fn cache_dir() -> PathBuf {
-    workspace_root().join("target").join("pvkexec-cache")
+    if let Some(dir) = std::env::var_os("PVKEXEC_CACHE").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    match std::env::var_os("HOME").filter(|h| !h.is_empty()) {
+        Some(home) => PathBuf::from(home).join(".cache").join("pvkexec"),
+        None => workspace_root().join("target").join("pvkexec-cache"),
+    }
 }
 
 /// A `cargo` command in `dir` without the settings an outer cargo invocation exports

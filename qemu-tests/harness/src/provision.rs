@@ -1,4 +1,4 @@
-//! Provisioning of QEMU and Xen from Debian's packages, cached under `target/pvkexec-cache`.
+//! Provisioning of QEMU and Xen from Debian's packages, cached in [`crate::cache_dir`].
 
 use anyhow::{bail, Context, Result};
 use std::fs;
@@ -124,32 +124,34 @@ pub fn download_deb(package: &str, dir: &Path) -> Result<PathBuf> {
 }
 
 /// A private apt configuration for another Debian suite: its own source list, package lists
-/// and cache under `target/`, so the system's apt setup is never touched.
+/// and cache in the cache directory, so the system's apt setup is never touched.
 fn suite_apt_config(suite: &str) -> Result<PathBuf> {
     let dir = crate::cache_dir().join(format!("apt-{suite}"));
     for sub in ["lists/partial", "cache/archives/partial"] {
         fs::create_dir_all(dir.join(sub))?;
     }
+    // Written every time: the paths inside must follow the cache if it moved.
     let conf = dir.join("apt.conf");
-    if !dir.join("lists").read_dir()?.any(|e| {
+    let mirror = system_mirror();
+    fs::write(
+        dir.join("sources.list"),
+        format!(
+            "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] {mirror} {suite} main\n"
+        ),
+    )?;
+    fs::write(
+        &conf,
+        format!(
+            "Dir::Etc::sourcelist \"{d}/sources.list\";\nDir::Etc::sourceparts \"-\";\n\
+             Dir::State::Lists \"{d}/lists\";\nDir::Cache \"{d}/cache\";\n",
+            d = dir.display()
+        ),
+    )?;
+    let have_lists = dir.join("lists").read_dir()?.any(|e| {
         e.map(|e| e.file_name().to_string_lossy().ends_with("_Packages"))
             .unwrap_or(false)
-    }) {
-        let mirror = system_mirror();
-        fs::write(
-            dir.join("sources.list"),
-            format!(
-                "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] {mirror} {suite} main\n"
-            ),
-        )?;
-        fs::write(
-            &conf,
-            format!(
-                "Dir::Etc::sourcelist \"{d}/sources.list\";\nDir::Etc::sourceparts \"-\";\n\
-                 Dir::State::Lists \"{d}/lists\";\nDir::Cache \"{d}/cache\";\n",
-                d = dir.display()
-            ),
-        )?;
+    });
+    if !have_lists {
         eprintln!("provision: fetching Debian {suite} package lists from {mirror}");
         run(Command::new("apt-get")
             .args(["update", "-q"])
