@@ -168,6 +168,7 @@ pub(crate) fn plan(req: &PlanRequest) -> Result<Plan, PlanError> {
             nr_p2m_frames: if p2m_relocated { None } else { Some(0) },
         },
         trampoline: req.trampoline,
+        builder_log: Vec::new(),
     })
 }
 

@@ -18,6 +18,7 @@ mod dom0;
 mod domu;
 mod tables;
 
+pub use domu::module_len as domu_module_len;
 pub use tables::{
     build_p2m_mapping, build_tables, count_tables, P2mMapping, TableFrame, TableImage,
 };
@@ -145,6 +146,9 @@ pub struct Plan {
     pub start_info_fields: StartInfoPlan,
     /// The extra mapped page, if requested.
     pub trampoline: Option<u64>,
+    /// domU only: the allocation lines libxenguest logs for this layout (`xl -vvv create`,
+    /// without the `domainbuilder: detail: ` prefix), in order.
+    pub builder_log: Vec<String>,
 }
 
 impl Plan {

@@ -147,10 +147,11 @@ pub fn build_tables(
 }
 
 /// How a kexec maps a relocated P2M (INIT_P2M): in 4 KiB pages at the P2M's address, through
-/// its own L3, L2 and L1 tables, all numbered from `first_p2m_pfn`: the tables first (L3, then
-/// the L2s, then the L1s), then the P2M frames. This is the shape of the domU builder's INIT_P2M
-/// segment; Xen's dom0 builder may use superpages instead, which a kernel must accept but
-/// need not get. `first_p2m_pfn`/`nr_p2m_frames` cover tables and frames.
+/// its own L3, L2 and L1 tables, all numbered from `first_p2m_pfn`. In the domU layout the P2M
+/// frames come first and the tables (L3, then the L2s, then the L1s) after them, as
+/// libxenguest's `phys2mach` segment; in the dom0 layout the tables come first (Xen's dom0
+/// builder may use superpages instead, which a kernel must accept but need not get).
+/// `first_p2m_pfn`/`nr_p2m_frames` cover tables and frames.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct P2mMapping {
     pub tables: Vec<TableImage>,
@@ -193,11 +194,16 @@ pub fn build_p2m_mapping(
     let (l2s, l1s) = (spans(lo, hi, 2), spans(lo, hi, 1));
     let nr_l2 = l2s.end() - l2s.start() + 1;
     let nr_l1 = l1s.end() - l1s.start() + 1;
-    let l3_pfn = first_pfn;
-    let l2_pfn = |i: u64| first_pfn + 1 + i;
-    let l1_pfn = |i: u64| first_pfn + 1 + nr_l2 + i;
-    let data_pfn = first_pfn + 1 + nr_l2 + nr_l1;
     let data_pages = (hi - lo) / crate::PAGE_SIZE;
+    // libxenguest puts the P2M's frames first and its tables after them; the dom0 kexec layout
+    // puts the tables first.
+    let (tables_pfn, data_pfn) = match plan.mode {
+        crate::Mode::DomU => (first_pfn + data_pages, first_pfn),
+        crate::Mode::Dom0 => (first_pfn, first_pfn + 1 + nr_l2 + nr_l1),
+    };
+    let l3_pfn = tables_pfn;
+    let l2_pfn = |i: u64| tables_pfn + 1 + i;
+    let l1_pfn = |i: u64| tables_pfn + 1 + nr_l2 + i;
     let new = |pfn: u64, level: u8| TableImage {
         pfn,
         level,

@@ -60,7 +60,147 @@ fn worked_example_domu() {
     assert_eq!(p.region.end, 0x400000);
     let levels: vec::Vec<u8> = p.table_frames.iter().map(|f| f.level).collect();
     assert_eq!(levels, vec![4, 3, 2, 1, 1]);
-    assert_eq!(p.start_info_fields.flags, xenpv::sif::VIRT_P2M_4TOOLS);
+    // libxl replaces libxenguest's default SIF_VIRT_P2M_4TOOLS with its own flags, 0.
+    assert_eq!(p.start_info_fields.flags, 0);
+}
+
+/// Debian 6.1's bzImage as its ELF notes describe it (INIT_P2M, MOD_START_PFN).
+fn debian61() -> KernelInfo {
+    KernelInfo {
+        virt_base: 0xffffffff80000000,
+        virt_kstart: 0xffffffff81000000,
+        virt_kend: 0xffffffff84a00000,
+        entry: 0xffffffff83a2d1c0,
+        hypercall_page: None,
+        init_p2m: Some(0x8000000000),
+        mod_start_pfn: true,
+        pae_mode_yes: true,
+    }
+}
+
+/// A gzip header and trailer for a blob of `len` bytes whose ISIZE is `isize`.
+fn gzip_blob(len: usize, isize: u32) -> vec::Vec<u8> {
+    let mut b = vec![0u8; len];
+    b[..2].copy_from_slice(&[0x1f, 0x8b]);
+    b[len - 4..].copy_from_slice(&isize.to_le_bytes());
+    b
+}
+
+fn norm(s: &str) -> std::string::String {
+    s.split_whitespace().collect::<vec::Vec<_>>().join(" ")
+}
+
+/// libxenguest's log from `xl -vvv create` (domu-rig.md): Debian 6.1, 256 MiB, a gzip'd
+/// initramfs of 0x102d8e bytes that unpacks to 0x203774 (placed: 0x203784).
+const ORACLE_256: &str = "\
+xc_dom_alloc_segment:   kernel       : 0xffffffff81000000 -> 0xffffffff84a00000  (pfn 0x1000 + 0x3a00 pages)
+xc_dom_alloc_page   :   start info   : 0xffffffff84a00000 (pfn 0x4a00)
+xc_dom_alloc_page   :   xenstore     : 0xffffffff84a01000 (pfn 0x4a01)
+xc_dom_alloc_page   :   console      : 0xffffffff84a02000 (pfn 0x4a02)
+count_pgtables: 0x0000007fffffffff/39: 0x0000ff8000000000 -> 0x0000ffffffffffff, 1 table(s)
+count_pgtables: 0x000000003fffffff/30: 0x0000ffff80000000 -> 0x0000ffffbfffffff, 1 table(s)
+count_pgtables: 0x00000000001fffff/21: 0x0000ffff80000000 -> 0x0000ffff84bfffff, 38 table(s)
+xc_dom_alloc_segment:   page tables  : 0xffffffff84a03000 -> 0xffffffff84a2c000  (pfn 0x4a03 + 0x29 pages)
+xc_dom_alloc_page   :   boot stack   : 0xffffffff84a2c000 (pfn 0x4a2c)
+xc_dom_build_image  : virt_alloc_end : 0xffffffff84a2d000
+xc_dom_build_image  : virt_pgtab_end : 0xffffffff84c00000
+xc_dom_alloc_segment:   module0      : 0xffffffff84c00000 -> 0xffffffff84e03784  (pfn 0x4c00 + 0x204 pages)
+count_pgtables: 0x0000007fffffffff/39: 0x0000008000000000 -> 0x000000ffffffffff, 1 table(s)
+count_pgtables: 0x000000003fffffff/30: 0x0000008000000000 -> 0x000000803fffffff, 1 table(s)
+count_pgtables: 0x00000000001fffff/21: 0x0000008000000000 -> 0x00000080001fffff, 1 table(s)
+xc_dom_alloc_segment:   phys2mach    : 0xffffffff84e04000 -> 0xffffffff84e87000  (pfn 0x4e04 + 0x83 pages)";
+
+#[test]
+fn debian61_domu_matches_libxenguest_log() {
+    let blob = gzip_blob(0x102d8e, 0x203774);
+    assert_eq!(domu_module_len(&blob), 0x203784);
+    let p = plan(&req(
+        Mode::DomU,
+        debian61(),
+        Some(domu_module_len(&blob)),
+        0x10000,
+    ))
+    .unwrap();
+    let ours: vec::Vec<_> = p.builder_log.iter().map(|l| norm(l)).collect();
+    let want: vec::Vec<_> = ORACLE_256.lines().map(norm).collect();
+    assert_eq!(ours, want);
+    let si = &p.start_info_fields;
+    assert_eq!(si.address, 0xffffffff84a00000);
+    assert_eq!(p.xenstore, Some(0xffffffff84a01000));
+    assert_eq!(p.console, Some(0xffffffff84a02000));
+    assert_eq!((si.pt_base, si.nr_pt_frames), (0xffffffff84a03000, 0x29));
+    assert_eq!(p.rsp, 0xffffffff84a2d000);
+    assert_eq!(p.region, r(0xffffffff80000000, 0xffffffff84c00000));
+    assert_eq!(p.initrd, Some(InitrdPlacement::Unmapped { pfn: 0x4c00 }));
+    assert_eq!((si.mod_start, si.mod_len), (0x4c00, 0x204000));
+    assert_eq!(si.flags, xenpv::sif::MOD_START_PFN);
+    assert_eq!(si.mfn_list, 0x8000000000);
+    assert_eq!((si.first_p2m_pfn, si.nr_p2m_frames), (0x4e04, Some(0x83)));
+    // The P2M's frames first, then its L3, L2 and L1.
+    let m = build_p2m_mapping(&p, si.first_p2m_pfn).unwrap();
+    assert_eq!(
+        (m.data_pfn, m.data_pages, m.nr_frames),
+        (0x4e04, 0x80, 0x83)
+    );
+    let t: vec::Vec<_> = m.tables.iter().map(|t| (t.level, t.pfn)).collect();
+    assert_eq!(t, vec![(3, 0x4e84), (2, 0x4e85), (1, 0x4e86)]);
+}
+
+/// With 512 and 1024 MiB only the phys2mach line changes (domu-rig.md).
+#[test]
+fn debian61_domu_p2m_grows_with_memory() {
+    let blob = gzip_blob(0x102d8e, 0x203774);
+    for (pages, p2m_pages) in [(0x20000u64, 0x103u64), (0x40000, 0x203)] {
+        let p = plan(&req(
+            Mode::DomU,
+            debian61(),
+            Some(domu_module_len(&blob)),
+            pages,
+        ))
+        .unwrap();
+        let mut want: vec::Vec<_> = ORACLE_256.lines().map(norm).collect();
+        let last = want.len() - 1;
+        want[last] = norm(&std::format!(
+            "xc_dom_alloc_segment: phys2mach : 0xffffffff84e04000 -> {:#x} (pfn 0x4e04 + {:#x} pages)",
+            0xffffffff84e04000u64 + (pages * 8).next_multiple_of(4096) + 3 * 4096,
+            p2m_pages
+        ));
+        let ours: vec::Vec<_> = p.builder_log.iter().map(|l| norm(l)).collect();
+        assert_eq!(ours, want, "{pages:#x} pages");
+        assert_eq!(p.start_info_fields.nr_p2m_frames, Some(p2m_pages));
+    }
+}
+
+/// A plain (non-gzip) module keeps its size; a gzip ISIZE past 1 GiB is not trusted.
+#[test]
+fn domu_module_len_follows_xc_dom_check_gzip() {
+    assert_eq!(domu_module_len(&[1, 2, 3]), 3);
+    assert_eq!(domu_module_len(&[0x1f, 0x8b, 0, 0, 0]), 5);
+    assert_eq!(domu_module_len(&gzip_blob(100, 10)), 100);
+    assert_eq!(domu_module_len(&gzip_blob(100, 1000)), 1016);
+    assert_eq!(domu_module_len(&gzip_blob(100, (1 << 30) + 1)), 100);
+}
+
+/// Without MOD_START_PFN the module is mapped right after the kernel, before start_info.
+#[test]
+fn domu_mapped_initrd_follows_the_kernel() {
+    let mut k = debian61();
+    k.mod_start_pfn = false;
+    let p = plan(&req(Mode::DomU, k, Some(0x203784), 0x10000)).unwrap();
+    assert_eq!(
+        p.initrd,
+        Some(InitrdPlacement::Mapped(r(
+            0xffffffff84a00000,
+            0xffffffff84c03784
+        )))
+    );
+    assert_eq!(p.start_info.start, 0xffffffff84c04000);
+    let si = &p.start_info_fields;
+    assert_eq!(
+        (si.mod_start, si.mod_len, si.flags),
+        (0xffffffff84a00000, 0x203784, 0)
+    );
+    assert!(p.builder_log[1].contains("module0"));
 }
 
 /// The layout Xen 4.17 printed for the boot-check kernel at 64 MiB (see the QEMU tests).
