@@ -52,6 +52,8 @@ pub struct BootConfig {
     /// End the run as soon as a serial line contains this text (verdict [`Verdict::Stopped`]),
     /// e.g. to read Xen's builder report without running the kernel to its end.
     pub stop_after: Option<String>,
+    /// QEMU's memory in MiB (default: the domain's memory plus room for Xen).
+    pub host_mem_mib: Option<u64>,
 }
 
 impl BootConfig {
@@ -69,6 +71,7 @@ impl BootConfig {
             echo: Echo::Markers,
             tag: String::new(),
             stop_after: None,
+            host_mem_mib: None,
         }
     }
 }
@@ -116,6 +119,8 @@ pub struct BootResult {
     pub verdict: Verdict,
     pub log: String,
     pub wall: Duration,
+    /// Host seconds since QEMU started at which each line of `log` arrived.
+    pub line_secs: Vec<f64>,
 }
 
 impl BootResult {
@@ -169,7 +174,10 @@ fn classify(line: &str) -> Option<End> {
 }
 
 fn is_marker(line: &str) -> bool {
-    line.contains("PVKEXEC") || line.contains("purgatory:") || classify(line).is_some()
+    line.contains("PVKEXEC")
+        || line.contains("purgatory:")
+        || line.starts_with("[domu:")
+        || classify(line).is_some()
 }
 
 /// QEMU's `-initrd` takes a comma-separated module list; a literal comma is written `,,`.
@@ -200,7 +208,9 @@ pub fn boot(cfg: &BootConfig) -> Result<BootResult> {
         initrd.push(module_arg(&m.path, &m.args)?);
     }
     // Xen itself and its heap need room beside the domain's memory.
-    let host_mib = cfg.mem_mib + 256 + cfg.mem_mib / 8;
+    let host_mib = cfg
+        .host_mem_mib
+        .unwrap_or(cfg.mem_mib + 256 + cfg.mem_mib / 8);
     let xen_cmdline = format!(
         "console=com1 com1=115200,8n1 dom0_mem={m}M,max:{m}M dom0_max_vcpus={v} loglvl=all \
          guest_loglvl=all {extra}",
@@ -256,6 +266,7 @@ pub fn boot(cfg: &BootConfig) -> Result<BootResult> {
     drop(tx);
 
     let mut log = String::new();
+    let mut line_secs = Vec::new();
     let mut end: Option<End> = None;
     let mut timed_out = false;
     loop {
@@ -272,6 +283,7 @@ pub fn boot(cfg: &BootConfig) -> Result<BootResult> {
                 }
                 log.push_str(&line);
                 log.push('\n');
+                line_secs.push(start.elapsed().as_secs_f64());
                 let stop = cfg.stop_after.as_deref().is_some_and(|s| line.contains(s));
                 if end == Some(End::Panic) {
                     // Xen prints the panic's reason after "Panic on CPU": keep reading until
@@ -315,7 +327,12 @@ pub fn boot(cfg: &BootConfig) -> Result<BootResult> {
             wall.as_secs_f64()
         );
     }
-    Ok(BootResult { verdict, log, wall })
+    Ok(BootResult {
+        verdict,
+        log,
+        wall,
+        line_secs,
+    })
 }
 
 fn tag(t: &str) -> String {

@@ -25,6 +25,59 @@ echo "PVKEXEC-LINUX-DONE"
 /bin/busybox poweroff -f
 "#;
 
+/// What a disk-reading `/init` prints before the first line of `/dev/xvda`.
+pub const DISK_MARKER_PREFIX: &str = "PVKEXEC-LINUX xvda=";
+
+/// `/init` of the blkfront variant: the same report, then xen-blkfront and the disk's first line.
+const INIT_BLKFRONT: &str = r#"#!/bin/sh
+/bin/busybox mount -t proc proc /proc
+/bin/busybox mount -t sysfs sysfs /sys
+/bin/busybox mount -t devtmpfs devtmpfs /dev
+echo "PVKEXEC-LINUX-INIT reached"
+echo "PVKEXEC-LINUX uname-r=$(/bin/busybox uname -r)"
+echo "PVKEXEC-LINUX nproc=$(/bin/busybox nproc)"
+echo "PVKEXEC-LINUX $(/bin/busybox grep MemTotal /proc/meminfo)"
+echo "PVKEXEC-LINUX cmdline=$(/bin/busybox cat /proc/cmdline)"
+if /bin/busybox insmod /lib/modules/xen-blkfront.ko; then
+  echo "PVKEXEC-LINUX blkfront=loaded"
+  n=0
+  while [ ! -b /dev/xvda ] && [ $n -lt 100 ]; do /bin/busybox usleep 100000; n=$((n+1)); done
+  if [ -b /dev/xvda ]; then
+    echo "PVKEXEC-LINUX xvda=$(/bin/busybox head -n 1 /dev/xvda)"
+  else
+    echo "PVKEXEC-LINUX xvda=missing"
+  fi
+else
+  echo "PVKEXEC-LINUX blkfront=insmod-failed"
+fi
+echo "PVKEXEC-LINUX-DONE"
+/bin/busybox poweroff -f
+"#;
+
+/// The initramfs with `xen-blkfront.ko` from Debian bookworm's kernel package (`=m` there) and
+/// an `/init` that loads it and prints the first line of `/dev/xvda` (for domUs with a disk).
+pub fn ensure_initramfs_blkfront() -> Result<PathBuf> {
+    let out = crate::cache_dir().join("initramfs-busybox-blkfront-r1.cpio.gz");
+    if out.exists() {
+        return Ok(out);
+    }
+    let busybox = crate::provision::ensure_busybox()?;
+    let modules = crate::dom0::extract_modules(
+        crate::provision::DebianLinux::Bookworm,
+        &crate::cache_dir().join("dom0-4.17").join("modules"),
+    )?;
+    let blkfront = fs::read(modules.join("xen-blkfront.ko"))?;
+    let tmp = out.with_extension("tmp");
+    build_with(
+        &busybox,
+        INIT_BLKFRONT,
+        &[("lib/modules/xen-blkfront.ko", blkfront)],
+        &tmp,
+    )?;
+    fs::rename(&tmp, &out)?;
+    Ok(out)
+}
+
 /// The cached initramfs (built once from Debian's busybox-static).
 pub fn ensure_initramfs() -> Result<PathBuf> {
     let out = crate::cache_dir().join("initramfs-busybox.cpio.gz");
@@ -40,9 +93,14 @@ pub fn ensure_initramfs() -> Result<PathBuf> {
 
 /// Writes the initramfs with `busybox` as `/bin/busybox` (and `/bin/sh`) to `out`.
 pub fn build(busybox: &Path, out: &Path) -> Result<()> {
+    build_with(busybox, INIT, &[], out)
+}
+
+/// [`build`] with another `/init` and extra files (their directories are created).
+fn build_with(busybox: &Path, init: &str, extra: &[(&str, Vec<u8>)], out: &Path) -> Result<()> {
     let bb = fs::read(busybox).with_context(|| format!("reading {}", busybox.display()))?;
     let dir = |name: &str| (NewcBuilder::new(name).mode(0o040755).nlink(2), Vec::new());
-    let entries: Vec<(NewcBuilder, Vec<u8>)> = vec![
+    let mut entries: Vec<(NewcBuilder, Vec<u8>)> = vec![
         dir("bin"),
         dir("dev"),
         dir("proc"),
@@ -62,9 +120,32 @@ pub fn build(busybox: &Path, out: &Path) -> Result<()> {
         ),
         (
             NewcBuilder::new("init").mode(0o100755),
-            INIT.as_bytes().to_vec(),
+            init.as_bytes().to_vec(),
         ),
     ];
+    let mut made: Vec<String> = ["bin", "dev", "proc", "sys"].map(String::from).to_vec();
+    for (path, data) in extra {
+        let mut parent = String::new();
+        for part in path
+            .split('/')
+            .rev()
+            .skip(1)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+        {
+            parent = if parent.is_empty() {
+                part.to_string()
+            } else {
+                format!("{parent}/{part}")
+            };
+            if !made.contains(&parent) {
+                entries.push(dir(&parent));
+                made.push(parent.clone());
+            }
+        }
+        entries.push((NewcBuilder::new(path).mode(0o100644), data.clone()));
+    }
     let archive = cpio::write_cpio(
         entries.into_iter().map(|(b, data)| (b, Cursor::new(data))),
         Vec::new(),

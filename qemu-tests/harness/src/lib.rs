@@ -5,8 +5,12 @@
 //! - [`guest`] builds the guest workspace (`guest/`).
 //! - [`boot`] runs Xen with a kernel and modules, captures the serial log with a timeout and
 //!   turns it into a [`Verdict`].
+//! - [`domu`] runs PV domUs built by Xen's own toolstack in a Debian dom0 ([`dom0`] builds
+//!   dom0's initramfs from Debian packages).
 
 pub mod boot;
+pub mod dom0;
+pub mod domu;
 pub mod guest;
 pub mod initramfs;
 pub mod provision;

@@ -79,7 +79,7 @@ fn have(program: &str) -> bool {
 }
 
 /// Runs `apt-get update` once per process (fresh machines have no package lists).
-fn apt_update() -> Result<()> {
+pub(crate) fn apt_update() -> Result<()> {
     static DONE: std::sync::OnceLock<()> = std::sync::OnceLock::new();
     if DONE.get().is_some() {
         return Ok(());
@@ -190,6 +190,12 @@ fn system_mirror() -> String {
     "http://deb.debian.org/debian".to_string()
 }
 
+/// The private apt configuration for `xen`'s Debian release (`None`: the system's own).
+pub(crate) fn apt_config_for(xen: XenVersion) -> Result<Option<PathBuf>> {
+    let _guard = PROVISION_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    xen.suite().map(suite_apt_config).transpose()
+}
+
 /// [`download_deb`] through an optional private apt configuration.
 fn download_deb_from(package: &str, dir: &Path, apt_config: Option<&Path>) -> Result<PathBuf> {
     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -278,6 +284,9 @@ pub enum DebianLinux {
     Bookworm,
     /// trixie's `linux-image-6.12.*-amd64-unsigned` (bzImage, zstd payload).
     Trixie,
+    /// bullseye's `linux-image-5.10.0-*-amd64-unsigned` (bzImage, xz payload): a Linux that
+    /// asks for a hypercall page and boots after a kernel that placed its `vcpu_info`.
+    Bullseye,
 }
 
 impl DebianLinux {
@@ -285,6 +294,17 @@ impl DebianLinux {
         match self {
             DebianLinux::Bookworm => "bookworm",
             DebianLinux::Trixie => "trixie",
+            DebianLinux::Bullseye => "bullseye",
+        }
+    }
+
+    /// The Debian release to fetch from with a private apt configuration (`None`: the
+    /// system's own lists, bookworm).
+    fn suite(self) -> Option<&'static str> {
+        match self {
+            DebianLinux::Bookworm => None,
+            DebianLinux::Trixie => Some("trixie"),
+            DebianLinux::Bullseye => Some("bullseye"),
         }
     }
 }
@@ -295,8 +315,8 @@ pub fn ensure_debian_linux() -> Result<PathBuf> {
 }
 
 /// Returns the path of `which`'s `vmlinuz`, extracted once from the package the suite's
-/// `linux-image-amd64` depends on, without installing it (trixie through a private apt
-/// configuration under `target/`).
+/// `linux-image-amd64` depends on, without installing it (other suites than the system's
+/// through a private apt configuration in the cache).
 pub fn ensure_linux(which: DebianLinux) -> Result<PathBuf> {
     let _guard = PROVISION_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let dir = crate::cache_dir().join(format!("linux-{}", which.name()));
@@ -304,10 +324,7 @@ pub fn ensure_linux(which: DebianLinux) -> Result<PathBuf> {
     if image.exists() {
         return Ok(image);
     }
-    let apt_config = match which {
-        DebianLinux::Bookworm => None,
-        DebianLinux::Trixie => Some(suite_apt_config("trixie")?),
-    };
+    let apt_config = which.suite().map(suite_apt_config).transpose()?;
     let package = debian_linux_package(apt_config.as_deref())?;
     let deb = download_deb_from(&package, &dir.join("deb"), apt_config.as_deref())?;
     let root = dir.join("root");

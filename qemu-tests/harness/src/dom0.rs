@@ -1,0 +1,455 @@
+//! The static part of the domU rig's dom0 initramfs: Xen's toolstack (xl, C xenstored,
+//! xenconsoled, xen-init-dom0) with its libraries, bash and flock for the hotplug scripts,
+//! busybox, and dom0's Xen modules, all taken from Debian packages (`apt-get download` +
+//! `dpkg -x`), so a fresh bookworm machine needs no extra host packages. Built once into the
+//! cache as a gzip'd cpio; each run appends its own uncompressed cpio (`/init`, domU files).
+
+use anyhow::{bail, Context, Result};
+use cpio::NewcBuilder;
+use std::collections::BTreeSet;
+use std::fs;
+use std::io::{Cursor, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::provision::{self, DebianLinux, XenVersion};
+
+/// Bumped whenever the recipe changes, so a stale cached archive is not reused.
+const RECIPE: u32 = 1;
+
+/// The dom0 modules `/init` loads, in load order (xenfs needs privcmd), with their paths
+/// under `lib/modules/<version>/kernel/`.
+pub const DOM0_MODULES: [(&str, &str); 7] = [
+    ("xen-evtchn", "drivers/xen/xen-evtchn.ko"),
+    ("xen-gntdev", "drivers/xen/xen-gntdev.ko"),
+    ("xen-gntalloc", "drivers/xen/xen-gntalloc.ko"),
+    ("xen-privcmd", "drivers/xen/xen-privcmd.ko"),
+    ("xenfs", "drivers/xen/xenfs/xenfs.ko"),
+    ("xen-blkback", "drivers/block/xen-blkback/xen-blkback.ko"),
+    ("loop", "drivers/block/loop.ko"),
+];
+
+/// The toolstack binaries `/init` runs (in the version's `usr/lib/xen-X/bin`).
+const XEN_BINARIES: [&str; 6] = [
+    "xl",
+    "xenstored",
+    "xenconsoled",
+    "xenconsole",
+    "xen-init-dom0",
+    "libxl-save-helper",
+];
+
+/// The toolstack's Debian release, package names and paths for one Xen version.
+pub struct Toolstack {
+    pub xen: XenVersion,
+    /// The dom0 kernel (its package also gives the modules).
+    pub linux: DebianLinux,
+}
+
+impl Toolstack {
+    pub fn for_xen(xen: XenVersion) -> Self {
+        let linux = match xen {
+            XenVersion::V4_17 => DebianLinux::Bookworm,
+            XenVersion::V4_20 => DebianLinux::Trixie,
+        };
+        Toolstack { xen, linux }
+    }
+
+    /// Where the toolstack binaries live inside the packages.
+    pub fn bin_dir(&self) -> String {
+        format!("usr/lib/xen-{}/bin", self.xen.name())
+    }
+
+    /// Every package the initramfs takes files from.
+    pub fn packages(&self) -> Vec<String> {
+        let v = self.xen.name();
+        let mut p: Vec<String> = [
+            "xen-utils-common",
+            "xenstore-utils",
+            "libxenstore4",
+            "libxencall1",
+            "libxenevtchn1",
+            "libxenforeignmemory1",
+            "libxengnttab1",
+            "libxentoolcore1",
+            "libxentoollog1",
+            "libxendevicemodel1",
+            "libxenhypfs1",
+            "libyajl2",
+            // glibc, and libgcc_s which glibc loads at run time for pthread_cancel (xl aborts
+            // at exit without it; no DT_NEEDED names it).
+            "libc6",
+            "libgcc-s1",
+            // libxenguest's decompressors and libxenlight's uuid.
+            "liblzma5",
+            "zlib1g",
+            "libzstd1",
+            "libuuid1",
+            // The hotplug script `block` is bash and locks with flock.
+            "bash",
+            "libtinfo6",
+            "util-linux",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        p.push(format!("xen-utils-{v}"));
+        p.push(format!("libxenmisc{v}"));
+        p
+    }
+}
+
+/// The cached static archive for `xen`'s toolstack, built when missing.
+pub fn ensure_base(xen: XenVersion) -> Result<PathBuf> {
+    let ts = Toolstack::for_xen(xen);
+    let dir = crate::cache_dir().join(format!("dom0-{}", xen.name()));
+    let out = dir.join(format!("dom0-base-r{RECIPE}.cpio.gz"));
+    if out.exists() {
+        return Ok(out);
+    }
+    let root = dir.join("root");
+    unpack_packages(&ts, &dir.join("deb"), &root)?;
+    let modules = extract_modules(ts.linux, &dir.join("modules"))?;
+    let busybox = provision::ensure_busybox()?;
+    let archive = base_archive(&ts, &root, &modules, &busybox)?;
+    let tmp = out.with_extension("tmp");
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&archive)?;
+    fs::write(&tmp, gz.finish()?).with_context(|| format!("writing {}", tmp.display()))?;
+    fs::rename(&tmp, &out)?;
+    Ok(out)
+}
+
+/// Downloads the missing packages in one `apt-get download` and unpacks all into `root`.
+fn unpack_packages(ts: &Toolstack, deb_dir: &Path, root: &Path) -> Result<()> {
+    let stamp = root.join(format!(".unpacked-r{RECIPE}"));
+    if stamp.exists() {
+        return Ok(());
+    }
+    fs::create_dir_all(deb_dir)?;
+    let apt_config = provision::apt_config_for(ts.xen)?;
+    let packages = ts.packages();
+    let missing: Vec<&String> = packages
+        .iter()
+        .filter(|p| find_deb(deb_dir, p).is_none())
+        .collect();
+    if !missing.is_empty() {
+        eprintln!(
+            "provision: downloading {} Debian packages for dom0",
+            missing.len()
+        );
+        let mut cmd = Command::new("apt-get");
+        cmd.args(["download", "-q"])
+            .args(&missing)
+            .current_dir(deb_dir);
+        if let Some(conf) = &apt_config {
+            cmd.env("APT_CONFIG", conf);
+        }
+        let ok = cmd.status().map(|s| s.success()).unwrap_or(false);
+        if !ok && apt_config.is_none() {
+            // A fresh machine may have no package lists yet.
+            provision::apt_update()?;
+            let mut again = Command::new("apt-get");
+            again
+                .args(["download", "-q"])
+                .args(&missing)
+                .current_dir(deb_dir);
+            let _ = again.status();
+        }
+    }
+    let still: Vec<&String> = packages
+        .iter()
+        .filter(|p| find_deb(deb_dir, p).is_none())
+        .collect();
+    if !still.is_empty() {
+        bail!(
+            "dom0 provisioning: Debian package(s) {} could not be downloaded (apt-get download)",
+            still
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    let _ = fs::remove_dir_all(root);
+    fs::create_dir_all(root)?;
+    for p in &packages {
+        let deb = find_deb(deb_dir, p).expect("checked above");
+        let status = Command::new("dpkg")
+            .arg("-x")
+            .arg(&deb)
+            .arg(root)
+            .status()
+            .context("running dpkg -x")?;
+        if !status.success() {
+            bail!("dpkg -x {} failed: {status}", deb.display());
+        }
+    }
+    fs::write(&stamp, "")?;
+    Ok(())
+}
+
+fn find_deb(dir: &Path, package: &str) -> Option<PathBuf> {
+    let prefix = format!("{package}_");
+    fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".deb"))
+        })
+}
+
+/// Extracts [`DOM0_MODULES`] and `xen-blkfront.ko` from the dom0 kernel's package.
+pub fn extract_modules(linux: DebianLinux, dest: &Path) -> Result<PathBuf> {
+    let stamp = dest.join(".extracted");
+    if stamp.exists() {
+        return Ok(dest.to_path_buf());
+    }
+    provision::ensure_linux(linux)?;
+    let deb_dir = crate::cache_dir()
+        .join(format!("linux-{}", linux.name()))
+        .join("deb");
+    let deb = fs::read_dir(&deb_dir)
+        .with_context(|| format!("reading {}", deb_dir.display()))?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "deb"))
+        .with_context(|| format!("no linux-image .deb in {}", deb_dir.display()))?;
+    let tree = dest.join("tree");
+    let _ = fs::remove_dir_all(&tree);
+    fs::create_dir_all(&tree)?;
+    let mut patterns: Vec<String> = DOM0_MODULES
+        .iter()
+        .map(|(_, p)| format!("./lib/modules/*/kernel/{p}*"))
+        .collect();
+    patterns.push("./lib/modules/*/kernel/drivers/block/xen-blkfront.ko*".into());
+    let script = format!(
+        "dpkg-deb --fsys-tarfile '{}' | tar -x -C '{}' --wildcards {}",
+        deb.display(),
+        tree.display(),
+        patterns
+            .iter()
+            .map(|p| format!("'{p}'"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    let status = Command::new("sh").arg("-c").arg(&script).status()?;
+    if !status.success() {
+        bail!(
+            "extracting the Xen modules from {} failed ({status})",
+            deb.display()
+        );
+    }
+    let version_dir = fs::read_dir(tree.join("lib/modules"))?
+        .flatten()
+        .map(|e| e.path())
+        .next()
+        .context("the kernel package holds no lib/modules/<version>")?;
+    for (name, rel) in DOM0_MODULES
+        .iter()
+        .copied()
+        .chain([("xen-blkfront", "drivers/block/xen-blkfront.ko")])
+    {
+        let src = version_dir.join("kernel").join(rel);
+        if !src.exists() {
+            bail!(
+                "{} has no {rel} (compressed modules are not supported here)",
+                deb.display()
+            );
+        }
+        fs::copy(&src, dest.join(format!("{name}.ko")))?;
+    }
+    fs::write(&stamp, "")?;
+    Ok(dest.to_path_buf())
+}
+
+/// A cpio newc archive under construction: parent directories are added on demand.
+#[derive(Default)]
+pub struct CpioTree {
+    entries: Vec<(NewcBuilder, Vec<u8>)>,
+    dirs: BTreeSet<String>,
+    names: BTreeSet<String>,
+}
+
+impl CpioTree {
+    pub fn dir(&mut self, path: &str) {
+        let path = path.trim_matches('/');
+        if path.is_empty() || self.dirs.contains(path) {
+            return;
+        }
+        if let Some((parent, _)) = path.rsplit_once('/') {
+            self.dir(parent);
+        }
+        self.dirs.insert(path.to_string());
+        self.names.insert(path.to_string());
+        self.entries
+            .push((NewcBuilder::new(path).mode(0o040755).nlink(2), Vec::new()));
+    }
+
+    fn parent(&mut self, path: &str) {
+        if let Some((parent, _)) = path.rsplit_once('/') {
+            self.dir(parent);
+        }
+    }
+
+    pub fn contains(&self, path: &str) -> bool {
+        self.names.contains(path.trim_matches('/'))
+    }
+
+    pub fn file(&mut self, path: &str, mode: u32, data: Vec<u8>) {
+        let path = path.trim_matches('/');
+        self.parent(path);
+        self.names.insert(path.to_string());
+        self.entries
+            .push((NewcBuilder::new(path).mode(0o100000 | mode), data));
+    }
+
+    pub fn symlink(&mut self, path: &str, target: &str) {
+        let path = path.trim_matches('/');
+        self.parent(path);
+        self.names.insert(path.to_string());
+        self.entries.push((
+            NewcBuilder::new(path).mode(0o120777),
+            target.as_bytes().to_vec(),
+        ));
+    }
+
+    pub fn char_dev(&mut self, path: &str, major: u32, minor: u32) {
+        let path = path.trim_matches('/');
+        self.parent(path);
+        self.names.insert(path.to_string());
+        self.entries.push((
+            NewcBuilder::new(path)
+                .mode(0o020600)
+                .rdev_major(major)
+                .rdev_minor(minor),
+            Vec::new(),
+        ));
+    }
+
+    /// Copies a file or symlink from the host, keeping symlinks as symlinks.
+    pub fn copy(&mut self, path: &str, src: &Path) -> Result<()> {
+        let meta = fs::symlink_metadata(src).with_context(|| format!("{}", src.display()))?;
+        if meta.file_type().is_symlink() {
+            let target = fs::read_link(src)?;
+            self.symlink(path, target.to_str().context("non-UTF-8 symlink")?);
+        } else {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = meta.permissions().mode() & 0o7777;
+            let data = fs::read(src).with_context(|| format!("reading {}", src.display()))?;
+            self.file(path, mode, data);
+        }
+        Ok(())
+    }
+
+    /// The archive bytes (uncompressed, with the trailer).
+    pub fn finish(self) -> Result<Vec<u8>> {
+        cpio::write_cpio(
+            self.entries
+                .into_iter()
+                .map(|(b, data)| (b, Cursor::new(data))),
+            Vec::new(),
+        )
+        .context("writing the cpio archive")
+    }
+}
+
+/// Every file or symlink directly inside `dir` (not in subdirectories), as paths under `root`.
+fn top_level(root: &Path, dir: &str) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    let Ok(rd) = fs::read_dir(root.join(dir)) else {
+        return Ok(out);
+    };
+    for e in rd.flatten() {
+        let ft = e.file_type()?;
+        if ft.is_file() || ft.is_symlink() {
+            out.push(format!("{dir}/{}", e.file_name().to_string_lossy()));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn tree_files(root: &Path, dir: &str, out: &mut Vec<String>) -> Result<()> {
+    for e in fs::read_dir(root.join(dir))
+        .with_context(|| format!("{}", root.join(dir).display()))?
+        .flatten()
+    {
+        let rel = format!("{dir}/{}", e.file_name().to_string_lossy());
+        if e.file_type()?.is_dir() {
+            tree_files(root, &rel, out)?;
+        } else {
+            out.push(rel);
+        }
+    }
+    Ok(())
+}
+
+/// Lays out the static part: libraries, toolstack, scripts, bash, flock, busybox, modules.
+fn base_archive(ts: &Toolstack, root: &Path, modules: &Path, busybox: &Path) -> Result<Vec<u8>> {
+    let mut t = CpioTree::default();
+    for d in [
+        "dev",
+        "proc",
+        "sys",
+        "tmp",
+        "run",
+        "domu",
+        "var/lib/xen",
+        "var/log/xen/console",
+        "root",
+    ] {
+        t.dir(d);
+    }
+    t.char_dev("dev/console", 5, 1);
+    // libxl uses /var/run/xen and xl locks /var/lock/xl: both on the tmpfs at /run.
+    t.symlink("var/run", "/run");
+    t.symlink("var/lock", "/run/lock");
+    let mut paths = Vec::new();
+    for dir in ["lib/x86_64-linux-gnu", "usr/lib/x86_64-linux-gnu", "lib64"] {
+        paths.extend(top_level(root, dir)?);
+    }
+    tree_files(root, "etc/xen", &mut paths)?;
+    for b in XEN_BINARIES {
+        paths.push(format!("{}/{b}", ts.bin_dir()));
+    }
+    paths.extend(
+        top_level(root, "usr/bin")?
+            .into_iter()
+            .filter(|p| p.starts_with("usr/bin/xenstore") && !p.ends_with("-control")),
+    );
+    paths.push("usr/bin/flock".into());
+    paths.push("bin/bash".into());
+    for p in &paths {
+        let src = root.join(p);
+        if fs::symlink_metadata(&src).is_err() {
+            bail!(
+                "dom0 initramfs: {p} is missing from the unpacked packages in {}",
+                root.display()
+            );
+        }
+        t.copy(p, &src)?;
+    }
+    // busybox and its applets, except where a package already provides the command.
+    t.copy("bin/busybox", busybox)?;
+    let list = Command::new(busybox)
+        .arg("--list")
+        .output()
+        .context("running busybox --list")?;
+    for applet in String::from_utf8_lossy(&list.stdout).lines() {
+        let path = format!("bin/{}", applet.trim());
+        if !applet.trim().is_empty() && !t.contains(&path) {
+            t.symlink(&path, "busybox");
+        }
+    }
+    for (name, _) in DOM0_MODULES {
+        t.copy(
+            &format!("lib/modules/{name}.ko"),
+            &modules.join(format!("{name}.ko")),
+        )?;
+    }
+    t.finish()
+}

@@ -1,0 +1,704 @@
+//! The domU rig: Xen under QEMU boots Debian's Linux as dom0 with Xen's own toolstack
+//! ([`crate::dom0`]), and dom0's `/init` builds PV domUs one after another with `xl -vvv create`.
+//!
+//! One dom0 boot runs several domUs ([`DomuRig::run`]). For each, dom0's init prints:
+//! - `[xl:NAME] ...`: everything `xl -vvv create -F` says, including the domain builder's
+//!   `xc_dom_*` log and, because `-F` keeps xl watching the domain, its end:
+//!   `Domain N has shut down, reason code R 0x..` (R: 0 poweroff, 1 reboot, 3 crash,
+//!   4 watchdog) and `Domain N has been destroyed` (every `on_*` action is `destroy`);
+//! - `[domu:NAME] ...`: the domU's console, live from `xl console` (which exits when the
+//!   domain is gone); if `xl console` failed (a domain that died before it attached), the
+//!   xenconsoled log file is printed instead;
+//! - `PVKEXEC-DOM0 domu NAME start|timeout|end ...` with dom0 uptime stamps.
+//!
+//! The verdict of a domU comes from xl's shutdown reason and the domU's PASS/FAIL lines, as
+//! for the initial domain in [`crate::boot`]; a failed `xl create` is [`DomuVerdict::Toolstack`]
+//! with xl's error lines; a domU that outlives its timeout is destroyed by dom0's init
+//! ([`DomuVerdict::Timeout`]).
+
+use anyhow::{bail, Context, Result};
+use cpio::NewcBuilder;
+use std::fs;
+use std::io::{Read, Seek, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::boot::{BootConfig, BootResult, Echo, Module, Verdict};
+use crate::dom0::{self, Toolstack, DOM0_MODULES};
+use crate::provision::{self, XenVersion};
+
+/// One PV domU for the toolstack to build.
+#[derive(Clone, Debug)]
+pub struct DomuSpec {
+    /// Domain name: lower-case letters, digits and `-` (used in file names and the shell).
+    pub name: String,
+    pub kernel: PathBuf,
+    pub ramdisk: Option<PathBuf>,
+    pub cmdline: String,
+    pub mem_mib: u64,
+    pub vcpus: u32,
+    /// A raw disk image, attached as `xvda` through a loop device and blkback.
+    pub disk: Option<PathBuf>,
+    /// From the start of `xl create` to the domain's end; dom0's init destroys it after.
+    pub timeout: Duration,
+    /// Extra lines for the xl config (appended after the rig's own).
+    pub extra_config: Vec<String>,
+}
+
+impl DomuSpec {
+    /// Defaults: 256 MiB, 1 VCPU, no ramdisk, no disk, 60 s.
+    pub fn new(name: &str, kernel: impl Into<PathBuf>) -> Self {
+        DomuSpec {
+            name: name.to_string(),
+            kernel: kernel.into(),
+            ramdisk: None,
+            cmdline: String::new(),
+            mem_mib: 256,
+            vcpus: 1,
+            disk: None,
+            timeout: Duration::from_secs(60),
+            extra_config: Vec::new(),
+        }
+    }
+
+    fn validate(&self) -> Result<()> {
+        let n = &self.name;
+        if n.is_empty()
+            || n.len() > 32
+            || !n
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        {
+            bail!("domU name {n:?}: use 1-32 characters of a-z, 0-9 and '-'");
+        }
+        if self.cmdline.contains(['"', '\\', '\n']) {
+            bail!(
+                "domU {n}: command line {:?} contains a quote, backslash or newline, \
+                 which an xl config string cannot carry",
+                self.cmdline
+            );
+        }
+        if self.mem_mib == 0 || self.vcpus == 0 {
+            bail!("domU {n}: memory and VCPUs must be at least 1");
+        }
+        for p in std::iter::once(&self.kernel)
+            .chain(&self.ramdisk)
+            .chain(&self.disk)
+        {
+            if !p.is_file() {
+                bail!("domU {n}: {}: no such file", p.display());
+            }
+        }
+        Ok(())
+    }
+
+    /// The xl config; the disk line is added by dom0's init once it knows the loop device.
+    fn config(&self) -> String {
+        let mut c = format!(
+            "name = \"{n}\"\ntype = \"pv\"\nkernel = \"/domu/{n}.kernel\"\n\
+             cmdline = \"{cmd}\"\nmemory = {m}\nmaxmem = {m}\nvcpus = {v}\n\
+             on_poweroff = \"destroy\"\non_reboot = \"destroy\"\non_crash = \"destroy\"\n\
+             on_watchdog = \"destroy\"\n",
+            n = self.name,
+            cmd = self.cmdline,
+            m = self.mem_mib,
+            v = self.vcpus
+        );
+        if self.ramdisk.is_some() {
+            c.push_str(&format!("ramdisk = \"/domu/{}.ramdisk\"\n", self.name));
+        }
+        for line in &self.extra_config {
+            c.push_str(line);
+            c.push('\n');
+        }
+        c
+    }
+}
+
+/// How a domU's run ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DomuVerdict {
+    /// Shut down with reason reboot, no FAIL line.
+    Pass,
+    /// The domU printed FAIL lines.
+    GuestFailed,
+    /// Shut down with reason crash (or watchdog), no FAIL line.
+    Crashed,
+    /// Shut down with reason poweroff.
+    PoweredOff,
+    /// Still running at its timeout: dom0's init destroyed it.
+    Timeout,
+    /// `xl create` failed (rejected config, builder or hotplug error): xl's error lines.
+    Toolstack(String),
+    /// The domain vanished without a shutdown reason (destroyed from outside).
+    Destroyed,
+    /// The rig itself failed before this domU finished: dom0's verdict and what it said.
+    Dom0(String),
+}
+
+impl DomuVerdict {
+    /// Exit code of `cargo xtask domu` (the same numbers as `cargo xtask boot` where they
+    /// mean the same).
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            DomuVerdict::Pass => 0,
+            DomuVerdict::GuestFailed => 2,
+            DomuVerdict::Crashed => 3,
+            DomuVerdict::PoweredOff => 4,
+            DomuVerdict::Timeout => 5,
+            DomuVerdict::Dom0(_) => 7,
+            DomuVerdict::Toolstack(_) => 9,
+            DomuVerdict::Destroyed => 10,
+        }
+    }
+}
+
+/// One domU's outcome.
+#[derive(Clone, Debug)]
+pub struct DomuResult {
+    pub name: String,
+    pub verdict: DomuVerdict,
+    /// The domU's console lines (prefix and `\r` removed).
+    pub console: Vec<String>,
+    /// Everything `xl -vvv create -F` printed (prefix removed).
+    pub xl: Vec<String>,
+    /// `SHUTDOWN_*` reason code xl reported (0 poweroff, 1 reboot, 3 crash, 4 watchdog).
+    pub shutdown_reason: Option<u32>,
+    /// dom0 seconds from the start of `xl create` to the domain's end.
+    pub wall_secs: Option<f64>,
+    /// dom0 seconds from the start of `xl create` until xl reported the domain built.
+    pub create_secs: Option<f64>,
+}
+
+impl DomuResult {
+    /// Console lines that contain `needle`.
+    pub fn lines_with<'a>(&'a self, needle: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.console
+            .iter()
+            .map(String::as_str)
+            .filter(move |l| l.contains(needle))
+    }
+
+    /// The console as one string.
+    pub fn log(&self) -> String {
+        let mut s = self.console.join("\n");
+        s.push('\n');
+        s
+    }
+
+    /// Names of the checks the domU reported as passed.
+    pub fn passed(&self) -> Vec<String> {
+        self.lines_with("PVKEXEC-TEST PASS ")
+            .filter_map(|l| l.split("PVKEXEC-TEST PASS ").nth(1))
+            .map(|s| s.trim().to_string())
+            .collect()
+    }
+
+    /// `(name, reason)` of the checks the domU reported as failed.
+    pub fn failed(&self) -> Vec<(String, String)> {
+        self.lines_with("PVKEXEC-TEST FAIL ")
+            .filter_map(|l| l.split("PVKEXEC-TEST FAIL ").nth(1))
+            .map(|s| match s.split_once(": ") {
+                Some((name, why)) => (name.trim().to_string(), why.trim().to_string()),
+                None => (s.trim().to_string(), String::new()),
+            })
+            .collect()
+    }
+
+    /// The domain builder's decisions from `xl -vvv create`, starting at the function name
+    /// (`xc_dom_alloc_segment: ...`, `count_pgtables: ...`, `xc_dom_build_image  :
+    /// virt_alloc_end : ...`, `vcpu_x86_64: ...`), in order: the libxenguest side of a
+    /// `pvkexec plan --mode domu` comparison.
+    pub fn builder_log_lines(&self) -> Vec<String> {
+        self.xl
+            .iter()
+            .filter_map(|l| {
+                ["xc_dom_", "count_pgtables", "vcpu_x86_64", "nr_page_tables"]
+                    .iter()
+                    .filter_map(|k| l.find(k))
+                    .min()
+                    .map(|i| l[i..].trim_end().to_string())
+            })
+            .collect()
+    }
+}
+
+/// One dom0 boot and the domUs it ran.
+#[derive(Clone, Debug)]
+pub struct RigRun {
+    pub domus: Vec<DomuResult>,
+    /// The whole serial log and dom0's own verdict (powered off when all went well).
+    pub dom0: BootResult,
+    /// Host seconds from QEMU's start to the toolstack being ready in dom0.
+    pub toolstack_ready_secs: Option<f64>,
+}
+
+/// The rig's settings.
+#[derive(Clone, Debug)]
+pub struct DomuRig {
+    pub xen: XenVersion,
+    pub echo: Echo,
+    pub tag: String,
+    pub dom0_mem_mib: u64,
+    /// QEMU's memory: dom0, Xen and every domU's memory must fit.
+    pub host_mem_mib: u64,
+    /// Time for dom0 to boot and start the toolstack (added to the domUs' timeouts).
+    pub dom0_timeout: Duration,
+}
+
+impl Default for DomuRig {
+    fn default() -> Self {
+        DomuRig {
+            xen: XenVersion::V4_17,
+            echo: Echo::Markers,
+            tag: String::new(),
+            dom0_mem_mib: 768,
+            host_mem_mib: 2048,
+            dom0_timeout: Duration::from_secs(90),
+        }
+    }
+}
+
+/// A raw disk image of `mib` MiB whose first line is `marker` (the rest zero), in the cache.
+pub fn marker_disk(marker: &str, mib: u64) -> Result<PathBuf> {
+    if marker.contains('\n') || marker.len() > 4000 {
+        bail!("disk marker {marker:?}: one line under 4000 bytes");
+    }
+    let dir = crate::cache_dir().join("domu-disks");
+    fs::create_dir_all(&dir)?;
+    let path = dir.join(format!("marker-{}-{mib}m.img", std::process::id()));
+    let mut bytes = vec![0u8; (mib << 20) as usize];
+    bytes[..marker.len()].copy_from_slice(marker.as_bytes());
+    bytes[marker.len()] = b'\n';
+    fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))?;
+    Ok(path)
+}
+
+/// What dom0's init prints about itself.
+pub const DOM0_MARKER: &str = "PVKEXEC-DOM0";
+
+impl DomuRig {
+    /// Boots dom0 once and runs `specs` one after another.
+    pub fn run(&self, specs: &[DomuSpec]) -> Result<RigRun> {
+        if specs.is_empty() {
+            bail!("DomuRig::run: no domU to run");
+        }
+        for (i, s) in specs.iter().enumerate() {
+            s.validate()?;
+            if specs[..i].iter().any(|o| o.name == s.name) {
+                bail!("two domUs named {}", s.name);
+            }
+        }
+        let ts = Toolstack::for_xen(self.xen);
+        let base = dom0::ensure_base(self.xen)?;
+        let kernel = provision::ensure_linux(ts.linux)?;
+        let initrd = run_initrd_path()?;
+        let _cleanup = RemoveOnDrop(initrd.clone());
+        write_run_initrd(&ts, &base, specs, &initrd)?;
+
+        let mut cfg = BootConfig::new(kernel);
+        cfg.cmdline = "console=hvc0 earlyprintk=xen loglevel=4 rdinit=/init".into();
+        cfg.modules.push(Module {
+            path: initrd.clone(),
+            args: String::new(),
+        });
+        cfg.mem_mib = self.dom0_mem_mib;
+        cfg.host_mem_mib = Some(self.host_mem_mib);
+        cfg.xen = self.xen;
+        cfg.echo = self.echo;
+        cfg.tag = self.tag.clone();
+        // Per domU: its own timeout plus xl create, the hotplug scripts and `xl console`.
+        cfg.timeout = self.dom0_timeout
+            + specs
+                .iter()
+                .map(|s| s.timeout + Duration::from_secs(30))
+                .sum::<Duration>();
+        let dom0 = crate::boot::boot(&cfg)?;
+        let domus = specs.iter().map(|s| judge(s, &dom0)).collect();
+        let toolstack_ready_secs = dom0
+            .log
+            .lines()
+            .zip(&dom0.line_secs)
+            .find(|(l, _)| l.contains("PVKEXEC-DOM0 ready"))
+            .map(|(_, t)| *t);
+        if self.echo != Echo::Quiet {
+            eprintln!(
+                "{}dom0: toolstack ready at {}, run ended {:?} after {:.1} s",
+                tag(&self.tag),
+                toolstack_ready_secs.map_or("never".into(), |t| format!("{t:.1} s")),
+                dom0.verdict,
+                dom0.wall.as_secs_f64()
+            );
+        }
+        Ok(RigRun {
+            domus,
+            dom0,
+            toolstack_ready_secs,
+        })
+    }
+}
+
+fn tag(t: &str) -> String {
+    if t.is_empty() {
+        String::new()
+    } else {
+        format!("[{t}] ")
+    }
+}
+
+trait ReadSeek: Read + Seek {}
+impl<T: Read + Seek> ReadSeek for T {}
+
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.0);
+    }
+}
+
+fn run_initrd_path() -> Result<PathBuf> {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let dir = crate::cache_dir().join("domu-runs");
+    fs::create_dir_all(&dir)?;
+    Ok(dir.join(format!(
+        "dom0-initrd-{}-{}.img",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )))
+}
+
+/// The cached base (gzip'd cpio), zero padding, then this run's uncompressed cpio: `/init`,
+/// the xl configs and the domUs' files. Linux unpacks concatenated archives in order.
+fn write_run_initrd(ts: &Toolstack, base: &Path, specs: &[DomuSpec], out: &Path) -> Result<()> {
+    let mut file = fs::File::create(out).with_context(|| format!("creating {}", out.display()))?;
+    let base_bytes = fs::read(base).with_context(|| format!("reading {}", base.display()))?;
+    file.write_all(&base_bytes)?;
+    // The next archive must start 4-byte aligned; the unpacker skips zero bytes.
+    let pad = (512 - base_bytes.len() % 512) % 512;
+    file.write_all(&vec![0u8; pad])?;
+
+    type Entry = (NewcBuilder, Box<dyn ReadSeek>);
+    let mut entries: Vec<Entry> = Vec::new();
+    let text = |name: &str, mode: u32, s: String| -> Entry {
+        (
+            NewcBuilder::new(name).mode(0o100000 | mode),
+            Box::new(std::io::Cursor::new(s.into_bytes())) as Box<dyn ReadSeek>,
+        )
+    };
+    let host_file = |name: String, path: &Path| -> Result<Entry> {
+        let f = fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+        if f.metadata()?.len() >= 1 << 32 {
+            bail!(
+                "{}: 4 GiB or more, too big for a cpio archive",
+                path.display()
+            );
+        }
+        Ok((
+            NewcBuilder::new(&name).mode(0o100644),
+            Box::new(f) as Box<dyn ReadSeek>,
+        ))
+    };
+    entries.push(text("init", 0o755, init_script(ts, specs)));
+    for s in specs {
+        let n = &s.name;
+        entries.push(text(&format!("domu/{n}.cfg"), 0o644, s.config()));
+        entries.push(host_file(format!("domu/{n}.kernel"), &s.kernel)?);
+        if let Some(r) = &s.ramdisk {
+            entries.push(host_file(format!("domu/{n}.ramdisk"), r)?);
+        }
+        if let Some(d) = &s.disk {
+            entries.push(host_file(format!("domu/{n}.disk"), d)?);
+        }
+    }
+    let file = cpio::write_cpio(entries.into_iter(), file).context("writing the run's cpio")?;
+    file.sync_all().ok();
+    Ok(())
+}
+
+/// Dom0's `/init`: start the toolstack as xencommons does, run each domU, power off.
+fn init_script(ts: &Toolstack, specs: &[DomuSpec]) -> String {
+    let modules: Vec<&str> = DOM0_MODULES.iter().map(|(n, _)| *n).collect();
+    let mut s = INIT_HEAD
+        .replace("@BIN@", &ts.bin_dir())
+        .replace("@MODULES@", &modules.join(" "));
+    for spec in specs {
+        s.push_str(&format!(
+            "run_domu {} {} {}\n",
+            spec.name,
+            spec.timeout.as_secs().max(1),
+            if spec.disk.is_some() { "disk" } else { "" }
+        ));
+    }
+    s.push_str("say \"done uptime=$(up)\"\npoweroff -f\n");
+    s
+}
+
+const INIT_HEAD: &str = r#"#!/bin/sh
+export PATH=/bin:/usr/bin:/@BIN@
+export LD_LIBRARY_PATH=/lib/x86_64-linux-gnu:/usr/lib/x86_64-linux-gnu
+say() { echo "PVKEXEC-DOM0 $*"; }
+up() { cut -d' ' -f1 /proc/uptime; }
+fail() { say "error $*"; say "done uptime=$(up)"; poweroff -f; sleep 60; }
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mkdir -p /dev/pts && mount -t devpts devpts /dev/pts
+mount -t tmpfs tmpfs /tmp
+mount -t tmpfs tmpfs /run
+# devtmpfs has no /dev/fd or /dev/std*: the hotplug lock code loops until `stat /dev/stdin`
+# works, and without them the block script hangs until libxl's timeout.
+ln -s /proc/self/fd /dev/fd
+ln -s /proc/self/fd/0 /dev/stdin
+ln -s /proc/self/fd/1 /dev/stdout
+ln -s /proc/self/fd/2 /dev/stderr
+mkdir -p /run/xen /run/xenstored /run/lock /var/lib/xen /var/log/xen/console
+echo 4 > /proc/sys/kernel/printk
+say "init uptime=$(up)"
+for m in @MODULES@; do insmod /lib/modules/$m.ko || fail "insmod $m failed"; done
+mount -t xenfs xenfs /proc/xen || fail "mount xenfs failed"
+xenstored --pid-file /run/xenstored.pid || fail "xenstored failed to start"
+n=0
+until xenstore-read -s / >/dev/null 2>&1; do
+  n=$((n+1)); [ $n -gt 200 ] && fail "xenstored does not answer after 10 s"; usleep 50000
+done
+xen-init-dom0 || fail "xen-init-dom0 failed"
+xenconsoled --log=guest --log-dir=/var/log/xen/console || fail "xenconsoled failed to start"
+say "ready uptime=$(up)"
+
+run_domu() {
+  name=$1; secs=$2; disk=$3; dev=
+  cfg=/domu/$name.cfg
+  say "domu $name start uptime=$(up)"
+  if [ -n "$disk" ]; then
+    dev=$(losetup -f) && losetup "$dev" "/domu/$name.disk" || { say "domu $name error losetup failed"; say "domu $name end xl_rc=none uptime=$(up)"; return; }
+    echo "disk = [ \"format=raw,vdev=xvda,access=rw,target=$dev\" ]" >> "$cfg"
+  fi
+  ( sleep "$secs"; if [ ! -e "/tmp/$name.rc" ]; then say "domu $name timeout after ${secs} s uptime=$(up)"; xl destroy "$name"; fi ) &
+  wd=$!
+  ( xl -vvv create -F "$cfg" 2>&1; echo "XLRC=$?" ) | while IFS= read -r l; do
+      case "$l" in
+        XLRC=*) echo "${l#XLRC=}" > "/tmp/$name.rc" ;;
+        *) echo "[xl:$name] $l"
+           case "$l" in *"Waiting for domain"*) say "domu $name created uptime=$(up)"; : > "/tmp/$name.up" ;; esac ;;
+      esac
+    done &
+  xlpid=$!
+  until [ -e "/tmp/$name.up" ] || [ -e "/tmp/$name.rc" ]; do usleep 100000; done
+  if [ -e "/tmp/$name.up" ]; then
+    set -o pipefail
+    xl console "$name" </dev/null 2>&1 | sed "s/^/[domu:$name] /"
+    crc=$?
+    set +o pipefail
+    if [ $crc -ne 0 ]; then
+      say "domu $name console exited with $crc: the xenconsoled log follows"
+      wait $xlpid
+      sed "s/^/[domu:$name] /" "/var/log/xen/console/guest-$name.log"
+    fi
+  fi
+  wait $xlpid
+  kill $wd 2>/dev/null
+  say "domu $name end xl_rc=$(cat /tmp/$name.rc) uptime=$(up)"
+  [ -n "$dev" ] && losetup -d "$dev"
+}
+"#;
+
+/// The domU's lines from dom0's log (`[domu:NAME] text`, `[xl:NAME] text`, markers).
+fn judge(spec: &DomuSpec, dom0: &BootResult) -> DomuResult {
+    let n = &spec.name;
+    let console_tag = format!("[domu:{n}] ");
+    let xl_tag = format!("[xl:{n}] ");
+    let marker = format!("{DOM0_MARKER} domu {n} ");
+    let mut console = Vec::new();
+    let mut xl = Vec::new();
+    let mut markers = Vec::new();
+    for line in dom0.log.lines() {
+        if let Some(rest) = line.split_once(&console_tag).map(|(_, r)| r) {
+            console.push(rest.trim_end().to_string());
+        } else if let Some(rest) = line.split_once(&xl_tag).map(|(_, r)| r) {
+            xl.push(rest.trim_end().to_string());
+        } else if let Some(rest) = line.split_once(&marker).map(|(_, r)| r) {
+            markers.push(rest.trim_end().to_string());
+        }
+    }
+    let stamp = |what: &str| {
+        markers
+            .iter()
+            .find(|m| m.starts_with(what))
+            .and_then(|m| m.split("uptime=").nth(1))
+            .and_then(|t| t.trim().parse::<f64>().ok())
+    };
+    let start = stamp("start");
+    let wall_secs = start.zip(stamp("end")).map(|(a, b)| b - a);
+    let create_secs = start.zip(stamp("created")).map(|(a, b)| b - a);
+    let shutdown_reason = xl.iter().find_map(|l| {
+        let rest = l.split("has shut down, reason code ").nth(1)?;
+        rest.split_whitespace().next()?.parse().ok()
+    });
+    let ended = markers.iter().any(|m| m.starts_with("end "));
+    let timed_out = markers.iter().any(|m| m.starts_with("timeout"));
+    let created = markers.iter().any(|m| m.starts_with("created"));
+    let has_fail = console.iter().any(|l| l.contains("PVKEXEC-TEST FAIL "));
+    let verdict = if !ended {
+        DomuVerdict::Dom0(dom0_failure(dom0))
+    } else if has_fail {
+        DomuVerdict::GuestFailed
+    } else if timed_out {
+        DomuVerdict::Timeout
+    } else if !created {
+        DomuVerdict::Toolstack(xl_errors(&xl, &markers))
+    } else {
+        match shutdown_reason {
+            Some(1) => DomuVerdict::Pass,
+            Some(0) => DomuVerdict::PoweredOff,
+            Some(3) | Some(4) => DomuVerdict::Crashed,
+            Some(_) | None => DomuVerdict::Destroyed,
+        }
+    };
+    DomuResult {
+        name: n.clone(),
+        verdict,
+        console,
+        xl,
+        shutdown_reason,
+        wall_secs,
+        create_secs,
+    }
+}
+
+/// xl's error lines (libxl marks them `: error: ` / `libxl: error:`, the parser `error`),
+/// else its last lines.
+fn xl_errors(xl: &[String], markers: &[String]) -> String {
+    let mut picked: Vec<&str> = markers
+        .iter()
+        .filter(|m| m.starts_with("error"))
+        .map(String::as_str)
+        .collect();
+    picked.extend(
+        xl.iter()
+            .filter(|l| {
+                let low = l.to_ascii_lowercase();
+                low.contains("error") || low.contains("failed") || low.contains("parsing config")
+            })
+            .map(String::as_str),
+    );
+    if picked.is_empty() {
+        picked = xl.iter().rev().take(3).rev().map(String::as_str).collect();
+    }
+    if picked.is_empty() {
+        return "xl create printed nothing".into();
+    }
+    picked.join(" | ")
+}
+
+fn dom0_failure(dom0: &BootResult) -> String {
+    let errors: Vec<&str> = dom0
+        .log
+        .lines()
+        .filter(|l| l.contains("PVKEXEC-DOM0 error"))
+        .collect();
+    let ready = dom0.log.contains("PVKEXEC-DOM0 ready");
+    let what = match dom0.verdict {
+        Verdict::Timeout => "the rig timed out",
+        Verdict::PoweredOff => "dom0 powered off",
+        Verdict::Crashed => "dom0 crashed",
+        Verdict::XenPanic => "Xen panicked",
+        _ => "dom0 ended",
+    };
+    format!(
+        "{what} ({:?}) {} this domU finished{}{}",
+        dom0.verdict,
+        if ready {
+            "before"
+        } else {
+            "before the toolstack was ready and"
+        },
+        if errors.is_empty() { "" } else { ": " },
+        errors.join(" | ")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dom0(log: &str, verdict: Verdict) -> BootResult {
+        BootResult {
+            verdict,
+            log: log.to_string(),
+            wall: Duration::from_secs(1),
+            line_secs: log.lines().map(|_| 0.0).collect(),
+        }
+    }
+
+    const BUILT: &str = "PVKEXEC-DOM0 domu a start uptime=10.00\n\
+        [xl:a] domainbuilder: detail: xc_dom_alloc_segment:   kernel       : 0xffffffff80000000 -> 0xffffffff80100000  (pfn 0x0 + 0x100 pages)\n\
+        [xl:a] Waiting for domain a (domid 1) to die [pid 99]\n\
+        PVKEXEC-DOM0 domu a created uptime=12.50\n\
+        [domu:a] PVKEXEC-TEST PASS magic\n";
+
+    #[test]
+    fn reboot_is_pass_and_times_are_read() {
+        let log = format!(
+            "{BUILT}[xl:a] Domain 1 has shut down, reason code 1 0x1\n\
+             PVKEXEC-DOM0 domu a end xl_rc=0 uptime=15.00\n"
+        );
+        let r = judge(&DomuSpec::new("a", "/k"), &dom0(&log, Verdict::PoweredOff));
+        assert_eq!(r.verdict, DomuVerdict::Pass);
+        assert_eq!(r.passed(), vec!["magic"]);
+        assert_eq!(r.shutdown_reason, Some(1));
+        assert_eq!(r.wall_secs, Some(5.0));
+        assert_eq!(r.create_secs, Some(2.5));
+        assert_eq!(
+            r.builder_log_lines(),
+            vec!["xc_dom_alloc_segment:   kernel       : 0xffffffff80000000 -> 0xffffffff80100000  (pfn 0x0 + 0x100 pages)"]
+        );
+    }
+
+    #[test]
+    fn crash_fail_timeout_and_toolstack_are_named() {
+        let end = "PVKEXEC-DOM0 domu a end xl_rc=0 uptime=15.00\n";
+        let crash = format!("{BUILT}[xl:a] Domain 1 has shut down, reason code 3 0x3\n{end}");
+        let r = judge(
+            &DomuSpec::new("a", "/k"),
+            &dom0(&crash, Verdict::PoweredOff),
+        );
+        assert_eq!(r.verdict, DomuVerdict::Crashed);
+        let fail = format!("{BUILT}[domu:a] PVKEXEC-TEST FAIL p2m: bad\n{end}");
+        let r = judge(&DomuSpec::new("a", "/k"), &dom0(&fail, Verdict::PoweredOff));
+        assert_eq!(r.verdict, DomuVerdict::GuestFailed);
+        assert_eq!(r.failed(), vec![("p2m".to_string(), "bad".to_string())]);
+        let hung = format!("{BUILT}PVKEXEC-DOM0 domu a timeout after 5 s uptime=20\n[xl:a] Domain 1 has been destroyed.\n{end}");
+        let r = judge(&DomuSpec::new("a", "/k"), &dom0(&hung, Verdict::PoweredOff));
+        assert_eq!(r.verdict, DomuVerdict::Timeout);
+        let rejected = "PVKEXEC-DOM0 domu a start uptime=1\n\
+            [xl:a] Parsing config from /domu/a.cfg\n\
+            [xl:a] /domu/a.cfg:12: config parsing error near `[': syntax error\n\
+            PVKEXEC-DOM0 domu a end xl_rc=1 uptime=2\n";
+        let r = judge(
+            &DomuSpec::new("a", "/k"),
+            &dom0(rejected, Verdict::PoweredOff),
+        );
+        match r.verdict {
+            DomuVerdict::Toolstack(why) => assert!(why.contains("syntax error"), "{why}"),
+            v => panic!("{v:?}"),
+        }
+        let r = judge(&DomuSpec::new("b", "/k"), &dom0(BUILT, Verdict::Timeout));
+        assert!(matches!(r.verdict, DomuVerdict::Dom0(_)), "{:?}", r.verdict);
+    }
+
+    #[test]
+    fn bad_specs_are_refused_by_name() {
+        let mut s = DomuSpec::new("Bad Name", "/nonexistent");
+        assert!(s.validate().unwrap_err().to_string().contains("Bad Name"));
+        s.name = "ok".into();
+        assert!(s
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("no such file"));
+        s.cmdline = "a\"b".into();
+        assert!(s.validate().is_err());
+    }
+}
