@@ -194,6 +194,7 @@ pub fn build_image(
         }));
     }
     let mut kbytes = kernel_bytes(kernel);
+    crate::hypercall_page::write_into(input, kernel, &mut kbytes)?;
     let start_info = start_info_page(&plan, cmdline, nr_p2m_frames)?;
     let pt_pfn = (plan.page_tables.start - plan.virt_base) / 4096;
     let nr_pt = plan.start_info_fields.nr_pt_frames;

@@ -4,6 +4,7 @@
 
 pub mod decompress;
 pub mod error;
+pub mod hypercall_page;
 pub mod image;
 pub mod kernel;
 pub mod linux;

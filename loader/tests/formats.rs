@@ -530,3 +530,66 @@ fn plan_slot_outside_the_file_bytes_or_malformed_is_refused() {
         "{err}"
     );
 }
+
+fn elf_with_hypercall_page(va: u64) -> Vec<u8> {
+    elf_with(
+        &[(0, 0x3000, 0x3000), (0x3000, 0x1800, 0x5000)],
+        &pv_notes(&[(2, va.to_le_bytes().to_vec())]),
+        VIRT_BASE + 0x1000,
+    )
+}
+
+fn build_dom0(input: &str, k: &loader::ParsedKernel) -> Result<Vec<u8>, loader::LoadError> {
+    loader::image::build_image(
+        input,
+        k,
+        None,
+        "",
+        16384,
+        Default::default(),
+        pvlayout::Mode::Dom0,
+    )
+    .map(|b| b.bytes)
+}
+
+#[test]
+fn hypercall_page_is_written_as_xen_would() {
+    use pvhandoff::image::ImageView;
+    let mut expected = [0u8; 4096];
+    xenpv::hypercall_page::fill(&mut expected);
+    // In the file bytes of the first PT_LOAD, and in the second one's bss.
+    for offset in [0x2000u64, 0x7000] {
+        let k = parse_kernel("hc", &elf_with_hypercall_page(VIRT_BASE + offset)).unwrap();
+        let image = build_dom0("hc", &k).unwrap();
+        let view = ImageView::parse(&image).unwrap();
+        let kernel = view.data(0).unwrap();
+        let at = offset as usize;
+        assert_eq!(&kernel[at..at + 4096], &expected[..], "page at {offset:#x}");
+        // The rest of the kernel is the file's (the page replaced only itself).
+        assert_eq!(kernel[0x1fff], ((0x1fffu64 * 7) as u8));
+        let (_, ok) = loader::image::inspect("hc", &image).unwrap();
+        assert!(ok, "the segment digest covers the written page");
+    }
+    // A kernel without the note keeps its bytes.
+    let k = parse_kernel("plain", &test_elf()).unwrap();
+    let view_bytes = build_dom0("plain", &k).unwrap();
+    let view = ImageView::parse(&view_bytes).unwrap();
+    assert_eq!(view.data(0).unwrap()[0x2000], (0x2000u64 * 7) as u8);
+}
+
+#[test]
+fn hypercall_page_off_the_kernel_or_unaligned_is_refused() {
+    for (va, why) in [
+        (VIRT_BASE + 0x2010, "not page-aligned"),
+        // Inside the initial region (start info follows the kernel) but not the kernel's.
+        (VIRT_BASE + 0x8000, "not a page of the kernel image"),
+    ] {
+        let k = parse_kernel("hc-bad", &elf_with_hypercall_page(va)).unwrap();
+        let err = build_dom0("hc-bad", &k).expect_err("refused");
+        let text = err.to_string();
+        assert!(
+            text.contains("hc-bad") && text.contains("HYPERCALL_PAGE") && text.contains(why),
+            "{text}"
+        );
+    }
+}

@@ -10,6 +10,7 @@
 pub mod abi;
 pub mod consts;
 pub mod errno;
+pub mod hypercall_page;
 pub mod pte;
 
 #[cfg(all(feature = "hypercall", target_arch = "x86_64"))]

@@ -136,7 +136,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             for v in [XenVersion::V4_17, XenVersion::V4_20] {
                 println!("xen {}: {}", v.name(), provision::ensure_xen(v)?.display());
             }
-            for l in [DebianLinux::Bookworm, DebianLinux::Trixie] {
+            for l in [
+                DebianLinux::Bookworm,
+                DebianLinux::Trixie,
+                DebianLinux::Bullseye,
+            ] {
                 println!(
                     "linux {}: {}",
                     l.name(),

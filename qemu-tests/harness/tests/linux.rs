@@ -224,3 +224,17 @@ fn loader_warns_for_linux_516_after_vcpu_info_registration() {
     let (_, _, stderr) = build("6.12-no-vcpu-info", &kernel, &[]);
     assert!(!stderr.contains("warning"), "{stderr}");
 }
+
+/// Debian bullseye's Linux 5.10 asks for a hypercall page (XEN_ELFNOTE_HYPERCALL_PAGE) and
+/// makes its first hypercall through it: without the page the loader writes, it dies at once
+/// (`d0v0 Unhandled: vec 6, #UD`).
+#[test]
+fn linux_510_with_a_hypercall_page_through_kexec() {
+    let kernel = provision::ensure_linux(DebianLinux::Bullseye).unwrap();
+    let (image, _, stderr) = build("5.10-bz", &kernel, &[]);
+    assert!(!stderr.contains("warning"), "{stderr}");
+    assert_reached_init(
+        &kexec("linux-5.10-kexec", &image, XenVersion::V4_17, 1),
+        "5.10.",
+    );
+}
