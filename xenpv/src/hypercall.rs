@@ -290,3 +290,19 @@ pub unsafe fn multicall(entries: &mut [MulticallEntry]) -> Result<(), XenError> 
     })
     .map(drop)
 }
+
+/// `EVTCHNOP_send` on a local port: notifies its far end (e.g. xenconsoled for the console
+/// ring's port).
+pub fn evtchn_send(port: u32) -> Result<(), XenError> {
+    let mut arg = EvtchnSend { port };
+    // SAFETY: Xen reads one evtchn_send from a live local; raising an event on one of our own
+    // ports only notifies its far end.
+    check(unsafe {
+        raw2(
+            hc::EVENT_CHANNEL_OP,
+            evtchnop::SEND,
+            &mut arg as *mut _ as u64,
+        )
+    })
+    .map(drop)
+}

@@ -29,6 +29,10 @@ enum Cmd {
     /// Boots Xen under QEMU with a PV kernel; exit code 0 only when the guest reported success
     /// (2 guest FAIL lines, 3 crash, 4 poweroff, 5 timeout, 6 Xen panic, 7 QEMU exited).
     Boot(BootArgs),
+    /// Boots one PV domU built by Xen's own toolstack (`xl create` in a Debian dom0 under
+    /// QEMU) and echoes the log; exit code as for `boot` (2 guest FAIL lines, 3 crash,
+    /// 4 poweroff, 5 timeout, 7 dom0/rig failure, 9 toolstack error, 10 destroyed).
+    Domu(DomuArgs),
     /// Builds the guest binaries (guest/ workspace).
     Build,
     /// Installs QEMU; unpacks Xen 4.17 and 4.20, Debian 6.1 and 6.12 kernels and busybox, and
@@ -69,6 +73,32 @@ struct BootArgs {
 }
 
 #[derive(clap::Args)]
+struct DomuArgs {
+    /// The domU's kernel (PV ELF or bzImage, as xl takes it).
+    #[arg(long)]
+    kernel: PathBuf,
+    /// The domU's ramdisk.
+    #[arg(long)]
+    initrd: Option<PathBuf>,
+    /// The domU's command line.
+    #[arg(long, default_value = "")]
+    cmdline: String,
+    #[arg(long, default_value_t = 256)]
+    mem_mib: u64,
+    #[arg(long, default_value_t = 1)]
+    vcpus: u32,
+    /// A raw disk image, attached as xvda (loop device and blkback in dom0).
+    #[arg(long)]
+    disk: Option<PathBuf>,
+    /// Seconds the domU may run (dom0's init destroys it after).
+    #[arg(long, default_value_t = 120)]
+    timeout: u64,
+    /// Xen version (and its toolstack) to boot.
+    #[arg(long, default_value = "4.17")]
+    xen: XenVersion,
+}
+
+#[derive(clap::Args)]
 struct KexecArgs {
     /// The new kernel (default: the probe test kernel).
     #[arg(long, conflicts_with = "image")]
@@ -98,6 +128,13 @@ struct KexecArgs {
     /// hides those frames; Linux 5.16+ new kernels get the loader's warning).
     #[arg(long)]
     old_vcpu_info: bool,
+    /// Run the old test kernel as a domU built by Xen's toolstack (the domU rig) with the
+    /// image as its ramdisk; the image is built with `pvkexec build --mode domu`.
+    #[arg(long)]
+    domu: bool,
+    /// With --domu: a raw disk image attached to the domU as xvda.
+    #[arg(long, requires = "domu")]
+    disk: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -124,9 +161,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
             expect: None,
             xen: XenVersion::V4_17,
             old_vcpu_info: false,
+            domu: false,
+            disk: None,
         }),
         Cmd::Kexec(args) => kexec(args),
         Cmd::Boot(args) => boot(args),
+        Cmd::Domu(args) => domu(args),
         Cmd::Build => guest::build().map(|dir| {
             println!("guest binaries in {}", dir.display());
             ExitCode::SUCCESS
@@ -187,15 +227,15 @@ fn boot(args: BootArgs) -> Result<ExitCode> {
 fn kexec(args: KexecArgs) -> Result<ExitCode> {
     let root = harness::workspace_root();
     let into_probe = args.kernel.is_none() && args.image.is_none();
-    let image = match args.image {
+    let image = match args.image.clone() {
         Some(image) => image,
         None => {
             let default_kernel = args.kernel.is_none();
-            let kernel = match args.kernel {
+            let kernel = match args.kernel.clone() {
                 Some(k) => k,
                 None => guest::binary("probe")?,
             };
-            let append = args.append.unwrap_or_else(|| {
+            let append = args.append.clone().unwrap_or_else(|| {
                 if default_kernel {
                     format!("mem_mib={}", args.mem_mib)
                 } else {
@@ -209,7 +249,8 @@ fn kexec(args: KexecArgs) -> Result<ExitCode> {
             )?;
             let mut cmd = Command::new(root.join("target/debug/pvkexec"));
             cmd.arg("build").arg("--kernel").arg(&kernel);
-            cmd.args(["--mem-mib", &args.mem_mib.to_string(), "--mode", "dom0"]);
+            let mode = if args.domu { "domu" } else { "dom0" };
+            cmd.args(["--mem-mib", &args.mem_mib.to_string(), "--mode", mode]);
             cmd.args(["--append", &append]).arg("-o").arg(&out);
             // The old test kernel initialises every VCPU of the domain.
             cmd.args(["--old-vcpus", &args.vcpus.to_string()]);
@@ -226,7 +267,6 @@ fn kexec(args: KexecArgs) -> Result<ExitCode> {
             out
         }
     };
-    let mut cfg = BootConfig::new(guest::binary("kexecold")?);
     let mut old_words = Vec::new();
     if into_probe {
         // For the probe, the old kernel keeps a loopback channel standing in for a domU's
@@ -236,6 +276,10 @@ fn kexec(args: KexecArgs) -> Result<ExitCode> {
     if args.old_vcpu_info {
         old_words.push("kexec_vcpu_info=1");
     }
+    if args.domu {
+        return kexec_domu(&args, image, old_words.join(" "));
+    }
+    let mut cfg = BootConfig::new(guest::binary("kexecold")?);
     cfg.cmdline = old_words.join(" ");
     cfg.modules.push(Module {
         path: image,
@@ -268,6 +312,79 @@ fn kexec(args: KexecArgs) -> Result<ExitCode> {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(result.verdict.exit_code().max(2) as u8)
+    })
+}
+
+fn domu_rig(xen: XenVersion) -> harness::domu::DomuRig {
+    harness::domu::DomuRig {
+        xen,
+        echo: Echo::All,
+        ..Default::default()
+    }
+}
+
+/// Prints the rig's timings and the domU's verdict.
+fn report_domu(run: &harness::domu::RigRun) -> &harness::domu::DomuResult {
+    let d = &run.domus[0];
+    let secs = |t: Option<f64>| t.map_or("-".to_string(), |t| format!("{t:.1} s"));
+    println!(
+        "\ndomu {}: verdict {:?}, shutdown reason {:?}; toolstack ready {} after QEMU start, \
+         xl create {}, domU {} (dom0 clock), whole run {:.1} s",
+        d.name,
+        d.verdict,
+        d.shutdown_reason,
+        secs(run.toolstack_ready_secs),
+        secs(d.create_secs),
+        secs(d.wall_secs),
+        run.dom0.wall.as_secs_f64()
+    );
+    d
+}
+
+fn domu(args: DomuArgs) -> Result<ExitCode> {
+    let mut spec = harness::domu::DomuSpec::new("domu", &args.kernel);
+    spec.ramdisk = args.initrd;
+    spec.cmdline = args.cmdline;
+    spec.mem_mib = args.mem_mib;
+    spec.vcpus = args.vcpus;
+    spec.disk = args.disk;
+    spec.timeout = Duration::from_secs(args.timeout);
+    let run = domu_rig(args.xen).run(&[spec])?;
+    let d = report_domu(&run);
+    Ok(ExitCode::from(d.verdict.exit_code() as u8))
+}
+
+/// `kexec --domu`: the old test kernel as a toolstack-built domU, the image as its ramdisk.
+fn kexec_domu(args: &KexecArgs, image: PathBuf, old_cmdline: String) -> Result<ExitCode> {
+    let mut spec = harness::domu::DomuSpec::new("kexec", guest::binary("kexecold")?);
+    spec.ramdisk = Some(image);
+    spec.cmdline = old_cmdline;
+    spec.mem_mib = args.mem_mib;
+    spec.vcpus = args.vcpus;
+    spec.disk = args.disk.clone();
+    spec.timeout = Duration::from_secs(args.timeout);
+    let run = domu_rig(args.xen).run(&[spec])?;
+    let d = report_domu(&run);
+    let log = d.log();
+    let entered = log.contains(harness::PURGATORY_ENTERING);
+    let ok = match &args.expect {
+        Some(text) => log.contains(text.as_str()),
+        None => entered && d.verdict == harness::domu::DomuVerdict::Pass,
+    };
+    println!(
+        "kexec in a domU: purgatory {}, new kernel: {} checks passed, {} failed",
+        if entered {
+            "entered the new kernel"
+        } else {
+            "not seen entering the new kernel"
+        },
+        d.passed().len(),
+        d.failed().len()
+    );
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(d.verdict.exit_code().max(2) as u8)
     })
 }
 

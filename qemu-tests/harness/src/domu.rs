@@ -274,6 +274,75 @@ pub fn marker_disk(marker: &str, mib: u64) -> Result<PathBuf> {
     Ok(path)
 }
 
+/// A PV kernel that never prints: an ELF with Xen's notes whose entry yields in a loop
+/// (`sched_op(SCHEDOP_yield)`, so dom0 keeps running). For the rig's own timeout test.
+pub fn silent_kernel() -> Result<PathBuf> {
+    const BASE: u64 = 0xffff_ffff_8000_0000;
+    const CODE_OFF: u64 = 0x1000;
+    let entry = BASE + CODE_OFF;
+    let mut notes = Vec::new();
+    let mut note = |kind: u32, desc: &[u8]| {
+        notes.extend_from_slice(&4u32.to_le_bytes());
+        notes.extend_from_slice(&(desc.len() as u32).to_le_bytes());
+        notes.extend_from_slice(&kind.to_le_bytes());
+        notes.extend_from_slice(b"Xen\0");
+        notes.extend_from_slice(desc);
+        while notes.len() % 4 != 0 {
+            notes.push(0);
+        }
+    };
+    note(6, b"pvkexec-silent\0"); // GUEST_OS
+    note(5, b"xen-3.0\0"); // XEN_VERSION
+    note(8, b"generic\0"); // LOADER
+    note(3, &BASE.to_le_bytes()); // VIRT_BASE
+    note(4, &0u64.to_le_bytes()); // PADDR_OFFSET
+    note(1, &entry.to_le_bytes()); // ENTRY
+    const NOTE_OFF: u64 = 0x100;
+    let mut f = vec![0u8; 0x2000];
+    let put = |f: &mut Vec<u8>, off: usize, bytes: &[u8]| {
+        f[off..off + bytes.len()].copy_from_slice(bytes)
+    };
+    // ELF header: 64-bit, little-endian, ET_EXEC, EM_X86_64, two program headers at 64.
+    put(&mut f, 0, b"\x7fELF\x02\x01\x01");
+    put(&mut f, 16, &2u16.to_le_bytes());
+    put(&mut f, 18, &62u16.to_le_bytes());
+    put(&mut f, 20, &1u32.to_le_bytes());
+    put(&mut f, 24, &entry.to_le_bytes());
+    put(&mut f, 32, &64u64.to_le_bytes());
+    put(&mut f, 52, &64u16.to_le_bytes());
+    put(&mut f, 54, &56u16.to_le_bytes());
+    put(&mut f, 56, &2u16.to_le_bytes());
+    put(&mut f, 58, &64u16.to_le_bytes());
+    let phdr = |kind: u32, flags: u32, off: u64, va: u64, size: u64, align: u64| {
+        let mut p = Vec::new();
+        for v in [kind, flags] {
+            p.extend_from_slice(&v.to_le_bytes());
+        }
+        for v in [off, va, va - BASE, size, size, align] {
+            p.extend_from_slice(&v.to_le_bytes());
+        }
+        p
+    };
+    put(&mut f, 64, &phdr(1, 7, CODE_OFF, entry, 0x1000, 0x1000)); // PT_LOAD
+    put(
+        &mut f,
+        120,
+        &phdr(4, 4, NOTE_OFF, BASE + NOTE_OFF, notes.len() as u64, 4),
+    ); // PT_NOTE
+    put(&mut f, NOTE_OFF as usize, &notes);
+    // 1: mov eax, 29 (sched_op); xor edi, edi (SCHEDOP_yield); syscall; jmp 1b
+    put(
+        &mut f,
+        CODE_OFF as usize,
+        &[0xb8, 29, 0, 0, 0, 0x31, 0xff, 0x0f, 0x05, 0xeb, 0xf5],
+    );
+    let dir = crate::cache_dir().join("domu-disks");
+    fs::create_dir_all(&dir)?;
+    let path = dir.join("silent-kernel.elf");
+    fs::write(&path, f).with_context(|| format!("writing {}", path.display()))?;
+    Ok(path)
+}
+
 /// What dom0's init prints about itself.
 pub const DOM0_MARKER: &str = "PVKEXEC-DOM0";
 

@@ -1,42 +1,169 @@
 //! PV domUs built by Xen's own toolstack (xl, xenstored, xenconsoled) in a Debian dom0 under
-//! QEMU: the rig of `harness::domu`. Tests share a dom0 boot where they can.
+//! QEMU: the rig of `harness::domu`. Every test here reads its domU's result from one shared
+//! dom0 boot (the rig runs the domUs one after another), which keeps the suite lean.
 
-use harness::domu::{DomuRig, DomuSpec, DomuVerdict};
-use harness::initramfs;
+use harness::domu::{self, DomuResult, DomuRig, DomuSpec, DomuVerdict, RigRun};
 use harness::provision::{self, DebianLinux};
-use std::time::Duration;
+use harness::{guest, initramfs};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+const DISK_MARKER: &str = "PVKEXEC-DISK-MARKER-domu-rig";
+
+/// The domUs of the shared boot, in run order.
+fn specs() -> Vec<DomuSpec> {
+    let bootcheck = guest::binary("bootcheck").expect("building the guest kernels");
+    let mut one = DomuSpec::new("bootcheck-1", &bootcheck);
+    one.mem_mib = 64;
+    one.cmdline = "mem_mib=64".into();
+    one.timeout = Duration::from_secs(30);
+    let mut two = DomuSpec::new("bootcheck-2", &bootcheck);
+    two.mem_mib = 128;
+    two.vcpus = 2;
+    two.cmdline = "mem_mib=128".into();
+    two.timeout = Duration::from_secs(30);
+    // A wrong expectation: the domU's FAIL line must make the verdict.
+    let mut wrong = DomuSpec::new("bootcheck-wrong", &bootcheck);
+    wrong.mem_mib = 64;
+    wrong.cmdline = "mem_mib=65".into();
+    wrong.timeout = Duration::from_secs(30);
+    let mut silent = DomuSpec::new("silent", domu::silent_kernel().unwrap());
+    silent.mem_mib = 32;
+    silent.timeout = Duration::from_secs(8);
+    // A config line xl's parser rejects: xl create fails before any domain exists.
+    let mut rejected = DomuSpec::new("rejected", &bootcheck);
+    rejected.extra_config.push("oops = [".into());
+    rejected.timeout = Duration::from_secs(30);
+    let mut linux = DomuSpec::new(
+        "linux",
+        provision::ensure_linux(DebianLinux::Bookworm).unwrap(),
+    );
+    linux.ramdisk = Some(initramfs::ensure_initramfs_blkfront().unwrap());
+    linux.cmdline = "console=hvc0".into();
+    linux.disk = Some(domu::marker_disk(DISK_MARKER, 4).unwrap());
+    linux.timeout = Duration::from_secs(90);
+    vec![one, two, wrong, silent, rejected, linux]
+}
+
+struct Shared {
+    run: Result<RigRun, String>,
+}
+
+/// Runs the shared dom0 boot once; every test takes its domU from it.
+fn shared() -> &'static Shared {
+    static SHARED: OnceLock<Shared> = OnceLock::new();
+    SHARED.get_or_init(|| {
+        let start = Instant::now();
+        let specs = specs();
+        let rig = DomuRig {
+            tag: "domu".into(),
+            ..DomuRig::default()
+        };
+        let run = rig.run(&specs).map_err(|e| format!("{e:#}"));
+        for s in &specs {
+            if let Some(d) = &s.disk {
+                let _ = std::fs::remove_file(d);
+            }
+        }
+        if let Ok(run) = &run {
+            eprintln!(
+                "domu rig: toolstack ready {:.1} s after QEMU start, whole boot {:.1} s",
+                run.toolstack_ready_secs.unwrap_or(f64::NAN),
+                start.elapsed().as_secs_f64()
+            );
+            for d in &run.domus {
+                eprintln!(
+                    "domu rig: {:12} {:?}: xl create {:.1} s, domU {:.1} s (dom0 clock)",
+                    d.name,
+                    d.verdict,
+                    d.create_secs.unwrap_or(f64::NAN),
+                    d.wall_secs.unwrap_or(f64::NAN)
+                );
+            }
+        }
+        Shared { run }
+    })
+}
+
+fn domu(name: &str) -> &'static DomuResult {
+    let run = shared().run.as_ref().expect("the domU rig failed");
+    run.domus.iter().find(|d| d.name == name).unwrap()
+}
+
+#[test]
+fn bootcheck_domu_passes_1vcpu() {
+    let r = domu("bootcheck-1");
+    assert_eq!(r.verdict, DomuVerdict::Pass, "{}", r.log());
+    for check in harness::BOOTCHECK_CHECKS {
+        assert!(
+            r.passed().iter().any(|p| p == check),
+            "no PASS {check}:\n{}",
+            r.log()
+        );
+    }
+    // The domain builder's log is there for the plan comparison.
+    let builder = r.builder_log_lines();
+    assert!(builder
+        .iter()
+        .any(|l| l.starts_with("xc_dom_alloc_segment:") && l.contains("kernel")));
+    assert!(builder.iter().any(|l| l.contains("virt_alloc_end")));
+    assert!(builder.iter().any(|l| l.starts_with("count_pgtables")));
+}
+
+#[test]
+fn bootcheck_domu_passes_2vcpus() {
+    let r = domu("bootcheck-2");
+    assert_eq!(r.verdict, DomuVerdict::Pass, "{}", r.log());
+    for check in harness::BOOTCHECK_CHECKS {
+        assert!(
+            r.passed().iter().any(|p| p == check),
+            "no PASS {check}:\n{}",
+            r.log()
+        );
+    }
+}
+
+/// The harness reads the domU's FAIL lines: a deliberately wrong expectation fails by name.
+#[test]
+fn bootcheck_domu_failure_is_reported() {
+    let r = domu("bootcheck-wrong");
+    assert_eq!(r.verdict, DomuVerdict::GuestFailed, "{}", r.log());
+    assert!(
+        r.failed().iter().any(|(name, _)| name == "nr_pages"),
+        "{}",
+        r.log()
+    );
+}
+
+/// A domU that never prints ends as a named timeout (dom0's init destroys it), and the next
+/// domU still runs.
+#[test]
+fn silent_domu_times_out_by_name() {
+    let r = domu("silent");
+    assert_eq!(r.verdict, DomuVerdict::Timeout, "{:#?}", r.xl);
+    assert!(r.console.is_empty(), "{:?}", r.console);
+}
+
+/// A config the toolstack rejects is a named toolstack failure, quickly.
+#[test]
+fn rejected_config_is_a_toolstack_failure() {
+    let r = domu("rejected");
+    match &r.verdict {
+        DomuVerdict::Toolstack(why) => assert!(why.contains("/domu/rejected.cfg"), "{why}"),
+        v => panic!("expected a toolstack failure, got {v:?}: {:#?}", r.xl),
+    }
+    assert!(r.wall_secs.unwrap() < 10.0, "{:?}", r.wall_secs);
+}
 
 /// Debian 6.1 as a domU with a disk: reaches init, loads xen-blkfront, reads the marker the
 /// harness wrote into the disk image.
 #[test]
 fn linux_domu_reads_its_disk() {
-    let kernel = provision::ensure_linux(DebianLinux::Bookworm).unwrap();
-    let initrd = initramfs::ensure_initramfs_blkfront().unwrap();
-    let marker = format!("PVKEXEC-DISK-MARKER-{}", std::process::id());
-    let disk = harness::domu::marker_disk(&marker, 4).unwrap();
-    let mut spec = DomuSpec::new("linux", &kernel);
-    spec.ramdisk = Some(initrd);
-    spec.cmdline = "console=hvc0".into();
-    spec.disk = Some(disk.clone());
-    spec.timeout = Duration::from_secs(90);
-    let rig = DomuRig {
-        tag: "linux-domu".into(),
-        ..DomuRig::default()
-    };
-    let run = rig.run(&[spec]).unwrap();
-    let _ = std::fs::remove_file(&disk);
-    let r = &run.domus[0];
-    eprintln!(
-        "linux-domu: toolstack ready {:?} s, create {:?} s, domU {:?} s, whole {:.1} s",
-        run.toolstack_ready_secs,
-        r.create_secs,
-        r.wall_secs,
-        run.dom0.wall.as_secs_f64()
-    );
+    let r = domu("linux");
     assert_eq!(r.verdict, DomuVerdict::PoweredOff, "{:#?}", r.xl);
     assert!(r.log().contains(initramfs::INIT_MARKER));
     assert!(r.log().contains("PVKEXEC-LINUX blkfront=loaded"));
-    let want = format!("{}{marker}", initramfs::DISK_MARKER_PREFIX);
+    let want = format!("{}{DISK_MARKER}", initramfs::DISK_MARKER_PREFIX);
     assert!(r.lines_with(&want).next().is_some(), "no {want:?} line");
     assert!(r.log().contains(initramfs::DONE_MARKER));
 }

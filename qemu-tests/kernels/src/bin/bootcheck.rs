@@ -19,6 +19,7 @@ extern "C" fn guest_main(si: *const StartInfo) -> ! {
     let si = unsafe { &*si };
     let regs = entry_regs();
     let region = Region::from_stack_top(VIRT_BASE, regs[reg::RSP]);
+    pvtest_kernels::console_init(si, &region);
     boot_checks(si, &regs, &region, 0);
     finish()
 }

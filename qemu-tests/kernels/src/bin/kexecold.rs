@@ -99,6 +99,7 @@ extern "C" fn guest_main(si: *const StartInfo) -> ! {
     // SAFETY: Xen passes a mapped start_info page in rsi; it stays mapped and unchanged.
     let si = unsafe { &*si };
     let region = Region::from_stack_top(VIRT_BASE, entry_regs()[reg::RSP]);
+    pvtest_kernels::console_init(si, &region);
     match prepare(si, &region) {
         Ok(entry) => {
             println!("PVKEXEC-INFO kexec: entering the purgatory at {:#x}", entry);
