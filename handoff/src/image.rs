@@ -1,4 +1,4 @@
-//! The kexec image file (loader -> kernel side), version 1:
+//! The kexec image file (loader -> kernel side), version 2:
 //!
 //! | offset | content |
 //! | --- | --- |
@@ -8,13 +8,18 @@
 //!
 //! Everything is little-endian. A segment's data occupies `round_up(len, 4096)` bytes of the
 //! file; the rest of its `nr_pages` (bss, padding) is zero in the new domain.
+//!
+//! The header and the descriptor table are covered by a SHA-256 kept in the purgatory's
+//! [`ImageParams`] (at `params_offset` in the purgatory segment); the purgatory segment's own
+//! digest is taken with the block's filled fields as zeros. See [`check_header_digest`].
 
 use crate::segment::SegmentDesc;
 use xenpv::assert_layout;
 
 /// `b"PVKXIMG\0"`.
 pub const IMAGE_MAGIC: [u8; 8] = *b"PVKXIMG\0";
-pub const IMAGE_VERSION: u32 = 1;
+/// 2: `params_offset` and the header digest in the purgatory's [`ImageParams`].
+pub const IMAGE_VERSION: u32 = 2;
 /// The purgatory segment is mapped at `purgatory_base`, not placed at a PFN of the new domain.
 pub const SEG_FLAG_PURGATORY_MAPPING: u32 = 1;
 /// A template the purgatory turns into fresh frames at `dest_pfn` (page tables in PFN terms),
@@ -79,7 +84,8 @@ pub struct ImageHeader {
     /// Size of this header (64).
     pub header_size: u32,
     pub nr_segments: u32,
-    pub _pad: u32,
+    /// Offset of the [`ImageParams`] inside the purgatory segment's data.
+    pub params_offset: u32,
     /// Virtual address (lower half) the purgatory was relocated for.
     pub purgatory_base: u64,
     /// Purgatory entry point (absolute).
@@ -92,7 +98,7 @@ pub struct ImageHeader {
     pub total_size: u64,
 }
 assert_layout!(ImageHeader, 64; magic @ 0, version @ 8, header_size @ 12, nr_segments @ 16,
-    purgatory_base @ 24, purgatory_entry @ 32, kernel_entry @ 40, data_offset @ 48, total_size @ 56);
+    params_offset @ 20, purgatory_base @ 24, purgatory_entry @ 32, kernel_entry @ 40, data_offset @ 48, total_size @ 56);
 
 /// Why an image cannot be read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -103,6 +109,8 @@ pub enum ImageError {
     /// A segment (index) whose data lies outside the file.
     SegmentOutside(usize),
     TooManySegments(u32),
+    /// `nr_segments` is 0.
+    NoSegments,
 }
 
 /// Maximum segments an image may hold.
@@ -134,6 +142,9 @@ impl<'a> ImageView<'a> {
         }
         if header.nr_segments > MAX_SEGMENTS {
             return Err(ImageError::TooManySegments(header.nr_segments));
+        }
+        if header.nr_segments == 0 {
+            return Err(ImageError::NoSegments);
         }
         let view = ImageView { bytes, header };
         let table_end = 64 + 64 * header.nr_segments as u64;
@@ -180,4 +191,95 @@ impl<'a> ImageView<'a> {
             .get(off as usize..end as usize)
             .ok_or(ImageError::SegmentOutside(i))
     }
+}
+
+/// `b"PVKXPARM"`.
+pub const PARAMS_MAGIC: [u8; 8] = *b"PVKXPARM";
+
+/// The purgatory's parameter block, a static in its data (symbol `PVKEXEC_IMAGE_PARAMS`) that
+/// the loader fills after relocating it. The purgatory reads it from its own memory, so it
+/// learns what the header and descriptor table must hash to without trusting the image.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ImageParams {
+    pub magic: [u8; 8],
+    /// Bytes the digest covers from the start of the image: the header and the descriptor
+    /// table, `64 + 64 * nr_segments` (0: not filled in by a loader).
+    pub table_len: u64,
+    /// SHA-256 of those bytes. The purgatory segment's descriptor digest is taken with
+    /// `table_len` and this field as zeros (it cannot cover its own digest).
+    pub header_digest: [u8; 32],
+}
+assert_layout!(ImageParams, 48; magic @ 0, table_len @ 8, header_digest @ 16);
+
+impl ImageParams {
+    /// The block as the purgatory is linked with it: magic only.
+    pub const EMPTY: ImageParams = ImageParams {
+        magic: PARAMS_MAGIC,
+        table_len: 0,
+        header_digest: [0; 32],
+    };
+    /// The bytes of the block the loader fills (`table_len`, `header_digest`): zeros in the
+    /// purgatory segment's descriptor digest.
+    pub const FILLED: core::ops::Range<usize> = 8..48;
+
+    /// Reads a block from `bytes` (unaligned).
+    pub fn read(bytes: &[u8]) -> Option<ImageParams> {
+        let b = bytes.get(..core::mem::size_of::<ImageParams>())?;
+        let mut p = ImageParams::EMPTY;
+        p.magic.copy_from_slice(&b[0..8]);
+        p.table_len = u64::from_le_bytes(b[8..16].try_into().ok()?);
+        p.header_digest.copy_from_slice(&b[16..48]);
+        Some(p)
+    }
+
+    /// The block's bytes.
+    pub fn to_bytes(&self) -> [u8; 48] {
+        let mut b = [0u8; 48];
+        b[0..8].copy_from_slice(&self.magic);
+        b[8..16].copy_from_slice(&self.table_len.to_le_bytes());
+        b[16..48].copy_from_slice(&self.header_digest);
+        b
+    }
+}
+
+/// Why an image's header and descriptor table are not trusted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HeaderDigestError {
+    /// The parameter block has no magic, or no loader filled it in.
+    NotSealed,
+    /// The digest covers a length that is no header plus descriptor table, or runs past the
+    /// image.
+    BadLength(u64),
+    /// The bytes hash to something else: the first 4 bytes of what they hash to.
+    Mismatch([u8; 4]),
+    /// The digest matches but the header's `nr_segments` disagrees with the covered length.
+    CountMismatch { nr_segments: u32, table_len: u64 },
+}
+
+/// Checks the image's first `params.table_len` bytes (header and descriptor table) against
+/// `params.header_digest`, reading no header field before the digest matched.
+pub fn check_header_digest(bytes: &[u8], params: &ImageParams) -> Result<(), HeaderDigestError> {
+    if params.magic != PARAMS_MAGIC || params.table_len == 0 {
+        return Err(HeaderDigestError::NotSealed);
+    }
+    let len = params.table_len;
+    let max = 64 + 64 * MAX_SEGMENTS as u64;
+    if len < 128 || len > max || !len.is_multiple_of(64) || len > bytes.len() as u64 {
+        return Err(HeaderDigestError::BadLength(len));
+    }
+    let found = crate::digest::sha256(&bytes[..len as usize]);
+    if found != params.header_digest {
+        return Err(HeaderDigestError::Mismatch([
+            found[0], found[1], found[2], found[3],
+        ]));
+    }
+    let nr_segments = u32::from_le_bytes([bytes[16], bytes[17], bytes[18], bytes[19]]);
+    if 64 + 64 * nr_segments as u64 != len {
+        return Err(HeaderDigestError::CountMismatch {
+            nr_segments,
+            table_len: len,
+        });
+    }
+    Ok(())
 }

@@ -1,6 +1,7 @@
-//! Bounded decompression of every format Linux uses for a bzImage payload. Each decoder
-//! streams where its crate allows and stops with [`Reason::TooLarge`] one byte past the bound,
-//! so a hostile payload cannot grow memory without limit.
+//! Bounded decompression of every format Linux uses for a bzImage payload (and of a gzip'd
+//! ELF). Every decoder streams into one [`ElfSink`], which stops with [`Reason::TooLarge`] one
+//! byte past the bound and keeps only the bytes of the ELF the stream forms, so a hostile
+//! payload costs neither unbounded memory nor more than the bound in time.
 
 use crate::error::Reason;
 use std::io::Read;
@@ -58,28 +59,188 @@ impl Compression {
     }
 }
 
-fn bounded(format: Compression, reader: impl Read, limit: u64) -> Result<Vec<u8>, Reason> {
-    // A declared size (bzImage) is the expected output: reserve it once instead of letting the
-    // vector double past it. Capped so a hostile declaration cannot reserve much up front.
-    let mut out = Vec::with_capacity(limit.min(256 << 20) as usize + 1);
-    reader
-        .take(limit.saturating_add(1))
-        .read_to_end(&mut out)
-        .map_err(|e| Reason::Decompress {
-            format: format.name(),
-            reason: e.to_string(),
-        })?;
-    check_limit(format, out, limit)
+/// Where decompressed bytes go: counted against the bound, and kept only as far as the ELF
+/// they form reaches (its header, program and section header tables and what those point
+/// at). What follows (Linux appends its relocation table to the ELF) is counted and dropped,
+/// so memory is bounded by the ELF's own extent, never by how far a stream inflates.
+pub struct ElfSink {
+    format: Compression,
+    limit: u64,
+    what: &'static str,
+    kept: Vec<u8>,
+    total: u64,
+    /// Bytes to keep; grows as the headers are read.
+    need: u64,
+    stage: Stage,
+    /// The stream must be an ELF image (else: any bytes, all kept).
+    elf: bool,
 }
 
-fn check_limit(format: Compression, out: Vec<u8>, limit: u64) -> Result<Vec<u8>, Reason> {
-    if out.len() as u64 > limit {
-        return Err(Reason::TooLarge {
-            format: format.name(),
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// Waiting for the 64-byte ELF header.
+    Header,
+    /// Waiting for the program header table (ends at the first value), then the section
+    /// header table (ends at the second).
+    Tables {
+        ph_end: u64,
+        sh_end: u64,
+        ph_done: bool,
+        sh_done: bool,
+    },
+    /// Every table read: `need` is final.
+    Done,
+}
+
+fn le(b: &[u8], at: u64, n: usize) -> u64 {
+    let at = at as usize;
+    let mut v = [0u8; 8];
+    v[..n].copy_from_slice(&b[at..at + n]);
+    u64::from_le_bytes(v)
+}
+
+impl ElfSink {
+    /// A sink for at most `limit` decompressed bytes; `what` says what the limit is.
+    pub fn new(format: Compression, limit: u64, what: &'static str) -> Self {
+        ElfSink {
+            format,
             limit,
-        });
+            what,
+            kept: Vec::new(),
+            total: 0,
+            need: 64,
+            stage: Stage::Header,
+            elf: true,
+        }
     }
-    Ok(out)
+
+    /// A sink that keeps every byte up to `limit` (any content).
+    pub fn raw(format: Compression, limit: u64, what: &'static str) -> Self {
+        ElfSink {
+            need: limit,
+            stage: Stage::Done,
+            elf: false,
+            ..Self::new(format, limit, what)
+        }
+    }
+
+    fn too_large(&self) -> Reason {
+        Reason::TooLarge {
+            format: self.format.name(),
+            limit: self.limit,
+            what: self.what,
+        }
+    }
+
+    /// Takes the next decompressed bytes.
+    pub fn push(&mut self, mut chunk: &[u8]) -> Result<(), Reason> {
+        self.total = self.total.saturating_add(chunk.len() as u64);
+        if self.total > self.limit {
+            return Err(self.too_large());
+        }
+        while !chunk.is_empty() && (self.kept.len() as u64) < self.need {
+            let take = ((self.need - self.kept.len() as u64) as usize).min(chunk.len());
+            self.kept.extend_from_slice(&chunk[..take]);
+            chunk = &chunk[take..];
+            self.advance()?;
+        }
+        Ok(())
+    }
+
+    /// Reads whatever headers are complete and raises `need` to what they reference.
+    fn advance(&mut self) -> Result<(), Reason> {
+        let have = self.kept.len() as u64;
+        let b = &self.kept;
+        match self.stage {
+            Stage::Header if have >= 64 => {
+                if !b.starts_with(b"\x7fELF") {
+                    return Err(bad(self.format, "payload is not an ELF image"));
+                }
+                if b[4] != 2 || b[5] != 1 {
+                    // Not ELF64 little-endian: the ELF reader names it; keep the header only.
+                    self.stage = Stage::Done;
+                    return Ok(());
+                }
+                let table = |off: u64, num: u64, size: u64| off.saturating_add(num * size);
+                let ph_end = table(le(b, 0x20, 8), le(b, 0x38, 2), le(b, 0x36, 2));
+                let sh_end = table(le(b, 0x28, 8), le(b, 0x3C, 2), le(b, 0x3A, 2));
+                self.need = self.need.max(ph_end).max(sh_end);
+                self.stage = Stage::Tables {
+                    ph_end,
+                    sh_end,
+                    ph_done: false,
+                    sh_done: false,
+                };
+                self.advance()
+            }
+            Stage::Tables {
+                ph_end,
+                sh_end,
+                mut ph_done,
+                mut sh_done,
+            } => {
+                if !ph_done && have >= ph_end {
+                    let (off, num, size) = (le(b, 0x20, 8), le(b, 0x38, 2), le(b, 0x36, 2));
+                    if size >= 0x28 {
+                        for i in 0..num {
+                            let ph = off + i * size;
+                            let end = le(b, ph + 8, 8).saturating_add(le(b, ph + 0x20, 8));
+                            self.need = self.need.max(end);
+                        }
+                    }
+                    ph_done = true;
+                }
+                if !sh_done && have >= sh_end {
+                    let (off, num, size) = (le(b, 0x28, 8), le(b, 0x3C, 2), le(b, 0x3A, 2));
+                    if size >= 0x28 {
+                        for i in 0..num {
+                            let sh = off + i * size;
+                            const SHT_NOBITS: u64 = 8;
+                            if le(b, sh + 4, 4) != SHT_NOBITS {
+                                let end = le(b, sh + 0x18, 8).saturating_add(le(b, sh + 0x20, 8));
+                                self.need = self.need.max(end);
+                            }
+                        }
+                    }
+                    sh_done = true;
+                }
+                self.stage = if ph_done && sh_done {
+                    Stage::Done
+                } else {
+                    Stage::Tables {
+                        ph_end,
+                        sh_end,
+                        ph_done,
+                        sh_done,
+                    }
+                };
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The kept ELF bytes and the whole stream's length.
+    pub fn finish(self) -> Result<(Vec<u8>, u64), Reason> {
+        if self.elf && !self.kept.starts_with(b"\x7fELF") {
+            return Err(bad(self.format, "payload is not an ELF image"));
+        }
+        Ok((self.kept, self.total))
+    }
+}
+
+/// Feeds everything `reader` yields into `sink`, 64 KiB at a time.
+fn pump(format: Compression, mut reader: impl Read, sink: &mut ElfSink) -> Result<(), Reason> {
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(bad(format, e)),
+        };
+        sink.push(&buf[..n])?;
+    }
 }
 
 fn bad(format: Compression, reason: impl ToString) -> Reason {
@@ -89,39 +250,62 @@ fn bad(format: Compression, reason: impl ToString) -> Reason {
     }
 }
 
-/// Decompresses `data` in `format`, producing at most `limit` bytes.
+/// A decompressed ELF: its bytes, and how long the whole stream was (the ELF plus what
+/// follows it, which is not kept).
+#[derive(Debug)]
+pub struct Decompressed {
+    pub elf: Vec<u8>,
+    pub stream_len: u64,
+}
+
+/// Decompresses `data` in `format`, which must yield an ELF image, producing at most `limit`
+/// bytes (`what` says what the limit is, for the error). Memory stays within the ELF's own
+/// extent however far the stream would inflate.
+pub fn decompress_elf(
+    format: Compression,
+    data: &[u8],
+    limit: u64,
+    what: &'static str,
+) -> Result<Decompressed, Reason> {
+    let mut sink = ElfSink::new(format, limit, what);
+    run(format, data, &mut sink)?;
+    let (elf, stream_len) = sink.finish()?;
+    Ok(Decompressed { elf, stream_len })
+}
+
+/// Decompresses `data` in `format` whole, producing at most `limit` bytes.
 pub fn decompress(format: Compression, data: &[u8], limit: u64) -> Result<Vec<u8>, Reason> {
+    let mut sink = ElfSink::raw(format, limit, "the bound asked for");
+    run(format, data, &mut sink)?;
+    Ok(sink.finish()?.0)
+}
+
+fn run(format: Compression, data: &[u8], sink: &mut ElfSink) -> Result<(), Reason> {
+    let sink = &mut *sink;
     match format {
-        Compression::Gzip => bounded(format, flate2::read::GzDecoder::new(data), limit),
-        Compression::Bzip2 => bounded(format, bzip2::read::BzDecoder::new(data), limit),
+        Compression::Gzip => pump(format, flate2::read::GzDecoder::new(data), sink)?,
+        Compression::Bzip2 => pump(format, bzip2::read::BzDecoder::new(data), sink)?,
         Compression::Xz => {
             let stream =
                 xz2::stream::Stream::new_stream_decoder(u64::MAX, 0).map_err(|e| bad(format, e))?;
-            bounded(
-                format,
-                xz2::read::XzDecoder::new_stream(data, stream),
-                limit,
-            )
+            pump(format, xz2::read::XzDecoder::new_stream(data, stream), sink)?
         }
         Compression::Lzma => {
             // Linux's "lzma" is the legacy .lzma (LZMA-alone) container.
             let stream =
                 xz2::stream::Stream::new_lzma_decoder(u64::MAX).map_err(|e| bad(format, e))?;
-            bounded(
-                format,
-                xz2::read::XzDecoder::new_stream(data, stream),
-                limit,
-            )
+            pump(format, xz2::read::XzDecoder::new_stream(data, stream), sink)?
         }
         Compression::Zstd => {
             let decoder =
                 ruzstd::decoding::StreamingDecoder::new(data).map_err(|e| bad(format, e))?;
-            bounded(format, decoder, limit)
+            pump(format, decoder, sink)?
         }
-        Compression::Lz4 => lz4_legacy(data, limit),
-        Compression::Lzo => lzop(data, limit),
-        Compression::None => check_limit(format, data.to_vec(), limit),
+        Compression::Lz4 => lz4_legacy(data, sink)?,
+        Compression::Lzo => lzop(data, sink)?,
+        Compression::None => sink.push(data)?,
     }
+    Ok(())
 }
 
 fn u32_le(data: &[u8], at: usize) -> Option<u32> {
@@ -146,11 +330,11 @@ fn u16_be(data: &[u8], at: usize) -> Option<u16> {
 /// little-endian u32 compressed size and an LZ4 block of at most 8 MiB output. A repeated magic
 /// starts another frame. lz4_flex decodes the blocks; the framing is this small loop because
 /// lz4_flex's frame decoder reads only the modern frame format.
-fn lz4_legacy(data: &[u8], limit: u64) -> Result<Vec<u8>, Reason> {
+fn lz4_legacy(data: &[u8], out: &mut ElfSink) -> Result<(), Reason> {
     const MAGIC: u32 = 0x184C_2102;
     const MAX_BLOCK: usize = 8 << 20;
     let f = Compression::Lz4;
-    let mut out = Vec::new();
+    let mut blocks = 0u64;
     let mut at = 4;
     let mut block = vec![0u8; MAX_BLOCK];
     while let Some(size) = u32_le(data, at) {
@@ -167,19 +351,14 @@ fn lz4_legacy(data: &[u8], limit: u64) -> Result<Vec<u8>, Reason> {
                 )
             })?;
         let n = lz4_flex::block::decompress_into(input, &mut block).map_err(|e| bad(f, e))?;
-        if out.len() as u64 + n as u64 > limit {
-            return Err(Reason::TooLarge {
-                format: f.name(),
-                limit,
-            });
-        }
-        out.extend_from_slice(&block[..n]);
+        out.push(&block[..n])?;
+        blocks += 1;
         at += size as usize;
     }
-    if out.is_empty() {
+    if blocks == 0 {
         return Err(bad(f, "no blocks"));
     }
-    Ok(out)
+    Ok(())
 }
 
 /// lzop container (what Linux's `lzop -9` writes): header, then blocks of big-endian
@@ -187,7 +366,7 @@ fn lz4_legacy(data: &[u8], limit: u64) -> Result<Vec<u8>, Reason> {
 /// with `dst_len == 0`. No crate parses the lzop container, and the LZO1X crates available
 /// panic on corrupt input (lzokay-native 0.1 subtracts with overflow, found by this crate's
 /// property tests), so both are written here with every access bounds-checked.
-fn lzop(data: &[u8], limit: u64) -> Result<Vec<u8>, Reason> {
+fn lzop(data: &[u8], out: &mut ElfSink) -> Result<(), Reason> {
     const F_ADLER32_D: u32 = 0x1;
     const F_ADLER32_C: u32 = 0x2;
     const F_H_EXTRA_FIELD: u32 = 0x40;
@@ -225,7 +404,6 @@ fn lzop(data: &[u8], limit: u64) -> Result<Vec<u8>, Reason> {
         let extra = u32_be(data, at).ok_or_else(short)? as usize;
         at += 4 + extra + 4;
     }
-    let mut out = Vec::new();
     loop {
         let dst_len = u32_be(data, at).ok_or_else(|| bad(f, "truncated block header"))? as usize;
         at += 4;
@@ -237,11 +415,8 @@ fn lzop(data: &[u8], limit: u64) -> Result<Vec<u8>, Reason> {
         if dst_len > 64 << 20 || src_len > dst_len {
             return Err(bad(f, format!("bad block sizes {src_len} -> {dst_len}")));
         }
-        if out.len() as u64 + dst_len as u64 > limit {
-            return Err(Reason::TooLarge {
-                format: f.name(),
-                limit,
-            });
+        if out.total.saturating_add(dst_len as u64) > out.limit {
+            return Err(out.too_large());
         }
         if flags & (F_ADLER32_D | F_CRC32_D) != 0 {
             at += 4;
@@ -254,7 +429,7 @@ fn lzop(data: &[u8], limit: u64) -> Result<Vec<u8>, Reason> {
             .ok_or_else(|| bad(f, "block past the end"))?;
         at += src_len;
         if src_len == dst_len {
-            out.extend_from_slice(block);
+            out.push(block)?;
         } else {
             let plain = lzo1x(block, dst_len).map_err(|e| bad(f, e))?;
             if plain.len() != dst_len {
@@ -263,10 +438,10 @@ fn lzop(data: &[u8], limit: u64) -> Result<Vec<u8>, Reason> {
                     format!("block gave {} bytes, header says {dst_len}", plain.len()),
                 ));
             }
-            out.extend_from_slice(&plain);
+            out.push(&plain)?;
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// LZO1X decompression (the format of Linux's `lib/lzo` and liblzo2's `lzo1x_decompress_safe`)

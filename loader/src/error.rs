@@ -17,8 +17,12 @@ pub enum Reason {
         format: &'static str,
         reason: String,
     },
-    #[error("{format} payload decompresses past its bound of {limit} bytes")]
-    TooLarge { format: &'static str, limit: u64 },
+    #[error("{format} payload decompresses past {limit} bytes, more than {what}")]
+    TooLarge {
+        format: &'static str,
+        limit: u64,
+        what: &'static str,
+    },
     #[error("ELF: {0}")]
     Elf(String),
     #[error("Xen ELF note: {0}")]
@@ -29,6 +33,14 @@ pub enum Reason {
     Layout(String),
     #[error("cannot read: {0}")]
     Io(String),
+    #[error("cannot write: {0}")]
+    Write(String),
+    /// The input is the wrong type or size, or an option value does not fit.
+    #[error("{0}")]
+    Input(String),
+    /// The kexec image's header or descriptor table does not match its digest.
+    #[error("kexec image: {0}")]
+    Image(String),
 }
 
 /// An error naming the input (file path or description), the byte offset where it applies,

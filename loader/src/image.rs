@@ -7,7 +7,7 @@ use crate::purgatory::{place, PURGATORY_ELF};
 use pvhandoff::chunks::{chunk_digest, ChunkTableHeader, CHUNKS_MAGIC, CHUNK_SIZE, NO_CHUNKS};
 use pvhandoff::digest::sha256;
 use pvhandoff::image::{
-    ImageHeader, ImageView, PlanRecord, IMAGE_MAGIC, IMAGE_VERSION, MAX_SEGMENTS, PLAN_MAGIC,
+    ImageHeader, PlanRecord, IMAGE_MAGIC, IMAGE_VERSION, MAX_SEGMENTS, PLAN_MAGIC,
     SEG_FLAG_METADATA, SEG_FLAG_PURGATORY_MAPPING, SEG_FLAG_TEMPLATE,
 };
 use pvhandoff::{SegmentDesc, SegmentKind};
@@ -27,8 +27,9 @@ pub struct Hidden {
 }
 
 impl Hidden {
-    pub fn pages(self) -> u64 {
-        self.vcpu_pages + self.grant_reserve
+    /// All hidden frames; `None` when the sum does not fit in 64 bits.
+    pub fn pages(self) -> Option<u64> {
+        self.vcpu_pages.checked_add(self.grant_reserve)
     }
 }
 
@@ -112,19 +113,24 @@ pub fn build_image(
     hidden: Hidden,
     mode: Mode,
 ) -> Result<BuiltImage, LoadError> {
-    let (hidden_pages, grant_reserve) = (hidden.pages(), hidden.grant_reserve);
-    let nr_pages = domain_pages
-        .checked_sub(hidden_pages)
+    let grant_reserve = hidden.grant_reserve;
+    let nr_pages = hidden
+        .pages()
+        .and_then(|h| domain_pages.checked_sub(h))
         .filter(|&n| n > 0)
         .ok_or_else(|| {
             LoadError::new(
-                input,
+                "--grant-reserve",
                 None,
-                Reason::Layout(format!(
-                    "{hidden_pages} hidden frames leave nothing of a {domain_pages}-frame domain"
+                Reason::Input(format!(
+                    "{} frames for the old kernel's VCPUs and a grant reserve of {grant_reserve} \
+                     frames leave nothing of a {domain_pages}-frame domain",
+                    hidden.vcpu_pages
                 )),
             )
         })?;
+    let hidden_pages = domain_pages - nr_pages;
+    crate::inspect::check_kernel_start(input, kernel)?;
     let plan = plan_kernel(
         input,
         kernel,
@@ -374,7 +380,7 @@ pub fn build_image(
         version: IMAGE_VERSION,
         header_size: 64,
         nr_segments: segs.len() as u32,
-        _pad: 0,
+        params_offset: 0, // set by seal()
         purgatory_base: PURGATORY_BASE,
         purgatory_entry: purgatory.entry,
         kernel_entry: plan.entry,
@@ -386,6 +392,7 @@ pub fn build_image(
         let at = 64 + 64 * i;
         bytes[at..at + 64].copy_from_slice(&pod_bytes(d));
     }
+    crate::inspect::seal(input, &mut bytes)?;
     Ok(BuiltImage {
         bytes,
         plan,
@@ -393,81 +400,4 @@ pub fn build_image(
     })
 }
 
-/// Reads an image and checks every digest; returns the report and whether all matched.
-pub fn inspect(input: &str, bytes: &[u8]) -> Result<(String, bool), LoadError> {
-    let view = ImageView::parse(bytes)
-        .map_err(|e| LoadError::new(input, None, Reason::Elf(format!("kexec image: {e:?}"))))?;
-    let h = view.header;
-    let mut out = format!(
-        "kexec image v{}: {} segments, {} bytes\n purgatory at {:#x}, entry {:#x}\n kernel entry {:#x}\n",
-        h.version, h.nr_segments, h.total_size, h.purgatory_base, h.purgatory_entry, h.kernel_entry
-    );
-    let mut all_ok = true;
-    for (i, s) in view.segments().enumerate() {
-        let data = view
-            .data(i)
-            .map_err(|e| LoadError::new(input, None, Reason::Elf(format!("kexec image: {e:?}"))))?;
-        let ok = sha256(data) == s.sha256;
-        all_ok &= ok;
-        let hex: String = s.sha256.iter().map(|b| format!("{b:02x}")).collect();
-        out.push_str(&format!(
-            " segment {i} {:<10} pfn {:#8x} pages {:#6x} len {:#9x} sha256 {hex} {}\n",
-            s.kind_name(),
-            s.dest_pfn,
-            s.nr_pages,
-            s.len,
-            if ok { "ok" } else { "MISMATCH" }
-        ));
-        if s.kind == SegmentKind::Purgatory as u32 {
-            out.push_str(&format!(
-                "   purgatory loaded size {} bytes ({} pages)\n",
-                s.len, s.nr_pages
-            ));
-        }
-    }
-    // The chunk digests must agree with the segments too (the purgatory checks those).
-    if let Some(ti) = view
-        .segments()
-        .position(|s| s.kind == SegmentKind::ChunkDigests as u32)
-    {
-        let table = view
-            .data(ti)
-            .ok()
-            .and_then(pvhandoff::chunks::ChunkTable::parse);
-        match table {
-            None => {
-                all_ok = false;
-                out.push_str(" chunk digests: table unreadable\n");
-            }
-            Some(t) => {
-                let mut bad = 0u32;
-                let mut checked = 0u32;
-                for (i, seg) in view.segments().enumerate() {
-                    let first = t.header.first_entry[i];
-                    if first == NO_CHUNKS {
-                        continue;
-                    }
-                    let data = view.data(i).unwrap_or(&[]);
-                    let data = &data[..(seg.len as usize).min(data.len())];
-                    for (c, bytes) in data.chunks(CHUNK_SIZE as usize).enumerate() {
-                        checked += 1;
-                        if t.entry(first + c as u32) != Some(&chunk_digest(bytes)[..]) {
-                            bad += 1;
-                        }
-                    }
-                }
-                all_ok &= bad == 0;
-                out.push_str(&format!(
-                    " chunk digests: {checked} chunks of {} KiB, {}\n",
-                    CHUNK_SIZE >> 10,
-                    if bad == 0 {
-                        "all ok".to_string()
-                    } else {
-                        format!("{bad} MISMATCH")
-                    }
-                ));
-            }
-        }
-    }
-    Ok((out, all_ok))
-}
+pub use crate::inspect::inspect;

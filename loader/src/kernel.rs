@@ -2,13 +2,14 @@
 //! or later) with any payload compression Linux uses; then its Xen notes and the addresses
 //! libelf derives (`elf_parse_binary`, `elf_xen_addr_calc_check`).
 
-use crate::decompress::{decompress, Compression};
+use crate::decompress::{decompress_elf, Compression};
 use crate::error::{LoadError, Reason};
+use crate::input::MAX_KERNEL_BYTES;
 use crate::notes::{XenNotes, PVKEXEC_NOTE_NAME, PVKEXEC_NOTE_PLAN_SLOT, UNPROVIDABLE_FEATURES};
 use goblin::elf::{program_header, section_header, Elf};
 
-/// Default bound on a decompressed kernel when the container declares no size.
-pub const DEFAULT_MAX_KERNEL: u64 = 512 << 20;
+/// What the decompression bound is, for errors.
+const KERNEL_BOUND: &str = "a PV kernel can be (512 MiB)";
 
 /// The container the kernel came in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,6 +47,9 @@ pub struct ParsedKernel {
     pub virt_kend: u64,
     pub entry: u64,
     pub segments: Vec<LoadSegment>,
+    /// Bytes of the decompressed payload after the ELF's last referenced byte (Linux appends
+    /// its relocation table there): counted, not kept.
+    pub trailing: u64,
 }
 
 impl ParsedKernel {
@@ -79,20 +83,29 @@ impl ParsedKernel {
 /// Reads a kernel from `bytes`; `input` names it in errors.
 pub fn parse_kernel(input: &str, bytes: &[u8]) -> Result<ParsedKernel, LoadError> {
     let err = |offset: Option<u64>, reason: Reason| LoadError::new(input, offset, reason);
-    let (container, elf) = if bytes.starts_with(b"\x7fELF") {
-        (Container::Elf, bytes.to_vec())
+    let (container, elf, trailing) = if bytes.starts_with(b"\x7fELF") {
+        if bytes.len() as u64 > MAX_KERNEL_BYTES {
+            return Err(err(
+                None,
+                Reason::Input(format!("{} bytes: more than {KERNEL_BOUND}", bytes.len())),
+            ));
+        }
+        (Container::Elf, bytes.to_vec(), 0)
     } else if bytes.starts_with(&[0x1F, 0x8B]) {
-        let elf = decompress(Compression::Gzip, bytes, DEFAULT_MAX_KERNEL)
+        let d = decompress_elf(Compression::Gzip, bytes, MAX_KERNEL_BYTES, KERNEL_BOUND)
             .map_err(|r| err(Some(0), r))?;
-        (Container::GzipElf, elf)
+        let trailing = d.stream_len - d.elf.len() as u64;
+        (Container::GzipElf, d.elf, trailing)
     } else if bytes.get(0x202..0x206) == Some(b"HdrS") {
-        let (version, compression, elf) = bzimage_payload(bytes).map_err(|(o, r)| err(o, r))?;
+        let (version, compression, d) = bzimage_payload(bytes).map_err(|(o, r)| err(o, r))?;
+        let trailing = d.stream_len - d.elf.len() as u64;
         (
             Container::BzImage {
                 version,
                 compression,
             },
-            elf,
+            d.elf,
+            trailing,
         )
     } else if bytes.len() < 4 {
         return Err(err(
@@ -109,6 +122,7 @@ pub fn parse_kernel(input: &str, bytes: &[u8]) -> Result<ParsedKernel, LoadError
     parse_elf(&elf, &what).map(|p| ParsedKernel {
         container,
         elf,
+        trailing,
         ..p
     })
 }
@@ -116,7 +130,9 @@ pub fn parse_kernel(input: &str, bytes: &[u8]) -> Result<ParsedKernel, LoadError
 type PayloadError = (Option<u64>, Reason);
 
 /// Extracts and decompresses a bzImage's payload (boot protocol >= 2.08).
-fn bzimage_payload(b: &[u8]) -> Result<(u16, Compression, Vec<u8>), PayloadError> {
+fn bzimage_payload(
+    b: &[u8],
+) -> Result<(u16, Compression, crate::decompress::Decompressed), PayloadError> {
     let bz = |off: u64, why: String| (Some(off), Reason::BzImage(why));
     if b.len() < 0x250 {
         return Err((
@@ -160,28 +176,35 @@ fn bzimage_payload(b: &[u8]) -> Result<(u16, Compression, Vec<u8>), PayloadError
         .ok_or_else(|| bz(start, "unknown payload compression format".into()))?;
     // Linux appends the decompressed size as a little-endian u32 after the stream.
     let declared = u32::from_le_bytes(payload[payload.len() - 4..].try_into().expect("len")) as u64;
-    let (stream, limit) = match compression {
-        Compression::None => (payload, payload.len() as u64),
-        _ => (&payload[..payload.len() - 4], declared),
+    let (stream, limit, what) = match compression {
+        Compression::None => (payload, MAX_KERNEL_BYTES, KERNEL_BOUND),
+        _ if declared > MAX_KERNEL_BYTES => {
+            return Err(bz(
+                end - 4,
+                format!(
+                    "declares a {} payload of {declared} bytes: more than {KERNEL_BOUND}",
+                    compression.name()
+                ),
+            ))
+        }
+        _ => (
+            &payload[..payload.len() - 4],
+            declared,
+            "the size the bzImage declares",
+        ),
     };
-    let elf = decompress(compression, stream, limit).map_err(|r| (Some(start), r))?;
-    if compression != Compression::None && elf.len() as u64 != declared {
+    let d = decompress_elf(compression, stream, limit, what).map_err(|r| (Some(start), r))?;
+    if compression != Compression::None && d.stream_len != declared {
         return Err(bz(
             end - 4,
             format!(
                 "{} payload gave {} bytes, the bzImage declares {declared}",
                 compression.name(),
-                elf.len()
+                d.stream_len
             ),
         ));
     }
-    if !elf.starts_with(b"\x7fELF") {
-        return Err(bz(
-            start,
-            format!("{} payload is not an ELF image", compression.name()),
-        ));
-    }
-    Ok((version, compression, elf))
+    Ok((version, compression, d))
 }
 
 /// Reads an ELF64 x86-64 PV kernel image.
@@ -199,6 +222,7 @@ pub fn parse_elf(bytes: &[u8], input: &str) -> Result<ParsedKernel, LoadError> {
             Reason::NotPv("32-bit ELF (only 64-bit PV kernels are supported)".into()),
         ));
     }
+    check_entry_sizes(bytes).map_err(|(o, r)| err(Some(o), r))?;
     let elf = Elf::parse(bytes).map_err(|e| err(None, Reason::Elf(e.to_string())))?;
     if elf.header.e_machine != goblin::elf::header::EM_X86_64 {
         return Err(err(
@@ -267,7 +291,10 @@ pub fn parse_elf(bytes: &[u8], input: &str) -> Result<ParsedKernel, LoadError> {
         let end = ph.p_paddr.checked_add(ph.p_memsz).ok_or_else(|| {
             err(
                 Some(ph_off),
-                Reason::Elf("PT_LOAD address range overflows".into()),
+                Reason::Elf(format!(
+                    "PT_LOAD {i}: paddr {:#x} + memsz {:#x} runs past the end of the address space",
+                    ph.p_paddr, ph.p_memsz
+                )),
             )
         })?;
         if ph.p_filesz > ph.p_memsz || slice(bytes, ph.p_offset, ph.p_filesz).is_none() {
@@ -300,6 +327,14 @@ pub fn parse_elf(bytes: &[u8], input: &str) -> Result<ParsedKernel, LoadError> {
     let pend = last.paddr + last.memsz;
 
     let virt_base = notes.virt_base.unwrap_or(0);
+    if !virt_base.is_multiple_of(4096) {
+        return Err(err(
+            None,
+            Reason::Note(format!(
+                "VIRT_BASE {virt_base:#x} is not page aligned: the initial region starts on a page"
+            )),
+        ));
+    }
     let paddr_offset = notes.paddr_offset.unwrap_or(0);
     let virt_offset = virt_base.wrapping_sub(paddr_offset);
     let virt_kstart = pstart.wrapping_add(virt_offset);
@@ -327,6 +362,7 @@ pub fn parse_elf(bytes: &[u8], input: &str) -> Result<ParsedKernel, LoadError> {
     Ok(ParsedKernel {
         container: Container::Elf,
         elf: Vec::new(),
+        trailing: 0,
         notes,
         virt_base,
         paddr_offset,
@@ -335,6 +371,31 @@ pub fn parse_elf(bytes: &[u8], input: &str) -> Result<ParsedKernel, LoadError> {
         entry,
         segments,
     })
+}
+
+/// An ELF64 program header is 56 bytes and a section header 64: other entry sizes would make
+/// the tables be read at the wrong offsets (when there are entries at all).
+fn check_entry_sizes(b: &[u8]) -> Result<(), (u64, Reason)> {
+    let u16_at = |at: usize| u16::from_le_bytes([b[at], b[at + 1]]);
+    let (phentsize, phnum) = (u16_at(0x36), u16_at(0x38));
+    if phnum > 0 && phentsize != 56 {
+        return Err((
+            0x36,
+            Reason::Elf(format!(
+                "e_phentsize is {phentsize}: an ELF64 program header is 56 bytes"
+            )),
+        ));
+    }
+    let (shentsize, shnum) = (u16_at(0x3A), u16_at(0x3C));
+    if shnum > 0 && shentsize != 64 {
+        return Err((
+            0x3A,
+            Reason::Elf(format!(
+                "e_shentsize is {shentsize}: an ELF64 section header is 64 bytes"
+            )),
+        ));
+    }
+    Ok(())
 }
 
 fn slice(bytes: &[u8], off: u64, len: u64) -> Option<&[u8]> {
@@ -371,7 +432,12 @@ fn read_notes(
         let desc_start = name_start.checked_add((namesz as usize).div_ceil(4) * 4);
         let next = desc_start.and_then(|d| d.checked_add((descsz as usize).div_ceil(4) * 4));
         let (Some(desc_start), Some(next)) = (desc_start, next) else {
-            return Err((here, Reason::Note("note sizes overflow".into())));
+            return Err((
+                here,
+                Reason::Note(format!(
+                    "note type {ty}: name {namesz} + payload {descsz} bytes run past the note area"
+                )),
+            ));
         };
         if desc_start + descsz as usize > area.len() {
             return Err((

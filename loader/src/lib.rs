@@ -6,6 +6,8 @@ pub mod decompress;
 pub mod error;
 pub mod hypercall_page;
 pub mod image;
+pub mod input;
+pub mod inspect;
 pub mod kernel;
 pub mod linux;
 pub mod notes;

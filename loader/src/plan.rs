@@ -12,6 +12,42 @@ pub fn read_input(path: &Path) -> Result<Vec<u8>, LoadError> {
         .map_err(|e| LoadError::new(&path.display().to_string(), None, Reason::Io(e.to_string())))
 }
 
+/// An initrd as the builder of `mode` places it: Xen's dom0 builder takes the file as it is;
+/// libxenguest gunzips a gzip'd module for a domU into `ISIZE + 16` bytes (falling back to the
+/// raw file when that fails, as libxenguest does).
+pub struct PlacedModule<'a> {
+    pub bytes: std::borrow::Cow<'a, [u8]>,
+    /// Bytes the builder allocates for it (`bytes` may be shorter; the rest is zero).
+    pub len: u64,
+}
+
+pub fn placed_module(blob: &[u8], mode: Mode) -> PlacedModule<'_> {
+    let raw = |len| PlacedModule {
+        bytes: std::borrow::Cow::Borrowed(blob),
+        len,
+    };
+    if mode == Mode::Dom0 {
+        return raw(blob.len() as u64);
+    }
+    let len = pvlayout::domu_module_len(blob);
+    if len == blob.len() as u64 && !blob.starts_with(&[0x1f, 0x8b]) {
+        return raw(len);
+    }
+    // Bounded by the allocation: more output than `len` fails, as libxenguest's gunzip does.
+    let mut out = Vec::new();
+    let gunzipped = std::io::Read::read_to_end(
+        &mut std::io::Read::take(flate2::read::GzDecoder::new(blob), len + 1),
+        &mut out,
+    );
+    match gunzipped {
+        Ok(n) if n as u64 <= len => PlacedModule {
+            bytes: std::borrow::Cow::Owned(out),
+            len,
+        },
+        _ => raw(len),
+    }
+}
+
 /// Plans `kernel` for a domain of `nr_pages` with an optional initrd length.
 pub fn plan_kernel(
     input: &str,
@@ -63,15 +99,17 @@ pub fn plan_files(
 ) -> Result<(ParsedKernel, Plan), LoadError> {
     let name = kernel_path.display().to_string();
     let kernel = parse_kernel(&name, &read_input(kernel_path)?)?;
-    let initrd_len = match initrd_path {
-        Some(p) => Some(
+    let initrd_len = match (initrd_path, mode) {
+        (Some(p), Mode::Dom0) => Some(
             std::fs::metadata(p)
                 .map_err(|e| {
                     LoadError::new(&p.display().to_string(), None, Reason::Io(e.to_string()))
                 })?
                 .len(),
         ),
-        None => None,
+        // libxenguest sizes a gzip'd module by its trailer: the file is needed.
+        (Some(p), Mode::DomU) => Some(pvlayout::domu_module_len(&read_input(p)?)),
+        (None, _) => None,
     };
     let nr_pages = mem_mib.checked_mul(256).ok_or_else(|| {
         LoadError::new(
@@ -169,6 +207,13 @@ pub fn render_text(kernel: &ParsedKernel, plan: &Plan) -> String {
     s.push_str(&format!(" FEATURES:      {}\n", feats.join("|")));
     let types: Vec<String> = n.raw.iter().map(|(t, _)| t.to_string()).collect();
     s.push_str(&format!(" note types:    {}\n", types.join(",")));
+    if !plan.builder_log.is_empty() {
+        s.push_str("DOMAIN BUILDER (libxenguest's xl -vvv lines):\n");
+        for l in &plan.builder_log {
+            s.push_str(l);
+            s.push('\n');
+        }
+    }
     s
 }
 
@@ -196,6 +241,7 @@ pub fn render_json(kernel: &ParsedKernel, plan: &Plan) -> Value {
             "level": f.level, "pfn": f.pfn, "covers": range(f.covers)
         })).collect::<Vec<_>>(),
         "stack": range(plan.stack),
+        "builder_log": plan.builder_log,
         "registers": {"rip": plan.entry, "rsi": si.address, "rsp": plan.rsp},
         "start_info": {
             "address": si.address, "magic": si.magic, "nr_pages": si.nr_pages, "flags": si.flags,

@@ -101,6 +101,11 @@ extern "C" fn purgatory_main(handoff_ptr: u64) -> ! {
     // bytes; the purgatory only reads it.
     let bytes =
         unsafe { core::slice::from_raw_parts(h.image_va as *const u8, h.image_len as usize) };
+    if let Err(e) = verify::header(bytes) {
+        say!("purgatory: kexec image header and descriptor table refused: {e:?}");
+        crash()
+    }
+    say!("purgatory: image header and descriptor table digest ok");
     let image = match ImageView::parse(bytes) {
         Ok(v) => v,
         Err(e) => {

@@ -6,8 +6,27 @@
 
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use pvhandoff::chunks::{chunk_digest, chunks_of, ChunkTable, CHUNK_SIZE, NO_CHUNKS};
-use pvhandoff::image::{ImageView, MAX_SEGMENTS, SEG_FLAG_PURGATORY_MAPPING};
+use pvhandoff::image::{
+    check_header_digest, HeaderDigestError, ImageParams, ImageView, MAX_SEGMENTS,
+    SEG_FLAG_PURGATORY_MAPPING,
+};
 use pvhandoff::{verify_segment, SegmentKind};
+
+/// The image's header digest, filled in by the loader after relocation (it finds the block by
+/// this symbol). It lives in this code's own pages, so it is read without trusting the image.
+#[no_mangle]
+#[used]
+#[link_section = ".pvkexec_params"]
+static mut PVKEXEC_IMAGE_PARAMS: ImageParams = ImageParams::EMPTY;
+
+/// Checks the image's header and descriptor table against the digest the loader recorded in
+/// this purgatory, before any of their fields is used.
+pub fn header(image: &[u8]) -> Result<(), HeaderDigestError> {
+    // SAFETY: a static of this binary, only ever read; volatile so the compiler cannot assume
+    // the value it was linked with (the loader changes it).
+    let params = unsafe { core::ptr::addr_of!(PVKEXEC_IMAGE_PARAMS).read_volatile() };
+    check_header_digest(image, &params)
+}
 
 const N: usize = MAX_SEGMENTS as usize;
 

@@ -2,6 +2,7 @@
 //! (unreadable or invalid kernel/initrd, or no layout fits).
 
 use clap::{Parser, Subcommand, ValueEnum};
+use loader::input::{open_checked, read_checked, write_named, Role, MAX_KERNEL_BYTES};
 use loader::plan::{plan_files, render_json, render_text};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -34,7 +35,7 @@ struct Target {
     #[arg(long)]
     initrd: Option<PathBuf>,
     /// Domain memory in MiB.
-    #[arg(long)]
+    #[arg(long, value_parser = parse_mem_mib)]
     mem_mib: u64,
     #[arg(long, value_enum, default_value = "domu")]
     mode: ModeArg,
@@ -61,7 +62,7 @@ enum Cmd {
         append: String,
         /// VCPUs the old kernel initialised: with more than one, a Linux new kernel gets
         /// `nr_cpus=1` (it BUG()s re-initialising a VCPU).
-        #[arg(long, default_value_t = 1)]
+        #[arg(long, default_value_t = 1, value_parser = parse_old_vcpus)]
         old_vcpus: u32,
         /// The old kernel placed each VCPU's vcpu_info in a frame of its own: those frames are
         /// kept from the new kernel (and Linux 5.16 and later get a warning).
@@ -85,6 +86,65 @@ enum Cmd {
     Inspect { image: PathBuf },
 }
 
+/// Most memory a PV domain can have: 2^40 frames (4 PiB), all that x86-64's 52-bit physical
+/// addresses reach.
+const MAX_MEM_MIB: u64 = 1 << 32;
+
+fn parse_mem_mib(s: &str) -> Result<u64, String> {
+    let v: u64 = s.parse().map_err(|e| format!("{e}"))?;
+    match v {
+        0 => Err("a domain needs memory".into()),
+        v if v > MAX_MEM_MIB => Err(format!(
+            "{v} MiB is more than a PV domain can have ({MAX_MEM_MIB} MiB: 2^40 frames, all that \
+             x86-64's 52-bit physical addresses reach)"
+        )),
+        v => Ok(v),
+    }
+}
+
+fn parse_old_vcpus(s: &str) -> Result<u32, String> {
+    let v: u32 = s.parse().map_err(|e| format!("{e}"))?;
+    let max = pvhandoff::handoff::MAX_VCPUS;
+    match v {
+        0 => Err("the old kernel runs at least one VCPU".into()),
+        v if u64::from(v) > max => Err(format!(
+            "{v} VCPUs: the purgatory parks at most {max} (Xen's own PV limit is higher)"
+        )),
+        v => Ok(v),
+    }
+}
+
+/// The domain's frames for `--mem-mib` (bounded by [`parse_mem_mib`], checked anyway).
+fn domain_pages(mem_mib: u64) -> Result<u64, loader::LoadError> {
+    mem_mib.checked_mul(256).ok_or_else(|| {
+        loader::LoadError::new(
+            "--mem-mib",
+            None,
+            loader::Reason::Input(format!("{mem_mib} MiB does not fit in 2^64 frames")),
+        )
+    })
+}
+
+/// Checks the kernel and initrd for type and size before either is read.
+fn check_inputs(t: &Target) -> Result<(), loader::LoadError> {
+    open_checked(
+        &t.kernel,
+        Role::Kernel {
+            max: MAX_KERNEL_BYTES,
+        },
+    )?;
+    if let Some(i) = &t.initrd {
+        open_checked(i, initrd_role(t)?)?;
+    }
+    Ok(())
+}
+
+fn initrd_role(t: &Target) -> Result<Role, loader::LoadError> {
+    Ok(Role::Initrd {
+        domain_bytes: domain_pages(t.mem_mib)?.saturating_mul(4096),
+    })
+}
+
 fn mode_of(m: ModeArg) -> pvlayout::Mode {
     match m {
         ModeArg::Dom0 => pvlayout::Mode::Dom0,
@@ -99,10 +159,21 @@ fn build(
     grant_reserve: u64,
     output: &std::path::Path,
 ) -> Result<String, loader::LoadError> {
-    use loader::plan::read_input;
+    check_inputs(t)?;
     let name = t.kernel.display().to_string();
-    let k = loader::parse_kernel(&name, &read_input(&t.kernel)?)?;
-    let initrd = t.initrd.as_deref().map(read_input).transpose()?;
+    let k = loader::parse_kernel(
+        &name,
+        &read_checked(
+            &t.kernel,
+            Role::Kernel {
+                max: MAX_KERNEL_BYTES,
+            },
+        )?,
+    )?;
+    let initrd = match &t.initrd {
+        Some(i) => Some(read_checked(i, initrd_role(t)?)?),
+        None => None,
+    };
     let adjusted = loader::linux::adjust(&k, append, old);
     for n in &adjusted.notes {
         eprintln!("pvkexec: note: {name}: {n}");
@@ -115,20 +186,14 @@ fn build(
         &k,
         initrd.as_deref(),
         &adjusted.cmdline,
-        t.mem_mib * 256,
+        domain_pages(t.mem_mib)?,
         loader::image::Hidden {
             vcpu_pages: hidden_pages(old),
             grant_reserve,
         },
         mode_of(t.mode),
     )?;
-    std::fs::write(output, &built.bytes).map_err(|e| {
-        loader::LoadError::new(
-            &output.display().to_string(),
-            None,
-            loader::Reason::Io(e.to_string()),
-        )
-    })?;
+    write_named(output, &built.bytes)?;
     let (report, _) = loader::image::inspect(&output.display().to_string(), &built.bytes)?;
     Ok(format!(
         "{}{}purgatory relocations applied: {}\nwrote {}\n",
@@ -161,18 +226,17 @@ fn main() -> ExitCode {
     match cli.cmd {
         Cmd::Extract { kernel, output } => {
             let name = kernel.display().to_string();
-            let result = loader::plan::read_input(&kernel)
-                .and_then(|bytes| loader::parse_kernel(&name, &bytes))
-                .and_then(|k| {
-                    std::fs::write(&output, &k.elf).map_err(|e| {
-                        loader::LoadError::new(
-                            &output.display().to_string(),
-                            None,
-                            loader::Reason::Io(e.to_string()),
-                        )
-                    })?;
-                    Ok(k)
-                });
+            let result = read_checked(
+                &kernel,
+                Role::Kernel {
+                    max: MAX_KERNEL_BYTES,
+                },
+            )
+            .and_then(|bytes| loader::parse_kernel(&name, &bytes))
+            .and_then(|k| {
+                write_named(&output, &k.elf)?;
+                Ok(k)
+            });
             match result {
                 Ok(k) => {
                     println!(
@@ -181,6 +245,13 @@ fn main() -> ExitCode {
                         k.elf.len(),
                         output.display()
                     );
+                    if k.trailing > 0 {
+                        println!(
+                            "{name}: {} bytes after the ELF in the payload (Linux's relocation \
+                             table) not written",
+                            k.trailing
+                        );
+                    }
                     ExitCode::SUCCESS
                 }
                 Err(e) => {
@@ -217,15 +288,14 @@ fn main() -> ExitCode {
         },
         Cmd::Inspect { image } => {
             let name = image.display().to_string();
-            let result = loader::plan::read_input(&image)
-                .and_then(|bytes| loader::image::inspect(&name, &bytes));
+            let result = loader::inspect::inspect_file(&image);
             match result {
                 Ok((text, all_ok)) => {
                     print!("{text}");
                     if all_ok {
                         ExitCode::SUCCESS
                     } else {
-                        eprintln!("pvkexec: {name}: a segment digest does not match");
+                        eprintln!("pvkexec: {name}: a digest does not match");
                         ExitCode::from(EXIT_BAD_INPUT)
                     }
                 }
@@ -237,6 +307,10 @@ fn main() -> ExitCode {
         }
         Cmd::Plan { target, json } => {
             let mode = mode_of(target.mode);
+            if let Err(e) = check_inputs(&target) {
+                eprintln!("pvkexec: {e}");
+                return ExitCode::from(EXIT_BAD_INPUT);
+            }
             match plan_files(
                 &target.kernel,
                 target.initrd.as_deref(),

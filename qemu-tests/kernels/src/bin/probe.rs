@@ -62,7 +62,9 @@ static mut PVKEXEC_PLAN_SLOT: PlanRecord = PlanRecord {
     domain_pages: 0,
     hidden_pages: 0,
     grant_reserve: 0,
-    _reserved: [0; 5],
+    xenstore_pfn: 0,
+    console_pfn: 0,
+    _reserved: [0; 3],
 };
 
 // The loader's plan-slot note (name "PVKEXEC", type 1, payload: the slot's address). Xen's

@@ -1,0 +1,375 @@
+//! Sealing an image (the header digest in the purgatory's parameter block) and checking one:
+//! the header digest first, then every segment and chunk digest, read piece by piece so an
+//! image of any size is checked in bounded memory.
+
+use crate::error::{LoadError, Reason};
+use crate::input::{open_checked, Role};
+use crate::kernel::ParsedKernel;
+use crate::purgatory::PURGATORY_ELF;
+use goblin::elf::Elf;
+use pvhandoff::chunks::{chunk_digest, ChunkTable, CHUNK_SIZE, NO_CHUNKS};
+use pvhandoff::image::{
+    check_header_digest, HeaderDigestError, ImageHeader, ImageParams, IMAGE_MAGIC, IMAGE_VERSION,
+    MAX_SEGMENTS, SEG_FLAG_PURGATORY_MAPPING,
+};
+use pvhandoff::{SegmentDesc, SegmentHasher, SegmentKind};
+use std::io::{Read, Seek, SeekFrom};
+use std::path::Path;
+
+/// The purgatory's parameter block symbol (`purgatory/src/verify.rs`).
+const PARAMS_SYMBOL: &str = "PVKEXEC_IMAGE_PARAMS";
+
+fn image_err(input: &str, why: impl Into<String>) -> LoadError {
+    LoadError::new(input, None, Reason::Image(why.into()))
+}
+
+/// The image places whole pages: a kernel whose first byte is not on a page boundary (an
+/// odd PADDR_OFFSET or PT_LOAD address) cannot be placed exactly, and is refused rather than
+/// shifted.
+pub fn check_kernel_start(input: &str, k: &ParsedKernel) -> Result<(), LoadError> {
+    if k.virt_kstart.is_multiple_of(4096) {
+        return Ok(());
+    }
+    Err(LoadError::new(
+        input,
+        None,
+        Reason::Layout(format!(
+            "the kernel starts at {:#x} (first PT_LOAD paddr + VIRT_BASE - PADDR_OFFSET {:#x}), \
+             not on a page boundary: the image places whole pages",
+            k.virt_kstart, k.paddr_offset
+        )),
+    ))
+}
+
+/// Offset of the parameter block in the placed purgatory (its link address: linked at 0).
+pub fn params_offset() -> Result<u64, String> {
+    let elf = Elf::parse(PURGATORY_ELF).map_err(|e| e.to_string())?;
+    elf.syms
+        .iter()
+        .find(|s| elf.strtab.get_at(s.st_name) == Some(PARAMS_SYMBOL))
+        .map(|s| s.st_value)
+        .ok_or_else(|| format!("no {PARAMS_SYMBOL} symbol in the purgatory"))
+}
+
+fn header_of(bytes: &[u8]) -> ImageHeader {
+    // SAFETY: callers pass at least 64 bytes; ImageHeader is plain old data, read unaligned.
+    unsafe { (bytes.as_ptr() as *const ImageHeader).read_unaligned() }
+}
+
+fn desc_of(table: &[u8], i: usize) -> SegmentDesc {
+    let at = 64 + 64 * i;
+    // SAFETY: callers checked the table holds descriptor `i`; plain old data, read unaligned.
+    unsafe { (table[at..at + 64].as_ptr() as *const SegmentDesc).read_unaligned() }
+}
+
+/// Records the digest of the header and descriptor table of a built image in the purgatory's
+/// parameter block (and its offset in the header). The purgatory segment's descriptor digest
+/// was taken with the block's digest field as zeros, which it still is.
+pub fn seal(input: &str, bytes: &mut [u8]) -> Result<(), LoadError> {
+    let off = params_offset().map_err(|e| image_err("embedded purgatory", e))?;
+    let h = header_of(bytes);
+    let table_len = 64 + 64 * h.nr_segments as usize;
+    let layout =
+        Layout::of(&bytes[..table_len], bytes.len() as u64).map_err(|e| image_err(input, e))?;
+    let (purg, _) = layout
+        .purgatory()
+        .ok_or_else(|| image_err(input, "no purgatory segment"))?;
+    let params_at = layout.offsets[purg] + off;
+    let block = params_at as usize..params_at as usize + 48;
+    if off + 48 > layout.descs[purg].len
+        || ImageParams::read(&bytes[block.clone()]) != Some(ImageParams::EMPTY)
+    {
+        return Err(image_err(
+            "embedded purgatory",
+            format!("{PARAMS_SYMBOL} at {off:#x} is not an unfilled parameter block"),
+        ));
+    }
+    bytes[20..24].copy_from_slice(&(off as u32).to_le_bytes());
+    let params = ImageParams {
+        table_len: table_len as u64,
+        header_digest: pvhandoff::digest::sha256(&bytes[..table_len]),
+        ..ImageParams::EMPTY
+    };
+    bytes[block].copy_from_slice(&params.to_bytes());
+    Ok(())
+}
+
+/// Where every segment's data lies, from the (not yet trusted) header and table.
+struct Layout {
+    header: ImageHeader,
+    descs: Vec<SegmentDesc>,
+    offsets: Vec<u64>,
+}
+
+impl Layout {
+    /// Checks what [`pvhandoff::image::ImageView::parse`] checks, against a file of `file_len`
+    /// bytes: `table` is the header and descriptor table.
+    fn of(table: &[u8], file_len: u64) -> Result<Layout, String> {
+        let header = header_of(table);
+        let n = header.nr_segments as usize;
+        let mut offsets = Vec::with_capacity(n);
+        let mut off = header.data_offset;
+        let descs: Vec<SegmentDesc> = (0..n).map(|i| desc_of(table, i)).collect();
+        if header.data_offset < table.len() as u64 {
+            return Err(format!(
+                "data offset {:#x} lies inside the descriptor table",
+                header.data_offset
+            ));
+        }
+        for (i, d) in descs.iter().enumerate() {
+            let end = off.checked_add(d.len).filter(|&e| e <= file_len);
+            let Some(end) = end else {
+                return Err(format!(
+                    "segment {i}: {} bytes at {off:#x} lie outside the {file_len}-byte file",
+                    d.len
+                ));
+            };
+            offsets.push(off);
+            off = end.next_multiple_of(4096);
+        }
+        Ok(Layout {
+            header,
+            descs,
+            offsets,
+        })
+    }
+
+    fn purgatory(&self) -> Option<(usize, &SegmentDesc)> {
+        self.descs
+            .iter()
+            .enumerate()
+            .find(|(_, d)| d.flags & SEG_FLAG_PURGATORY_MAPPING != 0)
+    }
+}
+
+/// Reads the header and descriptor table (bounded by [`MAX_SEGMENTS`]).
+fn read_table(src: &mut impl Source, len: u64) -> Result<Vec<u8>, String> {
+    if len < 64 {
+        return Err(format!("{len} bytes: shorter than the 64-byte header"));
+    }
+    let mut head = vec![0u8; 64];
+    src.read_at(0, &mut head).map_err(|e| e.to_string())?;
+    let h = header_of(&head);
+    if h.magic != IMAGE_MAGIC {
+        return Err("no PVKXIMG magic: not a kexec image".into());
+    }
+    if h.version != IMAGE_VERSION || h.header_size != 64 {
+        return Err(format!(
+            "version {} with a {}-byte header (this pvkexec reads version {IMAGE_VERSION})",
+            h.version, h.header_size
+        ));
+    }
+    if h.nr_segments == 0 || h.nr_segments > MAX_SEGMENTS {
+        return Err(format!(
+            "{} segments (1 to {MAX_SEGMENTS} allowed)",
+            h.nr_segments
+        ));
+    }
+    let table_len = 64 + 64 * h.nr_segments as u64;
+    if table_len > len {
+        return Err(format!(
+            "the table of {} descriptors runs past the {len}-byte file",
+            h.nr_segments
+        ));
+    }
+    head.resize(table_len as usize, 0);
+    src.read_at(64, &mut head[64..])
+        .map_err(|e| e.to_string())?;
+    Ok(head)
+}
+
+/// Random-access reads of an image.
+trait Source {
+    fn read_at(&mut self, off: u64, buf: &mut [u8]) -> std::io::Result<()>;
+}
+
+impl Source for &[u8] {
+    fn read_at(&mut self, off: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        let src = usize::try_from(off)
+            .ok()
+            .and_then(|o| self.get(o..o.checked_add(buf.len())?))
+            .ok_or(std::io::ErrorKind::UnexpectedEof)?;
+        buf.copy_from_slice(src);
+        Ok(())
+    }
+}
+
+impl Source for std::fs::File {
+    fn read_at(&mut self, off: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        self.seek(SeekFrom::Start(off))?;
+        self.read_exact(buf)
+    }
+}
+
+/// Reads an image and checks every digest; returns the report and whether all matched.
+pub fn inspect(input: &str, bytes: &[u8]) -> Result<(String, bool), LoadError> {
+    let mut src = bytes;
+    check(input, &mut src, bytes.len() as u64)
+}
+
+/// [`inspect`] for a file, read piece by piece: a regular file of any size.
+pub fn inspect_file(path: &Path) -> Result<(String, bool), LoadError> {
+    let (mut file, len) = open_checked(path, Role::Image { max: u64::MAX })?;
+    check(&path.display().to_string(), &mut file, len)
+}
+
+fn check(input: &str, src: &mut impl Source, len: u64) -> Result<(String, bool), LoadError> {
+    let table = read_table(src, len).map_err(|e| image_err(input, e))?;
+    let layout = Layout::of(&table, len).map_err(|e| image_err(input, e))?;
+    let h = layout.header;
+    let mut out = format!(
+        "kexec image v{}: {} segments, {} bytes\n purgatory at {:#x}, entry {:#x}\n kernel entry {:#x}\n",
+        h.version, h.nr_segments, h.total_size, h.purgatory_base, h.purgatory_entry, h.kernel_entry
+    );
+    let (header_ok, params) = header_check(src, &table, &layout);
+    out.push_str(&format!(" header and descriptor table: {}\n", header_ok.1));
+    let mut all_ok = header_ok.0;
+    let chunk_bytes = chunk_table(src, &layout);
+    let chunks = chunk_bytes.as_deref().and_then(ChunkTable::parse);
+    let mut chunks_checked = 0u32;
+    let mut chunks_bad = 0u32;
+    let io = |e: std::io::Error| LoadError::new(input, None, Reason::Io(e.to_string()));
+    for (i, s) in layout.descs.iter().enumerate() {
+        let first = chunks
+            .as_ref()
+            .map(|t| t.header.first_entry[i])
+            .filter(|&f| f != NO_CHUNKS);
+        let mut whole = SegmentHasher::new(s);
+        let mut buf = vec![0u8; CHUNK_SIZE.min(s.len) as usize];
+        let mut done = 0u64;
+        let mut c = 0u32;
+        while done < s.len {
+            let n = CHUNK_SIZE.min(s.len - done) as usize;
+            src.read_at(layout.offsets[i] + done, &mut buf[..n])
+                .map_err(io)?;
+            if s.flags & SEG_FLAG_PURGATORY_MAPPING != 0 {
+                blank_params(&mut buf[..n], done, params);
+            }
+            whole.update(&buf[..n]);
+            if let (Some(first), Some(t)) = (first, chunks.as_ref()) {
+                chunks_checked += 1;
+                let k = first.checked_add(c);
+                if k.and_then(|k| t.entry(k)) != Some(&chunk_digest(&buf[..n])[..]) {
+                    chunks_bad += 1;
+                }
+            }
+            done += n as u64;
+            c += 1;
+        }
+        let ok = whole.finish() == s.sha256;
+        all_ok &= ok;
+        let hex: String = s.sha256.iter().map(|b| format!("{b:02x}")).collect();
+        out.push_str(&format!(
+            " segment {i} {:<10} pfn {:#8x} pages {:#6x} len {:#9x} sha256 {hex} {}\n",
+            s.kind_name(),
+            s.dest_pfn,
+            s.nr_pages,
+            s.len,
+            if ok { "ok" } else { "MISMATCH" }
+        ));
+        if s.kind == SegmentKind::Purgatory as u32 {
+            out.push_str(&format!(
+                "   purgatory loaded size {} bytes ({} pages)\n",
+                s.len, s.nr_pages
+            ));
+        }
+    }
+    // The chunk digests must agree with the segments too (the purgatory checks those).
+    if layout
+        .descs
+        .iter()
+        .any(|s| s.kind == SegmentKind::ChunkDigests as u32)
+    {
+        match chunks {
+            None => {
+                all_ok = false;
+                out.push_str(" chunk digests: table unreadable\n");
+            }
+            Some(_) => {
+                all_ok &= chunks_bad == 0;
+                out.push_str(&format!(
+                    " chunk digests: {chunks_checked} chunks of {} KiB, {}\n",
+                    CHUNK_SIZE >> 10,
+                    if chunks_bad == 0 {
+                        "all ok".to_string()
+                    } else {
+                        format!("{chunks_bad} MISMATCH")
+                    }
+                ));
+            }
+        }
+    }
+    Ok((out, all_ok))
+}
+
+/// Zeroes the parameter block's filled fields where they fall in `buf` (bytes from `at` of
+/// the purgatory segment): the descriptor digest was taken that way.
+fn blank_params(buf: &mut [u8], at: u64, params_offset: Option<u64>) {
+    let Some(p) = params_offset else { return };
+    let f = ImageParams::FILLED;
+    let field = p + f.start as u64..p + f.end as u64;
+    let end = at + buf.len() as u64;
+    for o in field.start.max(at)..field.end.min(end) {
+        buf[(o - at) as usize] = 0;
+    }
+}
+
+/// The header digest check: `((ok, text), params block offset in the purgatory segment)`.
+fn header_check(
+    src: &mut impl Source,
+    table: &[u8],
+    layout: &Layout,
+) -> ((bool, String), Option<u64>) {
+    let Some((i, d)) = layout.purgatory() else {
+        return (
+            (false, "no purgatory segment holds its digest".into()),
+            None,
+        );
+    };
+    let off = layout.header.params_offset as u64;
+    let mut block = [0u8; 48];
+    if off + 48 > d.len || src.read_at(layout.offsets[i] + off, &mut block).is_err() {
+        return (
+            (
+                false,
+                format!("parameter block at {off:#x} lies outside the purgatory segment"),
+            ),
+            None,
+        );
+    }
+    let params = ImageParams::read(&block).expect("48 bytes");
+    let text = match check_header_digest(table, &params) {
+        Ok(()) => return ((true, "sha256 ok".into()), Some(off)),
+        Err(HeaderDigestError::NotSealed) => "not sealed (no digest in the parameter block)".into(),
+        Err(HeaderDigestError::BadLength(l)) => format!("digest covers {l} bytes: MISMATCH"),
+        Err(HeaderDigestError::Mismatch(f)) => format!(
+            "sha256 MISMATCH (recorded {:02x}{:02x}{:02x}{:02x}..., found {:02x}{:02x}{:02x}{:02x}...)",
+            params.header_digest[0], params.header_digest[1], params.header_digest[2],
+            params.header_digest[3], f[0], f[1], f[2], f[3]
+        ),
+        Err(HeaderDigestError::CountMismatch { nr_segments, table_len }) => {
+            format!("{nr_segments} segments but a {table_len}-byte table: MISMATCH")
+        }
+    };
+    ((false, text), Some(off))
+}
+
+/// Reads the chunk-digest table's bytes (bounded by the chunks the image can hold).
+fn chunk_table(src: &mut impl Source, layout: &Layout) -> Option<Vec<u8>> {
+    let i = layout
+        .descs
+        .iter()
+        .position(|s| s.kind == SegmentKind::ChunkDigests as u32)?;
+    let total: u64 = layout
+        .descs
+        .iter()
+        .map(|d| d.len.div_ceil(CHUNK_SIZE))
+        .sum();
+    let len = layout.descs[i].len;
+    if len > 272 + 32 * total {
+        return None;
+    }
+    let mut bytes = vec![0u8; len as usize];
+    src.read_at(layout.offsets[i], &mut bytes).ok()?;
+    Some(bytes)
+}
