@@ -103,6 +103,8 @@ extern "C" fn guest_main(si: *const StartInfo) -> ! {
     match prepare(si, &region) {
         Ok(entry) => {
             println!("PVKEXEC-INFO kexec: entering the purgatory at {:#x}", entry);
+            // In a domU: let xenconsoled read the ring before the purgatory takes over.
+            guestrt::console::flush();
             // SAFETY: `prepare` mapped the purgatory's pages (relocated for this address by the
             // loader) and filled HANDOFF; control never returns.
             unsafe {
