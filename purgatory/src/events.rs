@@ -35,8 +35,10 @@ fn status(port: u32) -> Result<EvtchnStatus, Failure> {
     Ok(st)
 }
 
-/// Records where kept `port` leads; it must be an interdomain channel.
-pub fn record(port: u32) -> Result<Kept, Failure> {
+/// Records where kept `port` leads; it must be an interdomain channel. A loopback pair (both
+/// ends this domain's) is recognised only where `allow_loopback` (the initial domain, domid 0):
+/// a domU cannot tell its own domid from dom0's here, and its kept channels lead to dom0.
+pub fn record(port: u32, allow_loopback: bool) -> Result<Kept, Failure> {
     let st = status(port)?;
     if st.status != evtchnop::STATUS_INTERDOMAIN {
         return Err(Failure::Plan(
@@ -45,11 +47,12 @@ pub fn record(port: u32) -> Result<Kept, Failure> {
     }
     let (remote_dom, remote_port) = (st.remote_dom(), st.remote_port());
     let back = status(remote_port).ok();
-    let loopback = back.is_some_and(|b| {
-        b.status == evtchnop::STATUS_INTERDOMAIN
-            && b.remote_port() == port
-            && b.remote_dom() == remote_dom
-    });
+    let loopback = allow_loopback
+        && back.is_some_and(|b| {
+            b.status == evtchnop::STATUS_INTERDOMAIN
+                && b.remote_port() == port
+                && b.remote_dom() == remote_dom
+        });
     Ok(Kept {
         old_port: port,
         remote_dom,

@@ -14,7 +14,7 @@
 //! batches. Page tables come from the loader's template (entries in PFN terms), translated
 //! into the hole frames at the table PFNs; the new L4 is pinned before the switch.
 
-use crate::{events, grants, park};
+use crate::{events, grants, park, rings};
 use pvhandoff::handoff::{Handoff, MAX_VCPUS};
 use pvhandoff::image::{
     ImageView, PlanRecord, MAX_SEGMENTS, PARK_PAGES, PLAN_MAGIC, SEG_FLAG_METADATA,
@@ -127,7 +127,8 @@ struct Ctx<'a> {
     plan: PlanRecord,
     old_p2m: &'a [u64],
     /// Placed segments, computed once: `fixed` runs for every PFN of the domain.
-    placed: [Placed; MAX_SEGMENTS as usize],
+    /// The image's placed segments, and a domU's two ring pages.
+    placed: [Placed; MAX_SEGMENTS as usize + 2],
     nr_placed: usize,
     /// Old PFN of the purgatory's first page (the trampoline page).
     trampoline_old_pfn: u64,
@@ -145,7 +146,7 @@ impl<'a> Ctx<'a> {
             h,
             plan,
             old_p2m,
-            placed: [Placed::default(); MAX_SEGMENTS as usize],
+            placed: [Placed::default(); MAX_SEGMENTS as usize + 2],
             nr_placed: 0,
             trampoline_old_pfn: u64::MAX,
             hypercalls: 0,
@@ -173,6 +174,30 @@ impl<'a> Ctx<'a> {
             return Err(Failure::Plan("the image has no purgatory segment"));
         }
         Ok(c)
+    }
+
+    /// Gives new `pfn` the old frame at `old_pfn` (a domU ring page): it must be no PFN a
+    /// segment fills, and the frame no segment's, the trampoline's or the free pool's.
+    fn add_ring(&mut self, pfn: u64, old_pfn: u64) -> Result<(), Failure> {
+        let taken = self.fixed(pfn).is_some()
+            || old_pfn == self.trampoline_old_pfn
+            || self.meets_pool(old_pfn, 1)
+            || self
+                .placed()
+                .iter()
+                .any(|p| old_pfn >= p.old_pfn && old_pfn < p.old_pfn + p.pages);
+        if taken || self.nr_placed == self.placed.len() {
+            return Err(Failure::Plan(
+                "a xenstore or console ring frame lies in the image, the free pool or a segment's PFNs",
+            ));
+        }
+        self.placed[self.nr_placed] = Placed {
+            dest_pfn: pfn,
+            pages: 1,
+            old_pfn,
+        };
+        self.nr_placed += 1;
+        Ok(())
     }
 
     fn placed(&self) -> &[Placed] {
@@ -359,6 +384,12 @@ pub fn build(h: &Handoff, image: &ImageView) -> Result<Ready, Failure> {
     let old_p2m =
         unsafe { core::slice::from_raw_parts(old_si.mfn_list as *const u64, old_nr as usize) };
     let mut c = Ctx::new(h, image, plan, old_p2m)?;
+    // A domU keeps its xenstore and console ring frames at libxenguest's PFNs for them.
+    let rings = rings::find(&plan, old_si, old_p2m)?;
+    if let Some(r) = &rings {
+        c.add_ring(plan.xenstore_pfn, r.store_old_pfn)?;
+        c.add_ring(plan.console_pfn, r.console_old_pfn)?;
+    }
     // PFNs [0, fill) are built here: the region, an unmapped initrd, a relocated P2M and its
     // tables. The trampoline page lies past them.
     let fill = plan.fill_pages;
@@ -617,6 +648,10 @@ pub fn build(h: &Handoff, image: &ImageView) -> Result<Ready, Failure> {
         let si = &mut *(si_va as *mut StartInfo);
         si.shared_info = old_si.shared_info;
         si.flags |= old_si.flags & sif::PM_MASK;
+        if let Some(r) = &rings {
+            si.store_mfn = r.store_mfn;
+            si.console_mfn = r.console_mfn;
+        }
     }
 
     // Pin the new L4: Xen validates the whole new tree now.
@@ -726,13 +761,19 @@ pub fn build(h: &Handoff, image: &ImageView) -> Result<Ready, Failure> {
         }
     }
     // Kept channels: their far ends, before the reset closes them.
-    let kept_store = match h.keep_store_port {
-        0 => None,
-        p => Some(events::record(p)?),
+    // In a domU: the old start_info's channels to xenstored and xenconsoled.
+    let (store_port, console_port) = match &rings {
+        Some(r) => (r.store_port, r.console_port),
+        None => (h.keep_store_port, h.keep_console_port),
     };
-    let kept_console = match h.keep_console_port {
+    let loopback_allowed = rings.is_none();
+    let kept_store = match store_port {
         0 => None,
-        p => Some(events::record(p)?),
+        p => Some(events::record(p, loopback_allowed)?),
+    };
+    let kept_console = match console_port {
+        0 => None,
+        p => Some(events::record(p, loopback_allowed)?),
     };
     // Event channels survive a kexec: the old kernel's VIRQ and IPI bindings would make the
     // new kernel's own bindings fail (-EEXIST) and deliver old events. Closing them all also
@@ -780,6 +821,10 @@ pub fn build(h: &Handoff, image: &ImageView) -> Result<Ready, Failure> {
         // dom0's start_info has VGA information where a domU's has the console channel.
         if si.flags & sif::INITDOMAIN == 0 {
             si.console_evtchn = port;
+        }
+        // The purgatory's own lines go on through the ring, notifying the new port.
+        if let (Some(r), true) = (&rings, guestrt::console::uses_ring()) {
+            guestrt::console::use_ring(h.old_virt_base + r.console_old_pfn * 4096, port);
         }
         say!(
             "purgatory: kept console port {} re-bound as port {}",

@@ -18,6 +18,7 @@ mod events;
 mod grants;
 mod handover;
 mod park;
+mod rings;
 mod vcpu;
 mod verify;
 
@@ -74,6 +75,8 @@ purgatory_stack_top:
 );
 
 fn crash() -> ! {
+    // A console ring's last lines must reach xenconsoled before the domain goes.
+    guestrt::console::flush();
     loop {
         let _ = hypercall::shutdown(ShutdownReason::Crash);
     }
@@ -92,8 +95,12 @@ fn handoff(ptr: u64) -> Option<Handoff> {
 
 #[no_mangle]
 extern "C" fn purgatory_main(handoff_ptr: u64) -> ! {
+    let h = handoff(handoff_ptr);
+    if let Some(h) = &h {
+        select_console(h);
+    }
     say!("purgatory: entered");
-    let Some(h) = handoff(handoff_ptr) else {
+    let Some(h) = h else {
         say!("purgatory: handoff block at {handoff_ptr:#x} has a wrong magic or version");
         crash()
     };
@@ -183,8 +190,23 @@ extern "C" fn purgatory_main(handoff_ptr: u64) -> ! {
     enter(&ready)
 }
 
+/// In a domU (Xen's release build drops its `console_io`) the purgatory prints through the
+/// old domain's console ring, leaving its indices consistent for the new kernel.
+fn select_console(h: &Handoff) {
+    if h.old_start_info_va == 0 || !h.old_start_info_va.is_multiple_of(8) {
+        return;
+    }
+    // SAFETY: the handoff names the old kernel's mapped start_info (magic checked); read only.
+    let old_si = unsafe { &*(h.old_start_info_va as *const xenpv::StartInfo) };
+    if let Some(va) = rings::console_va(h, old_si) {
+        guestrt::console::init(old_si, va);
+    }
+}
+
 /// Jumps to the trampoline at its address in the shared page.
 fn enter(r: &handover::Ready) -> ! {
+    // Whatever the purgatory wrote to a console ring is read before the new kernel runs.
+    guestrt::console::flush();
     let (here, end) = trampoline::bounds();
     let base = here & !0xFFF;
     if end > base + 4096 || base != r.trampoline_va {
