@@ -36,7 +36,8 @@ enum Cmd {
     /// Builds the guest binaries (guest/ workspace).
     Build,
     /// Installs QEMU; unpacks Xen 4.17 and 4.20, Debian 6.1 and 6.12 kernels and busybox, and
-    /// builds the initramfs, into the cache (`~/.cache/pvkexec`, or `$PVKEXEC_CACHE`).
+    /// builds the initramfs images and the domU rig's dom0 initramfs, into the cache
+    /// (`~/.cache/pvkexec`, or `$PVKEXEC_CACHE`).
     Provision,
     /// Formats both workspaces.
     Fmt,
@@ -191,6 +192,17 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 "initramfs: {}",
                 harness::initramfs::ensure_initramfs()?.display()
             );
+            println!(
+                "initramfs with xen-blkfront: {}",
+                harness::initramfs::ensure_initramfs_blkfront()?.display()
+            );
+            for v in [XenVersion::V4_17, XenVersion::V4_20] {
+                println!(
+                    "domU rig dom0 initramfs (Xen {} toolstack): {}",
+                    v.name(),
+                    harness::dom0::ensure_base(v)?.display()
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Bench => bench().map(|()| ExitCode::SUCCESS),
@@ -619,7 +631,8 @@ fn test() -> Result<()> {
         )
     })?;
     step(
-        "provision QEMU, Xen 4.17 and 4.20, Debian's Linux 6.1 and 6.12, a busybox initramfs",
+        "provision QEMU, Xen 4.17 and 4.20, Debian's Linux 6.1 and 6.12, busybox initramfs, \
+         the domU rig's dom0 initramfs",
         || {
             provision::ensure_qemu()?;
             provision::ensure_xen(XenVersion::V4_17)?;
@@ -627,6 +640,8 @@ fn test() -> Result<()> {
             provision::ensure_linux(DebianLinux::Bookworm)?;
             provision::ensure_linux(DebianLinux::Trixie)?;
             harness::initramfs::ensure_initramfs()?;
+            harness::initramfs::ensure_initramfs_blkfront()?;
+            harness::dom0::ensure_base(XenVersion::V4_17)?;
             Ok(())
         },
     )?;

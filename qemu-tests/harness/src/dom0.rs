@@ -15,7 +15,7 @@ use std::process::Command;
 use crate::provision::{self, DebianLinux, XenVersion};
 
 /// Bumped whenever the recipe changes, so a stale cached archive is not reused.
-const RECIPE: u32 = 1;
+const RECIPE: u32 = 2;
 
 /// The dom0 modules `/init` loads, in load order (xenfs needs privcmd), with their paths
 /// under `lib/modules/<version>/kernel/`.
@@ -139,12 +139,18 @@ fn unpack_packages(ts: &Toolstack, deb_dir: &Path, root: &Path) -> Result<()> {
             missing.len()
         );
         let mut cmd = Command::new("apt-get");
+        if let Some(conf) = &apt_config {
+            // Another release's packages: the system's installed versions must not become
+            // the candidates (they are not in that release's archive).
+            let empty = deb_dir.join("empty-dpkg-status");
+            fs::write(&empty, "")?;
+            cmd.env("APT_CONFIG", conf)
+                .arg("-o")
+                .arg(format!("Dir::State::status={}", empty.display()));
+        }
         cmd.args(["download", "-q"])
             .args(&missing)
             .current_dir(deb_dir);
-        if let Some(conf) = &apt_config {
-            cmd.env("APT_CONFIG", conf);
-        }
         let ok = cmd.status().map(|s| s.success()).unwrap_or(false);
         if !ok && apt_config.is_none() {
             // A fresh machine may have no package lists yet.
@@ -223,9 +229,9 @@ pub fn extract_modules(linux: DebianLinux, dest: &Path) -> Result<PathBuf> {
     fs::create_dir_all(&tree)?;
     let mut patterns: Vec<String> = DOM0_MODULES
         .iter()
-        .map(|(_, p)| format!("./lib/modules/*/kernel/{p}*"))
+        .map(|(_, p)| format!("./*lib/modules/*/kernel/{p}*"))
         .collect();
-    patterns.push("./lib/modules/*/kernel/drivers/block/xen-blkfront.ko*".into());
+    patterns.push("./*lib/modules/*/kernel/drivers/block/xen-blkfront.ko*".into());
     let script = format!(
         "dpkg-deb --fsys-tarfile '{}' | tar -x -C '{}' --wildcards {}",
         deb.display(),
@@ -243,9 +249,11 @@ pub fn extract_modules(linux: DebianLinux, dest: &Path) -> Result<PathBuf> {
             deb.display()
         );
     }
-    let version_dir = fs::read_dir(tree.join("lib/modules"))?
-        .flatten()
-        .map(|e| e.path())
+    // bookworm ships /lib/modules, trixie (merged /usr) /usr/lib/modules.
+    let version_dir = ["lib/modules", "usr/lib/modules"]
+        .iter()
+        .filter_map(|d| fs::read_dir(tree.join(d)).ok())
+        .flat_map(|rd| rd.flatten().map(|e| e.path()))
         .next()
         .context("the kernel package holds no lib/modules/<version>")?;
     for (name, rel) in DOM0_MODULES
@@ -254,13 +262,24 @@ pub fn extract_modules(linux: DebianLinux, dest: &Path) -> Result<PathBuf> {
         .chain([("xen-blkfront", "drivers/block/xen-blkfront.ko")])
     {
         let src = version_dir.join("kernel").join(rel);
-        if !src.exists() {
-            bail!(
-                "{} has no {rel} (compressed modules are not supported here)",
-                deb.display()
-            );
+        let xz = version_dir.join("kernel").join(format!("{rel}.xz"));
+        let out = dest.join(format!("{name}.ko"));
+        if src.exists() {
+            fs::copy(&src, &out)?;
+        } else if xz.exists() {
+            // trixie compresses its modules; busybox insmod takes them uncompressed.
+            let o = Command::new("xz")
+                .arg("-dc")
+                .arg(&xz)
+                .output()
+                .context("running xz -dc (install xz-utils)")?;
+            if !o.status.success() {
+                bail!("xz -dc {} failed: {}", xz.display(), String::from_utf8_lossy(&o.stderr));
+            }
+            fs::write(&out, o.stdout)?;
+        } else {
+            bail!("{} has no {rel} or {rel}.xz", deb.display());
         }
-        fs::copy(&src, dest.join(format!("{name}.ko")))?;
     }
     fs::write(&stamp, "")?;
     Ok(dest.to_path_buf())
@@ -409,7 +428,12 @@ fn base_archive(ts: &Toolstack, root: &Path, modules: &Path, busybox: &Path) -> 
     t.symlink("var/run", "/run");
     t.symlink("var/lock", "/run/lock");
     let mut paths = Vec::new();
-    for dir in ["lib/x86_64-linux-gnu", "usr/lib/x86_64-linux-gnu", "lib64"] {
+    for dir in [
+        "lib/x86_64-linux-gnu",
+        "usr/lib/x86_64-linux-gnu",
+        "lib64",
+        "usr/lib64",
+    ] {
         paths.extend(top_level(root, dir)?);
     }
     tree_files(root, "etc/xen", &mut paths)?;
@@ -422,7 +446,6 @@ fn base_archive(ts: &Toolstack, root: &Path, modules: &Path, busybox: &Path) -> 
             .filter(|p| p.starts_with("usr/bin/xenstore") && !p.ends_with("-control")),
     );
     paths.push("usr/bin/flock".into());
-    paths.push("bin/bash".into());
     for p in &paths {
         let src = root.join(p);
         if fs::symlink_metadata(&src).is_err() {
@@ -432,6 +455,17 @@ fn base_archive(ts: &Toolstack, root: &Path, modules: &Path, busybox: &Path) -> 
             );
         }
         t.copy(p, &src)?;
+    }
+    // The hotplug scripts start with #!/bin/bash; a merged-/usr release ships usr/bin/bash.
+    let bash = ["bin/bash", "usr/bin/bash"]
+        .iter()
+        .map(|p| root.join(p))
+        .find(|p| p.is_file())
+        .with_context(|| format!("no bin/bash in the unpacked packages in {}", root.display()))?;
+    t.copy("bin/bash", &bash)?;
+    // The ELF interpreter is /lib64/ld-linux-x86-64.so.2 in every release.
+    if !t.contains("lib64") {
+        t.symlink("lib64", "usr/lib64");
     }
     // busybox and its applets, except where a package already provides the command.
     t.copy("bin/busybox", busybox)?;
