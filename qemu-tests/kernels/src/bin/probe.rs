@@ -95,6 +95,7 @@ extern "C" fn guest_main(si: *const StartInfo) -> ! {
     let si = unsafe { &*si };
     let regs = entry_regs();
     let region = Region::from_stack_top(VIRT_BASE, regs[reg::RSP]);
+    pvtest_kernels::console_init(si, &region);
     // Before anything else maps or writes pages: what this kernel was handed.
     check("zeroed", check_zeroed(si, &regs));
     let hidden = match plan() {
