@@ -107,6 +107,9 @@ extern "C" fn guest_main(si: *const StartInfo) -> ! {
     match shared::map_shared_info(si) {
         Ok(sh) => {
             check("event-channels", check_ports(si));
+            if si.flags & xenpv::sif::INITDOMAIN == 0 {
+                check("domu-rings", check_rings(si));
+            }
             match clock(si, sh) {
                 Ok(clk) => check("no-old-timers", check_no_old_timers(sh, clk)),
                 Err(why) => pvtest_kernels::report::fail("no-old-timers", format_args!("{}", why)),
@@ -685,7 +688,85 @@ fn check_zeroed(si: &StartInfo, regs: &[u64; reg::COUNT]) -> Result<(), Why> {
 /// Only the kept channel is open: `store_evtchn` (if set) is an interdomain channel whose far
 /// end leads back to it; every other port of the domain is closed, so nothing else the old
 /// kernel bound survived.
+/// domU: the xenstore and console rings are the frames at libxenguest's PFNs for them
+/// (start_info's PFN + 1 and + 2, as the plan record names them), and start_info names them.
+fn check_rings(si: &StartInfo) -> Result<(), Why> {
+    let si_pfn = (si as *const StartInfo as u64 - VIRT_BASE) / PAGE_SIZE;
+    let p = plan();
+    if p.magic == PLAN_MAGIC && (p.xenstore_pfn, p.console_pfn) != (si_pfn + 1, si_pfn + 2) {
+        return why!(
+            "plan names xenstore PFN {:#x} and console PFN {:#x}, start_info is at PFN {:#x}",
+            p.xenstore_pfn,
+            p.console_pfn,
+            si_pfn
+        );
+    }
+    for (name, mfn, want) in [
+        ("store_mfn", si.store_mfn, si_pfn + 1),
+        ("console.domU.mfn", si.console_mfn, si_pfn + 2),
+    ] {
+        let pfn = pvtest_kernels::view::m2p(mfn);
+        if pfn != want {
+            return why!("{} {:#x} is PFN {:#x}, not {:#x}", name, mfn, pfn, want);
+        }
+    }
+    println!(
+        "PVKEXEC-INFO domu-rings store_mfn {:#x} at PFN {:#x}, console mfn {:#x} at PFN {:#x}",
+        si.store_mfn,
+        si_pfn + 1,
+        si.console_mfn,
+        si_pfn + 2
+    );
+    Ok(())
+}
+
+/// domU: the store and console channels are open and lead to dom0 (xenstored, xenconsoled);
+/// every other port is closed.
+fn check_domu_ports(si: &StartInfo) -> Result<(), Why> {
+    let kept = [si.store_evtchn, si.console_evtchn];
+    for (name, port) in [("store_evtchn", kept[0]), ("console evtchn", kept[1])] {
+        match shared::port_status(port) {
+            Ok(st) if st.status == evtchnop::STATUS_INTERDOMAIN && st.remote_dom() == 0 => {}
+            Ok(st) => {
+                return why!(
+                    "{} {} has status {} to dom {}, not interdomain to dom0",
+                    name,
+                    port,
+                    st.status,
+                    st.remote_dom()
+                )
+            }
+            Err(e) => return why!("EVTCHNOP_status({} {}): {}", name, port, e),
+        }
+    }
+    let mut port = 1u32;
+    while port < 4096 {
+        match shared::port_status(port) {
+            Ok(st) if st.status == evtchnop::STATUS_CLOSED => {}
+            Ok(_) if kept.contains(&port) => {}
+            Ok(st) => {
+                return why!(
+                    "port {} is open (status {}): left by the old kernel",
+                    port,
+                    st.status
+                )
+            }
+            Err(XenError::Einval) => break,
+            Err(e) => return why!("EVTCHNOP_status({}): {}", port, e),
+        }
+        port += 1;
+    }
+    println!(
+        "PVKEXEC-INFO event-channels ports 1..{} closed except store_evtchn {} and console evtchn {} (to dom0)",
+        port, kept[0], kept[1]
+    );
+    Ok(())
+}
+
 fn check_ports(si: &StartInfo) -> Result<(), Why> {
+    if si.flags & xenpv::sif::INITDOMAIN == 0 {
+        return check_domu_ports(si);
+    }
     let store = si.store_evtchn;
     let mut peer = 0u32;
     if store != 0 {
