@@ -101,6 +101,9 @@ impl Toolstack {
 
 /// The cached static archive for `xen`'s toolstack, built when missing.
 pub fn ensure_base(xen: XenVersion) -> Result<PathBuf> {
+    // Tests may ask from several threads: build once at a time.
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let ts = Toolstack::for_xen(xen);
     let dir = crate::cache_dir().join(format!("dom0-{}", xen.name()));
     let out = dir.join(format!("dom0-base-r{RECIPE}.cpio.gz"));
@@ -120,7 +123,7 @@ pub fn ensure_base(xen: XenVersion) -> Result<PathBuf> {
     Ok(out)
 }
 
-/// Downloads the missing packages in one `apt-get download` and unpacks all into `root`.
+/// Downloads the missing packages and unpacks all into `root`.
 fn unpack_packages(ts: &Toolstack, deb_dir: &Path, root: &Path) -> Result<()> {
     let stamp = root.join(format!(".unpacked-r{RECIPE}"));
     if stamp.exists() {
@@ -129,61 +132,15 @@ fn unpack_packages(ts: &Toolstack, deb_dir: &Path, root: &Path) -> Result<()> {
     fs::create_dir_all(deb_dir)?;
     let apt_config = provision::apt_config_for(ts.xen)?;
     let packages = ts.packages();
-    let missing: Vec<&String> = packages
-        .iter()
-        .filter(|p| find_deb(deb_dir, p).is_none())
-        .collect();
-    if !missing.is_empty() {
-        eprintln!(
-            "provision: downloading {} Debian packages for dom0",
-            missing.len()
-        );
-        let mut cmd = Command::new("apt-get");
-        if let Some(conf) = &apt_config {
-            // Another release's packages: the system's installed versions must not become
-            // the candidates (they are not in that release's archive).
-            let empty = deb_dir.join("empty-dpkg-status");
-            fs::write(&empty, "")?;
-            cmd.env("APT_CONFIG", conf)
-                .arg("-o")
-                .arg(format!("Dir::State::status={}", empty.display()));
-        }
-        cmd.args(["download", "-q"])
-            .args(&missing)
-            .current_dir(deb_dir);
-        let ok = cmd.status().map(|s| s.success()).unwrap_or(false);
-        if !ok && apt_config.is_none() {
-            // A fresh machine may have no package lists yet.
-            provision::apt_update()?;
-            let mut again = Command::new("apt-get");
-            again
-                .args(["download", "-q"])
-                .args(&missing)
-                .current_dir(deb_dir);
-            let _ = again.status();
-        }
-    }
-    let still: Vec<&String> = packages
-        .iter()
-        .filter(|p| find_deb(deb_dir, p).is_none())
-        .collect();
-    if !still.is_empty() {
-        bail!(
-            "dom0 provisioning: Debian package(s) {} could not be downloaded (apt-get download)",
-            still
-                .iter()
-                .map(|s| s.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-    }
+    let debs = fetch_debs(&packages, deb_dir, |names| {
+        apt_download(names, deb_dir, apt_config.as_deref())
+    })?;
     let _ = fs::remove_dir_all(root);
     fs::create_dir_all(root)?;
-    for p in &packages {
-        let deb = find_deb(deb_dir, p).expect("checked above");
+    for deb in &debs {
         let status = Command::new("dpkg")
             .arg("-x")
-            .arg(&deb)
+            .arg(deb)
             .arg(root)
             .status()
             .context("running dpkg -x")?;
@@ -193,6 +150,75 @@ fn unpack_packages(ts: &Toolstack, deb_dir: &Path, root: &Path) -> Result<()> {
     }
     fs::write(&stamp, "")?;
     Ok(())
+}
+
+/// The .deb of every package, downloading what `deb_dir` lacks with `download` (all at once,
+/// then one by one so a failure names exactly the packages that are not available).
+fn fetch_debs(
+    packages: &[String],
+    deb_dir: &Path,
+    download: impl Fn(&[&str]) -> bool,
+) -> Result<Vec<PathBuf>> {
+    let missing = |names: &[&str]| -> Vec<String> {
+        names
+            .iter()
+            .filter(|p| find_deb(deb_dir, p).is_none())
+            .map(|p| p.to_string())
+            .collect()
+    };
+    let all: Vec<&str> = packages.iter().map(String::as_str).collect();
+    let first = missing(&all);
+    if !first.is_empty() {
+        eprintln!(
+            "provision: downloading {} Debian packages for dom0",
+            first.len()
+        );
+        let names: Vec<&str> = first.iter().map(String::as_str).collect();
+        if !download(&names) {
+            for name in &names {
+                download(&[name]);
+            }
+        }
+    }
+    let still = missing(&all);
+    if !still.is_empty() {
+        bail!(
+            "dom0 provisioning: Debian package(s) {} could not be downloaded (apt-get download)",
+            still.join(", ")
+        );
+    }
+    all.iter()
+        .map(|p| {
+            find_deb(deb_dir, p).with_context(|| format!("no {p}_*.deb in {}", deb_dir.display()))
+        })
+        .collect()
+}
+
+/// `apt-get download NAMES` into `deb_dir` (through another release's apt configuration when
+/// given); `apt-get update` once first when the system's lists lack them (a fresh machine).
+fn apt_download(names: &[&str], deb_dir: &Path, apt_config: Option<&Path>) -> bool {
+    let attempt = || {
+        let mut cmd = Command::new("apt-get");
+        if let Some(conf) = apt_config {
+            // Another release's packages: the system's installed versions must not become
+            // the candidates (they are not in that release's archive).
+            let empty = deb_dir.join("empty-dpkg-status");
+            if fs::write(&empty, "").is_err() {
+                return false;
+            }
+            cmd.env("APT_CONFIG", conf)
+                .arg("-o")
+                .arg(format!("Dir::State::status={}", empty.display()));
+        }
+        cmd.args(["download", "-q"])
+            .args(names)
+            .current_dir(deb_dir);
+        cmd.status().map(|s| s.success()).unwrap_or(false)
+    };
+    if attempt() {
+        return true;
+    }
+    apt_config.is_none() && provision::apt_update().is_ok() && attempt()
 }
 
 fn find_deb(dir: &Path, package: &str) -> Option<PathBuf> {
@@ -274,7 +300,11 @@ pub fn extract_modules(linux: DebianLinux, dest: &Path) -> Result<PathBuf> {
                 .output()
                 .context("running xz -dc (install xz-utils)")?;
             if !o.status.success() {
-                bail!("xz -dc {} failed: {}", xz.display(), String::from_utf8_lossy(&o.stderr));
+                bail!(
+                    "xz -dc {} failed: {}",
+                    xz.display(),
+                    String::from_utf8_lossy(&o.stderr)
+                );
             }
             fs::write(&out, o.stdout)?;
         } else {
@@ -486,4 +516,40 @@ fn base_archive(ts: &Toolstack, root: &Path, modules: &Path, busybox: &Path) -> 
         )?;
     }
     t.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A package the downloader cannot get is named; the others are not.
+    #[test]
+    fn missing_package_is_named() {
+        let dir = std::env::temp_dir().join(format!("pvkexec-dom0-debs-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let packages = vec!["libfoo1".to_string(), "xen-utils-9.99".to_string()];
+        let fake = |names: &[&str]| {
+            for n in names.iter().filter(|n| !n.starts_with("xen-utils")) {
+                fs::write(dir.join(format!("{n}_1.0_amd64.deb")), b"").unwrap();
+            }
+            names.iter().all(|n| !n.starts_with("xen-utils"))
+        };
+        let err = fetch_debs(&packages, &dir, fake).unwrap_err().to_string();
+        assert!(err.contains("xen-utils-9.99"), "{err}");
+        assert!(!err.contains("libfoo1"), "{err}");
+        let ok = fetch_debs(&packages[..1], &dir, |_| false).unwrap();
+        assert_eq!(ok.len(), 1);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn tree_adds_parents_once() {
+        let mut t = CpioTree::default();
+        t.file("a/b/c", 0o644, b"x".to_vec());
+        t.symlink("a/b/d", "c");
+        assert!(t.contains("a") && t.contains("a/b") && t.contains("a/b/c"));
+        let bytes = t.finish().unwrap();
+        let text = String::from_utf8_lossy(&bytes);
+        assert_eq!(text.matches("a/b\0").count(), 1);
+    }
 }
