@@ -208,6 +208,65 @@ fn flipped_byte_in_each_verified_segment_is_named() {
     }
 }
 
+/// Changes the image's bytes with `edit` and returns the copy; `pvkexec inspect` must refuse it.
+fn edited(image: &Path, name: &str, edit: impl Fn(&mut Vec<u8>)) -> PathBuf {
+    let mut bytes = std::fs::read(image).unwrap();
+    edit(&mut bytes);
+    let out = harness::cache_dir().join(format!("kexec-{name}.img"));
+    std::fs::write(&out, bytes).unwrap();
+    let o = Command::new(tools::pvkexec().unwrap())
+        .arg("inspect")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "pvkexec inspect must refuse {name}"
+    );
+    out
+}
+
+/// No segment digest covers the header and descriptor table: the purgatory checks them
+/// against the digest the loader left in its own parameter block before it reads a field.
+#[test]
+fn changed_header_or_descriptor_is_refused_by_the_purgatory() {
+    let image = build_image("header-64M", 64, None);
+    let bump = |at: usize| move |b: &mut Vec<u8>| b[at] = b[at].wrapping_add(1);
+    let desc = |i: usize, field: usize| 64 + 64 * i + field;
+    let nr = |b: &[u8]| u32::from_le_bytes(b[16..20].try_into().unwrap());
+    type Edit = Box<dyn Fn(&mut Vec<u8>)>;
+    let cases: Vec<(&str, Edit)> = vec![
+        ("dest-pfn", Box::new(bump(desc(0, 8)))),
+        ("nr-pages", Box::new(bump(desc(0, 16)))),
+        // start_info's descriptor claims to be an initrd.
+        ("kind", Box::new(move |b: &mut Vec<u8>| b[desc(1, 0)] = 2)),
+        ("kernel-entry", Box::new(bump(40 + 1))),
+        // One descriptor fewer (the chunk table's): the kernel side still finds the purgatory.
+        (
+            "nr-segments",
+            Box::new(move |b: &mut Vec<u8>| {
+                let n = nr(b) - 1;
+                b[16..20].copy_from_slice(&n.to_le_bytes());
+            }),
+        ),
+    ];
+    for (name, edit) in cases {
+        let bad = edited(&image, &format!("header-{name}"), edit);
+        let r = run(&format!("header-{name}"), &bad, 64);
+        assert_refused(
+            &r,
+            "purgatory: kexec image header and descriptor table refused: Mismatch",
+        );
+        assert!(!r.log.contains("digest ok"), "{name}: log:\n{}", r.log);
+    }
+    // No segments at all: the kernel side cannot even find the purgatory.
+    let bad = edited(&image, "header-no-segments", |b| b[16..20].fill(0));
+    let r = run("header-no-segments", &bad, 64);
+    assert_logged(&r, &["module is not a kexec image: NoSegments"]);
+    assert!(!r.log.contains("purgatory: entered"), "log:\n{}", r.log);
+}
+
 /// A kernel side that leaves its process trees pinned breaks the handoff contract; the frames
 /// stay typed as page tables after the switch, and the probe names them.
 #[test]
