@@ -50,9 +50,9 @@ pub fn linux_version(k: &ParsedKernel) -> Option<(u32, u32, u32)> {
 
 /// Adjusts `cmdline` for a Linux new kernel after `old`: Linux BUG()s when
 /// `VCPUOP_initialise` returns -EEXIST for a VCPU it brings up, so with VCPUs the old kernel
-/// initialised it gets `nr_cpus=1` (unless the line already limits CPUs). Linux 5.16 and later
-/// panic when registering `vcpu_info` fails, which Xen refuses for a VCPU whose `vcpu_info`
-/// the old kernel placed: that gets a warning.
+/// initialised it gets `nr_cpus=1` (unless the line already limits CPUs). Xen refuses a second
+/// `vcpu_info` registration for a VCPU whose `vcpu_info` the old kernel placed: Linux 5.16 and
+/// later panic, earlier ones fall back to a slot Xen no longer updates. Both get a warning.
 pub fn adjust(k: &ParsedKernel, cmdline: &str, old: OldKernel) -> Adjusted {
     let mut out = Adjusted {
         cmdline: cmdline.to_string(),
@@ -84,7 +84,12 @@ pub fn adjust(k: &ParsedKernel, cmdline: &str, old: OldKernel) -> Adjusted {
                  early (use an old kernel that does not register vcpu_info, or Linux before 5.16)",
                 v.0, v.1, v.2
             )),
-            Some(_) => {}
+            Some(v) => out.warnings.push(format!(
+                "Linux {}.{}.{} falls back to shared_info's vcpu_info slot when \
+                 VCPUOP_register_vcpu_info fails, but Xen keeps updating the area the old kernel \
+                 registered: this kernel's clock stands still (measured: Linux 5.10 stops in a soft lockup)",
+                v.0, v.1, v.2
+            )),
             None => out.warnings.push(
                 "the old kernel registered vcpu_info and this Linux's version is unknown: Linux \
                  5.16 and later panic when that registration fails"
@@ -152,7 +157,7 @@ mod tests {
     }
 
     #[test]
-    fn vcpu_info_warning_from_516() {
+    fn vcpu_info_warning_for_every_linux_version() {
         let reg = OldKernel {
             vcpus: 1,
             vcpu_info_registered: true,
@@ -160,7 +165,13 @@ mod tests {
         let new = kernel("linux", b"Linux version 5.16.0 (x)");
         assert_eq!(adjust(&new, "", reg).warnings.len(), 1);
         let old = kernel("linux", b"Linux version 5.15.9 (x)");
-        assert!(adjust(&old, "", reg).warnings.is_empty());
+        let w = adjust(&old, "", reg).warnings;
+        assert!(w.len() == 1 && w[0].contains("falls back"), "{w:?}");
+        let unregistered = OldKernel {
+            vcpus: 1,
+            vcpu_info_registered: false,
+        };
+        assert!(adjust(&new, "", unregistered).warnings.is_empty());
         let unknown = kernel("linux", b"");
         assert_eq!(adjust(&unknown, "", reg).warnings.len(), 1);
     }
