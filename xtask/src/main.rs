@@ -97,6 +97,10 @@ struct DomuArgs {
     /// Xen version (and its toolstack) to boot.
     #[arg(long, default_value = "4.17")]
     xen: XenVersion,
+    /// Only build the domain (`xl create -p`, then destroy) and print the domain builder's
+    /// log lines (libxenguest's layout decisions).
+    #[arg(long, conflicts_with = "disk")]
+    build_only: bool,
 }
 
 #[derive(clap::Args)]
@@ -361,8 +365,15 @@ fn domu(args: DomuArgs) -> Result<ExitCode> {
     spec.vcpus = args.vcpus;
     spec.disk = args.disk;
     spec.timeout = Duration::from_secs(args.timeout);
+    spec.build_only = args.build_only;
     let run = domu_rig(args.xen).run(&[spec])?;
     let d = report_domu(&run);
+    if args.build_only {
+        println!("domain builder:");
+        for line in d.builder_log_lines() {
+            println!("  {line}");
+        }
+    }
     Ok(ExitCode::from(d.verdict.exit_code() as u8))
 }
 

@@ -43,6 +43,9 @@ pub struct DomuSpec {
     pub timeout: Duration,
     /// Extra lines for the xl config (appended after the rig's own).
     pub extra_config: Vec<String>,
+    /// Only build the domain (`xl -vvv create -p`, then `xl destroy`): the builder's log
+    /// without running the kernel ([`DomuVerdict::Built`]).
+    pub build_only: bool,
 }
 
 impl DomuSpec {
@@ -58,6 +61,7 @@ impl DomuSpec {
             disk: None,
             timeout: Duration::from_secs(60),
             extra_config: Vec::new(),
+            build_only: false,
         }
     }
 
@@ -77,6 +81,9 @@ impl DomuSpec {
                  which an xl config string cannot carry",
                 self.cmdline
             );
+        }
+        if self.build_only && self.disk.is_some() {
+            bail!("domU {n}: a build-only domU takes no disk");
         }
         if self.mem_mib == 0 || self.vcpus == 0 {
             bail!("domU {n}: memory and VCPUs must be at least 1");
@@ -134,6 +141,8 @@ pub enum DomuVerdict {
     Destroyed,
     /// The rig itself failed before this domU finished: dom0's verdict and what it said.
     Dom0(String),
+    /// A build-only domU was built (and destroyed unstarted).
+    Built,
 }
 
 impl DomuVerdict {
@@ -141,7 +150,7 @@ impl DomuVerdict {
     /// mean the same).
     pub fn exit_code(&self) -> i32 {
         match self {
-            DomuVerdict::Pass => 0,
+            DomuVerdict::Pass | DomuVerdict::Built => 0,
             DomuVerdict::GuestFailed => 2,
             DomuVerdict::Crashed => 3,
             DomuVerdict::PoweredOff => 4,
@@ -493,6 +502,11 @@ fn init_script(ts: &Toolstack, specs: &[DomuSpec]) -> String {
         .replace("@BIN@", &ts.bin_dir())
         .replace("@MODULES@", &modules.join(" "));
     for spec in specs {
+        if spec.build_only {
+            let secs = spec.timeout.as_secs().max(1);
+            s.push_str(&format!("build_domu {} {secs}\n", spec.name));
+            continue;
+        }
         s.push_str(&format!(
             "run_domu {} {} {}\n",
             spec.name,
@@ -535,6 +549,17 @@ done
 xen-init-dom0 || fail "xen-init-dom0 failed"
 xenconsoled --log=guest --log-dir=/var/log/xen/console || fail "xenconsoled failed to start"
 say "ready uptime=$(up)"
+
+build_domu() {
+  name=$1; secs=$2
+  say "domu $name start uptime=$(up)"
+  timeout "$secs" xl -vvv create -p "/domu/$name.cfg" > "/tmp/$name.xl" 2>&1
+  rc=$?
+  sed "s/^/[xl:$name] /" "/tmp/$name.xl"
+  if [ $rc -eq 0 ]; then say "domu $name built uptime=$(up)"; xl destroy "$name"; fi
+  [ $rc -eq 143 ] && say "domu $name timeout after ${secs} s uptime=$(up)"
+  say "domu $name end xl_rc=$rc uptime=$(up)"
+}
 
 run_domu() {
   name=$1; secs=$2; disk=$3; dev=
@@ -600,7 +625,9 @@ fn judge(spec: &DomuSpec, dom0: &BootResult) -> DomuResult {
     };
     let start = stamp("start");
     let wall_secs = start.zip(stamp("end")).map(|(a, b)| b - a);
-    let create_secs = start.zip(stamp("created")).map(|(a, b)| b - a);
+    let create_secs = start
+        .zip(stamp("created").or(stamp("built")))
+        .map(|(a, b)| b - a);
     let shutdown_reason = xl.iter().find_map(|l| {
         let rest = l.split("has shut down, reason code ").nth(1)?;
         rest.split_whitespace().next()?.parse().ok()
@@ -608,6 +635,7 @@ fn judge(spec: &DomuSpec, dom0: &BootResult) -> DomuResult {
     let ended = markers.iter().any(|m| m.starts_with("end "));
     let timed_out = markers.iter().any(|m| m.starts_with("timeout"));
     let created = markers.iter().any(|m| m.starts_with("created"));
+    let built = markers.iter().any(|m| m.starts_with("built"));
     let has_fail = console.iter().any(|l| l.contains("PVKEXEC-TEST FAIL "));
     let verdict = if !ended {
         DomuVerdict::Dom0(dom0_failure(dom0))
@@ -615,6 +643,8 @@ fn judge(spec: &DomuSpec, dom0: &BootResult) -> DomuResult {
         DomuVerdict::GuestFailed
     } else if timed_out {
         DomuVerdict::Timeout
+    } else if built {
+        DomuVerdict::Built
     } else if !created {
         DomuVerdict::Toolstack(xl_errors(&xl, &markers))
     } else {
@@ -755,6 +785,21 @@ mod tests {
         }
         let r = judge(&DomuSpec::new("b", "/k"), &dom0(BUILT, Verdict::Timeout));
         assert!(matches!(r.verdict, DomuVerdict::Dom0(_)), "{:?}", r.verdict);
+    }
+
+    #[test]
+    fn build_only_is_built() {
+        let log = "PVKEXEC-DOM0 domu a start uptime=1.00\n\
+            [xl:a] domainbuilder: detail: xc_dom_build_image  : virt_alloc_end : 0xffffffff84a2d000\n\
+            PVKEXEC-DOM0 domu a built uptime=3.50\n\
+            PVKEXEC-DOM0 domu a end xl_rc=0 uptime=4.00\n";
+        let r = judge(&DomuSpec::new("a", "/k"), &dom0(log, Verdict::PoweredOff));
+        assert_eq!(r.verdict, DomuVerdict::Built);
+        assert_eq!(r.create_secs, Some(2.5));
+        assert_eq!(
+            r.builder_log_lines(),
+            vec!["xc_dom_build_image  : virt_alloc_end : 0xffffffff84a2d000"]
+        );
     }
 
     #[test]

@@ -42,7 +42,10 @@ fn specs() -> Vec<DomuSpec> {
     linux.cmdline = "console=hvc0".into();
     linux.disk = Some(domu::marker_disk(DISK_MARKER, 4).unwrap());
     linux.timeout = Duration::from_secs(90);
-    vec![one, two, wrong, silent, rejected, linux]
+    // Built and destroyed unstarted: the builder's log alone.
+    let mut built = DomuSpec::new("built", &bootcheck);
+    built.build_only = true;
+    vec![one, two, wrong, silent, rejected, built, linux]
 }
 
 struct Shared {
@@ -155,6 +158,29 @@ fn rejected_config_is_a_toolstack_failure() {
     assert!(r.wall_secs.unwrap() < 10.0, "{:?}", r.wall_secs);
 }
 
+/// A build-only domU yields the builder's log without running.
+#[test]
+fn build_only_domu_gives_the_builder_log() {
+    let r = domu("built");
+    assert_eq!(r.verdict, DomuVerdict::Built, "{:#?}", r.xl);
+    assert!(r.console.is_empty(), "{:?}", r.console);
+    let b = r.builder_log_lines();
+    for what in [
+        "kernel",
+        "start info",
+        "xenstore",
+        "console",
+        "page tables",
+        "boot stack",
+    ] {
+        assert!(
+            b.iter()
+                .any(|l| l.starts_with("xc_dom_alloc_") && l.contains(what)),
+            "no {what}: {b:#?}"
+        );
+    }
+}
+
 /// Debian 6.1 as a domU with a disk: reaches init, loads xen-blkfront, reads the marker the
 /// harness wrote into the disk image.
 #[test]
@@ -166,4 +192,13 @@ fn linux_domu_reads_its_disk() {
     let want = format!("{}{DISK_MARKER}", initramfs::DISK_MARKER_PREFIX);
     assert!(r.lines_with(&want).next().is_some(), "no {want:?} line");
     assert!(r.log().contains(initramfs::DONE_MARKER));
+    // libxenguest's lines for an INIT_P2M kernel with a gzip'd module, as the plan compares.
+    let b = r.builder_log_lines();
+    for what in ["module0", "phys2mach"] {
+        assert!(
+            b.iter()
+                .any(|l| l.starts_with("xc_dom_alloc_segment") && l.contains(what)),
+            "no {what}: {b:#?}"
+        );
+    }
 }
