@@ -7,6 +7,7 @@ pub mod chunks;
 pub mod digest;
 pub mod handoff;
 pub mod image;
+pub mod records;
 pub mod segment;
 
 pub use digest::{verify_segment, DigestMismatch, SegmentHasher};

@@ -274,6 +274,18 @@ fn check(input: &str, src: &mut impl Source, len: u64) -> Result<(String, bool),
             ));
         }
     }
+    if let Some(i) = layout
+        .descs
+        .iter()
+        .position(|s| s.kind == SegmentKind::Plan as u32)
+    {
+        let line = plan_check(src, &layout, i);
+        all_ok &= line.is_ok();
+        out.push_str(&format!(
+            " plan record: {}\n",
+            line.unwrap_or_else(|e| e.to_string())
+        ));
+    }
     // The chunk digests must agree with the segments too (the purgatory checks those).
     if layout
         .descs
@@ -352,6 +364,20 @@ fn header_check(
         }
     };
     ((false, text), Some(off))
+}
+
+/// The plan record, read and checked for the consistency the loader guarantees.
+fn plan_check(src: &mut impl Source, layout: &Layout, i: usize) -> Result<String, &'static str> {
+    let len = layout.descs[i].len.min(4096) as usize;
+    let mut bytes = vec![0u8; len];
+    src.read_at(layout.offsets[i], &mut bytes)
+        .map_err(|_| "unreadable")?;
+    let r = pvhandoff::image::PlanRecord::read(&bytes).ok_or("no PVKXPLAN record")?;
+    r.check()?;
+    Ok(format!(
+        "ok ({} pages for the new kernel, {} hidden)",
+        r.nr_pages, r.hidden_pages
+    ))
 }
 
 /// Reads the chunk-digest table's bytes (bounded by the chunks the image can hold).

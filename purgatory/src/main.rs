@@ -104,6 +104,10 @@ extern "C" fn purgatory_main(handoff_ptr: u64) -> ! {
         say!("purgatory: handoff block at {handoff_ptr:#x} has a wrong magic or version");
         crash()
     };
+    if let Err(why) = h.check() {
+        say!("purgatory: {why}; refusing to enter the new kernel");
+        crash()
+    }
     // SAFETY: the handoff says the whole image is mapped readable at image_va for image_len
     // bytes; the purgatory only reads it.
     let bytes =

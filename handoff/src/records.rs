@@ -1,0 +1,172 @@
+//! Reading the plan record and the handoff block from bytes, and the consistency each must
+//! have before any of its numbers is used as a frame number or an address: every sum checked,
+//! every range inside the domain. Shared by `pvkexec inspect`, the purgatory and the fuzzers.
+
+use crate::handoff::{Handoff, HANDOFF_MAGIC, HANDOFF_VERSION, MAX_VCPUS};
+use crate::image::{PlanRecord, PLAN_MAGIC};
+use core::mem::size_of;
+
+/// Reads a `#[repr(C)]` plain-old-data record from the start of `bytes`.
+fn read_pod<T: Copy>(bytes: &[u8]) -> Option<T> {
+    if bytes.len() < size_of::<T>() {
+        return None;
+    }
+    // SAFETY: `size_of::<T>()` bytes are present; callers use it only for records made of
+    // integers, for which every bit pattern is a value; read unaligned.
+    Some(unsafe { (bytes.as_ptr() as *const T).read_unaligned() })
+}
+
+/// `start + len` must fit and lie within `end`.
+fn within(start: u64, len: u64, end: u64) -> bool {
+    start.checked_add(len).is_some_and(|e| e <= end)
+}
+
+impl PlanRecord {
+    /// The record at the start of a plan segment's bytes, if it carries the magic.
+    pub fn read(bytes: &[u8]) -> Option<PlanRecord> {
+        read_pod::<PlanRecord>(bytes).filter(|r| r.magic == PLAN_MAGIC)
+    }
+
+    /// What the loader guarantees of every record it writes.
+    pub fn check(&self) -> Result<(), &'static str> {
+        if self.nr_pages == 0 {
+            return Err("plan record: no pages for the new kernel");
+        }
+        if self.nr_pages.checked_add(self.hidden_pages) != Some(self.domain_pages) {
+            return Err("plan record: nr_pages + hidden_pages is not the domain's frames");
+        }
+        if self.grant_reserve > self.hidden_pages {
+            return Err("plan record: the grant reserve exceeds the hidden frames");
+        }
+        if self.region_pages > self.fill_pages
+            || self.fill_pages > self.trampoline_pfn
+            || self.trampoline_pfn >= self.nr_pages
+        {
+            return Err("plan record: region, built PFNs and trampoline PFN out of order");
+        }
+        if !within(self.pt_pfn, self.nr_pt_frames, self.fill_pages) || self.nr_pt_frames == 0 {
+            return Err("plan record: the page tables lie outside the built PFNs");
+        }
+        if !within(self.p2m_pfn, self.p2m_pages, self.fill_pages) {
+            return Err("plan record: the P2M lies outside the built PFNs");
+        }
+        if self.region_pages == 0
+            || self
+                .virt_base
+                .checked_add(self.region_pages * 4096)
+                .is_none()
+            || !self.virt_base.is_multiple_of(4096)
+        {
+            return Err("plan record: the initial region does not fit the address space");
+        }
+        let region_end = self.virt_base + self.region_pages * 4096;
+        let in_region = |va: u64| va >= self.virt_base && va < region_end;
+        if !in_region(self.entry) || !in_region(self.start_info_va) {
+            return Err("plan record: entry or start_info outside the initial region");
+        }
+        if self.rsp <= self.virt_base || self.rsp > region_end {
+            return Err("plan record: boot stack outside the initial region");
+        }
+        if !self.trampoline_va.is_multiple_of(4096) {
+            return Err("plan record: trampoline VA not page aligned");
+        }
+        Ok(())
+    }
+}
+
+impl Handoff {
+    /// The block at the start of `bytes`, if its magic and version are this build's.
+    pub fn read(bytes: &[u8]) -> Option<Handoff> {
+        read_pod::<Handoff>(bytes)
+            .filter(|h| h.magic == HANDOFF_MAGIC && h.version == HANDOFF_VERSION)
+    }
+
+    /// What the purgatory needs of the kernel side's numbers before it computes with them.
+    pub fn check(&self) -> Result<(), &'static str> {
+        if self.nr_vcpus > MAX_VCPUS {
+            return Err("handoff: more VCPUs than the purgatory parks");
+        }
+        if self.image_len < 64 || self.image_va.checked_add(self.image_len).is_none() {
+            return Err("handoff: no image, or one that runs past the address space");
+        }
+        if self.image_va < self.old_virt_base || self.old_start_info_va < self.old_virt_base {
+            return Err("handoff: the image or the old start_info lies below the old region");
+        }
+        if self.free_first_pfn.checked_add(self.free_pages).is_none() {
+            return Err("handoff: the free pool runs past 2^64 frames");
+        }
+        if !self.scratch_va.is_multiple_of(4096) || !self.old_virt_base.is_multiple_of(4096) {
+            return Err("handoff: scratch VA or old region base not page aligned");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record() -> PlanRecord {
+        PlanRecord {
+            magic: PLAN_MAGIC,
+            nr_pages: 0x4000,
+            virt_base: 0xffff_ffff_8000_0000,
+            region_pages: 0x80,
+            entry: 0xffff_ffff_8000_1000,
+            rsp: 0xffff_ffff_8008_0000,
+            start_info_va: 0xffff_ffff_8004_f000,
+            pt_pfn: 0x50,
+            nr_pt_frames: 8,
+            p2m_pfn: 0x20,
+            p2m_pages: 0x20,
+            trampoline_va: 0x4000_0000,
+            trampoline_pfn: 0x3fff,
+            mod_start: 0,
+            mod_len: 0,
+            fill_pages: 0x80,
+            domain_pages: 0x4005,
+            hidden_pages: 5,
+            grant_reserve: 0,
+            ..unsafe_zeroed()
+        }
+    }
+
+    fn unsafe_zeroed() -> PlanRecord {
+        // SAFETY: a record of integers; all-zero is a value.
+        unsafe { core::mem::zeroed() }
+    }
+
+    #[test]
+    fn a_consistent_record_passes_and_each_break_is_named() {
+        assert_eq!(record().check(), Ok(()));
+        let cases: [fn(&mut PlanRecord); 7] = [
+            |r| r.nr_pages = 0,
+            |r| r.hidden_pages = u64::MAX,
+            |r| r.grant_reserve = 6,
+            |r| r.trampoline_pfn = r.nr_pages,
+            |r| r.pt_pfn = u64::MAX - 2,
+            |r| r.entry = 0,
+            |r| r.rsp = r.virt_base,
+        ];
+        for (i, break_it) in cases.iter().enumerate() {
+            let mut r = record();
+            break_it(&mut r);
+            assert!(r.check().is_err(), "case {i}");
+        }
+    }
+
+    #[test]
+    fn records_read_only_with_their_magic() {
+        let r = record();
+        // SAFETY: viewing a record of integers as its bytes.
+        let bytes = unsafe {
+            core::slice::from_raw_parts(
+                &r as *const PlanRecord as *const u8,
+                size_of::<PlanRecord>(),
+            )
+        };
+        assert_eq!(PlanRecord::read(bytes), Some(r));
+        assert_eq!(PlanRecord::read(&bytes[1..]), None);
+        assert_eq!(Handoff::read(bytes), None);
+    }
+}
