@@ -196,10 +196,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 "initramfs: {}",
                 harness::initramfs::ensure_initramfs()?.display()
             );
-            println!(
-                "initramfs with xen-blkfront: {}",
-                harness::initramfs::ensure_initramfs_blkfront()?.display()
-            );
+            for l in [DebianLinux::Bookworm, DebianLinux::Trixie] {
+                println!(
+                    "initramfs with {}'s xen-blkfront: {}",
+                    l.name(),
+                    harness::initramfs::ensure_initramfs_blkfront_for(l)?.display()
+                );
+            }
             for v in [XenVersion::V4_17, XenVersion::V4_20] {
                 println!(
                     "domU rig dom0 initramfs (Xen {} toolstack): {}",

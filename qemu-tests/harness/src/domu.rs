@@ -275,7 +275,9 @@ pub fn marker_disk(marker: &str, mib: u64) -> Result<PathBuf> {
     }
     let dir = crate::cache_dir().join("domu-disks");
     fs::create_dir_all(&dir)?;
-    let path = dir.join(format!("marker-{}-{mib}m.img", std::process::id()));
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path = dir.join(format!("marker-{}-{n}-{mib}m.img", std::process::id()));
     let mut bytes = vec![0u8; (mib << 20) as usize];
     bytes[..marker.len()].copy_from_slice(marker.as_bytes());
     bytes[marker.len()] = b'\n';

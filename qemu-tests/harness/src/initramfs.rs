@@ -57,14 +57,23 @@ echo "PVKEXEC-LINUX-DONE"
 /// The initramfs with `xen-blkfront.ko` from Debian bookworm's kernel package (`=m` there) and
 /// an `/init` that loads it and prints the first line of `/dev/xvda` (for domUs with a disk).
 pub fn ensure_initramfs_blkfront() -> Result<PathBuf> {
-    let out = crate::cache_dir().join("initramfs-busybox-blkfront-r1.cpio.gz");
+    ensure_initramfs_blkfront_for(crate::provision::DebianLinux::Bookworm)
+}
+
+/// [`ensure_initramfs_blkfront`] with the module of `linux`'s kernel package (the domU kernel
+/// must be that one).
+pub fn ensure_initramfs_blkfront_for(linux: crate::provision::DebianLinux) -> Result<PathBuf> {
+    let out = crate::cache_dir().join(format!(
+        "initramfs-busybox-blkfront-{}-r1.cpio.gz",
+        linux.name()
+    ));
     if out.exists() {
         return Ok(out);
     }
     let busybox = crate::provision::ensure_busybox()?;
     let modules = crate::dom0::extract_modules(
-        crate::provision::DebianLinux::Bookworm,
-        &crate::cache_dir().join("dom0-4.17").join("modules"),
+        linux,
+        &crate::cache_dir().join(format!("modules-{}", linux.name())),
     )?;
     let blkfront = fs::read(modules.join("xen-blkfront.ko"))?;
     let tmp = out.with_extension("tmp");

@@ -202,3 +202,43 @@ fn linux_domu_reads_its_disk() {
         );
     }
 }
+
+/// Xen 4.20's toolstack (trixie) with trixie's 6.12 as dom0 and domU, in its own dom0 boot:
+/// the bootcheck kernel passes, and 6.12 with a disk reads the marker.
+#[test]
+fn xen_4_20_toolstack_runs_bootcheck_and_linux_6_12() {
+    let bootcheck = guest::binary("bootcheck").expect("building the guest kernels");
+    let mut check = DomuSpec::new("bootcheck", &bootcheck);
+    check.mem_mib = 64;
+    check.cmdline = "mem_mib=64".into();
+    check.timeout = Duration::from_secs(30);
+    let marker = "PVKEXEC-DISK-MARKER-xen-4.20";
+    let mut linux = DomuSpec::new(
+        "linux",
+        provision::ensure_linux(DebianLinux::Trixie).unwrap(),
+    );
+    linux.ramdisk = Some(initramfs::ensure_initramfs_blkfront_for(DebianLinux::Trixie).unwrap());
+    linux.cmdline = "console=hvc0".into();
+    linux.disk = Some(domu::marker_disk(marker, 4).unwrap());
+    linux.timeout = Duration::from_secs(90);
+    let rig = DomuRig {
+        xen: provision::XenVersion::V4_20,
+        tag: "domu-4.20".into(),
+        ..DomuRig::default()
+    };
+    let run = rig.run(&[check, linux.clone()]);
+    let _ = std::fs::remove_file(linux.disk.as_ref().unwrap());
+    let run = run.unwrap();
+    eprintln!(
+        "domu rig 4.20: toolstack ready {:.1} s, whole boot {:.1} s",
+        run.toolstack_ready_secs.unwrap_or(f64::NAN),
+        run.dom0.wall.as_secs_f64()
+    );
+    let check = &run.domus[0];
+    assert_eq!(check.verdict, DomuVerdict::Pass, "{}", check.log());
+    assert!(check.log().contains("xen-version 4.20"), "{}", check.log());
+    let linux = &run.domus[1];
+    assert_eq!(linux.verdict, DomuVerdict::PoweredOff, "{:#?}", linux.xl);
+    let want = format!("{}{marker}", initramfs::DISK_MARKER_PREFIX);
+    assert!(linux.lines_with(&want).next().is_some(), "no {want:?} line");
+}
