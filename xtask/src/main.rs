@@ -35,6 +35,10 @@ enum Cmd {
     Domu(DomuArgs),
     /// Builds the guest binaries (guest/ workspace).
     Build,
+    /// Builds the kernel module (kmod/, pvkexec.ko) with -Werror against Debian's headers for
+    /// the rig's bookworm kernel and bookworm's build of 6.12, and compiles it against trixie's
+    /// 6.12 headers (headers and gcc fetched with apt, cached).
+    Kmod,
     /// Installs QEMU; unpacks Xen 4.17 and 4.20, Debian 6.1 and 6.12 kernels and busybox, and
     /// builds the initramfs images and the domU rig's dom0 initramfs, into the cache
     /// (`~/.cache/pvkexec`, or `$PVKEXEC_CACHE`).
@@ -172,6 +176,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Kexec(args) => kexec(args),
         Cmd::Boot(args) => boot(args),
         Cmd::Domu(args) => domu(args),
+        Cmd::Kmod => kmod().map(|()| ExitCode::SUCCESS),
         Cmd::Build => guest::build().map(|dir| {
             println!("guest binaries in {}", dir.display());
             ExitCode::SUCCESS
@@ -600,6 +605,28 @@ fn cargo_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Result<()> {
     Ok(())
 }
 
+/// `cargo xtask kmod`: pvkexec.ko for the rig's 6.1 and bookworm's 6.12 build (linked, -Werror),
+/// and a compile of the module against trixie's own 6.12 headers.
+fn kmod() -> Result<()> {
+    use harness::kmod::{self, Headers};
+    println!("kmod/: {} lines of C", kmod::source_lines()?);
+    for which in [Headers::Bookworm, Headers::Bookworm612] {
+        let ko = kmod::build(which)?;
+        println!(
+            "{}: {} ({} bytes)",
+            which.name(),
+            ko.display(),
+            std::fs::metadata(&ko)?.len()
+        );
+    }
+    let obj = kmod::compile_check_trixie()?;
+    println!(
+        "trixie: {} compiled (gcc-12; no .ko: trixie's kbuild tools need gcc-14 and glibc 2.38)",
+        obj.display()
+    );
+    Ok(())
+}
+
 fn step(name: &str, f: impl FnOnce() -> Result<()>) -> Result<()> {
     let start = Instant::now();
     eprintln!("==> {name}");
@@ -660,6 +687,7 @@ fn test() -> Result<()> {
         },
     )?;
     step("guest builds", || guest::build().map(drop))?;
+    step("kernel module (kmod/) for Debian's 6.1 and 6.12", kmod)?;
     let kernel = provision::ensure_debian_linux()?;
     step("host tests and QEMU tests", || {
         cargo_env(

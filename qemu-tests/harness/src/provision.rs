@@ -197,7 +197,11 @@ pub(crate) fn apt_config_for(xen: XenVersion) -> Result<Option<PathBuf>> {
 }
 
 /// [`download_deb`] through an optional private apt configuration.
-fn download_deb_from(package: &str, dir: &Path, apt_config: Option<&Path>) -> Result<PathBuf> {
+pub(crate) fn download_deb_from(
+    package: &str,
+    dir: &Path,
+    apt_config: Option<&Path>,
+) -> Result<PathBuf> {
     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     if let Some(deb) = find_deb(dir, package)? {
         return Ok(deb);
@@ -307,6 +311,12 @@ impl DebianLinux {
             DebianLinux::Bullseye => Some("bullseye"),
         }
     }
+}
+
+/// The private apt configuration for `which`'s Debian release (`None`: the system's own).
+pub(crate) fn apt_config_for_linux(which: DebianLinux) -> Result<Option<PathBuf>> {
+    let _guard = PROVISION_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    which.suite().map(suite_apt_config).transpose()
 }
 
 /// bookworm's current Linux (see [`ensure_linux`]).

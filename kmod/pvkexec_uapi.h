@@ -1,0 +1,50 @@
+/* SPDX-License-Identifier: GPL-2.0 WITH Linux-syscall-note */
+/*
+ * pvkexec: the ioctl ABI of /dev/pvkexec. The Rust CLI mirrors these structs
+ * (loader/src/device.rs) with compile-time size and offset asserts.
+ */
+#ifndef PVKEXEC_UAPI_H
+#define PVKEXEC_UAPI_H
+
+#include <linux/ioctl.h>
+#include <linux/types.h>
+
+#define PVKEXEC_ABI_VERSION	1
+#define PVKEXEC_IOC_MAGIC	0xcf
+
+/* pvkexec_info.flags */
+#define PVKEXEC_INFO_PV			(1U << 0) /* a Xen PV guest */
+#define PVKEXEC_INFO_INITIAL_DOMAIN	(1U << 1) /* SIF_INITDOMAIN in start_info */
+#define PVKEXEC_INFO_VCPU_INFO_PLACED	(1U << 2) /* every up CPU's vcpu_info registered */
+#define PVKEXEC_INFO_IMAGE_LOADED	(1U << 3)
+#define PVKEXEC_INFO_EXEC_SUPPORTED	(1U << 4)
+
+struct pvkexec_info {
+	__u32 abi_version;
+	__u32 flags;
+	__u64 current_pages;	/* XENMEM_current_reservation */
+	__u64 maximum_pages;	/* XENMEM_maximum_reservation */
+	__u64 start_info_pages;	/* xen_start_info->nr_pages */
+	__u32 possible_cpus;
+	__u32 online_cpus;
+	__u32 vcpus_up;		/* VCPUOP_is_up over the possible CPUs */
+	__u32 gnttab_version;	/* GNTTABOP_get_version; 0: unknown */
+	__u32 linux_version;	/* LINUX_VERSION_CODE the module was built for */
+	__u32 image_segments;
+	__u64 image_bytes;	/* 0: no image loaded */
+	__u64 image_pages;
+};
+
+struct pvkexec_load {
+	__u64 image;		/* user address of the image file's bytes */
+	__u64 len;
+	__u32 flags;		/* none defined: must be 0 */
+	__u32 reserved;		/* must be 0 */
+};
+
+#define PVKEXEC_IOC_INFO	_IOR(PVKEXEC_IOC_MAGIC, 0, struct pvkexec_info)
+#define PVKEXEC_IOC_LOAD	_IOW(PVKEXEC_IOC_MAGIC, 1, struct pvkexec_load)
+#define PVKEXEC_IOC_UNLOAD	_IO(PVKEXEC_IOC_MAGIC, 2)
+#define PVKEXEC_IOC_EXEC	_IO(PVKEXEC_IOC_MAGIC, 3)
+
+#endif /* PVKEXEC_UAPI_H */

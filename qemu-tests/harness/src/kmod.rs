@@ -1,0 +1,448 @@
+//! Builds the kernel module (`kmod/`, `pvkexec.ko`) against Debian's own kernel headers, and
+//! the domU initramfs that carries it with the `pvkexec` CLI.
+//!
+//! Headers come from Debian's packages (`apt-get download` + `dpkg -x` into
+//! [`crate::cache_dir`], never installed): `linux-headers-<release>` and what it depends on
+//! (`-common`, `linux-kbuild-*`). The `-amd64` Makefile includes the `-common` one by an
+//! absolute `/usr/src` path, which is rewritten to the unpacked copy. The compiler is the one
+//! the headers package names (bookworm: gcc-12), installed with apt-get when absent.
+
+use anyhow::{bail, Context, Result};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::dom0::CpioTree;
+use crate::provision::{self, DebianLinux};
+
+/// Which kernel headers to build against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Headers {
+    /// The rig's kernel: the release bookworm's `linux-image-amd64` depends on (6.1).
+    Bookworm,
+    /// bookworm-security's build of the trixie kernel's upstream version
+    /// (`6.12.N+deb12`, built with gcc-12): the same 6.12 sources, linkable on this host.
+    Bookworm612,
+    /// trixie's own headers (`6.12.N+deb13`): they name gcc-14 and their kbuild tools need
+    /// glibc 2.38, neither of which a bookworm host has; see [`compile_check_trixie`].
+    Trixie,
+}
+
+impl Headers {
+    pub fn name(self) -> &'static str {
+        match self {
+            Headers::Bookworm => "bookworm",
+            Headers::Bookworm612 => "bookworm-6.12",
+            Headers::Trixie => "trixie",
+        }
+    }
+
+    /// The kernel release (`6.1.0-57-amd64`) and the apt configuration to fetch it with.
+    fn release(self) -> Result<(String, Option<PathBuf>)> {
+        match self {
+            Headers::Bookworm => Ok((
+                image_release(DebianLinux::Bookworm)?,
+                provision::apt_config_for_linux(DebianLinux::Bookworm)?,
+            )),
+            Headers::Trixie => Ok((
+                image_release(DebianLinux::Trixie)?,
+                provision::apt_config_for_linux(DebianLinux::Trixie)?,
+            )),
+            Headers::Bookworm612 => {
+                let trixie = image_release(DebianLinux::Trixie)?;
+                let release = trixie.replace("+deb13-", "+deb12-");
+                if release == trixie {
+                    bail!("trixie's kernel release {trixie} has no +deb13 to map to bookworm");
+                }
+                Ok((release, None))
+            }
+        }
+    }
+}
+
+impl std::str::FromStr for Headers {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "bookworm" => Ok(Headers::Bookworm),
+            "bookworm-6.12" => Ok(Headers::Bookworm612),
+            "trixie" => Ok(Headers::Trixie),
+            o => bail!("unknown headers {o:?}: bookworm, bookworm-6.12 or trixie"),
+        }
+    }
+}
+
+/// The release of the kernel the rig provisions for `linux` (from its package's file name,
+/// `linux-image-<release>-unsigned_<version>_amd64.deb`).
+pub fn image_release(linux: DebianLinux) -> Result<String> {
+    provision::ensure_linux(linux)?;
+    let dir = crate::cache_dir()
+        .join(format!("linux-{}", linux.name()))
+        .join("deb");
+    for e in fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
+        let name = e?.file_name().to_string_lossy().to_string();
+        if let Some(rest) = name.strip_prefix("linux-image-") {
+            if let Some((release, _)) = rest.split_once("-unsigned_") {
+                return Ok(release.to_string());
+            }
+        }
+    }
+    bail!("{} holds no linux-image-*-unsigned .deb", dir.display())
+}
+
+/// Unpacked headers, ready for `make -C dir M=...`.
+#[derive(Clone, Debug)]
+pub struct HeaderTree {
+    pub release: String,
+    /// `.../usr/src/linux-headers-<release>`.
+    pub dir: PathBuf,
+    /// The compiler the headers package depends on (`gcc-12`, `gcc-14`).
+    pub compiler: String,
+}
+
+static KMOD_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Downloads and unpacks the headers (once) and fixes their absolute include.
+pub fn ensure_headers(which: Headers) -> Result<HeaderTree> {
+    let (release, apt_config) = which.release()?;
+    let _guard = KMOD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let top = crate::cache_dir().join("kmod-headers").join(&release);
+    let root = top.join("root");
+    let deb_dir = top.join("deb");
+    let headers = format!("linux-headers-{release}");
+    let main = provision::download_deb_from(&headers, &deb_dir, apt_config.as_deref())?;
+    let depends = deb_field(&main, "Depends")?;
+    let compiler = compiler_of(&depends)
+        .with_context(|| format!("{headers} names no gcc in Depends: {depends}"))?;
+    let stamp = top.join(".unpacked");
+    if !stamp.exists() {
+        let _ = fs::remove_dir_all(&root);
+        fs::create_dir_all(&root)?;
+        let mut debs = vec![main.clone()];
+        for dep in package_names(&depends) {
+            if dep.starts_with("linux-headers-") || dep.starts_with("linux-kbuild-") {
+                debs.push(provision::download_deb_from(
+                    &dep,
+                    &deb_dir,
+                    apt_config.as_deref(),
+                )?);
+            }
+        }
+        for deb in &debs {
+            let st = Command::new("dpkg")
+                .arg("-x")
+                .arg(deb)
+                .arg(&root)
+                .status()
+                .context("running dpkg -x")?;
+            if !st.success() {
+                bail!("dpkg -x {} failed ({st})", deb.display());
+            }
+        }
+        fix_absolute_include(&root, &release)?;
+        fs::write(&stamp, "")?;
+    }
+    Ok(HeaderTree {
+        release: release.clone(),
+        dir: root.join("usr/src").join(&headers),
+        compiler,
+    })
+}
+
+fn deb_field(deb: &Path, field: &str) -> Result<String> {
+    let o = Command::new("dpkg-deb")
+        .arg("-f")
+        .arg(deb)
+        .arg(field)
+        .output()
+        .context("running dpkg-deb -f")?;
+    if !o.status.success() {
+        bail!("dpkg-deb -f {} {field} failed", deb.display());
+    }
+    Ok(String::from_utf8_lossy(&o.stdout).trim().to_string())
+}
+
+/// Package names of a Depends field (alternatives and version constraints dropped).
+fn package_names(depends: &str) -> Vec<String> {
+    depends
+        .split([',', '|'])
+        .filter_map(|d| d.split_whitespace().next())
+        .map(str::to_string)
+        .collect()
+}
+
+/// `linux-compiler-gcc-12-x86` (bookworm) or `gcc-14` (trixie) -> the gcc binary name.
+fn compiler_of(depends: &str) -> Option<String> {
+    package_names(depends).into_iter().find_map(|p| {
+        if let Some(rest) = p.strip_prefix("linux-compiler-gcc-") {
+            rest.split('-').next().map(|v| format!("gcc-{v}"))
+        } else if p.starts_with("gcc-") {
+            Some(p)
+        } else {
+            None
+        }
+    })
+}
+
+/// The `-amd64` Makefile is `include /usr/src/linux-headers-<...>-common/Makefile`: point it
+/// at the unpacked tree.
+fn fix_absolute_include(root: &Path, release: &str) -> Result<()> {
+    let mk = root
+        .join("usr/src")
+        .join(format!("linux-headers-{release}"))
+        .join("Makefile");
+    let text = fs::read_to_string(&mk).with_context(|| format!("reading {}", mk.display()))?;
+    let prefix = root.join("usr/src");
+    let fixed = text.replace(
+        "include /usr/src/",
+        &format!("include {}/", prefix.display()),
+    );
+    if fixed == text {
+        bail!(
+            "{}: no `include /usr/src/...` line to fix: {text:?}",
+            mk.display()
+        );
+    }
+    fs::write(&mk, fixed)?;
+    Ok(())
+}
+
+/// Installs `compiler`, make and pahole (6.12's kbuild runs it for module BTF) with apt-get
+/// when absent.
+pub fn ensure_compiler(compiler: &str) -> Result<()> {
+    let have = |p: &str| {
+        Command::new(p)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if have(compiler) && have("make") && have("pahole") {
+        return Ok(());
+    }
+    eprintln!("provision: installing {compiler} and make with apt-get");
+    provision::apt_update()?;
+    let st = Command::new("apt-get")
+        .args(["install", "-y", "-q", "--no-install-recommends", compiler])
+        .args(["make", "libelf1", "libssl3", "dwarves"])
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .status()
+        .context("running apt-get install")?;
+    if !st.success() || !have(compiler) || !have("pahole") {
+        bail!(
+            "{compiler}, make and pahole (dwarves) are needed to build pvkexec.ko and apt-get \
+             cannot install them here"
+        );
+    }
+    Ok(())
+}
+
+/// The module sources (`kmod/`).
+pub fn source_dir() -> PathBuf {
+    crate::workspace_root().join("kmod")
+}
+
+/// Copies the sources into a build directory under `target/kmod/<release>` (kbuild writes
+/// its objects beside them) and returns it.
+fn stage_sources(release: &str) -> Result<PathBuf> {
+    let dir = crate::workspace_root().join("target/kmod").join(release);
+    fs::create_dir_all(&dir)?;
+    for e in fs::read_dir(source_dir())? {
+        let p = e?.path();
+        let name = p
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .to_string();
+        let keep = name == "Kbuild" || name.ends_with(".c") || name.ends_with(".h");
+        if keep {
+            let dest = dir.join(&name);
+            // Unchanged files keep their times, so make rebuilds only what changed.
+            if fs::read(&dest).ok() != Some(fs::read(&p)?) {
+                fs::copy(&p, &dest)?;
+            }
+        }
+    }
+    Ok(dir)
+}
+
+/// Builds `pvkexec.ko` for `which` with -Werror and returns its path.
+pub fn build(which: Headers) -> Result<PathBuf> {
+    if which == Headers::Trixie {
+        bail!(
+            "trixie's headers name gcc-14 and their kbuild tools need glibc 2.38: build for \
+             trixie on a trixie host (here only compile_check_trixie runs)"
+        );
+    }
+    let h = ensure_headers(which)?;
+    ensure_compiler(&h.compiler)?;
+    let dir = stage_sources(&h.release)?;
+    let _guard = KMOD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let o = Command::new("make")
+        .arg("-C")
+        .arg(&h.dir)
+        .arg(format!("M={}", dir.display()))
+        .arg(format!("CC={}", h.compiler))
+        .arg("modules")
+        .output()
+        .context("running make for pvkexec.ko")?;
+    if !o.status.success() {
+        bail!(
+            "building pvkexec.ko against {} failed:\n{}{}",
+            h.release,
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    let ko = dir.join("pvkexec.ko");
+    if !ko.is_file() {
+        bail!("make succeeded but left no {}", ko.display());
+    }
+    Ok(ko)
+}
+
+/// Compiles `pvkexec.c` against trixie's own 6.12 headers with the host's gcc-12 (-Werror):
+/// only the gcc-14 flag `-fmin-function-alignment` is dropped and objtool (a trixie binary
+/// needing glibc 2.38) is not run; no `.ko` is linked (modpost needs glibc 2.38 too). Returns
+/// the object's path.
+pub fn compile_check_trixie() -> Result<PathBuf> {
+    let h = ensure_headers(Headers::Trixie)?;
+    ensure_compiler("gcc-12")?;
+    let dir = stage_sources(&format!("{}-compile-check", h.release))?;
+    let _guard = KMOD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let o = Command::new("make")
+        .arg("-C")
+        .arg(&h.dir)
+        .arg(format!("M={}", dir.display()))
+        .args([
+            "CC=gcc-12",
+            "CONFIG_CC_HAS_MIN_FUNCTION_ALIGNMENT=",
+            "objtool=/bin/true",
+            "pvkexec.o",
+        ])
+        .output()
+        .context("running make for pvkexec.o")?;
+    if !o.status.success() {
+        bail!(
+            "compiling pvkexec.c against {} failed:\n{}{}",
+            h.release,
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    Ok(dir.join("pvkexec.o"))
+}
+
+/// Lines of C in `kmod/` (`.c` and `.h`).
+pub fn source_lines() -> Result<usize> {
+    let mut n = 0;
+    for e in fs::read_dir(source_dir())? {
+        let p = e?.path();
+        if p.extension().is_some_and(|x| x == "c" || x == "h") {
+            n += fs::read_to_string(&p)?.lines().count();
+        }
+    }
+    Ok(n)
+}
+
+/// The shared libraries `ldd` lists for `binary` (absolute paths), the ELF interpreter
+/// included.
+fn shared_libraries(binary: &Path) -> Result<Vec<PathBuf>> {
+    let o = Command::new("ldd")
+        .arg(binary)
+        .output()
+        .context("running ldd")?;
+    if !o.status.success() {
+        bail!("ldd {} failed", binary.display());
+    }
+    let mut libs: Vec<PathBuf> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter_map(|l| {
+            let l = l.trim();
+            let path = match l.split_once(" => ") {
+                Some((_, rest)) => rest.split_whitespace().next()?,
+                None => l.split_whitespace().next()?,
+            };
+            path.starts_with('/').then(|| PathBuf::from(path))
+        })
+        .collect();
+    // glibc loads libgcc_s at run time (unwinding) without ldd seeing it.
+    let gcc_s = PathBuf::from("/lib/x86_64-linux-gnu/libgcc_s.so.1");
+    if gcc_s.exists() && !libs.contains(&gcc_s) {
+        libs.push(gcc_s);
+    }
+    Ok(libs)
+}
+
+/// What goes into a domU initramfs besides busybox: `(path in the archive, host file)`.
+#[derive(Clone, Debug, Default)]
+pub struct DomuFiles {
+    pub files: Vec<(String, PathBuf)>,
+}
+
+/// A gzip'd initramfs for a domU: busybox with its applets, `/init`, the `pvkexec` CLI with
+/// its shared libraries (and `/bin/kexec` linking to it), and `extra` files.
+pub fn domu_initramfs(init: &str, pvkexec: &Path, extra: &DomuFiles, out: &Path) -> Result<()> {
+    let busybox = provision::ensure_busybox()?;
+    let mut t = CpioTree::default();
+    for d in ["dev", "proc", "sys", "tmp", "run", "lib/modules"] {
+        t.dir(d);
+    }
+    t.char_dev("dev/console", 5, 1);
+    t.copy("bin/busybox", &busybox)?;
+    let list = Command::new(&busybox)
+        .arg("--list")
+        .output()
+        .context("running busybox --list")?;
+    for applet in String::from_utf8_lossy(&list.stdout).lines() {
+        let a = applet.trim();
+        if !a.is_empty() && a != "busybox" {
+            t.symlink(&format!("bin/{a}"), "busybox");
+        }
+    }
+    t.file("bin/pvkexec", 0o755, fs::read(pvkexec)?);
+    t.symlink("sbin/kexec", "/bin/pvkexec");
+    for lib in shared_libraries(pvkexec)? {
+        let rel = lib.to_string_lossy().trim_start_matches('/').to_string();
+        // Follow symlinks: the archive gets the library's bytes under the name ldd used.
+        t.file(&rel, 0o755, fs::read(&lib)?);
+    }
+    t.file("init", 0o755, init.as_bytes().to_vec());
+    for (path, src) in &extra.files {
+        t.file(
+            path,
+            0o644,
+            fs::read(src).with_context(|| src.display().to_string())?,
+        );
+    }
+    let archive = t.finish()?;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, &archive)?;
+    fs::write(out, gz.finish()?).with_context(|| format!("writing {}", out.display()))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn depends_give_packages_and_compiler() {
+        let bookworm = "linux-headers-6.1.0-57-common (= 6.1.192-3), linux-kbuild-6.1 \
+                        (>= 6.1.192-3), linux-compiler-gcc-12-x86";
+        assert_eq!(
+            package_names(bookworm),
+            vec![
+                "linux-headers-6.1.0-57-common",
+                "linux-kbuild-6.1",
+                "linux-compiler-gcc-12-x86"
+            ]
+        );
+        assert_eq!(compiler_of(bookworm).as_deref(), Some("gcc-12"));
+        let trixie = "linux-base (>= 4.12~), linux-headers-6.12.117+deb13-common (= 6.12.117-1), \
+                      linux-image-6.12.117+deb13-amd64 (= 6.12.117-1) | \
+                      linux-image-6.12.117+deb13-amd64-unsigned (= 6.12.117-1), \
+                      linux-kbuild-6.12.117+deb13, gcc-14";
+        assert_eq!(compiler_of(trixie).as_deref(), Some("gcc-14"));
+        assert!(package_names(trixie).contains(&"linux-kbuild-6.12.117+deb13".to_string()));
+    }
+}
