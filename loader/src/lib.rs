@@ -2,7 +2,9 @@
 //! compression Linux uses), reads its Xen notes, and plans its PV start-of-day layout with
 //! [`pvlayout`]. The CLI `pvkexec` is in `src/bin/pvkexec.rs`.
 
+pub mod cli_kexec;
 pub mod decompress;
+pub mod device;
 pub mod error;
 pub mod hypercall_page;
 pub mod image;

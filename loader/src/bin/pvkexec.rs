@@ -84,6 +84,29 @@ enum Cmd {
     },
     /// Prints an image's segments and checks every digest (exit 3 on a mismatch).
     Inspect { image: PathBuf },
+    /// Builds the image for the running domain (facts from the pvkexec module) and loads it
+    /// into the module; refused, with nothing changed, when the new kernel cannot boot there.
+    Load {
+        #[arg(long)]
+        kernel: PathBuf,
+        #[arg(long)]
+        initrd: Option<PathBuf>,
+        /// The new kernel's command line.
+        #[arg(long, conflicts_with = "reuse_cmdline")]
+        append: Option<String>,
+        /// Use the running kernel's command line (/proc/cmdline).
+        #[arg(long)]
+        reuse_cmdline: bool,
+        /// Load even a kernel the vcpu_info rule says cannot boot after the running one.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Hands the domain to the loaded image.
+    Exec,
+    /// Frees the loaded image.
+    Unload,
+    /// Prints the running domain's facts (from the pvkexec module) and the loaded image.
+    Status,
 }
 
 /// Most memory a PV domain can have: 2^40 frames (4 PiB), all that x86-64's 52-bit physical
@@ -221,9 +244,49 @@ fn hidden_pages(old: loader::linux::OldKernel) -> u64 {
 
 const EXIT_BAD_INPUT: u8 = 3;
 
+/// Prints a running-kernel command's result (loader/src/cli_kexec.rs).
+fn report(r: Result<String, loader::cli_kexec::CliError>) -> ExitCode {
+    match r {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("pvkexec: {}", e.message);
+            ExitCode::from(e.code)
+        }
+    }
+}
+
 fn main() -> ExitCode {
+    let argv: Vec<String> = std::env::args().collect();
+    if argv
+        .first()
+        .is_some_and(|a| loader::cli_kexec::invoked_as_kexec(a))
+    {
+        return report(loader::cli_kexec::run_kexec(&argv[1..]));
+    }
     let cli = Cli::parse(); // usage errors exit 2
     match cli.cmd {
+        Cmd::Load {
+            kernel,
+            initrd,
+            append,
+            reuse_cmdline,
+            force,
+        } => report(loader::cli_kexec::load(&loader::cli_kexec::LoadRequest {
+            kernel,
+            initrd,
+            cmdline: if reuse_cmdline {
+                loader::cli_kexec::Cmdline::Reuse
+            } else {
+                loader::cli_kexec::Cmdline::Given(append.unwrap_or_default())
+            },
+            force,
+        })),
+        Cmd::Exec => report(loader::cli_kexec::exec()),
+        Cmd::Unload => report(loader::cli_kexec::unload()),
+        Cmd::Status => report(loader::cli_kexec::status()),
         Cmd::Extract { kernel, output } => {
             let name = kernel.display().to_string();
             let result = read_checked(

@@ -1,0 +1,582 @@
+//! The running-kernel commands of `pvkexec` (`load`, `exec`, `unload`, `status`) and the
+//! kexec-tools spelling (`kexec -l K --initrd=I --append=S`, `kexec -e`, `kexec -u`), talking
+//! to the pvkexec module through [`crate::device`]. The module tells the facts of the running
+//! domain (domU or initial domain, frames, VCPUs, vcpu_info placement), so the user passes no
+//! `--old-*` or `--mem-mib` flags: the image is built the way `pvkexec build` builds it.
+
+use crate::device::{Device, DeviceError, Info, ABI_VERSION};
+use crate::input::{open_checked, read_checked, Role, MAX_KERNEL_BYTES};
+use crate::linux::OldKernel;
+use std::path::{Path, PathBuf};
+
+/// How a command failed: the message for the user and the exit code.
+#[derive(Debug)]
+pub struct CliError {
+    pub message: String,
+    pub code: u8,
+}
+
+/// Exit codes: 1 refused or failed (nothing changed), 2 usage, 3 bad input file.
+pub const EXIT_REFUSED: u8 = 1;
+pub const EXIT_USAGE: u8 = 2;
+pub const EXIT_BAD_INPUT: u8 = 3;
+
+impl CliError {
+    fn refused(message: impl Into<String>) -> Self {
+        CliError {
+            message: message.into(),
+            code: EXIT_REFUSED,
+        }
+    }
+}
+
+impl From<DeviceError> for CliError {
+    fn from(e: DeviceError) -> Self {
+        CliError::refused(e.to_string())
+    }
+}
+
+impl From<crate::LoadError> for CliError {
+    fn from(e: crate::LoadError) -> Self {
+        CliError {
+            message: e.to_string(),
+            code: EXIT_BAD_INPUT,
+        }
+    }
+}
+
+/// Where the new kernel's command line comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Cmdline {
+    Given(String),
+    /// The running kernel's `/proc/cmdline`.
+    Reuse,
+}
+
+/// `pvkexec load` / `kexec -l`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LoadRequest {
+    pub kernel: PathBuf,
+    pub initrd: Option<PathBuf>,
+    pub cmdline: Cmdline,
+    /// Load even what the vcpu_info rule says cannot boot.
+    pub force: bool,
+}
+
+/// Opens the module's device and reads its facts (abi checked).
+fn open() -> Result<(Device, Info), CliError> {
+    let dev = Device::open(&Device::path())?;
+    let info = dev.info()?;
+    if info.abi_version != ABI_VERSION {
+        return Err(CliError::refused(format!(
+            "the loaded pvkexec module speaks ABI {}, this pvkexec {ABI_VERSION}: use the module \
+             and CLI of one release",
+            info.abi_version
+        )));
+    }
+    Ok((dev, info))
+}
+
+/// The running kernel's release (`uname -r`), for messages.
+fn running_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+/// What the old (running) kernel left, as the loader's rules take it.
+pub fn old_kernel(info: &Info) -> OldKernel {
+    OldKernel {
+        vcpus: info.online_cpus.max(info.vcpus_up).max(1),
+        vcpu_info_registered: info.vcpu_info_placed(),
+    }
+}
+
+/// Frames kept from the new kernel for the old kernel's VCPUs (as `pvkexec build`: the park
+/// area when it ran several, a frame per placed vcpu_info; docs/smp.md).
+pub fn hidden_vcpu_pages(old: OldKernel) -> u64 {
+    let park = if old.vcpus > 1 {
+        pvhandoff::image::PARK_PAGES
+    } else {
+        0
+    };
+    park + if old.vcpu_info_registered {
+        u64::from(old.vcpus)
+    } else {
+        0
+    }
+}
+
+/// `pvkexec status`: the module's facts and the loaded image.
+pub fn status() -> Result<String, CliError> {
+    let (_, info) = open()?;
+    Ok(render_status(&info, &running_release()))
+}
+
+pub fn render_status(info: &Info, release: &str) -> String {
+    let (a, b, c) = info.linux_version();
+    let mut s = format!(
+        "module: pvkexec ABI {} for Linux {a}.{b}.{c}, running {release}\n",
+        info.abi_version
+    );
+    s += &format!(
+        "domain: {}\n",
+        if info.initial_domain() {
+            "initial domain (dom0)"
+        } else {
+            "domU"
+        }
+    );
+    s += &format!(
+        "frames: {} (maximum {}, start_info nr_pages {})\n",
+        info.current_pages, info.maximum_pages, info.start_info_pages
+    );
+    s += &format!(
+        "vcpus: {} online, {} up, {} possible\n",
+        info.online_cpus, info.vcpus_up, info.possible_cpus
+    );
+    s += &format!(
+        "vcpu_info: {}\n",
+        if info.vcpu_info_placed() {
+            "placed on every CPU brought up (stock Linux registers it on each; Xen never \
+             unregisters it)"
+        } else {
+            "in shared_info"
+        }
+    );
+    s += &format!(
+        "grant table: {}\n",
+        match info.gnttab_version {
+            0 => "version unknown".to_string(),
+            v => format!("v{v}"),
+        }
+    );
+    if info.image_loaded() {
+        s += &format!(
+            "image: loaded, {} bytes in {} pages, {} segments\n",
+            info.image_bytes, info.image_pages, info.image_segments
+        );
+    } else {
+        s += "image: none loaded\n";
+    }
+    s += &format!(
+        "exec: {}\n",
+        if info.exec_supported() {
+            "supported"
+        } else {
+            "not supported by this module yet"
+        }
+    );
+    s
+}
+
+/// Reads the kernel's command line for `--reuse-cmdline`.
+fn reuse_cmdline() -> Result<String, CliError> {
+    std::fs::read_to_string("/proc/cmdline")
+        .map(|s| s.trim().to_string())
+        .map_err(|e| CliError::refused(format!("/proc/cmdline: cannot read: {e}")))
+}
+
+/// `pvkexec load`: builds the image for the running domain and hands it to the module.
+/// Refusals change nothing (the module keeps what it had).
+pub fn load(req: &LoadRequest) -> Result<String, CliError> {
+    let (dev, info) = open()?;
+    let mode = if info.initial_domain() {
+        pvlayout::Mode::Dom0
+    } else {
+        pvlayout::Mode::DomU
+    };
+    let old = old_kernel(&info);
+    let max_vcpus = pvhandoff::handoff::MAX_VCPUS;
+    if u64::from(old.vcpus) > max_vcpus {
+        return Err(CliError::refused(format!(
+            "this domain has {} VCPUs up; the purgatory parks at most {max_vcpus}",
+            old.vcpus
+        )));
+    }
+    let domain_pages = info.current_pages;
+    let name = req.kernel.display().to_string();
+    let kernel_role = Role::Kernel {
+        max: MAX_KERNEL_BYTES,
+    };
+    let initrd_role = Role::Initrd {
+        domain_bytes: domain_pages.saturating_mul(4096),
+    };
+    open_checked(&req.kernel, kernel_role)?;
+    if let Some(i) = &req.initrd {
+        open_checked(i, initrd_role)?;
+    }
+    let cmdline = match &req.cmdline {
+        Cmdline::Given(s) => s.clone(),
+        Cmdline::Reuse => reuse_cmdline()?,
+    };
+    let k = crate::parse_kernel(&name, &read_checked(&req.kernel, kernel_role)?)?;
+    let adjusted = crate::linux::adjust(&k, &cmdline, old);
+    let mut out = String::new();
+    for n in &adjusted.notes {
+        out += &format!("note: {name}: {n}\n");
+    }
+    if !adjusted.warnings.is_empty() {
+        let why = adjusted.warnings.join("; ");
+        if !req.force {
+            return Err(CliError::refused(format!(
+                "refused to load {name}: the running kernel (Linux {}) placed vcpu_info on its \
+                 {} VCPU(s), and Xen allows that registration once per VCPU: {why}. Nothing \
+                 was loaded; --force loads it anyway",
+                running_release(),
+                old.vcpus
+            )));
+        }
+        out += &format!("warning: {name}: loading anyway (--force): {why}\n");
+    }
+    let initrd = match &req.initrd {
+        Some(i) => Some(read_checked(i, initrd_role)?),
+        None => None,
+    };
+    let built = crate::image::build_image(
+        &name,
+        &k,
+        initrd.as_deref(),
+        &adjusted.cmdline,
+        domain_pages,
+        crate::image::Hidden {
+            vcpu_pages: hidden_vcpu_pages(old),
+            grant_reserve: 0,
+        },
+        mode,
+    )
+    .map_err(|e| too_large_or_input(e, domain_pages))?;
+    dev.load(&built.bytes)
+        .map_err(|e| load_refused(e, built.bytes.len()))?;
+    out += &format!(
+        "loaded {name}: {} layout for {domain_pages} frames ({} hidden for the old VCPUs), image \
+         {} bytes; command line: {:?}\n",
+        match mode {
+            pvlayout::Mode::Dom0 => "initial-domain",
+            _ => "domU",
+        },
+        hidden_vcpu_pages(old),
+        built.bytes.len(),
+        adjusted.cmdline
+    );
+    Ok(out)
+}
+
+/// A layout that does not fit is "too large for the domain"; the rest is bad input.
+fn too_large_or_input(e: crate::LoadError, domain_pages: u64) -> CliError {
+    if matches!(e.reason, crate::Reason::Layout(_)) {
+        return CliError::refused(format!(
+            "image too large for this domain of {domain_pages} frames: {e}. Nothing was loaded"
+        ));
+    }
+    e.into()
+}
+
+fn load_refused(e: DeviceError, len: usize) -> CliError {
+    let why = match e.errno() {
+        Some(libc::ENOMEM) => format!(
+            "out of memory: the module cannot keep the {len}-byte image (it takes at most half \
+             of MemAvailable; see the kernel log)"
+        ),
+        Some(libc::EPERM) => "permission denied: loading needs CAP_SYS_BOOT (root)".into(),
+        Some(libc::EINVAL) | Some(libc::EFBIG) => {
+            format!("the module refused the {len}-byte image (the kernel log says why): {e}")
+        }
+        _ => e.to_string(),
+    };
+    CliError::refused(format!(
+        "{why}. The previously loaded image, if any, is kept"
+    ))
+}
+
+/// `pvkexec unload`: frees the loaded image (nothing loaded is not an error).
+pub fn unload() -> Result<String, CliError> {
+    let (dev, _) = open()?;
+    match dev.unload() {
+        Ok(()) => Ok("unloaded\n".into()),
+        Err(e) if e.errno() == Some(libc::ENOENT) => Ok("no image was loaded\n".into()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `pvkexec exec`: hands the domain to the loaded image.
+pub fn exec() -> Result<String, CliError> {
+    let (dev, info) = open()?;
+    if !info.image_loaded() {
+        return Err(CliError::refused(
+            "no image loaded: pvkexec load (or kexec -l) first",
+        ));
+    }
+    match dev.exec() {
+        Ok(()) => Ok("exec returned\n".into()),
+        Err(e) if e.errno() == Some(libc::EOPNOTSUPP) => Err(CliError::refused(
+            "exec refused: this pvkexec module does not implement the handover yet (device \
+             shutdown, VCPUs to the purgatory, unpinning, jump); the image stays loaded",
+        )),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// What `kexec ...` asked for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KexecAction {
+    Load(LoadRequest),
+    /// `kexec KERNEL` with no action: load, then exec.
+    LoadExec(LoadRequest),
+    Exec,
+    Unload,
+    Help,
+}
+
+pub const KEXEC_USAGE: &str =
+    "usage: kexec -l KERNEL [--initrd=FILE] [--append=S | --command-line=S | --reuse-cmdline] [-s]
+       kexec -e | kexec -u | kexec KERNEL [options]  (load, then exec)
+pvkexec's kexec-tools spelling for Xen PV guests (needs the pvkexec module); -p (kdump) is not
+supported yet.";
+
+fn usage(msg: String) -> CliError {
+    CliError {
+        message: format!("{msg}\n{KEXEC_USAGE}"),
+        code: EXIT_USAGE,
+    }
+}
+
+/// Parses kexec-tools' options (after argv[0]).
+pub fn parse_kexec(args: &[String]) -> Result<KexecAction, CliError> {
+    #[derive(PartialEq)]
+    enum Act {
+        None,
+        Load,
+        Exec,
+        Unload,
+    }
+    let mut act = Act::None;
+    let mut kernel: Option<PathBuf> = None;
+    let mut initrd = None;
+    let mut cmdline: Option<Cmdline> = None;
+    let mut it = args.iter();
+    let set = |act: &mut Act, new: Act, flag: &str| -> Result<(), CliError> {
+        if *act != Act::None && *act != new {
+            return Err(usage(format!(
+                "{flag}: only one of -l, -e and -u at a time"
+            )));
+        }
+        *act = new;
+        Ok(())
+    };
+    let mut set_cmdline = |c: Cmdline, flag: &str| -> Result<(), CliError> {
+        if cmdline.replace(c).is_some() {
+            return Err(usage(format!(
+                "{flag}: give one of --append, --command-line and --reuse-cmdline"
+            )));
+        }
+        Ok(())
+    };
+    while let Some(a) = it.next() {
+        let (flag, inline) = match a.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f, Some(v.to_string())),
+            _ => (a.as_str(), None),
+        };
+        let mut value = |what: &str| -> Result<String, CliError> {
+            match inline.clone().or_else(|| it.next().cloned()) {
+                Some(v) => Ok(v),
+                None => Err(usage(format!("{flag} needs {what}"))),
+            }
+        };
+        match flag {
+            "-l" | "--load" => set(&mut act, Act::Load, flag)?,
+            "-e" | "--exec" => set(&mut act, Act::Exec, flag)?,
+            "-u" | "--unload" => set(&mut act, Act::Unload, flag)?,
+            "-p" | "--load-panic" => {
+                return Err(CliError::refused(
+                    "kexec -p: not yet: kdump (a crash kernel loaded for panics) is not \
+                     supported by pvkexec yet",
+                ))
+            }
+            "-s" | "--kexec-file-syscall" => {}
+            "-h" | "--help" => return Ok(KexecAction::Help),
+            "--initrd" | "--ramdisk" => initrd = Some(PathBuf::from(value("a file")?)),
+            "--append" | "--command-line" => set_cmdline(Cmdline::Given(value("a string")?), flag)?,
+            "--reuse-cmdline" => set_cmdline(Cmdline::Reuse, flag)?,
+            f if f.starts_with('-') => {
+                return Err(usage(format!("{f}: not an option pvkexec's kexec takes")))
+            }
+            k => {
+                if kernel.replace(PathBuf::from(k)).is_some() {
+                    return Err(usage(format!("{k}: a second kernel")));
+                }
+            }
+        }
+    }
+    let req = |kernel: Option<PathBuf>| -> Result<LoadRequest, CliError> {
+        Ok(LoadRequest {
+            kernel: kernel.ok_or_else(|| usage("no kernel given".into()))?,
+            initrd: initrd.clone(),
+            cmdline: cmdline.clone().unwrap_or(Cmdline::Given(String::new())),
+            force: false,
+        })
+    };
+    match act {
+        Act::Load => Ok(KexecAction::Load(req(kernel)?)),
+        Act::None if kernel.is_some() => Ok(KexecAction::LoadExec(req(kernel)?)),
+        Act::None => Err(usage("nothing to do".into())),
+        Act::Exec | Act::Unload if kernel.is_some() || initrd.is_some() || cmdline.is_some() => {
+            Err(usage(
+                "-e and -u take no kernel, initrd or command line".into(),
+            ))
+        }
+        Act::Exec => Ok(KexecAction::Exec),
+        Act::Unload => Ok(KexecAction::Unload),
+    }
+}
+
+/// Whether the program was started under the name `kexec` (a symlink to pvkexec).
+pub fn invoked_as_kexec(argv0: &str) -> bool {
+    Path::new(argv0).file_name().is_some_and(|n| n == "kexec")
+}
+
+/// `kexec ...`: runs the parsed action; returns the text to print.
+pub fn run_kexec(args: &[String]) -> Result<String, CliError> {
+    match parse_kexec(args)? {
+        KexecAction::Help => Ok(format!("{KEXEC_USAGE}\n")),
+        KexecAction::Load(r) => load(&r),
+        KexecAction::LoadExec(r) => {
+            let mut out = load(&r)?;
+            out += &exec()?;
+            Ok(out)
+        }
+        KexecAction::Exec => exec(),
+        KexecAction::Unload => unload(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &[&str]) -> Vec<String> {
+        s.iter().map(|a| a.to_string()).collect()
+    }
+
+    #[test]
+    fn kexec_tools_spelling() {
+        let a = parse_kexec(&args(&[
+            "-l",
+            "/boot/vmlinuz",
+            "--initrd=/boot/initrd",
+            "--append=console=hvc0 quiet",
+            "-s",
+        ]))
+        .unwrap();
+        assert_eq!(
+            a,
+            KexecAction::Load(LoadRequest {
+                kernel: "/boot/vmlinuz".into(),
+                initrd: Some("/boot/initrd".into()),
+                cmdline: Cmdline::Given("console=hvc0 quiet".into()),
+                force: false,
+            })
+        );
+        let a = parse_kexec(&args(&[
+            "-l",
+            "k",
+            "--command-line",
+            "x=1",
+            "--ramdisk",
+            "i",
+        ]))
+        .unwrap();
+        match a {
+            KexecAction::Load(r) => {
+                assert_eq!(r.cmdline, Cmdline::Given("x=1".into()));
+                assert_eq!(r.initrd, Some("i".into()));
+            }
+            o => panic!("{o:?}"),
+        }
+        match parse_kexec(&args(&["-l", "k", "--reuse-cmdline"])).unwrap() {
+            KexecAction::Load(r) => assert_eq!(r.cmdline, Cmdline::Reuse),
+            o => panic!("{o:?}"),
+        }
+        assert_eq!(parse_kexec(&args(&["-e"])).unwrap(), KexecAction::Exec);
+        assert_eq!(parse_kexec(&args(&["-u"])).unwrap(), KexecAction::Unload);
+        assert!(matches!(
+            parse_kexec(&args(&["k"])).unwrap(),
+            KexecAction::LoadExec(_)
+        ));
+    }
+
+    #[test]
+    fn kexec_refusals() {
+        let p = parse_kexec(&args(&["-p", "k"])).unwrap_err();
+        assert!(p.message.contains("not yet: kdump"), "{}", p.message);
+        assert_eq!(p.code, EXIT_REFUSED);
+        for bad in [
+            &["-l"][..],
+            &["-l", "-e", "k"],
+            &["-e", "k"],
+            &["--bogus"],
+            &[],
+            &["-l", "k", "--append=a", "--reuse-cmdline"],
+            &["-l", "k", "--initrd"],
+        ] {
+            let e = parse_kexec(&args(bad)).unwrap_err();
+            assert_eq!(e.code, EXIT_USAGE, "{bad:?}: {}", e.message);
+        }
+    }
+
+    #[test]
+    fn argv0() {
+        assert!(invoked_as_kexec("kexec"));
+        assert!(invoked_as_kexec("/sbin/kexec"));
+        assert!(!invoked_as_kexec("/usr/bin/pvkexec"));
+    }
+
+    #[test]
+    fn old_kernel_from_the_module() {
+        let info = Info {
+            online_cpus: 2,
+            vcpus_up: 2,
+            flags: crate::device::INFO_VCPU_INFO_PLACED,
+            ..Info::default()
+        };
+        let old = old_kernel(&info);
+        assert_eq!(old.vcpus, 2);
+        assert!(old.vcpu_info_registered);
+        assert_eq!(hidden_vcpu_pages(old), pvhandoff::image::PARK_PAGES + 2);
+        let one = old_kernel(&Info {
+            online_cpus: 1,
+            vcpus_up: 1,
+            flags: crate::device::INFO_VCPU_INFO_PLACED,
+            ..Info::default()
+        });
+        assert_eq!(hidden_vcpu_pages(one), 1);
+    }
+
+    #[test]
+    fn status_names_the_facts() {
+        let info = Info {
+            abi_version: 1,
+            flags: crate::device::INFO_PV | crate::device::INFO_VCPU_INFO_PLACED,
+            current_pages: 65536,
+            maximum_pages: 65536,
+            start_info_pages: 65536,
+            possible_cpus: 2,
+            online_cpus: 2,
+            vcpus_up: 2,
+            gnttab_version: 1,
+            linux_version: (6 << 16) | (1 << 8) | 192,
+            ..Info::default()
+        };
+        let s = render_status(&info, "6.1.0-57-amd64");
+        for want in [
+            "domain: domU",
+            "frames: 65536",
+            "vcpus: 2 online, 2 up, 2 possible",
+            "vcpu_info: placed",
+            "grant table: v1",
+            "image: none loaded",
+        ] {
+            assert!(s.contains(want), "{want}: {s}");
+        }
+    }
+}
