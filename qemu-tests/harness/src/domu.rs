@@ -288,6 +288,21 @@ pub fn marker_disk(marker: &str, mib: u64) -> Result<PathBuf> {
 /// A PV kernel that never prints: an ELF with Xen's notes whose entry yields in a loop
 /// (`sched_op(SCHEDOP_yield)`, so dom0 keeps running). For the rig's own timeout test.
 pub fn silent_kernel() -> Result<PathBuf> {
+    // 1: mov eax, 29 (sched_op); xor edi, edi (SCHEDOP_yield); syscall; jmp 1b
+    tiny_kernel(
+        "silent",
+        &[0xb8, 29, 0, 0, 0, 0x31, 0xff, 0x0f, 0x05, 0xeb, 0xf5],
+    )
+}
+
+/// A PV kernel whose first instruction is `ud2`: with no trap table Xen crashes the domain,
+/// and xl reports shutdown reason crash. For the rig's own crash test.
+pub fn crashing_kernel() -> Result<PathBuf> {
+    tiny_kernel("crashing", &[0x0f, 0x0b])
+}
+
+/// An ELF PV kernel with Xen's notes whose entry runs `code` (at most a page).
+fn tiny_kernel(name: &str, code: &[u8]) -> Result<PathBuf> {
     const BASE: u64 = 0xffff_ffff_8000_0000;
     const CODE_OFF: u64 = 0x1000;
     let entry = BASE + CODE_OFF;
@@ -341,15 +356,16 @@ pub fn silent_kernel() -> Result<PathBuf> {
         &phdr(4, 4, NOTE_OFF, BASE + NOTE_OFF, notes.len() as u64, 4),
     ); // PT_NOTE
     put(&mut f, NOTE_OFF as usize, &notes);
-    // 1: mov eax, 29 (sched_op); xor edi, edi (SCHEDOP_yield); syscall; jmp 1b
-    put(
-        &mut f,
-        CODE_OFF as usize,
-        &[0xb8, 29, 0, 0, 0, 0x31, 0xff, 0x0f, 0x05, 0xeb, 0xf5],
-    );
+    if code.len() > 0x1000 {
+        bail!(
+            "tiny kernel {name}: {} bytes of code, more than a page",
+            code.len()
+        );
+    }
+    put(&mut f, CODE_OFF as usize, code);
     let dir = crate::cache_dir().join("domu-disks");
     fs::create_dir_all(&dir)?;
-    let path = dir.join("silent-kernel.elf");
+    let path = dir.join(format!("{name}-kernel.elf"));
     fs::write(&path, f).with_context(|| format!("writing {}", path.display()))?;
     Ok(path)
 }

@@ -30,6 +30,9 @@ fn specs() -> Vec<DomuSpec> {
     let mut silent = DomuSpec::new("silent", domu::silent_kernel().unwrap());
     silent.mem_mib = 32;
     silent.timeout = Duration::from_secs(8);
+    let mut crashing = DomuSpec::new("crashing", domu::crashing_kernel().unwrap());
+    crashing.mem_mib = 32;
+    crashing.timeout = Duration::from_secs(30);
     // A config line xl's parser rejects: xl create fails before any domain exists.
     let mut rejected = DomuSpec::new("rejected", &bootcheck);
     rejected.extra_config.push("oops = [".into());
@@ -45,7 +48,7 @@ fn specs() -> Vec<DomuSpec> {
     // Built and destroyed unstarted: the builder's log alone.
     let mut built = DomuSpec::new("built", &bootcheck);
     built.build_only = true;
-    vec![one, two, wrong, silent, rejected, built, linux]
+    vec![one, two, wrong, silent, crashing, rejected, built, linux]
 }
 
 struct Shared {
@@ -145,6 +148,15 @@ fn silent_domu_times_out_by_name() {
     let r = domu("silent");
     assert_eq!(r.verdict, DomuVerdict::Timeout, "{:#?}", r.xl);
     assert!(r.console.is_empty(), "{:?}", r.console);
+}
+
+/// A domU that Xen crashes (its first instruction faults, no trap table) is named Crashed,
+/// from the reason code xl reports.
+#[test]
+fn crashing_domu_is_named() {
+    let r = domu("crashing");
+    assert_eq!(r.verdict, DomuVerdict::Crashed, "{:#?}", r.xl);
+    assert_eq!(r.shutdown_reason, Some(3));
 }
 
 /// A config the toolstack rejects is a named toolstack failure, quickly.
