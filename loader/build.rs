@@ -4,6 +4,14 @@ use std::path::PathBuf;
 use std::process::Command;
 
 fn main() {
+    // A purgatory built beforehand (the fuzz builds: their nightly toolchain and sanitizer
+    // flags must not rebuild the guest workspace).
+    println!("cargo:rerun-if-env-changed=PVKEXEC_PURGATORY_PREBUILT");
+    if let Ok(prebuilt) = std::env::var("PVKEXEC_PURGATORY_PREBUILT") {
+        println!("cargo:rerun-if-changed={prebuilt}");
+        println!("cargo:rustc-env=PVKEXEC_PURGATORY_ELF={prebuilt}");
+        return;
+    }
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
     let root = manifest.join("..");
     for dir in [

@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
+mod fuzz;
+
 #[derive(Parser)]
 #[command(name = "cargo xtask", about = "pvkexec build, test and demo driver")]
 struct Cli {
@@ -47,6 +49,18 @@ enum Cmd {
     Fmt,
     /// Criterion benchmarks: loader parse+plan, digest verification (SHA-NI and software).
     Bench,
+    /// Runs every cargo-fuzz target in fuzz/ (nightly; installs cargo-fuzz if missing) from the
+    /// committed seeds; prints executions and exec/s per target, fails on a crash.
+    Fuzz(FuzzArgs),
+}
+
+#[derive(clap::Args)]
+struct FuzzArgs {
+    /// Seconds per target.
+    #[arg(long, default_value_t = 60)]
+    seconds: u64,
+    /// Only these targets (default: all).
+    targets: Vec<String>,
 }
 
 #[derive(clap::Args)]
@@ -218,6 +232,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Bench => bench().map(|()| ExitCode::SUCCESS),
+        Cmd::Fuzz(a) => fuzz::run(&harness::workspace_root(), a.seconds, &a.targets).map(|ok| {
+            if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }),
         Cmd::Fmt => {
             let root = harness::workspace_root();
             cargo(&root, &["fmt", "--all"])?;
