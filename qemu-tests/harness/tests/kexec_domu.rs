@@ -4,6 +4,8 @@
 //!   kexecing into the probe: 1 VCPU at 256 MiB, and 2 VCPUs at 1 GiB with an initrd; every
 //!   probe check passes, plus `domu-rings` (the new kernel's xenstore and console rings are the
 //!   old domain's frames, at libxenguest's PFNs);
+//! - the same old kernel kexecing into Debian 6.1 with a busybox initramfs and a disk: init
+//!   runs, xen-blkfront connects through xenstore and reads the harness's marker;
 //! - Debian 6.1 (bookworm bzImage) at 256, 512 and 1024 MiB, with and without a gzip'd
 //!   initramfs, built only (`xl -vvv create -p`, then destroyed) for the domain builder's log:
 //!   `pvkexec plan --mode domu` must print the same allocation lines.
@@ -18,17 +20,30 @@ use std::time::{Duration, Instant};
 
 const PLAN_MEMS: [u64; 3] = [256, 512, 1024];
 const INITRD_1G_LEN: usize = (3 << 20) + 123;
+const DISK_MARKER: &str = "PVKEXEC-DISK-MARKER-kexec-domu";
 
 /// `pvkexec build --mode domu` for the probe, for an old kernel of `vcpus` VCPUs.
 fn build_image(name: &str, mem_mib: u64, initrd: Option<&Path>, vcpus: u32) -> PathBuf {
+    let probe = guest::binary("probe").unwrap();
+    let append = format!("mem_mib={mem_mib}");
+    build_image_of(name, &probe, &append, mem_mib, initrd, vcpus)
+}
+
+/// `pvkexec build --mode domu` for `kernel`.
+fn build_image_of(
+    name: &str,
+    kernel: &Path,
+    append: &str,
+    mem_mib: u64,
+    initrd: Option<&Path>,
+    vcpus: u32,
+) -> PathBuf {
     let out = harness::cache_dir().join(format!("kexec-domu-{name}.img"));
     let mut cmd = Command::new(tools::pvkexec().unwrap());
-    cmd.arg("build")
-        .arg("--kernel")
-        .arg(guest::binary("probe").unwrap());
+    cmd.arg("build").arg("--kernel").arg(kernel);
     cmd.args(["--mem-mib", &mem_mib.to_string(), "--mode", "domu"]);
     cmd.args(["--old-vcpus", &vcpus.to_string()]);
-    cmd.args(["--append", &format!("mem_mib={mem_mib}"), "-o"]);
+    cmd.args(["--append", append, "-o"]);
     cmd.arg(&out);
     if let Some(i) = initrd {
         cmd.arg("--initrd").arg(i);
@@ -57,6 +72,20 @@ fn specs() -> Vec<DomuSpec> {
         kexec_spec("kexec-256m", 256, 1, None),
         kexec_spec("kexec-1g-2vcpus", 1024, 2, Some(&initrd)),
     ];
+    // Debian 6.1 after the kexec: INIT_P2M (the relocated P2M with its own tables), the
+    // gunzipped initramfs past virt_pgtab_end, and xenbus over the kept xenstore ring.
+    let mut linux = DomuSpec::new("kexec-linux61", guest::binary("kexecold").unwrap());
+    linux.ramdisk = Some(build_image_of(
+        "kexec-linux61",
+        &provision::ensure_linux(DebianLinux::Bookworm).unwrap(),
+        "console=hvc0",
+        256,
+        Some(&initramfs::ensure_initramfs_blkfront().unwrap()),
+        1,
+    ));
+    linux.disk = Some(harness::domu::marker_disk(DISK_MARKER, 4).unwrap());
+    linux.timeout = Duration::from_secs(120);
+    v.push(linux);
     // The bzImage as users pass it. (Its 65 MB ELF would be quicker for libxenguest to load,
     // but six copies in dom0's initramfs leave dom0 too little memory to start the toolstack.)
     let bzimage = provision::ensure_linux(DebianLinux::Bookworm).unwrap();
@@ -90,6 +119,11 @@ fn shared() -> &'static Shared {
             ..DomuRig::default()
         };
         let run = rig.run(&specs).map_err(|e| format!("{e:#}"));
+        for s in &specs {
+            if let Some(d) = &s.disk {
+                let _ = std::fs::remove_file(d);
+            }
+        }
         if let Ok(run) = &run {
             eprintln!(
                 "kexec-domu rig: toolstack ready {:.1} s after QEMU start, whole boot {:.1} s",
@@ -162,6 +196,30 @@ fn kexec_domu_into_probe_2vcpus_1gib_with_initrd() {
         "purgatory: VCPUs 1..1 parked".to_string(),
     ] {
         assert!(log.contains(&line), "no {line:?} in:\n{log}");
+    }
+}
+
+/// Debian 6.1 kexec'd in a domU reaches its init, whose blkfront connects through xenstore
+/// (kept ring and channel) and reads the marker the harness wrote into the disk.
+#[test]
+fn kexec_domu_into_debian_61_reads_its_disk() {
+    let r = domu("kexec-linux61");
+    let log = r.log();
+    assert_eq!(r.verdict, DomuVerdict::PoweredOff, "{log}");
+    let after = log
+        .split(harness::PURGATORY_ENTERING)
+        .nth(1)
+        .expect("the purgatory's switch line");
+    // The gunzipped initramfs where libxenguest would put it (PFN 0x4c00, after the region).
+    let marker = format!("{}{DISK_MARKER}", initramfs::DISK_MARKER_PREFIX);
+    for line in [
+        "RAMDISK: [mem 0x04c00000-",
+        initramfs::INIT_MARKER,
+        "PVKEXEC-LINUX blkfront=loaded",
+        &marker,
+        initramfs::DONE_MARKER,
+    ] {
+        assert!(after.contains(line), "no {line:?} after the switch:\n{log}");
     }
 }
 
