@@ -702,8 +702,11 @@ fn test() -> Result<()> {
             provision::ensure_linux(DebianLinux::Bookworm)?;
             provision::ensure_linux(DebianLinux::Trixie)?;
             harness::initramfs::ensure_initramfs()?;
-            harness::initramfs::ensure_initramfs_blkfront()?;
+            for l in [DebianLinux::Bookworm, DebianLinux::Trixie] {
+                harness::initramfs::ensure_initramfs_blkfront_for(l)?;
+            }
             harness::dom0::ensure_base(XenVersion::V4_17)?;
+            harness::dom0::ensure_base(XenVersion::V4_20)?;
             Ok(())
         },
     )?;
