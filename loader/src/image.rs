@@ -113,6 +113,72 @@ pub fn build_image(
     hidden: Hidden,
     mode: Mode,
 ) -> Result<BuiltImage, LoadError> {
+    let mut bytes = Vec::new();
+    let req = BuildRequest {
+        input,
+        kernel,
+        initrd,
+        cmdline,
+        domain_pages,
+        hidden,
+        mode,
+    };
+    let (plan, purgatory_relocations) = build_into(&req, &mut bytes, "image")?;
+    Ok(BuiltImage {
+        bytes,
+        plan,
+        purgatory_relocations,
+    })
+}
+
+/// [`build_image`] written straight to `path`, so the image is never whole in memory; returns
+/// the plan and the purgatory relocations applied. A failed build leaves no file.
+pub fn build_image_file(
+    req: &BuildRequest,
+    path: &std::path::Path,
+) -> Result<(Plan, usize), LoadError> {
+    let name = path.display().to_string();
+    let file = std::fs::File::create(path)
+        .map_err(|e| LoadError::new(&name, None, Reason::Write(e.to_string())))?;
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+    let built = build_into(req, &mut out, &name).and_then(|r| {
+        out.into_inner()
+            .map_err(|e| LoadError::new(&name, None, Reason::Write(e.error().to_string())))
+            .map(|_| r)
+    });
+    if built.is_err() {
+        let _ = std::fs::remove_file(path);
+    }
+    built
+}
+
+/// What [`build_image`] takes (see there).
+pub struct BuildRequest<'a> {
+    /// Names the kernel in errors.
+    pub input: &'a str,
+    pub kernel: &'a ParsedKernel,
+    pub initrd: Option<&'a [u8]>,
+    pub cmdline: &'a str,
+    pub domain_pages: u64,
+    pub hidden: Hidden,
+    pub mode: Mode,
+}
+
+/// Builds the image and writes it to `out` (named `out_name` in errors).
+fn build_into(
+    req: &BuildRequest,
+    out: &mut dyn std::io::Write,
+    out_name: &str,
+) -> Result<(Plan, usize), LoadError> {
+    let BuildRequest {
+        input,
+        kernel,
+        initrd,
+        cmdline,
+        domain_pages,
+        hidden,
+        mode,
+    } = *req;
     let grant_reserve = hidden.grant_reserve;
     let nr_pages = hidden
         .pages()
@@ -369,12 +435,11 @@ pub fn build_image(
         &chunk_table,
     ));
 
-    let data_offset = (64 + 64 * segs.len() as u64).next_multiple_of(4096);
-    let mut bytes = vec![0u8; data_offset as usize];
-    for (_, data) in &segs {
-        bytes.extend_from_slice(data);
-        bytes.resize(bytes.len().next_multiple_of(4096), 0);
-    }
+    let table_len = 64 + 64 * segs.len();
+    let data_offset = (table_len as u64).next_multiple_of(4096);
+    let total_size = segs.iter().fold(data_offset, |at, (_, d)| {
+        at + (d.len() as u64).next_multiple_of(4096)
+    });
     let header = ImageHeader {
         magic: IMAGE_MAGIC,
         version: IMAGE_VERSION,
@@ -385,19 +450,32 @@ pub fn build_image(
         purgatory_entry: purgatory.entry,
         kernel_entry: plan.entry,
         data_offset,
-        total_size: bytes.len() as u64,
+        total_size,
     };
-    bytes[..64].copy_from_slice(&pod_bytes(&header));
+    let mut head = vec![0u8; data_offset as usize];
+    head[..64].copy_from_slice(&pod_bytes(&header));
     for (i, (d, _)) in segs.iter().enumerate() {
         let at = 64 + 64 * i;
-        bytes[at..at + 64].copy_from_slice(&pod_bytes(d));
+        head[at..at + 64].copy_from_slice(&pod_bytes(d));
     }
-    crate::inspect::seal(input, &mut bytes)?;
-    Ok(BuiltImage {
-        bytes,
-        plan,
-        purgatory_relocations: purgatory.relocations,
-    })
+    // The header digest goes into the purgatory's parameter block, outside its own digest.
+    let (params_at, block) = crate::inspect::seal(&mut head[..table_len], &purgatory.image)?;
+    let write = |e: std::io::Error| LoadError::new(out_name, None, Reason::Write(e.to_string()));
+    out.write_all(&head).map_err(write)?;
+    for (d, data) in &segs {
+        if d.flags & SEG_FLAG_PURGATORY_MAPPING != 0 {
+            out.write_all(&data[..params_at]).map_err(write)?;
+            out.write_all(&block).map_err(write)?;
+            out.write_all(&data[params_at + block.len()..])
+                .map_err(write)?;
+        } else {
+            out.write_all(data).map_err(write)?;
+        }
+        let pad = data.len().next_multiple_of(4096) - data.len();
+        out.write_all(&[0u8; 4096][..pad]).map_err(write)?;
+    }
+    out.flush().map_err(write)?;
+    Ok((plan, purgatory.relocations))
 }
 
 pub use crate::inspect::inspect;

@@ -62,36 +62,26 @@ fn desc_of(table: &[u8], i: usize) -> SegmentDesc {
     unsafe { (table[at..at + 64].as_ptr() as *const SegmentDesc).read_unaligned() }
 }
 
-/// Records the digest of the header and descriptor table of a built image in the purgatory's
-/// parameter block (and its offset in the header). The purgatory segment's descriptor digest
-/// was taken with the block's digest field as zeros, which it still is.
-pub fn seal(input: &str, bytes: &mut [u8]) -> Result<(), LoadError> {
-    let off = params_offset().map_err(|e| image_err("embedded purgatory", e))?;
-    let h = header_of(bytes);
-    let table_len = 64 + 64 * h.nr_segments as usize;
-    let layout =
-        Layout::of(&bytes[..table_len], bytes.len() as u64).map_err(|e| image_err(input, e))?;
-    let (purg, _) = layout
-        .purgatory()
-        .ok_or_else(|| image_err(input, "no purgatory segment"))?;
-    let params_at = layout.offsets[purg] + off;
-    let block = params_at as usize..params_at as usize + 48;
-    if off + 48 > layout.descs[purg].len
-        || ImageParams::read(&bytes[block.clone()]) != Some(ImageParams::EMPTY)
-    {
-        return Err(image_err(
-            "embedded purgatory",
-            format!("{PARAMS_SYMBOL} at {off:#x} is not an unfilled parameter block"),
-        ));
+/// Seals a built image's header and descriptor table (`table`): sets `params_offset` and
+/// returns where the purgatory's parameter block lies in its segment and the block to write
+/// there (the header digest). The purgatory segment's descriptor digest was taken over
+/// `purgatory` as linked, with the block's filled fields as zeros, which they are there.
+pub fn seal(table: &mut [u8], purgatory: &[u8]) -> Result<(usize, [u8; 48]), LoadError> {
+    let purgatory_err = |e: String| image_err("embedded purgatory", e);
+    let off = params_offset().map_err(purgatory_err)? as usize;
+    let linked = purgatory.get(off..off + 48).and_then(ImageParams::read);
+    if linked != Some(ImageParams::EMPTY) {
+        return Err(purgatory_err(format!(
+            "{PARAMS_SYMBOL} at {off:#x} is not an unfilled parameter block"
+        )));
     }
-    bytes[20..24].copy_from_slice(&(off as u32).to_le_bytes());
+    table[20..24].copy_from_slice(&(off as u32).to_le_bytes());
     let params = ImageParams {
-        table_len: table_len as u64,
-        header_digest: pvhandoff::digest::sha256(&bytes[..table_len]),
+        table_len: table.len() as u64,
+        header_digest: pvhandoff::digest::sha256(table),
         ..ImageParams::EMPTY
     };
-    bytes[block].copy_from_slice(&params.to_bytes());
-    Ok(())
+    Ok((off, params.to_bytes()))
 }
 
 /// Where every segment's data lies, from the (not yet trusted) header and table.

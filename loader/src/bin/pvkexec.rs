@@ -204,25 +204,26 @@ fn build(
     for w in &adjusted.warnings {
         eprintln!("pvkexec: warning: {name}: {w}");
     }
-    let built = loader::image::build_image(
-        &name,
-        &k,
-        initrd.as_deref(),
-        &adjusted.cmdline,
-        domain_pages(t.mem_mib)?,
-        loader::image::Hidden {
+    // Written as it is built: the image is never whole in memory.
+    let req = loader::image::BuildRequest {
+        input: &name,
+        kernel: &k,
+        initrd: initrd.as_deref(),
+        cmdline: &adjusted.cmdline,
+        domain_pages: domain_pages(t.mem_mib)?,
+        hidden: loader::image::Hidden {
             vcpu_pages: hidden_pages(old),
             grant_reserve,
         },
-        mode_of(t.mode),
-    )?;
-    write_named(output, &built.bytes)?;
-    let (report, _) = loader::image::inspect(&output.display().to_string(), &built.bytes)?;
+        mode: mode_of(t.mode),
+    };
+    let (plan, relocations) = loader::image::build_image_file(&req, output)?;
+    drop((k, initrd));
+    let (report, _) = loader::inspect::inspect_file(output)?;
     Ok(format!(
-        "{}{}purgatory relocations applied: {}\nwrote {}\n",
-        built.plan.render_xen_arrangement(),
+        "{}{}purgatory relocations applied: {relocations}\nwrote {}\n",
+        plan.render_xen_arrangement(),
         report,
-        built.purgatory_relocations,
         output.display()
     ))
 }
