@@ -156,6 +156,49 @@ mod tests {
     }
 
     #[test]
+    fn header_digest_refuses_bad_lengths_and_counts() {
+        use crate::image::{check_header_digest, HeaderDigestError, ImageParams};
+        let mut image = [0u8; 4096];
+        image[16] = 2; // nr_segments
+        let sealed = |len: u64, bytes: &[u8]| ImageParams {
+            table_len: len,
+            header_digest: crate::digest::sha256(&bytes[..len as usize]),
+            ..ImageParams::EMPTY
+        };
+        assert_eq!(check_header_digest(&image, &sealed(192, &image)), Ok(()));
+        for len in [64, 100, 64 + 64 * 65] {
+            let p = ImageParams {
+                table_len: len,
+                ..ImageParams::EMPTY
+            };
+            assert_eq!(
+                check_header_digest(&image, &p),
+                Err(HeaderDigestError::BadLength(len))
+            );
+        }
+        // Past the image's end.
+        let p = sealed(192, &image);
+        assert_eq!(
+            check_header_digest(&image[..128], &p),
+            Err(HeaderDigestError::BadLength(192))
+        );
+        // The digest matches 256 bytes but the header says 2 segments (192 bytes).
+        assert_eq!(
+            check_header_digest(&image, &sealed(256, &image)),
+            Err(HeaderDigestError::CountMismatch {
+                nr_segments: 2,
+                table_len: 256
+            })
+        );
+        let mut other = image;
+        other[100] = 1;
+        assert!(matches!(
+            check_header_digest(&other, &sealed(192, &image)),
+            Err(HeaderDigestError::Mismatch(_))
+        ));
+    }
+
+    #[test]
     fn records_read_only_with_their_magic() {
         let r = record();
         // SAFETY: viewing a record of integers as its bytes.
