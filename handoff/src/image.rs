@@ -65,7 +65,12 @@ pub struct PlanRecord {
     /// Of the hidden frames, how many are reserved for frames of grants a backend still maps
     /// at the kexec (unused ones hide free frames).
     pub grant_reserve: u64,
-    pub _reserved: [u64; 5],
+    /// domU layout only (0 in the dom0 layout): the PFNs of the xenstore and console ring
+    /// pages. The purgatory gives them the old domain's store and console frames (xenstored
+    /// and xenconsoled keep those mapped) and names them in start_info.
+    pub xenstore_pfn: u64,
+    pub console_pfn: u64,
+    pub _reserved: [u64; 3],
 }
 
 /// The park area: the parked VCPUs' private L4, L3, L2 and L1, and the park page (code and
@@ -74,7 +79,7 @@ pub const PARK_PAGES: u64 = 5;
 assert_layout!(PlanRecord, 192; magic @ 0, nr_pages @ 8, virt_base @ 16, region_pages @ 24,
     entry @ 32, rsp @ 40, start_info_va @ 48, pt_pfn @ 56, nr_pt_frames @ 64, p2m_pfn @ 72,
     p2m_pages @ 80, trampoline_va @ 88, trampoline_pfn @ 96, mod_start @ 104, mod_len @ 112, fill_pages @ 120, domain_pages @ 128,
-    hidden_pages @ 136, grant_reserve @ 144);
+    hidden_pages @ 136, grant_reserve @ 144, xenstore_pfn @ 152, console_pfn @ 160);
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

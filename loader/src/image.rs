@@ -61,6 +61,11 @@ fn kernel_bytes(k: &ParsedKernel) -> Vec<u8> {
     out
 }
 
+/// PFN of a domU ring page (0 in the dom0 layout, which has none).
+fn ring_pfn(plan: &Plan, va: Option<u64>) -> u64 {
+    va.map_or(0, |va| (va - plan.virt_base) / 4096)
+}
+
 /// Views a plain-old-data `#[repr(C)]` value as bytes.
 fn pod_bytes<T: Copy>(v: &T) -> Vec<u8> {
     // SAFETY: callers pass #[repr(C)] structs of integers and byte arrays (no pointers, no
@@ -197,23 +202,19 @@ fn build_into(
         })?;
     let hidden_pages = domain_pages - nr_pages;
     crate::inspect::check_kernel_start(input, kernel)?;
+    // A domU's builder gunzips a gzip'd initrd; the segment carries what it would place.
+    let module = initrd.map(|i| crate::plan::placed_module(i, mode));
+    let initrd = module.as_ref().map(|m| &m.bytes[..]);
     let plan = plan_kernel(
         input,
         kernel,
-        initrd.map(|i| i.len() as u64),
+        module.as_ref().map(|m| m.len),
         nr_pages,
         mode,
         Some(PURGATORY_BASE),
     )?;
     let purgatory = place(PURGATORY_ELF, PURGATORY_BASE)
         .map_err(|e| LoadError::new("embedded purgatory", None, Reason::Elf(e.to_string())))?;
-    if mode != Mode::Dom0 {
-        return Err(LoadError::new(
-            input,
-            None,
-            Reason::Layout("kexec images are built for the dom0 layout so far".into()),
-        ));
-    }
     let layout_err =
         |e: pvlayout::PlanError| LoadError::new(input, None, Reason::Layout(e.to_string()));
     let trampoline_pfn = nr_pages - 1;
@@ -253,9 +254,7 @@ fn build_into(
         ),
     };
     let initrd_end = match plan.initrd {
-        Some(InitrdPlacement::Unmapped { pfn }) => {
-            pfn + pages(initrd.map_or(0, |i| i.len() as u64))
-        }
+        Some(InitrdPlacement::Unmapped { pfn }) => pfn + pages(plan.start_info_fields.mod_len),
         _ => 0,
     };
     let fill_pages = fill_pages.max(initrd_end);
@@ -297,7 +296,9 @@ fn build_into(
         domain_pages,
         hidden_pages,
         grant_reserve,
-        _reserved: [0; 5],
+        xenstore_pfn: ring_pfn(&plan, plan.xenstore),
+        console_pfn: ring_pfn(&plan, plan.console),
+        _reserved: [0; 3],
     };
     let record_bytes = pod_bytes(&record);
     if let Some(slot) = kernel.notes.plan_slot {
