@@ -21,12 +21,28 @@ pub struct PlacedModule<'a> {
     pub len: u64,
 }
 
+/// Which libxenguest builds the domU: they differ in how they place a gzip'd initrd.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DomuBuilder {
+    /// Up to Xen 4.19: a gzip'd module is gunzipped (`ISIZE + 16` bytes placed).
+    #[default]
+    Xen417,
+    /// Xen 4.20 and later (commit d17b7562d4 "Don't gunzip the guests initrd"): every module
+    /// is placed as it is.
+    Xen420,
+}
+
+/// [`placed_module_for`] with the default builder (Xen 4.17's).
 pub fn placed_module(blob: &[u8], mode: Mode) -> PlacedModule<'_> {
+    placed_module_for(blob, mode, DomuBuilder::default())
+}
+
+pub fn placed_module_for(blob: &[u8], mode: Mode, builder: DomuBuilder) -> PlacedModule<'_> {
     let raw = |len| PlacedModule {
         bytes: std::borrow::Cow::Borrowed(blob),
         len,
     };
-    if mode == Mode::Dom0 {
+    if mode == Mode::Dom0 || builder == DomuBuilder::Xen420 {
         return raw(blob.len() as u64);
     }
     let len = pvlayout::domu_module_len(blob);
@@ -97,10 +113,28 @@ pub fn plan_files(
     mem_mib: u64,
     mode: Mode,
 ) -> Result<(ParsedKernel, Plan), LoadError> {
+    plan_files_for(
+        kernel_path,
+        initrd_path,
+        mem_mib,
+        mode,
+        DomuBuilder::default(),
+    )
+}
+
+/// [`plan_files`] for a domU built by `builder`.
+pub fn plan_files_for(
+    kernel_path: &Path,
+    initrd_path: Option<&Path>,
+    mem_mib: u64,
+    mode: Mode,
+    builder: DomuBuilder,
+) -> Result<(ParsedKernel, Plan), LoadError> {
     let name = kernel_path.display().to_string();
     let kernel = parse_kernel(&name, &read_input(kernel_path)?)?;
-    let initrd_len = match (initrd_path, mode) {
-        (Some(p), Mode::Dom0) => Some(
+    let gunzips = mode == Mode::DomU && builder == DomuBuilder::Xen417;
+    let initrd_len = match (initrd_path, gunzips) {
+        (Some(p), false) => Some(
             std::fs::metadata(p)
                 .map_err(|e| {
                     LoadError::new(&p.display().to_string(), None, Reason::Io(e.to_string()))
@@ -108,7 +142,7 @@ pub fn plan_files(
                 .len(),
         ),
         // libxenguest sizes a gzip'd module by its trailer: the file is needed.
-        (Some(p), Mode::DomU) => Some(pvlayout::domu_module_len(&read_input(p)?)),
+        (Some(p), true) => Some(pvlayout::domu_module_len(&read_input(p)?)),
         (None, _) => None,
     };
     let nr_pages = mem_mib.checked_mul(256).ok_or_else(|| {

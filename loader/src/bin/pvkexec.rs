@@ -3,7 +3,7 @@
 
 use clap::{Parser, Subcommand, ValueEnum};
 use loader::input::{open_checked, read_checked, write_named, Role, MAX_KERNEL_BYTES};
-use loader::plan::{plan_files, render_json, render_text};
+use loader::plan::{plan_files_for, render_json, render_text, DomuBuilder};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -16,6 +16,14 @@ use std::process::ExitCode;
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ToolstackArg {
+    #[value(name = "4.17")]
+    Xen417,
+    #[value(name = "4.20")]
+    Xen420,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -51,6 +59,10 @@ enum Cmd {
         /// Print one JSON object (field names: docs/plan-json.md).
         #[arg(long)]
         json: bool,
+        /// The toolstack whose libxenguest builds the domU: up to 4.19 it gunzips a gzip'd
+        /// initrd, from 4.20 on it places the file as it is.
+        #[arg(long, value_enum, default_value = "4.17")]
+        toolstack: ToolstackArg,
     },
     /// Builds a kexec image file: kernel, initrd and purgatory segments with SHA-256 digests
     /// (format: docs/kexec-image.md).
@@ -369,17 +381,26 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Cmd::Plan { target, json } => {
+        Cmd::Plan {
+            target,
+            json,
+            toolstack,
+        } => {
             let mode = mode_of(target.mode);
             if let Err(e) = check_inputs(&target) {
                 eprintln!("pvkexec: {e}");
                 return ExitCode::from(EXIT_BAD_INPUT);
             }
-            match plan_files(
+            let builder = match toolstack {
+                ToolstackArg::Xen417 => DomuBuilder::Xen417,
+                ToolstackArg::Xen420 => DomuBuilder::Xen420,
+            };
+            match plan_files_for(
                 &target.kernel,
                 target.initrd.as_deref(),
                 target.mem_mib,
                 mode,
+                builder,
             ) {
                 Ok((k, plan)) => {
                     if json {
