@@ -15,7 +15,7 @@ use std::process::Command;
 use crate::provision::{self, DebianLinux, XenVersion};
 
 /// Bumped whenever the recipe changes, so a stale cached archive is not reused.
-const RECIPE: u32 = 2;
+const RECIPE: u32 = 3;
 
 /// The dom0 modules `/init` loads, in load order (xenfs needs privcmd), with their paths
 /// under `lib/modules/<version>/kernel/`.
@@ -120,6 +120,13 @@ pub fn ensure_base(xen: XenVersion) -> Result<PathBuf> {
     gz.write_all(&archive)?;
     fs::write(&tmp, gz.finish()?).with_context(|| format!("writing {}", tmp.display()))?;
     fs::rename(&tmp, &out)?;
+    // Archives of older recipes are never read again.
+    for e in fs::read_dir(&dir)?.flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        if name.starts_with("dom0-base-r") && e.path() != out {
+            let _ = fs::remove_file(e.path());
+        }
+    }
     Ok(out)
 }
 
@@ -437,6 +444,37 @@ fn tree_files(root: &Path, dir: &str, out: &mut Vec<String>) -> Result<()> {
     Ok(())
 }
 
+/// Every `DT_NEEDED` library of the selected ELF files must be among them (by file name in a
+/// library directory), else dom0's toolstack would fail inside QEMU with a loader error.
+fn check_libraries(root: &Path, paths: &[String]) -> Result<()> {
+    let names: BTreeSet<&str> = paths
+        .iter()
+        .filter(|p| p.contains("lib"))
+        .filter_map(|p| p.rsplit('/').next())
+        .collect();
+    for p in paths {
+        let src = root.join(p);
+        if fs::symlink_metadata(&src).is_ok_and(|m| m.file_type().is_symlink()) {
+            continue;
+        }
+        let Ok(bytes) = fs::read(&src) else { continue };
+        if !bytes.starts_with(b"\x7fELF") {
+            continue;
+        }
+        let elf = goblin::elf::Elf::parse(&bytes)
+            .with_context(|| format!("dom0 initramfs: {p} is not a readable ELF file"))?;
+        for lib in &elf.libraries {
+            if !names.contains(lib) {
+                bail!(
+                    "dom0 initramfs: {p} needs {lib}, which none of the packages provides \
+                     (add its Debian package to Toolstack::packages)"
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Lays out the static part: libraries, toolstack, scripts, bash, flock, busybox, modules.
 fn base_archive(ts: &Toolstack, root: &Path, modules: &Path, busybox: &Path) -> Result<Vec<u8>> {
     let mut t = CpioTree::default();
@@ -476,6 +514,14 @@ fn base_archive(ts: &Toolstack, root: &Path, modules: &Path, busybox: &Path) -> 
             .filter(|p| p.starts_with("usr/bin/xenstore") && !p.ends_with("-control")),
     );
     paths.push("usr/bin/flock".into());
+    // The hotplug scripts start with #!/bin/bash; a merged-/usr release ships usr/bin/bash.
+    let bash = ["bin/bash", "usr/bin/bash"]
+        .iter()
+        .find(|p| root.join(p).is_file())
+        .with_context(|| format!("no bin/bash in the unpacked packages in {}", root.display()))?;
+    let mut checked = paths.clone();
+    checked.push(bash.to_string());
+    check_libraries(root, &checked)?;
     for p in &paths {
         let src = root.join(p);
         if fs::symlink_metadata(&src).is_err() {
@@ -486,13 +532,7 @@ fn base_archive(ts: &Toolstack, root: &Path, modules: &Path, busybox: &Path) -> 
         }
         t.copy(p, &src)?;
     }
-    // The hotplug scripts start with #!/bin/bash; a merged-/usr release ships usr/bin/bash.
-    let bash = ["bin/bash", "usr/bin/bash"]
-        .iter()
-        .map(|p| root.join(p))
-        .find(|p| p.is_file())
-        .with_context(|| format!("no bin/bash in the unpacked packages in {}", root.display()))?;
-    t.copy("bin/bash", &bash)?;
+    t.copy("bin/bash", &root.join(bash))?;
     // The ELF interpreter is /lib64/ld-linux-x86-64.so.2 in every release.
     if !t.contains("lib64") {
         t.symlink("lib64", "usr/lib64");
@@ -540,6 +580,28 @@ mod tests {
         let ok = fetch_debs(&packages[..1], &dir, |_| false).unwrap();
         assert_eq!(ok.len(), 1);
         fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A binary whose library is not among the selected files is refused by name.
+    #[test]
+    fn missing_library_is_named() {
+        let root = Path::new("/");
+        let err = check_libraries(root, &["bin/true".to_string()])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("bin/true needs libc.so.6"), "{err}");
+        let libc = [
+            "lib/x86_64-linux-gnu/libc.so.6",
+            "usr/lib/x86_64-linux-gnu/libc.so.6",
+        ]
+        .iter()
+        .find(|p| root.join(p).exists())
+        .unwrap()
+        .to_string();
+        check_libraries(root, &["bin/true".to_string(), libc]).unwrap_or_else(|e| {
+            // libc itself needs the dynamic loader: that one is named next.
+            assert!(e.to_string().contains("ld-linux"), "{e}")
+        });
     }
 
     #[test]
