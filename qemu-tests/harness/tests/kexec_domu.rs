@@ -9,6 +9,9 @@
 //! - Debian 6.1 (bookworm bzImage) at 256, 512 and 1024 MiB, with and without a gzip'd
 //!   initramfs, built only (`xl -vvv create -p`, then destroyed) for the domain builder's log:
 //!   `pvkexec plan --mode domu` must print the same allocation lines.
+//!
+//! A second dom0 boot (Xen 4.20, trixie toolstack) builds Debian 6.12 the same six ways for the
+//! same comparison with `--toolstack 4.20`.
 
 use harness::domu::{DomuResult, DomuRig, DomuSpec, DomuVerdict, RigRun};
 use harness::provision::{self, DebianLinux};
@@ -62,8 +65,27 @@ fn kexec_spec(name: &str, mem_mib: u64, vcpus: u32, initrd: Option<&Path>) -> Do
     s
 }
 
-fn plan_name(mem: u64, initrd: bool) -> String {
-    format!("plan61-{mem}{}", if initrd { "-rd" } else { "" })
+fn plan_name_for(prefix: &str, mem: u64, initrd: bool) -> String {
+    format!("{prefix}-{mem}{}", if initrd { "-rd" } else { "" })
+}
+
+/// Build-only domUs of `kernel` at every size of [`PLAN_MEMS`], without and with the gzip'd
+/// busybox initramfs.
+fn plan_specs(prefix: &str, kernel: &Path) -> Vec<DomuSpec> {
+    let rd = initramfs::ensure_initramfs().unwrap();
+    let mut v = Vec::new();
+    for mem in PLAN_MEMS {
+        for with_rd in [false, true] {
+            let mut s = DomuSpec::new(&plan_name_for(prefix, mem, with_rd), kernel);
+            s.mem_mib = mem;
+            s.ramdisk = with_rd.then(|| rd.clone());
+            s.cmdline = "console=hvc0".into();
+            s.build_only = true;
+            s.timeout = Duration::from_secs(60);
+            v.push(s);
+        }
+    }
+    v
 }
 
 fn specs() -> Vec<DomuSpec> {
@@ -89,18 +111,7 @@ fn specs() -> Vec<DomuSpec> {
     // The bzImage as users pass it. (Its 65 MB ELF would be quicker for libxenguest to load,
     // but six copies in dom0's initramfs leave dom0 too little memory to start the toolstack.)
     let bzimage = provision::ensure_linux(DebianLinux::Bookworm).unwrap();
-    let rd = initramfs::ensure_initramfs().unwrap();
-    for mem in PLAN_MEMS {
-        for with_rd in [false, true] {
-            let mut s = DomuSpec::new(&plan_name(mem, with_rd), &bzimage);
-            s.mem_mib = mem;
-            s.ramdisk = with_rd.then(|| rd.clone());
-            s.cmdline = "console=hvc0".into();
-            s.build_only = true;
-            s.timeout = Duration::from_secs(60);
-            v.push(s);
-        }
-    }
+    v.extend(plan_specs("plan61", &bzimage));
     v
 }
 
@@ -237,11 +248,12 @@ fn allocation_lines<'a>(lines: impl Iterator<Item = &'a str>) -> Vec<String> {
         .collect()
 }
 
-/// `pvkexec plan --mode domu`'s builder lines for a spec.
-fn planned(spec: &DomuSpec) -> Vec<String> {
+/// `pvkexec plan --mode domu`'s builder lines for a spec built by `toolstack`'s libxenguest.
+fn planned(spec: &DomuSpec, toolstack: &str) -> Vec<String> {
     let mut cmd = Command::new(tools::pvkexec().unwrap());
     cmd.arg("plan").arg("--kernel").arg(&spec.kernel);
     cmd.args(["--mem-mib", &spec.mem_mib.to_string(), "--mode", "domu"]);
+    cmd.args(["--toolstack", toolstack]);
     if let Some(rd) = &spec.ramdisk {
         cmd.arg("--initrd").arg(rd);
     }
@@ -255,29 +267,21 @@ fn planned(spec: &DomuSpec) -> Vec<String> {
     allocation_lines(block.lines().skip(1))
 }
 
-/// The differential test: for Debian 6.1 at three sizes, with and without a gzip'd initramfs,
-/// `pvkexec plan --mode domu` prints libxenguest's own allocation lines, line for line.
-#[test]
-fn plan_domu_equals_libxenguest_for_debian_61() {
-    let shared = shared();
+/// Compares every build-only domU of `run` whose name starts with `prefix` with the plan.
+fn compare_plans(run: &RigRun, specs: &[DomuSpec], prefix: &str, toolstack: &str) {
     let mut compared = 0;
-    for spec in shared
-        .specs
-        .iter()
-        .filter(|s| s.name.starts_with("plan61-"))
-    {
-        let r = domu(&spec.name);
+    for spec in specs.iter().filter(|s| s.name.starts_with(prefix)) {
+        let r = run.domus.iter().find(|d| d.name == spec.name).unwrap();
         let xl = r.builder_log_lines();
         let theirs = allocation_lines(xl.iter().map(String::as_str));
         assert_eq!(r.verdict, DomuVerdict::Built, "{}: {:#?}", spec.name, r.xl);
         assert!(
             theirs.iter().any(|l| l.contains("phys2mach")),
-            "{}: no builder log from xl (verdict {:?}):\n{:#?}",
+            "{}: no builder log from xl:\n{:#?}",
             spec.name,
-            r.verdict,
             r.xl
         );
-        let ours = planned(spec);
+        let ours = planned(spec, toolstack);
         assert_eq!(
             ours, theirs,
             "{}: pvkexec plan vs xl -vvv create",
@@ -287,4 +291,36 @@ fn plan_domu_equals_libxenguest_for_debian_61() {
         compared += 1;
     }
     assert_eq!(compared, PLAN_MEMS.len() * 2);
+}
+
+/// The differential test: for Debian 6.1 at three sizes, with and without a gzip'd initramfs,
+/// `pvkexec plan --mode domu` prints libxenguest's own allocation lines, line for line.
+#[test]
+fn plan_domu_equals_libxenguest_for_debian_61() {
+    let shared = shared();
+    let run = shared.run.as_ref().expect("the domU rig failed");
+    compare_plans(run, &shared.specs, "plan61-", "4.17");
+}
+
+/// The same for Debian 6.12 under Xen 4.20's toolstack (whose libxenguest places a gzip'd
+/// initrd as it is: `--toolstack 4.20`), in a dom0 boot of its own that only builds domains.
+#[test]
+fn plan_domu_equals_libxenguest_for_debian_612_on_xen_420() {
+    let start = Instant::now();
+    let specs = plan_specs(
+        "plan612",
+        &provision::ensure_linux(DebianLinux::Trixie).unwrap(),
+    );
+    let rig = DomuRig {
+        xen: provision::XenVersion::V4_20,
+        tag: "plan-domu-4.20".into(),
+        ..DomuRig::default()
+    };
+    let run = rig.run(&specs).expect("the 4.20 domU rig failed");
+    eprintln!(
+        "plan-domu-4.20 rig: toolstack ready {:.1} s after QEMU start, whole boot {:.1} s",
+        run.toolstack_ready_secs.unwrap_or(f64::NAN),
+        start.elapsed().as_secs_f64()
+    );
+    compare_plans(&run, &specs, "plan612-", "4.20");
 }
