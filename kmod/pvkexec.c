@@ -10,12 +10,17 @@
  *   PVKEXEC_IOC_INFO    the domain's facts and the loaded image, if any
  *   PVKEXEC_IOC_LOAD    replaces the loaded image (the old one stays on error)
  *   PVKEXEC_IOC_UNLOAD  frees it (-ENOENT when none is loaded)
- *   PVKEXEC_IOC_EXEC    refused (-EOPNOTSUPP): the handover is not done yet
+ *   PVKEXEC_IOC_EXEC    hands the domain to the image's purgatory (exec.c notes
+ *                       below say what is done and what is not)
  */
 
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
 #include <linux/capability.h>
+#include <linux/kprobes.h>
+#include <linux/mman.h>
+#include <linux/sched.h>
+#include <linux/smp.h>
 #include <linux/cpumask.h>
 #include <linux/fs.h>
 #include <linux/miscdevice.h>
@@ -34,6 +39,8 @@
 #include <xen/interface/vcpu.h>
 #include <asm/xen/hypercall.h>
 #include <asm/xen/hypervisor.h>
+#include <asm/xen/page.h>
+#include <asm/nospec-branch.h>
 
 #include "pvkexec_uapi.h"
 
@@ -252,7 +259,7 @@ static int ioctl_info(struct pvkexec_info __user *uarg)
 {
 	struct pvkexec_info info = {
 		.abi_version = PVKEXEC_ABI_VERSION,
-		.flags = PVKEXEC_INFO_PV,
+		.flags = PVKEXEC_INFO_PV | PVKEXEC_INFO_EXEC_SUPPORTED,
 		.start_info_pages = xen_start_info->nr_pages,
 		.possible_cpus = num_possible_cpus(),
 		.online_cpus = num_online_cpus(),
@@ -293,6 +300,416 @@ static int ioctl_info(struct pvkexec_info __user *uarg)
 	return 0;
 }
 
+/*
+ * Exec: the handoff contract v4 (docs/kexec-image.md) on a stock Linux.
+ * The purgatory reads old frames through one linear map of PFNs
+ * (old_virt_base); Linux's direct map is one, so the image and the free pool
+ * are copied into PFN-contiguous blocks there (one buddy block each, so at
+ * most 4 MiB: larger images need the frame-list handoff). The purgatory
+ * segment is mapped at its base in the calling process's tables (a mapping
+ * of this device), every CPU is sent there on those tables, and every pinned
+ * tree but the current L4 is unpinned before the jump.
+ *
+ * Not done: reboot notifiers and device shutdown (xenbus frontends are not
+ * closed, so a backend may still map grants: the purgatory then refuses, by
+ * name, unless the image has a grant reserve), and ballooned domains.
+ */
+#define HANDOFF_MAGIC		0x46464f48584b5650ULL	/* "PVKXHOFF" */
+#define HANDOFF_VERSION		4
+#define AP_ENTRY_OFFSET		0x100
+#define MAX_VCPUS		8
+#define SEG_FLAG_PURGATORY	1
+#define BLOCK_ORDER_MAX		10	/* 4 MiB: MAX_ORDER - 1 (6.1), MAX_PAGE_ORDER (6.12) */
+#define L1_SPAN			(512UL * PAGE_SIZE)
+
+struct segment_desc {
+	u32 kind;
+	u32 flags;
+	u64 dest_pfn;
+	u64 nr_pages;
+	u64 len;
+	u8 sha256[32];
+};
+static_assert(sizeof(struct segment_desc) == IMAGE_SEGMENT_DESC_SIZE);
+
+struct handoff {
+	u64 magic;
+	u32 version;
+	u32 pad;
+	u64 image_va;
+	u64 image_len;
+	u64 old_start_info_va;
+	u64 old_virt_base;
+	u64 free_first_pfn;
+	u64 free_pages;
+	u64 direct_map_va;
+	u64 scratch_va;
+	u64 nr_vcpus;
+	u32 keep_store_port;
+	u32 keep_console_port;
+	u64 vcpu_info_va;
+};
+static_assert(sizeof(struct handoff) == 104);
+
+/* Xen's struct vcpu_register_vcpu_info, as the handoff lists placements. */
+struct vcpu_info_rec {
+	u64 mfn;
+	u32 offset;
+	u32 rsvd;
+};
+static_assert(sizeof(struct vcpu_info_rec) == 16);
+
+/* Everything exec prepares before the point of no return. */
+struct exec_prep {
+	struct page *image;		/* PFN-contiguous copy, split pages */
+	unsigned int image_order;
+	struct page *pool;		/* the free pool, split pages */
+	unsigned int pool_order;
+	struct page *block;		/* handoff, vcpu_info records, start_info */
+	struct handoff *handoff;
+	unsigned long purg_first;	/* first purgatory page in the copy */
+	unsigned long purg_pages;
+	u64 purg_base;
+	u64 entry;
+	struct mm_struct *mm;
+	unsigned long mapped;		/* purgatory mapping's address, 0: none */
+};
+
+/* Set only while PVKEXEC_IOC_EXEC maps the purgatory (under pvkexec_lock). */
+static struct exec_prep *mapping_for;
+
+static struct page *alloc_block(unsigned int order)
+{
+	struct page *page = alloc_pages(GFP_KERNEL | __GFP_ZERO | __GFP_NOWARN,
+					order);
+
+	if (page)
+		split_page(page, order);
+	return page;
+}
+
+static void free_block(struct page *page, unsigned int order)
+{
+	unsigned long i;
+
+	if (!page)
+		return;
+	for (i = 0; i < (1UL << order); i++)
+		__free_page(page + i);
+}
+
+static void exec_prep_free(struct exec_prep *p)
+{
+	if (p->mapped && vm_munmap(p->mapped, p->purg_pages << PAGE_SHIFT))
+		pr_err("exec: could not unmap the purgatory at %#lx\n",
+		       p->mapped);
+	free_block(p->image, p->image_order);
+	free_block(p->pool, p->pool_order);
+	free_block(p->block, 1);
+	kfree(p);
+}
+
+static const u8 *image_byte(const struct image *img, u64 off)
+{
+	return (const u8 *)page_address(img->pages[off >> PAGE_SHIFT]) +
+	       offset_in_page(off);
+}
+
+/* Copies the image into one PFN-contiguous block and finds its purgatory. */
+static int prep_image(struct exec_prep *p, const struct image *img)
+{
+	const struct image_header *h = page_address(img->pages[0]);
+	u64 off = h->data_offset;
+	unsigned long i;
+	u32 k;
+
+	p->image_order = get_order(img->len);
+	if (p->image_order > BLOCK_ORDER_MAX) {
+		pr_err("exec refused: a %llu-byte image needs more than one 4 MiB block of contiguous frames (the frame-list handoff is not done yet)\n",
+		       img->len);
+		return -E2BIG;
+	}
+	p->image = alloc_block(p->image_order);
+	if (!p->image)
+		return -ENOMEM;
+	for (i = 0; i < img->nr_pages; i++)
+		copy_page(page_address(p->image + i),
+			  page_address(img->pages[i]));
+	for (k = 0; k < h->nr_segments; k++) {
+		struct segment_desc d;
+		u64 k_off = IMAGE_HEADER_SIZE + (u64)k * IMAGE_SEGMENT_DESC_SIZE;
+
+		memcpy(&d, image_byte(img, k_off), sizeof(d));
+		if (d.flags & SEG_FLAG_PURGATORY) {
+			if (PAGE_ALIGN(d.len) < d.nr_pages << PAGE_SHIFT ||
+			    off + (d.nr_pages << PAGE_SHIFT) > img->len) {
+				pr_err("exec refused: the purgatory segment's %llu pages are not all in the image\n",
+				       d.nr_pages);
+				return -EINVAL;
+			}
+			p->purg_first = off >> PAGE_SHIFT;
+			p->purg_pages = d.nr_pages;
+			break;
+		}
+		off += PAGE_ALIGN(d.len);
+	}
+	p->purg_base = h->purgatory_base;
+	p->entry = h->purgatory_entry;
+	if (!p->purg_pages || p->purg_pages > 510 ||
+	    !IS_ALIGNED(p->purg_base, L1_SPAN) ||
+	    p->entry < p->purg_base ||
+	    p->entry + AP_ENTRY_OFFSET >= p->purg_base +
+					   (p->purg_pages << PAGE_SHIFT)) {
+		pr_err("exec refused: purgatory of %lu pages at %#llx, entry %#llx: not one L1 with slots 510 and 511 free\n",
+		       p->purg_pages, p->purg_base, p->entry);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/* kallsyms_lookup_name is not exported: a kprobe finds it. */
+static unsigned long lookup_name(const char *name)
+{
+	struct kprobe kp = { .symbol_name = "kallsyms_lookup_name" };
+	unsigned long (*fn)(const char *name);
+
+	if (register_kprobe(&kp) < 0)
+		return 0;
+	fn = (void *)kp.addr;
+	unregister_kprobe(&kp);
+	return fn ? fn(name) : 0;
+}
+
+/* Where each VCPU's vcpu_info is placed (Linux's per-cpu xen_vcpu_info). */
+static int prep_vcpu_info(struct vcpu_info_rec *rec)
+{
+	unsigned long info = lookup_name("xen_vcpu_info");
+	unsigned long used = lookup_name("xen_vcpu");
+	unsigned int cpu;
+
+	if (!info || !used) {
+		pr_err("exec refused: xen_vcpu_info/xen_vcpu not found through kallsyms\n");
+		return -ENOENT;
+	}
+	for_each_online_cpu(cpu) {
+		struct vcpu_info *vi =
+			per_cpu_ptr((struct vcpu_info __percpu *)info, cpu);
+		struct vcpu_info *cur =
+			*per_cpu_ptr((struct vcpu_info * __percpu *)used, cpu);
+		u32 id = xen_vcpu_nr(cpu);
+
+		if (cur != vi || id >= MAX_VCPUS) {
+			pr_err("exec refused: CPU %u (VCPU %u) uses vcpu_info at %px, not its placed one\n",
+			       cpu, id, cur);
+			return -EINVAL;
+		}
+		rec[id].mfn = PFN_DOWN(arbitrary_virt_to_machine(vi).maddr);
+		rec[id].offset = offset_in_page(vi);
+	}
+	return 0;
+}
+
+static int exec_checks(void)
+{
+	unsigned int cpu;
+
+	if (num_online_cpus() > MAX_VCPUS ||
+	    num_online_cpus() != num_possible_cpus()) {
+		pr_err("exec refused: %u of %u CPUs online; the purgatory needs all, at most %u\n",
+		       num_online_cpus(), num_possible_cpus(), MAX_VCPUS);
+		return -EBUSY;
+	}
+	for_each_online_cpu(cpu)
+		if (xen_vcpu_nr(cpu) != cpu) {
+			pr_err("exec refused: CPU %u is VCPU %u\n", cpu,
+			       xen_vcpu_nr(cpu));
+			return -EINVAL;
+		}
+	if (set_cpus_allowed_ptr(current, cpumask_of(0)) ||
+	    raw_smp_processor_id() != 0) {
+		pr_err("exec refused: cannot move to CPU 0 (VCPU 0 must enter the purgatory)\n");
+		return -EBUSY;
+	}
+	if (!current->mm || current->mm != current->active_mm) {
+		pr_err("exec refused: no process page tables to map the purgatory in\n");
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static void prep_handoff(struct exec_prep *p, const struct image *img)
+{
+	struct handoff *h = page_address(p->block);
+	struct vcpu_info_rec *rec = (void *)(h + 1);
+	struct start_info *si = page_address(p->block + 1);
+
+	/* The old start_info as the purgatory reads it: Linux's P2M and L4. */
+	memcpy(si, xen_start_info, sizeof(*si));
+	si->mfn_list = (unsigned long)xen_p2m_addr;
+	si->pt_base = (unsigned long)p->mm->pgd;
+	*h = (struct handoff) {
+		.magic = HANDOFF_MAGIC,
+		.version = HANDOFF_VERSION,
+		.image_va = (unsigned long)page_address(p->image),
+		.image_len = img->len,
+		.old_start_info_va = (unsigned long)si,
+		.old_virt_base = PAGE_OFFSET,
+		.free_first_pfn = page_to_pfn(p->pool),
+		.free_pages = 1UL << p->pool_order,
+		.direct_map_va = PAGE_OFFSET,
+		.scratch_va = p->purg_base + 511 * PAGE_SIZE,
+		.nr_vcpus = num_online_cpus(),
+		.keep_store_port = xen_start_info->store_evtchn,
+		.keep_console_port = xen_initial_domain() ? 0 :
+				     xen_start_info->console.domU.evtchn,
+		.vcpu_info_va = (unsigned long)rec,
+	};
+	p->handoff = h;
+}
+
+static int pvkexec_mmap(struct file *file, struct vm_area_struct *vma)
+{
+	struct exec_prep *p = mapping_for;
+	unsigned long i;
+	int ret;
+
+	if (!p || p->mm != current->mm || vma->vm_pgoff ||
+	    vma->vm_start != p->purg_base ||
+	    vma_pages(vma) != p->purg_pages)
+		return -EINVAL;
+	for (i = 0; i < p->purg_pages; i++) {
+		ret = vm_insert_page(vma, vma->vm_start + (i << PAGE_SHIFT),
+				     p->image + p->purg_first + i);
+		if (ret)
+			return ret;
+	}
+	return 0;
+}
+
+/* A call, not a jump, so objtool sees no sibling call; it never returns. */
+static __noreturn void jump(u64 entry, u64 rdi, u64 rsi)
+{
+	asm volatile(ANNOTATE_RETPOLINE_SAFE "call *%[entry]"
+		     : ASM_CALL_CONSTRAINT
+		     : [entry] "r" (entry), "D" (rdi), "S" (rsi)
+		     : "memory");
+	unreachable();
+}
+
+/* IPI handler on every other CPU: onto the exec task's tables, then away. */
+static void ap_leave(void *info)
+{
+	struct exec_prep *p = info;
+
+	write_cr3(__pa(p->mm->pgd));
+	jump(p->entry + AP_ENTRY_OFFSET, (unsigned long)p->handoff,
+	     xen_vcpu_nr(smp_processor_id()));
+}
+
+static int unpin_mfn(unsigned long mfn)
+{
+	struct mmuext_op op = { .cmd = MMUEXT_UNPIN_TABLE, .arg1.mfn = mfn };
+
+	return HYPERVISOR_mmuext_op(&op, 1, NULL, DOMID_SELF);
+}
+
+/*
+ * Unpins every pinned frame but the current L4: first those Linux flags
+ * PagePinned (process L4s, separately pinned L1s), then every other frame,
+ * for trees pinned without the flag (Xen refuses frames that are not pinned).
+ */
+static void unpin_other_trees(struct exec_prep *p, unsigned long *flagged,
+			      unsigned long *unflagged)
+{
+	unsigned long cur = PFN_DOWN(__pa(p->mm->pgd));
+	unsigned long pfn;
+
+	*flagged = 0;
+	*unflagged = 0;
+	for (pfn = 0; pfn < xen_start_info->nr_pages; pfn++) {
+		bool pinned;
+
+		if (pfn == cur || !pfn_valid(pfn))
+			continue;
+		pinned = PagePinned(pfn_to_page(pfn));
+		if (unpin_mfn(pfn_to_mfn(pfn)) == 0)
+			(*(pinned ? flagged : unflagged))++;
+	}
+}
+
+static struct cpumask exec_others;
+
+static __noreturn void exec_go(struct exec_prep *p)
+{
+	unsigned long flagged, unflagged;
+
+	cpumask_copy(&exec_others, cpu_online_mask);
+	cpumask_clear_cpu(0, &exec_others);
+	preempt_disable();
+	smp_call_function_many(&exec_others, ap_leave, p, false);
+	local_irq_disable();
+	unpin_other_trees(p, &flagged, &unflagged);
+	pr_emerg("exec: unpinned %lu frames Linux flags pinned and %lu it does not; entering the purgatory at %#llx\n",
+		 flagged, unflagged, p->entry);
+	jump(p->entry, (unsigned long)p->handoff, 0);
+}
+
+static int ioctl_exec(struct file *file)
+{
+	struct exec_prep *p;
+	unsigned long addr;
+	int ret;
+
+	if (!loaded) {
+		pr_err("exec refused: no image loaded\n");
+		return -ENOENT;
+	}
+	ret = exec_checks();
+	if (ret)
+		return ret;
+	p = kzalloc(sizeof(*p), GFP_KERNEL);
+	if (!p)
+		return -ENOMEM;
+	p->mm = current->mm;
+	ret = prep_image(p, loaded);
+	if (ret)
+		goto fail;
+	ret = -ENOMEM;
+	p->pool_order = BLOCK_ORDER_MAX;
+	p->pool = alloc_block(p->pool_order);
+	p->block = alloc_pages(GFP_KERNEL | __GFP_ZERO, 1);
+	if (!p->pool || !p->block) {
+		pr_err("exec refused: out of memory for the free pool\n");
+		goto fail;
+	}
+	split_page(p->block, 1);
+	ret = prep_vcpu_info((void *)((struct handoff *)page_address(p->block) + 1));
+	if (ret)
+		goto fail;
+	prep_handoff(p, loaded);
+	mapping_for = p;
+	addr = vm_mmap(file, p->purg_base, p->purg_pages << PAGE_SHIFT,
+		       PROT_READ | PROT_WRITE | PROT_EXEC,
+		       MAP_SHARED | MAP_FIXED_NOREPLACE, 0);
+	mapping_for = NULL;
+	if (IS_ERR_VALUE(addr) || addr != p->purg_base) {
+		pr_err("exec refused: cannot map the purgatory at %#llx: %ld\n",
+		       p->purg_base, (long)addr);
+		ret = IS_ERR_VALUE(addr) ? (int)addr : -EEXIST;
+		goto fail;
+	}
+	p->mapped = addr;
+	pr_info("exec: image at pfn %#lx (%u pages), pool pfn %#lx + %lu, %u VCPUs, store port %u, console port %u\n",
+		page_to_pfn(p->image), 1U << p->image_order,
+		page_to_pfn(p->pool), 1UL << p->pool_order,
+		num_online_cpus(), p->handoff->keep_store_port,
+		p->handoff->keep_console_port);
+	exec_go(p);
+fail:
+	exec_prep_free(p);
+	return ret;
+}
+
 static long pvkexec_ioctl(struct file *file, unsigned int cmd,
 			  unsigned long arg)
 {
@@ -314,8 +731,7 @@ static long pvkexec_ioctl(struct file *file, unsigned int cmd,
 		ret = ioctl_unload();
 		break;
 	case PVKEXEC_IOC_EXEC:
-		pr_err("exec refused: the handover (device shutdown, VCPUs to the purgatory, unpinning, jump) is not implemented in this module yet\n");
-		ret = -EOPNOTSUPP;
+		ret = ioctl_exec(file);
 		break;
 	default:
 		ret = -ENOTTY;
@@ -327,6 +743,7 @@ static long pvkexec_ioctl(struct file *file, unsigned int cmd,
 static const struct file_operations pvkexec_fops = {
 	.owner = THIS_MODULE,
 	.unlocked_ioctl = pvkexec_ioctl,
+	.mmap = pvkexec_mmap,
 	.llseek = noop_llseek,
 };
 

@@ -285,6 +285,15 @@ pub fn build(which: Headers) -> Result<PathBuf> {
         .arg("modules")
         .output()
         .context("running make for pvkexec.ko")?;
+    // Warnings are errors here too: objtool's and modpost's are not compiler warnings.
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    if o.status.success() && said.contains("warning:") {
+        bail!("building pvkexec.ko against {} warned:\n{said}", h.release);
+    }
     if !o.status.success() {
         bail!(
             "building pvkexec.ko against {} failed:\n{}{}",

@@ -36,7 +36,7 @@ step status-after-refusal pvkexec status
 step kexec-l kexec -l /boot/probe --append="mem_mib=@MEM@" -s
 step status-kexec-l pvkexec status
 step kexec-p kexec -p /boot/probe
-step exec pvkexec exec
+
 step kexec-u kexec -u
 step status-end pvkexec status
 dmesg | grep pvkexec | sed 's/^/PVKEXEC-KMOD dmesg /'
@@ -44,8 +44,27 @@ say done
 poweroff -f
 "#;
 
+/// The exec domU's `/init`: load the probe and hand the domain over.
+const INIT_EXEC: &str = r#"#!/bin/sh
+export PATH=/bin:/sbin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+echo "PVKEXEC-KMOD init up=$(cut -d' ' -f1 /proc/uptime)"
+insmod /lib/modules/pvkexec.ko || echo "PVKEXEC-KMOD insmod failed"
+pvkexec load --kernel /boot/probe --append "mem_mib=@MEM@" 2>&1
+echo "PVKEXEC-KMOD exec up=$(cut -d' ' -f1 /proc/uptime)"
+pvkexec exec 2>&1
+echo "PVKEXEC-KMOD exec returned rc=$?"
+dmesg | grep pvkexec | sed 's/^/PVKEXEC-KMOD dmesg /'
+poweroff -f
+"#;
+
+const EXEC_VCPUS: u32 = 2;
+
 struct Shared {
     domu: Result<DomuResult, String>,
+    exec: Result<DomuResult, String>,
     ko_bytes: u64,
 }
 
@@ -69,6 +88,13 @@ fn shared() -> &'static Shared {
         let rd = harness::cache_dir().join(format!("kmod-domu-{}.cpio.gz", std::process::id()));
         let init = INIT.replace("@MEM@", &MEM_MIB.to_string());
         kmod::domu_initramfs(&init, &cli, &files, &rd).unwrap();
+        let rd_exec =
+            harness::cache_dir().join(format!("kmod-exec-{}.cpio.gz", std::process::id()));
+        let init = INIT_EXEC.replace("@MEM@", &MEM_MIB.to_string());
+        let exec_files = DomuFiles {
+            files: files.files[..2].to_vec(),
+        };
+        kmod::domu_initramfs(&init, &cli, &exec_files, &rd_exec).unwrap();
         eprintln!(
             "kmod: module, CLI and initramfs ready in {:.1} s",
             start.elapsed().as_secs_f64()
@@ -79,12 +105,23 @@ fn shared() -> &'static Shared {
         spec.mem_mib = MEM_MIB;
         spec.vcpus = VCPUS;
         spec.timeout = Duration::from_secs(240);
+        let mut exec = DomuSpec::new("kmod-exec", &linux);
+        exec.ramdisk = Some(rd_exec.clone());
+        exec.cmdline = "console=hvc0 loglevel=4".into();
+        exec.mem_mib = MEM_MIB;
+        exec.vcpus = EXEC_VCPUS;
+        exec.timeout = Duration::from_secs(120);
         let rig = DomuRig {
             tag: "kmod".into(),
             ..DomuRig::default()
         };
-        let run = rig.run(&[spec]).map_err(|e| format!("{e:#}"));
+        let run = rig.run(&[spec, exec]).map_err(|e| format!("{e:#}"));
         let _ = std::fs::remove_file(&rd);
+        let _ = std::fs::remove_file(&rd_exec);
+        let exec = run
+            .as_ref()
+            .map(|r| r.domus[1].clone())
+            .map_err(Clone::clone);
         let domu = run.map(|r| {
             eprintln!(
                 "kmod: toolstack ready {:.1} s after QEMU start, domU {:.1} s (dom0 clock), \
@@ -95,7 +132,11 @@ fn shared() -> &'static Shared {
             );
             r.domus[0].clone()
         });
-        Shared { domu, ko_bytes }
+        Shared {
+            domu,
+            exec,
+            ko_bytes,
+        }
     })
 }
 
@@ -257,14 +298,18 @@ fn kexec_spelling_loads_and_refuses_kdump() {
     assert!(s.text().contains("image: none loaded"), "{}", s.text());
 }
 
-/// The handover is not implemented in the module: exec is refused by name and the image stays.
+/// Debian 6.1 -> probe through pvkexec.ko: every probe check passes.
 #[test]
-fn exec_is_refused_by_name() {
-    let e = step("exec");
-    assert_eq!(e.rc, Some(1), "{}", e.text());
-    assert!(
-        e.text().contains("does not implement the handover yet"),
-        "{}",
-        e.text()
-    );
+fn exec_into_the_probe() {
+    let d = shared().exec.as_ref().expect("the domU rig failed");
+    eprintln!("{}", d.log());
+    assert_eq!(d.verdict, DomuVerdict::Pass, "{}", d.log());
+    let passed = d.passed();
+    for check in harness::probe_checks() {
+        assert!(
+            passed.iter().any(|p| p == check),
+            "no PASS {check}:\n{}",
+            d.log()
+        );
+    }
 }
