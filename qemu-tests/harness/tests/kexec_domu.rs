@@ -4,6 +4,7 @@
 //!   kexecing into the probe: 1 VCPU at 256 MiB, and 2 VCPUs at 1 GiB with an initrd; every
 //!   probe check passes, plus `domu-rings` (the new kernel's xenstore and console rings are the
 //!   old domain's frames, at libxenguest's PFNs);
+//! - a corrupted image: the purgatory names the segment, xl reports the domain's crash;
 //! - the same old kernel kexecing into Debian 6.1 with a busybox initramfs and a disk: init
 //!   runs, xen-blkfront connects through xenstore and reads the harness's marker;
 //! - Debian 6.1 (bookworm bzImage) at 256, 512 and 1024 MiB, with and without a gzip'd
@@ -53,6 +54,18 @@ fn build_image_of(
     }
     let o = cmd.output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    out
+}
+
+/// A copy of `image` with one byte of segment 0 (the kernel) flipped.
+fn corrupt_kernel_segment(image: &Path, name: &str) -> PathBuf {
+    let mut bytes = std::fs::read(image).unwrap();
+    // ImageHeader.data_offset at 48; SegmentDesc 0's len at 64 + 24.
+    let off = u64::from_le_bytes(bytes[48..56].try_into().unwrap()) as usize;
+    let len = u64::from_le_bytes(bytes[88..96].try_into().unwrap()) as usize;
+    bytes[off + len / 2] ^= 0x20;
+    let out = harness::cache_dir().join(format!("kexec-domu-{name}.img"));
+    std::fs::write(&out, bytes).unwrap();
     out
 }
 
@@ -108,6 +121,14 @@ fn specs() -> Vec<DomuSpec> {
     linux.disk = Some(harness::domu::marker_disk(DISK_MARKER, 4).unwrap());
     linux.timeout = Duration::from_secs(120);
     v.push(linux);
+    // A corrupted image: the purgatory names the segment and crashes the domain.
+    let mut bad = kexec_spec("kexec-corrupt", 256, 1, None);
+    bad.ramdisk = Some(corrupt_kernel_segment(
+        bad.ramdisk.as_ref().unwrap(),
+        "kexec-corrupt-bad",
+    ));
+    bad.timeout = Duration::from_secs(60);
+    v.push(bad);
     // The bzImage as users pass it. (Its 65 MB ELF would be quicker for libxenguest to load,
     // but six copies in dom0's initramfs leave dom0 too little memory to start the toolstack.)
     let bzimage = provision::ensure_linux(DebianLinux::Bookworm).unwrap();
@@ -232,6 +253,22 @@ fn kexec_domu_into_debian_61_reads_its_disk() {
     ] {
         assert!(after.contains(line), "no {line:?} after the switch:\n{log}");
     }
+}
+
+/// One flipped byte in the kernel segment: the purgatory names it (through the console ring,
+/// flushed before the crash), xl reports the crash, the new kernel never runs.
+#[test]
+fn corrupted_image_in_a_domu_is_named_and_crashes() {
+    let r = domu("kexec-corrupt");
+    let log = r.log();
+    assert_eq!(r.verdict, DomuVerdict::Crashed, "{log}");
+    assert_eq!(r.shutdown_reason, Some(3), "{log}");
+    assert!(
+        log.contains("purgatory: segment 0 (kernel): SHA-256 mismatch"),
+        "{log}"
+    );
+    assert!(!log.contains(harness::PURGATORY_ENTERING), "{log}");
+    assert!(!log.contains("PVKEXEC-TEST PASS"), "{log}");
 }
 
 /// Lines of the allocation decisions: `xc_dom_alloc_segment`, `xc_dom_alloc_page`,
