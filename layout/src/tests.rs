@@ -425,3 +425,38 @@ fn table_images_map_the_region_and_the_trampoline() {
         assert_eq!(tables.len(), p.table_frames.len());
     }
 }
+
+/// libxenguest ignores an INIT_P2M at or above virt_base (the P2M stays in the region), and
+/// refuses nothing else here; an INIT_P2M whose tables would share the region's is refused by
+/// name rather than planned with tables the image could not build.
+#[test]
+fn domu_init_p2m_rules() {
+    let mut k = debian61();
+    k.init_p2m = Some(0xffffffffc0000000);
+    let p = plan(&req(Mode::DomU, k, None, 0x10000)).unwrap();
+    assert!(!p.p2m_relocated);
+    assert!(p.builder_log.iter().any(|l| l.contains("phys2mach")));
+    assert!(p.p2m.start >= p.region.start && p.p2m.end <= p.region.end);
+    // In the region's own L4 slot (below virt_base): its L3 is the region's.
+    let mut k = debian61();
+    k.init_p2m = Some(0xffffff8000000000);
+    assert!(matches!(
+        plan(&req(Mode::DomU, k, None, 0x10000)),
+        Err(PlanError::Unsupported(_))
+    ));
+}
+
+/// Too little memory is named, as libxenguest's "segment too large" or "not enough memory for
+/// initial mapping".
+#[test]
+fn domu_too_small_is_named() {
+    for pages in [0x3000u64, 0x4b00, 0x4c10] {
+        match plan(&req(Mode::DomU, debian61(), Some(0x203784), pages)) {
+            Err(PlanError::TooSmall { nr_pages, needed }) => {
+                assert_eq!(nr_pages, pages);
+                assert!(needed > pages, "{needed:#x} > {pages:#x}");
+            }
+            other => panic!("{pages:#x} pages: {other:?}"),
+        }
+    }
+}
