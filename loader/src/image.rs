@@ -127,6 +127,7 @@ pub fn build_image(
         domain_pages,
         hidden,
         mode,
+        builder: crate::plan::DomuBuilder::default(),
     };
     let (plan, purgatory_relocations) = build_into(&req, &mut bytes, "image")?;
     Ok(BuiltImage {
@@ -167,6 +168,8 @@ pub struct BuildRequest<'a> {
     pub domain_pages: u64,
     pub hidden: Hidden,
     pub mode: Mode,
+    /// Which libxenguest's initrd placement a domU image follows (4.17: gunzipped).
+    pub builder: crate::plan::DomuBuilder,
 }
 
 /// Builds the image and writes it to `out` (named `out_name` in errors).
@@ -183,6 +186,7 @@ fn build_into(
         domain_pages,
         hidden,
         mode,
+        builder,
     } = *req;
     let grant_reserve = hidden.grant_reserve;
     let nr_pages = hidden
@@ -203,7 +207,7 @@ fn build_into(
     let hidden_pages = domain_pages - nr_pages;
     crate::inspect::check_kernel_start(input, kernel)?;
     // A domU's builder gunzips a gzip'd initrd; the segment carries what it would place.
-    let module = initrd.map(|i| crate::plan::placed_module(i, mode));
+    let module = initrd.map(|i| crate::plan::placed_module_for(i, mode, builder));
     let initrd = module.as_ref().map(|m| &m.bytes[..]);
     let plan = plan_kernel(
         input,

@@ -178,3 +178,26 @@ fn debian_kernel_domu_plan_when_provided() {
     assert_eq!(first[..3], ["xc_dom_alloc_segment:", "kernel", ":"]);
     assert_eq!(first[3], "0xffffffff81000000");
 }
+
+/// libxenguest up to 4.19 gunzips a domU's gzip'd initrd; 4.20 places the file as it is; Xen's
+/// dom0 builder never gunzips.
+#[test]
+fn initrd_placement_follows_the_builder() {
+    use loader::plan::{placed_module_for, DomuBuilder};
+    let data: Vec<u8> = (0..100_000u32).map(|i| (i % 7) as u8).collect();
+    let gz = gzip(&data);
+    let m = placed_module_for(&gz, Mode::DomU, DomuBuilder::Xen417);
+    assert_eq!((&m.bytes[..], m.len), (&data[..], data.len() as u64 + 16));
+    for (mode, builder) in [
+        (Mode::DomU, DomuBuilder::Xen420),
+        (Mode::Dom0, DomuBuilder::Xen417),
+    ] {
+        let m = placed_module_for(&gz, mode, builder);
+        assert_eq!((&m.bytes[..], m.len), (&gz[..], gz.len() as u64));
+    }
+    // A gzip header with a broken stream: the raw file, at the size the trailer announced.
+    let mut broken = gz.clone();
+    broken[20] ^= 0xff;
+    let m = placed_module_for(&broken, Mode::DomU, DomuBuilder::Xen417);
+    assert_eq!((&m.bytes[..], m.len), (&broken[..], data.len() as u64 + 16));
+}

@@ -47,6 +47,10 @@ struct Target {
     mem_mib: u64,
     #[arg(long, value_enum, default_value = "domu")]
     mode: ModeArg,
+    /// The toolstack whose libxenguest builds the domU: up to 4.19 it gunzips a gzip'd
+    /// initrd, from 4.20 on it places the file as it is.
+    #[arg(long, value_enum, default_value = "4.17")]
+    toolstack: ToolstackArg,
 }
 
 #[derive(Subcommand)]
@@ -59,10 +63,6 @@ enum Cmd {
         /// Print one JSON object (field names: docs/plan-json.md).
         #[arg(long)]
         json: bool,
-        /// The toolstack whose libxenguest builds the domU: up to 4.19 it gunzips a gzip'd
-        /// initrd, from 4.20 on it places the file as it is.
-        #[arg(long, value_enum, default_value = "4.17")]
-        toolstack: ToolstackArg,
     },
     /// Builds a kexec image file: kernel, initrd and purgatory segments with SHA-256 digests
     /// (format: docs/kexec-image.md).
@@ -180,6 +180,13 @@ fn initrd_role(t: &Target) -> Result<Role, loader::LoadError> {
     })
 }
 
+fn builder_of(t: ToolstackArg) -> DomuBuilder {
+    match t {
+        ToolstackArg::Xen417 => DomuBuilder::Xen417,
+        ToolstackArg::Xen420 => DomuBuilder::Xen420,
+    }
+}
+
 fn mode_of(m: ModeArg) -> pvlayout::Mode {
     match m {
         ModeArg::Dom0 => pvlayout::Mode::Dom0,
@@ -228,6 +235,7 @@ fn build(
             grant_reserve,
         },
         mode: mode_of(t.mode),
+        builder: builder_of(t.toolstack),
     };
     let (plan, relocations) = loader::image::build_image_file(&req, output)?;
     drop((k, initrd));
@@ -381,20 +389,13 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Cmd::Plan {
-            target,
-            json,
-            toolstack,
-        } => {
+        Cmd::Plan { target, json } => {
             let mode = mode_of(target.mode);
             if let Err(e) = check_inputs(&target) {
                 eprintln!("pvkexec: {e}");
                 return ExitCode::from(EXIT_BAD_INPUT);
             }
-            let builder = match toolstack {
-                ToolstackArg::Xen417 => DomuBuilder::Xen417,
-                ToolstackArg::Xen420 => DomuBuilder::Xen420,
-            };
+            let builder = builder_of(target.toolstack);
             match plan_files_for(
                 &target.kernel,
                 target.initrd.as_deref(),
