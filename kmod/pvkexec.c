@@ -22,11 +22,14 @@
 #include <linux/sched.h>
 #include <linux/smp.h>
 #include <linux/cpumask.h>
+#include <linux/delay.h>
 #include <linux/fs.h>
 #include <linux/miscdevice.h>
 #include <linux/mm.h>
 #include <linux/module.h>
 #include <linux/mutex.h>
+#include <linux/reboot.h>
+#include <linux/syscore_ops.h>
 #include <linux/slab.h>
 #include <linux/uaccess.h>
 #include <linux/version.h>
@@ -34,6 +37,7 @@
 
 #include <xen/xen.h>
 #include <xen/xen-ops.h>
+#include <xen/xenbus.h>
 #include <xen/interface/grant_table.h>
 #include <xen/interface/memory.h>
 #include <xen/interface/vcpu.h>
@@ -310,9 +314,13 @@ static int ioctl_info(struct pvkexec_info __user *uarg)
  * of this device), every CPU is sent there on those tables, and every pinned
  * tree but the current L4 is unpinned before the jump.
  *
- * Not done: reboot notifiers and device shutdown (xenbus frontends are not
- * closed, so a backend may still map grants: the purgatory then refuses, by
- * name, unless the image has a grant reserve), and ballooned domains.
+ * The handover runs inside kernel_restart(): reboot notifiers, device
+ * shutdown (xenbus frontends close, so backends unmap their grants), a move
+ * to CPU 0, then syscore shutdown, where this module's hook waits (bounded)
+ * for every backend to reach Closed and jumps. If the hook is not reached,
+ * kernel_restart() ends in an ordinary reboot.
+ *
+ * Not done: ballooned domains (holes in the P2M).
  */
 #define HANDOFF_MAGIC		0x46464f48584b5650ULL	/* "PVKXHOFF" */
 #define HANDOFF_VERSION		4
@@ -654,6 +662,111 @@ static __noreturn void exec_go(struct exec_prep *p)
 	jump(p->entry, (unsigned long)p->handoff, 0);
 }
 
+/* The prepared exec, once kernel_restart() is under way. */
+static struct exec_prep *armed;
+
+#define BACKEND_WAIT_MS		5000
+
+/* Polls one backend's state until Closed (6), gone, or the deadline. */
+static void wait_backend(const char *fe, unsigned long deadline)
+{
+	char *be = xenbus_read(XBT_NIL, fe, "backend", NULL);
+	int state = -1;
+
+	if (IS_ERR(be))
+		return;
+	while (xenbus_scanf(XBT_NIL, be, "state", "%d", &state) == 1 &&
+	       state != XenbusStateClosed && time_before(jiffies, deadline))
+		msleep(20);
+	if (state == XenbusStateClosed)
+		pr_info("exec: %s: backend %s closed\n", fe, be);
+	else
+		pr_err("exec: %s: backend %s still in state %d after the wait: its grants may stay mapped\n",
+		       fe, be, state);
+	kfree(be);
+}
+
+/* Every frontend of this domain (device/<type>/<id>): its backend's state. */
+static void wait_backends_closed(void)
+{
+	unsigned long deadline = jiffies + msecs_to_jiffies(BACKEND_WAIT_MS);
+	unsigned int nt, ni, i, j;
+	char **types, **ids;
+
+	types = xenbus_directory(XBT_NIL, "device", "", &nt);
+	if (IS_ERR(types))
+		return;
+	for (i = 0; i < nt; i++) {
+		char *dir = kasprintf(GFP_KERNEL, "device/%s", types[i]);
+
+		if (!dir)
+			break;
+		ids = xenbus_directory(XBT_NIL, dir, "", &ni);
+		for (j = 0; !IS_ERR(ids) && j < ni; j++) {
+			char *fe = kasprintf(GFP_KERNEL, "%s/%s", dir, ids[j]);
+
+			if (fe)
+				wait_backend(fe, deadline);
+			kfree(fe);
+		}
+		if (!IS_ERR(ids))
+			kfree(ids);
+		kfree(dir);
+	}
+	kfree(types);
+}
+
+/*
+ * Syscore shutdown, last step of kernel_restart() before machine_restart():
+ * devices are shut down and this task runs on CPU 0.
+ */
+static void exec_shutdown_hook(void)
+{
+	struct exec_prep *p = READ_ONCE(armed);
+
+	if (!p || current->mm != p->mm || raw_smp_processor_id() != 0)
+		return;
+	wait_backends_closed();
+	exec_go(p);
+}
+
+#ifdef PVKEXEC_SYSCORE_DATA
+static void exec_syscore_shutdown(void *data)
+{
+	exec_shutdown_hook();
+}
+
+static const struct syscore_ops exec_syscore_ops = {
+	.shutdown = exec_syscore_shutdown,
+};
+
+static struct syscore exec_syscore = { .ops = &exec_syscore_ops };
+
+static void exec_hook_register(void)
+{
+	register_syscore(&exec_syscore);
+}
+
+static void exec_hook_unregister(void)
+{
+	unregister_syscore(&exec_syscore);
+}
+#else
+static struct syscore_ops exec_syscore_ops = {
+	.shutdown = exec_shutdown_hook,
+};
+
+static void exec_hook_register(void)
+{
+	register_syscore_ops(&exec_syscore_ops);
+}
+
+static void exec_hook_unregister(void)
+{
+	unregister_syscore_ops(&exec_syscore_ops);
+}
+#endif
+
 static int ioctl_exec(struct file *file)
 {
 	struct exec_prep *p;
@@ -704,7 +817,8 @@ static int ioctl_exec(struct file *file)
 		page_to_pfn(p->pool), 1UL << p->pool_order,
 		num_online_cpus(), p->handoff->keep_store_port,
 		p->handoff->keep_console_port);
-	exec_go(p);
+	WRITE_ONCE(armed, p);
+	kernel_restart(NULL);
 fail:
 	exec_prep_free(p);
 	return ret;
@@ -767,6 +881,7 @@ static int __init pvkexec_init(void)
 		pr_err("cannot register /dev/pvkexec: %d\n", ret);
 		return ret;
 	}
+	exec_hook_register();
 	pr_info("ready: /dev/pvkexec (%s domain)\n",
 		xen_start_info->flags & SIF_INITDOMAIN ? "initial" : "PV");
 	return 0;
@@ -774,6 +889,7 @@ static int __init pvkexec_init(void)
 
 static void __exit pvkexec_exit(void)
 {
+	exec_hook_unregister();
 	misc_deregister(&pvkexec_dev);
 	image_free(loaded);
 	loaded = NULL;

@@ -4,7 +4,7 @@
 //! `PVKEXEC-KMOD begin NAME`, the command's output, `PVKEXEC-KMOD end NAME rc=N`; each test
 //! below judges its steps from that one run.
 
-use harness::domu::{DomuResult, DomuRig, DomuSpec, DomuVerdict};
+use harness::domu::{self, DomuResult, DomuRig, DomuSpec, DomuVerdict, RigRun};
 use harness::kmod::{self, DomuFiles, Headers};
 use harness::provision::{self, DebianLinux};
 use std::collections::BTreeMap;
@@ -44,7 +44,8 @@ say done
 poweroff -f
 "#;
 
-/// The exec domU's `/init`: load the probe and hand the domain over.
+/// An exec domU's `/init`: optionally read the disk through blkfront (its grants are then
+/// mapped by blkback), load the probe and hand the domain over with `@EXEC@`.
 const INIT_EXEC: &str = r#"#!/bin/sh
 export PATH=/bin:/sbin
 mount -t proc proc /proc
@@ -52,23 +53,70 @@ mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 echo "PVKEXEC-KMOD init up=$(cut -d' ' -f1 /proc/uptime)"
 insmod /lib/modules/pvkexec.ko || echo "PVKEXEC-KMOD insmod failed"
-pvkexec load --kernel /boot/probe --append "mem_mib=@MEM@" 2>&1
+if [ -e /lib/modules/xen-blkfront.ko ]; then
+  insmod /lib/modules/xen-blkfront.ko
+  n=0; while [ ! -b /dev/xvda ] && [ $n -lt 100 ]; do usleep 100000; n=$((n+1)); done
+  echo "PVKEXEC-KMOD xvda=$(head -n 1 /dev/xvda)"
+fi
+# The module's exec lines (backends closed, unpinning) on the console.
+echo 7 > /proc/sys/kernel/printk
 echo "PVKEXEC-KMOD exec up=$(cut -d' ' -f1 /proc/uptime)"
-pvkexec exec 2>&1
+@EXEC@
 echo "PVKEXEC-KMOD exec returned rc=$?"
 dmesg | grep pvkexec | sed 's/^/PVKEXEC-KMOD dmesg /'
 poweroff -f
 "#;
 
-const EXEC_VCPUS: u32 = 2;
+const DISK_MARKER: &str = "PVKEXEC-DISK-MARKER-kmod";
+
+/// The exec domUs: name, VCPUs, with a disk, the exec command line.
+fn exec_domus() -> Vec<(&'static str, u32, bool, String)> {
+    let append = format!("mem_mib={MEM_MIB}");
+    vec![
+        (
+            "kmod-exec",
+            2,
+            true,
+            format!(
+                "pvkexec load --kernel /boot/probe --append {append} 2>&1 && pvkexec exec 2>&1"
+            ),
+        ),
+        (
+            "kmod-kexec",
+            1,
+            false,
+            format!("kexec -l /boot/probe --append=\"{append}\" -s 2>&1 && kexec -e 2>&1"),
+        ),
+    ]
+}
 
 struct Shared {
     domu: Result<DomuResult, String>,
-    exec: Result<DomuResult, String>,
+    exec: Vec<(String, Result<DomuResult, String>, Option<f64>)>,
     ko_bytes: u64,
 }
 
-/// Builds the module, the initramfs, and runs the domU once.
+/// Host seconds from the module's first exec line (the exec ioctl began; `pvkexec load` is
+/// done) to the purgatory's first line and to the new kernel's first line (the serial log's
+/// own times).
+fn exec_times(run: &RigRun, name: &str) -> Option<(f64, f64)> {
+    let tag = format!("[domu:{name}] ");
+    let at = |needle: &str| {
+        run.dom0
+            .log
+            .lines()
+            .zip(&run.dom0.line_secs)
+            .find(|(l, _)| l.contains(&tag) && l.contains(needle))
+            .map(|(_, t)| *t)
+    };
+    let exec = at("pvkexec: exec: image at pfn")?;
+    Some((
+        at("purgatory: entered")? - exec,
+        at("PVKEXEC-INFO zeroed")? - exec,
+    ))
+}
+
+/// Builds the module, the initramfs images, and runs the domUs in one dom0 boot.
 fn shared() -> &'static Shared {
     static SHARED: OnceLock<Shared> = OnceLock::new();
     SHARED.get_or_init(|| {
@@ -78,56 +126,98 @@ fn shared() -> &'static Shared {
         let linux = provision::ensure_linux(DebianLinux::Bookworm).unwrap();
         let probe = harness::guest::binary("probe").unwrap();
         let cli = kmod::pvkexec_release().unwrap();
-        let files = DomuFiles {
-            files: vec![
-                ("lib/modules/pvkexec.ko".into(), ko),
-                ("boot/probe".into(), probe),
-                ("boot/linux61".into(), linux.clone()),
-            ],
-        };
-        let rd = harness::cache_dir().join(format!("kmod-domu-{}.cpio.gz", std::process::id()));
+        let modules = harness::dom0::extract_modules(
+            DebianLinux::Bookworm,
+            &harness::cache_dir().join("dom0-4.17").join("modules"),
+        )
+        .unwrap();
+        let base = vec![
+            ("lib/modules/pvkexec.ko".to_string(), ko),
+            ("boot/probe".to_string(), probe),
+        ];
+        let pid = std::process::id();
+        let mut images = Vec::new();
+        let mut files = base.clone();
+        files.push(("boot/linux61".into(), linux.clone()));
+        let rd = harness::cache_dir().join(format!("kmod-domu-{pid}.cpio.gz"));
         let init = INIT.replace("@MEM@", &MEM_MIB.to_string());
-        kmod::domu_initramfs(&init, &cli, &files, &rd).unwrap();
-        let rd_exec =
-            harness::cache_dir().join(format!("kmod-exec-{}.cpio.gz", std::process::id()));
-        let init = INIT_EXEC.replace("@MEM@", &MEM_MIB.to_string());
-        let exec_files = DomuFiles {
-            files: files.files[..2].to_vec(),
-        };
-        kmod::domu_initramfs(&init, &cli, &exec_files, &rd_exec).unwrap();
-        eprintln!(
-            "kmod: module, CLI and initramfs ready in {:.1} s",
-            start.elapsed().as_secs_f64()
-        );
+        kmod::domu_initramfs(&init, &cli, &DomuFiles { files }, &rd).unwrap();
+        images.push(rd.clone());
         let mut spec = DomuSpec::new("kmod", &linux);
-        spec.ramdisk = Some(rd.clone());
+        spec.ramdisk = Some(rd);
         spec.cmdline = "console=hvc0 loglevel=4".into();
         spec.mem_mib = MEM_MIB;
         spec.vcpus = VCPUS;
         spec.timeout = Duration::from_secs(240);
-        let mut exec = DomuSpec::new("kmod-exec", &linux);
-        exec.ramdisk = Some(rd_exec.clone());
-        exec.cmdline = "console=hvc0 loglevel=4".into();
-        exec.mem_mib = MEM_MIB;
-        exec.vcpus = EXEC_VCPUS;
-        exec.timeout = Duration::from_secs(120);
+        let mut specs = vec![spec];
+        for (name, vcpus, disk, cmd) in exec_domus() {
+            let mut files = base.clone();
+            if disk {
+                files.push((
+                    "lib/modules/xen-blkfront.ko".into(),
+                    modules.join("xen-blkfront.ko"),
+                ));
+            }
+            let rd = harness::cache_dir().join(format!("{name}-{pid}.cpio.gz"));
+            let init = INIT_EXEC.replace("@EXEC@", &cmd);
+            kmod::domu_initramfs(&init, &cli, &DomuFiles { files }, &rd).unwrap();
+            images.push(rd.clone());
+            let mut s = DomuSpec::new(name, &linux);
+            s.ramdisk = Some(rd);
+            s.cmdline = "console=hvc0 loglevel=4".into();
+            s.mem_mib = MEM_MIB;
+            s.vcpus = vcpus;
+            s.disk = disk.then(|| domu::marker_disk(DISK_MARKER, 4).unwrap());
+            s.timeout = Duration::from_secs(120);
+            specs.push(s);
+        }
+        eprintln!(
+            "kmod: module, CLI and initramfs images ready in {:.1} s",
+            start.elapsed().as_secs_f64()
+        );
         let rig = DomuRig {
             tag: "kmod".into(),
             ..DomuRig::default()
         };
-        let run = rig.run(&[spec, exec]).map_err(|e| format!("{e:#}"));
-        let _ = std::fs::remove_file(&rd);
-        let _ = std::fs::remove_file(&rd_exec);
-        let exec = run
-            .as_ref()
-            .map(|r| r.domus[1].clone())
-            .map_err(Clone::clone);
+        let run = rig.run(&specs).map_err(|e| format!("{e:#}"));
+        for i in &images {
+            let _ = std::fs::remove_file(i);
+        }
+        for s in &specs {
+            if let Some(d) = &s.disk {
+                let _ = std::fs::remove_file(d);
+            }
+        }
+        let exec = specs[1..]
+            .iter()
+            .enumerate()
+            .map(|(i, s)| match &run {
+                Ok(r) => {
+                    let times = exec_times(r, &s.name);
+                    eprintln!(
+                        "kmod: {}: exec -> purgatory {:.2} s, -> new kernel's first line {:.2} s",
+                        s.name,
+                        times.map_or(f64::NAN, |t| t.0),
+                        times.map_or(f64::NAN, |t| t.1)
+                    );
+                    (
+                        s.name.clone(),
+                        Ok(r.domus[i + 1].clone()),
+                        times.map(|t| t.1),
+                    )
+                }
+                Err(e) => (s.name.clone(), Err(e.clone()), None),
+            })
+            .collect();
         let domu = run.map(|r| {
             eprintln!(
-                "kmod: toolstack ready {:.1} s after QEMU start, domU {:.1} s (dom0 clock), \
+                "kmod: toolstack ready {:.1} s after QEMU start, domUs {:?} s (dom0 clock), \
                  whole test {:.1} s",
                 r.toolstack_ready_secs.unwrap_or(f64::NAN),
-                r.domus[0].wall_secs.unwrap_or(f64::NAN),
+                r.domus
+                    .iter()
+                    .map(|d| d.wall_secs.unwrap_or(f64::NAN))
+                    .collect::<Vec<_>>(),
                 start.elapsed().as_secs_f64()
             );
             r.domus[0].clone()
@@ -298,11 +388,16 @@ fn kexec_spelling_loads_and_refuses_kdump() {
     assert!(s.text().contains("image: none loaded"), "{}", s.text());
 }
 
-/// Debian 6.1 -> probe through pvkexec.ko: every probe check passes.
-#[test]
-fn exec_into_the_probe() {
-    let d = shared().exec.as_ref().expect("the domU rig failed");
-    eprintln!("{}", d.log());
+fn exec_domu(name: &str) -> &'static DomuResult {
+    let (_, r, _) = shared()
+        .exec
+        .iter()
+        .find(|(n, _, _)| n == name)
+        .unwrap_or_else(|| panic!("no exec domU {name}"));
+    r.as_ref().expect("the domU rig failed")
+}
+
+fn assert_probe_passes(d: &DomuResult) {
     assert_eq!(d.verdict, DomuVerdict::Pass, "{}", d.log());
     let passed = d.passed();
     for check in harness::probe_checks() {
@@ -312,4 +407,28 @@ fn exec_into_the_probe() {
             d.log()
         );
     }
+    assert!(d.log().contains(harness::PURGATORY_ENTERING), "{}", d.log());
+}
+
+/// Debian 6.1 with 2 VCPUs and a disk blkfront has read -> `pvkexec load` + `pvkexec exec`
+/// -> probe: every probe check passes (grants-revoked: blkback let go of blkfront's grants,
+/// because the module's exec shuts devices down and waits for the backend to close).
+#[test]
+fn exec_into_the_probe_2vcpus_after_blkfront() {
+    let d = exec_domu("kmod-exec");
+    let want = format!("PVKEXEC-KMOD xvda={DISK_MARKER}");
+    assert!(d.log().contains(&want), "no {want:?}:\n{}", d.log());
+    assert_probe_passes(d);
+    assert!(d.passed().iter().any(|p| p == "ap-wake"), "{}", d.log());
+    assert!(
+        d.log().contains("backend /local/domain/0/backend/vbd/") && d.log().contains("closed"),
+        "no closed backend line:\n{}",
+        d.log()
+    );
+}
+
+/// The kexec-tools spelling, 1 VCPU: `kexec -l K --append=... -s && kexec -e` -> probe.
+#[test]
+fn kexec_l_then_e_into_the_probe_1vcpu() {
+    assert_probe_passes(exec_domu("kmod-kexec"));
 }
