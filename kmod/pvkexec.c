@@ -640,8 +640,13 @@ static void unpin_other_trees(struct exec_prep *p, unsigned long *flagged,
 		if (pfn == cur || !pfn_valid(pfn))
 			continue;
 		pinned = PagePinned(pfn_to_page(pfn));
-		if (unpin_mfn(pfn_to_mfn(pfn)) == 0)
-			(*(pinned ? flagged : unflagged))++;
+		if (unpin_mfn(pfn_to_mfn(pfn)))
+			continue;
+		(*(pinned ? flagged : unflagged))++;
+		if (!pinned)
+			pr_info("exec: pfn %#lx was pinned without PagePinned (flags %pGp, count %d)\n",
+				pfn, &pfn_to_page(pfn)->flags,
+				page_count(pfn_to_page(pfn)));
 	}
 }
 
