@@ -3,7 +3,8 @@
 //! - the old test kernel (kexecold) with a `pvkexec build --mode domu` image as its ramdisk,
 //!   kexecing into the probe: 1 VCPU at 256 MiB, and 2 VCPUs at 1 GiB with an initrd; every
 //!   probe check passes, plus `domu-rings` (the new kernel's xenstore and console rings are the
-//!   old domain's frames, at libxenguest's PFNs);
+//!   old domain's frames, at libxenguest's PFNs) and `xenstore` (its `domid` and `name` read
+//!   through the kept ring and channel are what xl shows);
 //! - a corrupted image: the purgatory names the segment, xl reports the domain's crash;
 //! - the same old kernel kexecing into Debian 6.1 with a busybox initramfs and a disk: init
 //!   runs, xen-blkfront connects through xenstore and reads the harness's marker;
@@ -199,7 +200,7 @@ fn assert_kexec_passed(r: &DomuResult) {
         .nth(1)
         .expect("the purgatory's switch line");
     let mut checks = harness::probe_checks();
-    checks.push("domu-rings");
+    checks.extend(["domu-rings", "xenstore"]);
     for check in checks {
         let line = format!("PVKEXEC-TEST PASS {check}");
         assert!(
@@ -208,6 +209,16 @@ fn assert_kexec_passed(r: &DomuResult) {
         );
     }
     assert!(r.failed().is_empty(), "{log}");
+    // What the new kernel read through xenstore is what xl says of the domain.
+    let domid =
+        r.xl.iter()
+            .find_map(|l| l.split("(domid ").nth(1)?.split(')').next())
+            .expect("xl names the domid");
+    let line = format!("PVKEXEC-INFO xenstore domid={domid} name={}", r.name);
+    assert!(
+        after.contains(&line),
+        "no {line:?} after the switch:\n{log}"
+    );
 }
 
 #[test]

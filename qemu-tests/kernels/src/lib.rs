@@ -10,6 +10,7 @@ pub mod notes;
 pub mod report;
 pub mod shared;
 pub mod view;
+pub mod xenstore;
 
 pub use guestrt::println;
 

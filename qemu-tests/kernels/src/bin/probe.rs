@@ -109,6 +109,7 @@ extern "C" fn guest_main(si: *const StartInfo) -> ! {
             check("event-channels", check_ports(si));
             if si.flags & xenpv::sif::INITDOMAIN == 0 {
                 check("domu-rings", check_rings(si));
+                check("xenstore", check_xenstore(si, &region));
             }
             match clock(si, sh) {
                 Ok(clk) => check("no-old-timers", check_no_old_timers(sh, clk)),
@@ -717,6 +718,37 @@ fn check_rings(si: &StartInfo) -> Result<(), Why> {
         si.console_mfn,
         si_pfn + 2
     );
+    Ok(())
+}
+
+/// domU: xenstored answers on the ring and channel this kernel was handed: its own `domid`
+/// and `name` (relative paths, under /local/domain/<domid>), printed for the harness to compare
+/// with what xl says.
+fn check_xenstore(si: &StartInfo, region: &Region) -> Result<(), Why> {
+    let pfn = pvtest_kernels::view::m2p(si.store_mfn);
+    let Some(va) = region.pfn_va(pfn) else {
+        return why!(
+            "store_mfn {:#x} (PFN {:#x}) is not in the initial mapping",
+            si.store_mfn,
+            pfn
+        );
+    };
+    // SAFETY: the xenstore ring page is mapped writable in the initial region, and only this
+    // check uses it.
+    let mut xs = unsafe { pvtest_kernels::xenstore::Xenstore::new(va, si.store_evtchn) };
+    let mut domid = [0u8; 16];
+    let mut name = [0u8; 64];
+    let n = match xs.read("domid", &mut domid) {
+        Ok(n) => n,
+        Err(e) => return why!("xenstore read domid: {:?}", e),
+    };
+    let domid = core::str::from_utf8(&domid[..n]).unwrap_or("?");
+    let m = match xs.read("name", &mut name) {
+        Ok(m) => m,
+        Err(e) => return why!("xenstore read name: {:?}", e),
+    };
+    let name = core::str::from_utf8(&name[..m]).unwrap_or("?");
+    println!("PVKEXEC-INFO xenstore domid={} name={}", domid, name);
     Ok(())
 }
 

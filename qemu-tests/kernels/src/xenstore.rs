@@ -1,0 +1,161 @@
+//! A minimal xenstore client over a domU's ring (`xen/include/public/io/xs_wire.h`): one
+//! `XS_READ` at a time, polled with `sched_yield` (events stay masked in the test kernels).
+//! Enough for a new kernel to show that the ring and channel it was handed reach xenstored.
+
+use core::sync::atomic::{fence, Ordering};
+use xenpv::hypercall;
+
+const RING_SIZE: u32 = 1024;
+const REQ: usize = 0;
+const RSP: usize = 1024;
+const REQ_CONS: usize = 2048;
+const REQ_PROD: usize = 2052;
+const RSP_CONS: usize = 2056;
+const RSP_PROD: usize = 2060;
+/// `struct xsd_sockmsg`: type, req_id, tx_id, len.
+const HEADER: usize = 16;
+const XS_READ: u32 = 2;
+const XS_ERROR: u32 = 16;
+/// Yields to wait for xenstored before a request is given up.
+const MAX_YIELDS: u32 = 200_000;
+
+/// Why a read failed.
+#[derive(Clone, Copy, Debug)]
+pub enum XsError {
+    /// The request does not fit the ring or the answer does not fit the buffer.
+    TooLong,
+    /// xenstored did not take the request or answer in time.
+    NoAnswer,
+    /// The ring's indices are inconsistent.
+    CorruptRing,
+    /// xenstored answered with an error (e.g. `ENOENT`); its first bytes.
+    Error([u8; 8]),
+    /// An answer of another type.
+    Unexpected(u32),
+}
+
+/// The ring page at `va` with its event channel `port`.
+pub struct Xenstore {
+    va: u64,
+    port: u32,
+    req_id: u32,
+}
+
+impl Xenstore {
+    /// # Safety
+    /// `va` maps this domain's xenstore ring page (start_info's `store_mfn`) writable, and
+    /// nothing else uses the ring while this value lives.
+    pub unsafe fn new(va: u64, port: u32) -> Self {
+        Xenstore {
+            va,
+            port,
+            req_id: 0,
+        }
+    }
+
+    fn idx(&self, off: usize) -> u32 {
+        // SAFETY: `off` is one of the index fields inside the ring page (`new`'s contract);
+        // xenstored writes them concurrently, so they are read volatile.
+        unsafe { ((self.va + off as u64) as *const u32).read_volatile() }
+    }
+
+    fn set_idx(&self, off: usize, v: u32) {
+        // SAFETY: as in `idx`; only this client moves req_prod and rsp_cons.
+        unsafe { ((self.va + off as u64) as *mut u32).write_volatile(v) }
+    }
+
+    fn byte(&self, area: usize, i: u32) -> u8 {
+        // SAFETY: `area` is REQ or RSP and the index is masked into its 1024 bytes.
+        unsafe { ((self.va + (area as u64) + (i % RING_SIZE) as u64) as *const u8).read_volatile() }
+    }
+
+    fn set_byte(&self, i: u32, b: u8) {
+        // SAFETY: the request area, index masked into its 1024 bytes.
+        unsafe { ((self.va + (REQ as u64) + (i % RING_SIZE) as u64) as *mut u8).write_volatile(b) }
+    }
+
+    fn wait(&self, mut done: impl FnMut() -> bool) -> Result<(), XsError> {
+        for _ in 0..MAX_YIELDS {
+            if done() {
+                return Ok(());
+            }
+            let _ = hypercall::sched_yield();
+        }
+        Err(XsError::NoAnswer)
+    }
+
+    fn send(&mut self, kind: u32, payload: &[&[u8]]) -> Result<(), XsError> {
+        let len: usize = payload.iter().map(|p| p.len()).sum();
+        if HEADER + len > RING_SIZE as usize {
+            return Err(XsError::TooLong);
+        }
+        self.req_id = self.req_id.wrapping_add(1);
+        let mut header = [0u8; HEADER];
+        header[0..4].copy_from_slice(&kind.to_le_bytes());
+        header[4..8].copy_from_slice(&self.req_id.to_le_bytes());
+        header[12..16].copy_from_slice(&(len as u32).to_le_bytes());
+        let need = (HEADER + len) as u32;
+        // Room for the whole message (xenstored consumes whole requests).
+        self.wait(|| {
+            let used = self.idx(REQ_PROD).wrapping_sub(self.idx(REQ_CONS));
+            used <= RING_SIZE && RING_SIZE - used >= need
+        })?;
+        fence(Ordering::SeqCst);
+        let mut prod = self.idx(REQ_PROD);
+        for part in core::iter::once(&header[..]).chain(payload.iter().copied()) {
+            for &b in part {
+                self.set_byte(prod, b);
+                prod = prod.wrapping_add(1);
+            }
+        }
+        // The bytes before the index that publishes them.
+        fence(Ordering::SeqCst);
+        self.set_idx(REQ_PROD, prod);
+        let _ = hypercall::evtchn_send(self.port);
+        Ok(())
+    }
+
+    /// Waits for `n` bytes of answer and copies them out.
+    fn take(&self, out: &mut [u8]) -> Result<(), XsError> {
+        let n = out.len() as u32;
+        self.wait(|| self.idx(RSP_PROD).wrapping_sub(self.idx(RSP_CONS)) >= n)?;
+        let avail = self.idx(RSP_PROD).wrapping_sub(self.idx(RSP_CONS));
+        if avail > RING_SIZE {
+            return Err(XsError::CorruptRing);
+        }
+        fence(Ordering::SeqCst);
+        let cons = self.idx(RSP_CONS);
+        for (i, b) in out.iter_mut().enumerate() {
+            *b = self.byte(RSP, cons.wrapping_add(i as u32));
+        }
+        fence(Ordering::SeqCst);
+        self.set_idx(RSP_CONS, cons.wrapping_add(n));
+        let _ = hypercall::evtchn_send(self.port);
+        Ok(())
+    }
+
+    /// `XS_READ` of `path` (relative paths are under `/local/domain/<domid>`): the value's
+    /// length in `out`.
+    pub fn read(&mut self, path: &str, out: &mut [u8]) -> Result<usize, XsError> {
+        self.send(XS_READ, &[path.as_bytes(), b"\0"])?;
+        let mut header = [0u8; HEADER];
+        self.take(&mut header)?;
+        let word =
+            |i: usize| u32::from_le_bytes([header[i], header[i + 1], header[i + 2], header[i + 3]]);
+        let (kind, len) = (word(0), word(12) as usize);
+        if len > out.len() || len > RING_SIZE as usize {
+            return Err(XsError::TooLong);
+        }
+        self.take(&mut out[..len])?;
+        match kind {
+            XS_READ => Ok(len),
+            XS_ERROR => {
+                let mut e = [0u8; 8];
+                let k = len.min(8);
+                e[..k].copy_from_slice(&out[..k]);
+                Err(XsError::Error(e))
+            }
+            other => Err(XsError::Unexpected(other)),
+        }
+    }
+}
