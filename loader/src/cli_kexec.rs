@@ -202,10 +202,12 @@ pub fn load(req: &LoadRequest) -> Result<String, CliError> {
     let initrd_role = Role::Initrd {
         domain_bytes: domain_pages.saturating_mul(4096),
     };
-    open_checked(&req.kernel, kernel_role)?;
-    if let Some(i) = &req.initrd {
-        open_checked(i, initrd_role)?;
-    }
+    let (_, kernel_len) = open_checked(&req.kernel, kernel_role)?;
+    let initrd_len = match &req.initrd {
+        Some(i) => open_checked(i, initrd_role)?.1,
+        None => 0,
+    };
+    check_memory(kernel_len + initrd_len, mem_available())?;
     let cmdline = match &req.cmdline {
         Cmdline::Given(s) => s.clone(),
         Cmdline::Reuse => reuse_cmdline()?,
@@ -262,6 +264,32 @@ pub fn load(req: &LoadRequest) -> Result<String, CliError> {
     Ok(out)
 }
 
+/// `MemAvailable` from /proc/meminfo, in bytes (`None`: unknown).
+fn mem_available() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib.saturating_mul(1024))
+}
+
+/// The module keeps the image (about the size of kernel and initrd) in at most half of
+/// MemAvailable, and this process holds the inputs and the image while building: refuse
+/// before reading anything when that cannot fit.
+pub fn check_memory(inputs: u64, available: Option<u64>) -> Result<(), CliError> {
+    let Some(avail) = available else {
+        return Ok(());
+    };
+    if inputs > avail / 2 {
+        return Err(CliError::refused(format!(
+            "out of memory: kernel and initrd take {} MiB, and the image must fit in half of the \
+             {} MiB this domain has available (MemAvailable). Nothing was loaded",
+            inputs >> 20,
+            avail >> 20
+        )));
+    }
+    Ok(())
+}
+
 /// A layout that does not fit is "too large for the domain"; the rest is bad input.
 fn too_large_or_input(e: crate::LoadError, domain_pages: u64) -> CliError {
     if matches!(e.reason, crate::Reason::Layout(_)) {
@@ -307,13 +335,13 @@ pub fn exec() -> Result<String, CliError> {
             "no image loaded: pvkexec load (or kexec -l) first",
         ));
     }
+    // On success the domain is gone: the module hands it over inside kernel_restart().
     match dev.exec() {
         Ok(()) => Ok("exec returned\n".into()),
-        Err(e) if e.errno() == Some(libc::EOPNOTSUPP) => Err(CliError::refused(
-            "exec refused: this pvkexec module does not implement the handover yet (device \
-             shutdown, VCPUs to the purgatory, unpinning, jump); the image stays loaded",
-        )),
-        Err(e) => Err(e.into()),
+        Err(e) => Err(CliError::refused(format!(
+            "exec refused before anything was shut down (the kernel log says why): {e}; the \
+             image stays loaded"
+        ))),
     }
 }
 
@@ -550,6 +578,15 @@ mod tests {
             ..Info::default()
         });
         assert_eq!(hidden_vcpu_pages(one), 1);
+    }
+
+    #[test]
+    fn memory_check_refuses_before_reading() {
+        assert!(check_memory(100 << 20, Some(256 << 20)).is_ok());
+        let e = check_memory(200 << 20, Some(256 << 20)).unwrap_err();
+        assert!(e.message.starts_with("out of memory"), "{}", e.message);
+        assert_eq!(e.code, EXIT_REFUSED);
+        assert!(check_memory(u64::MAX, None).is_ok());
     }
 
     #[test]

@@ -33,6 +33,11 @@ step unload pvkexec unload
 step status-unloaded pvkexec status
 step load-linux61 pvkexec load --kernel /boot/linux61 --append console=hvc0
 step status-after-refusal pvkexec status
+truncate -s 300M /tmp/huge
+truncate -s 200M /tmp/big
+step load-initrd-over-domain pvkexec load --kernel /boot/probe --initrd /tmp/huge
+step load-out-of-memory pvkexec load --kernel /boot/probe --initrd /tmp/big
+step status-after-oom pvkexec status
 step kexec-l kexec -l /boot/probe --append="mem_mib=@MEM@" -s
 step status-kexec-l pvkexec status
 step kexec-p kexec -p /boot/probe
@@ -370,6 +375,26 @@ fn linux_61_new_kernel_is_refused_naming_vcpu_info() {
         assert!(t.contains(want), "no {want:?} in:\n{t}");
     }
     let s = step("status-after-refusal");
+    assert!(s.text().contains("image: none loaded"), "{}", s.text());
+}
+
+/// Inputs that cannot fit: an initrd larger than the domain (the loader's size rule, exit 3)
+/// and one that fits the domain but not the memory it has available (refused before a byte is
+/// read); nothing is loaded.
+#[test]
+fn too_large_and_out_of_memory_are_refused() {
+    let l = step("load-initrd-over-domain");
+    assert_eq!(l.rc, Some(3), "{}", l.text());
+    assert!(
+        l.text().contains("/tmp/huge")
+            && l.text().contains("more than the domain's memory (256 MiB)"),
+        "{}",
+        l.text()
+    );
+    let l = step("load-out-of-memory");
+    assert_eq!(l.rc, Some(1), "{}", l.text());
+    assert!(l.text().contains("out of memory"), "{}", l.text());
+    let s = step("status-after-oom");
     assert!(s.text().contains("image: none loaded"), "{}", s.text());
 }
 
