@@ -16,6 +16,11 @@ const RSP_PROD: usize = 2060;
 const HEADER: usize = 16;
 const XS_READ: u32 = 2;
 const XS_ERROR: u32 = 16;
+/// A watch firing: xenstored may put these in the ring at any time (an old kernel's watches
+/// outlive it); skipped.
+const XS_WATCH_EVENT: u32 = 15;
+/// Messages skipped (watch events, answers to someone else's requests) before giving up.
+const MAX_SKIPPED: u32 = 64;
 /// Yields to wait for xenstored before a request is given up.
 const MAX_YIELDS: u32 = 200_000;
 
@@ -134,16 +139,45 @@ impl Xenstore {
         Ok(())
     }
 
+    /// Drops `len` bytes of a message this client does not want.
+    fn skip(&self, len: usize) -> Result<(), XsError> {
+        let mut scratch = [0u8; 64];
+        let mut left = len;
+        while left > 0 {
+            let n = left.min(scratch.len());
+            self.take(&mut scratch[..n])?;
+            left -= n;
+        }
+        Ok(())
+    }
+
     /// `XS_READ` of `path` (relative paths are under `/local/domain/<domid>`): the value's
     /// length in `out`.
     pub fn read(&mut self, path: &str, out: &mut [u8]) -> Result<usize, XsError> {
         self.send(XS_READ, &[path.as_bytes(), b"\0"])?;
-        let mut header = [0u8; HEADER];
-        self.take(&mut header)?;
-        let word =
-            |i: usize| u32::from_le_bytes([header[i], header[i + 1], header[i + 2], header[i + 3]]);
-        let (kind, len) = (word(0), word(12) as usize);
-        if len > out.len() || len > RING_SIZE as usize {
+        let mut skipped = 0;
+        let (kind, len) = loop {
+            let mut header = [0u8; HEADER];
+            self.take(&mut header)?;
+            let word = |i: usize| {
+                u32::from_le_bytes([header[i], header[i + 1], header[i + 2], header[i + 3]])
+            };
+            let (kind, req_id, len) = (word(0), word(4), word(12) as usize);
+            // xs_wire.h: no payload is larger than 4096 bytes.
+            if len > 4096 {
+                return Err(XsError::CorruptRing);
+            }
+            if kind != XS_WATCH_EVENT && req_id == self.req_id {
+                break (kind, len);
+            }
+            self.skip(len)?;
+            skipped += 1;
+            if skipped > MAX_SKIPPED {
+                return Err(XsError::NoAnswer);
+            }
+        };
+        if len > out.len() {
+            self.skip(len)?;
             return Err(XsError::TooLong);
         }
         self.take(&mut out[..len])?;
