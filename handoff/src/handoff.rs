@@ -1,13 +1,17 @@
 //! The handoff block (kernel side -> purgatory), passed in `rdi` at the purgatory's entry.
 //! Version 4: where the kexec image is mapped, the old start_info, the pool of frames the
 //! purgatory may overwrite, the kernel side's direct map, a scratch VA and the number of VCPUs
-//! the kernel side sends to the purgatory's AP entry.
+//! the kernel side sends to the purgatory's AP entry. Version 5 appends the purgatory's working
+//! memory (`work_va`, `work_pages`, `work_pfns_va`): its stacks, hypercall batches and the frame
+//! bitmap, sized to the domain by [`work_pages`]; the v4 fields keep their offsets and meaning.
 
 use xenpv::assert_layout;
 
 /// `b"PVKXHOFF"` as a little-endian u64.
 pub const HANDOFF_MAGIC: u64 = u64::from_le_bytes(*b"PVKXHOFF");
-pub const HANDOFF_VERSION: u32 = 4;
+pub const HANDOFF_VERSION: u32 = 5;
+/// Size of a version-4 block (the fields up to `vcpu_info_va`).
+pub const HANDOFF_V4_SIZE: usize = 104;
 
 /// Offset of the purgatory's AP entry from its boot entry: every VCPU other than the boot
 /// VCPU jumps there with `rdi` = the handoff block and `rsi` = its VCPU id.
@@ -62,11 +66,53 @@ pub struct Handoff {
     /// placed each VCPU's `vcpu_info` (`mfn` 0: not placed). Xen keeps writing there; the
     /// purgatory hides those frames and names them in `pvkexec.vcpu_info=`.
     pub vcpu_info_va: u64,
+    /// Version 5: the purgatory's working memory, `work_pages` frames mapped writable and
+    /// contiguous at the page-aligned `work_va` (stacks from its first byte on: the purgatory
+    /// runs on them from its first instruction). At least [`work_pages`]`(nr_pages)` frames,
+    /// with any content (the purgatory clears what it needs).
+    pub work_va: u64,
+    pub work_pages: u64,
+    /// VA of `work_pages` u64s: the old PFN of each working page, in VA order. They must be
+    /// distinct frames of the domain outside the free pool, the image, the old start_info and
+    /// the old P2M list, no table, ring, placed vcpu_info or granted frame (the purgatory checks
+    /// all but distinctness before it changes anything). The purgatory never clears them or
+    /// hands them out as holes; they become ordinary RAM of the new kernel past its built PFNs,
+    /// with what the purgatory left in them (frame numbers, stack contents, no old data).
+    pub work_pfns_va: u64,
 }
-assert_layout!(Handoff, 104; magic @ 0, version @ 8, image_va @ 16, image_len @ 24,
+assert_layout!(Handoff, 128; magic @ 0, version @ 8, image_va @ 16, image_len @ 24,
     old_start_info_va @ 32, old_virt_base @ 40, free_first_pfn @ 48, free_pages @ 56,
     direct_map_va @ 64, scratch_va @ 72, nr_vcpus @ 80, keep_store_port @ 88,
-    keep_console_port @ 92, vcpu_info_va @ 96);
+    keep_console_port @ 92, vcpu_info_va @ 96, work_va @ 104, work_pages @ 112,
+    work_pfns_va @ 120);
+
+/// The working area's fixed part, from `work_va` on: the boot VCPU's stack, one stack per AP,
+/// then the hypercall batches. The frame bitmap follows at [`WORK_BITMAP_OFFSET`].
+pub const WORK_BSP_STACK_TOP: u64 = 32 * 1024;
+/// AP `k`'s stack ends at `WORK_BSP_STACK_TOP + (k + 1) * WORK_AP_STACK_SIZE`.
+pub const WORK_AP_STACK_SIZE: u64 = 8 * 1024;
+/// `mmu_update` entries per batch (16 bytes each): Xen takes any count (it preempts long
+/// batches with a continuation), so the size only bounds the purgatory's memory.
+pub const WORK_M2P_BATCH: usize = 4096;
+/// `mmuext_op` entries per batch (24 bytes each).
+pub const WORK_MMUEXT_BATCH: usize = 1024;
+/// `multicall` entries per batch (64 bytes each).
+pub const WORK_MULTICALL_BATCH: usize = 512;
+pub const WORK_M2P_OFFSET: u64 = WORK_BSP_STACK_TOP + MAX_VCPUS * WORK_AP_STACK_SIZE;
+pub const WORK_MMUEXT_OFFSET: u64 = WORK_M2P_OFFSET + WORK_M2P_BATCH as u64 * 16;
+pub const WORK_MULTICALL_OFFSET: u64 = WORK_MMUEXT_OFFSET + WORK_MMUEXT_BATCH as u64 * 24;
+/// Start of the frame bitmap (one bit per frame of the domain), page aligned.
+pub const WORK_BITMAP_OFFSET: u64 =
+    (WORK_MULTICALL_OFFSET + WORK_MULTICALL_BATCH as u64 * 64).div_ceil(4096) * 4096;
+/// Pages of the fixed part: the entry code checks `work_pages` against it before it uses a stack.
+pub const WORK_FIXED_PAGES: u64 = WORK_BITMAP_OFFSET / 4096;
+
+/// Frames of working memory the purgatory needs for a domain of `nr_pages` frames (the old
+/// start_info's `nr_pages`); `None` if that does not fit in 64 bits.
+pub fn work_pages(nr_pages: u64) -> Option<u64> {
+    let bitmap_pages = nr_pages.div_ceil(8).div_ceil(4096);
+    WORK_FIXED_PAGES.checked_add(bitmap_pages)
+}
 
 /// Where a parked VCPU's wake-up record lives in the park page (`docs/smp.md`), one
 /// [`ParkMailbox`] per VCPU id from there.
@@ -91,3 +137,43 @@ pub struct ParkMailbox {
     pub _pad: u64,
 }
 assert_layout!(ParkMailbox, 64; magic @ 0, l4_mfn @ 8, entry @ 16, rsp @ 24, op @ 32);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn work_area_parts_do_not_overlap_and_the_bitmap_follows() {
+        let ap_top = WORK_BSP_STACK_TOP + MAX_VCPUS * WORK_AP_STACK_SIZE;
+        assert!(ap_top <= WORK_M2P_OFFSET);
+        assert!(WORK_M2P_OFFSET + WORK_M2P_BATCH as u64 * 16 <= WORK_MMUEXT_OFFSET);
+        assert!(WORK_MMUEXT_OFFSET + WORK_MMUEXT_BATCH as u64 * 24 <= WORK_MULTICALL_OFFSET);
+        assert!(WORK_MULTICALL_OFFSET + WORK_MULTICALL_BATCH as u64 * 64 <= WORK_BITMAP_OFFSET);
+        assert_eq!(WORK_BITMAP_OFFSET % 4096, 0);
+        // Every batch is 8-byte aligned for the ABI structs.
+        for o in [WORK_M2P_OFFSET, WORK_MMUEXT_OFFSET, WORK_MULTICALL_OFFSET] {
+            assert_eq!(o % 8, 0);
+        }
+    }
+
+    #[test]
+    fn work_area_is_sized_to_the_domain() {
+        let gib = 1u64 << 18; // frames per GiB
+        let f = WORK_FIXED_PAGES;
+        assert_eq!(work_pages(0), Some(f));
+        assert_eq!(work_pages(16384), Some(f + 1)); // 64 MiB: 2 KiB of bitmap
+        assert_eq!(work_pages(gib), Some(f + 8)); // 1 GiB: 32 KiB
+        assert_eq!(work_pages(6 * gib), Some(f + 48)); // 6 GiB: 192 KiB
+        assert_eq!(work_pages(512 * gib), Some(f + 4096)); // 512 GiB: 16 MiB
+        assert_eq!(work_pages(512 * gib + 1), Some(f + 4097));
+        // 2^40 frames (52-bit physical addresses): 128 GiB of bitmap, still a number.
+        assert_eq!(work_pages(1 << 40), Some(f + (1 << 25)));
+        assert_eq!(work_pages(u64::MAX), Some(f + (1 << 49)));
+        // The bitmap holds one bit for every frame.
+        for n in [1, 63, 64, 65, 32767, 32768, 32769, 6 * gib + 3] {
+            let pages = work_pages(n).unwrap() - f;
+            assert!(pages * 4096 * 8 >= n);
+            assert!((pages - 1) * 4096 * 8 < n);
+        }
+    }
+}

@@ -98,6 +98,17 @@ impl Handoff {
         if !self.scratch_va.is_multiple_of(4096) || !self.old_virt_base.is_multiple_of(4096) {
             return Err("handoff: scratch VA or old region base not page aligned");
         }
+        if !self.work_va.is_multiple_of(4096)
+            || self.work_pages < crate::handoff::WORK_FIXED_PAGES
+            || self
+                .work_pages
+                .checked_mul(4096)
+                .and_then(|l| self.work_va.checked_add(l))
+                .is_none()
+            || self.work_pfns_va == 0
+        {
+            return Err("handoff: no working memory, or one not page aligned, too small for the stacks and batches, or past the address space");
+        }
         Ok(())
     }
 }

@@ -13,22 +13,33 @@
 //! The new P2M is written while it is computed, with Xen's M2P updated for every frame in
 //! batches. Page tables come from the loader's template (entries in PFN terms), translated
 //! into the hole frames at the table PFNs; the new L4 is pinned before the switch.
+//!
+//! Working memory (the frame bitmap and the hypercall batches) is the handoff's (version 5),
+//! sized to the domain, so the purgatory's own size does not depend on the domain's. Hole
+//! frames are written through the kernel side's direct map when there is one (no hypercall per
+//! page); batches are as large as the working memory holds, and the direct-map aliases of
+//! frames that become tables are dropped in one multicall.
 
 use crate::{events, grants, park, rings};
-use pvhandoff::handoff::{Handoff, MAX_VCPUS};
+use pvhandoff::handoff::{
+    Handoff, MAX_VCPUS, WORK_BITMAP_OFFSET, WORK_M2P_BATCH, WORK_M2P_OFFSET, WORK_MMUEXT_BATCH,
+    WORK_MMUEXT_OFFSET, WORK_MULTICALL_BATCH, WORK_MULTICALL_OFFSET,
+};
 use pvhandoff::image::{
     ImageView, PlanRecord, MAX_SEGMENTS, PARK_PAGES, PLAN_MAGIC, SEG_FLAG_METADATA,
     SEG_FLAG_PURGATORY_MAPPING, SEG_FLAG_TEMPLATE,
 };
 use pvhandoff::SegmentKind;
 use xenpv::{
-    evtchnop, hypercall, mmu, mmuext, pte, sif, uvmf, vcpuop, EvtchnReset, MmuUpdate, MmuextOp,
-    StartInfo, VcpuRegisterArea, DOMID_SELF,
+    evtchnop, hc, hypercall, mmu, mmuext, pte, sif, uvmf, vcpuop, EvtchnReset, MmuUpdate, MmuextOp,
+    MulticallEntry, StartInfo, VcpuRegisterArea, DOMID_SELF,
 };
 
-/// Largest domain the purgatory's bitmap covers (4 GiB; the bitmap is part of the image).
-const MAX_PAGES: usize = 1 << 20;
-static mut USED: [u64; MAX_PAGES / 64] = [0; MAX_PAGES / 64];
+/// The working memory's batches (the bitmap lives in [`Ctx`]).
+struct Batches<'w> {
+    m2p: &'w mut [MmuUpdate],
+    ext: &'w mut [MmuextOp],
+}
 
 /// What went wrong, for the purgatory's last line before it crashes the domain.
 pub enum Failure {
@@ -111,6 +122,8 @@ pub struct Ready {
     pub entry: u64,
     pub trampoline_va: u64,
     pub hypercalls: u64,
+    /// Frames of the domain (each one's M2P entry was written).
+    pub frames: u64,
 }
 
 /// A placed segment: new PFNs `[dest_pfn, dest_pfn + pages)` take the old frames from
@@ -133,6 +146,13 @@ struct Ctx<'a> {
     /// Old PFN of the purgatory's first page (the trampoline page).
     trampoline_old_pfn: u64,
     hypercalls: u64,
+    /// One bit per old PFN: the frame has its new place (working memory).
+    used: &'a mut [u64],
+    /// Direct-map aliases to drop, as `update_va_mapping` entries of one multicall.
+    alias_drops: &'a mut [MulticallEntry],
+    nr_alias_drops: usize,
+    /// The scratch VA maps a frame now.
+    scratch_live: bool,
 }
 
 impl<'a> Ctx<'a> {
@@ -141,6 +161,8 @@ impl<'a> Ctx<'a> {
         image: &ImageView,
         plan: PlanRecord,
         old_p2m: &'a [u64],
+        used: &'a mut [u64],
+        alias_drops: &'a mut [MulticallEntry],
     ) -> Result<Self, Failure> {
         let mut c = Ctx {
             h,
@@ -150,6 +172,10 @@ impl<'a> Ctx<'a> {
             nr_placed: 0,
             trampoline_old_pfn: u64::MAX,
             hypercalls: 0,
+            used,
+            alias_drops,
+            nr_alias_drops: 0,
+            scratch_live: false,
         };
         for (i, s) in image.segments().enumerate() {
             if s.flags & (SEG_FLAG_TEMPLATE | SEG_FLAG_METADATA) != 0 {
@@ -231,22 +257,84 @@ impl<'a> Ctx<'a> {
         first < pool.end && pool.start < first + count
     }
 
-    /// Removes the kernel side's direct-map alias of an old frame about to become a table.
+    /// Queues the removal of the kernel side's direct-map alias of an old frame about to
+    /// become a table; [`Ctx::drop_aliases`] sends the queue as one multicall.
     fn drop_alias(&mut self, old_pfn: u64) -> Result<(), Failure> {
         if self.h.direct_map_va == 0 {
             return Ok(());
         }
-        self.hypercalls += 1;
-        // SAFETY: the direct-map VA of a free-pool frame: nothing the purgatory uses lives
-        // there (handoff contract), and clearing a leaf entry changes no table.
-        unsafe {
-            hypercall::update_va_mapping(self.h.direct_map_va + old_pfn * 4096, 0, uvmf::INVLPG)
+        if self.nr_alias_drops == self.alias_drops.len() {
+            self.drop_aliases()?;
         }
-        .map_err(|err| Failure::Hypercall {
-            call: "update_va_mapping(direct-map alias, 0)",
-            frame: self.old_p2m[old_pfn as usize],
+        self.alias_drops[self.nr_alias_drops] = MulticallEntry {
+            op: hc::UPDATE_VA_MAPPING,
+            result: 0,
+            args: [
+                self.h.direct_map_va + old_pfn * 4096,
+                0,
+                uvmf::INVLPG,
+                0,
+                0,
+                0,
+            ],
+        };
+        self.nr_alias_drops += 1;
+        Ok(())
+    }
+
+    /// Sends the queued alias removals: one hypercall, each entry's result checked.
+    fn drop_aliases(&mut self) -> Result<(), Failure> {
+        let n = self.nr_alias_drops;
+        if n == 0 {
+            return Ok(());
+        }
+        self.nr_alias_drops = 0;
+        self.hypercalls += 1;
+        let dm = self.h.direct_map_va;
+        let old_p2m = self.old_p2m;
+        let frame = |e: &MulticallEntry| old_p2m[((e.args[0] - dm) / 4096) as usize];
+        let entries = &mut self.alias_drops[..n];
+        // SAFETY: each entry clears the direct-map VA of a free-pool frame: nothing the
+        // purgatory uses lives there (handoff contract), and clearing a leaf entry changes no
+        // table.
+        unsafe { hypercall::multicall(entries) }.map_err(|err| Failure::Hypercall {
+            call: "multicall(update_va_mapping(direct-map alias, 0))",
+            frame: frame(&entries[0]),
             err,
-        })
+        })?;
+        match entries.iter().find(|e| e.result != 0) {
+            Some(e) => Err(Failure::Hypercall {
+                call: "update_va_mapping(direct-map alias, 0)",
+                frame: frame(e),
+                err: xenpv::XenError::from_errno((e.result as i64).wrapping_neg()),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// A writable view of old pool frame `old_pfn`: through the direct map (no hypercall) or,
+    /// without one, through the scratch VA.
+    fn pool_page(&mut self, old_pfn: u64) -> Result<*mut u64, Failure> {
+        if self.h.direct_map_va != 0 {
+            return Ok((self.h.direct_map_va + old_pfn * 4096) as *mut u64);
+        }
+        self.scratch_map(self.old_p2m[old_pfn as usize])
+    }
+
+    /// A writable view of the frame new region `pfn` gets.
+    fn region_page(&mut self, pfn: u64) -> Result<*mut u64, Failure> {
+        match self.fixed(pfn) {
+            Some(_) => self.scratch_map(self.region_mfn(pfn)),
+            None => self.pool_page(self.hole_old_pfn(pfn)),
+        }
+    }
+
+    fn mark(&mut self, old: u64) {
+        self.used[(old / 64) as usize] |= 1 << (old % 64);
+    }
+
+    fn is_used(&self, old: u64) -> bool {
+        self.used[(old / 64) as usize] & (1 << (old % 64)) != 0
     }
 
     /// New frame (MFN) of a PFN inside the new region.
@@ -281,10 +369,15 @@ impl<'a> Ctx<'a> {
             frame: mfn,
             err,
         })?;
+        self.scratch_live = true;
         Ok(self.h.scratch_va as *mut u64)
     }
 
     fn scratch_unmap(&mut self) -> Result<(), Failure> {
+        if !self.scratch_live {
+            return Ok(());
+        }
+        self.scratch_live = false;
         self.hypercalls += 1;
         // SAFETY: clearing the scratch entry removes the purgatory's only alias of new frames.
         unsafe { hypercall::update_va_mapping(self.h.scratch_va, 0, uvmf::INVLPG) }.map_err(|err| {
@@ -326,14 +419,70 @@ impl<'a> Ctx<'a> {
     }
 }
 
-fn mark(old: u64) {
-    // SAFETY: single VCPU; the bitmap is only touched here and in `is_used`.
-    unsafe { USED[(old / 64) as usize] |= 1 << (old % 64) };
+/// The handoff's working memory for a domain of `old_nr` frames: the zeroed bitmap, the
+/// batches and the multicall entries. Its frames are checked later ([`check_work_frames`]).
+fn working_memory(
+    h: &Handoff,
+    old_nr: u64,
+) -> Result<
+    (
+        &'static mut [u64],
+        Batches<'static>,
+        &'static mut [MulticallEntry],
+    ),
+    Failure,
+> {
+    let need = pvhandoff::handoff::work_pages(old_nr).ok_or(Failure::Plan(
+        "the domain is too large for any working memory",
+    ))?;
+    if h.work_pages < need {
+        return Err(Failure::Plan(
+            "the handoff's working memory (work_pages) is smaller than this domain needs (pvhandoff::handoff::work_pages)",
+        ));
+    }
+    let words = old_nr.div_ceil(64) as usize;
+    let at = |off: u64| h.work_va + off;
+    // SAFETY: the handoff maps work_pages >= need frames writable at work_va for the purgatory
+    // alone (handoff contract; size checked above and by the entry code); these ranges lie
+    // past the stacks and do not overlap one another (pvhandoff's layout test).
+    unsafe {
+        let used = core::slice::from_raw_parts_mut(at(WORK_BITMAP_OFFSET) as *mut u64, words);
+        used.fill(0);
+        let m2p =
+            core::slice::from_raw_parts_mut(at(WORK_M2P_OFFSET) as *mut MmuUpdate, WORK_M2P_BATCH);
+        let ext = core::slice::from_raw_parts_mut(
+            at(WORK_MMUEXT_OFFSET) as *mut MmuextOp,
+            WORK_MMUEXT_BATCH,
+        );
+        let mc = core::slice::from_raw_parts_mut(
+            at(WORK_MULTICALL_OFFSET) as *mut MulticallEntry,
+            WORK_MULTICALL_BATCH,
+        );
+        Ok((used, Batches { m2p, ext }, mc))
+    }
 }
 
-fn is_used(old: u64) -> bool {
-    // SAFETY: as in `mark`.
-    unsafe { USED[(old / 64) as usize] & (1 << (old % 64)) != 0 }
+/// The working frames must be the domain's and none the purgatory hands out, clears or reads
+/// as something else: not in the free pool (holes, park area, grant reserve) or the image,
+/// not the old start_info or P2M list, and no frame pass 1 gave a place (segments, rings,
+/// placed vcpu_info, busy grants). Checked before any frame changes hands.
+fn check_work_frames(c: &Ctx, old_nr: u64, keep_out: &[(u64, u64)]) -> Result<u64, Failure> {
+    let h = c.h;
+    for k in 0..h.work_pages {
+        // SAFETY: the handoff lists work_pages old PFNs at work_pfns_va; read only.
+        let pfn = unsafe {
+            (h.work_pfns_va as *const u64)
+                .add(k as usize)
+                .read_volatile()
+        };
+        let inside = |&(first, n): &(u64, u64)| pfn >= first && pfn - first < n;
+        if pfn >= old_nr || c.meets_pool(pfn, 1) || keep_out.iter().any(inside) || c.is_used(pfn) {
+            return Err(Failure::Plan(
+                "a working-memory frame (work_pfns_va) is not the domain's, or lies in the free pool, the image, the old start_info or P2M list, or is a frame the new kernel gets at a fixed place",
+            ));
+        }
+    }
+    Ok(h.work_pages)
 }
 
 fn plan_record(image: &ImageView) -> Option<PlanRecord> {
@@ -377,13 +526,15 @@ pub fn build(h: &Handoff, image: &ImageView) -> Result<Ready, Failure> {
             "the image hides a different number of frames than the park area and the placed vcpu_info need (pvkexec build --old-vcpus N [--old-vcpu-info])",
         ));
     }
-    if old_nr as usize > MAX_PAGES {
-        return Err(Failure::Plan("domain larger than the purgatory supports"));
-    }
+    let (used, batches, alias_drops) = working_memory(h, old_nr)?;
+    let Batches {
+        m2p: batch,
+        ext: clears,
+    } = batches;
     // SAFETY: the old P2M list is mapped at mfn_list for nr_pages entries; only read.
     let old_p2m =
         unsafe { core::slice::from_raw_parts(old_si.mfn_list as *const u64, old_nr as usize) };
-    let mut c = Ctx::new(h, image, plan, old_p2m)?;
+    let mut c = Ctx::new(h, image, plan, old_p2m, used, alias_drops)?;
     // A domU keeps its xenstore and console ring frames at libxenguest's PFNs for them.
     let rings = rings::find(&plan, old_si, old_p2m)?;
     if let Some(r) = &rings {
@@ -440,22 +591,22 @@ pub fn build(h: &Handoff, image: &ImageView) -> Result<Ready, Failure> {
     // Pass 1: frames taken by fixed PFNs and by holes.
     for p in 0..fill {
         if let Some(old) = c.fixed(p) {
-            mark(old);
+            c.mark(old);
         }
     }
     if let Some(old) = c.fixed(plan.trampoline_pfn) {
-        mark(old);
+        c.mark(old);
     }
     for k in 0..holes + park_pages {
-        mark(c.clean_start() + k);
+        c.mark(c.clean_start() + k);
     }
     for &pfn in vcpu_info.frames() {
-        if c.meets_pool(pfn, 1) || is_used(pfn) {
+        if c.meets_pool(pfn, 1) || c.is_used(pfn) {
             return Err(Failure::Plan(
                 "a placed vcpu_info frame lies in the free pool or in the image",
             ));
         }
-        mark(pfn);
+        c.mark(pfn);
     }
     let park_first = c.clean_start() + holes;
     // Frames of grants still mapped are kept from the new kernel; the rest of the reserve
@@ -466,21 +617,29 @@ pub fn build(h: &Handoff, image: &ImageView) -> Result<Ready, Failure> {
         let pfn = unsafe {
             ((xenpv::layout::M2P_VIRT_START + b.frame * 8) as *const u64).read_volatile()
         };
-        if pfn >= old_nr || c.meets_pool(pfn, 1) || is_used(pfn) {
+        if pfn >= old_nr || c.meets_pool(pfn, 1) || c.is_used(pfn) {
             return Err(Failure::Plan(
                 "a frame a backend still maps is not the domain's, or lies in the image or the free pool",
             ));
         }
-        mark(pfn);
+        c.mark(pfn);
         busy_pfns[i] = pfn;
     }
     let fillers = grant_reserve - revoked.busy().len() as u64;
     for k in 0..fillers {
-        mark(park_first + park_pages + k);
+        c.mark(park_first + park_pages + k);
     }
+    let work_pages = check_work_frames(
+        &c,
+        old_nr,
+        &[
+            (image_first, h.image_len.div_ceil(4096)),
+            (si_old_pfn, 1),
+            (p2m_first, (old_nr * 8).div_ceil(4096)),
+        ],
+    )?;
 
     // Pass 2: the new P2M, written into its frames, and the M2P.
-    let mut batch = [MmuUpdate::default(); 256];
     let mut n = 0usize;
     let mut cursor = 0u64;
     let mut page: *mut u64 = core::ptr::null_mut();
@@ -498,21 +657,19 @@ pub fn build(h: &Handoff, image: &ImageView) -> Result<Ready, Failure> {
             let old = c.fixed(pfn).ok_or(Failure::Plan("no trampoline page"))?;
             c.old_p2m[old as usize]
         } else {
-            while cursor < old_nr && is_used(cursor) {
+            while cursor < old_nr && c.is_used(cursor) {
                 cursor += 1;
             }
             if cursor >= old_nr {
                 return Err(Failure::Plan("ran out of frames while renumbering"));
             }
-            mark(cursor);
+            c.mark(cursor);
             c.old_p2m[cursor as usize]
         };
         if pfn % 512 == 0 {
-            let p2m_page = plan.p2m_pfn + pfn / 512;
-            let frame = c.region_mfn(p2m_page);
-            page = c.scratch_map(frame)?;
+            page = c.region_page(plan.p2m_pfn + pfn / 512)?;
             for i in 0..512 {
-                // SAFETY: the scratch VA maps the P2M frame; 512 entries fill it.
+                // SAFETY: `page` maps the P2M frame writable; 512 entries fill it.
                 unsafe { page.add(i).write_volatile(0) };
             }
         }
@@ -524,7 +681,7 @@ pub fn build(h: &Handoff, image: &ImageView) -> Result<Ready, Failure> {
         };
         n += 1;
         if n == batch.len() {
-            c.flush_m2p(&batch)?;
+            c.flush_m2p(batch)?;
             n = 0;
         }
     }
@@ -536,7 +693,7 @@ pub fn build(h: &Handoff, image: &ImageView) -> Result<Ready, Failure> {
         .chain((0..fillers).map(|k| park_first + park_pages + k));
     for (i, old) in hidden_frames.enumerate() {
         if n == batch.len() {
-            c.flush_m2p(&batch)?;
+            c.flush_m2p(batch)?;
             n = 0;
         }
         batch[n] = MmuUpdate {
@@ -547,10 +704,12 @@ pub fn build(h: &Handoff, image: &ImageView) -> Result<Ready, Failure> {
     }
     c.flush_m2p(&batch[..n])?;
     say!(
-        "purgatory: frames renumbered: {} PFNs, {} from the free pool, {} hidden, M2P updated",
+        "purgatory: frames renumbered: {} PFNs, {} from the free pool, {} hidden, M2P updated; {} frames of working memory ({} hypercalls so far)",
         new_nr,
         holes,
-        hidden
+        hidden,
+        work_pages,
+        c.hypercalls
     );
 
     // Pass 3: translate the table templates, zero the other holes, finish start_info.
@@ -581,7 +740,6 @@ pub fn build(h: &Handoff, image: &ImageView) -> Result<Ready, Failure> {
         ));
     }
     let p2m_range = plan.p2m_pfn..plan.p2m_pfn + plan.p2m_pages;
-    let mut clears = [MmuextOp::default(); 128];
     let mut nr_clears = 0;
     let mut table_frames = 0u64;
     for pfn in 0..fill {
@@ -598,16 +756,15 @@ pub fn build(h: &Handoff, image: &ImageView) -> Result<Ready, Failure> {
             };
             nr_clears += 1;
             if nr_clears == clears.len() {
-                c.clear_pages(&clears)?;
+                c.clear_pages(clears)?;
                 nr_clears = 0;
             }
             continue;
         };
         table_frames += 1;
         let old = c.hole_old_pfn(pfn);
+        let dst = c.region_page(pfn)?;
         c.drop_alias(old)?;
-        let frame = c.region_mfn(pfn);
-        let dst = c.scratch_map(frame)?;
         for i in 0..512usize {
             let at = ((pfn - first) * 4096) as usize + i * 8;
             let e = u64::from_le_bytes(template[at..at + 8].try_into().unwrap_or([0; 8]));
@@ -626,11 +783,12 @@ pub fn build(h: &Handoff, image: &ImageView) -> Result<Ready, Failure> {
             } else {
                 0
             };
-            // SAFETY: the scratch VA maps this table frame (a hole); 512 entries fill it.
+            // SAFETY: `dst` maps this table frame (a hole) writable; 512 entries fill it.
             unsafe { dst.add(i).write_volatile(value) };
         }
     }
     c.clear_pages(&clears[..nr_clears])?;
+    c.drop_aliases()?;
     let parked = if nr_vcpus > 1 {
         Some(park_aps(&mut c, nr_vcpus, park_first)?)
     } else {
@@ -852,6 +1010,7 @@ pub fn build(h: &Handoff, image: &ImageView) -> Result<Ready, Failure> {
         entry: plan.entry,
         trampoline_va: plan.trampoline_va,
         hypercalls: c.hypercalls,
+        frames: old_nr,
     })
 }
 
@@ -893,17 +1052,17 @@ fn park_aps(c: &mut Ctx, nr_vcpus: u64, first: u64) -> Result<Parked, Failure> {
     let va = c.h.scratch_va - 4096;
     let mfn = |i: u64| c.old_p2m[(first + i) as usize];
     let (l4, l3, l2, l1, page) = (mfn(0), mfn(1), mfn(2), mfn(3), mfn(4));
-    for (frame, level, next, flags) in [
+    for (_frame, level, next, flags) in [
         (l4, 4u32, l3, pte::UPPER_FLAGS),
         (l3, 3, l2, pte::UPPER_FLAGS),
         (l2, 2, l1, pte::UPPER_FLAGS),
         (l1, 1, page, pte::L1_FLAGS | pte::D),
     ] {
-        let dst = c.scratch_map(frame)?;
+        let dst = c.pool_page(first + 4 - level as u64)?;
         let slot = pte::index(va, level);
         for i in 0..512usize {
             let e = if i == slot { pte::make(next, flags) } else { 0 };
-            // SAFETY: the scratch VA maps this hidden table frame; 512 entries fill it.
+            // SAFETY: `dst` maps this hidden table frame writable; 512 entries fill it.
             unsafe { dst.add(i).write_volatile(e) };
         }
     }
@@ -911,10 +1070,10 @@ fn park_aps(c: &mut Ctx, nr_vcpus: u64, first: u64) -> Result<Parked, Failure> {
     if blob.bytes.len() as u64 > pvhandoff::handoff::PARK_MAILBOX_OFFSET {
         return Err(Failure::Plan("the park code runs into the park mailboxes"));
     }
-    let dst = c.scratch_map(page)? as *mut u8;
+    let dst = c.pool_page(first + 4)? as *mut u8;
     for i in 0..4096usize {
         let b = blob.bytes.get(i).copied().unwrap_or(0);
-        // SAFETY: the scratch VA maps the park frame; 4096 bytes fill it.
+        // SAFETY: `dst` maps the park frame writable; 4096 bytes fill it.
         unsafe { dst.add(i).write_volatile(b) };
     }
     // SAFETY: the op's arg1 (8 bytes past its start) inside the park frame just written.
@@ -923,6 +1082,7 @@ fn park_aps(c: &mut Ctx, nr_vcpus: u64, first: u64) -> Result<Parked, Failure> {
     for i in 0..4 {
         c.drop_alias(first + i)?;
     }
+    c.drop_aliases()?;
     c.hypercalls += 1;
     // SAFETY: the L1 slot below the scratch VA belongs to the purgatory mapping and is free
     // (checked against the purgatory's size by the caller's plan); it maps the park frame.

@@ -21,12 +21,6 @@ const N: usize = MAX_VCPUS as usize;
 
 global_asm!(
     r#"
-    .section .bss.purgatory_ap_stacks, "aw", @nobits
-    .balign 4096
-    .globl purgatory_ap_stacks
-purgatory_ap_stacks:
-    .space 8192 * {max}
-
     .section .rodata.park, "a"
     .balign 16
     .globl pvkexec_park_code

@@ -7,7 +7,9 @@
 //! kernel half), VIRQ_TIMER bound with a periodic and a single-shot timer running, and its
 //! free frames filled with [`OLD_DATA_POISON`]. Then, as a kernel side must, it unpins the
 //! extra trees, maps the purgatory at the image's lower-half base, fills the handoff block
-//! (version 3: the free pool, the direct map, a scratch VA) and enters the purgatory.
+//! (version 5: the free pool, the direct map, a scratch VA, the purgatory's working memory:
+//! `pvhandoff::handoff::work_pages(nr_pages)` frames taken from the top of the free pool,
+//! mapped through the direct map) and enters the purgatory.
 //!
 //! Frames are taken from the top of RAM downwards; the free pool is what lies between the
 //! initial region and the lowest frame taken.
@@ -38,7 +40,9 @@
 //! free pool (the purgatory refuses the handoff); `grant-in-use` leaves one offered grant
 //! mapped (the purgatory cannot revoke it and refuses); `ap-stuck` keeps VCPU 1 in the old kernel
 //! (it registers no NMI callback, so the NMI is dropped; the purgatory names it and crashes
-//! the domain).
+//! the domain); `work-in-pool` gives the purgatory working memory inside the free pool (it
+//! refuses before any frame changes hands); `handoff-v4` hands a version-4 block, which has no
+//! working memory (the purgatory's entry code names it and crashes the domain).
 #![no_std]
 #![no_main]
 // Check results carry their reason in a fixed buffer: these kernels have no heap to box it in.
@@ -76,6 +80,11 @@ const DATA_SELECTOR: u16 = (1 << 3) | 3;
 struct Page([u8; 4096]);
 static mut SCRATCH: Page = Page([0; 4096]);
 
+/// Most working-memory frames this kernel hands over (enough for a 512 GiB domain).
+const WORK_PFNS_MAX: usize = 4352;
+/// The old PFN of each working-memory frame (`Handoff::work_pfns_va`).
+static mut WORK_PFNS: [u64; WORK_PFNS_MAX] = [0; WORK_PFNS_MAX];
+
 static mut HANDOFF: Handoff = Handoff {
     magic: 0,
     version: 0,
@@ -92,6 +101,9 @@ static mut HANDOFF: Handoff = Handoff {
     keep_store_port: 0,
     keep_console_port: 0,
     vcpu_info_va: 0,
+    work_va: 0,
+    work_pages: 0,
+    work_pfns_va: 0,
 };
 
 #[no_mangle]
@@ -460,6 +472,27 @@ fn prepare(si: &StartInfo, region: &Region) -> Result<u64, Why> {
     } else {
         unpin_trees(&l, p2m)?;
     }
+    // The purgatory's working memory: the top of the free pool, reached through the direct map.
+    let work_pages = match pvhandoff::handoff::work_pages(si.nr_pages) {
+        Some(w) if w as usize <= WORK_PFNS_MAX && w + 1024 < l.floor - pool_first => w,
+        _ => return why!(
+            "no room for the purgatory's working memory ({} frames) in a free pool of {} frames",
+            pvhandoff::handoff::work_pages(si.nr_pages).unwrap_or(u64::MAX),
+            l.floor - pool_first
+        ),
+    };
+    let pool_end = l.floor - work_pages;
+    let work_first = if fault == b"work-in-pool" {
+        println!("PVKEXEC-INFO kexec: fault injected: working memory inside the free pool");
+        pool_first
+    } else {
+        pool_end
+    };
+    // SAFETY: single VCPU, nothing else touches WORK_PFNS; the purgatory reads it after the jump.
+    let work_pfns = unsafe { &mut *core::ptr::addr_of_mut!(WORK_PFNS) };
+    for (k, slot) in work_pfns.iter_mut().take(work_pages as usize).enumerate() {
+        *slot = work_first + k as u64;
+    }
     let pool_first = if fault == b"pool-overlap" {
         println!("PVKEXEC-INFO kexec: fault injected: free pool starts at the old P2M list");
         (si.mfn_list - VIRT_BASE) / PAGE_SIZE
@@ -482,7 +515,7 @@ fn prepare(si: &StartInfo, region: &Region) -> Result<u64, Why> {
             old_start_info_va: si as *const StartInfo as u64,
             old_virt_base: VIRT_BASE,
             free_first_pfn: pool_first,
-            free_pages: l.floor - pool_first,
+            free_pages: pool_end - pool_first,
             direct_map_va: DIRECT_MAP,
             // The last entry of the purgatory's L1 stays free (the segment is < 2 MiB).
             scratch_va: base + 511 * PAGE_SIZE,
@@ -490,8 +523,21 @@ fn prepare(si: &StartInfo, region: &Region) -> Result<u64, Why> {
             keep_store_port: store_port,
             keep_console_port: 0,
             vcpu_info_va,
+            work_va: DIRECT_MAP + work_first * PAGE_SIZE,
+            work_pages,
+            work_pfns_va: work_pfns.as_ptr() as u64,
         };
+        if fault == b"handoff-v4" {
+            println!("PVKEXEC-INFO kexec: fault injected: a version-4 handoff block");
+            HANDOFF.version = 4;
+        }
     }
+    println!(
+        "PVKEXEC-INFO kexec: purgatory working memory: {} frames from pfn {:#x} at {:#x}",
+        work_pages,
+        work_first,
+        DIRECT_MAP + work_first * PAGE_SIZE
+    );
     // The APs leave for the purgatory's AP entry, sent there by an NMI each (or an IPI, for
     // a kernel without NMI callbacks); the boot VCPU follows to its entry.
     KEXEC_GO.store(
