@@ -47,7 +47,7 @@ pub enum Failure {
     /// An AP never reached the park entry.
     ApMissing {
         vcpu: u64,
-        yields: u64,
+        checks: u64,
     },
     /// An AP's cleanup step failed.
     ApStep {
@@ -58,7 +58,7 @@ pub enum Failure {
     /// An AP did not go down on its private tables.
     ApStillUp {
         vcpu: u64,
-        yields: u64,
+        checks: u64,
     },
     /// A grant entry someone still maps: it cannot be revoked.
     GrantInUse {
@@ -81,9 +81,9 @@ impl core::fmt::Display for Failure {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
             Failure::Plan(why) => f.write_str(why),
-            Failure::ApMissing { vcpu, yields } => write!(
+            Failure::ApMissing { vcpu, checks } => write!(
                 f,
-                "VCPU {vcpu} did not reach the park entry (still in the old kernel after {yields} yields)"
+                "VCPU {vcpu} did not reach the park entry (still in the old kernel after {checks} checks)"
             ),
             Failure::ApStep { vcpu, step, errno } => write!(
                 f,
@@ -102,9 +102,9 @@ impl core::fmt::Display for Failure {
                 f,
                 "the grant table is v2 and GNTTABOP_set_version(1) failed: {err} (a grant past the reserved refs is still mapped, or the old kernel still maps its status frames)"
             ),
-            Failure::ApStillUp { vcpu, yields } => write!(
+            Failure::ApStillUp { vcpu, checks } => write!(
                 f,
-                "VCPU {vcpu} is still up {yields} yields after it was sent to the park page"
+                "VCPU {vcpu} is still up {checks} checks after it was sent to the park page"
             ),
             Failure::Hypercall { call, frame, err } => {
                 write!(f, "{call} on frame {frame:#x} failed: {err}")
@@ -1014,8 +1014,21 @@ pub fn build(h: &Handoff, image: &ImageView) -> Result<Ready, Failure> {
     })
 }
 
-/// Yields an AP gets to arrive, or to go down once released (about 5 s under TCG).
-const AP_WAIT_YIELDS: u64 = 1_000_000;
+/// Checks the boot VCPU makes while it waits for another VCPU (about 5 s under TCG, more on
+/// hardware). A check reads memory and pauses: waiting costs no hypercall (the VCPU waited
+/// for runs on its own physical CPU, or gets it when Xen ends this one's time slice).
+pub const WAIT_CHECKS: u64 = 1 << 28;
+
+/// Spins until `done()`, at most `checks` times; false if it never was.
+pub fn spin_until(checks: u64, mut done: impl FnMut() -> bool) -> bool {
+    for _ in 0..checks {
+        if done() {
+            return true;
+        }
+        core::hint::spin_loop();
+    }
+    done()
+}
 
 /// Waits until every AP reported in at the AP entry, and checks its cleanup.
 fn wait_arrivals(nr_vcpus: u64) -> Result<(), Failure> {
@@ -1023,18 +1036,15 @@ fn wait_arrivals(nr_vcpus: u64) -> Result<(), Failure> {
         return Ok(());
     }
     for vcpu in 1..nr_vcpus {
-        let mut yields = 0;
-        loop {
-            match park::arrival(vcpu as usize) {
-                Some(Ok(())) => break,
-                Some(Err((step, errno))) => return Err(Failure::ApStep { vcpu, step, errno }),
-                None if yields == AP_WAIT_YIELDS => {
-                    return Err(Failure::ApMissing { vcpu, yields })
-                }
-                None => {
-                    yields += 1;
-                    let _ = hypercall::sched_yield();
-                }
+        spin_until(WAIT_CHECKS, || park::arrival(vcpu as usize).is_some());
+        match park::arrival(vcpu as usize) {
+            Some(Ok(())) => {}
+            Some(Err((step, errno))) => return Err(Failure::ApStep { vcpu, step, errno }),
+            None => {
+                return Err(Failure::ApMissing {
+                    vcpu,
+                    checks: WAIT_CHECKS,
+                })
             }
         }
     }
@@ -1096,17 +1106,29 @@ fn park_aps(c: &mut Ctx, nr_vcpus: u64, first: u64) -> Result<Parked, Failure> {
     })?;
     park::release(va);
     for vcpu in 1..nr_vcpus {
-        let mut yields = 0;
+        // SAFETY: the park page is mapped at `va`; the AP writes its NEW_BASEPTR result there
+        // just before it goes down.
+        let status = || unsafe {
+            ((va + blob.status_offset as u64 + vcpu * 8) as *const u64).read_volatile()
+        };
+        // The result first (a memory read), then Xen's word that the VCPU is down.
+        spin_until(WAIT_CHECKS, || status() != u64::MAX);
+        let mut polls = 0u64;
         loop {
             c.hypercalls += 1;
+            polls += 1;
             // SAFETY: VCPUOP_is_up only reads the VCPU's state.
             match unsafe { hypercall::vcpu_op(vcpuop::IS_UP, vcpu as u32, 0) } {
                 Ok(0) => break,
-                Ok(_) if yields < AP_WAIT_YIELDS => {
-                    yields += 1;
-                    let _ = hypercall::sched_yield();
+                Ok(_) if polls < 1000 => {
+                    spin_until(WAIT_CHECKS / 1000, || false);
                 }
-                Ok(_) => return Err(Failure::ApStillUp { vcpu, yields }),
+                Ok(_) => {
+                    return Err(Failure::ApStillUp {
+                        vcpu,
+                        checks: WAIT_CHECKS,
+                    })
+                }
                 Err(err) => {
                     return Err(Failure::Hypercall {
                         call: "vcpu_op(is_up)",
@@ -1116,12 +1138,12 @@ fn park_aps(c: &mut Ctx, nr_vcpus: u64, first: u64) -> Result<Parked, Failure> {
                 }
             }
         }
-        // SAFETY: the park page is mapped at `va`; the AP wrote its NEW_BASEPTR result there
-        // before going down.
-        let status =
-            unsafe { ((va + blob.status_offset as u64 + vcpu * 8) as *const u64).read_volatile() };
+        let status = status();
         if status == u64::MAX {
-            return Err(Failure::ApStillUp { vcpu, yields });
+            return Err(Failure::ApStillUp {
+                vcpu,
+                checks: WAIT_CHECKS,
+            });
         }
         if status != 0 {
             return Err(Failure::Hypercall {

@@ -188,15 +188,10 @@ extern "C" fn purgatory_main(handoff_ptr: u64) -> ! {
     let start = rdtsc();
     verify::open(&image);
     verify::share(&image, 0);
-    let mut yields = 0u64;
-    while !verify::all_done(&image) {
-        // An AP is still hashing the segment it claimed.
-        yields += 1;
-        if yields > 10_000_000 {
-            say!("purgatory: digest verification did not finish: a VCPU stopped mid-segment");
-            crash()
-        }
-        let _ = hypercall::sched_yield();
+    // An AP may still be hashing the chunk it claimed.
+    if !handover::spin_until(4 * handover::WAIT_CHECKS, || verify::all_done(&image)) {
+        say!("purgatory: digest verification did not finish: a VCPU stopped mid-segment");
+        crash()
     }
     let cycles = rdtsc().wrapping_sub(start);
     let mut total = 0u64;

@@ -163,6 +163,81 @@ fn kexec_into_probe_with_initrd_1gib() {
     let r = run("kexec-initrd-1G", &image, 1024);
     assert_kexec_passed(&r, 7);
     assert_logged(&r, &["p2m-m2p frames=262144", &format!("mod_len={len:#x}")]);
+    assert_batched(&r, "kexec-initrd-1G", 262144);
+}
+
+/// The purgatory's "N hypercalls in all for F frames" line: at most one hypercall per 512
+/// frames of the domain. Returns N.
+fn assert_batched(r: &BootResult, name: &str, frames: u64) -> u64 {
+    let line = r
+        .log
+        .lines()
+        .find(|l| l.contains("hypercalls in all for"))
+        .unwrap_or_else(|| panic!("no hypercall count in:\n{}", r.log));
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let at = words.iter().position(|w| *w == "hypercalls").unwrap();
+    let n: u64 = words[at - 1].parse().unwrap();
+    let f: u64 = words[at + 4].parse().unwrap();
+    assert_eq!(f, frames, "{line}");
+    assert!(
+        n * 512 <= f,
+        "more than one hypercall per 512 frames: {line}"
+    );
+    eprintln!("[{name}] {n} hypercalls for {f} frames");
+    n
+}
+
+/// A 6 GiB domain with 2 VCPUs (past the 4 GiB the purgatory's static bitmap used to cover):
+/// the purgatory's working memory comes from the handoff, sized to the domain; every probe
+/// check passes and the purgatory stays within one hypercall per 512 frames.
+#[test]
+fn kexec_6gib_domain_with_2_vcpus() {
+    let image = build_image_for("smp2-6G", 6144, None, 2);
+    let mut cfg = BootConfig::new(guest::binary("kexecold").unwrap());
+    cfg.vcpus = 2;
+    cfg.cmdline = "kexec_store=loopback".into();
+    cfg.mem_mib = 6144;
+    cfg.timeout = std::time::Duration::from_secs(900);
+    cfg.tag = "kexec-6G-2vcpus".into();
+    cfg.modules.push(Module {
+        path: image.clone(),
+        args: String::new(),
+    });
+    let start = std::time::Instant::now();
+    let r = harness::boot(&cfg).unwrap();
+    let wall = start.elapsed();
+    assert_kexec_passed(&r, 6);
+    assert_parked(&r, 2);
+    assert_logged(
+        &r,
+        &[
+            "hidden-frames 5 (domain 1572864 frames, nr_pages 1572859)",
+            "purgatory working memory: 102 frames",
+        ],
+    );
+    let n = assert_batched(&r, "kexec-6G-2vcpus", 1572864);
+    eprintln!("[kexec-6G-2vcpus] wall time {wall:.1?}, {n} hypercalls");
+}
+
+/// The purgatory takes its stacks from the handoff's working memory only after checking the
+/// block (a version-4 block has none: named by the entry code, domain crashed), and refuses
+/// working frames inside the free pool before any frame changes hands.
+#[test]
+fn working_memory_from_the_handoff_is_checked() {
+    let image = build_image("plain-64M-work", 64, None);
+    let r = run_with("kexec-handoff-v4", &image, 64, "kexec_fault=handoff-v4");
+    assert_eq!(r.verdict, Verdict::Crashed, "log:\n{}", r.log);
+    assert_logged(
+        &r,
+        &[
+            "purgatory: the handoff block (rdi) is no version-5 block with working memory",
+            "Hardware Dom0 crashed",
+        ],
+    );
+    assert!(!r.log.contains("purgatory: entered"), "log:\n{}", r.log);
+    let r = run_with("kexec-work-in-pool", &image, 64, "kexec_fault=work-in-pool");
+    assert_refused(&r, "purgatory: a working-memory frame (work_pfns_va) is not the domain's, or lies in the free pool");
+    assert!(!r.log.contains("frames renumbered"), "log:\n{}", r.log);
 }
 
 #[test]
