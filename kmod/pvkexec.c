@@ -54,6 +54,8 @@
 #define IMAGE_HEADER_SIZE	64
 #define IMAGE_SEGMENT_DESC_SIZE	64
 #define IMAGE_MAX_SEGMENTS	64
+/* The purgatory's working memory (handoff v5): stacks, batches, a frame bitmap. */
+#define WORK_PAGES_MAX		4096UL
 /* Larger than any image a PV domain this module can run in needs. */
 #define IMAGE_MAX_BYTES		(2ULL << 30)
 
@@ -77,6 +79,8 @@ struct image {
 	unsigned long nr_pages;
 	u64 len;
 	u32 nr_segments;
+	u32 handoff_version;
+	u64 work_pages;
 };
 
 static DEFINE_MUTEX(pvkexec_lock);
@@ -182,8 +186,15 @@ static int ioctl_load(const struct pvkexec_load __user *uarg)
 
 	if (copy_from_user(&arg, uarg, sizeof(arg)))
 		return -EFAULT;
-	if (arg.flags || arg.reserved)
+	if (arg.flags)
 		return -EINVAL;
+	if (!(arg.handoff_version == 4 && !arg.work_pages) &&
+	    !(arg.handoff_version == 5 && arg.work_pages &&
+	      arg.work_pages <= WORK_PAGES_MAX)) {
+		pr_err("load refused: handoff version %u with %llu working pages (this module writes version 4, or 5 with 1 to %lu pages)\n",
+		       arg.handoff_version, arg.work_pages, WORK_PAGES_MAX);
+		return -EINVAL;
+	}
 	if (arg.len < sizeof(h) || arg.len > IMAGE_MAX_BYTES) {
 		pr_err("load refused: %llu bytes (%zu to %llu allowed)\n",
 		       arg.len, sizeof(h), IMAGE_MAX_BYTES);
@@ -205,6 +216,8 @@ static int ioctl_load(const struct pvkexec_load __user *uarg)
 	img->len = arg.len;
 	img->nr_pages = DIV_ROUND_UP(arg.len, PAGE_SIZE);
 	img->nr_segments = h.nr_segments;
+	img->handoff_version = arg.handoff_version;
+	img->work_pages = arg.work_pages;
 	img->pages = kvcalloc(img->nr_pages, sizeof(*img->pages), GFP_KERNEL);
 	if (!img->pages) {
 		kfree(img);
@@ -320,10 +333,9 @@ static int ioctl_info(struct pvkexec_info __user *uarg)
  * for every backend to reach Closed and jumps. If the hook is not reached,
  * kernel_restart() ends in an ordinary reboot.
  *
- * Not done: ballooned domains (holes in the P2M).
+ * Not done: ballooned domains (holes in the P2M): refused.
  */
 #define HANDOFF_MAGIC		0x46464f48584b5650ULL	/* "PVKXHOFF" */
-#define HANDOFF_VERSION		4
 #define AP_ENTRY_OFFSET		0x100
 #define MAX_VCPUS		8
 #define SEG_FLAG_PURGATORY	1
@@ -356,8 +368,13 @@ struct handoff {
 	u32 keep_store_port;
 	u32 keep_console_port;
 	u64 vcpu_info_va;
+	/* version 5 */
+	u64 work_va;
+	u64 work_pages;
+	u64 work_pfns_va;
 };
-static_assert(sizeof(struct handoff) == 104);
+static_assert(offsetof(struct handoff, work_va) == 104);
+static_assert(sizeof(struct handoff) == 128);
 
 /* Xen's struct vcpu_register_vcpu_info, as the handoff lists placements. */
 struct vcpu_info_rec {
@@ -381,6 +398,8 @@ struct exec_prep {
 	u64 entry;
 	struct mm_struct *mm;
 	unsigned long mapped;		/* purgatory mapping's address, 0: none */
+	void *work;			/* handoff v5: working memory (vmalloc) */
+	u64 *work_pfns;			/* its frames' PFNs, in VA order */
 };
 
 /* Set only while PVKEXEC_IOC_EXEC maps the purgatory (under pvkexec_lock). */
@@ -414,6 +433,8 @@ static void exec_prep_free(struct exec_prep *p)
 	free_block(p->image, p->image_order);
 	free_block(p->pool, p->pool_order);
 	free_block(p->block, 1);
+	vfree(p->work);
+	kvfree(p->work_pfns);
 	kfree(p);
 }
 
@@ -538,6 +559,13 @@ static int exec_checks(void)
 		pr_err("exec refused: cannot move to CPU 0 (VCPU 0 must enter the purgatory)\n");
 		return -EBUSY;
 	}
+	if (reservation(XENMEM_current_reservation) !=
+	    (long)xen_start_info->nr_pages) {
+		pr_err("exec refused: the domain has %ld frames, start_info %lu: a ballooned domain's P2M has holes the purgatory does not handle yet\n",
+		       reservation(XENMEM_current_reservation),
+		       xen_start_info->nr_pages);
+		return -EOPNOTSUPP;
+	}
 	if (!current->mm || current->mm != current->active_mm) {
 		pr_err("exec refused: no process page tables to map the purgatory in\n");
 		return -EINVAL;
@@ -545,9 +573,29 @@ static int exec_checks(void)
 	return 0;
 }
 
+/* Handoff v5: working memory, contiguous in VA, with its frames' PFNs. */
+static int prep_work(struct exec_prep *p, const struct image *img)
+{
+	unsigned long i;
+
+	if (img->handoff_version < 5)
+		return 0;
+	p->work = vmalloc(img->work_pages << PAGE_SHIFT);
+	p->work_pfns = kvmalloc_array(img->work_pages, sizeof(u64), GFP_KERNEL);
+	if (!p->work || !p->work_pfns) {
+		pr_err("exec refused: out of memory for %llu pages of the purgatory's working memory\n",
+		       img->work_pages);
+		return -ENOMEM;
+	}
+	for (i = 0; i < img->work_pages; i++)
+		p->work_pfns[i] = vmalloc_to_pfn(p->work + (i << PAGE_SHIFT));
+	return 0;
+}
+
 static void prep_handoff(struct exec_prep *p, const struct image *img)
 {
 	struct handoff *h = page_address(p->block);
+	/* The records follow the block (the handoff is 128 bytes in both versions here). */
 	struct vcpu_info_rec *rec = (void *)(h + 1);
 	struct start_info *si = page_address(p->block + 1);
 
@@ -557,7 +605,7 @@ static void prep_handoff(struct exec_prep *p, const struct image *img)
 	si->pt_base = (unsigned long)p->mm->pgd;
 	*h = (struct handoff) {
 		.magic = HANDOFF_MAGIC,
-		.version = HANDOFF_VERSION,
+		.version = img->handoff_version,
 		.image_va = (unsigned long)page_address(p->image),
 		.image_len = img->len,
 		.old_start_info_va = (unsigned long)si,
@@ -572,6 +620,11 @@ static void prep_handoff(struct exec_prep *p, const struct image *img)
 				     xen_start_info->console.domU.evtchn,
 		.vcpu_info_va = (unsigned long)rec,
 	};
+	if (p->work) {
+		h->work_va = (unsigned long)p->work;
+		h->work_pages = img->work_pages;
+		h->work_pfns_va = (unsigned long)p->work_pfns;
+	}
 	p->handoff = h;
 }
 
@@ -802,6 +855,9 @@ static int ioctl_exec(struct file *file)
 	}
 	split_page(p->block, 1);
 	ret = prep_vcpu_info((void *)((struct handoff *)page_address(p->block) + 1));
+	if (ret)
+		goto fail;
+	ret = prep_work(p, loaded);
 	if (ret)
 		goto fail;
 	prep_handoff(p, loaded);

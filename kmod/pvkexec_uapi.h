@@ -9,7 +9,7 @@
 #include <linux/ioctl.h>
 #include <linux/types.h>
 
-#define PVKEXEC_ABI_VERSION	1
+#define PVKEXEC_ABI_VERSION	2
 #define PVKEXEC_IOC_MAGIC	0xcf
 
 /* pvkexec_info.flags */
@@ -39,7 +39,8 @@ struct pvkexec_load {
 	__u64 image;		/* user address of the image file's bytes */
 	__u64 len;
 	__u32 flags;		/* none defined: must be 0 */
-	__u32 reserved;		/* must be 0 */
+	__u32 handoff_version;	/* the image's purgatory reads this version: 4 or 5 */
+	__u64 work_pages;	/* version 5: the purgatory's working memory, frames */
 };
 
 #define PVKEXEC_IOC_INFO	_IOR(PVKEXEC_IOC_MAGIC, 0, struct pvkexec_info)

@@ -194,6 +194,13 @@ pub fn load(req: &LoadRequest) -> Result<String, CliError> {
             old.vcpus
         )));
     }
+    if info.current_pages != info.start_info_pages {
+        return Err(CliError::refused(format!(
+            "this domain has {} frames but started with {}: a ballooned domain's P2M has holes \
+             the purgatory does not handle yet. Nothing was loaded",
+            info.current_pages, info.start_info_pages
+        )));
+    }
     let domain_pages = info.current_pages;
     let name = req.kernel.display().to_string();
     let kernel_role = Role::Kernel {
@@ -248,7 +255,8 @@ pub fn load(req: &LoadRequest) -> Result<String, CliError> {
         mode,
     )
     .map_err(|e| too_large_or_input(e, domain_pages))?;
-    dev.load(&built.bytes)
+    let (handoff_version, work_pages) = handoff_for(info.start_info_pages)?;
+    dev.load(&built.bytes, handoff_version, work_pages)
         .map_err(|e| load_refused(e, built.bytes.len()))?;
     out += &format!(
         "loaded {name}: {} layout for {domain_pages} frames ({} hidden for the old VCPUs), image \
@@ -262,6 +270,18 @@ pub fn load(req: &LoadRequest) -> Result<String, CliError> {
         adjusted.cmdline
     );
     Ok(out)
+}
+
+/// The handoff block version the embedded purgatory reads, and the working memory it needs
+/// (none before version 5).
+fn handoff_for(_start_info_pages: u64) -> Result<(u32, u64), CliError> {
+    match pvhandoff::handoff::HANDOFF_VERSION {
+        4 => Ok((4, 0)),
+        v => Err(CliError::refused(format!(
+            "this pvkexec's purgatory reads handoff version {v}, which this CLI does not \
+             prepare for the module yet"
+        ))),
+    }
 }
 
 /// `MemAvailable` from /proc/meminfo, in bytes (`None`: unknown).

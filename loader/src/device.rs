@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 pub const DEFAULT_DEVICE: &str = "/dev/pvkexec";
 
 /// `PVKEXEC_ABI_VERSION`.
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 2;
 
 pub const INFO_PV: u32 = 1 << 0;
 pub const INFO_INITIAL_DOMAIN: u32 = 1 << 1;
@@ -44,7 +44,8 @@ struct LoadArg {
     image: u64,
     len: u64,
     flags: u32,
-    reserved: u32,
+    handoff_version: u32,
+    work_pages: u64,
 }
 
 const _: () = {
@@ -55,8 +56,10 @@ const _: () = {
     assert!(std::mem::offset_of!(Info, image_segments) == 52);
     assert!(std::mem::offset_of!(Info, image_bytes) == 56);
     assert!(std::mem::offset_of!(Info, image_pages) == 64);
-    assert!(std::mem::size_of::<LoadArg>() == 24);
+    assert!(std::mem::size_of::<LoadArg>() == 32);
     assert!(std::mem::offset_of!(LoadArg, flags) == 16);
+    assert!(std::mem::offset_of!(LoadArg, handoff_version) == 20);
+    assert!(std::mem::offset_of!(LoadArg, work_pages) == 24);
 };
 
 const IOC_MAGIC: u64 = 0xcf;
@@ -194,13 +197,21 @@ impl Device {
         Ok(info)
     }
 
-    /// Hands `image` to the module, replacing any loaded image (kept on failure).
-    pub fn load(&self, image: &[u8]) -> Result<(), DeviceError> {
+    /// Hands `image` to the module, replacing any loaded image (kept on failure). The
+    /// module fills handoff block `handoff_version` at exec (with `work_pages` frames of
+    /// working memory from version 5 on).
+    pub fn load(
+        &self,
+        image: &[u8],
+        handoff_version: u32,
+        work_pages: u64,
+    ) -> Result<(), DeviceError> {
         let mut arg = LoadArg {
             image: image.as_ptr() as u64,
             len: image.len() as u64,
             flags: 0,
-            reserved: 0,
+            handoff_version,
+            work_pages,
         };
         self.ioctl(
             "PVKEXEC_IOC_LOAD",
@@ -226,7 +237,7 @@ mod tests {
     #[test]
     fn ioctl_numbers_match_the_c_header() {
         assert_eq!(IOC_INFO, 0x8048_cf00);
-        assert_eq!(IOC_LOAD, 0x4018_cf01);
+        assert_eq!(IOC_LOAD, 0x4020_cf01);
         assert_eq!(IOC_UNLOAD, 0xcf02);
         assert_eq!(IOC_EXEC, 0xcf03);
     }
