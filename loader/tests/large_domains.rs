@@ -1,0 +1,127 @@
+//! Domains far past the 4 GiB the purgatory's static bitmap used to cover, planned and built on
+//! the host in both layouts: the plan record keeps its promises, the purgatory segment is the
+//! same few pages at every size (no bss carried as zeros, nothing sized to the domain), and the
+//! working memory a kernel side must hand over follows `pvhandoff::handoff::work_pages`.
+
+use loader::image::{build_image, Hidden};
+use loader::kernel::parse_kernel;
+use pvhandoff::handoff::{work_pages, WORK_FIXED_PAGES};
+use pvhandoff::image::{ImageView, PlanRecord, SEG_FLAG_PURGATORY_MAPPING};
+use pvhandoff::SegmentKind;
+use pvlayout::Mode;
+
+const VIRT_BASE: u64 = 0xffff_ffff_8000_0000;
+/// Frames per GiB.
+const GIB: u64 = 1 << 18;
+
+fn note(out: &mut Vec<u8>, ty: u32, desc: &[u8]) {
+    out.extend_from_slice(&4u32.to_le_bytes());
+    out.extend_from_slice(&(desc.len() as u32).to_le_bytes());
+    out.extend_from_slice(&ty.to_le_bytes());
+    out.extend_from_slice(b"Xen\0");
+    out.extend_from_slice(desc);
+    while !out.len().is_multiple_of(4) {
+        out.push(0);
+    }
+}
+
+/// A PV kernel of one PT_LOAD (`len` bytes at paddr 0) with the basic Xen notes.
+fn kernel(len: u64) -> Vec<u8> {
+    let mut notes = Vec::new();
+    note(&mut notes, 6, b"linux\0");
+    note(&mut notes, 5, b"xen-3.0\0");
+    note(&mut notes, 3, &VIRT_BASE.to_le_bytes());
+    note(&mut notes, 4, &0u64.to_le_bytes());
+    note(&mut notes, 1, &VIRT_BASE.to_le_bytes());
+    let data_off = 64 + 2 * 56;
+    let mut e = Vec::new();
+    e.extend_from_slice(b"\x7fELF\x02\x01\x01\0\0\0\0\0\0\0\0\0");
+    e.extend_from_slice(&2u16.to_le_bytes());
+    e.extend_from_slice(&62u16.to_le_bytes());
+    e.extend_from_slice(&1u32.to_le_bytes());
+    e.extend_from_slice(&VIRT_BASE.to_le_bytes());
+    e.extend_from_slice(&64u64.to_le_bytes());
+    e.extend_from_slice(&0u64.to_le_bytes());
+    e.extend_from_slice(&0u32.to_le_bytes());
+    for v in [64u16, 56, 2, 64, 0, 0] {
+        e.extend_from_slice(&v.to_le_bytes());
+    }
+    let ph = |e: &mut Vec<u8>, ty: u32, off: u64, va: u64, sz: u64| {
+        e.extend_from_slice(&ty.to_le_bytes());
+        e.extend_from_slice(&7u32.to_le_bytes());
+        for v in [off, va, va - VIRT_BASE, sz, sz, 4096] {
+            e.extend_from_slice(&v.to_le_bytes());
+        }
+    };
+    ph(&mut e, 1, data_off, VIRT_BASE, len);
+    ph(&mut e, 4, data_off + len, VIRT_BASE, notes.len() as u64);
+    e.extend((0..len).map(|i| (i * 11) as u8));
+    e.extend_from_slice(&notes);
+    e
+}
+
+/// The image for `frames` frames of a domain whose old kernel ran 2 VCPUs (5 hidden frames),
+/// with its plan record and the purgatory segment's (len, nr_pages).
+fn build(mode: Mode, frames: u64) -> (PlanRecord, (u64, u64)) {
+    let k = parse_kernel("k", &kernel(0x5000)).unwrap();
+    let hidden = Hidden {
+        vcpu_pages: 5,
+        grant_reserve: 0,
+    };
+    let built = build_image("k", &k, None, "", frames, hidden, mode)
+        .unwrap_or_else(|e| panic!("{mode:?} {frames} frames: {e}"));
+    let view = ImageView::parse(&built.bytes).unwrap();
+    let plan_at = view
+        .segments()
+        .position(|s| s.kind == SegmentKind::Plan as u32)
+        .unwrap();
+    let plan = PlanRecord::read(view.data(plan_at).unwrap()).unwrap();
+    let p = view
+        .segments()
+        .find(|s| s.flags & SEG_FLAG_PURGATORY_MAPPING != 0)
+        .unwrap();
+    (plan, (p.len, p.nr_pages))
+}
+
+#[test]
+fn domains_up_to_512_gib_are_planned_in_both_layouts() {
+    for mode in [Mode::Dom0, Mode::DomU] {
+        let (_, small) = build(mode, 16384);
+        for frames in [GIB, 6 * GIB, 64 * GIB, 512 * GIB] {
+            let (plan, purgatory) = build(mode, frames);
+            assert_eq!(plan.check(), Ok(()), "{mode:?} {frames}");
+            assert_eq!(plan.domain_pages, frames);
+            assert_eq!(plan.nr_pages + plan.hidden_pages, frames);
+            // The P2M list covers every new PFN.
+            assert!(plan.p2m_pages * 512 >= plan.nr_pages, "{mode:?} {frames}");
+            // The purgatory does not grow with the domain and carries no bss: its pages are
+            // exactly its file bytes, and it stays below the 2 MiB the kernel sides map.
+            assert_eq!(purgatory, small, "{mode:?} {frames}");
+            assert_eq!(purgatory.1, purgatory.0.div_ceil(4096));
+            // Code and data only (was 299,880 bytes with its 230 KB bss of bitmap and stacks).
+            assert!(
+                purgatory.0 <= 96 * 1024,
+                "purgatory segment of {} bytes",
+                purgatory.0
+            );
+            assert!(purgatory.1 < 511);
+        }
+    }
+    // The working memory a kernel side hands over for 512 GiB: the fixed part and 16 MiB of
+    // bitmap (one bit per frame).
+    assert_eq!(work_pages(512 * GIB), Some(WORK_FIXED_PAGES + 4096));
+}
+
+/// The largest domain this kernel can be planned for is bounded by the region's virtual space
+/// (its P2M list lies in the region above VIRT_BASE), not by the purgatory: past it the plan
+/// is refused by name.
+#[test]
+fn past_the_virtual_space_the_plan_is_refused() {
+    let k = parse_kernel("k", &kernel(0x5000)).unwrap();
+    for mode in [Mode::Dom0, Mode::DomU] {
+        let e = build_image("k", &k, None, "", 1024 * GIB, Hidden::default(), mode)
+            .err()
+            .unwrap_or_else(|| panic!("{mode:?}: 1 TiB fits 2 GiB of virtual space?"));
+        assert!(e.to_string().contains("overflow"), "{mode:?}: {e}");
+    }
+}
