@@ -158,6 +158,10 @@ struct KexecArgs {
     /// With --domu: a raw disk image attached to the domU as xvda.
     #[arg(long, requires = "domu")]
     disk: Option<PathBuf>,
+    /// With --domu: the old kernel is Debian's unmodified Linux with pvkexec.ko and the CLI
+    /// (`pvkexec load` + `pvkexec exec`; docs/kernel-module.md) instead of the old test kernel.
+    #[arg(long, requires = "domu", value_parser = ["debian-6.1", "debian-6.12"])]
+    old_kernel: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -186,6 +190,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             old_vcpu_info: false,
             domu: false,
             disk: None,
+            old_kernel: None,
         }),
         Cmd::Kexec(args) => kexec(args),
         Cmd::Boot(args) => boot(args),
@@ -270,6 +275,9 @@ fn boot(args: BootArgs) -> Result<ExitCode> {
 }
 
 fn kexec(args: KexecArgs) -> Result<ExitCode> {
+    if args.old_kernel.is_some() {
+        return kexec_old_linux(&args);
+    }
     let root = harness::workspace_root();
     let into_probe = args.kernel.is_none() && args.image.is_none();
     let image = match args.image.clone() {
@@ -407,6 +415,65 @@ fn domu(args: DomuArgs) -> Result<ExitCode> {
 }
 
 /// `kexec --domu`: the old test kernel as a toolstack-built domU, the image as its ramdisk.
+/// `cargo xtask kexec --domu --old-kernel debian-6.1`: Debian's 6.1 domU kexecs through
+/// pvkexec.ko (the image is built inside the domU by `pvkexec load`).
+fn kexec_old_linux(args: &KexecArgs) -> Result<ExitCode> {
+    if args.old_kernel.as_deref() == Some("debian-6.12") {
+        bail!(
+            "--old-kernel debian-6.12: pvkexec.ko cannot be built for trixie's kernel on this \
+             host (its headers need gcc-14 and glibc 2.38; docs/kernel-module.md)"
+        );
+    }
+    let into_probe = args.kernel.is_none();
+    let kernel = match &args.kernel {
+        Some(k) => k.clone(),
+        None => guest::binary("probe")?,
+    };
+    let append = args.append.clone().unwrap_or_else(|| {
+        if into_probe {
+            format!("mem_mib={}", args.mem_mib)
+        } else {
+            String::new()
+        }
+    });
+    let req = harness::kmod::OldLinuxKexec {
+        kernel,
+        initrd: args.initrd.clone(),
+        append,
+        mem_mib: args.mem_mib,
+        vcpus: args.vcpus,
+        disk: args.disk.clone(),
+        timeout: Duration::from_secs(args.timeout),
+    };
+    let (spec, rd) = harness::kmod::old_linux_spec("kexec-linux", &req)?;
+    let run = domu_rig(args.xen).run(&[spec]);
+    let _ = std::fs::remove_file(&rd);
+    let run = run?;
+    let d = report_domu(&run);
+    let log = d.log();
+    let entered = log.contains(harness::PURGATORY_ENTERING);
+    let ok = match &args.expect {
+        Some(text) => log.contains(text.as_str()),
+        None => entered && d.verdict == harness::domu::DomuVerdict::Pass,
+    };
+    println!(
+        "kexec from Debian 6.1 through pvkexec.ko: purgatory {}, new kernel: {} checks passed, \
+         {} failed",
+        if entered {
+            "entered the new kernel"
+        } else {
+            "not seen entering the new kernel"
+        },
+        d.passed().len(),
+        d.failed().len()
+    );
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(d.verdict.exit_code().max(2) as u8)
+    })
+}
+
 fn kexec_domu(args: &KexecArgs, image: PathBuf, old_cmdline: String) -> Result<ExitCode> {
     let mut spec = harness::domu::DomuSpec::new("kexec", guest::binary("kexecold")?);
     spec.ramdisk = Some(image);

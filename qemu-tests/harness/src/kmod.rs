@@ -459,6 +459,83 @@ pub fn domu_initramfs(init: &str, pvkexec: &Path, extra: &DomuFiles, out: &Path)
     Ok(())
 }
 
+/// A kexec from Debian's unmodified 6.1 as a domU, through `pvkexec.ko` and the CLI.
+#[derive(Clone, Debug)]
+pub struct OldLinuxKexec {
+    pub kernel: PathBuf,
+    pub initrd: Option<PathBuf>,
+    pub append: String,
+    pub mem_mib: u64,
+    pub vcpus: u32,
+    /// Attached as xvda; the old kernel loads xen-blkfront and reads it before the kexec.
+    pub disk: Option<PathBuf>,
+    pub timeout: std::time::Duration,
+}
+
+/// The old kernel's `/init`: module, optional disk read, `pvkexec load` and `pvkexec exec`.
+const OLD_LINUX_INIT: &str = r#"#!/bin/sh
+export PATH=/bin:/sbin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+insmod /lib/modules/pvkexec.ko || echo "PVKEXEC-KMOD insmod failed"
+if [ -e /lib/modules/xen-blkfront.ko ]; then
+  insmod /lib/modules/xen-blkfront.ko
+  n=0; while [ ! -b /dev/xvda ] && [ $n -lt 100 ]; do usleep 100000; n=$((n+1)); done
+  echo "PVKEXEC-KMOD xvda=$(head -n 1 /dev/xvda)"
+fi
+echo 7 > /proc/sys/kernel/printk
+pvkexec load --kernel /boot/new @INITRD@ --append '@APPEND@' 2>&1 && pvkexec exec 2>&1
+echo "PVKEXEC-KMOD exec failed rc=$?"
+poweroff -f
+"#;
+
+/// The domU (Debian 6.1 with the module, the CLI and the new kernel in its initramfs) and
+/// the initramfs file to delete after the run.
+pub fn old_linux_spec(name: &str, req: &OldLinuxKexec) -> Result<(crate::domu::DomuSpec, PathBuf)> {
+    let linux = provision::ensure_linux(DebianLinux::Bookworm)?;
+    let mut files = vec![
+        (
+            "lib/modules/pvkexec.ko".to_string(),
+            build(Headers::Bookworm)?,
+        ),
+        ("boot/new".to_string(), req.kernel.clone()),
+    ];
+    if let Some(i) = &req.initrd {
+        files.push(("boot/new-initrd".into(), i.clone()));
+    }
+    if req.disk.is_some() {
+        let modules = crate::dom0::extract_modules(
+            DebianLinux::Bookworm,
+            &crate::cache_dir().join("dom0-4.17").join("modules"),
+        )?;
+        files.push((
+            "lib/modules/xen-blkfront.ko".into(),
+            modules.join("xen-blkfront.ko"),
+        ));
+    }
+    let init = OLD_LINUX_INIT
+        .replace(
+            "@INITRD@",
+            if req.initrd.is_some() {
+                "--initrd /boot/new-initrd"
+            } else {
+                ""
+            },
+        )
+        .replace("@APPEND@", &req.append.replace('\'', "'\\''"));
+    let rd = crate::cache_dir().join(format!("{name}-{}.cpio.gz", std::process::id()));
+    domu_initramfs(&init, &pvkexec_release()?, &DomuFiles { files }, &rd)?;
+    let mut spec = crate::domu::DomuSpec::new(name, &linux);
+    spec.ramdisk = Some(rd.clone());
+    spec.cmdline = "console=hvc0 loglevel=4".into();
+    spec.mem_mib = req.mem_mib;
+    spec.vcpus = req.vcpus;
+    spec.disk = req.disk.clone();
+    spec.timeout = req.timeout;
+    Ok((spec, rd))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
