@@ -55,7 +55,7 @@
 #define IMAGE_SEGMENT_DESC_SIZE	64
 #define IMAGE_MAX_SEGMENTS	64
 /* The purgatory's working memory (handoff v5): stacks, batches, a frame bitmap. */
-#define WORK_PAGES_MAX		4096UL
+#define WORK_PAGES_MAX		65536UL
 /* Larger than any image a PV domain this module can run in needs. */
 #define IMAGE_MAX_BYTES		(2ULL << 30)
 

@@ -202,6 +202,7 @@ pub fn load(req: &LoadRequest) -> Result<String, CliError> {
         )));
     }
     let domain_pages = info.current_pages;
+    let (handoff_version, work_pages) = handoff_for(info.start_info_pages)?;
     let name = req.kernel.display().to_string();
     let kernel_role = Role::Kernel {
         max: MAX_KERNEL_BYTES,
@@ -255,7 +256,6 @@ pub fn load(req: &LoadRequest) -> Result<String, CliError> {
         mode,
     )
     .map_err(|e| too_large_or_input(e, domain_pages))?;
-    let (handoff_version, work_pages) = handoff_for(info.start_info_pages)?;
     dev.load(&built.bytes, handoff_version, work_pages)
         .map_err(|e| load_refused(e, built.bytes.len()))?;
     out += &format!(
@@ -273,13 +273,14 @@ pub fn load(req: &LoadRequest) -> Result<String, CliError> {
 }
 
 /// The handoff block version the embedded purgatory reads, and the working memory it needs
-/// (none before version 5).
-fn handoff_for(_start_info_pages: u64) -> Result<(u32, u64), CliError> {
-    match pvhandoff::handoff::HANDOFF_VERSION {
-        4 => Ok((4, 0)),
-        v => Err(CliError::refused(format!(
-            "this pvkexec's purgatory reads handoff version {v}, which this CLI does not \
-             prepare for the module yet"
+/// for a domain of `start_info_pages` frames (version 5: `pvhandoff::handoff::work_pages`).
+fn handoff_for(start_info_pages: u64) -> Result<(u32, u64), CliError> {
+    use pvhandoff::handoff::{work_pages, HANDOFF_VERSION};
+    match (HANDOFF_VERSION, work_pages(start_info_pages)) {
+        (5, Some(pages)) => Ok((5, pages)),
+        (v, _) => Err(CliError::refused(format!(
+            "this pvkexec's purgatory reads handoff version {v}, which the CLI does not prepare \
+             for a domain of {start_info_pages} frames"
         ))),
     }
 }
