@@ -47,7 +47,7 @@ pub enum Failure {
     /// An AP never reached the park entry.
     ApMissing {
         vcpu: u64,
-        checks: u64,
+        cycles: u64,
     },
     /// An AP's cleanup step failed.
     ApStep {
@@ -58,7 +58,7 @@ pub enum Failure {
     /// An AP did not go down on its private tables.
     ApStillUp {
         vcpu: u64,
-        checks: u64,
+        cycles: u64,
     },
     /// A grant entry someone still maps: it cannot be revoked.
     GrantInUse {
@@ -81,9 +81,9 @@ impl core::fmt::Display for Failure {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
             Failure::Plan(why) => f.write_str(why),
-            Failure::ApMissing { vcpu, checks } => write!(
+            Failure::ApMissing { vcpu, cycles } => write!(
                 f,
-                "VCPU {vcpu} did not reach the park entry (still in the old kernel after {checks} checks)"
+                "VCPU {vcpu} did not reach the park entry (still in the old kernel after {cycles} TSC cycles)"
             ),
             Failure::ApStep { vcpu, step, errno } => write!(
                 f,
@@ -102,9 +102,9 @@ impl core::fmt::Display for Failure {
                 f,
                 "the grant table is v2 and GNTTABOP_set_version(1) failed: {err} (a grant past the reserved refs is still mapped, or the old kernel still maps its status frames)"
             ),
-            Failure::ApStillUp { vcpu, checks } => write!(
+            Failure::ApStillUp { vcpu, cycles } => write!(
                 f,
-                "VCPU {vcpu} is still up {checks} checks after it was sent to the park page"
+                "VCPU {vcpu} is still up {cycles} TSC cycles after it was sent to the park page"
             ),
             Failure::Hypercall { call, frame, err } => {
                 write!(f, "{call} on frame {frame:#x} failed: {err}")
@@ -1014,20 +1014,24 @@ pub fn build(h: &Handoff, image: &ImageView) -> Result<Ready, Failure> {
     })
 }
 
-/// Checks the boot VCPU makes while it waits for another VCPU (about 5 s under TCG, more on
-/// hardware). A check reads memory and pauses: waiting costs no hypercall (the VCPU waited
-/// for runs on its own physical CPU, or gets it when Xen ends this one's time slice).
-pub const WAIT_CHECKS: u64 = 1 << 28;
+/// TSC cycles the boot VCPU waits for another VCPU: 2^33, 2.9 s at 3 GHz, 8.6 s at 1 GHz
+/// (under QEMU TCG the guest's TSC runs at the host's rate). A check reads memory and pauses:
+/// waiting costs no hypercall (the VCPU waited for runs on its own physical CPU, or gets it
+/// when Xen ends this one's time slice).
+pub const WAIT_CYCLES: u64 = 1 << 33;
 
-/// Spins until `done()`, at most `checks` times; false if it never was.
-pub fn spin_until(checks: u64, mut done: impl FnMut() -> bool) -> bool {
-    for _ in 0..checks {
+/// Spins until `done()`, for at most `cycles` TSC cycles; false if it never was.
+pub fn spin_until(cycles: u64, mut done: impl FnMut() -> bool) -> bool {
+    let start = crate::rdtsc();
+    loop {
         if done() {
             return true;
         }
+        if crate::rdtsc().wrapping_sub(start) > cycles {
+            return done();
+        }
         core::hint::spin_loop();
     }
-    done()
 }
 
 /// Waits until every AP reported in at the AP entry, and checks its cleanup.
@@ -1036,14 +1040,14 @@ fn wait_arrivals(nr_vcpus: u64) -> Result<(), Failure> {
         return Ok(());
     }
     for vcpu in 1..nr_vcpus {
-        spin_until(WAIT_CHECKS, || park::arrival(vcpu as usize).is_some());
+        spin_until(WAIT_CYCLES, || park::arrival(vcpu as usize).is_some());
         match park::arrival(vcpu as usize) {
             Some(Ok(())) => {}
             Some(Err((step, errno))) => return Err(Failure::ApStep { vcpu, step, errno }),
             None => {
                 return Err(Failure::ApMissing {
                     vcpu,
-                    checks: WAIT_CHECKS,
+                    cycles: WAIT_CYCLES,
                 })
             }
         }
@@ -1112,7 +1116,7 @@ fn park_aps(c: &mut Ctx, nr_vcpus: u64, first: u64) -> Result<Parked, Failure> {
             ((va + blob.status_offset as u64 + vcpu * 8) as *const u64).read_volatile()
         };
         // The result first (a memory read), then Xen's word that the VCPU is down.
-        spin_until(WAIT_CHECKS, || status() != u64::MAX);
+        spin_until(WAIT_CYCLES, || status() != u64::MAX);
         let mut polls = 0u64;
         loop {
             c.hypercalls += 1;
@@ -1121,12 +1125,12 @@ fn park_aps(c: &mut Ctx, nr_vcpus: u64, first: u64) -> Result<Parked, Failure> {
             match unsafe { hypercall::vcpu_op(vcpuop::IS_UP, vcpu as u32, 0) } {
                 Ok(0) => break,
                 Ok(_) if polls < 1000 => {
-                    spin_until(WAIT_CHECKS / 1000, || false);
+                    spin_until(WAIT_CYCLES / 1000, || false);
                 }
                 Ok(_) => {
                     return Err(Failure::ApStillUp {
                         vcpu,
-                        checks: WAIT_CHECKS,
+                        cycles: WAIT_CYCLES,
                     })
                 }
                 Err(err) => {
@@ -1142,7 +1146,7 @@ fn park_aps(c: &mut Ctx, nr_vcpus: u64, first: u64) -> Result<Parked, Failure> {
         if status == u64::MAX {
             return Err(Failure::ApStillUp {
                 vcpu,
-                checks: WAIT_CHECKS,
+                cycles: WAIT_CYCLES,
             });
         }
         if status != 0 {

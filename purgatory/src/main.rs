@@ -189,7 +189,7 @@ extern "C" fn purgatory_main(handoff_ptr: u64) -> ! {
     verify::open(&image);
     verify::share(&image, 0);
     // An AP may still be hashing the chunk it claimed.
-    if !handover::spin_until(4 * handover::WAIT_CHECKS, || verify::all_done(&image)) {
+    if !handover::spin_until(4 * handover::WAIT_CYCLES, || verify::all_done(&image)) {
         say!("purgatory: digest verification did not finish: a VCPU stopped mid-segment");
         crash()
     }
@@ -283,7 +283,7 @@ fn enter(r: &handover::Ready) -> ! {
     }
 }
 
-fn rdtsc() -> u64 {
+pub(crate) fn rdtsc() -> u64 {
     let (lo, hi): (u32, u32);
     // SAFETY: rdtsc only reads the time-stamp counter (PV guests may execute it).
     unsafe { core::arch::asm!("rdtsc", out("eax") lo, out("edx") hi, options(nomem, nostack)) };

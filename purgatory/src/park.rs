@@ -176,7 +176,12 @@ extern "C" fn purgatory_ap_main(handoff: u64, vcpu: u64) -> ! {
     }
     ARRIVED[vcpu as usize].store(result, Ordering::Release);
     loop {
-        let park = PARK_GO.load(Ordering::Acquire);
+        // Reads memory while it waits; a yield (one hypercall) only every 2^22 TSC cycles.
+        let mut park = 0;
+        crate::handover::spin_until(1 << 22, || {
+            park = PARK_GO.load(Ordering::Acquire);
+            park != 0
+        });
         if park != 0 {
             // SAFETY: the park page is mapped at `park` in the current (old) tables and in the
             // private tree; its code takes the VCPU id in rdi and never returns.
