@@ -475,11 +475,13 @@ fn prepare(si: &StartInfo, region: &Region) -> Result<u64, Why> {
     // The purgatory's working memory: the top of the free pool, reached through the direct map.
     let work_pages = match pvhandoff::handoff::work_pages(si.nr_pages) {
         Some(w) if w as usize <= WORK_PFNS_MAX && w + 1024 < l.floor - pool_first => w,
-        _ => return why!(
+        _ => {
+            return why!(
             "no room for the purgatory's working memory ({} frames) in a free pool of {} frames",
             pvhandoff::handoff::work_pages(si.nr_pages).unwrap_or(u64::MAX),
             l.floor - pool_first
-        ),
+        )
+        }
     };
     let pool_end = l.floor - work_pages;
     let work_first = if fault == b"work-in-pool" {
