@@ -16,6 +16,7 @@
 
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
+#include <crypto/sha2.h>
 #include <linux/capability.h>
 #include <linux/kprobes.h>
 #include <linux/mman.h>
@@ -176,6 +177,87 @@ static int image_copy_in(struct image *img, const u8 __user *src)
 	return 0;
 }
 
+/* Copies len bytes at off of the image (bounds checked). */
+static int image_read(const struct image *img, u64 off, void *buf, size_t len)
+{
+	u8 *out = buf;
+
+	if (off > img->len || len > img->len - off)
+		return -EINVAL;
+	while (len) {
+		size_t n = min_t(size_t, len, PAGE_SIZE - offset_in_page(off));
+
+		memcpy(out, (u8 *)page_address(img->pages[off >> PAGE_SHIFT]) +
+			    offset_in_page(off), n);
+		out += n;
+		off += n;
+		len -= n;
+	}
+	return 0;
+}
+
+#define PARAMS_MAGIC		"PVKXPARM"
+#define SEG_FLAG_PURGATORY_MAPPING 1
+
+struct image_params {
+	u8 magic[8];
+	u64 table_len;
+	u8 header_digest[SHA256_DIGEST_SIZE];
+};
+static_assert(sizeof(struct image_params) == 48);
+
+/*
+ * The header and descriptor table must hash to the digest the loader put in
+ * the purgatory's parameter block (docs/kexec-image.md, "Header digest").
+ */
+static int header_digest_check(const struct image *img)
+{
+	const struct image_header *h = page_address(img->pages[0]);
+	u32 table_len = IMAGE_HEADER_SIZE + h->nr_segments * IMAGE_SEGMENT_DESC_SIZE;
+	u8 digest[SHA256_DIGEST_SIZE];
+	struct image_params params;
+	u64 off = h->data_offset;
+	u8 *table;
+	u32 k;
+	int ret = -EINVAL;
+
+	for (k = 0; k < h->nr_segments; k++) {
+		u32 flags;
+		u64 len;
+
+		if (image_read(img, IMAGE_HEADER_SIZE + k * IMAGE_SEGMENT_DESC_SIZE + 4,
+			       &flags, sizeof(flags)) ||
+		    image_read(img, IMAGE_HEADER_SIZE + k * IMAGE_SEGMENT_DESC_SIZE + 24,
+			       &len, sizeof(len)))
+			break;
+		if (flags & SEG_FLAG_PURGATORY_MAPPING) {
+			ret = image_read(img, off + h->params_offset, &params,
+					 sizeof(params));
+			break;
+		}
+		off += PAGE_ALIGN(len);
+	}
+	if (ret || memcmp(params.magic, PARAMS_MAGIC, sizeof(params.magic)) ||
+	    params.table_len != table_len) {
+		pr_err("load refused: no purgatory parameter block for a %u-byte header and table\n",
+		       table_len);
+		return -EBADMSG;
+	}
+	table = kmalloc(table_len, GFP_KERNEL);
+	if (!table)
+		return -ENOMEM;
+	ret = image_read(img, 0, table, table_len);
+	if (!ret) {
+		sha256(table, table_len, digest);
+		if (memcmp(digest, params.header_digest, sizeof(digest))) {
+			pr_err("load refused: the image's header and descriptor table do not match their digest (corrupted image)\n");
+			ret = -EBADMSG;
+		}
+	}
+	kfree(table);
+	return ret;
+}
+
 static int ioctl_load(const struct pvkexec_load __user *uarg)
 {
 	struct pvkexec_load arg;
@@ -224,6 +306,8 @@ static int ioctl_load(const struct pvkexec_load __user *uarg)
 		return -ENOMEM;
 	}
 	ret = image_copy_in(img, src);
+	if (!ret)
+		ret = header_digest_check(img);
 	if (ret) {
 		image_free(img);
 		return ret;
@@ -338,7 +422,6 @@ static int ioctl_info(struct pvkexec_info __user *uarg)
 #define HANDOFF_MAGIC		0x46464f48584b5650ULL	/* "PVKXHOFF" */
 #define AP_ENTRY_OFFSET		0x100
 #define MAX_VCPUS		8
-#define SEG_FLAG_PURGATORY	1
 #define BLOCK_ORDER_MAX		10	/* 4 MiB: MAX_ORDER - 1 (6.1), MAX_PAGE_ORDER (6.12) */
 #define L1_SPAN			(512UL * PAGE_SIZE)
 
@@ -469,7 +552,7 @@ static int prep_image(struct exec_prep *p, const struct image *img)
 		u64 k_off = IMAGE_HEADER_SIZE + (u64)k * IMAGE_SEGMENT_DESC_SIZE;
 
 		memcpy(&d, image_byte(img, k_off), sizeof(d));
-		if (d.flags & SEG_FLAG_PURGATORY) {
+		if (d.flags & SEG_FLAG_PURGATORY_MAPPING) {
 			if (PAGE_ALIGN(d.len) < d.nr_pages << PAGE_SHIFT ||
 			    off + (d.nr_pages << PAGE_SHIFT) > img->len) {
 				pr_err("exec refused: the purgatory segment's %llu pages are not all in the image\n",

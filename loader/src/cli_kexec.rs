@@ -311,6 +311,24 @@ pub fn check_memory(inputs: u64, available: Option<u64>) -> Result<(), CliError>
     Ok(())
 }
 
+/// `pvkexec load --image FILE`: a prebuilt image, handed to the module as it is (the module
+/// checks its header digest; the purgatory checks the rest against the domain).
+pub fn load_image(path: &Path) -> Result<String, CliError> {
+    let (dev, info) = open()?;
+    let (handoff_version, work_pages) = handoff_for(info.start_info_pages)?;
+    let max = info.current_pages.saturating_mul(4096);
+    let (_, len) = open_checked(path, Role::Image { max })?;
+    check_memory(len, mem_available())?;
+    let bytes = read_checked(path, Role::Image { max })?;
+    dev.load(&bytes, handoff_version, work_pages)
+        .map_err(|e| load_refused(e, bytes.len()))?;
+    Ok(format!(
+        "loaded {}: {} bytes\n",
+        path.display(),
+        bytes.len()
+    ))
+}
+
 /// A layout that does not fit is "too large for the domain"; the rest is bad input.
 fn too_large_or_input(e: crate::LoadError, domain_pages: u64) -> CliError {
     if matches!(e.reason, crate::Reason::Layout(_)) {
@@ -328,6 +346,10 @@ fn load_refused(e: DeviceError, len: usize) -> CliError {
              of MemAvailable; see the kernel log)"
         ),
         Some(libc::EPERM) => "permission denied: loading needs CAP_SYS_BOOT (root)".into(),
+        Some(libc::EBADMSG) => format!(
+            "the module refused the {len}-byte image: its header and descriptor table do not \
+             match the digest in its purgatory (a corrupted image; the kernel log says more)"
+        ),
         Some(libc::EINVAL) | Some(libc::EFBIG) => {
             format!("the module refused the {len}-byte image (the kernel log says why): {e}")
         }

@@ -99,8 +99,11 @@ enum Cmd {
     /// Builds the image for the running domain (facts from the pvkexec module) and loads it
     /// into the module; refused, with nothing changed, when the new kernel cannot boot there.
     Load {
-        #[arg(long)]
-        kernel: PathBuf,
+        #[arg(long, required_unless_present = "image")]
+        kernel: Option<PathBuf>,
+        /// A prebuilt image (`pvkexec build` for this domain) instead of a kernel.
+        #[arg(long, conflicts_with_all = ["kernel", "initrd", "append", "reuse_cmdline", "force"])]
+        image: Option<PathBuf>,
         #[arg(long)]
         initrd: Option<PathBuf>,
         /// The new kernel's command line.
@@ -290,13 +293,17 @@ fn main() -> ExitCode {
     let cli = Cli::parse(); // usage errors exit 2
     match cli.cmd {
         Cmd::Load {
+            image: Some(image), ..
+        } => report(loader::cli_kexec::load_image(&image)),
+        Cmd::Load {
             kernel,
             initrd,
             append,
             reuse_cmdline,
             force,
+            ..
         } => report(loader::cli_kexec::load(&loader::cli_kexec::LoadRequest {
-            kernel,
+            kernel: kernel.unwrap_or_default(),
             initrd,
             cmdline: if reuse_cmdline {
                 loader::cli_kexec::Cmdline::Reuse

@@ -38,6 +38,10 @@ truncate -s 200M /tmp/big
 step load-initrd-over-domain pvkexec load --kernel /boot/probe --initrd /tmp/huge
 step load-out-of-memory pvkexec load --kernel /boot/probe --initrd /tmp/big
 step status-after-oom pvkexec status
+step load-image-bad pvkexec load --image /boot/bad.img
+step status-after-bad pvkexec status
+step load-image-good pvkexec load --image /boot/good.img
+step unload-good pvkexec unload
 step kexec-l kexec -l /boot/probe --append="mem_mib=@MEM@" -s
 step status-kexec-l pvkexec status
 step kexec-p kexec -p /boot/probe
@@ -121,6 +125,29 @@ fn exec_times(run: &RigRun, name: &str) -> Option<(f64, f64)> {
     ))
 }
 
+/// `pvkexec build` on the host for the first domU (domU layout, 2 VCPUs that placed
+/// vcpu_info), and a copy whose header's kernel entry is changed.
+fn prebuilt_images() -> (std::path::PathBuf, std::path::PathBuf) {
+    let pid = std::process::id();
+    let good = harness::cache_dir().join(format!("kmod-good-{pid}.img"));
+    let bad = harness::cache_dir().join(format!("kmod-bad-{pid}.img"));
+    let o = std::process::Command::new(harness::tools::pvkexec().unwrap())
+        .arg("build")
+        .arg("--kernel")
+        .arg(harness::guest::binary("probe").unwrap())
+        .args(["--mem-mib", &MEM_MIB.to_string(), "--mode", "domu"])
+        .args(["--old-vcpus", &VCPUS.to_string(), "--old-vcpu-info"])
+        .args(["--append", &format!("mem_mib={MEM_MIB}"), "-o"])
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let mut bytes = std::fs::read(&good).unwrap();
+    bytes[40] ^= 0x10; // ImageHeader.kernel_entry
+    std::fs::write(&bad, bytes).unwrap();
+    (good, bad)
+}
+
 /// Builds the module, the initramfs images, and runs the domUs in one dom0 boot.
 fn shared() -> &'static Shared {
     static SHARED: OnceLock<Shared> = OnceLock::new();
@@ -142,8 +169,11 @@ fn shared() -> &'static Shared {
         ];
         let pid = std::process::id();
         let mut images = Vec::new();
+        let (good, bad) = prebuilt_images();
         let mut files = base.clone();
         files.push(("boot/linux61".into(), linux.clone()));
+        files.push(("boot/good.img".into(), good.clone()));
+        files.push(("boot/bad.img".into(), bad.clone()));
         let rd = harness::cache_dir().join(format!("kmod-domu-{pid}.cpio.gz"));
         let init = INIT.replace("@MEM@", &MEM_MIB.to_string());
         kmod::domu_initramfs(&init, &cli, &DomuFiles { files }, &rd).unwrap();
@@ -185,7 +215,7 @@ fn shared() -> &'static Shared {
             ..DomuRig::default()
         };
         let run = rig.run(&specs).map_err(|e| format!("{e:#}"));
-        for i in &images {
+        for i in images.iter().chain([&good, &bad]) {
             let _ = std::fs::remove_file(i);
         }
         for s in &specs {
@@ -396,6 +426,21 @@ fn too_large_and_out_of_memory_are_refused() {
     assert!(l.text().contains("out of memory"), "{}", l.text());
     let s = step("status-after-oom");
     assert!(s.text().contains("image: none loaded"), "{}", s.text());
+}
+
+/// A prebuilt image loads; one whose header was changed is refused by the module's header
+/// digest check, and nothing is loaded.
+#[test]
+fn prebuilt_image_loads_and_a_corrupted_one_is_refused() {
+    let b = step("load-image-bad");
+    assert_eq!(b.rc, Some(1), "{}", b.text());
+    assert!(b.text().contains("do not match the digest"), "{}", b.text());
+    let s = step("status-after-bad");
+    assert!(s.text().contains("image: none loaded"), "{}", s.text());
+    let g = step("load-image-good");
+    assert_eq!(g.rc, Some(0), "{}", g.text());
+    let u = step("unload-good");
+    assert!(u.text().contains("unloaded"), "{}", u.text());
 }
 
 #[test]
