@@ -50,16 +50,13 @@ impl PlanRecord {
         if !within(self.p2m_pfn, self.p2m_pages, self.fill_pages) {
             return Err("plan record: the P2M lies outside the built PFNs");
         }
-        if self.region_pages == 0
-            || self
-                .virt_base
-                .checked_add(self.region_pages * 4096)
-                .is_none()
-            || !self.virt_base.is_multiple_of(4096)
-        {
+        let region_end = (self.region_pages > 0 && self.virt_base.is_multiple_of(4096))
+            .then(|| self.region_pages.checked_mul(4096))
+            .flatten()
+            .and_then(|bytes| self.virt_base.checked_add(bytes));
+        let Some(region_end) = region_end else {
             return Err("plan record: the initial region does not fit the address space");
-        }
-        let region_end = self.virt_base + self.region_pages * 4096;
+        };
         let in_region = |va: u64| va >= self.virt_base && va < region_end;
         if !in_region(self.entry) || !in_region(self.start_info_va) {
             return Err("plan record: entry or start_info outside the initial region");
@@ -150,7 +147,9 @@ mod tests {
     #[test]
     fn a_consistent_record_passes_and_each_break_is_named() {
         assert_eq!(record().check(), Ok(()));
-        let cases: [fn(&mut PlanRecord); 7] = [
+        let cases: [fn(&mut PlanRecord); 8] = [
+            // Found by the records fuzz target: region_pages * 4096 overflowed in the check.
+            |r| r.region_pages = 1 << 60,
             |r| r.nr_pages = 0,
             |r| r.hidden_pages = u64::MAX,
             |r| r.grant_reserve = 6,
