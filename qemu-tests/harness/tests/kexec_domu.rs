@@ -8,12 +8,14 @@
 //! - a corrupted image: the purgatory names the segment, xl reports the domain's crash;
 //! - the same old kernel kexecing into Debian 6.1 with a busybox initramfs and a disk: init
 //!   runs, xen-blkfront connects through xenstore and reads the harness's marker;
+//! - and into Debian bullseye's 5.10, which needs the hypercall page the loader writes;
 //! - Debian 6.1 (bookworm bzImage) at 256, 512 and 1024 MiB, with and without a gzip'd
 //!   initramfs, built only (`xl -vvv create -p`, then destroyed) for the domain builder's log:
 //!   `pvkexec plan --mode domu` must print the same allocation lines.
 //!
 //! A second dom0 boot (Xen 4.20, trixie toolstack) builds Debian 6.12 the same six ways for the
-//! same comparison with `--toolstack 4.20`.
+//! same comparison with `--toolstack 4.20`, then kexecs the old test kernel into 6.12 with a
+//! disk.
 
 use harness::domu::{DomuResult, DomuRig, DomuSpec, DomuVerdict, RigRun};
 use harness::provision::{self, DebianLinux};
@@ -34,7 +36,7 @@ fn build_image(name: &str, mem_mib: u64, initrd: Option<&Path>, vcpus: u32) -> P
     build_image_of(name, &probe, &append, mem_mib, initrd, vcpus)
 }
 
-/// `pvkexec build --mode domu` for `kernel`.
+/// `pvkexec build --mode domu` for `kernel`, for Xen 4.17's toolstack.
 fn build_image_of(
     name: &str,
     kernel: &Path,
@@ -43,10 +45,24 @@ fn build_image_of(
     initrd: Option<&Path>,
     vcpus: u32,
 ) -> PathBuf {
+    build_image_for(name, kernel, append, mem_mib, initrd, vcpus, "4.17")
+}
+
+/// `pvkexec build --mode domu --toolstack T` for `kernel`.
+fn build_image_for(
+    name: &str,
+    kernel: &Path,
+    append: &str,
+    mem_mib: u64,
+    initrd: Option<&Path>,
+    vcpus: u32,
+    toolstack: &str,
+) -> PathBuf {
     let out = harness::cache_dir().join(format!("kexec-domu-{name}.img"));
     let mut cmd = Command::new(tools::pvkexec().unwrap());
     cmd.arg("build").arg("--kernel").arg(kernel);
     cmd.args(["--mem-mib", &mem_mib.to_string(), "--mode", "domu"]);
+    cmd.args(["--toolstack", toolstack]);
     cmd.args(["--old-vcpus", &vcpus.to_string()]);
     cmd.args(["--append", append, "-o"]);
     cmd.arg(&out);
@@ -122,6 +138,18 @@ fn specs() -> Vec<DomuSpec> {
     linux.disk = Some(harness::domu::marker_disk(DISK_MARKER, 4).unwrap());
     linux.timeout = Duration::from_secs(120);
     v.push(linux);
+    // Debian bullseye's 5.10 asks for a hypercall page: the loader writes Xen's.
+    let mut bullseye = DomuSpec::new("kexec-linux510", guest::binary("kexecold").unwrap());
+    bullseye.ramdisk = Some(build_image_of(
+        "kexec-linux510",
+        &provision::ensure_linux(DebianLinux::Bullseye).unwrap(),
+        "console=hvc0",
+        256,
+        Some(&initramfs::ensure_initramfs().unwrap()),
+        1,
+    ));
+    bullseye.timeout = Duration::from_secs(120);
+    v.push(bullseye);
     // A corrupted image: the purgatory names the segment and crashes the domain.
     let mut bad = kexec_spec("kexec-corrupt", 256, 1, None);
     bad.ramdisk = Some(corrupt_kernel_segment(
@@ -266,6 +294,27 @@ fn kexec_domu_into_debian_61_reads_its_disk() {
     }
 }
 
+/// Debian bullseye's 5.10 makes its first hypercall through the page it asked for
+/// (XEN_ELFNOTE_HYPERCALL_PAGE); kexec'd in a domU, it reaches its init.
+#[test]
+fn kexec_domu_into_debian_510_with_a_hypercall_page() {
+    let r = domu("kexec-linux510");
+    let log = r.log();
+    assert_eq!(r.verdict, DomuVerdict::PoweredOff, "{log}");
+    let after = log
+        .split(harness::PURGATORY_ENTERING)
+        .nth(1)
+        .expect("the purgatory's switch line");
+    for line in [
+        "Linux version 5.10.",
+        initramfs::INIT_MARKER,
+        "PVKEXEC-LINUX uname-r=5.10.",
+        initramfs::DONE_MARKER,
+    ] {
+        assert!(after.contains(line), "no {line:?} after the switch:\n{log}");
+    }
+}
+
 /// One flipped byte in the kernel segment: the purgatory names it (through the console ring,
 /// flushed before the crash), xl reports the crash, the new kernel never runs.
 #[test]
@@ -350,25 +399,89 @@ fn plan_domu_equals_libxenguest_for_debian_61() {
     compare_plans(run, &shared.specs, "plan61-", "4.17");
 }
 
+const DISK_MARKER_420: &str = "PVKEXEC-DISK-MARKER-kexec-domu-4.20";
+
+/// The old test kernel kexecing into Debian 6.12 (trixie bzImage, busybox initramfs with
+/// trixie's blkfront, a disk) in a domU of Xen 4.20's toolstack.
+fn kexec_612_spec() -> DomuSpec {
+    let mut s = DomuSpec::new("kexec-linux612", guest::binary("kexecold").unwrap());
+    s.ramdisk = Some(build_image_for(
+        "kexec-linux612",
+        &provision::ensure_linux(DebianLinux::Trixie).unwrap(),
+        "console=hvc0",
+        256,
+        Some(&initramfs::ensure_initramfs_blkfront_for(DebianLinux::Trixie).unwrap()),
+        1,
+        "4.20",
+    ));
+    s.disk = Some(harness::domu::marker_disk(DISK_MARKER_420, 4).unwrap());
+    s.timeout = Duration::from_secs(120);
+    s
+}
+
+/// The Xen 4.20 dom0 boot: Debian 6.12 built only, six ways, for the plan comparison, then
+/// one kexec into 6.12.
+fn shared_420() -> &'static (Vec<DomuSpec>, RigRun) {
+    static SHARED: OnceLock<(Vec<DomuSpec>, RigRun)> = OnceLock::new();
+    SHARED.get_or_init(|| {
+        let start = Instant::now();
+        let mut specs = plan_specs(
+            "plan612",
+            &provision::ensure_linux(DebianLinux::Trixie).unwrap(),
+        );
+        specs.push(kexec_612_spec());
+        let rig = DomuRig {
+            xen: provision::XenVersion::V4_20,
+            tag: "kexec-domu-4.20".into(),
+            ..DomuRig::default()
+        };
+        let run = rig.run(&specs);
+        for s in &specs {
+            if let Some(d) = &s.disk {
+                let _ = std::fs::remove_file(d);
+            }
+        }
+        let run = run.expect("the 4.20 domU rig failed");
+        eprintln!(
+            "kexec-domu-4.20 rig: toolstack ready {:.1} s after QEMU start, whole boot {:.1} s",
+            run.toolstack_ready_secs.unwrap_or(f64::NAN),
+            start.elapsed().as_secs_f64()
+        );
+        (specs, run)
+    })
+}
+
 /// The same for Debian 6.12 under Xen 4.20's toolstack (whose libxenguest places a gzip'd
-/// initrd as it is: `--toolstack 4.20`), in a dom0 boot of its own that only builds domains.
+/// initrd as it is: `--toolstack 4.20`), in a dom0 boot of its own.
 #[test]
 fn plan_domu_equals_libxenguest_for_debian_612_on_xen_420() {
-    let start = Instant::now();
-    let specs = plan_specs(
-        "plan612",
-        &provision::ensure_linux(DebianLinux::Trixie).unwrap(),
-    );
-    let rig = DomuRig {
-        xen: provision::XenVersion::V4_20,
-        tag: "plan-domu-4.20".into(),
-        ..DomuRig::default()
-    };
-    let run = rig.run(&specs).expect("the 4.20 domU rig failed");
-    eprintln!(
-        "plan-domu-4.20 rig: toolstack ready {:.1} s after QEMU start, whole boot {:.1} s",
-        run.toolstack_ready_secs.unwrap_or(f64::NAN),
-        start.elapsed().as_secs_f64()
-    );
-    compare_plans(&run, &specs, "plan612-", "4.20");
+    let (specs, run) = shared_420();
+    compare_plans(run, specs, "plan612-", "4.20");
+}
+
+/// Debian 6.12 kexec'd in a domU of Xen 4.20's toolstack reaches init and reads its disk.
+#[test]
+fn kexec_domu_into_debian_612_on_xen_420_reads_its_disk() {
+    let (_, run) = shared_420();
+    let r = run
+        .domus
+        .iter()
+        .find(|d| d.name == "kexec-linux612")
+        .unwrap();
+    let log = r.log();
+    assert_eq!(r.verdict, DomuVerdict::PoweredOff, "{log}");
+    let after = log
+        .split(harness::PURGATORY_ENTERING)
+        .nth(1)
+        .expect("the purgatory's switch line");
+    let marker = format!("{}{DISK_MARKER_420}", initramfs::DISK_MARKER_PREFIX);
+    for line in [
+        "Linux version 6.12.",
+        initramfs::INIT_MARKER,
+        "PVKEXEC-LINUX blkfront=loaded",
+        &marker,
+        initramfs::DONE_MARKER,
+    ] {
+        assert!(after.contains(line), "no {line:?} after the switch:\n{log}");
+    }
 }
