@@ -48,6 +48,11 @@ step kexec-p kexec -p /boot/probe
 
 step kexec-u kexec -u
 step status-end pvkexec status
+# Balloon a quarter out (Linux's balloon driver): the P2M gets holes.
+echo $((@MEM@ * 1024 * 3 / 4)) > /sys/devices/system/xen_memory/xen_memory0/target_kb
+n=0; until grep -q "^frames: $((@MEM@ * 256 * 3 / 4)) " /tmp/st 2>/dev/null || [ $n -gt 50 ]; do pvkexec status > /tmp/st 2>&1; usleep 100000; n=$((n+1)); done
+step status-ballooned pvkexec status
+step load-ballooned pvkexec load --kernel /boot/probe --append mem_mib=@MEM@
 dmesg | grep pvkexec | sed 's/^/PVKEXEC-KMOD dmesg /'
 say done
 poweroff -f
@@ -426,6 +431,24 @@ fn too_large_and_out_of_memory_are_refused() {
     assert!(l.text().contains("out of memory"), "{}", l.text());
     let s = step("status-after-oom");
     assert!(s.text().contains("image: none loaded"), "{}", s.text());
+}
+
+/// After the domU ballooned a quarter of its memory out, status shows the domain's actual
+/// frames and load refuses, naming the ballooned domain (the purgatory does not handle P2M
+/// holes yet).
+#[test]
+fn ballooned_domain_is_refused() {
+    let s = step("status-ballooned");
+    let frames = MEM_MIB * 256;
+    let want = format!("frames: {} (", frames * 3 / 4);
+    assert!(s.text().contains(&want), "no {want:?}:\n{}", s.text());
+    let l = step("load-ballooned");
+    assert_eq!(l.rc, Some(1), "{}", l.text());
+    assert!(
+        l.text().contains(&format!("started with {frames}")) && l.text().contains("ballooned"),
+        "{}",
+        l.text()
+    );
 }
 
 /// A prebuilt image loads; one whose header was changed is refused by the module's header
