@@ -82,6 +82,8 @@ poweroff -f
 "#;
 
 const DISK_MARKER: &str = "PVKEXEC-DISK-MARKER-kmod";
+/// The kexec-spelling domU's new initrd (a deterministic test file).
+const INITRD_LEN: usize = (1 << 20) + 5;
 
 /// The exec domUs: name, VCPUs, with a disk, the exec command line.
 fn exec_domus() -> Vec<(&'static str, u32, bool, String)> {
@@ -99,7 +101,10 @@ fn exec_domus() -> Vec<(&'static str, u32, bool, String)> {
             "kmod-kexec",
             1,
             false,
-            format!("kexec -l /boot/probe --append=\"{append}\" -s 2>&1 && kexec -e 2>&1"),
+            format!(
+                "kexec -l /boot/probe --initrd=/boot/initrd --append=\"{append}\" -s 2>&1 && \
+                 kexec -e 2>&1"
+            ),
         ),
     ]
 }
@@ -192,6 +197,10 @@ fn shared() -> &'static Shared {
         let mut specs = vec![spec];
         for (name, vcpus, disk, cmd) in exec_domus() {
             let mut files = base.clone();
+            files.push((
+                "boot/initrd".into(),
+                harness::tools::test_file(INITRD_LEN).unwrap(),
+            ));
             if disk {
                 files.push((
                     "lib/modules/xen-blkfront.ko".into(),
@@ -520,8 +529,12 @@ fn exec_into_the_probe_2vcpus_after_blkfront() {
     );
 }
 
-/// The kexec-tools spelling, 1 VCPU: `kexec -l K --append=... -s && kexec -e` -> probe.
+/// The kexec-tools spelling, 1 VCPU: `kexec -l K --initrd=I --append=... -s && kexec -e`
+/// -> probe, which finds the initrd where its plan says.
 #[test]
 fn kexec_l_then_e_into_the_probe_1vcpu() {
-    assert_probe_passes(exec_domu("kmod-kexec"));
+    let d = exec_domu("kmod-kexec");
+    assert_probe_passes(d);
+    let mod_len = format!("mod_len={:#x}", INITRD_LEN);
+    assert!(d.log().contains(&mod_len), "no {mod_len}:\n{}", d.log());
 }
