@@ -855,69 +855,9 @@ pub fn build(h: &Handoff, image: &ImageView) -> Result<Ready, Failure> {
         },
     })?;
 
-    // This VCPU's timers: the new kernel arms its own.
-    c.hypercalls += 2;
-    hypercall::set_timer_op(0).map_err(|err| Failure::Hypercall {
-        call: "set_timer_op(0)",
-        frame: 0,
-        err,
-    })?;
-    // SAFETY: stops VCPU 0's periodic timer; takes no argument.
-    unsafe { hypercall::vcpu_op(vcpuop::STOP_PERIODIC_TIMER, 0, 0) }.map_err(|err| {
-        Failure::Hypercall {
-            call: "vcpu_op(stop_periodic_timer)",
-            frame: 0,
-            err,
-        }
-    })?;
-
-    // Runstate and secondary time areas survive a kexec too: Xen would go on writing them at
-    // the old kernel's VAs, inside the new kernel. Every VCPU of the domain gets none.
-    let mut vcpu = 0u32;
-    'vcpus: loop {
-        for (op, call) in [
-            (
-                vcpuop::REGISTER_RUNSTATE_MEMORY_AREA,
-                "vcpu_op(register_runstate_memory_area, NULL)",
-            ),
-            (
-                vcpuop::REGISTER_VCPU_TIME_MEMORY_AREA,
-                "vcpu_op(register_vcpu_time_memory_area, NULL)",
-            ),
-        ] {
-            let none = VcpuRegisterArea { addr: 0 };
-            c.hypercalls += 1;
-            // SAFETY: a null area only stops Xen's copies for that VCPU.
-            match unsafe { hypercall::vcpu_op(op, vcpu, &none as *const _ as u64) } {
-                Ok(_) => {}
-                Err(xenpv::XenError::Enoent) => break 'vcpus,
-                Err(err) => {
-                    return Err(Failure::Hypercall {
-                        call,
-                        frame: vcpu as u64,
-                        err,
-                    })
-                }
-            }
-        }
-        vcpu += 1;
-    }
-    // Domain watchdogs (ids 1 and 2) outlive the kernel that armed them.
-    let mut watchdogs = 0;
-    for id in 1..=2 {
-        c.hypercalls += 1;
-        match hypercall::sched_watchdog(id, 0) {
-            Ok(_) => watchdogs += 1,
-            Err(xenpv::XenError::Einval) => {}
-            Err(err) => {
-                return Err(Failure::Hypercall {
-                    call: "sched_op(watchdog, destroy)",
-                    frame: id as u64,
-                    err,
-                })
-            }
-        }
-    }
+    // This VCPU's timers, every VCPU's runstate and time areas and the domain watchdogs, in
+    // as few multicalls as the domain's VCPUs need.
+    let (vcpu, watchdogs) = quiesce(&mut c)?;
     // Kept channels: their far ends, before the reset closes them.
     // In a domU: the old start_info's channels to xenstored and xenconsoled.
     let (store_port, console_port) = match &rings {
@@ -1012,6 +952,120 @@ pub fn build(h: &Handoff, image: &ImageView) -> Result<Ready, Failure> {
         hypercalls: c.hypercalls,
         frames: old_nr,
     })
+}
+
+/// VCPUs whose runstate and time areas one multicall drops.
+const QUIESCE_CHUNK: u32 = 16;
+
+/// One multicall entry.
+fn call(op: u64, args: &[u64]) -> MulticallEntry {
+    let mut e = MulticallEntry {
+        op,
+        ..Default::default()
+    };
+    e.args[..args.len()].copy_from_slice(args);
+    e
+}
+
+/// The Xen error of a multicall entry's result (`None`: it succeeded).
+fn entry_err(e: &MulticallEntry) -> Option<xenpv::XenError> {
+    (e.result != 0).then(|| xenpv::XenError::from_errno((e.result as i64).wrapping_neg()))
+}
+
+/// Stops this VCPU's timers (the new kernel arms its own), drops every VCPU's runstate and
+/// secondary time areas (Xen would go on writing them at the old kernel's VAs, inside the new
+/// kernel) and destroys the domain watchdogs (ids 1 and 2 outlive the kernel that armed them).
+/// The first multicall carries the timers, the watchdogs and VCPUs 0..16; more follow only
+/// for a domain with more VCPUs (-ENOENT marks the end). Returns (VCPUs, watchdogs destroyed).
+fn quiesce(c: &mut Ctx) -> Result<(u32, u32), Failure> {
+    let none = VcpuRegisterArea { addr: 0 };
+    let none_ptr = &none as *const _ as u64;
+    let wd = [
+        xenpv::SchedWatchdog { id: 1, timeout: 0 },
+        xenpv::SchedWatchdog { id: 2, timeout: 0 },
+    ];
+    let mut watchdogs = 0;
+    let mut first = 0u32;
+    loop {
+        let head = first == 0;
+        let ents = &mut *c.alias_drops;
+        let mut n = 0;
+        if head {
+            ents[0] = call(hc::SET_TIMER_OP, &[0]);
+            ents[1] = call(hc::VCPU_OP, &[vcpuop::STOP_PERIODIC_TIMER, 0, 0]);
+            for (i, w) in wd.iter().enumerate() {
+                let arg = w as *const _ as u64;
+                ents[2 + i] = call(hc::SCHED_OP, &[xenpv::schedop::WATCHDOG, arg]);
+            }
+            n = 4;
+        }
+        for v in first..first + QUIESCE_CHUNK {
+            for op in [
+                vcpuop::REGISTER_RUNSTATE_MEMORY_AREA,
+                vcpuop::REGISTER_VCPU_TIME_MEMORY_AREA,
+            ] {
+                ents[n] = call(hc::VCPU_OP, &[op, v as u64, none_ptr]);
+                n += 1;
+            }
+        }
+        c.hypercalls += 1;
+        let ents = &mut c.alias_drops[..n];
+        // SAFETY: every entry only stops a timer, a watchdog or Xen's copies into a registered
+        // area; `none` and `wd` outlive the call.
+        unsafe { hypercall::multicall(ents) }.map_err(|err| Failure::Hypercall {
+            call: "multicall(timers, watchdogs, runstate and time areas)",
+            frame: 0,
+            err,
+        })?;
+        let mut rest = &ents[..];
+        if head {
+            let names = ["set_timer_op(0)", "vcpu_op(stop_periodic_timer)"];
+            for (e, name) in rest[..2].iter().zip(names) {
+                if let Some(err) = entry_err(e) {
+                    return Err(Failure::Hypercall {
+                        call: name,
+                        frame: 0,
+                        err,
+                    });
+                }
+            }
+            for (i, e) in rest[2..4].iter().enumerate() {
+                match entry_err(e) {
+                    None => watchdogs += 1,
+                    Some(xenpv::XenError::Einval) => {}
+                    Some(err) => {
+                        return Err(Failure::Hypercall {
+                            call: "sched_op(watchdog, destroy)",
+                            frame: i as u64 + 1,
+                            err,
+                        })
+                    }
+                }
+            }
+            rest = &rest[4..];
+        }
+        let names = [
+            "vcpu_op(register_runstate_memory_area, NULL)",
+            "vcpu_op(register_vcpu_time_memory_area, NULL)",
+        ];
+        for (k, pair) in rest.chunks(2).enumerate() {
+            let v = first + k as u32;
+            for (e, name) in pair.iter().zip(names) {
+                match entry_err(e) {
+                    None => {}
+                    Some(xenpv::XenError::Enoent) => return Ok((v, watchdogs)),
+                    Some(err) => {
+                        return Err(Failure::Hypercall {
+                            call: name,
+                            frame: v as u64,
+                            err,
+                        })
+                    }
+                }
+            }
+        }
+        first += QUIESCE_CHUNK;
+    }
 }
 
 /// TSC cycles the boot VCPU waits for another VCPU: 2^33, 2.9 s at 3 GHz, 8.6 s at 1 GHz
