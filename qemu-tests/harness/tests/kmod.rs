@@ -48,6 +48,13 @@ step kexec-p kexec -p /boot/probe
 
 step kexec-u kexec -u
 step status-end pvkexec status
+# An exec the module refuses before anything is shut down: a CPU is offline.
+step load-for-exec pvkexec load --kernel /boot/probe --append mem_mib=@MEM@
+echo 0 > /sys/devices/system/cpu/cpu1/online
+step exec-cpu-offline pvkexec exec
+echo 1 > /sys/devices/system/cpu/cpu1/online
+step status-after-exec-refusal pvkexec status
+step unload-after-exec-refusal pvkexec unload
 # Balloon a quarter out (Linux's balloon driver): the P2M gets holes.
 echo $((@MEM@ * 1024 * 3 / 4)) > /sys/devices/system/xen_memory/xen_memory0/target_kb
 n=0; until grep -q "^frames: $((@MEM@ * 256 * 3 / 4)) " /tmp/st 2>/dev/null || [ $n -gt 50 ]; do pvkexec status > /tmp/st 2>&1; usleep 100000; n=$((n+1)); done
@@ -440,6 +447,28 @@ fn too_large_and_out_of_memory_are_refused() {
     assert!(l.text().contains("out of memory"), "{}", l.text());
     let s = step("status-after-oom");
     assert!(s.text().contains("image: none loaded"), "{}", s.text());
+}
+
+/// An exec the module cannot do safely (a CPU offline: it could not reach the purgatory) is
+/// refused before anything is shut down; the domain runs on with the image still loaded.
+#[test]
+fn exec_with_a_cpu_offline_is_refused_before_teardown() {
+    let e = step("exec-cpu-offline");
+    assert_eq!(e.rc, Some(1), "{}", e.text());
+    assert!(
+        e.text().contains("1 of 2 CPUs online")
+            && e.text()
+                .contains("exec refused before anything was shut down"),
+        "{}",
+        e.text()
+    );
+    let s = step("status-after-exec-refusal");
+    assert!(s.text().contains("image: loaded, "), "{}", s.text());
+    assert!(
+        s.text().contains("vcpus: 2 online"),
+        "CPU 1 came back:\n{}",
+        s.text()
+    );
 }
 
 /// After the domU ballooned a quarter of its memory out, status shows the domain's actual
