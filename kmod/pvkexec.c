@@ -642,6 +642,15 @@ static int exec_checks(void)
 		pr_err("exec refused: cannot move to CPU 0 (VCPU 0 must enter the purgatory)\n");
 		return -EBUSY;
 	}
+	if (xen_start_info->flags & SIF_INITDOMAIN) {
+		/*
+		 * Measured (Debian 6.1 as dom0, Xen 4.17): Linux's dom0 P2M
+		 * remaps frames around the E820 holes and the purgatory's M2P
+		 * update fails (-EINVAL) after the handover began.
+		 */
+		pr_err("exec refused: the initial domain's P2M (identity and remapped frames around the E820 holes) is not handled by the purgatory yet\n");
+		return -EOPNOTSUPP;
+	}
 	if (reservation(XENMEM_current_reservation) !=
 	    (long)xen_start_info->nr_pages) {
 		pr_err("exec refused: the domain has %ld frames, start_info %lu: a ballooned domain's P2M has holes the purgatory does not handle yet\n",
