@@ -8,22 +8,13 @@ use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-const VIRT_BASE: u64 = 0xffff_ffff_8000_0000;
+mod common;
+use common::{elf_with, note, VIRT_BASE};
+
 /// The binary under test; `PVKEXEC_UNDER_TEST` names another (e.g. an older build, to see
 /// these tests fail on it).
 fn pvkexec() -> String {
     std::env::var("PVKEXEC_UNDER_TEST").unwrap_or(env!("CARGO_BIN_EXE_pvkexec").into())
-}
-
-fn note(out: &mut Vec<u8>, ty: u32, desc: &[u8]) {
-    out.extend_from_slice(&4u32.to_le_bytes());
-    out.extend_from_slice(&(desc.len() as u32).to_le_bytes());
-    out.extend_from_slice(&ty.to_le_bytes());
-    out.extend_from_slice(b"Xen\0");
-    out.extend_from_slice(desc);
-    while !out.len().is_multiple_of(4) {
-        out.push(0);
-    }
 }
 
 /// A PV kernel: one PT_LOAD of `len` bytes at paddr `paddr`, notes with `paddr_offset`.
@@ -35,32 +26,7 @@ fn kernel_elf(paddr: u64, len: u64, paddr_offset: u64) -> Vec<u8> {
     note(&mut notes, 4, &paddr_offset.to_le_bytes());
     let entry = VIRT_BASE + paddr - paddr_offset;
     note(&mut notes, 1, &entry.to_le_bytes());
-    let data_off = 64 + 2 * 56;
-    let mut e = Vec::new();
-    e.extend_from_slice(b"\x7fELF\x02\x01\x01\0\0\0\0\0\0\0\0\0");
-    e.extend_from_slice(&2u16.to_le_bytes());
-    e.extend_from_slice(&62u16.to_le_bytes());
-    e.extend_from_slice(&1u32.to_le_bytes());
-    e.extend_from_slice(&entry.to_le_bytes());
-    e.extend_from_slice(&64u64.to_le_bytes()); // phoff
-    e.extend_from_slice(&0u64.to_le_bytes()); // shoff
-    e.extend_from_slice(&0u32.to_le_bytes());
-    e.extend_from_slice(&64u16.to_le_bytes());
-    e.extend_from_slice(&56u16.to_le_bytes());
-    e.extend_from_slice(&2u16.to_le_bytes());
-    e.extend_from_slice(&[0; 6]);
-    let ph = |e: &mut Vec<u8>, ty: u32, off: u64, vaddr: u64, paddr: u64, sz: u64| {
-        e.extend_from_slice(&ty.to_le_bytes());
-        e.extend_from_slice(&7u32.to_le_bytes());
-        for v in [off, vaddr, paddr, sz, sz, 4096] {
-            e.extend_from_slice(&v.to_le_bytes());
-        }
-    };
-    ph(&mut e, 1, data_off, VIRT_BASE + paddr, paddr, len);
-    ph(&mut e, 4, data_off + len, 0, 0, notes.len() as u64);
-    e.extend((0..len).map(|i| (i * 7) as u8));
-    e.extend_from_slice(&notes);
-    e
+    elf_with(&[(paddr, len, len)], &notes, entry)
 }
 
 fn small_kernel() -> Vec<u8> {

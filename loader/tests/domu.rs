@@ -9,57 +9,24 @@ use pvhandoff::SegmentKind;
 use pvlayout::{InitrdPlacement, Mode};
 use std::io::Write;
 
-const VIRT_BASE: u64 = 0xffff_ffff_8000_0000;
-const INIT_P2M: u64 = 0x80_0000_0000;
+mod common;
+use common::{elf_with, note, VIRT_BASE};
 
-fn note(out: &mut Vec<u8>, ty: u32, desc: &[u8]) {
-    out.extend_from_slice(&4u32.to_le_bytes());
-    out.extend_from_slice(&(desc.len() as u32).to_le_bytes());
-    out.extend_from_slice(&ty.to_le_bytes());
-    out.extend_from_slice(b"Xen\0");
-    out.extend_from_slice(desc);
-    while !out.len().is_multiple_of(4) {
-        out.push(0);
-    }
-}
+const INIT_P2M: u64 = 0x80_0000_0000;
 
 /// An ELF64 PV kernel of one PT_LOAD (`len` bytes at paddr 0x1000000) with the notes a Linux
 /// kernel has for the domU builder: INIT_P2M (15) and MOD_START_PFN (16).
 fn linux_like_kernel(len: u64) -> Vec<u8> {
+    let pa = 0x100_0000;
     let mut notes = Vec::new();
     note(&mut notes, 6, b"linux\0");
     note(&mut notes, 5, b"xen-3.0\0");
     note(&mut notes, 3, &VIRT_BASE.to_le_bytes());
     note(&mut notes, 4, &0u64.to_le_bytes());
-    note(&mut notes, 1, &(VIRT_BASE + 0x100_0000).to_le_bytes());
+    note(&mut notes, 1, &(VIRT_BASE + pa).to_le_bytes());
     note(&mut notes, 15, &INIT_P2M.to_le_bytes());
     note(&mut notes, 16, &1u32.to_le_bytes());
-    let data_off = 64 + 56 * 2u64;
-    let mut e = Vec::new();
-    e.extend_from_slice(b"\x7fELF\x02\x01\x01\0\0\0\0\0\0\0\0\0");
-    e.extend_from_slice(&2u16.to_le_bytes());
-    e.extend_from_slice(&62u16.to_le_bytes());
-    e.extend_from_slice(&1u32.to_le_bytes());
-    e.extend_from_slice(&(VIRT_BASE + 0x100_0000).to_le_bytes());
-    e.extend_from_slice(&64u64.to_le_bytes());
-    e.extend_from_slice(&0u64.to_le_bytes());
-    e.extend_from_slice(&0u32.to_le_bytes());
-    for v in [64u16, 56, 2, 64, 0, 0] {
-        e.extend_from_slice(&v.to_le_bytes());
-    }
-    let ph = |e: &mut Vec<u8>, ty: u32, off: u64, va: u64, pa: u64, sz: u64| {
-        e.extend_from_slice(&ty.to_le_bytes());
-        e.extend_from_slice(&7u32.to_le_bytes());
-        for v in [off, va, pa, sz, sz, 4096] {
-            e.extend_from_slice(&v.to_le_bytes());
-        }
-    };
-    let pa = 0x100_0000;
-    ph(&mut e, 1, data_off, VIRT_BASE + pa, pa, len);
-    ph(&mut e, 4, data_off + len, 0, 0, notes.len() as u64);
-    e.extend((0..len).map(|i| (i * 13) as u8));
-    e.extend_from_slice(&notes);
-    e
+    elf_with(&[(pa, len, len)], &notes, VIRT_BASE + pa)
 }
 
 fn gzip(data: &[u8]) -> Vec<u8> {
@@ -165,7 +132,7 @@ fn dom0_image_names_no_ring_pages_and_keeps_the_gzip() {
 }
 
 /// With `PVKEXEC_DEBIAN_KERNEL` (set by `cargo xtask test`) the real Debian 6.1 bzImage gives
-/// libxenguest's kernel line of domu-rig.md's oracle.
+/// libxenguest's kernel line of the domU rig's `xl -vvv create` log (docs/domu-rig.md).
 #[test]
 fn debian_kernel_domu_plan_when_provided() {
     let Some(path) = std::env::var_os("PVKEXEC_DEBIAN_KERNEL") else {

@@ -10,20 +10,11 @@ use pvhandoff::image::{ImageView, PlanRecord, SEG_FLAG_PURGATORY_MAPPING};
 use pvhandoff::SegmentKind;
 use pvlayout::Mode;
 
-const VIRT_BASE: u64 = 0xffff_ffff_8000_0000;
+mod common;
+use common::{elf_with, note, VIRT_BASE};
+
 /// Frames per GiB.
 const GIB: u64 = 1 << 18;
-
-fn note(out: &mut Vec<u8>, ty: u32, desc: &[u8]) {
-    out.extend_from_slice(&4u32.to_le_bytes());
-    out.extend_from_slice(&(desc.len() as u32).to_le_bytes());
-    out.extend_from_slice(&ty.to_le_bytes());
-    out.extend_from_slice(b"Xen\0");
-    out.extend_from_slice(desc);
-    while !out.len().is_multiple_of(4) {
-        out.push(0);
-    }
-}
 
 /// A PV kernel of one PT_LOAD (`len` bytes at paddr 0) with the basic Xen notes.
 fn kernel(len: u64) -> Vec<u8> {
@@ -33,31 +24,7 @@ fn kernel(len: u64) -> Vec<u8> {
     note(&mut notes, 3, &VIRT_BASE.to_le_bytes());
     note(&mut notes, 4, &0u64.to_le_bytes());
     note(&mut notes, 1, &VIRT_BASE.to_le_bytes());
-    let data_off = 64 + 2 * 56;
-    let mut e = Vec::new();
-    e.extend_from_slice(b"\x7fELF\x02\x01\x01\0\0\0\0\0\0\0\0\0");
-    e.extend_from_slice(&2u16.to_le_bytes());
-    e.extend_from_slice(&62u16.to_le_bytes());
-    e.extend_from_slice(&1u32.to_le_bytes());
-    e.extend_from_slice(&VIRT_BASE.to_le_bytes());
-    e.extend_from_slice(&64u64.to_le_bytes());
-    e.extend_from_slice(&0u64.to_le_bytes());
-    e.extend_from_slice(&0u32.to_le_bytes());
-    for v in [64u16, 56, 2, 64, 0, 0] {
-        e.extend_from_slice(&v.to_le_bytes());
-    }
-    let ph = |e: &mut Vec<u8>, ty: u32, off: u64, va: u64, sz: u64| {
-        e.extend_from_slice(&ty.to_le_bytes());
-        e.extend_from_slice(&7u32.to_le_bytes());
-        for v in [off, va, va - VIRT_BASE, sz, sz, 4096] {
-            e.extend_from_slice(&v.to_le_bytes());
-        }
-    };
-    ph(&mut e, 1, data_off, VIRT_BASE, len);
-    ph(&mut e, 4, data_off + len, VIRT_BASE, notes.len() as u64);
-    e.extend((0..len).map(|i| (i * 11) as u8));
-    e.extend_from_slice(&notes);
-    e
+    elf_with(&[(0, len, len)], &notes, VIRT_BASE)
 }
 
 /// The image for `frames` frames of a domain whose old kernel ran 2 VCPUs (5 hidden frames),
