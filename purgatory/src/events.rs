@@ -3,9 +3,13 @@
 //! `EVTCHNOP_reset`, and re-bound after it: to the same remote domain and port, or, for a
 //! loopback pair whose both ends were this domain's, as a fresh pair.
 
-use crate::handover::Failure;
+use crate::failure::Failure;
+use crate::frames::Ctx;
+use crate::rings::Rings;
+use pvhandoff::handoff::Handoff;
 use xenpv::{
-    evtchnop, hypercall, EvtchnAllocUnbound, EvtchnBindInterdomain, EvtchnStatus, DOMID_SELF,
+    evtchnop, hypercall, sif, EvtchnAllocUnbound, EvtchnBindInterdomain, EvtchnReset, EvtchnStatus,
+    StartInfo, DOMID_SELF,
 };
 
 /// A kept port's far end.
@@ -107,4 +111,91 @@ pub fn rebind(k: &Kept) -> Result<u32, Failure> {
             "event_channel_op(BIND_INTERDOMAIN) to a kept port's far end",
         ))?;
     Ok(b.local_port)
+}
+
+/// The kept channels' far ends, recorded before the reset closes them.
+pub struct KeptPorts {
+    store: Option<Kept>,
+    console: Option<Kept>,
+}
+
+/// Records the kept channels: in a domU the old start_info's channels to xenstored and
+/// xenconsoled, in the initial domain the ports the handoff names.
+pub fn record_kept(h: &Handoff, rings: Option<&Rings>) -> Result<KeptPorts, Failure> {
+    let (store_port, console_port) = match rings {
+        Some(r) => (r.store_port, r.console_port),
+        None => (h.keep_store_port, h.keep_console_port),
+    };
+    let loopback_allowed = rings.is_none();
+    let kept_store = match store_port {
+        0 => None,
+        p => Some(record(p, loopback_allowed)?),
+    };
+    let kept_console = match console_port {
+        0 => None,
+        p => Some(record(p, loopback_allowed)?),
+    };
+    Ok(KeptPorts {
+        store: kept_store,
+        console: kept_console,
+    })
+}
+
+/// Closes every event channel of the domain (`EVTCHNOP_reset`).
+pub fn reset(c: &mut Ctx) -> Result<(), Failure> {
+    // Event channels survive a kexec: the old kernel's VIRQ and IPI bindings would make the
+    // new kernel's own bindings fail (-EEXIST) and deliver old events. Closing them all also
+    // clears their pending bits and returns the domain to the 2-level ABI.
+    c.hypercalls += 1;
+    let reset = EvtchnReset { dom: DOMID_SELF };
+    // SAFETY: `reset` is a valid evtchn_reset for the whole call; only this domain's ports
+    // change, and the purgatory uses none (its console is console_io).
+    unsafe { hypercall::event_channel_op(evtchnop::RESET, &reset as *const _ as u64) }.map_err(
+        |err| Failure::Hypercall {
+            call: "event_channel_op(RESET, DOMID_SELF)",
+            frame: 0,
+            err,
+        },
+    )?;
+    Ok(())
+}
+
+/// Re-binds the kept channels after the reset and writes their new ports into the new
+/// start_info `si`; in a domU the purgatory's own lines go on through the console ring.
+pub fn rebind_kept(
+    h: &Handoff,
+    si: &mut StartInfo,
+    kept: KeptPorts,
+    rings: Option<&Rings>,
+) -> Result<(), Failure> {
+    if let Some(k) = kept.store {
+        si.store_evtchn = rebind(&k)?;
+        say!(
+            "purgatory: kept store port {} re-bound as port {} ({})",
+            k.old_port,
+            si.store_evtchn,
+            if k.loopback {
+                "loopback pair re-created"
+            } else {
+                "same far end"
+            }
+        );
+    }
+    if let Some(k) = kept.console {
+        let port = rebind(&k)?;
+        // dom0's start_info has VGA information where a domU's has the console channel.
+        if si.flags & sif::INITDOMAIN == 0 {
+            si.console_evtchn = port;
+        }
+        // The purgatory's own lines go on through the ring, notifying the new port.
+        if let (Some(r), true) = (rings, guestrt::console::uses_ring()) {
+            guestrt::console::use_ring(h.old_virt_base + r.console_old_pfn * 4096, port);
+        }
+        say!(
+            "purgatory: kept console port {} re-bound as port {}",
+            k.old_port,
+            port
+        );
+    }
+    Ok(())
 }

@@ -10,7 +10,8 @@
 //! frames are no longer mapped, and it clears every entry but the reserved ones. In-use v2
 //! grants are refused, named, not kept.
 
-use crate::handover::Failure;
+use crate::failure::Failure;
+use crate::frames::Ctx;
 use core::sync::atomic::{AtomicU16, Ordering};
 use xenpv::{
     gnttabop, gtf, hypercall, GnttabGetVersion, GnttabQuerySize, GnttabSetVersion,
@@ -72,6 +73,27 @@ pub fn revoke(map: &mut dyn FnMut(u64) -> Result<*mut u8, Failure>) -> Result<Re
         nr_busy: 0,
         from_v2: false,
     };
+    let mut frames = [0u64; MAX_FRAMES];
+    let nr = table_frames(&mut done, &mut frames)?;
+    for (f, &mfn) in frames[..nr].iter().enumerate() {
+        let page = map(mfn)?;
+        done.hypercalls += 1;
+        done.frames += 1;
+        let first = if f == 0 {
+            gnttabop::NR_RESERVED_ENTRIES as usize
+        } else {
+            0
+        };
+        for e in first..512 {
+            revoke_entry(&mut done, page, f, e)?;
+        }
+    }
+    Ok(done)
+}
+
+/// The grant table's frames into `frames` (a v2 table is set back to v1 first); returns
+/// their number, 0 without a table.
+fn table_frames(done: &mut Revoked, frames: &mut [u64; MAX_FRAMES]) -> Result<usize, Failure> {
     let mut size = GnttabQuerySize {
         dom: DOMID_SELF,
         ..Default::default()
@@ -82,7 +104,7 @@ pub fn revoke(map: &mut dyn FnMut(u64) -> Result<*mut u8, Failure>) -> Result<Re
         "grant_table_op(QUERY_SIZE)",
     )?;
     if size.nr_frames == 0 {
-        return Ok(done);
+        return Ok(0);
     }
     let nr = size.nr_frames as usize;
     if nr > MAX_FRAMES {
@@ -116,7 +138,6 @@ pub fn revoke(map: &mut dyn FnMut(u64) -> Result<*mut u8, Failure>) -> Result<Re
     } else if version.version != 1 {
         return Err(Failure::Plan("the grant table has an unknown version"));
     }
-    let mut frames = [0u64; MAX_FRAMES];
     let mut setup = GnttabSetupTable {
         dom: DOMID_SELF,
         nr_frames: size.nr_frames,
@@ -134,54 +155,63 @@ pub fn revoke(map: &mut dyn FnMut(u64) -> Result<*mut u8, Failure>) -> Result<Re
             "GNTTABOP_setup_table for the existing frames failed",
         ));
     }
-    for (f, &mfn) in frames[..nr].iter().enumerate() {
-        let page = map(mfn)?;
-        done.hypercalls += 1;
-        done.frames += 1;
-        let first = if f == 0 {
-            gnttabop::NR_RESERVED_ENTRIES as usize
-        } else {
-            0
-        };
-        for e in first..512 {
-            // SAFETY: `page` maps the grant frame; entry e's flags are its first u16, shared
-            // with Xen, which changes them atomically.
-            let flags = unsafe { &*(page.add(e * 8) as *const AtomicU16) };
-            let mut cur = flags.load(Ordering::Acquire);
-            loop {
-                if cur & gtf::TYPE_MASK == 0 {
-                    break;
-                }
-                if cur & (gtf::READING | gtf::WRITING) != 0 {
-                    let busy = Busy {
-                        grant_ref: (f * 512 + e) as u32,
-                        // SAFETY: as above; the entry's domid and frame follow its flags.
-                        domid: unsafe { (page.add(e * 8 + 2) as *const u16).read_volatile() },
-                        // SAFETY: as above.
-                        frame: unsafe { (page.add(e * 8 + 4) as *const u32).read_volatile() }
-                            as u64,
-                    };
-                    if done.nr_busy == MAX_BUSY {
-                        return Err(Failure::GrantInUse {
-                            grant_ref: busy.grant_ref,
-                            domid: busy.domid,
-                            frame: busy.frame as u32,
-                        });
-                    }
-                    done.busy[done.nr_busy] = busy;
-                    done.nr_busy += 1;
-                    break;
-                }
-                match flags.compare_exchange(cur, 0, Ordering::AcqRel, Ordering::Acquire) {
-                    Ok(_) => {
-                        done.entries += 1;
-                        break;
-                    }
-                    // Xen changed the flags (a map began): look again.
-                    Err(now) => cur = now,
-                }
+    Ok(nr)
+}
+
+/// Revokes entry `e` of grant frame `f` (mapped at `page`) unless someone maps it: then it is
+/// listed as busy.
+fn revoke_entry(done: &mut Revoked, page: *mut u8, f: usize, e: usize) -> Result<(), Failure> {
+    // SAFETY: `page` maps the grant frame; entry e's flags are its first u16, shared
+    // with Xen, which changes them atomically.
+    let flags = unsafe { &*(page.add(e * 8) as *const AtomicU16) };
+    let mut cur = flags.load(Ordering::Acquire);
+    loop {
+        if cur & gtf::TYPE_MASK == 0 {
+            break;
+        }
+        if cur & (gtf::READING | gtf::WRITING) != 0 {
+            let busy = Busy {
+                grant_ref: (f * 512 + e) as u32,
+                // SAFETY: as above; the entry's domid and frame follow its flags.
+                domid: unsafe { (page.add(e * 8 + 2) as *const u16).read_volatile() },
+                // SAFETY: as above.
+                frame: unsafe { (page.add(e * 8 + 4) as *const u32).read_volatile() } as u64,
+            };
+            if done.nr_busy == MAX_BUSY {
+                return Err(Failure::GrantInUse {
+                    grant_ref: busy.grant_ref,
+                    domid: busy.domid,
+                    frame: busy.frame as u32,
+                });
             }
+            done.busy[done.nr_busy] = busy;
+            done.nr_busy += 1;
+            break;
+        }
+        match flags.compare_exchange(cur, 0, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => {
+                done.entries += 1;
+                break;
+            }
+            // Xen changed the flags (a map began): look again.
+            Err(now) => cur = now,
         }
     }
-    Ok(done)
+    Ok(())
+}
+
+/// Revokes the grant entries the old kernel offered (stage 2); those still mapped must fit
+/// the image's grant reserve, or the kexec stops before any frame changes hands.
+pub fn revoke_offered(c: &mut Ctx, grant_reserve: u64) -> Result<Revoked, Failure> {
+    let revoked = revoke(&mut |mfn| c.scratch_map(mfn).map(|p| p as *mut u8))?;
+    c.scratch_unmap()?;
+    c.hypercalls += revoked.hypercalls;
+    if let Some(b) = revoked.busy().get(grant_reserve as usize) {
+        return Err(Failure::GrantInUse {
+            grant_ref: b.grant_ref,
+            domid: b.domid,
+            frame: b.frame as u32,
+        });
+    }
+    Ok(revoked)
 }

@@ -166,7 +166,7 @@ extern "C" fn purgatory_ap_main(handoff: u64, vcpu: u64) -> ! {
     }
     // Help verify the digests (the boot VCPU checks the handoff and the image too, and
     // crashes the domain if either is bad).
-    if let Some(h) = crate::handoff(handoff) {
+    if let Some(h) = crate::entry::handoff(handoff) {
         // SAFETY: as for the boot VCPU: the image is mapped readable at image_va.
         let bytes =
             unsafe { core::slice::from_raw_parts(h.image_va as *const u8, h.image_len as usize) };
@@ -178,7 +178,7 @@ extern "C" fn purgatory_ap_main(handoff: u64, vcpu: u64) -> ! {
     loop {
         // Reads memory while it waits; a yield (one hypercall) only every 2^22 TSC cycles.
         let mut park = 0;
-        crate::handover::spin_until(1 << 22, || {
+        crate::wait::spin_until(1 << 22, || {
             park = PARK_GO.load(Ordering::Acquire);
             park != 0
         });

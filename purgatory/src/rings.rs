@@ -5,7 +5,9 @@
 //! channels are kept too (`events`): the ones the old start_info names, which xenstored and
 //! xenconsoled are bound to (a port the handoff names besides them is closed like any other).
 
-use crate::handover::Failure;
+use crate::failure::Failure;
+use crate::frames::Ctx;
+use crate::plan::Checked;
 use pvhandoff::handoff::Handoff;
 use pvhandoff::image::PlanRecord;
 use xenpv::{sif, StartInfo};
@@ -97,4 +99,16 @@ pub fn find(
         store_port: old_si.store_evtchn,
         console_port: old_si.console_evtchn,
     }))
+}
+
+/// A domU keeps its xenstore and console ring frames at libxenguest's PFNs for them: the
+/// renumbering gives those PFNs the old frames.
+pub fn keep(c: &mut Ctx, k: &Checked) -> Result<Option<Rings>, Failure> {
+    let plan = &k.plan;
+    let rings = find(plan, k.old_si, c.old_p2m)?;
+    if let Some(r) = &rings {
+        c.add_ring(plan.xenstore_pfn, r.store_old_pfn)?;
+        c.add_ring(plan.console_pfn, r.console_old_pfn)?;
+    }
+    Ok(rings)
 }
