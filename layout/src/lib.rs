@@ -5,10 +5,11 @@
 //! (`tools/libs/guest/xg_dom_core.c` + `xg_dom_x86.c`, mode [`Mode::DomU`]). Each lays out one
 //! virtually contiguous region from `virt_base` (PFN 0 at `virt_base`): kernel, initrd, P2M
 //! list, start_info (+ xenstore and console pages for a domU), bootstrap page tables, boot
-//! stack, padding to a 4 MiB boundary (`xen-pv-reference.md` section 5).
+//! stack, padding to a 4 MiB boundary (the start-of-day comment in Xen's
+//! `xen/include/public/xen.h`).
 //!
 //! A kexec plan may also need one extra page mapped outside the region (the trampoline page,
-//! design.md section 4). Its page-table frames are counted with the bootstrap tables: the
+//! docs/architecture.md, docs/kexec-image.md). Its page-table frames are counted with the bootstrap tables: the
 //! sizing loop of the builder is run with those frames added, so the result is the layout the
 //! builder would produce for a kernel whose tables also map that page.
 #![no_std]

@@ -30,7 +30,8 @@ fn r(start: u64, end: u64) -> Range {
     Range { start, end }
 }
 
-/// xen-pv-reference.md section 5.2, worked example, dom0 column.
+/// 2 MiB kernel at virt_base 0, 65536 pages, no initrd, as Xen's dom0 builder places it
+/// (`xen/arch/x86/pv/dom0_build.c`: P2M, start_info, tables found by its sizing loop, stack).
 #[test]
 fn worked_example_dom0() {
     let p = plan(&req(Mode::Dom0, kernel(0, 2 << 20), None, 65536)).unwrap();
@@ -46,7 +47,8 @@ fn worked_example_dom0() {
     assert_eq!(levels, vec![4, 1, 2, 3, 1]);
 }
 
-/// xen-pv-reference.md section 5.2, worked example, domU column.
+/// The same kernel as libxenguest places it (`tools/libs/guest/xg_dom_x86.c`
+/// `alloc_pgtables_pv`; xenstore and console pages after start_info).
 #[test]
 fn worked_example_domu() {
     let p = plan(&req(Mode::DomU, kernel(0, 2 << 20), None, 65536)).unwrap();
@@ -90,7 +92,7 @@ fn norm(s: &str) -> std::string::String {
     s.split_whitespace().collect::<vec::Vec<_>>().join(" ")
 }
 
-/// libxenguest's log from `xl -vvv create` (domu-rig.md): Debian 6.1, 256 MiB, a gzip'd
+/// libxenguest's log from `xl -vvv create` in the domU rig (docs/domu-rig.md): Debian 6.1, 256 MiB, a gzip'd
 /// initramfs of 0x102d8e bytes that unpacks to 0x203774 (placed: 0x203784).
 const ORACLE_256: &str = "\
 xc_dom_alloc_segment:   kernel       : 0xffffffff81000000 -> 0xffffffff84a00000  (pfn 0x1000 + 0x3a00 pages)
@@ -146,7 +148,7 @@ fn debian61_domu_matches_libxenguest_log() {
     assert_eq!(t, vec![(3, 0x4e84), (2, 0x4e85), (1, 0x4e86)]);
 }
 
-/// With 512 and 1024 MiB only the phys2mach line changes (domu-rig.md).
+/// With 512 and 1024 MiB only the phys2mach line changes (the same rig's logs).
 #[test]
 fn debian61_domu_p2m_grows_with_memory() {
     let blob = gzip_blob(0x102d8e, 0x203774);

@@ -1,6 +1,7 @@
 //! `#[repr(C)]` structures Xen and the guest exchange (x86_64 layouts of Xen 4.17's public
 //! headers). Each is followed by a compile-time assert of its size and field offsets, with the
-//! numbers of `xen-pv-reference.md` section 2.
+//! numbers of those headers (`xen/include/public/xen.h`, `vcpu.h`, `event_channel.h`,
+//! `grant_table.h`, ... and `arch-x86/xen-x86_64.h`).
 
 use crate::assert_layout;
 

@@ -1,6 +1,6 @@
 //! Numbers of the Xen PV ABI: hypercalls, sub-operations, flags, selectors, note types.
 //! Sources: xen/include/public/{xen.h, vcpu.h, sched.h, event_channel.h, memory.h, version.h,
-//! callback.h, nmi.h, elfnote.h, features.h} (Xen 4.17), summarised in `xen-pv-reference.md`.
+//! callback.h, nmi.h, elfnote.h, features.h} (Xen 4.17).
 
 /// Hypercall numbers (xen.h `__HYPERVISOR_*`).
 pub mod hc {

@@ -2,7 +2,7 @@
 //!
 //! One definition shared by the host loader and the guest binaries (purgatory, test kernels):
 //! hypercall and sub-op numbers, the `#[repr(C)]` structures Xen reads and writes (each with
-//! compile-time size and offset asserts taken from `xen-pv-reference.md`), page-table entry
+//! compile-time size and offset asserts from Xen's public headers), page-table entry
 //! flags, flat selectors and ELF note types. The `hypercall` feature adds inline `syscall`
 //! wrappers for guest builds; every wrapper returns `Result<_, XenError>`.
 #![no_std]

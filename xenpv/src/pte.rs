@@ -1,5 +1,7 @@
 //! x86_64 page-table entries as a PV guest writes them: the address field holds a machine
-//! frame number (MFN), and Xen accepts only the flag bits in `xen-pv-reference.md` section 4.
+//! frame number (MFN), and Xen accepts only the flag bits its validation allows
+//! (`xen/arch/x86/mm.c`: `base_disallow_mask`, `l1_disallow_mask`;
+//! `xen/arch/x86/include/asm/x86_64/page.h`).
 
 /// Present.
 pub const P: u64 = 1 << 0;

@@ -1,9 +1,9 @@
-//! Kexec under real Xen 4.17 (one VCPU, dom0 layout): `pvkexec build` makes an image whose new
-//! kernel is the boot-check kernel; the old test kernel (kexecold) maps the purgatory and
-//! enters it; the purgatory checks every segment's SHA-256, renumbers the frames, builds and
-//! pins the new tables and switches through the trampoline; the new kernel then runs all its
-//! checks. One flipped byte in a segment is named by the purgatory, which crashes the domain
-//! and never enters the new kernel.
+//! Kexec under real Xen 4.17 in the initial domain (dom0 layout; 1, 2 or 4 VCPUs): `pvkexec
+//! build` makes an image whose new kernel is the boot-check kernel; the old test kernel
+//! (kexecold) maps the purgatory and enters it; the purgatory checks every segment's SHA-256,
+//! renumbers the frames, builds and pins the new tables and switches through the trampoline;
+//! the new kernel then runs all its checks. One flipped byte in a segment is named by the
+//! purgatory, which crashes the domain and never enters the new kernel.
 
 use harness::{guest, tools, BootConfig, BootResult, Module, Verdict};
 use std::path::{Path, PathBuf};

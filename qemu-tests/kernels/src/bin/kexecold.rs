@@ -490,7 +490,8 @@ fn prepare(si: &StartInfo, region: &Region) -> Result<u64, Why> {
     } else {
         pool_end
     };
-    // SAFETY: single VCPU, nothing else touches WORK_PFNS; the purgatory reads it after the jump.
+    // SAFETY: only the boot VCPU touches WORK_PFNS (the APs never do); the purgatory reads it
+    // after the jump.
     let work_pfns = unsafe { &mut *core::ptr::addr_of_mut!(WORK_PFNS) };
     for (k, slot) in work_pfns.iter_mut().take(work_pages as usize).enumerate() {
         *slot = work_first + k as u64;
@@ -506,7 +507,8 @@ fn prepare(si: &StartInfo, region: &Region) -> Result<u64, Why> {
         DATA_SELECTOR, EXTRA_TREES, port, offered, poisoned
     );
 
-    // SAFETY: single VCPU, nothing else touches HANDOFF; the purgatory reads it after the jump.
+    // SAFETY: only the boot VCPU writes HANDOFF, before it sends the APs (which pass its
+    // address on) to the purgatory; the purgatory reads it after the jump.
     unsafe {
         HANDOFF = Handoff {
             magic: HANDOFF_MAGIC,
