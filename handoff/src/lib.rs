@@ -8,6 +8,7 @@ pub mod digest;
 pub mod handoff;
 pub mod image;
 pub mod records;
+pub mod renumber;
 pub mod segment;
 
 pub use digest::{verify_segment, DigestMismatch, SegmentHasher};

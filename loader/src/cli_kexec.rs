@@ -95,16 +95,9 @@ pub fn old_kernel(info: &Info) -> OldKernel {
 /// Frames kept from the new kernel for the old kernel's VCPUs (as `pvkexec build`: the park
 /// area when it ran several, a frame per placed vcpu_info; docs/smp.md).
 pub fn hidden_vcpu_pages(old: OldKernel) -> u64 {
-    let park = if old.vcpus > 1 {
-        pvhandoff::image::PARK_PAGES
-    } else {
-        0
-    };
-    park + if old.vcpu_info_registered {
-        u64::from(old.vcpus)
-    } else {
-        0
-    }
+    let vcpus = u64::from(old.vcpus);
+    let vcpu_info_frames = if old.vcpu_info_registered { vcpus } else { 0 };
+    pvhandoff::renumber::park_pages(vcpus) + vcpu_info_frames
 }
 
 /// `pvkexec status`: the module's facts and the loaded image.

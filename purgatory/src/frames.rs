@@ -1,13 +1,7 @@
 //! The renumbering's bookkeeping (docs/kexec-image.md, purgatory stage 3): which old frame each
-//! new PFN gets, which frames are taken, and the hypercalls that write frames on the way.
-//!
-//! - a PFN covered by a placed segment gets the frame that already holds those bytes (the
-//!   image's pages in the old kernel's module): nothing is copied;
-//! - the trampoline PFN gets the purgatory's first frame (the trampoline page);
-//! - other PFNs of the new initial region ("holes": P2M list, bss, tables, stack, padding) get
-//!   frames of the handoff's free pool, in order; those that become page tables lose their
-//!   direct-map alias first, so that Xen can validate them;
-//! - all remaining PFNs get the remaining frames in ascending old-PFN order.
+//! new PFN gets (the rule is `pvhandoff::renumber`, unit-tested on the host), which frames are
+//! taken, and the hypercalls that write frames on the way. Frames that become page tables
+//! lose their direct-map alias first, so that Xen can validate them.
 //!
 //! Working memory (the frame bitmap and the hypercall batches) is the handoff's (version 5),
 //! sized to the domain, so the purgatory's own size does not depend on the domain's. Hole
@@ -21,9 +15,9 @@ use pvhandoff::handoff::{
     WORK_MMUEXT_OFFSET, WORK_MULTICALL_BATCH, WORK_MULTICALL_OFFSET,
 };
 use pvhandoff::image::{
-    ImageView, PlanRecord, MAX_SEGMENTS, SEG_FLAG_METADATA, SEG_FLAG_PURGATORY_MAPPING,
-    SEG_FLAG_TEMPLATE,
+    ImageView, PlanRecord, SEG_FLAG_METADATA, SEG_FLAG_PURGATORY_MAPPING, SEG_FLAG_TEMPLATE,
 };
+use pvhandoff::renumber::{FrameBitmap, Placed, Placement};
 use xenpv::{hc, hypercall, pte, uvmf, MmuUpdate, MmuextOp, MulticallEntry, StartInfo};
 
 /// The working memory's batches (the bitmap lives in [`Ctx`]).
@@ -32,30 +26,17 @@ pub struct Batches<'w> {
     pub ext: &'w mut [MmuextOp],
 }
 
-/// A placed segment: new PFNs `[dest_pfn, dest_pfn + pages)` take the old frames from
-/// `old_pfn` on (the image's pages in the module).
-#[derive(Clone, Copy, Default)]
-struct Placed {
-    dest_pfn: u64,
-    pages: u64,
-    old_pfn: u64,
-}
-
 /// The renumbering's state, shared by the stages that hand out and write frames.
 pub struct Ctx<'a> {
     pub h: &'a Handoff,
     pub plan: PlanRecord,
     pub old_p2m: &'a [u64],
-    /// Placed segments, computed once: `fixed` runs for every PFN of the domain.
-    /// The image's placed segments, and a domU's two ring pages.
-    placed: [Placed; MAX_SEGMENTS as usize + 2],
-    nr_placed: usize,
-    /// Old PFN of the purgatory's first page (the trampoline page).
-    trampoline_old_pfn: u64,
+    /// The image's placed segments, a domU's two ring pages, the trampoline and the pool.
+    placement: Placement,
     /// Hypercalls made so far (reported before the switch).
     pub hypercalls: u64,
     /// One bit per old PFN: the frame has its new place (working memory).
-    used: &'a mut [u64],
+    used: FrameBitmap<'a>,
     /// Direct-map aliases to drop, as `update_va_mapping` entries of one multicall.
     pub alias_drops: &'a mut [MulticallEntry],
     nr_alias_drops: usize,
@@ -76,11 +57,9 @@ impl<'a> Ctx<'a> {
             h,
             plan,
             old_p2m,
-            placed: [Placed::default(); MAX_SEGMENTS as usize + 2],
-            nr_placed: 0,
-            trampoline_old_pfn: u64::MAX,
+            placement: Placement::new(plan.trampoline_pfn, h.free_first_pfn, h.free_pages),
             hypercalls: 0,
-            used,
+            used: FrameBitmap::new(used),
             alias_drops,
             nr_alias_drops: 0,
             scratch_live: false,
@@ -94,75 +73,46 @@ impl<'a> Ctx<'a> {
                 .map_err(|_| Failure::Plan("segment outside the image"))?;
             let old_pfn = (h.image_va + off - h.old_virt_base) / 4096;
             if s.flags & SEG_FLAG_PURGATORY_MAPPING != 0 {
-                c.trampoline_old_pfn = old_pfn;
+                c.placement.set_trampoline(old_pfn);
             } else {
-                c.placed[c.nr_placed] = Placed {
-                    dest_pfn: s.dest_pfn,
-                    pages: s.len.div_ceil(4096),
-                    old_pfn,
-                };
-                c.nr_placed += 1;
+                c.placement
+                    .add(Placed {
+                        dest_pfn: s.dest_pfn,
+                        pages: s.len.div_ceil(4096),
+                        old_pfn,
+                    })
+                    .map_err(Failure::Plan)?;
             }
         }
-        if c.trampoline_old_pfn == u64::MAX {
+        if !c.placement.has_trampoline() {
             return Err(Failure::Plan("the image has no purgatory segment"));
         }
         Ok(c)
     }
 
-    /// Gives new `pfn` the old frame at `old_pfn` (a domU ring page): it must be no PFN a
-    /// segment fills, and the frame no segment's, the trampoline's or the free pool's.
+    /// Gives new `pfn` the old frame at `old_pfn` (a domU ring page).
     pub fn add_ring(&mut self, pfn: u64, old_pfn: u64) -> Result<(), Failure> {
-        let taken = self.fixed(pfn).is_some()
-            || old_pfn == self.trampoline_old_pfn
-            || self.meets_pool(old_pfn, 1)
-            || self
-                .placed()
-                .iter()
-                .any(|p| old_pfn >= p.old_pfn && old_pfn < p.old_pfn + p.pages);
-        if taken || self.nr_placed == self.placed.len() {
-            return Err(Failure::Plan(
-                "a xenstore or console ring frame lies in the image, the free pool or a segment's PFNs",
-            ));
-        }
-        self.placed[self.nr_placed] = Placed {
-            dest_pfn: pfn,
-            pages: 1,
-            old_pfn,
-        };
-        self.nr_placed += 1;
-        Ok(())
-    }
-
-    fn placed(&self) -> &[Placed] {
-        &self.placed[..self.nr_placed]
+        self.placement.add_ring(pfn, old_pfn).map_err(Failure::Plan)
     }
 
     /// The old PFN whose frame a placed segment (or the trampoline) gives new `pfn`, if any.
     pub fn fixed(&self, pfn: u64) -> Option<u64> {
-        if pfn == self.plan.trampoline_pfn {
-            return Some(self.trampoline_old_pfn);
-        }
-        self.placed()
-            .iter()
-            .find(|p| pfn >= p.dest_pfn && pfn < p.dest_pfn + p.pages)
-            .map(|p| p.old_pfn + (pfn - p.dest_pfn))
+        self.placement.fixed(pfn)
     }
 
     /// First old PFN of the free pool (handoff contract: nothing the purgatory reads).
     pub fn clean_start(&self) -> u64 {
-        self.h.free_first_pfn
+        self.placement.pool_first()
     }
 
     /// Old PFN of the hole frame given to new `pfn` (a region PFN no segment covers).
     pub fn hole_old_pfn(&self, pfn: u64) -> u64 {
-        self.clean_start() + pfn - self.fixed_below(pfn)
+        self.placement.hole_old_pfn(pfn)
     }
 
     /// Whether old PFNs `[first, first + count)` meet the free pool.
     pub fn meets_pool(&self, first: u64, count: u64) -> bool {
-        let pool = self.h.free_first_pfn..self.h.free_first_pfn + self.h.free_pages;
-        first < pool.end && pool.start < first + count
+        self.placement.meets_pool(first, count)
     }
 
     /// Queues the removal of the kernel side's direct-map alias of an old frame about to
@@ -238,11 +188,19 @@ impl<'a> Ctx<'a> {
     }
 
     pub fn mark(&mut self, old: u64) {
-        self.used[(old / 64) as usize] |= 1 << (old % 64);
+        self.used.mark(old);
     }
 
     pub fn is_used(&self, old: u64) -> bool {
-        self.used[(old / 64) as usize] & (1 << (old % 64)) != 0
+        self.used.is_used(old)
+    }
+
+    /// The next frame for the rest of the PFNs: the first unused old PFN from `cursor` on,
+    /// marked.
+    pub fn take_next(&mut self, cursor: &mut u64, old_nr: u64) -> Result<u64, Failure> {
+        self.used
+            .take_next(cursor, old_nr)
+            .ok_or(Failure::Plan("ran out of frames while renumbering"))
     }
 
     /// New frame (MFN) of a PFN inside the new region.
@@ -255,10 +213,7 @@ impl<'a> Ctx<'a> {
 
     /// Number of region PFNs below `pfn` that placed segments cover (segments are ranges).
     pub fn fixed_below(&self, pfn: u64) -> u64 {
-        self.placed()
-            .iter()
-            .map(|p| (p.dest_pfn + p.pages).min(pfn).saturating_sub(p.dest_pfn))
-            .sum()
+        self.placement.fixed_below(pfn)
     }
 
     pub fn scratch_map(&mut self, mfn: u64) -> Result<*mut u64, Failure> {
@@ -327,7 +282,7 @@ impl<'a> Ctx<'a> {
     }
 }
 
-/// The handoff's working memory for a domain of `old_nr` frames: the zeroed bitmap, the
+/// The handoff's working memory for a domain of `old_nr` frames: the bitmap's words, the
 /// batches and the multicall entries. Its frames are checked later ([`check_work_frames`]).
 pub fn working_memory(
     h: &Handoff,
@@ -354,8 +309,8 @@ pub fn working_memory(
     // alone (handoff contract; size checked above and by the entry code); these ranges lie
     // past the stacks and do not overlap one another (pvhandoff's layout test).
     unsafe {
+        // Cleared by the bitmap (`FrameBitmap::new`).
         let used = core::slice::from_raw_parts_mut(at(WORK_BITMAP_OFFSET) as *mut u64, words);
-        used.fill(0);
         let m2p =
             core::slice::from_raw_parts_mut(at(WORK_M2P_OFFSET) as *mut MmuUpdate, WORK_M2P_BATCH);
         let ext = core::slice::from_raw_parts_mut(

@@ -4,7 +4,8 @@
 
 use crate::failure::Failure;
 use pvhandoff::handoff::{Handoff, MAX_VCPUS};
-use pvhandoff::image::{ImageView, PlanRecord, PARK_PAGES, PLAN_MAGIC};
+use pvhandoff::image::{ImageView, PlanRecord, PLAN_MAGIC};
+use pvhandoff::renumber::{hidden_pages, park_pages};
 use pvhandoff::SegmentKind;
 use xenpv::StartInfo;
 
@@ -16,7 +17,7 @@ pub struct Checked {
     /// Frames of the domain (old `nr_pages`).
     pub old_nr: u64,
     pub nr_vcpus: u64,
-    /// Frames of the park area: [`PARK_PAGES`] with several VCPUs, else none.
+    /// Frames of the park area (`pvhandoff::renumber::park_pages`).
     pub park_pages: u64,
     pub vcpu_info: VcpuInfoPlacement,
 }
@@ -40,9 +41,10 @@ pub fn check(h: &Handoff, image: &ImageView) -> Result<Checked, Failure> {
     }
     // Hidden frames: the park area (with several VCPUs), each placed vcpu_info frame, then the
     // grant reserve (frames of grants still mapped, the rest free frames).
-    let park_pages = if nr_vcpus > 1 { PARK_PAGES } else { 0 };
+    let park_pages = park_pages(nr_vcpus);
     let vcpu_info = placed_vcpu_info(h, nr_vcpus, old_nr)?;
-    if hidden != park_pages + vcpu_info.frames().len() as u64 + plan.grant_reserve {
+    let frames = vcpu_info.frames().len() as u64;
+    if Some(hidden) != hidden_pages(nr_vcpus, frames, plan.grant_reserve) {
         return Err(Failure::Plan(
             "the image hides a different number of frames than the park area and the placed vcpu_info need (pvkexec build --old-vcpus N [--old-vcpu-info])",
         ));

@@ -165,14 +165,8 @@ pub fn write_p2m(
             let old = c.fixed(pfn).ok_or(Failure::Plan("no trampoline page"))?;
             c.old_p2m[old as usize]
         } else {
-            while cursor < old_nr && c.is_used(cursor) {
-                cursor += 1;
-            }
-            if cursor >= old_nr {
-                return Err(Failure::Plan("ran out of frames while renumbering"));
-            }
-            c.mark(cursor);
-            c.old_p2m[cursor as usize]
+            let old = c.take_next(&mut cursor, old_nr)?;
+            c.old_p2m[old as usize]
         };
         if pfn % 512 == 0 {
             page = c.region_page(plan.p2m_pfn + pfn / 512)?;

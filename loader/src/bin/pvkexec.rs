@@ -254,16 +254,9 @@ fn build(
 /// Frames kept from the new kernel for the old kernel's VCPUs: the park area when it ran
 /// several, and a frame per VCPU whose vcpu_info it placed (docs/smp.md).
 fn hidden_pages(old: loader::linux::OldKernel) -> u64 {
-    let park = if old.vcpus > 1 {
-        pvhandoff::image::PARK_PAGES
-    } else {
-        0
-    };
-    park + if old.vcpu_info_registered {
-        old.vcpus.max(1) as u64
-    } else {
-        0
-    }
+    let vcpus = old.vcpus.max(1) as u64;
+    let vcpu_info_frames = if old.vcpu_info_registered { vcpus } else { 0 };
+    pvhandoff::renumber::park_pages(vcpus) + vcpu_info_frames
 }
 
 const EXIT_BAD_INPUT: u8 = 3;

@@ -523,7 +523,7 @@ fn check_hidden(si: &StartInfo) -> Result<(), Why> {
     }
     // The listed frames: the park page (its four table frames come with it) and the placed
     // vcpu_info frames; none may be in this kernel's P2M.
-    let mut listed = 0u64;
+    let mut parked = false;
     if let Some(word) = cmdline_value(si.cmdline(), "pvkexec.park") {
         let mfn = word
             .split(|&b| b == b'@')
@@ -533,7 +533,7 @@ fn check_hidden(si: &StartInfo) -> Result<(), Why> {
         if pvtest_kernels::view::m2p(mfn) < si.nr_pages {
             return why!("the park page {:#x} is in this kernel's RAM", mfn);
         }
-        listed += pvhandoff::image::PARK_PAGES;
+        parked = true;
     }
     // Distinct vcpu_info frames (VCPUs may share one).
     let mut seen = [0u64; 8];
@@ -547,7 +547,6 @@ fn check_hidden(si: &StartInfo) -> Result<(), Why> {
             distinct += 1;
         }
     }
-    listed += distinct as u64;
     // The grant reserve: the frames of grants still mapped (listed), the rest free frames.
     for (_, mfn) in busy_grants(si) {
         if pvtest_kernels::view::m2p(mfn) < si.nr_pages {
@@ -557,7 +556,10 @@ fn check_hidden(si: &StartInfo) -> Result<(), Why> {
             );
         }
     }
-    listed += p.grant_reserve;
+    // The loader's and the purgatory's rule (its park area only where the VCPUs were parked).
+    let vcpus = if parked { u64::from(nr_vcpus()) } else { 1 };
+    let listed = pvhandoff::renumber::hidden_pages(vcpus, distinct as u64, p.grant_reserve)
+        .unwrap_or(u64::MAX);
     if listed != p.hidden_pages {
         return why!(
             "the command line lists {} hidden frames, the plan {}",

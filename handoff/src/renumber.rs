@@ -1,0 +1,302 @@
+//! The purgatory's renumbering rules (docs/kexec-image.md, purgatory stage 3), as pure logic
+//! unit-tested on the host. Which old frame each new PFN gets:
+//! - a PFN covered by a placed segment gets the frame that already holds those bytes (the
+//!   image's pages in the old kernel's module): nothing is copied;
+//! - the trampoline PFN gets the purgatory's first frame (the trampoline page);
+//! - other PFNs of the built PFNs ("holes": P2M list, bss, tables, stack, padding) get frames
+//!   of the handoff's free pool, in order;
+//! - all remaining PFNs get the remaining frames in ascending old-PFN order ([`FrameBitmap`]).
+//!
+//! And which frames are kept from the new kernel ([`hidden_pages`]): the loader counts them
+//! into the plan record, the purgatory checks that count, the probe checks what it was told.
+
+use crate::image::{MAX_SEGMENTS, PARK_PAGES};
+
+/// A run of new PFNs `[dest_pfn, dest_pfn + pages)` that takes the old frames from `old_pfn`
+/// on (a segment's pages in the module, or a domU's ring page).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Placed {
+    pub dest_pfn: u64,
+    pub pages: u64,
+    pub old_pfn: u64,
+}
+
+/// Placed runs a placement holds: the image's segments and a domU's two ring pages.
+pub const MAX_PLACED: usize = MAX_SEGMENTS as usize + 2;
+
+/// The fixed part of the renumbering: placed runs, the trampoline page and the free pool.
+#[derive(Clone, Copy, Debug)]
+pub struct Placement {
+    placed: [Placed; MAX_PLACED],
+    nr_placed: usize,
+    trampoline_pfn: u64,
+    trampoline_old_pfn: u64,
+    pool_first: u64,
+    pool_pages: u64,
+}
+
+impl Placement {
+    /// A placement with no runs and no trampoline frame yet ([`Placement::set_trampoline`]):
+    /// holes take the free pool's old PFNs `[pool_first, pool_first + pool_pages)` in order.
+    pub fn new(trampoline_pfn: u64, pool_first: u64, pool_pages: u64) -> Self {
+        Placement {
+            placed: [Placed::default(); MAX_PLACED],
+            nr_placed: 0,
+            trampoline_pfn,
+            trampoline_old_pfn: u64::MAX,
+            pool_first,
+            pool_pages,
+        }
+    }
+
+    /// New `trampoline_pfn` takes old frame `old_pfn` (the purgatory's first page).
+    pub fn set_trampoline(&mut self, old_pfn: u64) {
+        self.trampoline_old_pfn = old_pfn;
+    }
+
+    /// Whether the trampoline's frame was set.
+    pub fn has_trampoline(&self) -> bool {
+        self.trampoline_old_pfn != u64::MAX
+    }
+
+    /// Adds a segment's run; `Err` when [`MAX_PLACED`] runs are held already.
+    pub fn add(&mut self, p: Placed) -> Result<(), &'static str> {
+        if self.nr_placed == self.placed.len() {
+            return Err("more placed segments than the purgatory holds");
+        }
+        self.placed[self.nr_placed] = p;
+        self.nr_placed += 1;
+        Ok(())
+    }
+
+    /// Gives new `pfn` the old frame at `old_pfn` (a domU ring page): it must be no PFN a
+    /// run fills, and the frame no run's, the trampoline's or the free pool's.
+    pub fn add_ring(&mut self, pfn: u64, old_pfn: u64) -> Result<(), &'static str> {
+        let taken = self.fixed(pfn).is_some()
+            || old_pfn == self.trampoline_old_pfn
+            || self.meets_pool(old_pfn, 1)
+            || self
+                .placed()
+                .iter()
+                .any(|p| old_pfn >= p.old_pfn && old_pfn < p.old_pfn + p.pages);
+        if taken || self.nr_placed == self.placed.len() {
+            return Err(
+                "a xenstore or console ring frame lies in the image, the free pool or a segment's PFNs",
+            );
+        }
+        self.add(Placed {
+            dest_pfn: pfn,
+            pages: 1,
+            old_pfn,
+        })
+    }
+
+    fn placed(&self) -> &[Placed] {
+        &self.placed[..self.nr_placed]
+    }
+
+    /// The old PFN whose frame a placed run (or the trampoline) gives new `pfn`, if any.
+    pub fn fixed(&self, pfn: u64) -> Option<u64> {
+        if pfn == self.trampoline_pfn {
+            return Some(self.trampoline_old_pfn);
+        }
+        self.placed()
+            .iter()
+            .find(|p| pfn >= p.dest_pfn && pfn < p.dest_pfn + p.pages)
+            .map(|p| p.old_pfn + (pfn - p.dest_pfn))
+    }
+
+    /// Number of PFNs below `pfn` that placed runs cover (runs are ranges).
+    pub fn fixed_below(&self, pfn: u64) -> u64 {
+        self.placed()
+            .iter()
+            .map(|p| (p.dest_pfn + p.pages).min(pfn).saturating_sub(p.dest_pfn))
+            .sum()
+    }
+
+    /// Holes among the built PFNs `[0, fill)`: they take the pool's first frames.
+    pub fn holes(&self, fill: u64) -> u64 {
+        fill - self.fixed_below(fill)
+    }
+
+    /// First old PFN of the free pool.
+    pub fn pool_first(&self) -> u64 {
+        self.pool_first
+    }
+
+    /// Old PFN of the pool frame hole `pfn` (a built PFN no run covers) gets.
+    pub fn hole_old_pfn(&self, pfn: u64) -> u64 {
+        self.pool_first + pfn - self.fixed_below(pfn)
+    }
+
+    /// Whether old PFNs `[first, first + count)` meet the free pool.
+    pub fn meets_pool(&self, first: u64, count: u64) -> bool {
+        let pool = self.pool_first..self.pool_first + self.pool_pages;
+        first < pool.end && pool.start < first + count
+    }
+}
+
+/// One bit per old PFN: the frame has its new place. The bits live in the caller's memory
+/// (the purgatory's working memory).
+pub struct FrameBitmap<'a> {
+    words: &'a mut [u64],
+}
+
+impl<'a> FrameBitmap<'a> {
+    /// A cleared bitmap over `words` (64 frames each).
+    pub fn new(words: &'a mut [u64]) -> Self {
+        words.fill(0);
+        FrameBitmap { words }
+    }
+
+    pub fn mark(&mut self, old: u64) {
+        self.words[(old / 64) as usize] |= 1 << (old % 64);
+    }
+
+    pub fn is_used(&self, old: u64) -> bool {
+        self.words[(old / 64) as usize] & (1 << (old % 64)) != 0
+    }
+
+    /// The first unused old PFN from `*cursor` on and below `end`, marked and returned; the
+    /// cursor moves past it. `None` when every frame is used.
+    pub fn take_next(&mut self, cursor: &mut u64, end: u64) -> Option<u64> {
+        while *cursor < end && self.is_used(*cursor) {
+            *cursor += 1;
+        }
+        if *cursor >= end {
+            return None;
+        }
+        self.mark(*cursor);
+        Some(*cursor)
+    }
+}
+
+/// Frames of the park area for an old kernel that ran `vcpus` VCPUs: with more than one the
+/// APs are parked in [`PARK_PAGES`] hidden frames (docs/smp.md).
+pub const fn park_pages(vcpus: u64) -> u64 {
+    if vcpus > 1 {
+        PARK_PAGES
+    } else {
+        0
+    }
+}
+
+/// Frames kept from the new kernel (docs/smp.md): the park area, each distinct frame holding a
+/// placed `vcpu_info`, and the grant reserve. `None` when the sum does not fit in 64 bits.
+pub fn hidden_pages(vcpus: u64, vcpu_info_frames: u64, grant_reserve: u64) -> Option<u64> {
+    park_pages(vcpus)
+        .checked_add(vcpu_info_frames)?
+        .checked_add(grant_reserve)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Segments at PFNs 0..3 (old 100..) and 5..6 (old 200), trampoline 20 (old 300), pool
+    /// from old 50, 10 frames.
+    fn sample() -> Placement {
+        let mut p = Placement::new(20, 50, 10);
+        assert!(!p.has_trampoline());
+        p.set_trampoline(300);
+        assert!(p.has_trampoline());
+        p.add(Placed {
+            dest_pfn: 0,
+            pages: 3,
+            old_pfn: 100,
+        })
+        .unwrap();
+        p.add(Placed {
+            dest_pfn: 5,
+            pages: 1,
+            old_pfn: 200,
+        })
+        .unwrap();
+        p
+    }
+
+    #[test]
+    fn fixed_pfns_take_their_runs_frames_and_holes_the_pool_in_order() {
+        let p = sample();
+        assert_eq!(p.fixed(0), Some(100));
+        assert_eq!(p.fixed(2), Some(102));
+        assert_eq!(p.fixed(3), None);
+        assert_eq!(p.fixed(5), Some(200));
+        assert_eq!(p.fixed(20), Some(300));
+        assert_eq!(p.fixed_below(0), 0);
+        assert_eq!(p.fixed_below(4), 3);
+        assert_eq!(p.fixed_below(8), 4);
+        // Built PFNs 0..8: 4 fixed, holes 3, 4, 6, 7 take pool frames 50, 51, 52, 53.
+        assert_eq!(p.holes(8), 4);
+        let holes: [u64; 4] = [3, 4, 6, 7].map(|pfn| p.hole_old_pfn(pfn));
+        assert_eq!(holes, [50, 51, 52, 53]);
+    }
+
+    #[test]
+    fn pool_overlap_is_half_open() {
+        let p = sample();
+        assert!(!p.meets_pool(40, 10));
+        assert!(p.meets_pool(40, 11));
+        assert!(p.meets_pool(59, 1));
+        assert!(!p.meets_pool(60, 5));
+    }
+
+    #[test]
+    fn ring_frames_must_be_free_of_runs_pool_and_trampoline() {
+        let mut p = sample();
+        // A PFN a segment fills, the trampoline's frame, a pool frame, a segment's frame.
+        assert!(p.add_ring(1, 400).is_err());
+        assert!(p.add_ring(9, 300).is_err());
+        assert!(p.add_ring(9, 55).is_err());
+        assert!(p.add_ring(9, 101).is_err());
+        p.add_ring(9, 400).unwrap();
+        assert_eq!(p.fixed(9), Some(400));
+        assert_eq!(p.holes(10), 10 - 5);
+    }
+
+    #[test]
+    fn placement_refuses_runs_past_its_capacity() {
+        let mut p = Placement::new(0, 0, 0);
+        for i in 0..MAX_PLACED as u64 {
+            p.add(Placed {
+                dest_pfn: 10 + i,
+                pages: 1,
+                old_pfn: 100 + i,
+            })
+            .unwrap();
+        }
+        assert!(p.add(Placed::default()).is_err());
+        assert!(p.add_ring(1000, 5000).is_err());
+    }
+
+    #[test]
+    fn bitmap_hands_out_unused_frames_in_ascending_order() {
+        let mut words = [u64::MAX; 2];
+        let mut b = FrameBitmap::new(&mut words);
+        for used in [0, 1, 3, 64, 70] {
+            b.mark(used);
+        }
+        assert!(b.is_used(64) && !b.is_used(65));
+        let mut cursor = 0;
+        let mut got = [0u64; 4];
+        for g in got.iter_mut() {
+            *g = b.take_next(&mut cursor, 128).unwrap();
+        }
+        assert_eq!(got, [2, 4, 5, 6]);
+        // Everything below 8 is taken; past the end there is nothing.
+        let mut c = 0;
+        assert_eq!(b.take_next(&mut c, 7), None);
+        assert_eq!(c, 7);
+    }
+
+    #[test]
+    fn hidden_frames_count_park_area_vcpu_info_and_grant_reserve() {
+        assert_eq!(park_pages(0), 0);
+        assert_eq!(park_pages(1), 0);
+        assert_eq!(park_pages(2), PARK_PAGES);
+        assert_eq!(hidden_pages(1, 0, 0), Some(0));
+        assert_eq!(hidden_pages(1, 1, 3), Some(4));
+        assert_eq!(hidden_pages(4, 2, 8), Some(PARK_PAGES + 10));
+        assert_eq!(hidden_pages(2, 1, u64::MAX), None);
+    }
+}
