@@ -195,6 +195,25 @@ impl DomuResult {
         s
     }
 
+    /// The console log after the purgatory's switch line: what the new kernel printed. None
+    /// when the purgatory never entered a kernel.
+    pub fn after_switch(&self) -> Option<String> {
+        let log = self.log();
+        let (_, after) = log.split_once(crate::PURGATORY_ENTERING)?;
+        Some(after.to_string())
+    }
+
+    /// Asserts that the new kernel printed each of `lines` after the switch.
+    pub fn assert_after_switch(&self, lines: &[&str]) {
+        let log = self.log();
+        let after = self
+            .after_switch()
+            .unwrap_or_else(|| panic!("{}: no purgatory switch line in:\n{log}", self.name));
+        for line in lines {
+            assert!(after.contains(line), "no {line:?} after the switch:\n{log}");
+        }
+    }
+
     /// Names of the checks the domU reported as passed.
     pub fn passed(&self) -> Vec<String> {
         self.lines_with("PVKEXEC-TEST PASS ")
@@ -374,6 +393,37 @@ fn tiny_kernel(name: &str, code: &[u8]) -> Result<PathBuf> {
 pub const DOM0_MARKER: &str = "PVKEXEC-DOM0";
 
 impl DomuRig {
+    /// [`DomuRig::run`] for a test file's shared boot: removes the specs' disk images
+    /// afterwards and prints the rig's timings on stderr.
+    pub fn run_for_tests(&self, specs: &[DomuSpec]) -> Result<RigRun, String> {
+        let start = std::time::Instant::now();
+        let run = self.run(specs).map_err(|e| format!("{e:#}"));
+        for s in specs {
+            if let Some(d) = &s.disk {
+                let _ = std::fs::remove_file(d);
+            }
+        }
+        if let Ok(run) = &run {
+            eprintln!(
+                "{} rig: toolstack ready {:.1} s after QEMU start, whole boot {:.1} s",
+                self.tag,
+                run.toolstack_ready_secs.unwrap_or(f64::NAN),
+                start.elapsed().as_secs_f64()
+            );
+            for d in &run.domus {
+                eprintln!(
+                    "{} rig: {:16} {:?}: xl create {:.1} s, domU {:.1} s (dom0 clock)",
+                    self.tag,
+                    d.name,
+                    d.verdict,
+                    d.create_secs.unwrap_or(f64::NAN),
+                    d.wall_secs.unwrap_or(f64::NAN)
+                );
+            }
+        }
+        run
+    }
+
     /// Boots dom0 once and runs `specs` one after another.
     pub fn run(&self, specs: &[DomuSpec]) -> Result<RigRun> {
         if specs.is_empty() {

@@ -6,7 +6,7 @@ use harness::domu::{self, DomuResult, DomuRig, DomuSpec, DomuVerdict, RigRun};
 use harness::provision::{self, DebianLinux};
 use harness::{guest, initramfs};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const DISK_MARKER: &str = "PVKEXEC-DISK-MARKER-domu-rig";
 
@@ -59,34 +59,12 @@ struct Shared {
 fn shared() -> &'static Shared {
     static SHARED: OnceLock<Shared> = OnceLock::new();
     SHARED.get_or_init(|| {
-        let start = Instant::now();
         let specs = specs();
         let rig = DomuRig {
             tag: "domu".into(),
             ..DomuRig::default()
         };
-        let run = rig.run(&specs).map_err(|e| format!("{e:#}"));
-        for s in &specs {
-            if let Some(d) = &s.disk {
-                let _ = std::fs::remove_file(d);
-            }
-        }
-        if let Ok(run) = &run {
-            eprintln!(
-                "domu rig: toolstack ready {:.1} s after QEMU start, whole boot {:.1} s",
-                run.toolstack_ready_secs.unwrap_or(f64::NAN),
-                start.elapsed().as_secs_f64()
-            );
-            for d in &run.domus {
-                eprintln!(
-                    "domu rig: {:12} {:?}: xl create {:.1} s, domU {:.1} s (dom0 clock)",
-                    d.name,
-                    d.verdict,
-                    d.create_secs.unwrap_or(f64::NAN),
-                    d.wall_secs.unwrap_or(f64::NAN)
-                );
-            }
-        }
+        let run = rig.run_for_tests(&specs);
         Shared { run }
     })
 }

@@ -23,7 +23,7 @@ use harness::{guest, initramfs, tools};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const PLAN_MEMS: [u64; 3] = [256, 512, 1024];
 const INITRD_1G_LEN: usize = (3 << 20) + 123;
@@ -173,34 +173,12 @@ struct Shared {
 fn shared() -> &'static Shared {
     static SHARED: OnceLock<Shared> = OnceLock::new();
     SHARED.get_or_init(|| {
-        let start = Instant::now();
         let specs = specs();
         let rig = DomuRig {
             tag: "kexec-domu".into(),
             ..DomuRig::default()
         };
-        let run = rig.run(&specs).map_err(|e| format!("{e:#}"));
-        for s in &specs {
-            if let Some(d) = &s.disk {
-                let _ = std::fs::remove_file(d);
-            }
-        }
-        if let Ok(run) = &run {
-            eprintln!(
-                "kexec-domu rig: toolstack ready {:.1} s after QEMU start, whole boot {:.1} s",
-                run.toolstack_ready_secs.unwrap_or(f64::NAN),
-                start.elapsed().as_secs_f64()
-            );
-            for d in &run.domus {
-                eprintln!(
-                    "kexec-domu rig: {:16} {:?}: xl create {:.1} s, domU {:.1} s (dom0 clock)",
-                    d.name,
-                    d.verdict,
-                    d.create_secs.unwrap_or(f64::NAN),
-                    d.wall_secs.unwrap_or(f64::NAN)
-                );
-            }
-        }
+        let run = rig.run_for_tests(&specs);
         Shared { run, specs }
     })
 }
@@ -270,28 +248,29 @@ fn kexec_domu_into_probe_2vcpus_1gib_with_initrd() {
     }
 }
 
+/// A Linux new kernel ran its busybox init to the end (the domain powered off) and printed
+/// `lines` after the purgatory's switch.
+fn assert_linux_reached_init(r: &DomuResult, lines: &[&str]) {
+    assert_eq!(r.verdict, DomuVerdict::PoweredOff, "{}", r.log());
+    r.assert_after_switch(&[initramfs::INIT_MARKER, initramfs::DONE_MARKER]);
+    r.assert_after_switch(lines);
+}
+
 /// Debian 6.1 kexec'd in a domU reaches its init, whose blkfront connects through xenstore
 /// (kept ring and channel) and reads the marker the harness wrote into the disk.
 #[test]
 fn kexec_domu_into_debian_61_reads_its_disk() {
     let r = domu("kexec-linux61");
-    let log = r.log();
-    assert_eq!(r.verdict, DomuVerdict::PoweredOff, "{log}");
-    let after = log
-        .split(harness::PURGATORY_ENTERING)
-        .nth(1)
-        .expect("the purgatory's switch line");
     // The gunzipped initramfs where libxenguest would put it (PFN 0x4c00, after the region).
     let marker = format!("{}{DISK_MARKER}", initramfs::DISK_MARKER_PREFIX);
-    for line in [
-        "RAMDISK: [mem 0x04c00000-",
-        initramfs::INIT_MARKER,
-        "PVKEXEC-LINUX blkfront=loaded",
-        &marker,
-        initramfs::DONE_MARKER,
-    ] {
-        assert!(after.contains(line), "no {line:?} after the switch:\n{log}");
-    }
+    assert_linux_reached_init(
+        r,
+        &[
+            "RAMDISK: [mem 0x04c00000-",
+            "PVKEXEC-LINUX blkfront=loaded",
+            &marker,
+        ],
+    );
 }
 
 /// Debian bullseye's 5.10 makes its first hypercall through the page it asked for
@@ -299,20 +278,7 @@ fn kexec_domu_into_debian_61_reads_its_disk() {
 #[test]
 fn kexec_domu_into_debian_510_with_a_hypercall_page() {
     let r = domu("kexec-linux510");
-    let log = r.log();
-    assert_eq!(r.verdict, DomuVerdict::PoweredOff, "{log}");
-    let after = log
-        .split(harness::PURGATORY_ENTERING)
-        .nth(1)
-        .expect("the purgatory's switch line");
-    for line in [
-        "Linux version 5.10.",
-        initramfs::INIT_MARKER,
-        "PVKEXEC-LINUX uname-r=5.10.",
-        initramfs::DONE_MARKER,
-    ] {
-        assert!(after.contains(line), "no {line:?} after the switch:\n{log}");
-    }
+    assert_linux_reached_init(r, &["Linux version 5.10.", "PVKEXEC-LINUX uname-r=5.10."]);
 }
 
 /// One flipped byte in the kernel segment: the purgatory names it (through the console ring,
@@ -424,7 +390,6 @@ fn kexec_612_spec() -> DomuSpec {
 fn shared_420() -> &'static (Vec<DomuSpec>, RigRun) {
     static SHARED: OnceLock<(Vec<DomuSpec>, RigRun)> = OnceLock::new();
     SHARED.get_or_init(|| {
-        let start = Instant::now();
         let mut specs = plan_specs(
             "plan612",
             &provision::ensure_linux(DebianLinux::Trixie).unwrap(),
@@ -435,18 +400,7 @@ fn shared_420() -> &'static (Vec<DomuSpec>, RigRun) {
             tag: "kexec-domu-4.20".into(),
             ..DomuRig::default()
         };
-        let run = rig.run(&specs);
-        for s in &specs {
-            if let Some(d) = &s.disk {
-                let _ = std::fs::remove_file(d);
-            }
-        }
-        let run = run.expect("the 4.20 domU rig failed");
-        eprintln!(
-            "kexec-domu-4.20 rig: toolstack ready {:.1} s after QEMU start, whole boot {:.1} s",
-            run.toolstack_ready_secs.unwrap_or(f64::NAN),
-            start.elapsed().as_secs_f64()
-        );
+        let run = rig.run_for_tests(&specs).expect("the 4.20 domU rig failed");
         (specs, run)
     })
 }
@@ -468,20 +422,13 @@ fn kexec_domu_into_debian_612_on_xen_420_reads_its_disk() {
         .iter()
         .find(|d| d.name == "kexec-linux612")
         .unwrap();
-    let log = r.log();
-    assert_eq!(r.verdict, DomuVerdict::PoweredOff, "{log}");
-    let after = log
-        .split(harness::PURGATORY_ENTERING)
-        .nth(1)
-        .expect("the purgatory's switch line");
     let marker = format!("{}{DISK_MARKER_420}", initramfs::DISK_MARKER_PREFIX);
-    for line in [
-        "Linux version 6.12.",
-        initramfs::INIT_MARKER,
-        "PVKEXEC-LINUX blkfront=loaded",
-        &marker,
-        initramfs::DONE_MARKER,
-    ] {
-        assert!(after.contains(line), "no {line:?} after the switch:\n{log}");
-    }
+    assert_linux_reached_init(
+        r,
+        &[
+            "Linux version 6.12.",
+            "PVKEXEC-LINUX blkfront=loaded",
+            &marker,
+        ],
+    );
 }
