@@ -13,6 +13,7 @@
 //! sizing loop of the builder is run with those frames added, so the result is the layout the
 //! builder would produce for a kernel whose tables also map that page.
 #![no_std]
+#![forbid(unsafe_code)]
 extern crate alloc;
 
 mod dom0;

@@ -89,8 +89,8 @@ fn domu_image_places_what_libxenguest_would() {
     assert_eq!(l4 >> 12 & 0xf_ffff_ffff, si.first_p2m_pfn + 0x80);
     // The plan record names the ring pages: start_info PFN + 1 and + 2.
     let (_, rec) = find(SegmentKind::Plan)[0];
-    // SAFETY: the plan segment holds one PlanRecord (length checked).
     assert!(rec.len() >= std::mem::size_of::<PlanRecord>());
+    // SAFETY: the plan segment holds one PlanRecord (length checked).
     let rec = unsafe { (rec.as_ptr() as *const PlanRecord).read_unaligned() };
     let si_pfn = (si.address - VIRT_BASE) / 4096;
     assert_eq!(

@@ -7,7 +7,7 @@ use crate::frames::Ctx;
 use crate::park::{self, ParkBlob};
 use crate::wait::{spin_until, WAIT_CYCLES};
 use pvhandoff::image::PARK_PAGES;
-use xenpv::{hypercall, pte, uvmf, vcpuop};
+use xenpv::{hypercall, pte, uvmf};
 
 /// Waits until every AP reported in at the AP entry, and checks its cleanup.
 pub fn wait_arrivals(nr_vcpus: u64) -> Result<(), Failure> {
@@ -121,13 +121,12 @@ fn wait_down(c: &mut Ctx, vcpu: u64, va: u64, blob: &ParkBlob, l4: u64) -> Resul
     loop {
         c.hypercalls += 1;
         polls += 1;
-        // SAFETY: VCPUOP_is_up only reads the VCPU's state.
-        match unsafe { hypercall::vcpu_op(vcpuop::IS_UP, vcpu as u32, 0) } {
-            Ok(0) => break,
-            Ok(_) if polls < 1000 => {
+        match hypercall::vcpu_is_up(vcpu as u32) {
+            Ok(false) => break,
+            Ok(true) if polls < 1000 => {
                 spin_until(WAIT_CYCLES / 1000, || false);
             }
-            Ok(_) => {
+            Ok(true) => {
                 return Err(Failure::ApStillUp {
                     vcpu,
                     cycles: WAIT_CYCLES,

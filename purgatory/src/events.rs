@@ -7,10 +7,7 @@ use crate::failure::Failure;
 use crate::frames::Ctx;
 use crate::rings::Rings;
 use pvhandoff::handoff::Handoff;
-use xenpv::{
-    evtchnop, hypercall, sif, EvtchnAllocUnbound, EvtchnBindInterdomain, EvtchnReset, EvtchnStatus,
-    StartInfo, DOMID_SELF,
-};
+use xenpv::{evtchnop, hypercall, sif, EvtchnStatus, StartInfo, DOMID_SELF};
 
 /// A kept port's far end.
 #[derive(Clone, Copy)]
@@ -23,20 +20,11 @@ pub struct Kept {
 }
 
 fn status(port: u32) -> Result<EvtchnStatus, Failure> {
-    let mut st = EvtchnStatus {
-        dom: DOMID_SELF,
-        port,
-        ..Default::default()
-    };
-    // SAFETY: `st` is a valid evtchn_status Xen fills in; it changes nothing.
-    unsafe { hypercall::event_channel_op(evtchnop::STATUS, &mut st as *mut _ as u64) }.map_err(
-        |err| Failure::Hypercall {
-            call: "event_channel_op(STATUS) of a kept port",
-            frame: port as u64,
-            err,
-        },
-    )?;
-    Ok(st)
+    hypercall::evtchn_status(port).map_err(|err| Failure::Hypercall {
+        call: "event_channel_op(STATUS) of a kept port",
+        frame: port as u64,
+        err,
+    })
 }
 
 /// Records where kept `port` leads; it must be an interdomain channel. A loopback pair (both
@@ -75,42 +63,18 @@ pub fn rebind(k: &Kept) -> Result<u32, Failure> {
         }
     };
     if k.loopback {
-        let mut a = EvtchnAllocUnbound {
-            dom: DOMID_SELF,
-            remote_dom: DOMID_SELF,
-            port: 0,
-        };
-        // SAFETY: valid evtchn_alloc_unbound Xen fills in.
-        unsafe { hypercall::event_channel_op(evtchnop::ALLOC_UNBOUND, &mut a as *mut _ as u64) }
-            .map_err(fail(
-                "event_channel_op(ALLOC_UNBOUND) for a kept loopback port",
-            ))?;
-        let mut b = EvtchnBindInterdomain {
-            remote_dom: DOMID_SELF,
-            _pad: 0,
-            remote_port: a.port,
-            local_port: 0,
-        };
-        // SAFETY: valid evtchn_bind_interdomain Xen fills in.
-        unsafe { hypercall::event_channel_op(evtchnop::BIND_INTERDOMAIN, &mut b as *mut _ as u64) }
-            .map_err(fail(
-                "event_channel_op(BIND_INTERDOMAIN) for a kept loopback port",
-            ))?;
-        return Ok(a.port);
-    }
-    let mut b = EvtchnBindInterdomain {
-        remote_dom: k.remote_dom,
-        _pad: 0,
-        remote_port: k.remote_port,
-        local_port: 0,
-    };
-    // SAFETY: valid evtchn_bind_interdomain Xen fills in; the far end became unbound to this
-    // domain when the reset closed our end.
-    unsafe { hypercall::event_channel_op(evtchnop::BIND_INTERDOMAIN, &mut b as *mut _ as u64) }
-        .map_err(fail(
-            "event_channel_op(BIND_INTERDOMAIN) to a kept port's far end",
+        let port = hypercall::evtchn_alloc_unbound(DOMID_SELF).map_err(fail(
+            "event_channel_op(ALLOC_UNBOUND) for a kept loopback port",
         ))?;
-    Ok(b.local_port)
+        hypercall::evtchn_bind_interdomain(DOMID_SELF, port).map_err(fail(
+            "event_channel_op(BIND_INTERDOMAIN) for a kept loopback port",
+        ))?;
+        return Ok(port);
+    }
+    // The far end became unbound to this domain when the reset closed our end.
+    hypercall::evtchn_bind_interdomain(k.remote_dom, k.remote_port).map_err(fail(
+        "event_channel_op(BIND_INTERDOMAIN) to a kept port's far end",
+    ))
 }
 
 /// The kept channels' far ends, recorded before the reset closes them.
@@ -146,18 +110,13 @@ pub fn reset(c: &mut Ctx) -> Result<(), Failure> {
     // Event channels survive a kexec: the old kernel's VIRQ and IPI bindings would make the
     // new kernel's own bindings fail (-EEXIST) and deliver old events. Closing them all also
     // clears their pending bits and returns the domain to the 2-level ABI.
+    // The purgatory's own console port, in a domU, is re-bound with the kept ones.
     c.hypercalls += 1;
-    let reset = EvtchnReset { dom: DOMID_SELF };
-    // SAFETY: `reset` is a valid evtchn_reset for the whole call; only this domain's ports
-    // change, and the purgatory uses none (its console is console_io).
-    unsafe { hypercall::event_channel_op(evtchnop::RESET, &reset as *const _ as u64) }.map_err(
-        |err| Failure::Hypercall {
-            call: "event_channel_op(RESET, DOMID_SELF)",
-            frame: 0,
-            err,
-        },
-    )?;
-    Ok(())
+    hypercall::evtchn_reset_self().map_err(|err| Failure::Hypercall {
+        call: "event_channel_op(RESET, DOMID_SELF)",
+        frame: 0,
+        err,
+    })
 }
 
 /// Re-binds the kept channels after the reset and writes their new ports into the new

@@ -15,7 +15,7 @@
 use core::arch::global_asm;
 use core::sync::atomic::{AtomicU64, Ordering};
 use pvhandoff::handoff::{MAX_VCPUS, PARK_MAILBOX_OFFSET, PARK_WAKE_MAGIC};
-use xenpv::{hypercall, vcpuop};
+use xenpv::hypercall;
 
 const N: usize = MAX_VCPUS as usize;
 
@@ -141,12 +141,10 @@ extern "C" fn purgatory_ap_main(handoff: u64, vcpu: u64) -> ! {
     if let Err(e) = hypercall::set_timer_op(0) {
         fail(0, e);
     }
-    // SAFETY: stopping this VCPU's own timers takes no argument.
-    if let Err(e) = unsafe { hypercall::vcpu_op(vcpuop::STOP_PERIODIC_TIMER, me, 0) } {
+    if let Err(e) = hypercall::vcpu_stop_periodic_timer(me) {
         fail(1, e);
     }
-    // SAFETY: as above.
-    if let Err(e) = unsafe { hypercall::vcpu_op(vcpuop::STOP_SINGLESHOT_TIMER, me, 0) } {
+    if let Err(e) = hypercall::vcpu_stop_singleshot_timer(me) {
         fail(2, e);
     }
     if let Err(crate::vcpu::Dropped::Gdt(e) | crate::vcpu::Dropped::LdtOrUserL4(e)) =

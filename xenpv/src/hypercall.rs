@@ -306,3 +306,92 @@ pub fn evtchn_send(port: u32) -> Result<(), XenError> {
     })
     .map(drop)
 }
+
+/// `VCPUOP_is_up`: whether `vcpu` is up; -ENOENT past the domain's last VCPU.
+pub fn vcpu_is_up(vcpu: u32) -> Result<bool, XenError> {
+    // SAFETY: VCPUOP_is_up takes no argument and only reads the VCPU's state.
+    check(unsafe { raw3(hc::VCPU_OP, vcpuop::IS_UP, vcpu as u64, 0) }).map(|up| up != 0)
+}
+
+/// `VCPUOP_stop_periodic_timer` for `vcpu` (Xen allows only the calling VCPU).
+pub fn vcpu_stop_periodic_timer(vcpu: u32) -> Result<(), XenError> {
+    // SAFETY: takes no argument; stopping a timer changes no memory.
+    check(unsafe { raw3(hc::VCPU_OP, vcpuop::STOP_PERIODIC_TIMER, vcpu as u64, 0) }).map(drop)
+}
+
+/// `VCPUOP_stop_singleshot_timer` for `vcpu` (Xen allows only the calling VCPU).
+pub fn vcpu_stop_singleshot_timer(vcpu: u32) -> Result<(), XenError> {
+    // SAFETY: takes no argument; stopping a timer changes no memory.
+    check(unsafe { raw3(hc::VCPU_OP, vcpuop::STOP_SINGLESHOT_TIMER, vcpu as u64, 0) }).map(drop)
+}
+
+/// `EVTCHNOP_status` of this domain's `port`.
+pub fn evtchn_status(port: u32) -> Result<EvtchnStatus, XenError> {
+    let mut st = EvtchnStatus {
+        dom: DOMID_SELF,
+        port,
+        ..Default::default()
+    };
+    // SAFETY: Xen fills one evtchn_status in a live local; it changes nothing.
+    check(unsafe {
+        raw2(
+            hc::EVENT_CHANNEL_OP,
+            evtchnop::STATUS,
+            &mut st as *mut _ as u64,
+        )
+    })?;
+    Ok(st)
+}
+
+/// `EVTCHNOP_alloc_unbound`: a new port of this domain that `remote_dom` may bind.
+pub fn evtchn_alloc_unbound(remote_dom: u16) -> Result<u32, XenError> {
+    let mut a = EvtchnAllocUnbound {
+        dom: DOMID_SELF,
+        remote_dom,
+        port: 0,
+    };
+    // SAFETY: Xen fills one evtchn_alloc_unbound in a live local; a port is only added.
+    check(unsafe {
+        raw2(
+            hc::EVENT_CHANNEL_OP,
+            evtchnop::ALLOC_UNBOUND,
+            &mut a as *mut _ as u64,
+        )
+    })?;
+    Ok(a.port)
+}
+
+/// `EVTCHNOP_bind_interdomain` to `remote_dom`'s unbound `remote_port`; the local port.
+pub fn evtchn_bind_interdomain(remote_dom: u16, remote_port: u32) -> Result<u32, XenError> {
+    let mut b = EvtchnBindInterdomain {
+        remote_dom,
+        _pad: 0,
+        remote_port,
+        local_port: 0,
+    };
+    // SAFETY: Xen fills one evtchn_bind_interdomain in a live local; a port is only added.
+    check(unsafe {
+        raw2(
+            hc::EVENT_CHANNEL_OP,
+            evtchnop::BIND_INTERDOMAIN,
+            &mut b as *mut _ as u64,
+        )
+    })?;
+    Ok(b.local_port)
+}
+
+/// `EVTCHNOP_reset` of this domain: every port closed, pending bits cleared, the 2-level ABI
+/// back (a FIFO ABI's control blocks are released).
+pub fn evtchn_reset_self() -> Result<(), XenError> {
+    let reset = EvtchnReset { dom: DOMID_SELF };
+    // SAFETY: Xen reads one evtchn_reset from a live local; closing ports changes no memory
+    // of this domain (Xen stops writing the FIFO control blocks it had).
+    check(unsafe {
+        raw2(
+            hc::EVENT_CHANNEL_OP,
+            evtchnop::RESET,
+            &reset as *const _ as u64,
+        )
+    })
+    .map(drop)
+}

@@ -94,14 +94,7 @@ pub fn bind_virq(virq: u32, vcpu: u32) -> Result<u32, xenpv::XenError> {
 
 /// `EVTCHNOP_status` of one of this domain's ports.
 pub fn port_status(port: u32) -> Result<xenpv::EvtchnStatus, xenpv::XenError> {
-    let mut st = xenpv::EvtchnStatus {
-        dom: xenpv::DOMID_SELF,
-        port,
-        ..Default::default()
-    };
-    // SAFETY: `st` is a valid evtchn_status Xen fills in; it changes nothing.
-    unsafe { hypercall::event_channel_op(xenpv::evtchnop::STATUS, &mut st as *mut _ as u64) }?;
-    Ok(st)
+    hypercall::evtchn_status(port)
 }
 
 /// Binds an IPI event channel on `vcpu` and returns its port.
@@ -114,10 +107,7 @@ pub fn bind_ipi(vcpu: u32) -> Result<u32, xenpv::XenError> {
 
 /// `EVTCHNOP_send` on a local port.
 pub fn send(port: u32) -> Result<(), xenpv::XenError> {
-    let mut arg = xenpv::EvtchnSend { port };
-    // SAFETY: `arg` is a valid evtchn_send; sending only marks the port pending.
-    unsafe { hypercall::event_channel_op(xenpv::evtchnop::SEND, &mut arg as *mut _ as u64) }
-        .map(drop)
+    hypercall::evtchn_send(port)
 }
 
 /// The grant table's version (`GNTTABOP_get_version`).
@@ -136,26 +126,9 @@ pub fn grant_version() -> Result<u32, xenpv::XenError> {
 /// A loopback interdomain pair (both ends in this domain), standing in for the xenstore or
 /// console channel a domU has with dom0: returns (unbound end, bound end).
 pub fn loopback_pair() -> Result<(u32, u32), xenpv::XenError> {
-    let mut a = xenpv::EvtchnAllocUnbound {
-        dom: xenpv::DOMID_SELF,
-        remote_dom: xenpv::DOMID_SELF,
-        port: 0,
-    };
-    // SAFETY: valid evtchn_alloc_unbound Xen fills in.
-    unsafe {
-        hypercall::event_channel_op(xenpv::evtchnop::ALLOC_UNBOUND, &mut a as *mut _ as u64)
-    }?;
-    let mut b = xenpv::EvtchnBindInterdomain {
-        remote_dom: xenpv::DOMID_SELF,
-        _pad: 0,
-        remote_port: a.port,
-        local_port: 0,
-    };
-    // SAFETY: valid evtchn_bind_interdomain Xen fills in.
-    unsafe {
-        hypercall::event_channel_op(xenpv::evtchnop::BIND_INTERDOMAIN, &mut b as *mut _ as u64)
-    }?;
-    Ok((a.port, b.local_port))
+    let unbound = hypercall::evtchn_alloc_unbound(xenpv::DOMID_SELF)?;
+    let bound = hypercall::evtchn_bind_interdomain(xenpv::DOMID_SELF, unbound)?;
+    Ok((unbound, bound))
 }
 
 /// The MFNs of this domain's grant-table frames (v1), setting up the first one if the domain

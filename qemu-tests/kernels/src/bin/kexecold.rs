@@ -578,8 +578,7 @@ fn prepare(si: &StartInfo, region: &Region) -> Result<u64, Why> {
 /// VCPUs of the domain: `VCPUOP_is_up` answers -ENOENT past the last one.
 fn count_vcpus() -> u32 {
     for k in 1..MAX_VCPUS as u32 {
-        // SAFETY: VCPUOP_is_up only reads a VCPU's state.
-        if let Err(XenError::Enoent) = unsafe { hypercall::vcpu_op(vcpuop::IS_UP, k, 0) } {
+        if let Err(XenError::Enoent) = hypercall::vcpu_is_up(k) {
             return k;
         }
     }
@@ -902,9 +901,9 @@ fn start_timers(si: &StartInfo) -> Result<u32, Why> {
         period_ns: 10_000_000,
     };
     // SAFETY: `period` is a valid vcpu_set_periodic_timer for the call.
-    if let Err(e) =
-        unsafe { hypercall::vcpu_op(vcpuop::SET_PERIODIC_TIMER, 0, &period as *const _ as u64) }
-    {
+    let set =
+        unsafe { hypercall::vcpu_op(vcpuop::SET_PERIODIC_TIMER, 0, &period as *const _ as u64) };
+    if let Err(e) = set {
         return why!("VCPUOP_set_periodic_timer: {}", e);
     }
     if let Err(e) = hypercall::set_timer_op(shared::system_time_ns(sh, 0) + 100_000_000) {
@@ -1028,9 +1027,9 @@ fn place_vcpu_info(l: &Layout, p2m: &[u64], nr_vcpus: u32) -> Result<u64, Why> {
         };
         // SAFETY: `rec` names a zeroed frame of ours; Xen maps it and moves VCPU k's
         // vcpu_info there. Nothing of this kernel reads shared_info's copy for timing after.
-        if let Err(e) =
-            unsafe { hypercall::vcpu_op(vcpuop::REGISTER_VCPU_INFO, k, &rec as *const _ as u64) }
-        {
+        let placed =
+            unsafe { hypercall::vcpu_op(vcpuop::REGISTER_VCPU_INFO, k, &rec as *const _ as u64) };
+        if let Err(e) = placed {
             return why!("VCPUOP_register_vcpu_info({}): {}", k, e);
         }
         // SAFETY: single writer before the APs run; the purgatory reads it after the jump.

@@ -492,8 +492,7 @@ fn clock(si: &StartInfo, sh: &'static SharedInfo) -> Result<&'static VcpuInfo, W
 /// VCPUs of the domain (`VCPUOP_is_up` answers -ENOENT past the last).
 fn nr_vcpus() -> u32 {
     let mut k = 1;
-    // SAFETY: VCPUOP_is_up only reads a VCPU's state.
-    while k < 64 && unsafe { hypercall::vcpu_op(vcpuop::IS_UP, k, 0) } != Err(XenError::Enoent) {
+    while k < 64 && hypercall::vcpu_is_up(k) != Err(XenError::Enoent) {
         k += 1;
     }
     k
@@ -503,10 +502,9 @@ fn nr_vcpus() -> u32 {
 fn check_vcpus_parked() -> Result<(), Why> {
     let n = nr_vcpus();
     for k in 1..n {
-        // SAFETY: as in `nr_vcpus`.
-        match unsafe { hypercall::vcpu_op(vcpuop::IS_UP, k, 0) } {
-            Ok(0) => {}
-            Ok(_) => return why!("VCPU {} is up: it was not parked", k),
+        match hypercall::vcpu_is_up(k) {
+            Ok(false) => {}
+            Ok(true) => return why!("VCPU {} is up: it was not parked", k),
             Err(e) => return why!("VCPUOP_is_up({}): {}", k, e),
         }
     }
