@@ -1,0 +1,86 @@
+//! `cargo xtask test`: every check of the project, in order.
+
+use crate::steps::{cargo, cargo_env, step};
+use anyhow::{Context, Result};
+use harness::guest;
+use harness::provision::{self, DebianLinux, XenVersion};
+
+pub(crate) fn run() -> Result<()> {
+    let root = harness::workspace_root();
+    let guest_dir = root.join("guest");
+    step("fmt check (host workspace)", || {
+        cargo(&root, &["fmt", "--all", "--check"])
+    })?;
+    step("fmt check (guest workspace)", || {
+        cargo(&guest_dir, &["fmt", "--all", "--check"])
+    })?;
+    step("clippy (host workspace)", || {
+        cargo(
+            &root,
+            &[
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ],
+        )
+    })?;
+    step("clippy (guest workspace)", || {
+        cargo(
+            &guest_dir,
+            &[
+                "clippy",
+                "--release",
+                "--workspace",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ],
+        )
+    })?;
+    step(
+        "provision QEMU, Xen 4.17 and 4.20, Debian's Linux 6.1 and 6.12, busybox initramfs, \
+         the domU rig's dom0 initramfs",
+        || {
+            provision::ensure_qemu()?;
+            provision::ensure_xen(XenVersion::V4_17)?;
+            provision::ensure_xen(XenVersion::V4_20)?;
+            provision::ensure_linux(DebianLinux::Bookworm)?;
+            provision::ensure_linux(DebianLinux::Trixie)?;
+            harness::initramfs::ensure_initramfs()?;
+            for l in [DebianLinux::Bookworm, DebianLinux::Trixie] {
+                harness::initramfs::ensure_initramfs_blkfront_for(l)?;
+            }
+            harness::dom0::ensure_base(XenVersion::V4_17)?;
+            harness::dom0::ensure_base(XenVersion::V4_20)?;
+            Ok(())
+        },
+    )?;
+    step("guest builds", || guest::build().map(drop))?;
+    step(
+        "kernel module (kmod/) for Debian's 6.1 and 6.12",
+        crate::kmod::run,
+    )?;
+    let kernel = provision::ensure_debian_linux()?;
+    step("host tests and QEMU tests", || {
+        cargo_env(
+            &root,
+            &[
+                "test",
+                "--workspace",
+                "--",
+                "--nocapture",
+                "--test-threads=2",
+            ],
+            &[(
+                "PVKEXEC_DEBIAN_KERNEL",
+                kernel.to_str().context("kernel path")?,
+            )],
+        )
+    })?;
+    eprintln!("all tests passed");
+    Ok(())
+}
