@@ -9,7 +9,7 @@
 
 use crate::image::MAX_SEGMENTS;
 use sha2::{Digest, Sha256};
-use xenpv::assert_layout;
+use xenpv::{assert_layout, Pod};
 
 pub const CHUNK_SIZE: u64 = 1 << 20;
 /// `b"PVKXCHNK"` as a little-endian u64.
@@ -26,6 +26,8 @@ pub struct ChunkTableHeader {
 }
 assert_layout!(ChunkTableHeader, 272; magic @ 0, chunk_size @ 8, nr_entries @ 12,
     first_entry @ 16);
+// SAFETY: integers without gaps (offsets above; 64 u32 entries end at 272).
+unsafe impl xenpv::Pod for ChunkTableHeader {}
 
 /// Chunks of a segment of `len` bytes.
 pub fn chunks_of(len: u64) -> u64 {
@@ -46,11 +48,7 @@ pub struct ChunkTable<'a> {
 impl<'a> ChunkTable<'a> {
     /// Checks the header and that every entry is present.
     pub fn parse(bytes: &'a [u8]) -> Option<Self> {
-        if bytes.len() < core::mem::size_of::<ChunkTableHeader>() {
-            return None;
-        }
-        // SAFETY: the header's bytes are present; it is plain old data, read unaligned.
-        let header = unsafe { (bytes.as_ptr() as *const ChunkTableHeader).read_unaligned() };
+        let header = ChunkTableHeader::read_from(bytes)?;
         if header.magic != CHUNKS_MAGIC || header.chunk_size as u64 != CHUNK_SIZE {
             return None;
         }
@@ -78,11 +76,7 @@ mod tests {
             first_entry: [NO_CHUNKS; MAX_SEGMENTS as usize],
         };
         h.first_entry[..first.len()].copy_from_slice(first);
-        // SAFETY: ChunkTableHeader is plain old data.
-        let mut out = unsafe {
-            core::slice::from_raw_parts(&h as *const _ as *const u8, core::mem::size_of_val(&h))
-        }
-        .to_vec();
+        let mut out = h.as_bytes().to_vec();
         for e in entries {
             out.extend_from_slice(e);
         }

@@ -85,6 +85,9 @@ assert_layout!(Handoff, 128; magic @ 0, version @ 8, image_va @ 16, image_len @ 
     direct_map_va @ 64, scratch_va @ 72, nr_vcpus @ 80, keep_store_port @ 88,
     keep_console_port @ 92, vcpu_info_va @ 96, work_va @ 104, work_pages @ 112,
     work_pfns_va @ 120);
+// SAFETY: integers only, without gaps (the explicit `_pad` fills offset 12; offsets above; the
+// last u64 ends at 128).
+unsafe impl xenpv::Pod for Handoff {}
 
 /// The working area's fixed part, from `work_va` on: the boot VCPU's stack, one stack per AP,
 /// then the hypercall batches. The frame bitmap follows at [`WORK_BITMAP_OFFSET`].

@@ -14,7 +14,7 @@
 //! digest is taken with the block's filled fields as zeros. See [`check_header_digest`].
 
 use crate::segment::SegmentDesc;
-use xenpv::assert_layout;
+use xenpv::{assert_layout, Pod};
 
 /// `b"PVKXIMG\0"`.
 pub const IMAGE_MAGIC: [u8; 8] = *b"PVKXIMG\0";
@@ -80,6 +80,8 @@ assert_layout!(PlanRecord, 192; magic @ 0, nr_pages @ 8, virt_base @ 16, region_
     entry @ 32, rsp @ 40, start_info_va @ 48, pt_pfn @ 56, nr_pt_frames @ 64, p2m_pfn @ 72,
     p2m_pages @ 80, trampoline_va @ 88, trampoline_pfn @ 96, mod_start @ 104, mod_len @ 112, fill_pages @ 120, domain_pages @ 128,
     hidden_pages @ 136, grant_reserve @ 144, xenstore_pfn @ 152, console_pfn @ 160);
+// SAFETY: 21 u64 fields and a [u64; 3], 192 bytes: no padding, any bits a value.
+unsafe impl xenpv::Pod for PlanRecord {}
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -104,6 +106,9 @@ pub struct ImageHeader {
 }
 assert_layout!(ImageHeader, 64; magic @ 0, version @ 8, header_size @ 12, nr_segments @ 16,
     params_offset @ 20, purgatory_base @ 24, purgatory_entry @ 32, kernel_entry @ 40, data_offset @ 48, total_size @ 56);
+// SAFETY: integers and a byte array that follow one another without gaps (offsets above;
+// the last u64 ends at 64).
+unsafe impl xenpv::Pod for ImageHeader {}
 
 /// Why an image cannot be read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -137,8 +142,7 @@ impl<'a> ImageView<'a> {
         if bytes.len() < 64 {
             return Err(ImageError::TooShort);
         }
-        // SAFETY: 64 bytes are present; ImageHeader is plain old data, read unaligned.
-        let header = unsafe { (bytes.as_ptr() as *const ImageHeader).read_unaligned() };
+        let header = ImageHeader::read_from(bytes).ok_or(ImageError::TooShort)?;
         if header.magic != IMAGE_MAGIC {
             return Err(ImageError::BadMagic);
         }
@@ -165,9 +169,8 @@ impl<'a> ImageView<'a> {
     /// Descriptor `i`.
     pub fn segment(&self, i: usize) -> SegmentDesc {
         let at = 64 + 64 * i;
-        // SAFETY: `parse` checked that the descriptor table lies inside `bytes`; SegmentDesc is
-        // plain old data, read unaligned.
-        unsafe { (self.bytes[at..at + 64].as_ptr() as *const SegmentDesc).read_unaligned() }
+        // `parse` checked that the descriptor table lies inside `bytes`.
+        SegmentDesc::read_from(&self.bytes[at..at + 64]).unwrap_or_else(SegmentDesc::zeroed)
     }
 
     /// Segments in file order.

@@ -4,16 +4,11 @@
 
 use crate::handoff::{Handoff, HANDOFF_MAGIC, HANDOFF_VERSION, MAX_VCPUS};
 use crate::image::{PlanRecord, PLAN_MAGIC};
-use core::mem::size_of;
+use xenpv::Pod;
 
-/// Reads a `#[repr(C)]` plain-old-data record from the start of `bytes`.
-fn read_pod<T: Copy>(bytes: &[u8]) -> Option<T> {
-    if bytes.len() < size_of::<T>() {
-        return None;
-    }
-    // SAFETY: `size_of::<T>()` bytes are present; callers use it only for records made of
-    // integers, for which every bit pattern is a value; read unaligned.
-    Some(unsafe { (bytes.as_ptr() as *const T).read_unaligned() })
+/// Reads a plain-data record from the start of `bytes`.
+fn read_pod<T: Pod>(bytes: &[u8]) -> Option<T> {
+    T::read_from(bytes)
 }
 
 /// `start + len` must fit and lie within `end`.
@@ -135,13 +130,8 @@ mod tests {
             domain_pages: 0x4005,
             hidden_pages: 5,
             grant_reserve: 0,
-            ..unsafe_zeroed()
+            ..PlanRecord::zeroed()
         }
-    }
-
-    fn unsafe_zeroed() -> PlanRecord {
-        // SAFETY: a record of integers; all-zero is a value.
-        unsafe { core::mem::zeroed() }
     }
 
     #[test]
@@ -211,13 +201,7 @@ mod tests {
     #[test]
     fn records_read_only_with_their_magic() {
         let r = record();
-        // SAFETY: viewing a record of integers as its bytes.
-        let bytes = unsafe {
-            core::slice::from_raw_parts(
-                &r as *const PlanRecord as *const u8,
-                size_of::<PlanRecord>(),
-            )
-        };
+        let bytes = r.as_bytes();
         assert_eq!(PlanRecord::read(bytes), Some(r));
         assert_eq!(PlanRecord::read(&bytes[1..]), None);
         assert_eq!(Handoff::read(bytes), None);

@@ -66,6 +66,8 @@ pub struct SegmentDesc {
 }
 assert_layout!(SegmentDesc, 64; kind @ 0, flags @ 4, dest_pfn @ 8, nr_pages @ 16, len @ 24,
     sha256 @ 32);
+// SAFETY: integers and a byte array without gaps (offsets above; the digest ends at 64).
+unsafe impl xenpv::Pod for SegmentDesc {}
 
 impl SegmentDesc {
     /// The kind's name, or `unknown` for a value this build does not know.

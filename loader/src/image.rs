@@ -12,6 +12,7 @@ use pvhandoff::image::{
 };
 use pvhandoff::{SegmentDesc, SegmentKind};
 use pvlayout::{InitrdPlacement, Mode, Plan};
+use xenpv::Pod;
 
 /// Where the purgatory (and the trampoline page at its start) is mapped: a lower-half address
 /// outside any kernel's region, identical in the old and the new page tables.
@@ -66,20 +67,16 @@ fn ring_pfn(plan: &Plan, va: Option<u64>) -> u64 {
     va.map_or(0, |va| (va - plan.virt_base) / 4096)
 }
 
-/// Views a plain-old-data `#[repr(C)]` value as bytes.
-fn pod_bytes<T: Copy>(v: &T) -> Vec<u8> {
-    // SAFETY: callers pass #[repr(C)] structs of integers and byte arrays (no pointers, no
-    // uninitialised padding that matters for the file); reading size_of::<T>() bytes is sound.
-    unsafe { std::slice::from_raw_parts(v as *const T as *const u8, std::mem::size_of::<T>()) }
-        .to_vec()
+/// A plain-data value's bytes (`xenpv::Pod`: no padding), as a file holds them.
+fn pod_bytes<T: Pod>(v: &T) -> Vec<u8> {
+    v.as_bytes().to_vec()
 }
 
 /// The start_info page the new kernel finds, except the fields only known at run time
 /// (`shared_info`, power-management flag bits), which the purgatory fills in.
 fn start_info_page(plan: &Plan, cmdline: &str, nr_p2m_frames: u64) -> Result<Vec<u8>, LoadError> {
     let si = &plan.start_info_fields;
-    // SAFETY: StartInfo is plain old data; all-zero is a valid value.
-    let mut s: xenpv::StartInfo = unsafe { std::mem::zeroed() };
+    let mut s = xenpv::StartInfo::zeroed();
     s.magic[..si.magic.len()].copy_from_slice(si.magic.as_bytes());
     s.nr_pages = si.nr_pages;
     s.flags = si.flags;

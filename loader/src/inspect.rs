@@ -15,6 +15,7 @@ use pvhandoff::image::{
 use pvhandoff::{SegmentDesc, SegmentHasher, SegmentKind};
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
+use xenpv::Pod;
 
 /// The purgatory's parameter block symbol (`purgatory/src/verify.rs`).
 const PARAMS_SYMBOL: &str = "PVKEXEC_IMAGE_PARAMS";
@@ -51,15 +52,15 @@ pub fn params_offset() -> Result<u64, String> {
         .ok_or_else(|| format!("no {PARAMS_SYMBOL} symbol in the purgatory"))
 }
 
+/// Callers pass at least 64 bytes; fewer would read as an all-zero header (wrong magic).
 fn header_of(bytes: &[u8]) -> ImageHeader {
-    // SAFETY: callers pass at least 64 bytes; ImageHeader is plain old data, read unaligned.
-    unsafe { (bytes.as_ptr() as *const ImageHeader).read_unaligned() }
+    ImageHeader::read_from(bytes).unwrap_or_else(ImageHeader::zeroed)
 }
 
 fn desc_of(table: &[u8], i: usize) -> SegmentDesc {
     let at = 64 + 64 * i;
-    // SAFETY: callers checked the table holds descriptor `i`; plain old data, read unaligned.
-    unsafe { (table[at..at + 64].as_ptr() as *const SegmentDesc).read_unaligned() }
+    // Callers checked the table holds descriptor `i`.
+    SegmentDesc::read_from(&table[at..at + 64]).unwrap_or_else(SegmentDesc::zeroed)
 }
 
 /// Seals a built image's header and descriptor table (`table`): sets `params_offset` and

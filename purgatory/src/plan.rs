@@ -7,7 +7,7 @@ use pvhandoff::handoff::{Handoff, MAX_VCPUS};
 use pvhandoff::image::{ImageView, PlanRecord, PLAN_MAGIC};
 use pvhandoff::renumber::{hidden_pages, park_pages};
 use pvhandoff::SegmentKind;
-use xenpv::StartInfo;
+use xenpv::{Pod, StartInfo};
 
 /// The plan and the domain it was checked against.
 pub struct Checked {
@@ -64,13 +64,7 @@ fn plan_record(image: &ImageView) -> Option<PlanRecord> {
     let i = image
         .segments()
         .position(|s| s.kind == SegmentKind::Plan as u32)?;
-    let data = image.data(i).ok()?;
-    if data.len() < core::mem::size_of::<PlanRecord>() {
-        return None;
-    }
-    // SAFETY: the segment holds a PlanRecord written by the loader (length checked, digest
-    // verified); read unaligned as plain old data.
-    let r = unsafe { (data.as_ptr() as *const PlanRecord).read_unaligned() };
+    let r = PlanRecord::read_from(image.data(i).ok()?)?;
     (r.magic == PLAN_MAGIC).then_some(r)
 }
 

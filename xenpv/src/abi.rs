@@ -50,6 +50,9 @@ assert_layout!(StartInfo, 1168;
     store_evtchn @ 0x040, console_mfn @ 0x048, console_evtchn @ 0x050, pt_base @ 0x058,
     nr_pt_frames @ 0x060, mfn_list @ 0x068, mod_start @ 0x070, mod_len @ 0x078,
     cmd_line @ 0x080, first_p2m_pfn @ 0x480, nr_p2m_frames @ 0x488);
+// SAFETY: integers and byte arrays only; the explicit `_pad` fields fill the gaps, so the
+// offsets above plus the last field's 8 bytes cover all 1168 bytes.
+unsafe impl crate::Pod for StartInfo {}
 
 impl StartInfo {
     /// The magic string up to its NUL.

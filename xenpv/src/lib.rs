@@ -11,6 +11,7 @@ pub mod abi;
 pub mod consts;
 pub mod errno;
 pub mod hypercall_page;
+pub mod pod;
 pub mod pte;
 
 #[cfg(all(feature = "hypercall", target_arch = "x86_64"))]
@@ -19,6 +20,7 @@ pub mod hypercall;
 pub use abi::*;
 pub use consts::*;
 pub use errno::XenError;
+pub use pod::Pod;
 
 /// Page size of a PV guest (and of everything Xen maps for it).
 pub const PAGE_SIZE: u64 = 4096;
