@@ -324,7 +324,7 @@ pub fn load_image(path: &Path) -> Result<String, CliError> {
 
 /// A layout that does not fit is "too large for the domain"; the rest is bad input.
 fn too_large_or_input(e: crate::LoadError, domain_pages: u64) -> CliError {
-    if matches!(e.reason, crate::Reason::Layout(_)) {
+    if matches!(e.reason, crate::Reason::Layout(_) | crate::Reason::Plan(_)) {
         return CliError::refused(format!(
             "image too large for this domain of {domain_pages} frames: {e}. Nothing was loaded"
         ));
@@ -517,6 +517,27 @@ pub fn run_kexec(args: &[String]) -> Result<String, CliError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_planner_refusal_stays_typed_and_reads_as_too_large() {
+        let e = crate::LoadError::new(
+            "k",
+            None,
+            crate::Reason::Plan(pvlayout::PlanError::TooSmall {
+                needed: 2048,
+                nr_pages: 1024,
+            }),
+        );
+        let text = e.to_string();
+        assert!(text.starts_with("k: layout: "), "{text}");
+        let cli = too_large_or_input(e, 1024);
+        assert!(
+            cli.message
+                .starts_with("image too large for this domain of 1024 frames: k: layout: "),
+            "{}",
+            cli.message
+        );
+    }
 
     fn args(s: &[&str]) -> Vec<String> {
         s.iter().map(|a| a.to_string()).collect()

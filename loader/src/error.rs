@@ -31,6 +31,12 @@ pub enum Reason {
     NotPv(String),
     #[error("layout: {0}")]
     Layout(String),
+    /// The planner's own refusal, kept typed.
+    #[error("layout: {0}")]
+    Plan(pvlayout::PlanError),
+    /// The embedded purgatory ELF cannot be placed.
+    #[error("ELF: {0}")]
+    Purgatory(crate::purgatory::PurgatoryError),
     #[error("cannot read: {0}")]
     Io(String),
     #[error("cannot write: {0}")]

@@ -215,9 +215,8 @@ fn build_into(
         Some(PURGATORY_BASE),
     )?;
     let purgatory = place(PURGATORY_ELF, PURGATORY_BASE)
-        .map_err(|e| LoadError::new("embedded purgatory", None, Reason::Elf(e.to_string())))?;
-    let layout_err =
-        |e: pvlayout::PlanError| LoadError::new(input, None, Reason::Layout(e.to_string()));
+        .map_err(|e| LoadError::new("embedded purgatory", None, Reason::Purgatory(e)))?;
+    let layout_err = |e: pvlayout::PlanError| LoadError::new(input, None, Reason::Plan(e));
     let trampoline_pfn = nr_pages - 1;
     let mut tables = pvlayout::build_tables(&plan, Some(trampoline_pfn)).map_err(layout_err)?;
     let region_pages = (plan.region.end - plan.region.start) / 4096;

@@ -90,8 +90,7 @@ pub fn plan_kernel(
         mode,
         trampoline,
     };
-    let plan = pvlayout::plan(&req)
-        .map_err(|e| LoadError::new(input, None, Reason::Layout(e.to_string())))?;
+    let plan = pvlayout::plan(&req).map_err(|e| LoadError::new(input, None, Reason::Plan(e)))?;
     if let Some(hp) = kernel.notes.hypercall_page {
         if hp < plan.region.start || hp >= plan.region.end {
             return Err(LoadError::new(

@@ -12,7 +12,7 @@ pub static PURGATORY_ELF: &[u8] = include_bytes!(env!("PVKEXEC_PURGATORY_ELF"));
 const R_X86_64_RELATIVE: u32 = 8;
 
 /// Why the purgatory ELF cannot be placed.
-#[derive(Debug, Error, PartialEq, Eq)]
+#[derive(Clone, Debug, Error, PartialEq, Eq)]
 pub enum PurgatoryError {
     #[error("purgatory ELF: {0}")]
     Elf(String),
