@@ -1,0 +1,99 @@
+// Purgatory entry points (purgatory/src/entry.rs feeds the named operands from xenpv and
+// pvhandoff). Intel syntax. Both entries check the handoff block before the first push and
+// run on stacks in its working memory; a bad block is named on console_io and the domain
+// crashed (without a stack no Rust can run).
+
+// fpu_taskswitch(0): CR0.TS clear, so SSE code runs without a #NM handler.
+.macro clear_ts
+    mov eax, {hc_fpu_taskswitch}
+    xor edi, edi
+    syscall
+.endm
+
+    .section .text.entry, "ax"
+    .globl _start
+_start:                                     // rdi = handoff block
+    mov rbx, rdi
+    test rdi, rdi
+    jz .Lbsp_bad_block
+    test rdi, 7                             // 8-byte aligned
+    jnz .Lbsp_bad_block
+    movabs rax, {magic}
+    cmp [rdi], rax
+    jne .Lbsp_bad_block
+    cmp dword ptr [rdi + 8], {version}
+    jne .Lbsp_bad_block
+    cmp qword ptr [rdi + {work_pages}], {fixed}
+    jb .Lbsp_bad_block
+    mov rsp, [rdi + {work_va}]
+    test rsp, 0xfff                         // page-aligned working memory
+    jnz .Lbsp_bad_block
+    add rsp, {bsp_top}                      // the boot VCPU's stack top
+    clear_ts
+    mov rdi, rbx
+    call purgatory_main
+.Lbsp_returned:
+    ud2
+    jmp .Lbsp_returned
+.Lbsp_bad_block:
+    jmp pvkexec_bad_handoff
+
+    // The AP entry, at a fixed offset from _start (this block opens .text.entry, which the
+    // linker script puts first). The boot VCPU checks the same block; an AP that finds it
+    // unusable stops here and the boot VCPU names the block.
+    .org {ap_offset}
+    .globl _start_ap
+_start_ap:                                  // rdi = handoff block, rsi = VCPU id
+    mov rax, rsi
+    cmp rax, {max_vcpus}
+    jae .Lap_stop
+    test rdi, 7
+    jnz .Lap_stop
+    test rdi, rdi
+    jz .Lap_stop
+    movabs rcx, {magic}
+    cmp [rdi], rcx
+    jne .Lap_stop
+    cmp dword ptr [rdi + 8], {version}
+    jne .Lap_stop
+    cmp qword ptr [rdi + {work_pages}], {fixed}
+    jb .Lap_stop
+    mov rsp, [rdi + {work_va}]
+    test rsp, 0xfff
+    jnz .Lap_stop
+    inc rax                                 // AP k's 8 KiB stack: (k + 1) * 8 KiB past the BSP's
+    shl rax, 13
+    add rsp, rax
+    add rsp, {bsp_top}
+    mov rbx, rdi
+    mov r12, rsi
+    clear_ts
+    mov rdi, rbx
+    mov rsi, r12
+    call purgatory_ap_main
+.Lap_stop:
+    ud2
+    jmp .Lap_stop
+
+    .text
+pvkexec_bad_handoff:
+    xor edi, edi                            // console_io(CONSOLEIO_write = 0, len, msg)
+    lea rdx, [rip + pvkexec_bad_handoff_msg]
+    lea rsi, [rip + pvkexec_bad_handoff_msg_end]
+    sub rsi, rdx
+    mov eax, {hc_console_io}
+    syscall
+.Lcrash:
+    mov edi, {schedop_shutdown}             // sched_op(shutdown, &crash), again if refused
+    lea rsi, [rip + pvkexec_shutdown_crash]
+    mov eax, {hc_sched_op}
+    syscall
+    jmp .Lcrash
+
+    .section .rodata.bad_handoff, "a"
+    .balign 4
+pvkexec_shutdown_crash:
+    .long {shutdown_crash}
+pvkexec_bad_handoff_msg:
+    .ascii "purgatory: the handoff block (rdi) is no version-5 block with working memory for the stacks (work_va, work_pages): refusing to run\n"
+pvkexec_bad_handoff_msg_end:
