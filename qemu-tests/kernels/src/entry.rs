@@ -72,7 +72,7 @@ _start:
     mov [rip + guestrt_entry_regs + 22*8], rax
     lea rsp, [rip + guestrt_stack_top]
     mov rbx, rsi
-    mov eax, 5
+    mov eax, {fpu_taskswitch}               // fpu_taskswitch(0): CR0.TS clear for SSE code
     xor edi, edi
     syscall
     mov rdi, rbx
@@ -92,6 +92,7 @@ guestrt_stack_bottom:
 guestrt_stack_top:
     "#,
     stack = const STACK_SIZE,
+    fpu_taskswitch = const xenpv::hc::FPU_TASKSWITCH,
 );
 
 extern "C" {

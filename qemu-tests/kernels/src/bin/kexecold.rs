@@ -613,14 +613,15 @@ core::arch::global_asm!(
     .globl kexecold_ap_entry
 kexecold_ap_entry:
     mov rbx, rdi
-    mov eax, 5
+    mov eax, {fpu_taskswitch}               // fpu_taskswitch(0): CR0.TS clear for SSE code
     xor edi, edi
     syscall
     mov rdi, rbx
     call kexecold_ap_main
 2:  ud2
     jmp 2b
-    "#
+    "#,
+    fpu_taskswitch = const xenpv::hc::FPU_TASKSWITCH,
 );
 
 extern "C" {

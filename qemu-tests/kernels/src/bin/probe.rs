@@ -291,14 +291,15 @@ global_asm!(
     .globl probe_ap_entry
 probe_ap_entry:
     mov rbx, rdi
-    mov eax, 5
+    mov eax, {fpu_taskswitch}               // fpu_taskswitch(0): CR0.TS clear for SSE code
     xor edi, edi
     syscall
     mov rdi, rbx
     call probe_ap_main
 2:  ud2
     jmp 2b
-    "#
+    "#,
+    fpu_taskswitch = const xenpv::hc::FPU_TASKSWITCH,
 );
 
 extern "C" {
