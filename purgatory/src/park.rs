@@ -14,75 +14,29 @@
 
 use core::arch::global_asm;
 use core::sync::atomic::{AtomicU64, Ordering};
-use pvhandoff::handoff::{MAX_VCPUS, PARK_MAILBOX_OFFSET, PARK_WAKE_MAGIC};
+use pvhandoff::handoff::{ParkMailbox, MAX_VCPUS, PARK_MAILBOX_OFFSET, PARK_WAKE_MAGIC};
 use xenpv::hypercall;
 
 const N: usize = MAX_VCPUS as usize;
 
 global_asm!(
-    r#"
-    .section .rodata.park, "a"
-    .balign 16
-    .globl pvkexec_park_code
-pvkexec_park_code:
-    mov r12, rdi
-    lea rdi, [rip + pvkexec_park_op]
-    mov esi, 1
-    xor edx, edx
-    mov r10d, 0x7ff0
-    mov eax, 26
-    syscall
-    lea rcx, [rip + pvkexec_park_status]
-    mov [rcx + r12 * 8], rax
-1:  mov eax, 24
-    mov edi, 2
-    mov rsi, r12
-    xor edx, edx
-    syscall
-    // Woken: is there a complete wake-up record for this VCPU?
-    lea rbx, [rip + pvkexec_park_code]
-    add rbx, {mailbox}
-    mov rax, r12
-    shl rax, 6
-    add rbx, rax
-    mov rax, [rbx]
-    movabs rcx, {wake}
-    cmp rax, rcx
-    jne 1b
-    mov dword ptr [rbx + 32], 5
-    mov dword ptr [rbx + 36], 0
-    mov rax, [rbx + 8]
-    mov [rbx + 40], rax
-    mov qword ptr [rbx + 48], 0
-    lea rdi, [rbx + 32]
-    mov esi, 1
-    xor edx, edx
-    mov r10d, 0x7ff0
-    mov eax, 26
-    syscall
-    test rax, rax
-    jnz 1b
-    // On the new kernel's tables now (they map this page at the same VA).
-    mov qword ptr [rbx], 0
-    mov rsp, [rbx + 24]
-    mov rdi, r12
-    jmp qword ptr [rbx + 16]
-    .balign 8
-    .globl pvkexec_park_op
-pvkexec_park_op:
-    .long 5, 0
-    .quad 0, 0
-    .globl pvkexec_park_status
-pvkexec_park_status:
-    .rept {max}
-    .quad -1
-    .endr
-    .globl pvkexec_park_end
-pvkexec_park_end:
-    "#,
+    include_str!("park.S"),
     max = const MAX_VCPUS,
     mailbox = const PARK_MAILBOX_OFFSET,
     wake = const PARK_WAKE_MAGIC,
+    domid_self = const xenpv::DOMID_SELF,
+    hc_mmuext_op = const xenpv::hc::MMUEXT_OP,
+    hc_vcpu_op = const xenpv::hc::VCPU_OP,
+    vcpuop_down = const xenpv::vcpuop::DOWN,
+    mmuext_new_baseptr = const xenpv::mmuext::NEW_BASEPTR,
+    mb_magic = const core::mem::offset_of!(ParkMailbox, magic),
+    mb_l4_mfn = const core::mem::offset_of!(ParkMailbox, l4_mfn),
+    mb_entry = const core::mem::offset_of!(ParkMailbox, entry),
+    mb_rsp = const core::mem::offset_of!(ParkMailbox, rsp),
+    mb_op = const core::mem::offset_of!(ParkMailbox, op),
+    op_cmd = const core::mem::offset_of!(xenpv::MmuextOp, cmd),
+    op_arg1 = const core::mem::offset_of!(xenpv::MmuextOp, arg1),
+    op_arg2 = const core::mem::offset_of!(xenpv::MmuextOp, arg2),
 );
 
 extern "C" {

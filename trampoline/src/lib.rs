@@ -13,59 +13,17 @@
 use core::arch::global_asm;
 
 global_asm!(
-    r#"
-    .section .text.trampoline, "ax"
-    .globl purgatory_trampoline
-purgatory_trampoline:
-    mov r12, rsi
-    mov r13, rdx
-    mov r14, rcx
-    lea r9, [rip + trampoline_ops]
-    mov dword ptr [r9], 5
-    mov [r9 + 8], rdi
-    mov dword ptr [r9 + 24], 4
-    mov [r9 + 32], r8
-    mov rdi, r9
-    mov esi, 2
-    xor edx, edx
-    mov r10d, 0x7ff0
-    mov eax, 26
-    syscall
-    test rax, rax
-    jnz 3f
-    mov rsi, r12
-    mov rsp, r13
-    mov rax, r14
-    xor ebx, ebx
-    xor ecx, ecx
-    xor edx, edx
-    xor edi, edi
-    xor ebp, ebp
-    xor r8d, r8d
-    xor r9d, r9d
-    xor r10d, r10d
-    xor r11d, r11d
-    xor r12d, r12d
-    xor r13d, r13d
-    xor r14d, r14d
-    xor r15d, r15d
-    push rax
-    xor eax, eax
-    ret
-    /* The switch failed: crash the domain (reason 3), never enter the kernel. */
-3:  lea rsi, [rip + trampoline_ops]
-    mov dword ptr [rsi], 3
-    mov edi, 2
-    mov eax, 29
-    syscall
-    jmp 3b
-    .balign 8
-trampoline_ops:
-    .space 48
-    .globl purgatory_trampoline_end
-purgatory_trampoline_end:
-    .text
-    "#
+    include_str!("trampoline.S"),
+    op_cmd = const core::mem::offset_of!(xenpv::MmuextOp, cmd),
+    op_arg1 = const core::mem::offset_of!(xenpv::MmuextOp, arg1),
+    op_size = const core::mem::size_of::<xenpv::MmuextOp>(),
+    mmuext_new_baseptr = const xenpv::mmuext::NEW_BASEPTR,
+    mmuext_unpin_table = const xenpv::mmuext::UNPIN_TABLE,
+    domid_self = const xenpv::DOMID_SELF,
+    hc_mmuext_op = const xenpv::hc::MMUEXT_OP,
+    hc_sched_op = const xenpv::hc::SCHED_OP,
+    schedop_shutdown = const xenpv::schedop::SHUTDOWN,
+    shutdown_crash = const xenpv::ShutdownReason::Crash as u32,
 );
 
 extern "C" {
