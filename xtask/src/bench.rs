@@ -3,6 +3,7 @@
 use crate::steps::{cargo, cargo_env, step};
 use anyhow::{bail, Context, Result};
 use harness::provision::{self};
+use harness::tools::{BuildMode, PvkexecBuild};
 use harness::{guest, BootConfig, Module};
 use std::path::PathBuf;
 use std::process::Command;
@@ -66,32 +67,11 @@ pub(crate) fn run() -> Result<()> {
             let kernel = provision::ensure_debian_linux()?;
             let initrd = harness::initramfs::ensure_initramfs()?;
             let append = "console=hvc0 earlyprintk=xen";
-            cargo(
-                &root,
-                &["build", "--quiet", "-p", "loader", "--bin", "pvkexec"],
-            )?;
             let image = root.join("target/bench-linux.img");
-            let status = Command::new(root.join("target/debug/pvkexec"))
-                .arg("build")
-                .arg("--kernel")
-                .arg(&kernel)
-                .arg("--initrd")
-                .arg(&initrd)
-                .args([
-                    "--mem-mib",
-                    "256",
-                    "--mode",
-                    "dom0",
-                    "--append",
-                    append,
-                    "-o",
-                ])
-                .arg(&image)
-                .stdout(std::process::Stdio::null())
-                .status()?;
-            if !status.success() {
-                bail!("pvkexec build failed");
-            }
+            let mut b = PvkexecBuild::new(&kernel, 256, BuildMode::Dom0, &image);
+            b.initrd = Some(initrd.clone());
+            b.append = Some(append.into());
+            eprint!("{}", b.run()?.stderr);
             let run = |kernel: PathBuf, module: PathBuf, cmdline: &str| -> Result<f64> {
                 let mut cfg = BootConfig::new(kernel);
                 cfg.mem_mib = 256;
@@ -122,34 +102,14 @@ pub(crate) fn run() -> Result<()> {
         || {
             guest::build()?;
             let initrd = harness::tools::test_file(32 << 20)?;
-            cargo(
-                &root,
-                &["build", "--quiet", "-p", "loader", "--bin", "pvkexec"],
-            )?;
             for vcpus in [1u32, 2, 4] {
                 let image = root.join(format!("target/bench-kexec-{vcpus}.img"));
-                let status = Command::new(root.join("target/debug/pvkexec"))
-                    .arg("build")
-                    .arg("--kernel")
-                    .arg(guest::binary("probe")?)
-                    .arg("--initrd")
-                    .arg(&initrd)
-                    .args([
-                        "--mem-mib",
-                        "512",
-                        "--mode",
-                        "dom0",
-                        "--append",
-                        "mem_mib=512",
-                    ])
-                    .args(["--old-vcpus", &vcpus.to_string()])
-                    .arg("-o")
-                    .arg(&image)
-                    .stdout(std::process::Stdio::null())
-                    .status()?;
-                if !status.success() {
-                    bail!("pvkexec build failed");
-                }
+                let probe = guest::binary("probe")?;
+                let mut b = PvkexecBuild::new(&probe, 512, BuildMode::Dom0, &image);
+                b.initrd = Some(initrd.clone());
+                b.append = Some("mem_mib=512".into());
+                b.old_vcpus = Some(vcpus);
+                eprint!("{}", b.run()?.stderr);
                 let mut cfg = BootConfig::new(guest::binary("kexecold")?);
                 cfg.mem_mib = 512;
                 cfg.vcpus = vcpus;

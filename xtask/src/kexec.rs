@@ -2,12 +2,12 @@
 //! (or Debian's Linux with pvkexec.ko) in the initial domain or a toolstack-built domU.
 
 use crate::domu::{domu_rig, report_domu};
-use crate::steps::cargo;
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use harness::provision::XenVersion;
+use harness::tools::{BuildMode, PvkexecBuild};
 use harness::{guest, BootConfig, Echo, Module};
 use std::path::PathBuf;
-use std::process::{Command, ExitCode};
+use std::process::ExitCode;
 use std::time::Duration;
 
 #[derive(clap::Args)]
@@ -95,27 +95,21 @@ pub(crate) fn run(args: KexecArgs) -> Result<ExitCode> {
                 }
             });
             let out = root.join("target/kexec-demo.img");
-            cargo(
-                &root,
-                &["build", "--quiet", "-p", "loader", "--bin", "pvkexec"],
-            )?;
-            let mut cmd = Command::new(root.join("target/debug/pvkexec"));
-            cmd.arg("build").arg("--kernel").arg(&kernel);
-            let mode = if args.domu { "domu" } else { "dom0" };
-            cmd.args(["--mem-mib", &args.mem_mib.to_string(), "--mode", mode]);
-            cmd.args(["--append", &append]).arg("-o").arg(&out);
+            let mode = if args.domu {
+                BuildMode::Domu
+            } else {
+                BuildMode::Dom0
+            };
+            let mut b = PvkexecBuild::new(&kernel, args.mem_mib, mode, &out);
+            b.append = Some(append);
             // The old test kernel initialises every VCPU of the domain.
-            cmd.args(["--old-vcpus", &args.vcpus.to_string()]);
-            if args.old_vcpu_info {
-                cmd.arg("--old-vcpu-info");
-            }
-            if let Some(i) = &args.initrd {
-                cmd.arg("--initrd").arg(i);
-            }
+            b.old_vcpus = Some(args.vcpus);
+            b.old_vcpu_info = args.old_vcpu_info;
+            b.initrd = args.initrd.clone();
             println!("$ pvkexec build ...");
-            if !cmd.status().context("running pvkexec build")?.success() {
-                bail!("pvkexec build failed");
-            }
+            let o = b.run()?;
+            print!("{}", o.stdout);
+            eprint!("{}", o.stderr);
             out
         }
     };

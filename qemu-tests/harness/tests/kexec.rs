@@ -5,7 +5,8 @@
 //! the new kernel then runs all its checks. One flipped byte in a segment is named by the
 //! purgatory, which crashes the domain and never enters the new kernel.
 
-use harness::{guest, tools, BootConfig, BootResult, Module, Verdict};
+use harness::tools::{self, BuildMode, PvkexecBuild};
+use harness::{guest, BootConfig, BootResult, Module, Verdict};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -15,24 +16,21 @@ fn build_image(name: &str, mem_mib: u64, initrd: Option<&Path>) -> PathBuf {
 
 /// An image for a domain whose old kernel runs `vcpus` VCPUs (a park area when more than one).
 fn build_image_for(name: &str, mem_mib: u64, initrd: Option<&Path>, vcpus: u32) -> PathBuf {
-    let new_kernel = guest::binary("probe").unwrap();
     let out = harness::cache_dir().join(format!("kexec-{name}.img"));
-    let mut cmd = Command::new(tools::pvkexec().unwrap());
-    cmd.arg("build").arg("--kernel").arg(&new_kernel);
-    cmd.args(["--mem-mib", &mem_mib.to_string(), "--mode", "dom0"]);
-    cmd.args(["--old-vcpus", &vcpus.to_string()]);
-    cmd.args(["--append", &format!("mem_mib={mem_mib}"), "-o"]);
-    cmd.arg(&out);
-    if let Some(i) = initrd {
-        cmd.arg("--initrd").arg(i);
-    }
-    let o = cmd.output().unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    eprintln!(
-        "[{name}] pvkexec build:\n{}",
-        String::from_utf8_lossy(&o.stdout)
-    );
+    let mut b = probe_build(mem_mib, &out);
+    b.old_vcpus = Some(vcpus);
+    b.initrd = initrd.map(Path::to_path_buf);
+    let o = b.run().unwrap_or_else(|e| panic!("{e}"));
+    eprintln!("[{name}] pvkexec build:\n{}", o.stdout);
     out
+}
+
+/// `pvkexec build` of the probe for a `mem_mib` MiB initial domain (`--append mem_mib=N`).
+fn probe_build(mem_mib: u64, out: &Path) -> PvkexecBuild {
+    let probe = guest::binary("probe").unwrap();
+    let mut b = PvkexecBuild::new(&probe, mem_mib, BuildMode::Dom0, out);
+    b.append = Some(format!("mem_mib={mem_mib}"));
+    b
 }
 
 fn run(name: &str, image: &Path, mem_mib: u64) -> BootResult {
@@ -420,22 +418,11 @@ fn assert_parked(r: &BootResult, vcpus: u32) {
 /// Without `--old-vcpu-info` the image does not plan those frames, and the purgatory refuses.
 #[test]
 fn placed_vcpu_info_frames_are_hidden_and_listed() {
-    let mut cmd = Command::new(tools::pvkexec().unwrap());
     let image = harness::cache_dir().join("kexec-smp2-vcpu-info.img");
-    cmd.arg("build")
-        .arg("--kernel")
-        .arg(guest::binary("probe").unwrap())
-        .args([
-            "--mem-mib",
-            "64",
-            "--mode",
-            "dom0",
-            "--append",
-            "mem_mib=64",
-        ])
-        .args(["--old-vcpus", "2", "--old-vcpu-info", "-o"])
-        .arg(&image);
-    assert!(cmd.status().unwrap().success());
+    let mut b = probe_build(64, &image);
+    b.old_vcpus = Some(2);
+    b.old_vcpu_info = true;
+    b.run().unwrap_or_else(|e| panic!("{e}"));
     let r = run_smp("kexec-vcpu-info", &image, 64, "kexec_vcpu_info=1", 2);
     assert_kexec_passed(&r, 6);
     assert_logged(
@@ -498,23 +485,9 @@ fn grant_still_mapped_is_hidden_or_refused() {
     assert!(!r.log.contains("frames renumbered"), "log:\n{}", r.log);
 
     let reserved = harness::cache_dir().join("kexec-grant-reserve.img");
-    let o = Command::new(tools::pvkexec().unwrap())
-        .arg("build")
-        .arg("--kernel")
-        .arg(guest::binary("probe").unwrap())
-        .args([
-            "--mem-mib",
-            "64",
-            "--mode",
-            "dom0",
-            "--append",
-            "mem_mib=64",
-        ])
-        .args(["--grant-reserve", "2", "-o"])
-        .arg(&reserved)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let mut b = probe_build(64, &reserved);
+    b.grant_reserve = Some(2);
+    b.run().unwrap_or_else(|e| panic!("{e}"));
     let r = run_with(
         "kexec-grant-hidden",
         &reserved,

@@ -19,7 +19,8 @@
 
 use harness::domu::{DomuResult, DomuRig, DomuSpec, DomuVerdict, RigRun};
 use harness::provision::{self, DebianLinux};
-use harness::{guest, initramfs, tools};
+use harness::tools::{self, BuildMode, PvkexecBuild};
+use harness::{guest, initramfs};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
@@ -59,18 +60,12 @@ fn build_image_for(
     toolstack: &str,
 ) -> PathBuf {
     let out = harness::cache_dir().join(format!("kexec-domu-{name}.img"));
-    let mut cmd = Command::new(tools::pvkexec().unwrap());
-    cmd.arg("build").arg("--kernel").arg(kernel);
-    cmd.args(["--mem-mib", &mem_mib.to_string(), "--mode", "domu"]);
-    cmd.args(["--toolstack", toolstack]);
-    cmd.args(["--old-vcpus", &vcpus.to_string()]);
-    cmd.args(["--append", append, "-o"]);
-    cmd.arg(&out);
-    if let Some(i) = initrd {
-        cmd.arg("--initrd").arg(i);
-    }
-    let o = cmd.output().unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let mut b = PvkexecBuild::new(kernel, mem_mib, BuildMode::Domu, &out);
+    b.toolstack = Some(toolstack.into());
+    b.old_vcpus = Some(vcpus);
+    b.append = Some(append.into());
+    b.initrd = initrd.map(Path::to_path_buf);
+    b.run().unwrap_or_else(|e| panic!("{e}"));
     out
 }
 

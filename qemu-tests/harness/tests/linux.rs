@@ -4,7 +4,8 @@
 
 use harness::initramfs::{self, DONE_MARKER, INIT_MARKER};
 use harness::provision::{self, DebianLinux, XenVersion};
-use harness::{guest, tools, BootConfig, BootResult, Module, Verdict};
+use harness::tools::{self, BuildMode, PvkexecBuild};
+use harness::{guest, BootConfig, BootResult, Module, Verdict};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -12,28 +13,20 @@ use std::time::Duration;
 const MEM_MIB: u64 = 256;
 const APPEND: &str = "console=hvc0 earlyprintk=xen";
 
-/// `pvkexec build` output: (image, stdout, stderr).
-fn build(tag: &str, kernel: &Path, extra: &[&str]) -> (PathBuf, String, String) {
+/// `pvkexec build` output: (image, stdout, stderr); `with` sets the options beyond the kernel,
+/// initramfs, memory and command line every build here shares.
+fn build(
+    tag: &str,
+    kernel: &Path,
+    with: impl FnOnce(&mut PvkexecBuild),
+) -> (PathBuf, String, String) {
     let out = harness::cache_dir().join(format!("linux-{tag}.img"));
-    let o = Command::new(tools::pvkexec().unwrap())
-        .arg("build")
-        .arg("--kernel")
-        .arg(kernel)
-        .arg("--initrd")
-        .arg(initramfs::ensure_initramfs().unwrap())
-        .args(["--mem-mib", &MEM_MIB.to_string(), "--mode", "dom0"])
-        .args(["--append", APPEND])
-        .args(extra)
-        .arg("-o")
-        .arg(&out)
-        .output()
-        .unwrap();
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    );
-    assert!(o.status.success(), "pvkexec build failed:\n{stderr}");
-    (out, stdout, stderr)
+    let mut b = PvkexecBuild::new(kernel, MEM_MIB, BuildMode::Dom0, &out);
+    b.initrd = Some(initramfs::ensure_initramfs().unwrap());
+    b.append = Some(APPEND.into());
+    with(&mut b);
+    let o = b.run().unwrap_or_else(|e| panic!("{e}"));
+    (out, o.stdout, o.stderr)
 }
 
 fn config(tag: &str, kernel: PathBuf, xen: XenVersion, vcpus: u32) -> BootConfig {
@@ -114,7 +107,7 @@ fn page_table_frames(text: &str) -> u64 {
 #[test]
 fn linux_61_bzimage_through_kexec_matches_a_direct_boot() {
     let kernel = provision::ensure_linux(DebianLinux::Bookworm).unwrap();
-    let (image, plan, _) = build("6.1-bz", &kernel, &[]);
+    let (image, plan, _) = build("6.1-bz", &kernel, |_| {});
     let k = kexec("linux-6.1-kexec", &image, XenVersion::V4_17, 1);
     assert_reached_init(&k, "6.1.");
     let d = direct("linux-6.1-direct", &kernel, XenVersion::V4_17);
@@ -157,7 +150,7 @@ fn linux_61_extracted_elf_through_kexec() {
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(&std::fs::read(&elf).unwrap()[..4], b"\x7fELF");
-    let (image, _, _) = build("6.1-elf", &elf, &[]);
+    let (image, _, _) = build("6.1-elf", &elf, |_| {});
     assert_reached_init(
         &kexec("linux-6.1-elf", &image, XenVersion::V4_17, 1),
         "6.1.",
@@ -167,7 +160,7 @@ fn linux_61_extracted_elf_through_kexec() {
 #[test]
 fn linux_612_bzimage_through_kexec_on_xen_417_and_420() {
     let kernel = provision::ensure_linux(DebianLinux::Trixie).unwrap();
-    let (image, _, _) = build("6.12-bz", &kernel, &[]);
+    let (image, _, _) = build("6.12-bz", &kernel, |_| {});
     for (tag, xen) in [
         ("linux-6.12-xen-4.17", XenVersion::V4_17),
         ("linux-6.12-xen-4.20", XenVersion::V4_20),
@@ -188,7 +181,7 @@ fn linux_612_bzimage_through_kexec_on_xen_417_and_420() {
 #[test]
 fn two_vcpus_linux_runs_on_one_cpu_with_the_loaders_reason() {
     let kernel = provision::ensure_linux(DebianLinux::Bookworm).unwrap();
-    let (image, _, stderr) = build("6.1-2vcpu", &kernel, &["--old-vcpus", "2"]);
+    let (image, _, stderr) = build("6.1-2vcpu", &kernel, |b| b.old_vcpus = Some(2));
     assert!(
         stderr.contains("appended nr_cpus=1: the old kernel initialised 2 VCPUs"),
         "{stderr}"
@@ -214,14 +207,14 @@ fn two_vcpus_linux_runs_on_one_cpu_with_the_loaders_reason() {
 #[test]
 fn loader_warns_for_linux_516_after_vcpu_info_registration() {
     let kernel = provision::ensure_linux(DebianLinux::Trixie).unwrap();
-    let (_, _, stderr) = build("6.12-vcpu-info", &kernel, &["--old-vcpu-info"]);
+    let (_, _, stderr) = build("6.12-vcpu-info", &kernel, |b| b.old_vcpu_info = true);
     assert!(
         stderr.contains("warning")
             && stderr.contains("Linux 6.12.")
             && stderr.contains("panics when VCPUOP_register_vcpu_info fails"),
         "{stderr}"
     );
-    let (_, _, stderr) = build("6.12-no-vcpu-info", &kernel, &[]);
+    let (_, _, stderr) = build("6.12-no-vcpu-info", &kernel, |_| {});
     assert!(!stderr.contains("warning"), "{stderr}");
 }
 
@@ -231,7 +224,7 @@ fn loader_warns_for_linux_516_after_vcpu_info_registration() {
 #[test]
 fn linux_510_with_a_hypercall_page_through_kexec() {
     let kernel = provision::ensure_linux(DebianLinux::Bullseye).unwrap();
-    let (image, _, stderr) = build("5.10-bz", &kernel, &[]);
+    let (image, _, stderr) = build("5.10-bz", &kernel, |_| {});
     assert!(!stderr.contains("warning"), "{stderr}");
     assert_reached_init(
         &kexec("linux-5.10-kexec", &image, XenVersion::V4_17, 1),
