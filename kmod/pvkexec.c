@@ -417,7 +417,8 @@ static int ioctl_info(struct pvkexec_info __user *uarg)
  * for every backend to reach Closed and jumps. If the hook is not reached,
  * kernel_restart() ends in an ordinary reboot.
  *
- * Not done: ballooned domains (holes in the P2M): refused.
+ * A ballooned domain (holes in the P2M) is handed over as it is: the
+ * purgatory skips the holes.
  */
 #define HANDOFF_MAGIC		0x46464f48584b5650ULL	/* "PVKXHOFF" */
 #define AP_ENTRY_OFFSET		0x100
@@ -624,6 +625,7 @@ static int prep_vcpu_info(struct vcpu_info_rec *rec)
 static int exec_checks(void)
 {
 	unsigned int cpu;
+	long cur;
 
 	if (num_online_cpus() > MAX_VCPUS ||
 	    num_online_cpus() != num_possible_cpus()) {
@@ -651,12 +653,17 @@ static int exec_checks(void)
 		pr_err("exec refused: the initial domain's P2M (identity and remapped frames around the E820 holes) is not handled by the purgatory yet\n");
 		return -EOPNOTSUPP;
 	}
-	if (reservation(XENMEM_current_reservation) !=
-	    (long)xen_start_info->nr_pages) {
-		pr_err("exec refused: the domain has %ld frames, start_info %lu: a ballooned domain's P2M has holes the purgatory does not handle yet\n",
-		       reservation(XENMEM_current_reservation),
-		       xen_start_info->nr_pages);
-		return -EOPNOTSUPP;
+	/*
+	 * A ballooned domain's P2M has holes (INVALID_P2M_ENTRY): the
+	 * purgatory skips them and checks the present frames against the
+	 * plan. Frames ballooned in past start_info's nr_pages have no entry
+	 * in the P2M the handoff passes (its first nr_pages entries).
+	 */
+	cur = reservation(XENMEM_current_reservation);
+	if (cur < 0 || cur > (long)xen_start_info->nr_pages) {
+		pr_err("exec refused: the domain has %ld frames, start_info %lu: frames past the start-of-day P2M are not handed over\n",
+		       cur, xen_start_info->nr_pages);
+		return cur < 0 ? (int)cur : -EOPNOTSUPP;
 	}
 	if (!current->mm || current->mm != current->active_mm) {
 		pr_err("exec refused: no process page tables to map the purgatory in\n");

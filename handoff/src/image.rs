@@ -57,7 +57,8 @@ pub struct PlanRecord {
     /// PFNs `[0, fill_pages)` are built by the purgatory (the region, an unmapped initrd and a
     /// relocated P2M with its tables); the rest are the new kernel's free RAM.
     pub fill_pages: u64,
-    /// Frames of the domain (the old kernel's `nr_pages`): `nr_pages + hidden_pages`.
+    /// Frames the domain has at the kexec: `nr_pages + hidden_pages`. Without balloon holes
+    /// that is the old kernel's `nr_pages`; see `old_p2m_len`.
     pub domain_pages: u64,
     /// Frames kept from the new kernel (no PFN below its `nr_pages`): the park area of the
     /// VCPUs the purgatory parks ([`PARK_PAGES`] when the old kernel ran several VCPUs).
@@ -70,7 +71,12 @@ pub struct PlanRecord {
     /// and xenconsoled keep those mapped) and names them in start_info.
     pub xenstore_pfn: u64,
     pub console_pfn: u64,
-    pub _reserved: [u64; 3],
+    /// Entries of the old kernel's P2M (its start_info `nr_pages`) when the domain ballooned
+    /// frames out: `domain_pages` of them are present, the rest are holes
+    /// (`INVALID_P2M_ENTRY`). 0 (records written before this field): the old P2M has exactly
+    /// `domain_pages` entries, all present.
+    pub old_p2m_len: u64,
+    pub _reserved: [u64; 2],
 }
 
 /// The park area: the parked VCPUs' private L4, L3, L2 and L1, and the park page (code and
@@ -79,8 +85,9 @@ pub const PARK_PAGES: u64 = 5;
 assert_layout!(PlanRecord, 192; magic @ 0, nr_pages @ 8, virt_base @ 16, region_pages @ 24,
     entry @ 32, rsp @ 40, start_info_va @ 48, pt_pfn @ 56, nr_pt_frames @ 64, p2m_pfn @ 72,
     p2m_pages @ 80, trampoline_va @ 88, trampoline_pfn @ 96, mod_start @ 104, mod_len @ 112, fill_pages @ 120, domain_pages @ 128,
-    hidden_pages @ 136, grant_reserve @ 144, xenstore_pfn @ 152, console_pfn @ 160);
-// SAFETY: 21 u64 fields and a [u64; 3], 192 bytes: no padding, any bits a value.
+    hidden_pages @ 136, grant_reserve @ 144, xenstore_pfn @ 152, console_pfn @ 160,
+    old_p2m_len @ 168);
+// SAFETY: 22 u64 fields and a [u64; 2], 192 bytes: no padding, any bits a value.
 unsafe impl xenpv::Pod for PlanRecord {}
 
 #[repr(C)]

@@ -30,6 +30,9 @@ impl PlanRecord {
         if self.nr_pages.checked_add(self.hidden_pages) != Some(self.domain_pages) {
             return Err("plan record: nr_pages + hidden_pages is not the domain's frames");
         }
+        if self.old_p2m_len != 0 && self.old_p2m_len < self.domain_pages {
+            return Err("plan record: more present frames than the old P2M has entries");
+        }
         if self.grant_reserve > self.hidden_pages {
             return Err("plan record: the grant reserve exceeds the hidden frames");
         }
@@ -137,7 +140,10 @@ mod tests {
     #[test]
     fn a_consistent_record_passes_and_each_break_is_named() {
         assert_eq!(record().check(), Ok(()));
-        let cases: [fn(&mut PlanRecord); 8] = [
+        let mut ballooned = record();
+        ballooned.old_p2m_len = ballooned.domain_pages + 0x1000;
+        assert_eq!(ballooned.check(), Ok(()));
+        let cases: [fn(&mut PlanRecord); 9] = [
             // Found by the records fuzz target: region_pages * 4096 overflowed in the check.
             |r| r.region_pages = 1 << 60,
             |r| r.nr_pages = 0,
@@ -147,6 +153,7 @@ mod tests {
             |r| r.pt_pfn = u64::MAX - 2,
             |r| r.entry = 0,
             |r| r.rsp = r.virt_base,
+            |r| r.old_p2m_len = r.domain_pages - 1,
         ];
         for (i, break_it) in cases.iter().enumerate() {
             let mut r = record();

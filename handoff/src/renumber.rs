@@ -159,6 +159,15 @@ impl<'a> FrameBitmap<'a> {
 
     /// The first unused old PFN from `*cursor` on and below `end`, marked and returned; the
     /// cursor moves past it. `None` when every frame is used.
+    /// Marks every old PFN whose P2M entry is a hole as used, so that no PFN gets it.
+    pub fn mark_absent(&mut self, p2m: &[u64]) {
+        for (pfn, &e) in p2m.iter().enumerate() {
+            if !is_present(e) {
+                self.mark(pfn as u64);
+            }
+        }
+    }
+
     pub fn take_next(&mut self, cursor: &mut u64, end: u64) -> Option<u64> {
         while *cursor < end && self.is_used(*cursor) {
             *cursor += 1;
@@ -173,6 +182,45 @@ impl<'a> FrameBitmap<'a> {
 
 /// Frames of the park area for an old kernel that ran `vcpus` VCPUs: with more than one the
 /// APs are parked in [`PARK_PAGES`] hidden frames (docs/smp.md).
+/// Linux's (and Xen's) marker for a P2M entry with no frame: a hole a balloon driver left.
+pub const INVALID_P2M_ENTRY: u64 = !0;
+
+/// Whether a P2M entry names a frame of the domain. Linux also flags identity and foreign
+/// entries in the top two bits; neither is a frame the domain owns.
+pub const fn is_present(entry: u64) -> bool {
+    entry != INVALID_P2M_ENTRY && entry >> 62 == 0
+}
+
+/// The frames an old P2M names (a ballooned domain's holes left out).
+pub fn present_frames(p2m: &[u64]) -> u64 {
+    p2m.iter().filter(|&&e| is_present(e)).count() as u64
+}
+
+/// Whether a plan fits the old P2M: its length is `old_p2m_len` (0: `domain_pages`, the
+/// records written before balloon holes were handled) and `present` of its entries name a
+/// frame, which must be the plan's `domain_pages`.
+pub fn plan_matches_p2m(
+    domain_pages: u64,
+    old_p2m_len: u64,
+    p2m_len: u64,
+    present: u64,
+) -> Result<(), &'static str> {
+    let want_len = if old_p2m_len == 0 {
+        domain_pages
+    } else {
+        old_p2m_len
+    };
+    if want_len != p2m_len {
+        return Err("the image was built for another domain size (nr_pages differs)");
+    }
+    if present != domain_pages {
+        return Err(
+            "the image was built for another number of present frames (the old P2M's valid entries are not the plan's domain_pages: ballooned since the load?)",
+        );
+    }
+    Ok(())
+}
+
 pub const fn park_pages(vcpus: u64) -> u64 {
     if vcpus > 1 {
         PARK_PAGES
@@ -230,6 +278,31 @@ mod tests {
         assert_eq!(p.holes(8), 4);
         let holes: [u64; 4] = [3, 4, 6, 7].map(|pfn| p.hole_old_pfn(pfn));
         assert_eq!(holes, [50, 51, 52, 53]);
+    }
+
+    #[test]
+    fn balloon_holes_are_skipped_and_counted() {
+        let h = INVALID_P2M_ENTRY;
+        let p2m = [10, h, 12, h, h, 15, 1 << 62 | 16, 17];
+        assert_eq!(present_frames(&p2m), 4);
+        let mut words = [0u64; 1];
+        let mut b = FrameBitmap::new(&mut words);
+        b.mark_absent(&p2m);
+        b.mark(0);
+        let mut cursor = 0;
+        let taken: [Option<u64>; 3] = core::array::from_fn(|_| b.take_next(&mut cursor, 8));
+        assert_eq!(taken, [Some(2), Some(5), Some(7)]);
+        assert_eq!(b.take_next(&mut cursor, 8), None);
+    }
+
+    #[test]
+    fn a_plan_must_match_the_p2m_length_and_its_present_frames() {
+        assert_eq!(plan_matches_p2m(100, 0, 100, 100), Ok(()));
+        assert_eq!(plan_matches_p2m(75, 100, 100, 75), Ok(()));
+        assert!(plan_matches_p2m(100, 0, 100, 75).is_err());
+        assert!(plan_matches_p2m(75, 0, 100, 75).is_err());
+        assert!(plan_matches_p2m(75, 100, 100, 74).is_err());
+        assert!(plan_matches_p2m(75, 120, 100, 75).is_err());
     }
 
     #[test]

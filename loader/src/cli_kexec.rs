@@ -187,14 +187,20 @@ pub fn load(req: &LoadRequest) -> Result<String, CliError> {
             old.vcpus
         )));
     }
-    if info.current_pages != info.start_info_pages {
+    // A ballooned domain: the new kernel gets the frames it has; the old P2M's holes are
+    // skipped by the purgatory. Frames ballooned in past the start have no old P2M entry.
+    if info.current_pages > info.start_info_pages {
         return Err(CliError::refused(format!(
-            "this domain has {} frames but started with {}: a ballooned domain's P2M has holes \
-             the purgatory does not handle yet. Nothing was loaded",
+            "this domain has {} frames but started with {}: frames ballooned in past the \
+             start-of-day P2M are not handed over. Nothing was loaded",
             info.current_pages, info.start_info_pages
         )));
     }
     let domain_pages = info.current_pages;
+    let old_p2m_len = match domain_pages == info.start_info_pages {
+        true => 0,
+        false => info.start_info_pages,
+    };
     let (handoff_version, work_pages) = handoff_for(info.start_info_pages)?;
     let name = req.kernel.display().to_string();
     let kernel_role = Role::Kernel {
@@ -236,18 +242,20 @@ pub fn load(req: &LoadRequest) -> Result<String, CliError> {
         Some(i) => Some(read_checked(i, initrd_role)?),
         None => None,
     };
-    let built = crate::image::build_image(
-        &name,
-        &k,
-        initrd.as_deref(),
-        &adjusted.cmdline,
+    let built = crate::image::build_image_for(&crate::image::BuildRequest {
+        input: &name,
+        kernel: &k,
+        initrd: initrd.as_deref(),
+        cmdline: &adjusted.cmdline,
         domain_pages,
-        crate::image::Hidden {
+        old_p2m_len,
+        hidden: crate::image::Hidden {
             vcpu_pages: hidden_vcpu_pages(old),
             grant_reserve: 0,
         },
         mode,
-    )
+        builder: crate::plan::DomuBuilder::default(),
+    })
     .map_err(|e| too_large_or_input(e, domain_pages))?;
     dev.load(&built.bytes, handoff_version, work_pages)
         .map_err(|e| load_refused(e, built.bytes.len()))?;
@@ -262,6 +270,12 @@ pub fn load(req: &LoadRequest) -> Result<String, CliError> {
         built.bytes.len(),
         adjusted.cmdline
     );
+    if old_p2m_len != 0 {
+        out += &format!(
+            "note: ballooned domain: {domain_pages} of the start-of-day P2M's {old_p2m_len} \
+             frames are present; the new kernel gets those\n"
+        );
+    }
     Ok(out)
 }
 

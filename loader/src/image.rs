@@ -115,18 +115,23 @@ pub fn build_image(
     hidden: Hidden,
     mode: Mode,
 ) -> Result<BuiltImage, LoadError> {
-    let mut bytes = Vec::new();
-    let req = BuildRequest {
+    build_image_for(&BuildRequest {
         input,
         kernel,
         initrd,
         cmdline,
         domain_pages,
+        old_p2m_len: 0,
         hidden,
         mode,
         builder: crate::plan::DomuBuilder::default(),
-    };
-    let (plan, purgatory_relocations) = build_into(&req, &mut bytes, "image")?;
+    })
+}
+
+/// [`build_image`] from a whole request (a ballooned domain's `old_p2m_len` included).
+pub fn build_image_for(req: &BuildRequest) -> Result<BuiltImage, LoadError> {
+    let mut bytes = Vec::new();
+    let (plan, purgatory_relocations) = build_into(req, &mut bytes, "image")?;
     Ok(BuiltImage {
         bytes,
         plan,
@@ -162,7 +167,11 @@ pub struct BuildRequest<'a> {
     pub kernel: &'a ParsedKernel,
     pub initrd: Option<&'a [u8]>,
     pub cmdline: &'a str,
+    /// Frames the domain has.
     pub domain_pages: u64,
+    /// A ballooned domain: entries of the old kernel's P2M (its start_info `nr_pages`), of
+    /// which `domain_pages` are present (the plan record's `old_p2m_len`); 0: no holes.
+    pub old_p2m_len: u64,
     pub hidden: Hidden,
     pub mode: Mode,
     /// Which libxenguest's initrd placement a domU image follows (4.17: gunzipped).
@@ -181,10 +190,21 @@ fn build_into(
         initrd,
         cmdline,
         domain_pages,
+        old_p2m_len,
         hidden,
         mode,
         builder,
     } = *req;
+    if old_p2m_len != 0 && old_p2m_len < domain_pages {
+        return Err(LoadError::new(
+            input,
+            None,
+            Reason::Input(format!(
+                "the domain has {domain_pages} frames, more than its start-of-day P2M's \
+                 {old_p2m_len} entries (ballooned up past its start)"
+            )),
+        ));
+    }
     let grant_reserve = hidden.grant_reserve;
     let nr_pages = hidden
         .pages()
@@ -298,7 +318,8 @@ fn build_into(
         grant_reserve,
         xenstore_pfn: ring_pfn(&plan, plan.xenstore),
         console_pfn: ring_pfn(&plan, plan.console),
-        _reserved: [0; 3],
+        old_p2m_len,
+        _reserved: [0; 2],
     };
     let record_bytes = pod_bytes(&record);
     if let Some(slot) = kernel.notes.plan_slot {

@@ -92,3 +92,40 @@ fn past_the_virtual_space_the_plan_is_refused() {
         assert!(e.to_string().contains("overflow"), "{mode:?}: {e}");
     }
 }
+
+/// A ballooned domain: the plan is for the frames it has (49152 of a 65536-entry P2M), and the
+/// record names the old P2M's length; more frames than that P2M has entries is refused.
+#[test]
+fn a_ballooned_domain_is_planned_for_its_present_frames() {
+    let k = parse_kernel("k", &kernel(0x5000)).unwrap();
+    let req = |domain_pages, old_p2m_len| loader::image::BuildRequest {
+        input: "k",
+        kernel: &k,
+        initrd: None,
+        cmdline: "",
+        domain_pages,
+        old_p2m_len,
+        hidden: Hidden {
+            vcpu_pages: 5,
+            grant_reserve: 0,
+        },
+        mode: Mode::DomU,
+        builder: Default::default(),
+    };
+    let built = loader::image::build_image_for(&req(49152, 65536)).unwrap();
+    let view = ImageView::parse(&built.bytes).unwrap();
+    let at = view
+        .segments()
+        .position(|s| s.kind == SegmentKind::Plan as u32)
+        .unwrap();
+    let plan = PlanRecord::read(view.data(at).unwrap()).unwrap();
+    assert_eq!(plan.check(), Ok(()));
+    assert_eq!(
+        (plan.domain_pages, plan.nr_pages, plan.old_p2m_len),
+        (49152, 49147, 65536)
+    );
+    let e = loader::image::build_image_for(&req(65536, 49152))
+        .err()
+        .expect("more frames than the old P2M's entries");
+    assert!(e.to_string().contains("ballooned up"), "{e}");
+}

@@ -87,6 +87,9 @@ impl<'a> Ctx<'a> {
         if !c.placement.has_trampoline() {
             return Err(Failure::Plan("the image has no purgatory segment"));
         }
+        // A ballooned domain's holes: no PFN gets them, and a frame the handoff names there
+        // is refused as taken.
+        c.used.mark_absent(old_p2m);
         Ok(c)
     }
 

@@ -19,7 +19,7 @@ pub struct Ready {
     pub entry: u64,
     pub trampoline_va: u64,
     pub hypercalls: u64,
-    /// Frames of the domain (each one's M2P entry was written).
+    /// Frames the domain has (each one's M2P entry was written).
     pub frames: u64,
 }
 
@@ -72,7 +72,7 @@ pub fn build(h: &Handoff, image: &ImageView) -> Result<Ready, Failure> {
         entry: k.plan.entry,
         trampoline_va: k.plan.trampoline_va,
         hypercalls: c.hypercalls,
-        frames: k.old_nr,
+        frames: k.present,
     })
 }
 

@@ -5,7 +5,7 @@
 use crate::failure::Failure;
 use pvhandoff::handoff::{Handoff, MAX_VCPUS};
 use pvhandoff::image::{ImageView, PlanRecord, PLAN_MAGIC};
-use pvhandoff::renumber::{hidden_pages, park_pages};
+use pvhandoff::renumber::{hidden_pages, park_pages, plan_matches_p2m, present_frames};
 use pvhandoff::SegmentKind;
 use xenpv::{Pod, StartInfo};
 
@@ -14,8 +14,10 @@ pub struct Checked {
     pub plan: PlanRecord,
     /// The old kernel's live start_info (read only).
     pub old_si: &'static StartInfo,
-    /// Frames of the domain (old `nr_pages`).
+    /// Entries of the old P2M (old `nr_pages`): the old PFN space.
     pub old_nr: u64,
+    /// Frames the domain has: the old P2M's entries that are no balloon hole.
+    pub present: u64,
     pub nr_vcpus: u64,
     /// Frames of the park area (`pvhandoff::renumber::park_pages`).
     pub park_pages: u64,
@@ -29,9 +31,12 @@ pub fn check(h: &Handoff, image: &ImageView) -> Result<Checked, Failure> {
     // SAFETY: the kernel side passes its live start_info; only read here.
     let old_si = unsafe { &*(h.old_start_info_va as *const StartInfo) };
     let old_nr = old_si.nr_pages;
-    if plan.domain_pages != old_nr || plan.nr_pages + plan.hidden_pages != old_nr {
+    let present = present_frames(crate::frames::old_p2m(old_si));
+    plan_matches_p2m(plan.domain_pages, plan.old_p2m_len, old_nr, present)
+        .map_err(Failure::Plan)?;
+    if plan.nr_pages.checked_add(plan.hidden_pages) != Some(present) {
         return Err(Failure::Plan(
-            "the image was built for another domain size (nr_pages differs)",
+            "the image's nr_pages and hidden frames are not the domain's present frames",
         ));
     }
     let hidden = plan.hidden_pages;
@@ -53,6 +58,7 @@ pub fn check(h: &Handoff, image: &ImageView) -> Result<Checked, Failure> {
         plan,
         old_si,
         old_nr,
+        present,
         nr_vcpus,
         park_pages,
         vcpu_info,

@@ -7,6 +7,7 @@ use crate::failure::Failure;
 use crate::frames::Ctx;
 use crate::grants::{self, Revoked};
 use crate::plan::Checked;
+use pvhandoff::renumber::is_present;
 use xenpv::{mmu, MmuUpdate};
 
 /// The free pool against the plan: what the new region takes from it.
@@ -41,6 +42,12 @@ pub fn check_pool(c: &Ctx, k: &Checked) -> Result<Pool, Failure> {
     if holes + k.park_pages + plan.grant_reserve > h.free_pages {
         return Err(Failure::Plan(
             "the free pool is smaller than the new region's holes and the park area",
+        ));
+    }
+    let mut pool = h.free_first_pfn..h.free_first_pfn + h.free_pages;
+    if pool.any(|p| !is_present(c.old_p2m[p as usize])) {
+        return Err(Failure::Plan(
+            "the handoff's free pool holds a balloon hole (a PFN with no frame)",
         ));
     }
     // The pool must not hold what the purgatory still reads: the image, the old start_info,
@@ -87,12 +94,13 @@ pub fn mark_taken(
 ) -> Result<Hidden, Failure> {
     let (plan, old_nr, park_pages) = (&k.plan, k.old_nr, k.park_pages);
     let (fill, holes) = (pool.fill, pool.holes);
-    for p in 0..fill {
-        if let Some(old) = c.fixed(p) {
-            c.mark(old);
+    for p in (0..fill).chain(core::iter::once(plan.trampoline_pfn)) {
+        let Some(old) = c.fixed(p) else { continue };
+        if old >= old_nr || !is_present(c.old_p2m[old as usize]) {
+            return Err(Failure::Plan(
+                "a segment's or the trampoline's frame is a balloon hole or past the old P2M",
+            ));
         }
-    }
-    if let Some(old) = c.fixed(plan.trampoline_pfn) {
         c.mark(old);
     }
     for j in 0..holes + park_pages {
@@ -101,7 +109,7 @@ pub fn mark_taken(
     for &pfn in k.vcpu_info.frames() {
         if c.meets_pool(pfn, 1) || c.is_used(pfn) {
             return Err(Failure::Plan(
-                "a placed vcpu_info frame lies in the free pool or in the image",
+                "a placed vcpu_info frame lies in the free pool or in the image, or is a balloon hole",
             ));
         }
         c.mark(pfn);

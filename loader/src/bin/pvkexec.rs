@@ -233,6 +233,7 @@ fn build(
         initrd: initrd.as_deref(),
         cmdline: &adjusted.cmdline,
         domain_pages: domain_pages(t.mem_mib)?,
+        old_p2m_len: 0,
         hidden: loader::image::Hidden {
             vcpu_pages: hidden_pages(old),
             grant_reserve,

@@ -55,7 +55,7 @@ step exec-cpu-offline pvkexec exec
 echo 1 > /sys/devices/system/cpu/cpu1/online
 step status-after-exec-refusal pvkexec status
 step unload-after-exec-refusal pvkexec unload
-# Balloon a quarter out (Linux's balloon driver): the P2M gets holes.
+# Balloon a quarter out (Linux's balloon driver): the P2M gets holes; load plans for the rest.
 echo $((@MEM@ * 1024 * 3 / 4)) > /sys/devices/system/xen_memory/xen_memory0/target_kb
 n=0; until grep -q "^frames: $((@MEM@ * 256 * 3 / 4)) " /tmp/st 2>/dev/null || [ $n -gt 50 ]; do pvkexec status > /tmp/st 2>&1; usleep 100000; n=$((n+1)); done
 step status-ballooned pvkexec status
@@ -88,6 +88,9 @@ dmesg | grep pvkexec | sed 's/^/PVKEXEC-KMOD dmesg /'
 poweroff -f
 "#;
 
+/// Frames a domU has after its balloon driver gave a quarter back.
+const BALLOONED: u64 = MEM_MIB * 256 * 3 / 4;
+
 const DISK_MARKER: &str = "PVKEXEC-DISK-MARKER-kmod";
 /// The kexec-spelling domU's new initrd (a deterministic test file).
 const INITRD_LEN: usize = (1 << 20) + 5;
@@ -111,6 +114,21 @@ fn exec_domus() -> Vec<(&'static str, u32, bool, String)> {
             format!(
                 "kexec -l /boot/probe --initrd=/boot/initrd --append=\"{append}\" -s 2>&1 && \
                  kexec -e 2>&1"
+            ),
+        ),
+        // Linux's balloon driver gives a quarter back (P2M holes), then the probe is loaded
+        // for the frames left and handed over.
+        (
+            "kmod-balloon",
+            1,
+            false,
+            format!(
+                "echo {} > /sys/devices/system/xen_memory/xen_memory0/target_kb\n\
+                 n=0; until grep -q '^frames: {BALLOONED} ' /tmp/st 2>/dev/null || [ $n -gt 50 ]; \
+                 do pvkexec status > /tmp/st 2>&1; usleep 100000; n=$((n+1)); done\n\
+                 pvkexec load --kernel /boot/probe --append mem_mib={} 2>&1 && pvkexec exec 2>&1",
+                BALLOONED * 4,
+                BALLOONED / 256
             ),
         ),
     ]
@@ -472,18 +490,20 @@ fn exec_with_a_cpu_offline_is_refused_before_teardown() {
 }
 
 /// After the domU ballooned a quarter of its memory out, status shows the domain's actual
-/// frames and load refuses, naming the ballooned domain (the purgatory does not handle P2M
-/// holes yet).
+/// frames and load plans the new kernel for them (the old P2M has holes).
 #[test]
-fn ballooned_domain_is_refused() {
+fn ballooned_domain_loads_for_its_frames() {
     let s = step("status-ballooned");
     let frames = MEM_MIB * 256;
-    let want = format!("frames: {} (", frames * 3 / 4);
+    let want = format!("frames: {BALLOONED} (");
     assert!(s.text().contains(&want), "no {want:?}:\n{}", s.text());
     let l = step("load-ballooned");
-    assert_eq!(l.rc, Some(1), "{}", l.text());
+    assert_eq!(l.rc, Some(0), "{}", l.text());
+    let want = format!(
+        "ballooned domain: {BALLOONED} of the start-of-day P2M's {frames} frames are present"
+    );
     assert!(
-        l.text().contains(&format!("started with {frames}")) && l.text().contains("ballooned"),
+        l.text().contains(&format!("layout for {BALLOONED} frames")) && l.text().contains(&want),
         "{}",
         l.text()
     );
@@ -556,6 +576,43 @@ fn exec_into_the_probe_2vcpus_after_blkfront() {
         "no closed backend line:\n{}",
         d.log()
     );
+}
+
+/// Debian 6.1 (1 VCPU) ballooned down by a quarter -> `pvkexec load` + `pvkexec exec` ->
+/// probe: every check passes, and the probe's frames are the domain's actual ones: the frames
+/// left after the balloon less the hidden one (1 VCPU: no park area, its vcpu_info frame),
+/// each P2M entry of them mapping back through the M2P.
+#[test]
+fn exec_into_the_probe_after_ballooning_a_quarter_out() {
+    let d = exec_domu("kmod-balloon");
+    assert_probe_passes(d);
+    let log = d.log();
+    let hidden = 1;
+    let nr_pages = BALLOONED - hidden;
+    for want in [
+        format!(
+            "ballooned domain: {BALLOONED} of the start-of-day P2M's {} frames",
+            MEM_MIB * 256
+        ),
+        format!(
+            "PVKEXEC-INFO hidden-frames {hidden} (domain {BALLOONED} frames, nr_pages {nr_pages})"
+        ),
+        format!("PVKEXEC-INFO p2m-m2p frames={nr_pages}"),
+    ] {
+        assert!(log.contains(&want), "no {want:?}:\n{log}");
+    }
+    for l in log.lines().filter(|l| {
+        [
+            "ballooned domain",
+            "frames renumbered",
+            "hidden-frames",
+            "p2m-m2p",
+        ]
+        .iter()
+        .any(|k| l.contains(k))
+    }) {
+        eprintln!("kmod: balloon: {l}");
+    }
 }
 
 /// The kexec-tools spelling, 1 VCPU: `kexec -l K --initrd=I --append=... -s && kexec -e`
