@@ -284,15 +284,16 @@ impl fmt::Display for PlanError {
     }
 }
 
+// Xen's numbers come from xenpv, the crate that cites their headers.
 /// Page size.
-pub const PAGE_SIZE: u64 = 4096;
-/// `sizeof(struct start_info)` (xen.h).
-pub const START_INFO_SIZE: u64 = 1168;
+pub const PAGE_SIZE: u64 = xenpv::PAGE_SIZE;
+/// `sizeof(struct start_info)` (xen.h), from xenpv's asserted layout.
+pub const START_INFO_SIZE: u64 = core::mem::size_of::<xenpv::StartInfo>() as u64;
 /// `sizeof(struct dom0_vga_console_info)`, placed after start_info by the dom0 builder.
-pub const DOM0_VGA_INFO_SIZE: u64 = 40;
+pub const DOM0_VGA_INFO_SIZE: u64 = xenpv::DOM0_VGA_CONSOLE_INFO_SIZE;
 /// Xen's reserved virtual range in every 64-bit PV guest (L4 slots 256..271).
-pub const HYPERVISOR_VIRT_START: u64 = 0xFFFF_8000_0000_0000;
-pub const HYPERVISOR_VIRT_END: u64 = 0xFFFF_8800_0000_0000;
+pub const HYPERVISOR_VIRT_START: u64 = xenpv::layout::HYPERVISOR_VIRT_START;
+pub const HYPERVISOR_VIRT_END: u64 = xenpv::layout::HYPERVISOR_VIRT_END;
 
 pub(crate) fn round_up(v: u64, to: u64) -> Result<u64, PlanError> {
     v.checked_add(to - 1)

@@ -140,6 +140,23 @@ pub mod evtchnop {
     pub const STATUS_IPI: u32 = 5;
 }
 
+/// `VIRQ_*` virtual interrupt numbers (xen/include/public/xen.h).
+pub mod virq {
+    /// `VIRQ_TIMER`: the per-VCPU timer.
+    pub const TIMER: u32 = 0;
+}
+
+/// Event channel port space and FIFO event words (xen/include/public/event_channel.h).
+pub mod evtchn {
+    /// `EVTCHN_2L_NR_CHANNELS` on x86_64 (`sizeof(xen_ulong_t)^2 * 64`): ports of the 2-level ABI.
+    pub const NR_CHANNELS_2L: u32 = 8 * 8 * 64;
+    /// Bit numbers in a FIFO event word (`EVTCHN_FIFO_PENDING` ... `EVTCHN_FIFO_BUSY`).
+    pub const FIFO_PENDING: u32 = 31;
+    pub const FIFO_MASKED: u32 = 30;
+    pub const FIFO_LINKED: u32 = 29;
+    pub const FIFO_BUSY: u32 = 28;
+}
+
 /// `grant_table_op` commands (grant_table.h).
 pub mod gnttabop {
     pub const MAP_GRANT_REF: u64 = 0;
@@ -224,6 +241,10 @@ pub mod sif {
     pub const PM_MASK: u32 = 0xFF << 8;
 }
 
+/// `sizeof(struct dom0_vga_console_info)` (xen/include/public/xen.h): the dom0 builder places
+/// one after start_info.
+pub const DOM0_VGA_CONSOLE_INFO_SIZE: u64 = 40;
+
 /// Flat selectors every 64-bit PV guest may use without a GDT of its own (arch-x86/xen-x86_64.h).
 pub mod selector {
     pub const FLAT_KERNEL_CS: u16 = 0xE033;
@@ -244,6 +265,10 @@ pub mod layout {
     /// First and last L4 slot Xen owns in every guest L4 (inclusive).
     pub const XEN_L4_FIRST_SLOT: usize = 256;
     pub const XEN_L4_LAST_SLOT: usize = 271;
+    /// Xen's reserved virtual range in every 64-bit PV guest, L4 slots 256..271
+    /// (arch-x86/xen-x86_64.h `HYPERVISOR_VIRT_START`, `HYPERVISOR_VIRT_END`).
+    pub const HYPERVISOR_VIRT_START: u64 = 0xFFFF_8000_0000_0000;
+    pub const HYPERVISOR_VIRT_END: u64 = 0xFFFF_8800_0000_0000;
     /// M2P entry for a frame with no PFN.
     pub const INVALID_P2M_ENTRY: u64 = !0;
 }
@@ -293,4 +318,25 @@ pub mod xenfeat {
     pub const LINUX_RSDP_UNRESTRICTED: u32 = 15;
     pub const NOT_DIRECT_MAPPED: u32 = 16;
     pub const DIRECT_MAPPED: u32 = 17;
+}
+
+/// The xenstore ring page (xen/include/public/io/xs_wire.h): `struct xenstore_domain_interface`'s
+/// offsets, `struct xsd_sockmsg`'s size and the `XS_*` message types a reader needs.
+pub mod xs {
+    /// `XENSTORE_RING_SIZE`: bytes in each of the request and response rings.
+    pub const RING_SIZE: u32 = 1024;
+    /// Offsets of `req`, `rsp`, `req_cons`, `req_prod`, `rsp_cons`, `rsp_prod`.
+    pub const REQ: usize = 0;
+    pub const RSP: usize = 1024;
+    pub const REQ_CONS: usize = 2048;
+    pub const REQ_PROD: usize = 2052;
+    pub const RSP_CONS: usize = 2056;
+    pub const RSP_PROD: usize = 2060;
+    /// `sizeof(struct xsd_sockmsg)`: type, req_id, tx_id, len.
+    pub const HEADER: usize = 16;
+    /// `XENSTORE_PAYLOAD_MAX`: the longest message body.
+    pub const PAYLOAD_MAX: usize = 4096;
+    pub const READ: u32 = 2;
+    pub const WATCH_EVENT: u32 = 15;
+    pub const ERROR: u32 = 16;
 }

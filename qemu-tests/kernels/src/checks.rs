@@ -6,6 +6,7 @@ use crate::report::{check, Why};
 use crate::view::{m2p, p2m, walk, Region};
 use crate::{cmdline_value, parse_u64, println, why};
 use core::arch::asm;
+use xenpv::selector::{FLAT_KERNEL_CS, FLAT_KERNEL_SS};
 use xenpv::{hypercall, pte, uvmf, MmuUpdate, StartInfo, PAGE_SIZE};
 
 extern "C" {
@@ -15,8 +16,8 @@ extern "C" {
 
 /// Two pages the mmu round trip remaps; page aligned so each has its own L1 entry.
 #[repr(C, align(4096))]
-struct ScratchPages([[u8; 4096]; 2]);
-static mut SCRATCH: ScratchPages = ScratchPages([[0; 4096]; 2]);
+struct ScratchPages([[u8; PAGE_SIZE as usize]; 2]);
+static mut SCRATCH: ScratchPages = ScratchPages([[0; PAGE_SIZE as usize]; 2]);
 
 /// Prints what the kernel was handed, then runs the start-of-day checks; `hidden` frames of
 /// the domain are expected to be kept from the kernel (`nr_pages` = `mem_mib=` less them).
@@ -68,11 +69,13 @@ pub fn check_entry_registers(si: &StartInfo, regs: &[u64; reg::COUNT]) -> Result
         }
     }
     let sel = |i: usize| regs[i] & 0xFFFF;
-    if sel(reg::CS) != 0xE033 || sel(reg::SS) != 0xE02B {
+    if sel(reg::CS) != FLAT_KERNEL_CS as u64 || sel(reg::SS) != FLAT_KERNEL_SS as u64 {
         return why!(
-            "cs {:#x} ss {:#x}, want 0xe033 0xe02b",
+            "cs {:#x} ss {:#x}, want {:#x} {:#x}",
             sel(reg::CS),
-            sel(reg::SS)
+            sel(reg::SS),
+            FLAT_KERNEL_CS,
+            FLAT_KERNEL_SS
         );
     }
     for (name, i) in [

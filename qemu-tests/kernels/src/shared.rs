@@ -1,12 +1,12 @@
 //! The shared_info page and Xen system time, for the kernels that watch event channels and
 //! timers.
 
-use xenpv::{hypercall, pte, uvmf, SharedInfo, StartInfo, VcpuTimeInfo};
+use xenpv::{hypercall, pte, uvmf, SharedInfo, StartInfo, VcpuTimeInfo, PAGE_SHIFT, PAGE_SIZE};
 
 #[repr(C, align(4096))]
-struct Page([u8; 4096]);
+struct Page([u8; PAGE_SIZE as usize]);
 /// The page whose L1 entry is pointed at the shared_info frame.
-static mut SHARED_PAGE: Page = Page([0; 4096]);
+static mut SHARED_PAGE: Page = Page([0; PAGE_SIZE as usize]);
 
 /// Maps the shared_info frame (`start_info.shared_info` is its machine address) over a page of
 /// the kernel's bss and returns it.
@@ -17,7 +17,7 @@ pub fn map_shared_info(si: &StartInfo) -> Result<&'static SharedInfo, xenpv::Xen
     unsafe {
         hypercall::update_va_mapping(
             va,
-            pte::make(si.shared_info >> 12, pte::L1_FLAGS | pte::D),
+            pte::make(si.shared_info >> PAGE_SHIFT, pte::L1_FLAGS | pte::D),
             uvmf::INVLPG,
         )?;
         Ok(&*(va as *const SharedInfo))
@@ -76,9 +76,6 @@ pub fn rdtsc() -> u64 {
     unsafe { core::arch::asm!("rdtsc", out("eax") lo, out("edx") hi, options(nomem, nostack)) };
     (hi as u64) << 32 | lo as u64
 }
-
-/// `VIRQ_TIMER`: the per-VCPU timer's virtual interrupt.
-pub const VIRQ_TIMER: u32 = 0;
 
 /// Binds `virq` on `vcpu` to a new event channel and returns its port.
 pub fn bind_virq(virq: u32, vcpu: u32) -> Result<u32, xenpv::XenError> {

@@ -4,21 +4,13 @@
 
 use core::sync::atomic::{fence, Ordering};
 use xenpv::hypercall;
-
-const RING_SIZE: u32 = 1024;
-const REQ: usize = 0;
-const RSP: usize = 1024;
-const REQ_CONS: usize = 2048;
-const REQ_PROD: usize = 2052;
-const RSP_CONS: usize = 2056;
-const RSP_PROD: usize = 2060;
-/// `struct xsd_sockmsg`: type, req_id, tx_id, len.
-const HEADER: usize = 16;
-const XS_READ: u32 = 2;
-const XS_ERROR: u32 = 16;
-/// A watch firing: xenstored may put these in the ring at any time (an old kernel's watches
-/// outlive it); skipped.
-const XS_WATCH_EVENT: u32 = 15;
+use xenpv::xs::{
+    ERROR as XS_ERROR, HEADER, PAYLOAD_MAX, READ as XS_READ, REQ, REQ_CONS, REQ_PROD, RING_SIZE,
+    RSP, RSP_CONS, RSP_PROD,
+};
+// A watch firing: xenstored may put these in the ring at any time (an old kernel's watches
+// outlive it); skipped.
+use xenpv::xs::WATCH_EVENT as XS_WATCH_EVENT;
 /// Messages skipped (watch events, answers to someone else's requests) before giving up.
 const MAX_SKIPPED: u32 = 64;
 /// Yields to wait for xenstored before a request is given up.
@@ -163,8 +155,8 @@ impl Xenstore {
                 u32::from_le_bytes([header[i], header[i + 1], header[i + 2], header[i + 3]])
             };
             let (kind, req_id, len) = (word(0), word(4), word(12) as usize);
-            // xs_wire.h: no payload is larger than 4096 bytes.
-            if len > 4096 {
+            // xs_wire.h: no payload is larger than XENSTORE_PAYLOAD_MAX.
+            if len > PAYLOAD_MAX {
                 return Err(XsError::CorruptRing);
             }
             if kind != XS_WATCH_EVENT && req_id == self.req_id {

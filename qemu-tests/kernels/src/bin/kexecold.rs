@@ -56,11 +56,11 @@ use pvhandoff::handoff::{AP_ENTRY_OFFSET, MAX_VCPUS};
 use pvhandoff::image::{ImageView, SEG_FLAG_PURGATORY_MAPPING};
 use pvtest_kernels::entry::{entry_regs, reg};
 use pvtest_kernels::report::{fail, finish, Why};
-use pvtest_kernels::shared::{self, VIRQ_TIMER};
+use pvtest_kernels::shared;
 use pvtest_kernels::view::{p2m, walk, Region};
 use pvtest_kernels::{cmdline_value, notes::VIRT_BASE, why, OLD_DATA_POISON};
 use xenpv::{
-    callback, evtchnop, hypercall, mmu, mmuext, pte, selector, uvmf, vcpuop, vgcf,
+    callback, evtchn, evtchnop, hypercall, mmu, mmuext, pte, selector, uvmf, vcpuop, vgcf, virq,
     CallbackRegister, EvtchnExpandArray, EvtchnInitControl, MmuUpdate, MmuextOp, StartInfo,
     VcpuGuestContext, VcpuRegisterArea, VcpuRegisterVcpuInfo, VcpuSetPeriodicTimer, XenError,
     PAGE_SIZE,
@@ -77,8 +77,8 @@ const DATA_SELECTOR: u16 = (1 << 3) | 3;
 
 /// A page whose L1 entry is borrowed to fill frames before they become tables.
 #[repr(C, align(4096))]
-struct Page([u8; 4096]);
-static mut SCRATCH: Page = Page([0; 4096]);
+struct Page([u8; PAGE_SIZE as usize]);
+static mut SCRATCH: Page = Page([0; PAGE_SIZE as usize]);
 
 /// Most working-memory frames this kernel hands over (enough for a 512 GiB domain).
 const WORK_PFNS_MAX: usize = 4352;
@@ -605,7 +605,7 @@ static IPI_PORT: [AtomicU32; MAX_APS] = [const { AtomicU32::new(0) }; MAX_APS];
 /// The FIFO event array's first page in the direct map (0 before the FIFO ABI is on).
 static EVENT_ARRAY: AtomicU64 = AtomicU64::new(0);
 /// PENDING in a FIFO event word.
-const FIFO_PENDING: u32 = 1 << 31;
+const FIFO_PENDING: u32 = 1 << evtchn::FIFO_PENDING;
 
 core::arch::global_asm!(
     r#"
@@ -705,7 +705,7 @@ extern "C" fn kexecold_ap_main(vcpu: u64) -> ! {
             Err(e) => err(1, e),
         }
     }
-    if let Err(e) = shared::bind_virq(VIRQ_TIMER, vcpu as u32) {
+    if let Err(e) = shared::bind_virq(virq::TIMER, vcpu as u32) {
         err(2, e);
     }
     let period = VcpuSetPeriodicTimer {
@@ -894,7 +894,7 @@ fn start_timers(si: &StartInfo) -> Result<u32, Why> {
         Err(e) => return why!("mapping shared_info: {}", e),
     };
     SHARED.store(sh as *const xenpv::SharedInfo as u64, Ordering::Release);
-    let port = match shared::bind_virq(VIRQ_TIMER, 0) {
+    let port = match shared::bind_virq(virq::TIMER, 0) {
         Ok(p) => p,
         Err(e) => return why!("binding VIRQ_TIMER: {}", e),
     };
@@ -914,7 +914,7 @@ fn start_timers(si: &StartInfo) -> Result<u32, Why> {
 }
 
 /// A page of this kernel's whose L1 entry is borrowed to write the grant table.
-static mut GRANT_WINDOW: Page = Page([0; 4096]);
+static mut GRANT_WINDOW: Page = Page([0; PAGE_SIZE as usize]);
 /// Grant refs offered (past the reserved 0..7).
 const OFFERED_REFS: core::ops::Range<usize> = 8..12;
 

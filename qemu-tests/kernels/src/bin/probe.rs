@@ -32,10 +32,12 @@ use pvhandoff::image::{PlanRecord, PLAN_MAGIC};
 use pvtest_kernels::checks::boot_checks;
 use pvtest_kernels::entry::{entry_regs, reg};
 use pvtest_kernels::report::{check, finish, Why};
-use pvtest_kernels::shared::{self, VIRQ_TIMER};
+use pvtest_kernels::shared;
 use pvtest_kernels::view::Region;
 use pvtest_kernels::{cmdline_value, notes::VIRT_BASE, parse_u64, println, why, OLD_DATA_POISON};
-use xenpv::{evtchnop, hypercall, vcpuop, SharedInfo, StartInfo, VcpuInfo, XenError, PAGE_SIZE};
+use xenpv::{
+    evtchn, evtchnop, hypercall, vcpuop, virq, SharedInfo, StartInfo, VcpuInfo, XenError, PAGE_SIZE,
+};
 
 /// Initial contents of the plan slot: `pvkexec build` replaces them with the `PlanRecord`.
 const SLOT_UNFILLED: u64 = u64::from_le_bytes(*b"PVKXSLOT");
@@ -137,7 +139,7 @@ extern "C" fn guest_main(si: *const StartInfo) -> ! {
 }
 
 /// A page whose L1 entry is borrowed to read the grant table.
-static mut GRANT_WINDOW: Page = Page([0; 4096]);
+static mut GRANT_WINDOW: Page = Page([0; PAGE_SIZE as usize]);
 
 /// `pvkexec.grants_busy=ref:mfn,...`: grants a backend still mapped at the kexec.
 fn busy_grants(si: &StartInfo) -> impl Iterator<Item = (u64, u64)> + '_ {
@@ -246,9 +248,9 @@ fn check_watchdogs() -> Result<(), Why> {
 }
 
 #[repr(C, align(4096))]
-struct Page([u8; 4096]);
+struct Page([u8; PAGE_SIZE as usize]);
 /// This kernel's FIFO control block for VCPU 0 (used only by the last check).
-static mut FIFO_CONTROL: Page = Page([0; 4096]);
+static mut FIFO_CONTROL: Page = Page([0; PAGE_SIZE as usize]);
 
 /// The FIFO event ABI the old kernel initialised is gone: `EVTCHNOP_init_control` succeeds
 /// here (it fails with -EINVAL on a VCPU that already has a control block). Runs last: it
@@ -460,7 +462,7 @@ fn vcpu_info_list(si: &StartInfo) -> impl Iterator<Item = (u64, u64, u64)> + '_ 
 }
 
 /// A page over which VCPU 0's placed vcpu_info frame is mapped.
-static mut VCPU_INFO_PAGE: Page = Page([0; 4096]);
+static mut VCPU_INFO_PAGE: Page = Page([0; PAGE_SIZE as usize]);
 
 /// VCPU 0's vcpu_info, for time: shared_info's slot, or, when the old kernel placed it, the
 /// frame `pvkexec.vcpu_info=` names (Xen no longer updates the slot then).
@@ -468,7 +470,7 @@ fn clock(si: &StartInfo, sh: &'static SharedInfo) -> Result<&'static VcpuInfo, W
     let Some((_, mfn, off)) = vcpu_info_list(si).find(|&(k, _, _)| k == 0) else {
         return Ok(&sh.vcpu_info[0]);
     };
-    if off as usize + core::mem::size_of::<VcpuInfo>() > 4096 {
+    if off as usize + core::mem::size_of::<VcpuInfo>() > PAGE_SIZE as usize {
         return why!("vcpu_info offset {:#x} runs past its page", off);
     }
     let va = core::ptr::addr_of_mut!(VCPU_INFO_PAGE) as u64;
@@ -774,7 +776,7 @@ fn check_domu_ports(si: &StartInfo) -> Result<(), Why> {
         }
     }
     let mut port = 1u32;
-    while port < 4096 {
+    while port < evtchn::NR_CHANNELS_2L {
         match shared::port_status(port) {
             Ok(st) if st.status == evtchnop::STATUS_CLOSED => {}
             Ok(_) if kept.contains(&port) => {}
@@ -849,7 +851,7 @@ fn check_ports(si: &StartInfo) -> Result<(), Why> {
             Err(e) => return why!("EVTCHNOP_status({}): {}", port, e),
         }
         port += 1;
-        if port == 4096 {
+        if port == evtchn::NR_CHANNELS_2L {
             break;
         }
     }
@@ -866,7 +868,7 @@ fn check_no_old_timers(sh: &SharedInfo, clk: &VcpuInfo) -> Result<(), Why> {
     let n = nr_vcpus().min(8) as usize;
     let mut ports = [0u32; 8];
     for (k, port) in ports.iter_mut().enumerate().take(n) {
-        *port = match shared::bind_virq(VIRQ_TIMER, k as u32) {
+        *port = match shared::bind_virq(virq::TIMER, k as u32) {
             Ok(p) => p,
             Err(e) => {
                 return why!(
