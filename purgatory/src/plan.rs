@@ -28,6 +28,9 @@ pub struct Checked {
 /// before it passes.
 pub fn check(h: &Handoff, image: &ImageView) -> Result<Checked, Failure> {
     let plan = plan_record(image).ok_or(Failure::Plan("the image has no valid plan record"))?;
+    // The record's own consistency (the rules `pvkexec inspect` applies) before any field of
+    // it sizes or places anything.
+    plan.check().map_err(Failure::Plan)?;
     // SAFETY: the kernel side passes its live start_info; only read here.
     let old_si = unsafe { &*(h.old_start_info_va as *const StartInfo) };
     let old_nr = old_si.nr_pages;

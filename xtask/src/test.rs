@@ -27,6 +27,24 @@ pub(crate) fn run() -> Result<()> {
             ],
         )
     })?;
+    step(
+        "clippy (xenpv's hypercall wrappers, a guest-only feature)",
+        || {
+            cargo(
+                &root,
+                &[
+                    "clippy",
+                    "-p",
+                    "xenpv",
+                    "--features",
+                    "hypercall",
+                    "--",
+                    "-D",
+                    "warnings",
+                ],
+            )
+        },
+    )?;
     step("clippy (guest workspace)", || {
         cargo(
             &guest_dir,
@@ -42,14 +60,15 @@ pub(crate) fn run() -> Result<()> {
         )
     })?;
     step(
-        "provision QEMU, Xen 4.17 and 4.20, Debian's Linux 6.1 and 6.12, busybox initramfs, \
-         the domU rig's dom0 initramfs",
+        "provision QEMU, Xen 4.17 and 4.20, Debian's Linux 6.1, 6.12 and 5.10, busybox \
+         initramfs, the domU rig's dom0 initramfs",
         || {
             provision::ensure_qemu()?;
             provision::ensure_xen(XenVersion::V4_17)?;
             provision::ensure_xen(XenVersion::V4_20)?;
             provision::ensure_linux(DebianLinux::Bookworm)?;
             provision::ensure_linux(DebianLinux::Trixie)?;
+            provision::ensure_linux(DebianLinux::Bullseye)?;
             harness::initramfs::ensure_initramfs()?;
             for l in [DebianLinux::Bookworm, DebianLinux::Trixie] {
                 harness::initramfs::ensure_initramfs_blkfront_for(l)?;
