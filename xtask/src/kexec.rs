@@ -196,29 +196,11 @@ fn kexec_old_linux(args: &KexecArgs) -> Result<ExitCode> {
     let run = domu_rig(args.xen).run(&[spec]);
     let _ = std::fs::remove_file(&rd);
     let run = run?;
-    let d = report_domu(&run);
-    let log = d.log();
-    let entered = log.contains(harness::PURGATORY_ENTERING);
-    let ok = match &args.expect {
-        Some(text) => log.contains(text.as_str()),
-        None => entered && d.verdict == harness::domu::DomuVerdict::Pass,
-    };
-    println!(
-        "kexec from Debian 6.1 through pvkexec.ko: purgatory {}, new kernel: {} checks passed, \
-         {} failed",
-        if entered {
-            "entered the new kernel"
-        } else {
-            "not seen entering the new kernel"
-        },
-        d.passed().len(),
-        d.failed().len()
-    );
-    Ok(if ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(d.verdict.exit_code().max(2) as u8)
-    })
+    domu_kexec_outcome(
+        args,
+        report_domu(&run),
+        "kexec from Debian 6.1 through pvkexec.ko",
+    )
 }
 
 fn kexec_domu(args: &KexecArgs, image: PathBuf, old_cmdline: String) -> Result<ExitCode> {
@@ -230,7 +212,17 @@ fn kexec_domu(args: &KexecArgs, image: PathBuf, old_cmdline: String) -> Result<E
     spec.disk = args.disk.clone();
     spec.timeout = Duration::from_secs(args.timeout);
     let run = domu_rig(args.xen).run(&[spec])?;
-    let d = report_domu(&run);
+    domu_kexec_outcome(args, report_domu(&run), "kexec in a domU")
+}
+
+/// Prints what the domU's kexec came to (`what`: which kind of kexec) and its exit code:
+/// success when the new kernel printed `--expect`'s text, or, for the probe, when the
+/// purgatory entered it and it passed.
+fn domu_kexec_outcome(
+    args: &KexecArgs,
+    d: &harness::domu::DomuResult,
+    what: &str,
+) -> Result<ExitCode> {
     let log = d.log();
     let entered = log.contains(harness::PURGATORY_ENTERING);
     let ok = match &args.expect {
@@ -238,7 +230,7 @@ fn kexec_domu(args: &KexecArgs, image: PathBuf, old_cmdline: String) -> Result<E
         None => entered && d.verdict == harness::domu::DomuVerdict::Pass,
     };
     println!(
-        "kexec in a domU: purgatory {}, new kernel: {} checks passed, {} failed",
+        "{what}: purgatory {}, new kernel: {} checks passed, {} failed",
         if entered {
             "entered the new kernel"
         } else {

@@ -15,49 +15,14 @@ pub(crate) fn run() -> Result<()> {
         cargo(&guest_dir, &["fmt", "--all", "--check"])
     })?;
     step("clippy (host workspace)", || {
-        cargo(
-            &root,
-            &[
-                "clippy",
-                "--workspace",
-                "--all-targets",
-                "--",
-                "-D",
-                "warnings",
-            ],
-        )
+        clippy(&root, &["--workspace", "--all-targets"])
     })?;
     step(
         "clippy (xenpv's hypercall wrappers, a guest-only feature)",
-        || {
-            cargo(
-                &root,
-                &[
-                    "clippy",
-                    "-p",
-                    "xenpv",
-                    "--features",
-                    "hypercall",
-                    "--",
-                    "-D",
-                    "warnings",
-                ],
-            )
-        },
+        || clippy(&root, &["-p", "xenpv", "--features", "hypercall"]),
     )?;
     step("clippy (guest workspace)", || {
-        cargo(
-            &guest_dir,
-            &[
-                "clippy",
-                "--release",
-                "--workspace",
-                "--all-targets",
-                "--",
-                "-D",
-                "warnings",
-            ],
-        )
+        clippy(&guest_dir, &["--release", "--workspace", "--all-targets"])
     })?;
     step(
         "provision QEMU, Xen 4.17 and 4.20, Debian's Linux 6.1, 6.12 and 5.10, busybox \
@@ -102,4 +67,12 @@ pub(crate) fn run() -> Result<()> {
     })?;
     eprintln!("all tests passed");
     Ok(())
+}
+
+/// `cargo clippy ARGS -- -D warnings` in `dir`.
+fn clippy(dir: &std::path::Path, args: &[&str]) -> Result<()> {
+    let mut all = vec!["clippy"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--", "-D", "warnings"]);
+    cargo(dir, &all)
 }

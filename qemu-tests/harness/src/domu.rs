@@ -216,21 +216,12 @@ impl DomuResult {
 
     /// Names of the checks the domU reported as passed.
     pub fn passed(&self) -> Vec<String> {
-        self.lines_with("PVKEXEC-TEST PASS ")
-            .filter_map(|l| l.split("PVKEXEC-TEST PASS ").nth(1))
-            .map(|s| s.trim().to_string())
-            .collect()
+        crate::passed_checks(self.lines_with("PVKEXEC-TEST PASS "))
     }
 
     /// `(name, reason)` of the checks the domU reported as failed.
     pub fn failed(&self) -> Vec<(String, String)> {
-        self.lines_with("PVKEXEC-TEST FAIL ")
-            .filter_map(|l| l.split("PVKEXEC-TEST FAIL ").nth(1))
-            .map(|s| match s.split_once(": ") {
-                Some((name, why)) => (name.trim().to_string(), why.trim().to_string()),
-                None => (s.trim().to_string(), String::new()),
-            })
-            .collect()
+        crate::failed_checks(self.lines_with("PVKEXEC-TEST FAIL "))
     }
 
     /// The domain builder's decisions from `xl -vvv create`, starting at the function name

@@ -58,6 +58,26 @@ pub fn probe_checks() -> Vec<&'static str> {
 /// The purgatory's last line before it leaves for the new kernel.
 pub const PURGATORY_ENTERING: &str = "entering the new kernel at";
 
+/// Names of the checks reported as passed (`PVKEXEC-TEST PASS name`) in `lines`.
+pub fn passed_checks<'a>(lines: impl Iterator<Item = &'a str>) -> Vec<String> {
+    lines
+        .filter_map(|l| l.split("PVKEXEC-TEST PASS ").nth(1))
+        .map(|s| s.trim().to_string())
+        .collect()
+}
+
+/// `(name, reason)` of the checks reported as failed (`PVKEXEC-TEST FAIL name: why`) in
+/// `lines`.
+pub fn failed_checks<'a>(lines: impl Iterator<Item = &'a str>) -> Vec<(String, String)> {
+    lines
+        .filter_map(|l| l.split("PVKEXEC-TEST FAIL ").nth(1))
+        .map(|s| match s.split_once(": ") {
+            Some((name, why)) => (name.trim().to_string(), why.trim().to_string()),
+            None => (s.trim().to_string(), String::new()),
+        })
+        .collect()
+}
+
 /// The repository root (two levels above this crate).
 pub fn workspace_root() -> PathBuf {
     let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));

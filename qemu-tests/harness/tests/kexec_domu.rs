@@ -121,30 +121,21 @@ fn specs() -> Vec<DomuSpec> {
     ];
     // Debian 6.1 after the kexec: INIT_P2M (the relocated P2M with its own tables), the
     // gunzipped initramfs past virt_pgtab_end, and xenbus over the kept xenstore ring.
-    let mut linux = DomuSpec::new("kexec-linux61", guest::binary("kexecold").unwrap());
-    linux.ramdisk = Some(build_image_of(
+    v.push(linux_kexec_spec(
         "kexec-linux61",
-        &provision::ensure_linux(DebianLinux::Bookworm).unwrap(),
-        "console=hvc0",
-        256,
-        Some(&initramfs::ensure_initramfs_blkfront().unwrap()),
-        1,
+        DebianLinux::Bookworm,
+        &initramfs::ensure_initramfs_blkfront().unwrap(),
+        "4.17",
+        Some(DISK_MARKER),
     ));
-    linux.disk = Some(harness::domu::marker_disk(DISK_MARKER, 4).unwrap());
-    linux.timeout = Duration::from_secs(120);
-    v.push(linux);
     // Debian bullseye's 5.10 asks for a hypercall page: the loader writes Xen's.
-    let mut bullseye = DomuSpec::new("kexec-linux510", guest::binary("kexecold").unwrap());
-    bullseye.ramdisk = Some(build_image_of(
+    v.push(linux_kexec_spec(
         "kexec-linux510",
-        &provision::ensure_linux(DebianLinux::Bullseye).unwrap(),
-        "console=hvc0",
-        256,
-        Some(&initramfs::ensure_initramfs().unwrap()),
-        1,
+        DebianLinux::Bullseye,
+        &initramfs::ensure_initramfs().unwrap(),
+        "4.17",
+        None,
     ));
-    bullseye.timeout = Duration::from_secs(120);
-    v.push(bullseye);
     // A corrupted image: the purgatory names the segment and crashes the domain.
     let mut bad = kexec_spec("kexec-corrupt", 256, 1, None);
     bad.ramdisk = Some(corrupt_kernel_segment(
@@ -365,17 +356,35 @@ const DISK_MARKER_420: &str = "PVKEXEC-DISK-MARKER-kexec-domu-4.20";
 /// The old test kernel kexecing into Debian 6.12 (trixie bzImage, busybox initramfs with
 /// trixie's blkfront, a disk) in a domU of Xen 4.20's toolstack.
 fn kexec_612_spec() -> DomuSpec {
-    let mut s = DomuSpec::new("kexec-linux612", guest::binary("kexecold").unwrap());
-    s.ramdisk = Some(build_image_for(
+    linux_kexec_spec(
         "kexec-linux612",
-        &provision::ensure_linux(DebianLinux::Trixie).unwrap(),
+        DebianLinux::Trixie,
+        &initramfs::ensure_initramfs_blkfront_for(DebianLinux::Trixie).unwrap(),
+        "4.20",
+        Some(DISK_MARKER_420),
+    )
+}
+
+/// The old test kernel kexecing into Debian's `linux` (256 MiB, 1 VCPU, `console=hvc0`) with
+/// `initrd`, the image built for `toolstack`'s libxenguest; with a disk holding `disk_marker`.
+fn linux_kexec_spec(
+    name: &str,
+    linux: DebianLinux,
+    initrd: &Path,
+    toolstack: &str,
+    disk_marker: Option<&str>,
+) -> DomuSpec {
+    let mut s = DomuSpec::new(name, guest::binary("kexecold").unwrap());
+    s.ramdisk = Some(build_image_for(
+        name,
+        &provision::ensure_linux(linux).unwrap(),
         "console=hvc0",
         256,
-        Some(&initramfs::ensure_initramfs_blkfront_for(DebianLinux::Trixie).unwrap()),
+        Some(initrd),
         1,
-        "4.20",
+        toolstack,
     ));
-    s.disk = Some(harness::domu::marker_disk(DISK_MARKER_420, 4).unwrap());
+    s.disk = disk_marker.map(|m| harness::domu::marker_disk(m, 4).unwrap());
     s.timeout = Duration::from_secs(120);
     s
 }
