@@ -4,6 +4,7 @@
 #![no_std]
 
 pub mod chunks;
+pub mod crash;
 pub mod digest;
 pub mod handoff;
 pub mod image;

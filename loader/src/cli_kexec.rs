@@ -22,7 +22,7 @@ pub const EXIT_USAGE: u8 = 2;
 pub const EXIT_BAD_INPUT: u8 = 3;
 
 impl CliError {
-    fn refused(message: impl Into<String>) -> Self {
+    pub(crate) fn refused(message: impl Into<String>) -> Self {
         CliError {
             message: message.into(),
             code: EXIT_REFUSED,
@@ -64,7 +64,7 @@ pub struct LoadRequest {
 }
 
 /// Opens the module's device and reads its facts (abi checked).
-fn open() -> Result<(Device, Info), CliError> {
+pub(crate) fn open() -> Result<(Device, Info), CliError> {
     let dev = Device::open(&Device::path())?;
     let info = dev.info()?;
     if info.abi_version != ABI_VERSION {
@@ -152,6 +152,20 @@ pub fn render_status(info: &Info, release: &str) -> String {
     } else {
         s += "image: none loaded\n";
     }
+    s += &match (info.crash_reserved(), info.crash_loaded()) {
+        (_, true) => format!(
+            "crash kernel: loaded, {} MiB set aside, the crash kernel gets {} frames; record at \
+             mfn {:#x}\n",
+            info.crash_pages / 256,
+            info.crash_present,
+            info.crash_record_mfn
+        ),
+        (true, false) => format!(
+            "crash kernel: {} MiB set aside, no image loaded\n",
+            info.crash_pages / 256
+        ),
+        _ => "crash kernel: none loaded\n".to_string(),
+    };
     s += &format!(
         "exec: {}\n",
         if info.exec_supported() {
@@ -179,14 +193,7 @@ pub fn load(req: &LoadRequest) -> Result<String, CliError> {
     } else {
         pvlayout::Mode::DomU
     };
-    let old = old_kernel(&info);
-    let max_vcpus = pvhandoff::handoff::MAX_VCPUS;
-    if u64::from(old.vcpus) > max_vcpus {
-        return Err(CliError::refused(format!(
-            "this domain has {} VCPUs up; the purgatory parks at most {max_vcpus}",
-            old.vcpus
-        )));
-    }
+    let old = checked_old_kernel(&info)?;
     // A ballooned domain: the new kernel gets the frames it has; the old P2M's holes are
     // skipped by the purgatory. Frames ballooned in past the start have no old P2M entry.
     if info.current_pages > info.start_info_pages {
@@ -202,73 +209,22 @@ pub fn load(req: &LoadRequest) -> Result<String, CliError> {
         false => info.start_info_pages,
     };
     let (handoff_version, work_pages) = handoff_for(info.start_info_pages)?;
-    let name = req.kernel.display().to_string();
-    let kernel_role = Role::Kernel {
-        max: MAX_KERNEL_BYTES,
-    };
-    let initrd_role = Role::Initrd {
-        domain_bytes: domain_pages.saturating_mul(4096),
-    };
-    let (_, kernel_len) = open_checked(&req.kernel, kernel_role)?;
-    let initrd_len = match &req.initrd {
-        Some(i) => open_checked(i, initrd_role)?.1,
-        None => 0,
-    };
-    check_memory(kernel_len + initrd_len, mem_available())?;
-    let cmdline = match &req.cmdline {
-        Cmdline::Given(s) => s.clone(),
-        Cmdline::Reuse => reuse_cmdline()?,
-    };
-    let k = crate::parse_kernel(&name, &read_checked(&req.kernel, kernel_role)?)?;
-    let adjusted = crate::linux::adjust(&k, &cmdline, old);
-    let mut out = String::new();
-    for n in &adjusted.notes {
-        out += &format!("note: {name}: {n}\n");
-    }
-    if !adjusted.warnings.is_empty() {
-        let why = adjusted.warnings.join("; ");
-        if !req.force {
-            return Err(CliError::refused(format!(
-                "refused to load {name}: the running kernel (Linux {}) placed vcpu_info on its \
-                 {} VCPU(s), and Xen allows that registration once per VCPU: {why}. Nothing \
-                 was loaded; --force loads it anyway",
-                running_release(),
-                old.vcpus
-            )));
-        }
-        out += &format!("warning: {name}: loading anyway (--force): {why}\n");
-    }
-    let initrd = match &req.initrd {
-        Some(i) => Some(read_checked(i, initrd_role)?),
-        None => None,
-    };
-    let built = crate::image::build_image_for(&crate::image::BuildRequest {
-        input: &name,
-        kernel: &k,
-        initrd: initrd.as_deref(),
-        cmdline: &adjusted.cmdline,
-        domain_pages,
-        old_p2m_len,
-        hidden: crate::image::Hidden {
-            vcpu_pages: hidden_vcpu_pages(old),
-            grant_reserve: 0,
-        },
-        mode,
-        builder: crate::plan::DomuBuilder::default(),
-    })
-    .map_err(|e| too_large_or_input(e, domain_pages))?;
+    let inputs = Inputs::read(req, old, domain_pages)?;
+    let mut out = inputs.notes.clone();
+    let built = inputs.build(mode, domain_pages, old_p2m_len, "")?;
     dev.load(&built.bytes, handoff_version, work_pages)
         .map_err(|e| load_refused(e, built.bytes.len()))?;
     out += &format!(
-        "loaded {name}: {} layout for {domain_pages} frames ({} hidden for the old VCPUs), image \
+        "loaded {}: {} layout for {domain_pages} frames ({} hidden for the old VCPUs), image \
          {} bytes; command line: {:?}\n",
+        inputs.name,
         match mode {
             pvlayout::Mode::Dom0 => "initial-domain",
             _ => "domU",
         },
         hidden_vcpu_pages(old),
         built.bytes.len(),
-        adjusted.cmdline
+        inputs.cmdline
     );
     if old_p2m_len != 0 {
         out += &format!(
@@ -279,9 +235,128 @@ pub fn load(req: &LoadRequest) -> Result<String, CliError> {
     Ok(out)
 }
 
+/// The running kernel's VCPUs as the loader's rules take them, refused past what the
+/// purgatory parks.
+pub(crate) fn checked_old_kernel(info: &Info) -> Result<OldKernel, CliError> {
+    let old = old_kernel(info);
+    let max_vcpus = pvhandoff::handoff::MAX_VCPUS;
+    if u64::from(old.vcpus) > max_vcpus {
+        return Err(CliError::refused(format!(
+            "this domain has {} VCPUs up; the purgatory parks at most {max_vcpus}",
+            old.vcpus
+        )));
+    }
+    Ok(old)
+}
+
+/// A load's inputs, read and checked against the running kernel's rules.
+pub(crate) struct Inputs {
+    pub name: String,
+    kernel: crate::ParsedKernel,
+    initrd: Option<Vec<u8>>,
+    /// The command line after the loader's adjustments.
+    pub cmdline: String,
+    old: OldKernel,
+    /// Notes and warnings for the user.
+    pub notes: String,
+    /// Kernel and initrd bytes.
+    pub bytes: u64,
+}
+
+impl Inputs {
+    /// Reads kernel and initrd (bounded, memory checked first) and applies the vcpu_info
+    /// rule: refused unless `req.force`.
+    pub(crate) fn read(
+        req: &LoadRequest,
+        old: OldKernel,
+        domain_pages: u64,
+    ) -> Result<Inputs, CliError> {
+        let name = req.kernel.display().to_string();
+        let kernel_role = Role::Kernel {
+            max: MAX_KERNEL_BYTES,
+        };
+        let initrd_role = Role::Initrd {
+            domain_bytes: domain_pages.saturating_mul(4096),
+        };
+        let (_, kernel_len) = open_checked(&req.kernel, kernel_role)?;
+        let initrd_len = match &req.initrd {
+            Some(i) => open_checked(i, initrd_role)?.1,
+            None => 0,
+        };
+        check_memory(kernel_len + initrd_len, mem_available())?;
+        let cmdline = match &req.cmdline {
+            Cmdline::Given(s) => s.clone(),
+            Cmdline::Reuse => reuse_cmdline()?,
+        };
+        let k = crate::parse_kernel(&name, &read_checked(&req.kernel, kernel_role)?)?;
+        let adjusted = crate::linux::adjust(&k, &cmdline, old);
+        let mut notes = String::new();
+        for n in &adjusted.notes {
+            notes += &format!("note: {name}: {n}\n");
+        }
+        if !adjusted.warnings.is_empty() {
+            let why = adjusted.warnings.join("; ");
+            if !req.force {
+                return Err(CliError::refused(format!(
+                    "refused to load {name}: the running kernel (Linux {}) placed vcpu_info on \
+                     its {} VCPU(s), and Xen allows that registration once per VCPU: {why}. \
+                     Nothing was loaded; --force loads it anyway",
+                    running_release(),
+                    old.vcpus
+                )));
+            }
+            notes += &format!("warning: {name}: loading anyway (--force): {why}\n");
+        }
+        let initrd = match &req.initrd {
+            Some(i) => Some(read_checked(i, initrd_role)?),
+            None => None,
+        };
+        Ok(Inputs {
+            name,
+            kernel: k,
+            initrd,
+            cmdline: adjusted.cmdline,
+            old,
+            notes,
+            bytes: kernel_len + initrd_len,
+        })
+    }
+
+    /// Builds the image for a domain of `domain_pages` present frames (`old_p2m_len`: the old
+    /// P2M's length when it has holes, else 0), `extra` appended to the command line.
+    pub(crate) fn build(
+        &self,
+        mode: pvlayout::Mode,
+        domain_pages: u64,
+        old_p2m_len: u64,
+        extra: &str,
+    ) -> Result<crate::image::BuiltImage, CliError> {
+        let cmdline = match (self.cmdline.is_empty(), extra.is_empty()) {
+            (_, true) => self.cmdline.clone(),
+            (true, false) => extra.to_string(),
+            (false, false) => format!("{} {extra}", self.cmdline),
+        };
+        crate::image::build_image_for(&crate::image::BuildRequest {
+            input: &self.name,
+            kernel: &self.kernel,
+            initrd: self.initrd.as_deref(),
+            cmdline: &cmdline,
+            domain_pages,
+            old_p2m_len,
+            hidden: crate::image::Hidden {
+                vcpu_pages: hidden_vcpu_pages(self.old),
+                grant_reserve: 0,
+            },
+            mode,
+            builder: crate::plan::DomuBuilder::default(),
+        })
+        .map_err(|e| too_large_or_input(e, domain_pages))
+    }
+}
+
 /// The handoff block version the embedded purgatory reads, and the working memory it needs
 /// for a domain of `start_info_pages` frames (version 5: `pvhandoff::handoff::work_pages`).
-fn handoff_for(start_info_pages: u64) -> Result<(u32, u64), CliError> {
+pub(crate) fn handoff_for(start_info_pages: u64) -> Result<(u32, u64), CliError> {
     use pvhandoff::handoff::{work_pages, HANDOFF_VERSION};
     match (HANDOFF_VERSION, work_pages(start_info_pages)) {
         (5, Some(pages)) => Ok((5, pages)),
@@ -346,7 +421,7 @@ fn too_large_or_input(e: crate::LoadError, domain_pages: u64) -> CliError {
     e.into()
 }
 
-fn load_refused(e: DeviceError, len: usize) -> CliError {
+pub(crate) fn load_refused(e: DeviceError, len: usize) -> CliError {
     let why = match e.errno() {
         Some(libc::ENOMEM) => format!(
             "out of memory: the module cannot keep the {len}-byte image (it takes at most half \
@@ -403,14 +478,19 @@ pub enum KexecAction {
     LoadExec(LoadRequest),
     Exec,
     Unload,
+    /// `kexec -p KERNEL ...`: a crash kernel for panics.
+    LoadCrash(crate::cli_kdump::CrashLoadRequest),
+    /// `kexec -p -u`.
+    UnloadCrash,
     Help,
 }
 
 pub const KEXEC_USAGE: &str =
     "usage: kexec -l KERNEL [--initrd=FILE] [--append=S | --command-line=S | --reuse-cmdline] [-s]
        kexec -e | kexec -u | kexec KERNEL [options]  (load, then exec)
-pvkexec's kexec-tools spelling for Xen PV guests (needs the pvkexec module); -p (kdump) is not
-supported yet.";
+       kexec -p KERNEL [--initrd=FILE] [--command-line=S]  (a crash kernel for panics)
+       kexec -p -u
+pvkexec's kexec-tools spelling for Xen PV guests (needs the pvkexec module).";
 
 fn usage(msg: String) -> CliError {
     CliError {
@@ -432,6 +512,7 @@ pub fn parse_kexec(args: &[String]) -> Result<KexecAction, CliError> {
     let mut kernel: Option<PathBuf> = None;
     let mut initrd = None;
     let mut cmdline: Option<Cmdline> = None;
+    let mut panic = false;
     let mut it = args.iter();
     let set = |act: &mut Act, new: Act, flag: &str| -> Result<(), CliError> {
         if *act != Act::None && *act != new {
@@ -465,12 +546,7 @@ pub fn parse_kexec(args: &[String]) -> Result<KexecAction, CliError> {
             "-l" | "--load" => set(&mut act, Act::Load, flag)?,
             "-e" | "--exec" => set(&mut act, Act::Exec, flag)?,
             "-u" | "--unload" => set(&mut act, Act::Unload, flag)?,
-            "-p" | "--load-panic" => {
-                return Err(CliError::refused(
-                    "kexec -p: not yet: kdump (a crash kernel loaded for panics) is not \
-                     supported by pvkexec yet",
-                ))
-            }
+            "-p" | "--load-panic" => panic = true,
             "-s" | "--kexec-file-syscall" => {}
             "-h" | "--help" => return Ok(KexecAction::Help),
             "--initrd" | "--ramdisk" => initrd = Some(PathBuf::from(value("a file")?)),
@@ -494,6 +570,26 @@ pub fn parse_kexec(args: &[String]) -> Result<KexecAction, CliError> {
             force: false,
         })
     };
+    if panic {
+        let crash = |kernel| -> Result<KexecAction, CliError> {
+            Ok(KexecAction::LoadCrash(crate::cli_kdump::CrashLoadRequest {
+                load: req(kernel)?,
+                crash_mib: None,
+            }))
+        };
+        return match act {
+            Act::Unload if kernel.is_none() && initrd.is_none() && cmdline.is_none() => {
+                Ok(KexecAction::UnloadCrash)
+            }
+            Act::Unload => Err(usage(
+                "-p -u takes no kernel, initrd or command line".into(),
+            )),
+            Act::Exec => Err(usage(
+                "-p -e: a crash kernel runs on a panic, not on request".into(),
+            )),
+            Act::Load | Act::None => crash(kernel),
+        };
+    }
     match act {
         Act::Load => Ok(KexecAction::Load(req(kernel)?)),
         Act::None if kernel.is_some() => Ok(KexecAction::LoadExec(req(kernel)?)),
@@ -525,6 +621,8 @@ pub fn run_kexec(args: &[String]) -> Result<String, CliError> {
         }
         KexecAction::Exec => exec(),
         KexecAction::Unload => unload(),
+        KexecAction::LoadCrash(r) => crate::cli_kdump::load_crash(&r),
+        KexecAction::UnloadCrash => crate::cli_kdump::unload_crash(),
     }
 }
 
@@ -605,11 +703,43 @@ mod tests {
     }
 
     #[test]
+    fn kdump_tools_spelling() {
+        // kdump-config's `kexec -p --command-line="..." --initrd=I K`.
+        match parse_kexec(&args(&[
+            "-p",
+            "--command-line=console=hvc0 nr_cpus=1",
+            "--initrd=/boot/i",
+            "/boot/k",
+        ]))
+        .unwrap()
+        {
+            KexecAction::LoadCrash(r) => {
+                assert_eq!(r.load.kernel, PathBuf::from("/boot/k"));
+                assert_eq!(r.load.initrd, Some("/boot/i".into()));
+                assert_eq!(
+                    r.load.cmdline,
+                    Cmdline::Given("console=hvc0 nr_cpus=1".into())
+                );
+                assert_eq!(r.crash_mib, None);
+            }
+            o => panic!("{o:?}"),
+        }
+        assert!(matches!(
+            parse_kexec(&args(&["-l", "-p", "k"])).unwrap(),
+            KexecAction::LoadCrash(_)
+        ));
+        assert_eq!(
+            parse_kexec(&args(&["-p", "-u"])).unwrap(),
+            KexecAction::UnloadCrash
+        );
+    }
+
+    #[test]
     fn kexec_refusals() {
-        let p = parse_kexec(&args(&["-p", "k"])).unwrap_err();
-        assert!(p.message.contains("not yet: kdump"), "{}", p.message);
-        assert_eq!(p.code, EXIT_REFUSED);
         for bad in [
+            &["-p", "-e"][..],
+            &["-p", "-u", "k"],
+            &["-p"],
             &["-l"][..],
             &["-l", "-e", "k"],
             &["-e", "k"],
@@ -663,7 +793,7 @@ mod tests {
     #[test]
     fn status_names_the_facts() {
         let info = Info {
-            abi_version: 1,
+            abi_version: 3,
             flags: crate::device::INFO_PV | crate::device::INFO_VCPU_INFO_PLACED,
             current_pages: 65536,
             maximum_pages: 65536,

@@ -10,13 +10,18 @@ use std::path::{Path, PathBuf};
 pub const DEFAULT_DEVICE: &str = "/dev/pvkexec";
 
 /// `PVKEXEC_ABI_VERSION`.
-pub const ABI_VERSION: u32 = 2;
+pub const ABI_VERSION: u32 = 3;
 
 pub const INFO_PV: u32 = 1 << 0;
 pub const INFO_INITIAL_DOMAIN: u32 = 1 << 1;
 pub const INFO_VCPU_INFO_PLACED: u32 = 1 << 2;
 pub const INFO_IMAGE_LOADED: u32 = 1 << 3;
 pub const INFO_EXEC_SUPPORTED: u32 = 1 << 4;
+pub const INFO_CRASH_RESERVED: u32 = 1 << 5;
+pub const INFO_CRASH_LOADED: u32 = 1 << 6;
+
+/// `pvkexec_load.flags`: a crash image, into the frames set aside by [`Device::crash_reserve`].
+pub const LOAD_CRASH: u32 = 1 << 0;
 
 /// `struct pvkexec_info`.
 #[repr(C)]
@@ -35,6 +40,22 @@ pub struct Info {
     pub image_segments: u32,
     pub image_bytes: u64,
     pub image_pages: u64,
+    /// Frames set aside for a crash kernel (0: none).
+    pub crash_pages: u64,
+    /// Present frames of the crash view (the frames a crash kernel is planned for).
+    pub crash_present: u64,
+    /// MFN of the crash record page (0: none).
+    pub crash_record_mfn: u64,
+}
+
+/// `struct pvkexec_crash_reserve`: frames to set aside in, the crash view's facts out.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CrashReserve {
+    pub pages: u64,
+    pub present: u64,
+    pub record_mfn: u64,
+    pub p2m_len: u64,
 }
 
 /// `struct pvkexec_load`.
@@ -49,7 +70,14 @@ struct LoadArg {
 }
 
 const _: () = {
-    assert!(std::mem::size_of::<Info>() == 72);
+    assert!(std::mem::size_of::<Info>() == 96);
+    assert!(std::mem::offset_of!(Info, crash_pages) == 72);
+    assert!(std::mem::offset_of!(Info, crash_present) == 80);
+    assert!(std::mem::offset_of!(Info, crash_record_mfn) == 88);
+    assert!(std::mem::size_of::<CrashReserve>() == 32);
+    assert!(std::mem::offset_of!(CrashReserve, present) == 8);
+    assert!(std::mem::offset_of!(CrashReserve, record_mfn) == 16);
+    assert!(std::mem::offset_of!(CrashReserve, p2m_len) == 24);
     assert!(std::mem::offset_of!(Info, current_pages) == 8);
     assert!(std::mem::offset_of!(Info, possible_cpus) == 32);
     assert!(std::mem::offset_of!(Info, linux_version) == 48);
@@ -75,6 +103,9 @@ pub const IOC_INFO: u64 = ioc(IOC_READ, 0, std::mem::size_of::<Info>());
 pub const IOC_LOAD: u64 = ioc(IOC_WRITE, 1, std::mem::size_of::<LoadArg>());
 pub const IOC_UNLOAD: u64 = ioc(0, 2, 0);
 pub const IOC_EXEC: u64 = ioc(0, 3, 0);
+pub const IOC_CRASH_RESERVE: u64 =
+    ioc(IOC_READ | IOC_WRITE, 4, std::mem::size_of::<CrashReserve>());
+pub const IOC_CRASH_UNLOAD: u64 = ioc(0, 5, 0);
 
 impl Info {
     pub fn initial_domain(&self) -> bool {
@@ -88,6 +119,12 @@ impl Info {
     }
     pub fn exec_supported(&self) -> bool {
         self.flags & INFO_EXEC_SUPPORTED != 0
+    }
+    pub fn crash_reserved(&self) -> bool {
+        self.flags & INFO_CRASH_RESERVED != 0
+    }
+    pub fn crash_loaded(&self) -> bool {
+        self.flags & INFO_CRASH_LOADED != 0
     }
     /// `LINUX_VERSION_CODE` as `(major, minor, patch)`.
     pub fn linux_version(&self) -> (u32, u32, u32) {
@@ -206,10 +243,31 @@ impl Device {
         handoff_version: u32,
         work_pages: u64,
     ) -> Result<(), DeviceError> {
+        self.load_flags(image, 0, handoff_version, work_pages)
+    }
+
+    /// Loads a crash image into the frames [`Device::crash_reserve`] set aside; the module
+    /// arms its panic path.
+    pub fn load_crash(
+        &self,
+        image: &[u8],
+        handoff_version: u32,
+        work_pages: u64,
+    ) -> Result<(), DeviceError> {
+        self.load_flags(image, LOAD_CRASH, handoff_version, work_pages)
+    }
+
+    fn load_flags(
+        &self,
+        image: &[u8],
+        flags: u32,
+        handoff_version: u32,
+        work_pages: u64,
+    ) -> Result<(), DeviceError> {
         let mut arg = LoadArg {
             image: image.as_ptr() as u64,
             len: image.len() as u64,
-            flags: 0,
+            flags,
             handoff_version,
             work_pages,
         };
@@ -227,6 +285,29 @@ impl Device {
     pub fn exec(&self) -> Result<(), DeviceError> {
         self.ioctl("PVKEXEC_IOC_EXEC", IOC_EXEC, std::ptr::null_mut())
     }
+
+    /// Sets `pages` frames aside for a crash kernel and builds the crash view.
+    pub fn crash_reserve(&self, pages: u64) -> Result<CrashReserve, DeviceError> {
+        let mut arg = CrashReserve {
+            pages,
+            ..CrashReserve::default()
+        };
+        self.ioctl(
+            "PVKEXEC_IOC_CRASH_RESERVE",
+            IOC_CRASH_RESERVE,
+            (&mut arg as *mut CrashReserve).cast(),
+        )?;
+        Ok(arg)
+    }
+
+    /// Disarms the panic path and frees the crash image and the frames set aside.
+    pub fn crash_unload(&self) -> Result<(), DeviceError> {
+        self.ioctl(
+            "PVKEXEC_IOC_CRASH_UNLOAD",
+            IOC_CRASH_UNLOAD,
+            std::ptr::null_mut(),
+        )
+    }
 }
 
 #[cfg(test)]
@@ -236,7 +317,9 @@ mod tests {
     /// The numbers gcc computes from kmod/pvkexec_uapi.h.
     #[test]
     fn ioctl_numbers_match_the_c_header() {
-        assert_eq!(IOC_INFO, 0x8048_cf00);
+        assert_eq!(IOC_INFO, 0x8060_cf00);
+        assert_eq!(IOC_CRASH_RESERVE, 0xc020_cf04);
+        assert_eq!(IOC_CRASH_UNLOAD, 0xcf05);
         assert_eq!(IOC_LOAD, 0x4020_cf01);
         assert_eq!(IOC_UNLOAD, 0xcf02);
         assert_eq!(IOC_EXEC, 0xcf03);

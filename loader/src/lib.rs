@@ -2,6 +2,7 @@
 //! compression Linux uses), reads its Xen notes, and plans its PV start-of-day layout with
 //! [`pvlayout`]. The CLI `pvkexec` is in `src/bin/pvkexec.rs`.
 
+pub mod cli_kdump;
 pub mod cli_kexec;
 pub mod decompress;
 pub mod device;

@@ -3,7 +3,9 @@
 //! purgatory revokes every v1 entry past the reserved refs (0..7: console and xenstore pages)
 //! that no one maps; an entry still mapped (Xen's reading/writing bits) cannot be revoked and
 //! is returned, so that its frame is kept from the new kernel (or, with no hidden frame left
-//! for it, the kexec refused).
+//! for it, the kexec refused). A mapped entry whose frame is a hole in the old P2M is left as
+//! it is: the frame is no one's to hand out (a crash view keeps the old kernel's frames as
+//! holes, and its backends may still map them).
 //!
 //! A v2 table (the old kernel switched) is set back to v1, the version a new domain starts
 //! with: Xen allows that only when no entry past the reserved refs is in use and the status
@@ -40,6 +42,8 @@ pub struct Revoked {
     pub hypercalls: u64,
     pub busy: [Busy; MAX_BUSY],
     pub nr_busy: usize,
+    /// Mapped entries on frames outside the old P2M's present frames, left alone.
+    pub left: u32,
     /// The table was v2 and was set back to v1.
     pub from_v2: bool,
 }
@@ -63,14 +67,19 @@ fn op<T>(cmd: u64, arg: &mut T, call: &'static str) -> Result<(), Failure> {
 }
 
 /// Revokes the unused offered entries. `map` maps a grant-table frame (by MFN) writable and
-/// returns its address; the caller unmaps afterwards.
-pub fn revoke(map: &mut dyn FnMut(u64) -> Result<*mut u8, Failure>) -> Result<Revoked, Failure> {
+/// returns its address; the caller unmaps afterwards. `present` says whether a granted frame
+/// (MFN) is one of the old P2M's present frames.
+pub fn revoke(
+    map: &mut dyn FnMut(u64) -> Result<*mut u8, Failure>,
+    present: &dyn Fn(u64) -> bool,
+) -> Result<Revoked, Failure> {
     let mut done = Revoked {
         frames: 0,
         entries: 0,
         hypercalls: 1,
         busy: [Busy::default(); MAX_BUSY],
         nr_busy: 0,
+        left: 0,
         from_v2: false,
     };
     let mut frames = [0u64; MAX_FRAMES];
@@ -85,7 +94,7 @@ pub fn revoke(map: &mut dyn FnMut(u64) -> Result<*mut u8, Failure>) -> Result<Re
             0
         };
         for e in first..512 {
-            revoke_entry(&mut done, page, f, e)?;
+            revoke_entry(&mut done, page, f, e, present)?;
         }
     }
     Ok(done)
@@ -160,7 +169,13 @@ fn table_frames(done: &mut Revoked, frames: &mut [u64; MAX_FRAMES]) -> Result<us
 
 /// Revokes entry `e` of grant frame `f` (mapped at `page`) unless someone maps it: then it is
 /// listed as busy.
-fn revoke_entry(done: &mut Revoked, page: *mut u8, f: usize, e: usize) -> Result<(), Failure> {
+fn revoke_entry(
+    done: &mut Revoked,
+    page: *mut u8,
+    f: usize,
+    e: usize,
+    present: &dyn Fn(u64) -> bool,
+) -> Result<(), Failure> {
     // SAFETY: `page` maps the grant frame; entry e's flags are its first u16, shared
     // with Xen, which changes them atomically.
     let flags = unsafe { &*(page.add(e * 8) as *const AtomicU16) };
@@ -177,6 +192,10 @@ fn revoke_entry(done: &mut Revoked, page: *mut u8, f: usize, e: usize) -> Result
                 // SAFETY: as above.
                 frame: unsafe { (page.add(e * 8 + 4) as *const u32).read_volatile() } as u64,
             };
+            if !present(busy.frame) {
+                done.left += 1;
+                break;
+            }
             if done.nr_busy == MAX_BUSY {
                 return Err(Failure::GrantInUse {
                     grant_ref: busy.grant_ref,
@@ -203,7 +222,18 @@ fn revoke_entry(done: &mut Revoked, page: *mut u8, f: usize, e: usize) -> Result
 /// Revokes the grant entries the old kernel offered (stage 2); those still mapped must fit
 /// the image's grant reserve, or the kexec stops before any frame changes hands.
 pub fn revoke_offered(c: &mut Ctx, grant_reserve: u64) -> Result<Revoked, Failure> {
-    let revoked = revoke(&mut |mfn| c.scratch_map(mfn).map(|p| p as *mut u8))?;
+    let old_p2m = c.old_p2m;
+    let present = |mfn: u64| {
+        // SAFETY: Xen maps the M2P read-only for every PV guest; a granted frame is a machine
+        // frame, so its entry is mapped (as where renumber reads it for busy frames).
+        let pfn =
+            unsafe { ((xenpv::layout::M2P_VIRT_START + mfn * 8) as *const u64).read_volatile() };
+        old_p2m.get(pfn as usize).is_some_and(|&m| m == mfn)
+    };
+    let revoked = revoke(
+        &mut |mfn| c.scratch_map(mfn).map(|p| p as *mut u8),
+        &present,
+    )?;
     c.scratch_unmap()?;
     c.hypercalls += revoked.hypercalls;
     if let Some(b) = revoked.busy().get(grant_reserve as usize) {

@@ -79,13 +79,14 @@ pub fn build(h: &Handoff, image: &ImageView) -> Result<Ready, Failure> {
 /// The line that says what stage 4 stopped and dropped.
 fn say_quiesced(vcpu: u32, watchdogs: u32, revoked: &grants::Revoked) {
     say!(
-        "purgatory: timers stopped, runstate and time areas of {vcpu} VCPUs dropped, {watchdogs} watchdogs destroyed, {} grant entries revoked ({} table frames{}), event channels reset (FIFO ABI gone), descriptor tables dropped",
+        "purgatory: timers stopped, runstate and time areas of {vcpu} VCPUs dropped, {watchdogs} watchdogs destroyed, {} grant entries revoked ({} table frames{}), {} still mapped on frames outside the handed-over ones left alone, event channels reset (FIFO ABI gone), descriptor tables dropped",
         revoked.entries,
         revoked.frames,
         if revoked.from_v2 {
             "; the table was v2, set back to v1, which cleared every entry past the reserved refs"
         } else {
             ""
-        }
+        },
+        revoked.left
     );
 }

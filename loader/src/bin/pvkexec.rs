@@ -115,11 +115,22 @@ enum Cmd {
         /// Load even a kernel the vcpu_info rule says cannot boot after the running one.
         #[arg(long)]
         force: bool,
+        /// Load a crash kernel: frames are set aside now, and the module boots it there on a
+        /// panic (kdump).
+        #[arg(short = 'p', long = "panic", conflicts_with = "image")]
+        panic: bool,
+        /// MiB to set aside for the crash kernel (a multiple of 4; default: sized for the
+        /// crash kernel and its initrd, printed).
+        #[arg(long, requires = "panic")]
+        crash_mib: Option<u64>,
     },
     /// Hands the domain to the loaded image.
     Exec,
-    /// Frees the loaded image.
-    Unload,
+    /// Frees the loaded image (-p: the crash kernel and the frames set aside for it).
+    Unload {
+        #[arg(short = 'p', long = "panic")]
+        panic: bool,
+    },
     /// Prints the running domain's facts (from the pvkexec module) and the loaded image.
     Status,
 }
@@ -295,19 +306,30 @@ fn main() -> ExitCode {
             append,
             reuse_cmdline,
             force,
+            panic,
+            crash_mib,
             ..
-        } => report(loader::cli_kexec::load(&loader::cli_kexec::LoadRequest {
-            kernel: kernel.unwrap_or_default(),
-            initrd,
-            cmdline: if reuse_cmdline {
-                loader::cli_kexec::Cmdline::Reuse
-            } else {
-                loader::cli_kexec::Cmdline::Given(append.unwrap_or_default())
-            },
-            force,
-        })),
+        } => {
+            let load = loader::cli_kexec::LoadRequest {
+                kernel: kernel.unwrap_or_default(),
+                initrd,
+                cmdline: if reuse_cmdline {
+                    loader::cli_kexec::Cmdline::Reuse
+                } else {
+                    loader::cli_kexec::Cmdline::Given(append.unwrap_or_default())
+                },
+                force,
+            };
+            match panic {
+                true => report(loader::cli_kdump::load_crash(
+                    &loader::cli_kdump::CrashLoadRequest { load, crash_mib },
+                )),
+                false => report(loader::cli_kexec::load(&load)),
+            }
+        }
         Cmd::Exec => report(loader::cli_kexec::exec()),
-        Cmd::Unload => report(loader::cli_kexec::unload()),
+        Cmd::Unload { panic: false } => report(loader::cli_kexec::unload()),
+        Cmd::Unload { panic: true } => report(loader::cli_kdump::unload_crash()),
         Cmd::Status => report(loader::cli_kexec::status()),
         Cmd::Extract { kernel, output } => {
             let name = kernel.display().to_string();

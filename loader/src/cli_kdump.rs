@@ -1,0 +1,220 @@
+//! `pvkexec load -p` / `kexec -p`: a crash kernel for panics (docs/kdump.md). The module sets
+//! frames aside and builds the crash view (the real P2M with every other frame a hole); the
+//! image is built for that view, its command line names the crash record
+//! (`pvkexec.crash=0x<mfn>`), and the module arms its panic path. Any refusal after the
+//! reservation releases it: nothing is left half-done.
+
+use crate::cli_kexec::{
+    checked_old_kernel, handoff_for, load_refused, open, CliError, Inputs, LoadRequest,
+};
+use crate::device::{CrashReserve, Device, DeviceError};
+use pvhandoff::crash::CRASH_CMDLINE_KEY;
+
+/// Frames of the module's two fixed blocks: the purgatory's free pool and the image block.
+pub const FIXED_BLOCK_PAGES: u64 = 2 * 1024;
+/// The crash image lives in one 4 MiB block.
+pub const MAX_CRASH_IMAGE_BYTES: u64 = 4 << 20;
+/// The reservation is made of 4 MiB blocks.
+const RESERVE_UNIT_PAGES: u64 = 1024;
+
+/// `pvkexec load -p`: what to load and, optionally, how much to set aside.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CrashLoadRequest {
+    pub load: LoadRequest,
+    /// MiB to set aside (a multiple of 4); default: [`default_crash_pages`].
+    pub crash_mib: Option<u64>,
+}
+
+/// The default reservation: the two fixed blocks, the purgatory's working memory, and room
+/// for the crash kernel of twice its inputs (at least 8 MiB), in 4 MiB blocks.
+pub fn default_crash_pages(inputs_bytes: u64, work_pages: u64) -> u64 {
+    let ram = (2 * inputs_bytes).max(8 << 20).div_ceil(4096);
+    (FIXED_BLOCK_PAGES + work_pages + ram).div_ceil(RESERVE_UNIT_PAGES) * RESERVE_UNIT_PAGES
+}
+
+/// Checks a requested reservation against the domain: 4 MiB blocks, room for the fixed
+/// blocks and the working memory, at most half the domain.
+pub fn check_crash_pages(pages: u64, work_pages: u64, domain_pages: u64) -> Result<(), String> {
+    if pages == 0 || !pages.is_multiple_of(RESERVE_UNIT_PAGES) {
+        return Err(format!(
+            "--crash-mib {}: give a multiple of 4 MiB",
+            pages as f64 / 256.0
+        ));
+    }
+    if pages <= FIXED_BLOCK_PAGES + work_pages {
+        return Err(format!(
+            "--crash-mib {}: at least {} MiB: 8 MiB for the purgatory's pool and the image, {} \
+             frames of its working memory, and room for the crash kernel",
+            pages / 256,
+            (FIXED_BLOCK_PAGES + work_pages).div_ceil(RESERVE_UNIT_PAGES) * 4 + 4,
+            work_pages
+        ));
+    }
+    if pages > domain_pages / 2 {
+        return Err(format!(
+            "--crash-mib {}: more than half of this domain's {} MiB",
+            pages / 256,
+            domain_pages / 256
+        ));
+    }
+    Ok(())
+}
+
+/// `pvkexec load -p`: sets frames aside, builds the crash image for them and loads it. A
+/// crash image already loaded is replaced.
+pub fn load_crash(req: &CrashLoadRequest) -> Result<String, CliError> {
+    let (dev, info) = open()?;
+    if info.initial_domain() {
+        return Err(CliError::refused(
+            "kdump in the initial domain is not supported (the purgatory does not handle \
+             dom0's E820 remapping). Nothing was loaded",
+        ));
+    }
+    let old = checked_old_kernel(&info)?;
+    let (handoff_version, work_pages) = handoff_for(info.start_info_pages)?;
+    let inputs = Inputs::read(&req.load, old, info.current_pages)?;
+    let pages = match req.crash_mib {
+        Some(mib) => mib.saturating_mul(256),
+        None => default_crash_pages(inputs.bytes, work_pages),
+    };
+    check_crash_pages(pages, work_pages, info.current_pages).map_err(CliError::refused)?;
+    let mut out = inputs.notes.clone();
+    if info.crash_reserved() {
+        dev.crash_unload()?;
+        out += "note: the crash kernel loaded before was unloaded\n";
+    }
+    let view = dev
+        .crash_reserve(pages)
+        .map_err(|e| reserve_refused(e, pages))?;
+    match build_and_load(&dev, &inputs, &view, handoff_version, work_pages) {
+        Ok(len) => {
+            out += &format!(
+                "set aside {} MiB ({pages} frames) for the crash kernel; it gets {} frames \
+                 ({} hidden for the old VCPUs); crash record at mfn {:#x}\n\
+                 loaded {} as the crash kernel: image {len} bytes; command line: {:?}\n",
+                pages / 256,
+                view.present,
+                crate::cli_kexec::hidden_vcpu_pages(old),
+                view.record_mfn,
+                inputs.name,
+                crash_cmdline(&inputs.cmdline, view.record_mfn),
+            );
+            Ok(out)
+        }
+        Err(e) => {
+            // Release what was set aside: a refused load leaves nothing behind.
+            let released = match dev.crash_unload() {
+                Ok(()) => "the frames set aside were released".to_string(),
+                Err(u) => format!("releasing the frames set aside failed too: {u}"),
+            };
+            Err(CliError {
+                message: format!("{}; {released}", e.message),
+                code: e.code,
+            })
+        }
+    }
+}
+
+fn crash_word(record_mfn: u64) -> String {
+    format!("{CRASH_CMDLINE_KEY}={record_mfn:#x}")
+}
+
+fn crash_cmdline(cmdline: &str, record_mfn: u64) -> String {
+    match cmdline.is_empty() {
+        true => crash_word(record_mfn),
+        false => format!("{cmdline} {}", crash_word(record_mfn)),
+    }
+}
+
+/// Builds the image for the crash view and loads it; the image's length.
+fn build_and_load(
+    dev: &Device,
+    inputs: &Inputs,
+    view: &CrashReserve,
+    handoff_version: u32,
+    work_pages: u64,
+) -> Result<usize, CliError> {
+    let built = inputs.build(
+        pvlayout::Mode::DomU,
+        view.present,
+        view.p2m_len,
+        &crash_word(view.record_mfn),
+    )?;
+    let len = built.bytes.len();
+    if len as u64 > MAX_CRASH_IMAGE_BYTES {
+        return Err(CliError::refused(format!(
+            "the crash image of {} is {len} bytes; the module keeps a crash image in one \
+             4 MiB block (a smaller crash kernel or initrd)",
+            inputs.name
+        )));
+    }
+    dev.load_crash(&built.bytes, handoff_version, work_pages)
+        .map_err(|e| load_refused(e, len))?;
+    Ok(len)
+}
+
+fn reserve_refused(e: DeviceError, pages: u64) -> CliError {
+    let why = match e.errno() {
+        Some(libc::ENOMEM) => format!(
+            "out of memory: the module could not set aside {} MiB of frames",
+            pages / 256
+        ),
+        Some(libc::EBUSY) => "a crash kernel is already set up (pvkexec unload -p)".into(),
+        _ => format!(
+            "setting {} MiB aside was refused (the kernel log says why): {e}",
+            pages / 256
+        ),
+    };
+    CliError::refused(format!("{why}. Nothing was loaded"))
+}
+
+/// `pvkexec unload -p`: disarms the panic path and releases the frames set aside.
+pub fn unload_crash() -> Result<String, CliError> {
+    let (dev, info) = open()?;
+    if !info.crash_reserved() && !info.crash_loaded() {
+        return Ok("no crash kernel was loaded\n".into());
+    }
+    dev.crash_unload()?;
+    Ok(format!(
+        "crash kernel unloaded; {} MiB released\n",
+        info.crash_pages / 256
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_holds_the_blocks_the_work_and_the_kernel() {
+        // A 300 KiB capture kernel in a 256 MiB domain (work: 14 frames).
+        let p = default_crash_pages(300 << 10, 14);
+        assert_eq!(p % 1024, 0);
+        assert!(p >= FIXED_BLOCK_PAGES + 14 + 2048, "{p}");
+        assert_eq!(p, 5 * 1024); // 20 MiB
+                                 // Big inputs get twice their size.
+        let p = default_crash_pages(30 << 20, 14);
+        assert!(p * 4096 >= (60 << 20) + (8 << 20));
+        assert!(check_crash_pages(default_crash_pages(0, 14), 14, 65536).is_ok());
+    }
+
+    #[test]
+    fn bad_sizes_are_named() {
+        let e = check_crash_pages(1000, 14, 65536).unwrap_err();
+        assert!(e.contains("multiple of 4 MiB"), "{e}");
+        let e = check_crash_pages(2048, 14, 65536).unwrap_err();
+        assert!(e.contains("at least 16 MiB"), "{e}");
+        let e = check_crash_pages(40 * 1024, 14, 65536).unwrap_err();
+        assert!(e.contains("more than half"), "{e}");
+        assert!(check_crash_pages(4096, 14, 65536).is_ok());
+    }
+
+    #[test]
+    fn the_record_is_named_on_the_command_line() {
+        assert_eq!(crash_cmdline("", 0x1234), "pvkexec.crash=0x1234");
+        assert_eq!(
+            crash_cmdline("console=hvc0", 0xabc),
+            "console=hvc0 pvkexec.crash=0xabc"
+        );
+    }
+}
