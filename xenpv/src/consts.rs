@@ -336,7 +336,9 @@ pub mod xs {
     pub const HEADER: usize = 16;
     /// `XENSTORE_PAYLOAD_MAX`: the longest message body.
     pub const PAYLOAD_MAX: usize = 4096;
+    pub const DIRECTORY: u32 = 1;
     pub const READ: u32 = 2;
+    pub const WRITE: u32 = 11;
     pub const WATCH_EVENT: u32 = 15;
     pub const ERROR: u32 = 16;
 }

@@ -8,6 +8,7 @@
 #![no_std]
 
 pub mod abi;
+pub mod blkif;
 pub mod consts;
 pub mod errno;
 pub mod hypercall_page;

@@ -54,6 +54,8 @@ pub struct BootConfig {
     pub stop_after: Option<String>,
     /// QEMU's memory in MiB (default: the domain's memory plus room for Xen).
     pub host_mem_mib: Option<u64>,
+    /// Extra QEMU arguments (e.g. `-drive`/`-device` pairs for dom0's disks).
+    pub qemu_args: Vec<String>,
 }
 
 impl BootConfig {
@@ -72,6 +74,7 @@ impl BootConfig {
             tag: String::new(),
             stop_after: None,
             host_mem_mib: None,
+            qemu_args: Vec::new(),
         }
     }
 }
@@ -224,6 +227,7 @@ pub fn boot(cfg: &BootConfig) -> Result<BootResult> {
     .arg(&xen)
     .args(["-append", xen_cmdline.trim()])
     .args(["-initrd", &initrd.join(",")])
+    .args(&cfg.qemu_args)
     .stdin(Stdio::null())
     .stdout(Stdio::piped())
     .stderr(Stdio::piped());

@@ -15,11 +15,14 @@ use std::process::Command;
 use crate::provision::{self, DebianLinux, XenVersion};
 
 /// Bumped whenever the recipe changes, so a stale cached archive is not reused.
-const RECIPE: u32 = 3;
+const RECIPE: u32 = 4;
 
-/// The dom0 modules `/init` loads, in load order (xenfs needs privcmd), with their paths
-/// under `lib/modules/<version>/kernel/`.
-pub const DOM0_MODULES: [(&str, &str); 7] = [
+/// The dom0 modules `/init` loads, in load order (xenfs needs privcmd, virtio_blk the virtio
+/// core), with their paths under `lib/modules/<version>/kernel/`. The virtio ones serve
+/// host-backed domU disks (QEMU's virtio-blk PCI disks); a kernel that has one built in
+/// (trixie's 6.12 builds in virtio and virtio_pci) lists it in `modules.builtin`, and dom0's
+/// archive then has no `.ko` for it.
+pub const DOM0_MODULES: [(&str, &str); 13] = [
     ("xen-evtchn", "drivers/xen/xen-evtchn.ko"),
     ("xen-gntdev", "drivers/xen/xen-gntdev.ko"),
     ("xen-gntalloc", "drivers/xen/xen-gntalloc.ko"),
@@ -27,6 +30,18 @@ pub const DOM0_MODULES: [(&str, &str); 7] = [
     ("xenfs", "drivers/xen/xenfs/xenfs.ko"),
     ("xen-blkback", "drivers/block/xen-blkback/xen-blkback.ko"),
     ("loop", "drivers/block/loop.ko"),
+    ("virtio_ring", "drivers/virtio/virtio_ring.ko"),
+    ("virtio", "drivers/virtio/virtio.ko"),
+    (
+        "virtio_pci_modern_dev",
+        "drivers/virtio/virtio_pci_modern_dev.ko",
+    ),
+    (
+        "virtio_pci_legacy_dev",
+        "drivers/virtio/virtio_pci_legacy_dev.ko",
+    ),
+    ("virtio_pci", "drivers/virtio/virtio_pci.ko"),
+    ("virtio_blk", "drivers/block/virtio_blk.ko"),
 ];
 
 /// The toolstack binaries `/init` runs (in the version's `usr/lib/xen-X/bin`).
@@ -241,9 +256,10 @@ fn find_deb(dir: &Path, package: &str) -> Option<PathBuf> {
         })
 }
 
-/// Extracts [`DOM0_MODULES`] and `xen-blkfront.ko` from the dom0 kernel's package.
+/// Extracts [`DOM0_MODULES`] and `xen-blkfront.ko` from the dom0 kernel's package (none
+/// for a module the kernel has built in).
 pub fn extract_modules(linux: DebianLinux, dest: &Path) -> Result<PathBuf> {
-    let stamp = dest.join(".extracted");
+    let stamp = dest.join(format!(".extracted-r{RECIPE}"));
     if stamp.exists() {
         return Ok(dest.to_path_buf());
     }
@@ -265,6 +281,7 @@ pub fn extract_modules(linux: DebianLinux, dest: &Path) -> Result<PathBuf> {
         .map(|(_, p)| format!("./*lib/modules/*/kernel/{p}*"))
         .collect();
     patterns.push("./*lib/modules/*/kernel/drivers/block/xen-blkfront.ko*".into());
+    patterns.push("./*lib/modules/*/modules.builtin".into());
     let script = format!(
         "dpkg-deb --fsys-tarfile '{}' | tar -x -C '{}' --wildcards {}",
         deb.display(),
@@ -289,6 +306,7 @@ pub fn extract_modules(linux: DebianLinux, dest: &Path) -> Result<PathBuf> {
         .flat_map(|rd| rd.flatten().map(|e| e.path()))
         .next()
         .context("the kernel package holds no lib/modules/<version>")?;
+    let builtin = fs::read_to_string(version_dir.join("modules.builtin")).unwrap_or_default();
     for (name, rel) in DOM0_MODULES
         .iter()
         .copied()
@@ -297,6 +315,7 @@ pub fn extract_modules(linux: DebianLinux, dest: &Path) -> Result<PathBuf> {
         let src = version_dir.join("kernel").join(rel);
         let xz = version_dir.join("kernel").join(format!("{rel}.xz"));
         let out = dest.join(format!("{name}.ko"));
+        let _ = fs::remove_file(&out);
         if src.exists() {
             fs::copy(&src, &out)?;
         } else if xz.exists() {
@@ -314,6 +333,8 @@ pub fn extract_modules(linux: DebianLinux, dest: &Path) -> Result<PathBuf> {
                 );
             }
             fs::write(&out, o.stdout)?;
+        } else if builtin.lines().any(|l| l.trim() == format!("kernel/{rel}")) {
+            // Built into the kernel: nothing to load.
         } else {
             bail!("{} has no {rel} or {rel}.xz", deb.display());
         }
@@ -549,11 +570,12 @@ fn base_archive(ts: &Toolstack, root: &Path, modules: &Path, busybox: &Path) -> 
             t.symlink(&path, "busybox");
         }
     }
+    // A module missing here is built in (extract_modules refused any other).
     for (name, _) in DOM0_MODULES {
-        t.copy(
-            &format!("lib/modules/{name}.ko"),
-            &modules.join(format!("{name}.ko")),
-        )?;
+        let ko = modules.join(format!("{name}.ko"));
+        if ko.exists() {
+            t.copy(&format!("lib/modules/{name}.ko"), &ko)?;
+        }
     }
     t.finish()
 }

@@ -37,8 +37,13 @@ pub struct DomuSpec {
     pub cmdline: String,
     pub mem_mib: u64,
     pub vcpus: u32,
-    /// A raw disk image, attached as `xvda` through a loop device and blkback.
+    /// A raw disk image, attached as `xvda` through a loop device and blkback. It is a copy
+    /// in dom0's initramfs: what the domU writes does not come back.
     pub disk: Option<PathBuf>,
+    /// A raw disk file on the host, given to dom0 by QEMU as a virtio-blk disk and to the
+    /// domU as `xvda` (`xvdb` beside a [`disk`](Self::disk)): after the run the file holds
+    /// what the domU wrote.
+    pub host_disk: Option<PathBuf>,
     /// From the start of `xl create` to the domain's end; dom0's init destroys it after.
     pub timeout: Duration,
     /// Extra lines for the xl config (appended after the rig's own).
@@ -59,6 +64,7 @@ impl DomuSpec {
             mem_mib: 256,
             vcpus: 1,
             disk: None,
+            host_disk: None,
             timeout: Duration::from_secs(60),
             extra_config: Vec::new(),
             build_only: false,
@@ -82,8 +88,13 @@ impl DomuSpec {
                 self.cmdline
             );
         }
-        if self.build_only && self.disk.is_some() {
+        if self.build_only && (self.disk.is_some() || self.host_disk.is_some()) {
             bail!("domU {n}: a build-only domU takes no disk");
+        }
+        if let Some(h) = &self.host_disk {
+            if h.to_str().is_none() {
+                bail!("domU {n}: host disk {}: the path is not UTF-8", h.display());
+            }
         }
         if self.mem_mib == 0 || self.vcpus == 0 {
             bail!("domU {n}: memory and VCPUs must be at least 1");
@@ -91,6 +102,7 @@ impl DomuSpec {
         for p in std::iter::once(&self.kernel)
             .chain(&self.ramdisk)
             .chain(&self.disk)
+            .chain(&self.host_disk)
         {
             if !p.is_file() {
                 bail!("domU {n}: {}: no such file", p.display());
@@ -434,6 +446,7 @@ impl DomuRig {
         write_run_initrd(&ts, &base, specs, &initrd)?;
 
         let mut cfg = BootConfig::new(kernel);
+        cfg.qemu_args = host_disk_args(specs);
         cfg.cmdline = "console=hvc0 earlyprintk=xen loglevel=4 rdinit=/init".into();
         cfg.modules.push(Module {
             path: initrd.clone(),
@@ -473,6 +486,32 @@ impl DomuRig {
             toolstack_ready_secs,
         })
     }
+}
+
+/// The virtio-blk serial that names a domU's host disk inside dom0 (`/sys/block/vdX/serial`).
+fn host_disk_serial(spec: &DomuSpec) -> String {
+    format!("pvk-{}", spec.name)
+}
+
+/// QEMU's `-drive`/`-device` pairs for the specs' host disks: raw files on virtio-blk PCI
+/// disks of dom0, each named by its serial.
+fn host_disk_args(specs: &[DomuSpec]) -> Vec<String> {
+    let mut args = Vec::new();
+    for (i, s) in specs.iter().enumerate() {
+        let Some(path) = s.host_disk.as_ref().and_then(|p| p.to_str()) else {
+            continue;
+        };
+        // A comma in a QEMU option value is written twice.
+        let file = path.replace(',', ",,");
+        args.push("-drive".into());
+        args.push(format!("file={file},format=raw,if=none,id=hostdisk{i}"));
+        args.push("-device".into());
+        args.push(format!(
+            "virtio-blk-pci,drive=hostdisk{i},serial={}",
+            host_disk_serial(s)
+        ));
+    }
+    args
 }
 
 fn tag(t: &str) -> String {
@@ -567,13 +606,19 @@ fn init_script(ts: &Toolstack, specs: &[DomuSpec]) -> String {
             continue;
         }
         s.push_str(&format!(
-            "run_domu {} {} {}\n",
+            "run_domu {} {} '{}' '{}'\n",
             spec.name,
             spec.timeout.as_secs().max(1),
-            if spec.disk.is_some() { "disk" } else { "" }
+            if spec.disk.is_some() { "disk" } else { "" },
+            if spec.host_disk.is_some() {
+                host_disk_serial(spec)
+            } else {
+                String::new()
+            }
         ));
     }
-    s.push_str("say \"done uptime=$(up)\"\npoweroff -f\n");
+    // Host disks: every write reaches QEMU before dom0 powers off.
+    s.push_str("sync\nsay \"done uptime=$(up)\"\npoweroff -f\n");
     s
 }
 
@@ -598,7 +643,8 @@ ln -s /proc/self/fd/2 /dev/stderr
 mkdir -p /run/xen /run/xenstored /run/lock /var/lib/xen /var/log/xen/console
 echo 4 > /proc/sys/kernel/printk
 say "init uptime=$(up)"
-for m in @MODULES@; do insmod /lib/modules/$m.ko || fail "insmod $m failed"; done
+# A module without a .ko is built into this kernel (the archive builder checked).
+for m in @MODULES@; do [ -e /lib/modules/$m.ko ] || continue; insmod /lib/modules/$m.ko || fail "insmod $m failed"; done
 mount -t xenfs xenfs /proc/xen || fail "mount xenfs failed"
 xenstored --pid-file /run/xenstored.pid || fail "xenstored failed to start"
 n=0
@@ -620,14 +666,34 @@ build_domu() {
   say "domu $name end xl_rc=$rc uptime=$(up)"
 }
 
+# The virtio-blk disk QEMU gave dom0 with serial $1, waiting for its probe (bounded).
+host_disk() {
+  n=0
+  while [ $n -lt 100 ]; do
+    for b in /sys/block/vd*; do
+      [ -e "$b/serial" ] && [ "$(cat "$b/serial")" = "$1" ] && { echo "/dev/${b##*/}"; return 0; }
+    done
+    n=$((n+1)); usleep 100000
+  done
+  return 1
+}
+
 run_domu() {
-  name=$1; secs=$2; disk=$3; dev=
+  name=$1; secs=$2; disk=$3; serial=$4; dev=; disks=
   cfg=/domu/$name.cfg
   say "domu $name start uptime=$(up)"
   if [ -n "$disk" ]; then
     dev=$(losetup -f) && losetup "$dev" "/domu/$name.disk" || { say "domu $name error losetup failed"; say "domu $name end xl_rc=none uptime=$(up)"; return; }
-    echo "disk = [ \"format=raw,vdev=xvda,access=rw,target=$dev\" ]" >> "$cfg"
+    disks="\"format=raw,vdev=xvda,access=rw,target=$dev\""
   fi
+  if [ -n "$serial" ]; then
+    hdev=$(host_disk "$serial") || { say "domu $name error no virtio disk with serial $serial after 10 s"; say "domu $name end xl_rc=none uptime=$(up)"; return; }
+    vdev=xvda; [ -n "$disks" ] && vdev=xvdb && disks="$disks, "
+    disks="$disks\"format=raw,vdev=$vdev,access=rw,target=$hdev\""
+    say "domu $name host disk $serial is $hdev, the domU's $vdev"
+  fi
+  [ -n "$disks" ] && echo "disk = [ $disks ]" >> "$cfg"
+
   ( sleep "$secs"; if [ ! -e "/tmp/$name.rc" ]; then say "domu $name timeout after ${secs} s uptime=$(up)"; xl destroy "$name"; fi ) &
   wd=$!
   ( xl -vvv create -F "$cfg" 2>&1; echo "XLRC=$?" ) | while IFS= read -r l; do

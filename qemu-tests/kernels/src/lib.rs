@@ -4,6 +4,7 @@
 // Check results carry their reason in a fixed buffer: these kernels have no heap to box it in.
 #![allow(clippy::result_large_err)]
 
+pub mod blkfront;
 pub mod checks;
 pub mod entry;
 pub mod notes;

@@ -1,12 +1,13 @@
 //! A minimal xenstore client over a domU's ring (`xen/include/public/io/xs_wire.h`): one
-//! `XS_READ` at a time, polled with `sched_yield` (events stay masked in the test kernels).
-//! Enough for a new kernel to show that the ring and channel it was handed reach xenstored.
+//! request at a time (`XS_READ`, `XS_WRITE`, `XS_DIRECTORY`), polled with `sched_yield`
+//! (events stay masked in the test kernels). Enough for a new kernel to show that the ring and
+//! channel it was handed reach xenstored, and for a blkfront to connect.
 
 use core::sync::atomic::{fence, Ordering};
 use xenpv::hypercall;
 use xenpv::xs::{
-    ERROR as XS_ERROR, HEADER, PAYLOAD_MAX, READ as XS_READ, REQ, REQ_CONS, REQ_PROD, RING_SIZE,
-    RSP, RSP_CONS, RSP_PROD,
+    DIRECTORY as XS_DIRECTORY, ERROR as XS_ERROR, HEADER, PAYLOAD_MAX, READ as XS_READ, REQ,
+    REQ_CONS, REQ_PROD, RING_SIZE, RSP, RSP_CONS, RSP_PROD, WRITE as XS_WRITE,
 };
 // A watch firing: xenstored may put these in the ring at any time (an old kernel's watches
 // outlive it); skipped.
@@ -16,7 +17,7 @@ const MAX_SKIPPED: u32 = 64;
 /// Yields to wait for xenstored before a request is given up.
 const MAX_YIELDS: u32 = 200_000;
 
-/// Why a read failed.
+/// Why a request failed.
 #[derive(Clone, Copy, Debug)]
 pub enum XsError {
     /// The request does not fit the ring or the answer does not fit the buffer.
@@ -146,21 +147,39 @@ impl Xenstore {
     /// `XS_READ` of `path` (relative paths are under `/local/domain/<domid>`): the value's
     /// length in `out`.
     pub fn read(&mut self, path: &str, out: &mut [u8]) -> Result<usize, XsError> {
-        self.send(XS_READ, &[path.as_bytes(), b"\0"])?;
+        self.request(XS_READ, &[path.as_bytes(), b"\0"], out)
+    }
+
+    /// `XS_WRITE` of `value` to `path` (no transaction).
+    pub fn write(&mut self, path: &str, value: &[u8]) -> Result<(), XsError> {
+        // The answer is "OK".
+        let mut ok = [0u8; 8];
+        self.request(XS_WRITE, &[path.as_bytes(), b"\0", value], &mut ok)
+            .map(drop)
+    }
+
+    /// `XS_DIRECTORY` of `path`: the children's names, each followed by a NUL, in `out`.
+    pub fn directory(&mut self, path: &str, out: &mut [u8]) -> Result<usize, XsError> {
+        self.request(XS_DIRECTORY, &[path.as_bytes(), b"\0"], out)
+    }
+
+    /// One request of type `kind` and its answer (length of the body in `out`).
+    fn request(&mut self, kind: u32, payload: &[&[u8]], out: &mut [u8]) -> Result<usize, XsError> {
+        self.send(kind, payload)?;
         let mut skipped = 0;
-        let (kind, len) = loop {
+        let (answer, len) = loop {
             let mut header = [0u8; HEADER];
             self.take(&mut header)?;
             let word = |i: usize| {
                 u32::from_le_bytes([header[i], header[i + 1], header[i + 2], header[i + 3]])
             };
-            let (kind, req_id, len) = (word(0), word(4), word(12) as usize);
+            let (answer, req_id, len) = (word(0), word(4), word(12) as usize);
             // xs_wire.h: no payload is larger than XENSTORE_PAYLOAD_MAX.
             if len > PAYLOAD_MAX {
                 return Err(XsError::CorruptRing);
             }
-            if kind != XS_WATCH_EVENT && req_id == self.req_id {
-                break (kind, len);
+            if answer != XS_WATCH_EVENT && req_id == self.req_id {
+                break (answer, len);
             }
             self.skip(len)?;
             skipped += 1;
@@ -168,20 +187,42 @@ impl Xenstore {
                 return Err(XsError::NoAnswer);
             }
         };
+        if answer == XS_ERROR {
+            // The error's name (e.g. "ENOENT\0"), cut to 8 bytes.
+            let mut e = [0u8; 8];
+            let k = len.min(8);
+            self.take(&mut e[..k])?;
+            self.skip(len - k)?;
+            return Err(XsError::Error(e));
+        }
         if len > out.len() {
             self.skip(len)?;
             return Err(XsError::TooLong);
         }
         self.take(&mut out[..len])?;
-        match kind {
-            XS_READ => Ok(len),
-            XS_ERROR => {
-                let mut e = [0u8; 8];
-                let k = len.min(8);
-                e[..k].copy_from_slice(&out[..k]);
-                Err(XsError::Error(e))
+        if answer == kind {
+            Ok(len)
+        } else {
+            Err(XsError::Unexpected(answer))
+        }
+    }
+}
+
+impl core::fmt::Display for XsError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            XsError::TooLong => f.write_str("request or answer too long"),
+            XsError::NoAnswer => f.write_str("xenstored did not answer"),
+            XsError::CorruptRing => f.write_str("inconsistent ring indices"),
+            XsError::Error(e) => {
+                let n = e.iter().position(|&b| b == 0).unwrap_or(e.len());
+                write!(
+                    f,
+                    "xenstored error {}",
+                    core::str::from_utf8(&e[..n]).unwrap_or("?")
+                )
             }
-            other => Err(XsError::Unexpected(other)),
+            XsError::Unexpected(k) => write!(f, "answer of type {} instead", k),
         }
     }
 }
