@@ -6,6 +6,7 @@
 
 pub mod blkfront;
 pub mod checks;
+pub mod clock;
 pub mod entry;
 pub mod notes;
 pub mod report;

@@ -1,0 +1,452 @@
+//! Capture kernel: the crash kernel of pvkexec's kdump. Entered by the purgatory in the frames
+//! the module set aside after a stock Linux panicked, it writes the old kernel's memory as an
+//! ELF vmcore (the `vmcore` crate's shape, which crash and makedumpfile read for PV kernels)
+//! from sector 0 of the domain's first disk, then reboots the domain.
+//!
+//! Stages: the crash record (`pvkexec.crash=0x<mfn>`, checked by digest), the old P2M (through
+//! the record's list pages), a P2M frame list in this kernel's own pages (the dump's "Xen"
+//! note names it), the notes (each CPU's registers, the old VMCOREINFO), the disk, the dump.
+//! The old kernel's frames are only ever mapped read-only.
+#![no_std]
+#![no_main]
+#![allow(clippy::result_large_err)]
+
+use pvhandoff::crash::{CrashRecord, CPU_SAVED, CPU_STOPPED, CRASH_CMDLINE_KEY};
+use pvtest_kernels::blkfront::Blkfront;
+use pvtest_kernels::entry::{entry_regs, reg};
+use pvtest_kernels::notes::VIRT_BASE;
+use pvtest_kernels::report::{check, fail, finish, pass, Why};
+use pvtest_kernels::view::{self, Region};
+use pvtest_kernels::xenstore::Xenstore;
+use pvtest_kernels::{clock, cmdline_value, parse_u64, println, shared, why};
+use vmcore::p2m::{FrameList, Page, ENTRIES};
+use vmcore::{CpuState, CrashXenInfo, Frames, Notes, UserRegs, Vmcore};
+use xenpv::{hypercall, pte, uvmf, StartInfo, VcpuInfo, PAGE_SIZE};
+
+/// Largest old domain this kernel dumps: its P2M copy and the sorted frame list are static.
+const MAX_OLD_PFNS: usize = 1 << 18; // 1 GiB
+const MAX_LEAVES: usize = MAX_OLD_PFNS / ENTRIES;
+/// Frame-list pages for [`MAX_LEAVES`] leaves (each names 512).
+const MAX_FRAME_LISTS: usize = MAX_LEAVES.div_ceil(ENTRIES);
+/// Pages of old memory mapped at once (one disk write).
+const WINDOW_PAGES: usize = 64;
+const SECTOR: u64 = 512;
+
+#[repr(C, align(4096))]
+struct Window([u8; WINDOW_PAGES * PAGE_SIZE as usize]);
+/// Bss pages whose entries are pointed at old frames, read-only, one batch at a time.
+static mut WINDOW: Window = Window([0; WINDOW_PAGES * PAGE_SIZE as usize]);
+
+#[repr(C, align(4096))]
+struct Lists([Page; MAX_FRAME_LISTS + 1]);
+/// The synthesized frame list: frame-list pages, then the frame-list-list page.
+static mut LISTS: Lists = Lists([[0; ENTRIES]; MAX_FRAME_LISTS + 1]);
+
+/// The old P2M (entry per old PFN), its leaf pages' MFNs, and the dumped MFNs (sorted).
+static mut OLD_P2M: [u64; MAX_OLD_PFNS] = [0; MAX_OLD_PFNS];
+static mut LEAVES: [u64; MAX_LEAVES] = [0; MAX_LEAVES];
+static mut MFNS: [u64; MAX_OLD_PFNS + MAX_FRAME_LISTS + 1] =
+    [0; MAX_OLD_PFNS + MAX_FRAME_LISTS + 1];
+
+/// The old VMCOREINFO text.
+static mut VMCOREINFO: [u8; PAGE_SIZE as usize] = [0; PAGE_SIZE as usize];
+
+fn window() -> *mut u8 {
+    core::ptr::addr_of_mut!(WINDOW) as *mut u8
+}
+
+/// Maps old frame `mfn` read-only at window page `slot`.
+fn map_old(slot: usize, mfn: u64) -> Result<*const u8, xenpv::XenError> {
+    let va = window() as u64 + slot as u64 * PAGE_SIZE;
+    // SAFETY: the window is this kernel's bss, referenced by nothing but this module; its
+    // entries may point at any frame of the domain, read-only (Xen checks ownership).
+    unsafe {
+        hypercall::update_va_mapping(va, pte::make(mfn, pte::L1_FLAGS_RO | pte::NX), uvmf::INVLPG)?
+    };
+    Ok(va as *const u8)
+}
+
+/// Copies `out.len()` bytes of old frame `mfn` from `offset` on.
+fn read_old(mfn: u64, offset: usize, out: &mut [u8]) -> Result<(), Why> {
+    if offset + out.len() > PAGE_SIZE as usize {
+        return why!(
+            "a read of {} bytes at {:#x} runs past its page",
+            out.len(),
+            offset
+        );
+    }
+    let p = match map_old(0, mfn) {
+        Ok(p) => p,
+        Err(e) => return why!("mapping old frame {:#x}: {}", mfn, e),
+    };
+    // SAFETY: the window page maps the frame read-only; `offset + len` is inside it.
+    let src = unsafe { core::slice::from_raw_parts(p.add(offset), out.len()) };
+    out.copy_from_slice(src);
+    Ok(())
+}
+
+fn read_u64s(mfn: u64, out: &mut [u64]) -> Result<(), Why> {
+    let mut page = [0u8; PAGE_SIZE as usize];
+    read_old(mfn, 0, &mut page)?;
+    for (w, b) in out.iter_mut().zip(page.chunks_exact(8)) {
+        *w = u64::from_le_bytes(b.try_into().unwrap_or([0; 8]));
+    }
+    Ok(())
+}
+
+/// Stage 1: the record the module wrote at the panic.
+fn crash_record(si: &StartInfo) -> Result<CrashRecord, Why> {
+    let Some(mfn) = cmdline_value(si.cmdline(), CRASH_CMDLINE_KEY).and_then(parse_u64) else {
+        return why!("no {}=0x<mfn> on the command line", CRASH_CMDLINE_KEY);
+    };
+    let mut bytes = [0u8; core::mem::size_of::<CrashRecord>()];
+    read_old(mfn, 0, &mut bytes)?;
+    match CrashRecord::read_checked(&bytes) {
+        Ok(r) => Ok(r),
+        Err(e) => why!("the crash record at mfn {:#x} is not trusted: {}", mfn, e),
+    }
+}
+
+/// Stage 2: the old P2M, copied through its leaf pages, whose MFNs the list pages hold.
+fn old_p2m(r: &CrashRecord) -> Result<(&'static [u64], &'static [u64]), Why> {
+    let (len, pages) = (r.p2m_len as usize, r.p2m_pages() as usize);
+    if len > MAX_OLD_PFNS {
+        return why!(
+            "the old P2M has {} entries; this capture kernel dumps at most {}",
+            len,
+            MAX_OLD_PFNS
+        );
+    }
+    // SAFETY: the single-threaded capture kernel takes the statics once, here.
+    let (p2m, leaves) = unsafe {
+        (
+            &mut (&mut *core::ptr::addr_of_mut!(OLD_P2M))[..len],
+            &mut (&mut *core::ptr::addr_of_mut!(LEAVES))[..pages],
+        )
+    };
+    for (i, chunk) in leaves.chunks_mut(ENTRIES).enumerate() {
+        let list = r.p2m_lists[i];
+        if list == 0 {
+            return why!(
+                "the record names no list page for P2M pages from {}",
+                i * ENTRIES
+            );
+        }
+        read_u64s(list, chunk)?;
+    }
+    for (i, &leaf) in leaves.iter().enumerate() {
+        let part = &mut p2m[i * ENTRIES..len.min((i + 1) * ENTRIES)];
+        read_u64s(leaf, part)?;
+    }
+    Ok((p2m, leaves))
+}
+
+/// This kernel's MFN of one of its own (statically allocated) pages.
+fn own_mfn(own_p2m: &[u64], va: u64) -> Result<u64, Why> {
+    let pfn = ((va - VIRT_BASE) / PAGE_SIZE) as usize;
+    match own_p2m.get(pfn) {
+        Some(&m) => Ok(m),
+        None => why!("va {:#x} is outside this kernel's P2M", va),
+    }
+}
+
+/// Stage 3: the frame list over the old P2M's leaves, in this kernel's pages; their MFNs
+/// (frame-list pages, then the frame-list-list).
+fn frame_list(leaves: &[u64], own_p2m: &[u64]) -> Result<([u64; MAX_FRAME_LISTS + 1], usize), Why> {
+    let fl = match FrameList::new(leaves) {
+        Ok(fl) => fl,
+        Err(e) => return why!("frame list: {}", e),
+    };
+    // SAFETY: the single-threaded capture kernel takes LISTS once, here.
+    let lists = unsafe { &mut (*core::ptr::addr_of_mut!(LISTS)).0 };
+    let n = fl.frame_list_pages();
+    let mut mfns = [0u64; MAX_FRAME_LISTS + 1];
+    for i in 0..n {
+        if let Err(e) = fl.frame_list_page(i, &mut lists[i]) {
+            return why!("frame list page {}: {}", i, e);
+        }
+        mfns[i] = own_mfn(own_p2m, lists[i].as_ptr() as u64)?;
+    }
+    let fll = &mut lists[MAX_FRAME_LISTS];
+    if let Err(e) = fl.frame_list_list_page(&mfns[..n], fll) {
+        return why!("frame-list-list: {}", e);
+    }
+    mfns[n] = own_mfn(own_p2m, fll.as_ptr() as u64)?;
+    Ok((mfns, n + 1))
+}
+
+/// The old VMCOREINFO note's text (the descriptor of the "VMCOREINFO" ELF note).
+fn vmcoreinfo(r: &CrashRecord) -> Result<&'static [u8], Why> {
+    let size = r.vmcoreinfo_size as usize;
+    if r.vmcoreinfo_maddr == 0 || size < 12 {
+        return why!("the record names no VMCOREINFO note");
+    }
+    let mut note = [0u8; 2 * PAGE_SIZE as usize];
+    let (mfn, off) = (
+        r.vmcoreinfo_maddr >> 12,
+        (r.vmcoreinfo_maddr & 0xfff) as usize,
+    );
+    let first = size.min(PAGE_SIZE as usize - off);
+    read_old(mfn, off, &mut note[..first])?;
+    if first < size {
+        read_old(mfn + 1, 0, &mut note[first..size])?;
+    }
+    let word =
+        |i: usize| u32::from_le_bytes([note[i], note[i + 1], note[i + 2], note[i + 3]]) as usize;
+    let (namesz, descsz) = (word(0), word(4));
+    let desc = 12 + namesz.div_ceil(4) * 4;
+    if &note[12..12 + namesz.min(11)] != b"VMCOREINFO\0".get(..namesz.min(11)).unwrap_or(b"")
+        || desc + descsz > size
+    {
+        return why!(
+            "the VMCOREINFO note at {:#x} is malformed",
+            r.vmcoreinfo_maddr
+        );
+    }
+    // SAFETY: the single-threaded capture kernel takes VMCOREINFO once, here.
+    let text = unsafe { &mut *core::ptr::addr_of_mut!(VMCOREINFO) };
+    let body = &note[desc..desc + descsz];
+    let end = body.iter().position(|&b| b == 0).unwrap_or(body.len());
+    text[..end].copy_from_slice(&body[..end]);
+    Ok(&text[..end])
+}
+
+fn regs(words: &[u64; 27]) -> UserRegs {
+    let w = words;
+    UserRegs {
+        r15: w[0],
+        r14: w[1],
+        r13: w[2],
+        r12: w[3],
+        rbp: w[4],
+        rbx: w[5],
+        r11: w[6],
+        r10: w[7],
+        r9: w[8],
+        r8: w[9],
+        rax: w[10],
+        rcx: w[11],
+        rdx: w[12],
+        rsi: w[13],
+        rdi: w[14],
+        orig_ax: w[15],
+        rip: w[16],
+        cs: w[17],
+        flags: w[18],
+        sp: w[19],
+        ss: w[20],
+        fs_base: w[21],
+        gs_base: w[22],
+        ds: w[23],
+        es: w[24],
+        fs: w[25],
+        gs: w[26],
+    }
+}
+
+/// Each CPU's note (the panicking CPU's and those that took the NMI; a CPU stopped from
+/// outside gets empty registers, and is named).
+fn cpu_states(r: &CrashRecord, out: &mut [CpuState; 8]) -> usize {
+    for (i, c) in r.cpus().iter().enumerate() {
+        out[i] = CpuState {
+            pid: c.pid as i32,
+            regs: regs(&c.regs),
+        };
+        match c.state {
+            CPU_SAVED => {}
+            CPU_STOPPED => println!(
+                "PVKEXEC-INFO capture: CPU {} did not answer the NMI and was stopped from outside: no registers",
+                i
+            ),
+            s => println!("PVKEXEC-INFO capture: CPU {} has state {}: no registers", i, s),
+        }
+    }
+    r.cpus().len()
+}
+
+#[repr(C, align(4096))]
+struct ZeroPage([u8; PAGE_SIZE as usize]);
+/// What a frame that cannot be mapped is written as.
+static ZERO: ZeroPage = ZeroPage([0; PAGE_SIZE as usize]);
+
+struct Dump {
+    /// This kernel's MFN of [`ZERO`].
+    zero_mfn: u64,
+}
+
+impl Dump {
+    /// Writes the vmcore from sector 0: header, then every frame, a window at a time.
+    fn write(&self, disk: &mut Blkfront, core: &Vmcore) -> Result<(u64, u64), Why> {
+        let need = core.file_len().div_ceil(SECTOR);
+        if disk.info().sectors < need {
+            return why!(
+                "the disk has {} sectors; the vmcore needs {}",
+                disk.info().sectors,
+                need
+            );
+        }
+        let mut buf = [0u8; PAGE_SIZE as usize];
+        let mut header = core.header();
+        let mut at = 0u64;
+        while !header.is_done() {
+            let n = header.fill(&mut buf);
+            disk.write(
+                at / SECTOR,
+                &buf[..n.div_ceil(SECTOR as usize) * SECTOR as usize],
+            )?;
+            at += n as u64;
+        }
+        let mut unreadable = 0u64;
+        let mut pages = core.pages().peekable();
+        while let Some(first) = pages.next() {
+            let mut n = 0;
+            let mut slot = Some(first);
+            while let Some(s) = slot {
+                if map_old(n, s.mfn).is_err() {
+                    // A frame that cannot be mapped is written as zeroes, and counted.
+                    unreadable += 1;
+                    if let Err(e) = map_old(n, self.zero_mfn) {
+                        return why!("mapping the zero page over window page {}: {}", n, e);
+                    }
+                }
+                n += 1;
+                slot = if n < WINDOW_PAGES { pages.next() } else { None };
+            }
+            // SAFETY: window pages 0..n map the frames just mapped, read-only.
+            let data = unsafe { core::slice::from_raw_parts(window(), n * PAGE_SIZE as usize) };
+            disk.write(first.offset / SECTOR, data)?;
+        }
+        Ok((core.file_len(), unreadable))
+    }
+}
+
+#[no_mangle]
+extern "C" fn guest_main(si: *const StartInfo) -> ! {
+    // SAFETY: Xen passes a mapped start_info page in rsi; it stays mapped and unchanged.
+    let si = unsafe { &*si };
+    let region = Region::from_stack_top(VIRT_BASE, entry_regs()[reg::RSP]);
+    pvtest_kernels::console_init(si, &region);
+    let sh = match shared::map_shared_info(si) {
+        Ok(sh) => sh,
+        Err(e) => {
+            fail("shared-info", format_args!("{}", e));
+            finish()
+        }
+    };
+    let clk = match clock::vcpu0(si, sh) {
+        Ok(c) => c,
+        Err(e) => {
+            fail("clock", format_args!("{}", e));
+            finish()
+        }
+    };
+    run(si, &region, clk);
+    finish()
+}
+
+fn run(si: &StartInfo, region: &Region, clk: &'static VcpuInfo) {
+    let entered = clock::now(clk);
+    let r = match crash_record(si) {
+        Ok(r) => r,
+        Err(e) => return fail("crash-record", format_args!("{}", e)),
+    };
+    pass("crash-record");
+    println!(
+        "PVKEXEC-INFO capture: crash record: {} CPUs, panic on CPU {}, old P2M of {} entries, Xen {}.{}; first line {} ms after the panic",
+        r.nr_cpus,
+        r.panic_cpu,
+        r.p2m_len,
+        r.xen_version >> 16,
+        r.xen_version & 0xffff,
+        entered.saturating_sub(r.panic_time_ns) / 1_000_000
+    );
+    let (p2m, leaves) = match old_p2m(&r) {
+        Ok(p) => p,
+        Err(e) => return fail("old-p2m", format_args!("{}", e)),
+    };
+    pass("old-p2m");
+    let own_p2m = view::p2m(si);
+    let (list_mfns, nr_lists) = match frame_list(leaves, own_p2m) {
+        Ok(l) => l,
+        Err(e) => return fail("frame-list", format_args!("{}", e)),
+    };
+    let vmcoreinfo = match vmcoreinfo(&r) {
+        Ok(v) => v,
+        Err(e) => return fail("vmcoreinfo", format_args!("{}", e)),
+    };
+    pass("vmcoreinfo");
+    let mut cpus = [CpuState::default(); 8];
+    let nr_cpus = cpu_states(&r, &mut cpus);
+    // SAFETY: the single-threaded capture kernel takes MFNS once, here.
+    let scratch = unsafe { &mut *core::ptr::addr_of_mut!(MFNS) };
+    let n = p2m
+        .iter()
+        .copied()
+        .filter_map(vmcore::present_mfn)
+        .chain(list_mfns[..nr_lists].iter().copied())
+        .zip(scratch.iter_mut())
+        .map(|(m, s)| *s = m)
+        .count();
+    let frames = match Frames::from_unsorted(&mut scratch[..n]) {
+        Ok(f) => f,
+        Err(e) => return fail("frames", format_args!("{}", e)),
+    };
+    let notes = Notes {
+        cpus: &cpus[..nr_cpus],
+        vmcoreinfo,
+        xen: CrashXenInfo::guest(
+            u64::from(r.xen_version >> 16),
+            u64::from(r.xen_version & 0xffff),
+            list_mfns[nr_lists - 1],
+        ),
+    };
+    let core = match Vmcore::new(frames, notes) {
+        Ok(c) => c,
+        Err(e) => return fail("vmcore-layout", format_args!("{}", e)),
+    };
+    println!(
+        "PVKEXEC-INFO capture: vmcore of {} frames in {} PT_LOADs, {} bytes",
+        core.frames().pages(),
+        core.phnum() - 1,
+        core.file_len()
+    );
+    // SAFETY: the xenstore ring page is mapped writable in the initial region (the purgatory
+    // gave this kernel the old domain's ring) and only this client uses it.
+    let Some(store_va) = region.pfn_va(view::m2p(si.store_mfn)) else {
+        return fail(
+            "disk",
+            format_args!("store_mfn {:#x} is not mapped", si.store_mfn),
+        );
+    };
+    // SAFETY: as above.
+    let mut xs = unsafe { Xenstore::new(store_va, si.store_evtchn) };
+    let mut disk = match Blkfront::connect(&mut xs, si, region) {
+        Ok(d) => d,
+        Err(e) => return fail("disk", format_args!("{}", e)),
+    };
+    println!(
+        "PVKEXEC-INFO capture: disk {} of {} sectors connected (backend reset: {})",
+        disk.frontend_path(),
+        disk.info().sectors,
+        disk.info().was_reset
+    );
+    let zero_mfn = match own_mfn(own_p2m, ZERO.0.as_ptr() as u64) {
+        Ok(m) => m,
+        Err(e) => return fail("disk", format_args!("{}", e)),
+    };
+    let start = clock::now(clk);
+    let written = Dump { zero_mfn }.write(&mut disk, &core);
+    let ns = clock::now(clk).saturating_sub(start).max(1);
+    check(
+        "vmcore-written",
+        written.map(|(bytes, unreadable)| {
+            println!(
+                "PVKEXEC-INFO capture: vmcore written: {} bytes in {} ms ({} KiB/s), {} frames unreadable",
+                bytes,
+                ns / 1_000_000,
+                bytes / 1024 * 1_000_000_000 / ns,
+                unreadable
+            );
+        }),
+    );
+}
