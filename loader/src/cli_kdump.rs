@@ -181,6 +181,31 @@ pub fn unload_crash() -> Result<String, CliError> {
     ))
 }
 
+/// `pvkexec test-fault corrupt-crash|park-cpu1`: a fault for the QEMU tests, injected by a
+/// module loaded with `fault_injection=1` (refused otherwise).
+pub fn test_fault(name: &str) -> Result<String, CliError> {
+    use crate::device::TestFault;
+    let fault = match name {
+        "corrupt-crash" => TestFault::CorruptCrash,
+        "park-cpu1" => TestFault::ParkCpu1,
+        other => {
+            return Err(CliError::refused(format!(
+                "test-fault {other:?}: corrupt-crash or park-cpu1"
+            )))
+        }
+    };
+    let (dev, _) = open()?;
+    dev.test_fault(fault).map_err(|e| {
+        CliError::refused(match e.errno() {
+            Some(libc::ENOTTY) => {
+                format!("test-fault {name}: the module was not loaded with fault_injection=1 ({e})")
+            }
+            _ => format!("test-fault {name}: {e}"),
+        })
+    })?;
+    Ok(format!("test fault {name} injected\n"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -106,6 +106,19 @@ pub const IOC_EXEC: u64 = ioc(0, 3, 0);
 pub const IOC_CRASH_RESERVE: u64 =
     ioc(IOC_READ | IOC_WRITE, 4, std::mem::size_of::<CrashReserve>());
 pub const IOC_CRASH_UNLOAD: u64 = ioc(0, 5, 0);
+/// Tests only (the module loaded with `fault_injection=1`): flip a byte of the loaded crash
+/// image, or park CPU 1 with interrupts off until a crash is in progress.
+pub const IOC_TEST_CORRUPT_CRASH: u64 = ioc(0, 0x40, 0);
+pub const IOC_TEST_PARK_CPU1: u64 = ioc(0, 0x41, 0);
+
+/// A test fault the module injects when loaded with `fault_injection=1`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TestFault {
+    /// One byte of the loaded crash image's kernel segment flipped.
+    CorruptCrash,
+    /// CPU 1 spins with interrupts off until a crash is in progress.
+    ParkCpu1,
+}
 
 impl Info {
     pub fn initial_domain(&self) -> bool {
@@ -298,6 +311,15 @@ impl Device {
             (&mut arg as *mut CrashReserve).cast(),
         )?;
         Ok(arg)
+    }
+
+    /// Injects a test fault (`-ENOTTY` unless the module was loaded with fault_injection=1).
+    pub fn test_fault(&self, fault: TestFault) -> Result<(), DeviceError> {
+        let (what, req) = match fault {
+            TestFault::CorruptCrash => ("PVKEXEC_IOC_TEST_CORRUPT_CRASH", IOC_TEST_CORRUPT_CRASH),
+            TestFault::ParkCpu1 => ("PVKEXEC_IOC_TEST_PARK_CPU1", IOC_TEST_PARK_CPU1),
+        };
+        self.ioctl(what, req, std::ptr::null_mut())
     }
 
     /// Disarms the panic path and frees the crash image and the frames set aside.

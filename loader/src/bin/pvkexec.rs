@@ -133,6 +133,10 @@ enum Cmd {
     },
     /// Prints the running domain's facts (from the pvkexec module) and the loaded image.
     Status,
+    /// Tests only: a fault the module injects when loaded with fault_injection=1
+    /// (corrupt-crash, park-cpu1).
+    #[command(hide = true)]
+    TestFault { fault: String },
 }
 
 /// Most memory a PV domain can have: 2^40 frames (4 PiB), all that x86-64's 52-bit physical
@@ -331,6 +335,7 @@ fn main() -> ExitCode {
         Cmd::Unload { panic: false } => report(loader::cli_kexec::unload()),
         Cmd::Unload { panic: true } => report(loader::cli_kdump::unload_crash()),
         Cmd::Status => report(loader::cli_kexec::status()),
+        Cmd::TestFault { fault } => report(loader::cli_kdump::test_fault(&fault)),
         Cmd::Extract { kernel, output } => {
             let name = kernel.display().to_string();
             let result = read_checked(

@@ -13,6 +13,7 @@ pub mod dom0;
 pub mod domu;
 pub mod guest;
 pub mod initramfs;
+pub mod kdump;
 pub mod kmod;
 pub mod provision;
 pub mod tools;
