@@ -51,6 +51,10 @@ pub struct DomuSpec {
     /// Only build the domain (`xl -vvv create -p`, then `xl destroy`): the builder's log
     /// without running the kernel ([`DomuVerdict::Built`]).
     pub build_only: bool,
+    /// When the domU crashes, xl dumps its core (`on_crash = "coredump-destroy"`: the xc_core
+    /// ELF of `xl dump-core`) and dom0 writes that file from sector 0 of the
+    /// [`host_disk`](Self::host_disk), which must be large enough (about `mem_mib` + 1 MiB).
+    pub dump_core: bool,
 }
 
 impl DomuSpec {
@@ -68,6 +72,7 @@ impl DomuSpec {
             timeout: Duration::from_secs(60),
             extra_config: Vec::new(),
             build_only: false,
+            dump_core: false,
         }
     }
 
@@ -87,6 +92,9 @@ impl DomuSpec {
                  which an xl config string cannot carry",
                 self.cmdline
             );
+        }
+        if self.dump_core && self.host_disk.is_none() {
+            bail!("domU {n}: dump_core needs a host_disk to receive the core");
         }
         if self.build_only && (self.disk.is_some() || self.host_disk.is_some()) {
             bail!("domU {n}: a build-only domU takes no disk");
@@ -116,12 +124,17 @@ impl DomuSpec {
         let mut c = format!(
             "name = \"{n}\"\ntype = \"pv\"\nkernel = \"/domu/{n}.kernel\"\n\
              cmdline = \"{cmd}\"\nmemory = {m}\nmaxmem = {m}\nvcpus = {v}\n\
-             on_poweroff = \"destroy\"\non_reboot = \"destroy\"\non_crash = \"destroy\"\n\
+             on_poweroff = \"destroy\"\non_reboot = \"destroy\"\non_crash = \"{c}\"\n\
              on_watchdog = \"destroy\"\n",
             n = self.name,
             cmd = self.cmdline,
             m = self.mem_mib,
-            v = self.vcpus
+            v = self.vcpus,
+            c = if self.dump_core {
+                "coredump-destroy"
+            } else {
+                "destroy"
+            }
         );
         if self.ramdisk.is_some() {
             c.push_str(&format!("ramdisk = \"/domu/{}.ramdisk\"\n", self.name));
@@ -606,7 +619,7 @@ fn init_script(ts: &Toolstack, specs: &[DomuSpec]) -> String {
             continue;
         }
         s.push_str(&format!(
-            "run_domu {} {} '{}' '{}'\n",
+            "run_domu {} {} '{}' '{}' '{}'\n",
             spec.name,
             spec.timeout.as_secs().max(1),
             if spec.disk.is_some() { "disk" } else { "" },
@@ -614,7 +627,8 @@ fn init_script(ts: &Toolstack, specs: &[DomuSpec]) -> String {
                 host_disk_serial(spec)
             } else {
                 String::new()
-            }
+            },
+            if spec.dump_core { "core" } else { "" }
         ));
     }
     // Host disks: every write reaches QEMU before dom0 powers off.
@@ -640,7 +654,7 @@ ln -s /proc/self/fd /dev/fd
 ln -s /proc/self/fd/0 /dev/stdin
 ln -s /proc/self/fd/1 /dev/stdout
 ln -s /proc/self/fd/2 /dev/stderr
-mkdir -p /run/xen /run/xenstored /run/lock /var/lib/xen /var/log/xen/console
+mkdir -p /run/xen /run/xenstored /run/lock /var/lib/xen/dump /var/log/xen/console
 echo 4 > /proc/sys/kernel/printk
 say "init uptime=$(up)"
 # A module without a .ko is built into this kernel (the archive builder checked).
@@ -678,8 +692,17 @@ host_disk() {
   return 1
 }
 
+# xl's core of domU $1 (on_crash = coredump-destroy) from sector 0 of host disk $2.
+save_core() {
+  f=/var/lib/xen/dump/$1
+  if [ ! -e "$f" ]; then say "domu $1 core none"; return; fi
+  size=$(stat -c %s "$f")
+  if dd if="$f" of="$2" bs=1M conv=fsync 2>/dev/null; then say "domu $1 core $size bytes on $2"; else say "domu $1 core copy to $2 failed"; fi
+  rm -f "$f"
+}
+
 run_domu() {
-  name=$1; secs=$2; disk=$3; serial=$4; dev=; disks=
+  name=$1; secs=$2; disk=$3; serial=$4; core=$5; dev=; disks=
   cfg=/domu/$name.cfg
   say "domu $name start uptime=$(up)"
   if [ -n "$disk" ]; then
@@ -718,6 +741,7 @@ run_domu() {
   fi
   wait $xlpid
   kill $wd 2>/dev/null
+  [ -n "$core" ] && save_core "$name" "$hdev"
   say "domu $name end xl_rc=$(cat /tmp/$name.rc) uptime=$(up)"
   [ -n "$dev" ] && losetup -d "$dev"
 }

@@ -106,7 +106,7 @@ pub fn build(busybox: &Path, out: &Path) -> Result<()> {
 }
 
 /// [`build`] with another `/init` and extra files (their directories are created).
-fn build_with(busybox: &Path, init: &str, extra: &[(&str, Vec<u8>)], out: &Path) -> Result<()> {
+pub fn build_with(busybox: &Path, init: &str, extra: &[(&str, Vec<u8>)], out: &Path) -> Result<()> {
     let bb = fs::read(busybox).with_context(|| format!("reading {}", busybox.display()))?;
     let dir = |name: &str| (NewcBuilder::new(name).mode(0o040755).nlink(2), Vec::new());
     let mut entries: Vec<(NewcBuilder, Vec<u8>)> = vec![

@@ -17,6 +17,8 @@ pub mod kdump;
 pub mod kmod;
 pub mod provision;
 pub mod tools;
+pub mod vmcore_tools;
+pub mod xc_core;
 
 pub use boot::{boot, BootConfig, BootResult, Echo, Module, Verdict};
 
