@@ -185,6 +185,16 @@ impl<'a> ImageView<'a> {
         (0..self.header.nr_segments as usize).map(|i| self.segment(i))
     }
 
+    /// The plan record (segment kind `Plan`, written by the loader under its segment's
+    /// digest), if the image has a valid one.
+    pub fn plan_record(&self) -> Option<PlanRecord> {
+        let i = self
+            .segments()
+            .position(|s| s.kind == crate::SegmentKind::Plan as u32)?;
+        let r = PlanRecord::read_from(self.data(i).ok()?)?;
+        (r.magic == PLAN_MAGIC).then_some(r)
+    }
+
     /// File offset of segment `i`'s data.
     pub fn data_offset(&self, i: usize) -> Result<u64, ImageError> {
         let mut off = self.header.data_offset;

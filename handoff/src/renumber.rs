@@ -10,7 +10,10 @@
 //! And which frames are kept from the new kernel ([`hidden_pages`]): the loader counts them
 //! into the plan record, the purgatory checks that count, the probe checks what it was told.
 
-use crate::image::{MAX_SEGMENTS, PARK_PAGES};
+use crate::image::{
+    ImageView, MAX_SEGMENTS, PARK_PAGES, SEG_FLAG_METADATA, SEG_FLAG_PURGATORY_MAPPING,
+    SEG_FLAG_TEMPLATE,
+};
 
 /// A run of new PFNs `[dest_pfn, dest_pfn + pages)` that takes the old frames from `old_pfn`
 /// on (a segment's pages in the module, or a domU's ring page).
@@ -227,6 +230,41 @@ pub const fn park_pages(vcpus: u64) -> u64 {
     } else {
         0
     }
+}
+
+/// Frames an image takes from the handoff's free pool when `nr_vcpus` VCPUs are handed over
+/// (the purgatory's rule, `check_pool`): the holes of its built PFNs (no segment, no domU
+/// ring page covers them), the park area and the grant reserve. The kernel side's pool must
+/// hold that many, or the purgatory refuses the image after the old kernel shut down: the
+/// loader checks it first.
+pub fn pool_demand(image: &ImageView, nr_vcpus: u64) -> Result<u64, &'static str> {
+    let plan = image
+        .plan_record()
+        .ok_or("the image has no valid plan record")?;
+    let mut p = Placement::new(plan.trampoline_pfn, 0, 0);
+    for s in image.segments() {
+        if s.flags & (SEG_FLAG_TEMPLATE | SEG_FLAG_METADATA | SEG_FLAG_PURGATORY_MAPPING) == 0 {
+            p.add(Placed {
+                dest_pfn: s.dest_pfn,
+                pages: s.len.div_ceil(4096),
+                old_pfn: 0,
+            })?;
+        }
+    }
+    // A domU image's ring PFNs take the old ring frames, not the pool's.
+    for ring in [plan.xenstore_pfn, plan.console_pfn] {
+        if ring != 0 && ring < plan.fill_pages && p.fixed(ring).is_none() {
+            p.add(Placed {
+                dest_pfn: ring,
+                pages: 1,
+                old_pfn: 0,
+            })?;
+        }
+    }
+    p.holes(plan.fill_pages)
+        .checked_add(park_pages(nr_vcpus))
+        .and_then(|n| n.checked_add(plan.grant_reserve))
+        .ok_or("the plan's pool demand overflows")
 }
 
 /// Frames kept from the new kernel (docs/smp.md): the park area, each distinct frame holding a

@@ -351,7 +351,37 @@ impl Inputs {
             builder: crate::plan::DomuBuilder::default(),
         })
         .map_err(|e| too_large_or_input(e, domain_pages))
+        .and_then(|b| {
+            check_pool_demand(&b.bytes, u64::from(self.old.vcpus), domain_pages)?;
+            Ok(b)
+        })
     }
+}
+
+/// Frames of the free pool the module hands the purgatory (`POOL_ORDER` in kmod/pvkexec.c:
+/// one 4 MiB buddy block).
+pub const MODULE_POOL_PAGES: u64 = 1024;
+
+/// Refuses, before anything is loaded, an image whose holes, park area and grant reserve
+/// need more of the free pool than the module gives (the purgatory would refuse it only
+/// after the old kernel shut down).
+pub(crate) fn check_pool_demand(
+    image: &[u8],
+    vcpus: u64,
+    domain_pages: u64,
+) -> Result<(), CliError> {
+    let view = pvhandoff::image::ImageView::parse(image)
+        .map_err(|e| CliError::refused(format!("the built image does not parse: {e:?}")))?;
+    let demand = pvhandoff::renumber::pool_demand(&view, vcpus).map_err(CliError::refused)?;
+    if demand > MODULE_POOL_PAGES {
+        return Err(CliError::refused(format!(
+            "image too large for this domain of {domain_pages} frames: its layout needs {demand} \
+             frames of the purgatory's free pool (the new kernel's P2M, page tables and other \
+             built pages no segment fills, the park area, the grant reserve); the module gives \
+             {MODULE_POOL_PAGES}. Nothing was loaded"
+        )));
+    }
+    Ok(())
 }
 
 /// The handoff block version the embedded purgatory reads, and the working memory it needs
@@ -653,6 +683,45 @@ mod tests {
 
     fn args(s: &[&str]) -> Vec<String> {
         s.iter().map(|a| a.to_string()).collect()
+    }
+
+    #[test]
+    fn the_pool_demand_is_checked_before_loading() {
+        let probe =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/guest/release/probe");
+        let Ok(bytes) = std::fs::read(&probe) else {
+            eprintln!("skipped: {} not built (cargo xtask build)", probe.display());
+            return;
+        };
+        let k = crate::parse_kernel("probe", &bytes).unwrap();
+        let build = |pages: u64| {
+            crate::image::build_image_for(&crate::image::BuildRequest {
+                input: "probe",
+                kernel: &k,
+                initrd: None,
+                cmdline: "",
+                domain_pages: pages,
+                old_p2m_len: 0,
+                hidden: crate::image::Hidden {
+                    vcpu_pages: 0,
+                    grant_reserve: 0,
+                },
+                mode: pvlayout::Mode::DomU,
+                builder: crate::plan::DomuBuilder::default(),
+            })
+            .unwrap()
+            .bytes
+        };
+        // 256 MiB: the P2M (128 pages) and tables fit the module's 1024 frames.
+        assert!(check_pool_demand(&build(65536), 1, 65536).is_ok());
+        // 8 GiB: the P2M alone is 4096 pages.
+        let e = check_pool_demand(&build(1 << 21), 1, 1 << 21).unwrap_err();
+        assert!(
+            e.message.contains("frames of the purgatory's free pool"),
+            "{}",
+            e.message
+        );
+        assert!(e.message.contains("the module gives 1024"), "{}", e.message);
     }
 
     #[test]

@@ -4,10 +4,9 @@
 
 use crate::failure::Failure;
 use pvhandoff::handoff::{Handoff, MAX_VCPUS};
-use pvhandoff::image::{ImageView, PlanRecord, PLAN_MAGIC};
+use pvhandoff::image::{ImageView, PlanRecord};
 use pvhandoff::renumber::{hidden_pages, park_pages, plan_matches_p2m, present_frames};
-use pvhandoff::SegmentKind;
-use xenpv::{Pod, StartInfo};
+use xenpv::StartInfo;
 
 /// The plan and the domain it was checked against.
 pub struct Checked {
@@ -27,7 +26,9 @@ pub struct Checked {
 /// Reads the plan record and checks it against the domain. Nothing irreversible happens
 /// before it passes.
 pub fn check(h: &Handoff, image: &ImageView) -> Result<Checked, Failure> {
-    let plan = plan_record(image).ok_or(Failure::Plan("the image has no valid plan record"))?;
+    let plan = image
+        .plan_record()
+        .ok_or(Failure::Plan("the image has no valid plan record"))?;
     // The record's own consistency (the rules `pvkexec inspect` applies) before any field of
     // it sizes or places anything.
     plan.check().map_err(Failure::Plan)?;
@@ -66,15 +67,6 @@ pub fn check(h: &Handoff, image: &ImageView) -> Result<Checked, Failure> {
         park_pages,
         vcpu_info,
     })
-}
-
-/// The image's plan record (written by the loader, under its segment's digest).
-fn plan_record(image: &ImageView) -> Option<PlanRecord> {
-    let i = image
-        .segments()
-        .position(|s| s.kind == SegmentKind::Plan as u32)?;
-    let r = PlanRecord::read_from(image.data(i).ok()?)?;
-    (r.magic == PLAN_MAGIC).then_some(r)
 }
 
 /// The `vcpu_info` placements the handoff lists: per VCPU (MFN, offset), and the distinct old
