@@ -276,21 +276,42 @@ pub fn extract_modules(linux: DebianLinux, dest: &Path) -> Result<PathBuf> {
     let tree = dest.join("tree");
     let _ = fs::remove_dir_all(&tree);
     fs::create_dir_all(&tree)?;
-    let mut patterns: Vec<String> = DOM0_MODULES
+    // The package's list first: a module built into this kernel has no file, and tar fails
+    // on a name it does not find.
+    let listing = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "dpkg-deb --fsys-tarfile '{}' | tar -t",
+            deb.display()
+        ))
+        .output()
+        .context("listing the kernel package")?;
+    if !listing.status.success() {
+        bail!("listing {} failed ({})", deb.display(), listing.status);
+    }
+    let wanted: Vec<String> = DOM0_MODULES
         .iter()
-        .map(|(_, p)| format!("./*lib/modules/*/kernel/{p}*"))
+        .map(|(_, p)| format!("/kernel/{p}"))
+        .chain(["/kernel/drivers/block/xen-blkfront.ko".to_string()])
         .collect();
-    patterns.push("./*lib/modules/*/kernel/drivers/block/xen-blkfront.ko*".into());
-    patterns.push("./*lib/modules/*/modules.builtin".into());
+    let listing = String::from_utf8_lossy(&listing.stdout);
+    let names: Vec<&str> = listing
+        .lines()
+        .filter(|n| n.contains("lib/modules/"))
+        .filter(|n| {
+            n.ends_with("/modules.builtin")
+                || wanted
+                    .iter()
+                    .any(|w| n.ends_with(w.as_str()) || n.ends_with(&format!("{w}.xz")))
+        })
+        .collect();
+    let list = dest.join("extract.list");
+    fs::write(&list, names.join("\n") + "\n")?;
     let script = format!(
-        "dpkg-deb --fsys-tarfile '{}' | tar -x -C '{}' --wildcards {}",
+        "dpkg-deb --fsys-tarfile '{}' | tar -x -C '{}' -T '{}'",
         deb.display(),
         tree.display(),
-        patterns
-            .iter()
-            .map(|p| format!("'{p}'"))
-            .collect::<Vec<_>>()
-            .join(" ")
+        list.display()
     );
     let status = Command::new("sh").arg("-c").arg(&script).status()?;
     if !status.success() {
