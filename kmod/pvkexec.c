@@ -20,7 +20,10 @@
 #include <linux/capability.h>
 #include <linux/kprobes.h>
 #include <linux/mman.h>
+#include <linux/panic_notifier.h>
 #include <linux/sched.h>
+#include <linux/sched/mm.h>
+#include <linux/sort.h>
 #include <linux/smp.h>
 #include <linux/cpumask.h>
 #include <linux/delay.h>
@@ -35,6 +38,11 @@
 #include <linux/uaccess.h>
 #include <linux/version.h>
 #include <linux/vmalloc.h>
+#if __has_include(<linux/vmcore_info.h>)
+#include <linux/vmcore_info.h>	/* 6.9 and later */
+#else
+#include <linux/crash_core.h>
+#endif
 
 #include <xen/xen.h>
 #include <xen/xen-ops.h>
@@ -42,6 +50,11 @@
 #include <xen/interface/grant_table.h>
 #include <xen/interface/memory.h>
 #include <xen/interface/vcpu.h>
+#include <xen/interface/version.h>
+#include <asm/kexec.h>
+#include <asm/nmi.h>
+#include <asm/pvclock.h>
+#include <asm/smp.h>
 #include <asm/xen/hypercall.h>
 #include <asm/xen/hypervisor.h>
 #include <asm/xen/page.h>
@@ -258,57 +271,76 @@ static int header_digest_check(const struct image *img)
 	return ret;
 }
 
-static int ioctl_load(const struct pvkexec_load __user *uarg)
+/* Copies in and checks the image a PVKEXEC_IOC_LOAD names. */
+static struct image *image_from_user(const struct pvkexec_load *arg)
 {
-	struct pvkexec_load arg;
 	struct image_header h;
 	const u8 __user *src;
 	struct image *img;
 	int ret;
 
-	if (copy_from_user(&arg, uarg, sizeof(arg)))
-		return -EFAULT;
-	if (arg.flags)
-		return -EINVAL;
-	if (!(arg.handoff_version == 4 && !arg.work_pages) &&
-	    !(arg.handoff_version == 5 && arg.work_pages &&
-	      arg.work_pages <= WORK_PAGES_MAX)) {
+	if (!(arg->handoff_version == 4 && !arg->work_pages) &&
+	    !(arg->handoff_version == 5 && arg->work_pages &&
+	      arg->work_pages <= WORK_PAGES_MAX)) {
 		pr_err("load refused: handoff version %u with %llu working pages (this module writes version 4, or 5 with 1 to %lu pages)\n",
-		       arg.handoff_version, arg.work_pages, WORK_PAGES_MAX);
-		return -EINVAL;
+		       arg->handoff_version, arg->work_pages, WORK_PAGES_MAX);
+		return ERR_PTR(-EINVAL);
 	}
-	if (arg.len < sizeof(h) || arg.len > IMAGE_MAX_BYTES) {
+	if (arg->len < sizeof(h) || arg->len > IMAGE_MAX_BYTES) {
 		pr_err("load refused: %llu bytes (%zu to %llu allowed)\n",
-		       arg.len, sizeof(h), IMAGE_MAX_BYTES);
-		return -EFBIG;
+		       arg->len, sizeof(h), IMAGE_MAX_BYTES);
+		return ERR_PTR(-EFBIG);
 	}
-	src = u64_to_user_ptr(arg.image);
+	src = u64_to_user_ptr(arg->image);
 	if (copy_from_user(&h, src, sizeof(h)))
-		return -EFAULT;
-	ret = header_check(&h, arg.len);
+		return ERR_PTR(-EFAULT);
+	ret = header_check(&h, arg->len);
+	if (!ret)
+		ret = memory_check(DIV_ROUND_UP(arg->len, PAGE_SIZE));
 	if (ret)
-		return ret;
-	ret = memory_check(DIV_ROUND_UP(arg.len, PAGE_SIZE));
-	if (ret)
-		return ret;
+		return ERR_PTR(ret);
 
 	img = kzalloc(sizeof(*img), GFP_KERNEL);
 	if (!img)
-		return -ENOMEM;
-	img->len = arg.len;
-	img->nr_pages = DIV_ROUND_UP(arg.len, PAGE_SIZE);
+		return ERR_PTR(-ENOMEM);
+	img->len = arg->len;
+	img->nr_pages = DIV_ROUND_UP(arg->len, PAGE_SIZE);
 	img->nr_segments = h.nr_segments;
-	img->handoff_version = arg.handoff_version;
-	img->work_pages = arg.work_pages;
+	img->handoff_version = arg->handoff_version;
+	img->work_pages = arg->work_pages;
 	img->pages = kvcalloc(img->nr_pages, sizeof(*img->pages), GFP_KERNEL);
 	if (!img->pages) {
 		kfree(img);
-		return -ENOMEM;
+		return ERR_PTR(-ENOMEM);
 	}
 	ret = image_copy_in(img, src);
 	if (!ret)
 		ret = header_digest_check(img);
 	if (ret) {
+		image_free(img);
+		return ERR_PTR(ret);
+	}
+	return img;
+}
+
+static int crash_load(struct file *file, const struct image *img);
+
+static int ioctl_load(struct file *file, const struct pvkexec_load __user *uarg)
+{
+	struct pvkexec_load arg;
+	struct image *img;
+	int ret;
+
+	if (copy_from_user(&arg, uarg, sizeof(arg)))
+		return -EFAULT;
+	if (arg.flags & ~PVKEXEC_LOAD_CRASH)
+		return -EINVAL;
+	img = image_from_user(&arg);
+	if (IS_ERR(img))
+		return PTR_ERR(img);
+	if (arg.flags & PVKEXEC_LOAD_CRASH) {
+		/* The image lives on in the crash image block. */
+		ret = crash_load(file, img);
 		image_free(img);
 		return ret;
 	}
@@ -356,6 +388,8 @@ static u32 vcpus_up(void)
 	return n;
 }
 
+static void crash_info(struct pvkexec_info *info);
+
 static int ioctl_info(struct pvkexec_info __user *uarg)
 {
 	struct pvkexec_info info = {
@@ -396,6 +430,7 @@ static int ioctl_info(struct pvkexec_info __user *uarg)
 		info.image_pages = loaded->nr_pages;
 		info.image_segments = loaded->nr_segments;
 	}
+	crash_info(&info);
 	if (copy_to_user(uarg, &info, sizeof(info)))
 		return -EFAULT;
 	return 0;
@@ -484,6 +519,7 @@ struct exec_prep {
 	unsigned long mapped;		/* purgatory mapping's address, 0: none */
 	void *work;			/* handoff v5: working memory (vmalloc) */
 	u64 *work_pfns;			/* its frames' PFNs, in VA order */
+	bool crash;			/* image, pool and work are set-aside frames */
 };
 
 /* Set only while PVKEXEC_IOC_EXEC maps the purgatory (under pvkexec_lock). */
@@ -511,13 +547,19 @@ static void free_block(struct page *page, unsigned int order)
 
 static void exec_prep_free(struct exec_prep *p)
 {
-	if (p->mapped && vm_munmap(p->mapped, p->purg_pages << PAGE_SHIFT))
-		pr_err("exec: could not unmap the purgatory at %#lx\n",
-		       p->mapped);
-	free_block(p->image, p->image_order);
-	free_block(p->pool, p->pool_order);
+	/* A crash image's mm may be another process's: it goes with mmput. */
+	if (p->mapped && p->mm == current->mm &&
+	    vm_munmap(p->mapped, p->purg_pages << PAGE_SHIFT))
+		pr_err("could not unmap the purgatory at %#lx\n", p->mapped);
+	if (p->crash) {
+		if (p->work)
+			vunmap(p->work);
+	} else {
+		free_block(p->image, p->image_order);
+		free_block(p->pool, p->pool_order);
+		vfree(p->work);
+	}
 	free_block(p->block, 1);
-	vfree(p->work);
 	kvfree(p->work_pfns);
 	kfree(p);
 }
@@ -528,23 +570,26 @@ static const u8 *image_byte(const struct image *img, u64 off)
 	       offset_in_page(off);
 }
 
-/* Copies the image into one PFN-contiguous block and finds its purgatory. */
-static int prep_image(struct exec_prep *p, const struct image *img)
+/* At most one 4 MiB block: larger images need the frame-list handoff. */
+static int image_order_check(const struct image *img, const char *what)
+{
+	if (get_order(img->len) > BLOCK_ORDER_MAX) {
+		pr_err("%s refused: a %llu-byte image needs more than one 4 MiB block of contiguous frames (the frame-list handoff is not done yet)\n",
+		       what, img->len);
+		return -E2BIG;
+	}
+	return 0;
+}
+
+/* Copies the image into its PFN-contiguous block and finds its purgatory. */
+static int prep_image(struct exec_prep *p, const struct image *img,
+		      const char *what)
 {
 	const struct image_header *h = page_address(img->pages[0]);
 	u64 off = h->data_offset;
 	unsigned long i;
 	u32 k;
 
-	p->image_order = get_order(img->len);
-	if (p->image_order > BLOCK_ORDER_MAX) {
-		pr_err("exec refused: a %llu-byte image needs more than one 4 MiB block of contiguous frames (the frame-list handoff is not done yet)\n",
-		       img->len);
-		return -E2BIG;
-	}
-	p->image = alloc_block(p->image_order);
-	if (!p->image)
-		return -ENOMEM;
 	for (i = 0; i < img->nr_pages; i++)
 		copy_page(page_address(p->image + i),
 			  page_address(img->pages[i]));
@@ -556,8 +601,8 @@ static int prep_image(struct exec_prep *p, const struct image *img)
 		if (d.flags & SEG_FLAG_PURGATORY_MAPPING) {
 			if (PAGE_ALIGN(d.len) < d.nr_pages << PAGE_SHIFT ||
 			    off + (d.nr_pages << PAGE_SHIFT) > img->len) {
-				pr_err("exec refused: the purgatory segment's %llu pages are not all in the image\n",
-				       d.nr_pages);
+				pr_err("%s refused: the purgatory segment's %llu pages are not all in the image\n",
+				       what, d.nr_pages);
 				return -EINVAL;
 			}
 			p->purg_first = off >> PAGE_SHIFT;
@@ -573,8 +618,8 @@ static int prep_image(struct exec_prep *p, const struct image *img)
 	    p->entry < p->purg_base ||
 	    p->entry + AP_ENTRY_OFFSET >= p->purg_base +
 					   (p->purg_pages << PAGE_SHIFT)) {
-		pr_err("exec refused: purgatory of %lu pages at %#llx, entry %#llx: not one L1 with slots 510 and 511 free\n",
-		       p->purg_pages, p->purg_base, p->entry);
+		pr_err("%s refused: purgatory of %lu pages at %#llx, entry %#llx: not one L1 with slots 510 and 511 free\n",
+		       what, p->purg_pages, p->purg_base, p->entry);
 		return -EINVAL;
 	}
 	return 0;
@@ -593,15 +638,20 @@ static unsigned long lookup_name(const char *name)
 	return fn ? fn(name) : 0;
 }
 
-/* Where each VCPU's vcpu_info is placed (Linux's per-cpu xen_vcpu_info). */
-static int prep_vcpu_info(struct vcpu_info_rec *rec)
+/*
+ * Where each VCPU's vcpu_info is placed (Linux's per-cpu xen_vcpu_info); the
+ * pointers too when vis is not NULL.
+ */
+static int prep_vcpu_info(struct vcpu_info_rec *rec, struct vcpu_info **vis,
+			  const char *what)
 {
 	unsigned long info = lookup_name("xen_vcpu_info");
 	unsigned long used = lookup_name("xen_vcpu");
 	unsigned int cpu;
 
 	if (!info || !used) {
-		pr_err("exec refused: xen_vcpu_info/xen_vcpu not found through kallsyms\n");
+		pr_err("%s refused: xen_vcpu_info/xen_vcpu not found through kallsyms\n",
+		       what);
 		return -ENOENT;
 	}
 	for_each_online_cpu(cpu) {
@@ -612,33 +662,46 @@ static int prep_vcpu_info(struct vcpu_info_rec *rec)
 		u32 id = xen_vcpu_nr(cpu);
 
 		if (cur != vi || id >= MAX_VCPUS) {
-			pr_err("exec refused: CPU %u (VCPU %u) uses vcpu_info at %px, not its placed one\n",
-			       cpu, id, cur);
+			pr_err("%s refused: CPU %u (VCPU %u) uses vcpu_info at %px, not its placed one\n",
+			       what, cpu, id, cur);
 			return -EINVAL;
 		}
 		rec[id].mfn = PFN_DOWN(arbitrary_virt_to_machine(vi).maddr);
 		rec[id].offset = offset_in_page(vi);
+		if (vis)
+			vis[cpu] = vi;
 	}
+	return 0;
+}
+
+/* The purgatory takes VCPUs 0..n-1, at most 8: CPU n must be VCPU n. */
+static int cpus_check(const char *what)
+{
+	unsigned int cpu;
+
+	if (num_online_cpus() > MAX_VCPUS ||
+	    num_online_cpus() != num_possible_cpus()) {
+		pr_err("%s refused: %u of %u CPUs online; the purgatory needs all, at most %u\n",
+		       what, num_online_cpus(), num_possible_cpus(), MAX_VCPUS);
+		return -EBUSY;
+	}
+	for_each_online_cpu(cpu)
+		if (xen_vcpu_nr(cpu) != cpu) {
+			pr_err("%s refused: CPU %u is VCPU %u\n", what, cpu,
+			       xen_vcpu_nr(cpu));
+			return -EINVAL;
+		}
 	return 0;
 }
 
 static int exec_checks(void)
 {
-	unsigned int cpu;
 	long cur;
+	int ret;
 
-	if (num_online_cpus() > MAX_VCPUS ||
-	    num_online_cpus() != num_possible_cpus()) {
-		pr_err("exec refused: %u of %u CPUs online; the purgatory needs all, at most %u\n",
-		       num_online_cpus(), num_possible_cpus(), MAX_VCPUS);
-		return -EBUSY;
-	}
-	for_each_online_cpu(cpu)
-		if (xen_vcpu_nr(cpu) != cpu) {
-			pr_err("exec refused: CPU %u is VCPU %u\n", cpu,
-			       xen_vcpu_nr(cpu));
-			return -EINVAL;
-		}
+	ret = cpus_check("exec");
+	if (ret)
+		return ret;
 	if (set_cpus_allowed_ptr(current, cpumask_of(0)) ||
 	    raw_smp_processor_id() != 0) {
 		pr_err("exec refused: cannot move to CPU 0 (VCPU 0 must enter the purgatory)\n");
@@ -672,18 +735,25 @@ static int exec_checks(void)
 	return 0;
 }
 
-/* Handoff v5: working memory, contiguous in VA, with its frames' PFNs. */
-static int prep_work(struct exec_prep *p, const struct image *img)
+/*
+ * Handoff v5: working memory, contiguous in VA, with its frames' PFNs: fresh
+ * vmalloc pages, or (crash) the given frames vmap'ed.
+ */
+static int prep_work(struct exec_prep *p, const struct image *img,
+		     struct page **frames)
 {
 	unsigned long i;
 
 	if (img->handoff_version < 5)
 		return 0;
-	p->work = vmalloc(img->work_pages << PAGE_SHIFT);
+	if (frames)
+		p->work = vmap(frames, img->work_pages, VM_MAP, PAGE_KERNEL);
+	else
+		p->work = vmalloc(img->work_pages << PAGE_SHIFT);
 	p->work_pfns = kvmalloc_array(img->work_pages, sizeof(u64), GFP_KERNEL);
 	if (!p->work || !p->work_pfns) {
-		pr_err("exec refused: out of memory for %llu pages of the purgatory's working memory\n",
-		       img->work_pages);
+		pr_err("%s refused: out of memory for %llu pages of the purgatory's working memory\n",
+		       frames ? "crash load" : "exec", img->work_pages);
 		return -ENOMEM;
 	}
 	for (i = 0; i < img->work_pages; i++)
@@ -749,11 +819,18 @@ static int pvkexec_mmap(struct file *file, struct vm_area_struct *vma)
 /* A call, not a jump, so objtool sees no sibling call; it never returns. */
 static __noreturn void jump(u64 entry, u64 rdi, u64 rsi)
 {
-	asm volatile(ANNOTATE_RETPOLINE_SAFE "call *%[entry]"
+	asm volatile(ANNOTATE_RETPOLINE_SAFE "call *%[entry]\n\tud2"
 		     : ASM_CALL_CONSTRAINT
 		     : [entry] "r" (entry), "D" (rdi), "S" (rsi)
 		     : "memory");
 	unreachable();
+}
+
+/* VCPU 0 to the boot entry, the others to the AP entry with their id. */
+static __noreturn void enter_purgatory(struct exec_prep *p, unsigned int cpu)
+{
+	jump(cpu ? p->entry + AP_ENTRY_OFFSET : p->entry,
+	     (unsigned long)p->handoff, cpu ? xen_vcpu_nr(cpu) : 0);
 }
 
 /* IPI handler on every other CPU: onto the exec task's tables, then away. */
@@ -762,8 +839,7 @@ static void ap_leave(void *info)
 	struct exec_prep *p = info;
 
 	write_cr3(__pa(p->mm->pgd));
-	jump(p->entry + AP_ENTRY_OFFSET, (unsigned long)p->handoff,
-	     xen_vcpu_nr(smp_processor_id()));
+	enter_purgatory(p, smp_processor_id());
 }
 
 static int unpin_mfn(unsigned long mfn)
@@ -816,7 +892,7 @@ static __noreturn void exec_go(struct exec_prep *p)
 	unpin_other_trees(p, &flagged, &unflagged);
 	pr_emerg("exec: unpinned %lu frames Linux flags pinned and %lu it does not; entering the purgatory at %#llx\n",
 		 flagged, unflagged, p->entry);
-	jump(p->entry, (unsigned long)p->handoff, 0);
+	enter_purgatory(p, 0);
 }
 
 /* The prepared exec, once kernel_restart() is under way. */
@@ -924,10 +1000,29 @@ static void exec_hook_unregister(void)
 }
 #endif
 
+/* The purgatory segment at its base in the caller's process (pages inserted now). */
+static int map_purgatory(struct file *file, struct exec_prep *p,
+			 const char *what)
+{
+	unsigned long addr;
+
+	mapping_for = p;
+	addr = vm_mmap(file, p->purg_base, p->purg_pages << PAGE_SHIFT,
+		       PROT_READ | PROT_WRITE | PROT_EXEC,
+		       MAP_SHARED | MAP_FIXED_NOREPLACE, 0);
+	mapping_for = NULL;
+	if (IS_ERR_VALUE(addr) || addr != p->purg_base) {
+		pr_err("%s refused: cannot map the purgatory at %#llx: %ld\n",
+		       what, p->purg_base, (long)addr);
+		return IS_ERR_VALUE(addr) ? (int)addr : -EEXIST;
+	}
+	p->mapped = addr;
+	return 0;
+}
+
 static int ioctl_exec(struct file *file)
 {
 	struct exec_prep *p;
-	unsigned long addr;
 	int ret;
 
 	if (!loaded) {
@@ -941,7 +1036,15 @@ static int ioctl_exec(struct file *file)
 	if (!p)
 		return -ENOMEM;
 	p->mm = current->mm;
-	ret = prep_image(p, loaded);
+	ret = image_order_check(loaded, "exec");
+	if (ret)
+		goto fail;
+	ret = -ENOMEM;
+	p->image_order = get_order(loaded->len);
+	p->image = alloc_block(p->image_order);
+	if (!p->image)
+		goto fail;
+	ret = prep_image(p, loaded, "exec");
 	if (ret)
 		goto fail;
 	ret = -ENOMEM;
@@ -953,25 +1056,17 @@ static int ioctl_exec(struct file *file)
 		goto fail;
 	}
 	split_page(p->block, 1);
-	ret = prep_vcpu_info((void *)((struct handoff *)page_address(p->block) + 1));
+	ret = prep_vcpu_info((void *)((struct handoff *)page_address(p->block) + 1),
+			     NULL, "exec");
 	if (ret)
 		goto fail;
-	ret = prep_work(p, loaded);
+	ret = prep_work(p, loaded, NULL);
 	if (ret)
 		goto fail;
 	prep_handoff(p, loaded);
-	mapping_for = p;
-	addr = vm_mmap(file, p->purg_base, p->purg_pages << PAGE_SHIFT,
-		       PROT_READ | PROT_WRITE | PROT_EXEC,
-		       MAP_SHARED | MAP_FIXED_NOREPLACE, 0);
-	mapping_for = NULL;
-	if (IS_ERR_VALUE(addr) || addr != p->purg_base) {
-		pr_err("exec refused: cannot map the purgatory at %#llx: %ld\n",
-		       p->purg_base, (long)addr);
-		ret = IS_ERR_VALUE(addr) ? (int)addr : -EEXIST;
+	ret = map_purgatory(file, p, "exec");
+	if (ret)
 		goto fail;
-	}
-	p->mapped = addr;
 	pr_info("exec: image at pfn %#lx (%u pages), pool pfn %#lx + %lu, %u VCPUs, store port %u, console port %u\n",
 		page_to_pfn(p->image), 1U << p->image_order,
 		page_to_pfn(p->pool), 1UL << p->pool_order,
@@ -981,6 +1076,799 @@ static int ioctl_exec(struct file *file)
 	kernel_restart(NULL);
 fail:
 	exec_prep_free(p);
+	return ret;
+}
+
+/*
+ * Crash (kdump): docs/kernel-module.md, "Crash (kdump) load and panic path".
+ * PVKEXEC_IOC_CRASH_RESERVE sets frames aside and builds the crash view: a
+ * copy of Linux's P2M in which every frame but those set aside, the held L4,
+ * the xenstore and console rings and the vcpu_info frames is a hole, so the
+ * purgatory leaves the old kernel's memory alone. A load with
+ * PVKEXEC_LOAD_CRASH prepares the whole handover at load (exec's functions)
+ * and arms the panic path. At a panic, smp_send_stop() would put the other
+ * CPUs down through Xen's stop_self (their registers lost, NMIs then ignored
+ * as they are offline), so while armed smp_ops.stop_other_cpus sends NMIs
+ * instead: each CPU saves its registers in the crash record and waits on the
+ * held mm's tables. The panic notifier (priority INT_MAX, before Xen's
+ * SHUTDOWN_crash) fills the record, waits for them, unpins the other trees,
+ * writes the digest and sends everyone into the purgatory.
+ */
+#define CRASH_RECORD_MAGIC	0x48535243584b5650ULL	/* "PVKXCRSH" */
+#define CRASH_RECORD_VERSION	1
+#define CRASH_P2M_LISTS		16
+#define CRASH_CPU_SAVED		1
+#define CRASH_CPU_STOPPED	2
+#define BLOCK_PAGES		(1UL << BLOCK_ORDER_MAX)
+#define VIEW_MAX_ENTRIES	(BLOCK_PAGES * PAGE_SIZE / sizeof(u64))
+#define CRASH_WAIT_US		1000000
+#define SEG_KIND_KERNEL		1
+#define PARK_MAX_MS		60000
+
+struct crash_cpu {
+	u32 vcpu;
+	u32 state;
+	u64 pid;
+	u64 regs[27];	/* user_regs_struct order: pt_regs, then fs/gs base, ds es fs gs */
+};
+static_assert(sizeof(struct crash_cpu) == 232);
+static_assert(sizeof(struct pt_regs) == 21 * sizeof(u64));
+
+struct crash_record {
+	u64 magic;
+	u32 version;
+	u32 nr_cpus;
+	u32 panic_cpu;
+	u32 xen_major_minor;
+	u64 p2m_len;
+	u64 max_pfn;
+	u64 frame_list_list;
+	u64 vmcoreinfo_maddr;
+	u64 vmcoreinfo_size;
+	u64 p2m_lists[CRASH_P2M_LISTS];
+	struct crash_cpu cpus[MAX_VCPUS];
+	u64 panic_time_ns;
+	u64 reserved[3];
+	u8 sha256[SHA256_DIGEST_SIZE];
+};
+static_assert(offsetof(struct crash_record, p2m_lists) == 64);
+static_assert(offsetof(struct crash_record, cpus) == 192);
+static_assert(offsetof(struct crash_record, panic_time_ns) == 2048);
+static_assert(offsetof(struct crash_record, sha256) == 2080);
+static_assert(sizeof(struct crash_record) == 2112);
+
+/* The reservation and, once loaded, the prepared handover. */
+struct crash {
+	unsigned long pages;
+	struct page *pool;		/* block 0: the purgatory's free pool */
+	struct page *image;		/* block 1: the image */
+	u64 *rest;			/* PFNs of the other set-aside frames, ascending */
+	unsigned long nr_rest;
+	struct page *record;
+	struct page *lists[CRASH_P2M_LISTS];
+	unsigned int nr_lists;
+	u64 *view;			/* PFN-contiguous block in the direct map */
+	unsigned int view_order;
+	unsigned long p2m_len;
+	unsigned long present;
+	struct mm_struct *mm;		/* held (mmget) until unload */
+	unsigned int nr_cpus;
+	struct vcpu_info *vi[MAX_VCPUS];
+	struct exec_prep *prep;		/* NULL: no image loaded */
+	atomic_t *panic_cpu;		/* Linux's, through kallsyms */
+	struct shared_info **shared_info;
+};
+
+static bool fault_injection;
+module_param(fault_injection, bool, 0444);
+MODULE_PARM_DESC(fault_injection,
+		 "tests only: allow the PVKEXEC_IOC_TEST_* ioctls (corrupt the crash image, park CPU 1)");
+
+static struct crash *crash;		/* under pvkexec_lock */
+static struct crash *crash_armed;	/* what the panic path reads */
+static atomic_t crash_stopping;		/* the NMIs went out */
+static atomic_t crash_entered;		/* the panic notifier ran */
+static unsigned int crash_cpu;		/* the panicking CPU */
+static int crash_arrived[MAX_VCPUS];	/* 1: saved, on the held tables; < 0: errno */
+static int crash_go;
+static void (*crash_orig_stop)(int wait);
+
+static int cmp_u64(const void *a, const void *b)
+{
+	u64 x = *(const u64 *)a, y = *(const u64 *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/* Frames 2048 on: any orders (largest first), their PFNs sorted. */
+static int crash_alloc_rest(struct crash *c)
+{
+	unsigned long n = c->pages - 2 * BLOCK_PAGES, i;
+	unsigned int order = BLOCK_ORDER_MAX;
+
+	c->rest = kvmalloc_array(n, sizeof(u64), GFP_KERNEL);
+	if (!c->rest)
+		return -ENOMEM;
+	while (c->nr_rest < n) {
+		struct page *pg;
+
+		while ((1UL << order) > n - c->nr_rest)
+			order--;
+		pg = alloc_pages(GFP_KERNEL | __GFP_NOWARN | __GFP_NORETRY,
+				 order);
+		if (!pg) {
+			if (!order)
+				return -ENOMEM;
+			order--;
+			continue;
+		}
+		split_page(pg, order);
+		for (i = 0; i < (1UL << order); i++)
+			c->rest[c->nr_rest++] = page_to_pfn(pg) + i;
+		cond_resched();
+	}
+	sort(c->rest, n, sizeof(u64), cmp_u64, NULL);
+	return 0;
+}
+
+static int crash_alloc(struct crash *c)
+{
+	unsigned int i;
+
+	c->pool = alloc_block(BLOCK_ORDER_MAX);
+	c->image = alloc_block(BLOCK_ORDER_MAX);
+	c->record = alloc_page(GFP_KERNEL | __GFP_ZERO);
+	c->p2m_len = xen_p2m_size;
+	c->view_order = get_order(c->p2m_len * sizeof(u64));
+	c->view = (u64 *)__get_free_pages(GFP_KERNEL | __GFP_NOWARN,
+					  c->view_order);
+	c->nr_lists = DIV_ROUND_UP(DIV_ROUND_UP(c->p2m_len, P2M_PER_PAGE),
+				   P2M_PER_PAGE);
+	for (i = 0; i < c->nr_lists; i++) {
+		c->lists[i] = alloc_page(GFP_KERNEL | __GFP_ZERO);
+		if (!c->lists[i])
+			break;
+	}
+	if (!c->pool || !c->image || !c->record || !c->view ||
+	    i < c->nr_lists || crash_alloc_rest(c)) {
+		pr_err("crash reserve refused: out of memory for %lu frames set aside (%lu of the rest allocated)\n",
+		       c->pages, c->nr_rest);
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+static void crash_free(struct crash *c)
+{
+	unsigned long i;
+
+	free_block(c->pool, BLOCK_ORDER_MAX);
+	free_block(c->image, BLOCK_ORDER_MAX);
+	for (i = 0; i < c->nr_rest; i++)
+		__free_page(pfn_to_page(c->rest[i]));
+	kvfree(c->rest);
+	if (c->record)
+		__free_page(c->record);
+	for (i = 0; i < c->nr_lists; i++)
+		if (c->lists[i])
+			__free_page(c->lists[i]);
+	if (c->view)
+		free_pages((unsigned long)c->view, c->view_order);
+	if (c->mm)
+		mmput(c->mm);
+	kfree(c);
+}
+
+/* Makes pfn present in the view with its real MFN. */
+static int view_mark(struct crash *c, unsigned long pfn, const char *what)
+{
+	unsigned long mfn = pfn < c->p2m_len ? __pfn_to_mfn(pfn) :
+			    INVALID_P2M_ENTRY;
+
+	if (mfn == INVALID_P2M_ENTRY ||
+	    (mfn & (FOREIGN_FRAME_BIT | IDENTITY_FRAME_BIT))) {
+		pr_err("crash reserve refused: %s (pfn %#lx) has no frame of its own in the P2M (%#lx)\n",
+		       what, pfn, mfn);
+		return -EINVAL;
+	}
+	if (c->view[pfn] == INVALID_P2M_ENTRY) {
+		c->view[pfn] = mfn;
+		c->present++;
+	}
+	return 0;
+}
+
+static int view_mark_mfn(struct crash *c, unsigned long mfn, const char *what)
+{
+	unsigned long pfn = mfn_to_pfn(mfn);
+
+	if (pfn >= c->p2m_len || __pfn_to_mfn(pfn) != mfn) {
+		pr_err("crash reserve refused: %s (mfn %#lx) is not in the P2M\n",
+		       what, mfn);
+		return -EINVAL;
+	}
+	return view_mark(c, pfn, what);
+}
+
+/* The contract's present frames; every other entry stays a hole (~0). */
+static int crash_build_view(struct crash *c)
+{
+	struct vcpu_info_rec rec[MAX_VCPUS] = {};
+	unsigned long i;
+	unsigned int cpu;
+	int ret = 0;
+
+	memset(c->view, 0xff, c->p2m_len * sizeof(u64));
+	for (i = 0; i < BLOCK_PAGES && !ret; i++)
+		ret = view_mark(c, page_to_pfn(c->pool) + i, "the free pool") ?:
+		      view_mark(c, page_to_pfn(c->image) + i, "the image block");
+	for (i = 0; i < c->nr_rest && !ret; i++)
+		ret = view_mark(c, c->rest[i], "a set-aside frame");
+	if (!ret)
+		ret = view_mark(c, PFN_DOWN(__pa(c->mm->pgd)), "the held L4") ?:
+		      view_mark_mfn(c, xen_start_info->store_mfn, "the xenstore ring") ?:
+		      view_mark_mfn(c, xen_start_info->console.domU.mfn,
+				    "the console ring") ?:
+		      prep_vcpu_info(rec, c->vi, "crash reserve");
+	for_each_online_cpu(cpu)
+		if (!ret)
+			ret = view_mark_mfn(c, rec[cpu].mfn, "a vcpu_info frame");
+	c->nr_cpus = num_online_cpus();
+	return ret;
+}
+
+static int crash_reserve_checks(u64 pages)
+{
+	long cur = reservation(XENMEM_current_reservation);
+
+	if (crash) {
+		pr_err("crash reserve refused: %lu frames are already set aside (PVKEXEC_IOC_CRASH_UNLOAD first)\n",
+		       crash->pages);
+		return -EBUSY;
+	}
+	if (xen_start_info->flags & SIF_INITDOMAIN) {
+		pr_err("crash reserve refused: not a PV domU (the initial domain's P2M is not handled by the purgatory)\n");
+		return -EOPNOTSUPP;
+	}
+	if (cur < 0) {
+		pr_err("crash reserve refused: XENMEM_current_reservation failed: %ld\n",
+		       cur);
+		return (int)cur;
+	}
+	if (pages % BLOCK_PAGES || pages < 2 * BLOCK_PAGES ||
+	    pages > (u64)cur / 2) {
+		pr_err("crash reserve refused: %llu frames (a multiple of %lu, at least %lu, at most half of the domain's %ld)\n",
+		       pages, BLOCK_PAGES, 2 * BLOCK_PAGES, cur);
+		return -EINVAL;
+	}
+	if (xen_p2m_size > VIEW_MAX_ENTRIES) {
+		pr_err("crash reserve refused: the P2M has %lu entries, a 4 MiB view block holds %lu\n",
+		       xen_p2m_size, VIEW_MAX_ENTRIES);
+		return -E2BIG;
+	}
+	if (!current->mm || current->mm != current->active_mm) {
+		pr_err("crash reserve refused: no process page tables to hold\n");
+		return -EINVAL;
+	}
+	return cpus_check("crash reserve");
+}
+
+static int ioctl_crash_reserve(struct pvkexec_crash_reserve __user *uarg)
+{
+	struct pvkexec_crash_reserve arg;
+	struct crash *c;
+	int ret;
+
+	if (copy_from_user(&arg, uarg, sizeof(arg)))
+		return -EFAULT;
+	ret = crash_reserve_checks(arg.pages);
+	if (ret)
+		return ret;
+	c = kzalloc(sizeof(*c), GFP_KERNEL);
+	if (!c)
+		return -ENOMEM;
+	c->pages = arg.pages;
+	c->mm = current->mm;
+	mmget(c->mm);
+	ret = crash_alloc(c);
+	if (!ret)
+		ret = crash_build_view(c);
+	if (!ret) {
+		arg.present = c->present;
+		arg.record_mfn = pfn_to_mfn(page_to_pfn(c->record));
+		arg.p2m_len = c->p2m_len;
+		if (copy_to_user(uarg, &arg, sizeof(arg)))
+			ret = -EFAULT;
+	}
+	if (ret) {
+		crash_free(c);
+		return ret;
+	}
+	crash = c;
+	pr_info("crash: %lu frames set aside, view of %lu entries with %lu present, record mfn %#llx, %u VCPUs\n",
+		c->pages, c->p2m_len, c->present, arg.record_mfn, c->nr_cpus);
+	return 0;
+}
+
+/*
+ * Onto mm's tables with direct hypercalls: write_cr3 would issue the
+ * multicall batch an NMI may have interrupted.
+ */
+static int load_tables(struct mm_struct *mm)
+{
+	pgd_t *user = (pgd_t *)virt_to_page(mm->pgd)->private;
+	struct mmuext_op op[2] = {
+		{ .cmd = MMUEXT_NEW_BASEPTR, .arg1.mfn = virt_to_mfn(mm->pgd) },
+		{ .cmd = MMUEXT_NEW_USER_BASEPTR,
+		  .arg1.mfn = user ? virt_to_mfn(user) : 0 },
+	};
+
+	return HYPERVISOR_mmuext_op(op, 2, NULL, DOMID_SELF);
+}
+
+static void crash_save_cpu(struct crash *c, unsigned int cpu,
+			   const struct pt_regs *regs)
+{
+	struct crash_cpu *s = &((struct crash_record *)page_address(c->record))->cpus[cpu];
+	unsigned int seg;
+	u64 base;
+
+	s->vcpu = xen_vcpu_nr(cpu);
+	s->pid = current->pid;
+	memcpy(s->regs, regs, sizeof(*regs));
+	s->regs[21] = rdmsrl_safe(MSR_FS_BASE, &base) ? 0 : base;
+	s->regs[22] = rdmsrl_safe(MSR_KERNEL_GS_BASE, &base) ? 0 : base;
+	asm volatile("movl %%ds, %0" : "=r" (seg));
+	s->regs[23] = seg;
+	asm volatile("movl %%es, %0" : "=r" (seg));
+	s->regs[24] = seg;
+	asm volatile("movl %%fs, %0" : "=r" (seg));
+	s->regs[25] = seg;
+	asm volatile("movl %%gs, %0" : "=r" (seg));
+	s->regs[26] = seg;
+	s->state = CRASH_CPU_SAVED;
+}
+
+/* Every other CPU: saved, on the held tables, waiting for the word. */
+static __noreturn void crash_leave(struct crash *c, unsigned int cpu)
+{
+	int ret = load_tables(c->mm);
+
+	smp_store_release(&crash_arrived[cpu], ret ?: 1);
+	while (!smp_load_acquire(&crash_go))
+		cpu_relax();
+	enter_purgatory(c->prep, cpu);
+}
+
+static int crash_nmi(unsigned int type, struct pt_regs *regs)
+{
+	struct crash *c = READ_ONCE(crash_armed);
+	unsigned int cpu = raw_smp_processor_id();
+
+	if (!c || !atomic_read(&crash_stopping) ||
+	    cpu == READ_ONCE(crash_cpu) || cpu >= c->nr_cpus)
+		return NMI_DONE;
+	local_irq_disable();
+	crash_save_cpu(c, cpu, regs);
+	crash_leave(c, cpu);
+}
+
+/* Once, from the panicking CPU: an NMI to every other armed VCPU. */
+static void crash_send_nmis(struct crash *c)
+{
+	unsigned int me = raw_smp_processor_id(), cpu;
+	int ret;
+
+	WRITE_ONCE(crash_cpu, me);
+	smp_mb();
+	if (atomic_xchg(&crash_stopping, 1))
+		return;
+	for (cpu = 0; cpu < c->nr_cpus; cpu++) {
+		if (cpu == me)
+			continue;
+		ret = HYPERVISOR_vcpu_op(VCPUOP_send_nmi, xen_vcpu_nr(cpu),
+					 NULL);
+		if (ret) {
+			WRITE_ONCE(crash_arrived[cpu], ret);
+			pr_emerg("crash: VCPUOP_send_nmi to VCPU %u failed: %d\n",
+				 xen_vcpu_nr(cpu), ret);
+		}
+	}
+}
+
+/* smp_ops.stop_other_cpus while armed: NMIs at a panic, Xen's stop otherwise. */
+static void crash_stop_other_cpus(int wait)
+{
+	struct crash *c = READ_ONCE(crash_armed);
+
+	if (c && atomic_read(c->panic_cpu) == raw_smp_processor_id()) {
+		crash_send_nmis(c);
+		return;
+	}
+	crash_orig_stop(wait);
+}
+
+/* The MFN of every page of Linux's P2M (xen_p2m_addr), 512 to a list page. */
+static int crash_p2m_lists(struct crash *c, struct crash_record *r)
+{
+	unsigned long n = DIV_ROUND_UP(xen_p2m_size, P2M_PER_PAGE), i;
+	unsigned int level;
+
+	if (DIV_ROUND_UP(n, P2M_PER_PAGE) > c->nr_lists) {
+		pr_emerg("crash: the P2M grew to %lu entries, past the %u list pages set aside\n",
+			 xen_p2m_size, c->nr_lists);
+		return -E2BIG;
+	}
+	for (i = 0; i < n; i++) {
+		unsigned long va = (unsigned long)(xen_p2m_addr + i * P2M_PER_PAGE);
+		pte_t *pte = lookup_address(va, &level);
+		u64 *list = page_address(c->lists[i / P2M_PER_PAGE]);
+
+		if (!pte || level != PG_LEVEL_4K || !pte_present(*pte)) {
+			pr_emerg("crash: the P2M page at %#lx is not mapped by a 4 KiB PTE\n",
+				 va);
+			return -EFAULT;
+		}
+		list[i % P2M_PER_PAGE] = pte_mfn(*pte);
+	}
+	for (i = 0; i < c->nr_lists; i++)
+		r->p2m_lists[i] = pfn_to_mfn(page_to_pfn(c->lists[i]));
+	return 0;
+}
+
+static u64 vcpu_time_ns(const struct pvclock_vcpu_time_info *t)
+{
+	unsigned int v;
+	u64 ns;
+
+	do {
+		v = pvclock_read_begin(t);
+		ns = __pvclock_read_cycles(t, rdtsc_ordered());
+	} while (pvclock_read_retry(t, v));
+	return ns;
+}
+
+/* Everything but the other CPUs' slots and the digest. */
+static int crash_fill_record(struct crash *c, unsigned int me,
+			     const struct pt_regs *regs)
+{
+	struct crash_record *r = page_address(c->record);
+	struct shared_info *s = READ_ONCE(*c->shared_info);
+	int ver = HYPERVISOR_xen_version(XENVER_version, NULL);
+
+	if (ver < 0) {
+		pr_emerg("crash: XENVER_version failed: %d\n", ver);
+		return ver;
+	}
+	r->magic = CRASH_RECORD_MAGIC;
+	r->version = CRASH_RECORD_VERSION;
+	r->nr_cpus = c->nr_cpus;
+	r->panic_cpu = me;
+	r->xen_major_minor = ver;
+	r->p2m_len = xen_p2m_size;
+	r->max_pfn = s->arch.max_pfn;
+	r->frame_list_list = s->arch.pfn_to_mfn_frame_list_list ?: ~0ULL;
+	r->vmcoreinfo_maddr = paddr_vmcoreinfo_note();
+	r->vmcoreinfo_size = VMCOREINFO_NOTE_SIZE;
+	r->panic_time_ns = vcpu_time_ns(&c->vi[me]->time);
+	crash_save_cpu(c, me, regs);
+	return crash_p2m_lists(c, r);
+}
+
+/*
+ * Waits (bounded) until every other CPU saved its registers. The purgatory
+ * takes every VCPU of the handoff (it waits for each AP): a CPU that does not
+ * answer is put down and the crash path ends here.
+ */
+static int crash_wait_cpus(struct crash *c, unsigned int me)
+{
+	struct crash_record *r = page_address(c->record);
+	unsigned int cpu, left = 1;
+	unsigned long us;
+	int ret = 0;
+
+	for (us = 0; us < CRASH_WAIT_US && left; us += 10) {
+		left = 0;
+		for (cpu = 0; cpu < c->nr_cpus; cpu++)
+			left += cpu != me && !smp_load_acquire(&crash_arrived[cpu]);
+		if (left)
+			udelay(10);
+	}
+	for (cpu = 0; cpu < c->nr_cpus; cpu++) {
+		int a = smp_load_acquire(&crash_arrived[cpu]);
+
+		if (cpu == me || a == 1)
+			continue;
+		if (!a) {
+			r->cpus[cpu].vcpu = xen_vcpu_nr(cpu);
+			r->cpus[cpu].state = CRASH_CPU_STOPPED;
+			pr_emerg("crash: CPU %u did not answer the NMI in %u ms: VCPUOP_down %d\n",
+				 cpu, CRASH_WAIT_US / 1000,
+				 HYPERVISOR_vcpu_op(VCPUOP_down, xen_vcpu_nr(cpu), NULL));
+			ret = -ETIMEDOUT;
+		} else {
+			pr_emerg("crash: CPU %u was not stopped: %d\n", cpu, a);
+			ret = a;
+		}
+	}
+	if (ret)
+		pr_emerg("crash: the purgatory needs every VCPU of the handoff: no capture\n");
+	return ret;
+}
+
+static __noreturn void crash_enter(struct crash *c, unsigned int me)
+{
+	struct crash_record *r = page_address(c->record);
+	unsigned long flagged, unflagged;
+
+	unpin_other_trees(c->prep, &flagged, &unflagged);
+	sha256((u8 *)r, offsetof(struct crash_record, sha256), r->sha256);
+	pr_emerg("crash: %u CPUs saved, record at mfn %#lx; unpinned %lu + %lu frames; entering the purgatory at %#llx\n",
+		 c->nr_cpus, pfn_to_mfn(page_to_pfn(c->record)), flagged,
+		 unflagged, c->prep->entry);
+	smp_store_release(&crash_go, 1);
+	enter_purgatory(c->prep, me);
+}
+
+/* Before Xen's own panic notifier (SHUTDOWN_crash), which runs if this returns. */
+static int crash_panic(struct notifier_block *nb, unsigned long event,
+		       void *msg)
+{
+	struct crash *c = READ_ONCE(crash_armed);
+	unsigned int me = raw_smp_processor_id();
+	struct pt_regs regs;
+	int ret;
+
+	if (!c || atomic_xchg(&crash_entered, 1))
+		return NOTIFY_DONE;
+	crash_setup_regs(&regs, NULL);
+	regs.orig_ax = -1;
+	local_irq_disable();
+	crash_send_nmis(c);
+	ret = crash_fill_record(c, me, &regs);
+	if (!ret) {
+		ret = load_tables(c->mm);
+		if (ret)
+			pr_emerg("crash: cannot switch to the held page tables: %d\n",
+				 ret);
+	}
+	if (!ret)
+		ret = crash_wait_cpus(c, me);
+	if (ret) {
+		pr_emerg("crash: the crash kernel is not entered (%d); Xen's crash shutdown follows\n",
+			 ret);
+		return NOTIFY_DONE;
+	}
+	crash_enter(c, me);
+}
+
+static struct notifier_block crash_nb = {
+	.notifier_call = crash_panic,
+	.priority = INT_MAX,
+};
+
+static int crash_arm(struct crash *c)
+{
+	int ret;
+
+	c->panic_cpu = (atomic_t *)lookup_name("panic_cpu");
+	c->shared_info = (struct shared_info **)lookup_name("HYPERVISOR_shared_info");
+	if (!c->panic_cpu || !c->shared_info) {
+		pr_err("crash load refused: panic_cpu/HYPERVISOR_shared_info not found through kallsyms\n");
+		return -ENOENT;
+	}
+	atomic_set(&crash_stopping, 0);
+	atomic_set(&crash_entered, 0);
+	memset(crash_arrived, 0, sizeof(crash_arrived));
+	crash_go = 0;
+	ret = register_nmi_handler(NMI_LOCAL, crash_nmi, 0, "pvkexec");
+	if (ret) {
+		pr_err("crash load refused: NMI handler not registered: %d\n",
+		       ret);
+		return ret;
+	}
+	ret = atomic_notifier_chain_register(&panic_notifier_list, &crash_nb);
+	if (ret) {
+		pr_err("crash load refused: panic notifier not registered: %d\n",
+		       ret);
+		unregister_nmi_handler(NMI_LOCAL, "pvkexec");
+		return ret;
+	}
+	WRITE_ONCE(crash_armed, c);
+	crash_orig_stop = smp_ops.stop_other_cpus;
+	smp_ops.stop_other_cpus = crash_stop_other_cpus;
+	return 0;
+}
+
+static void crash_disarm(void)
+{
+	if (!crash_armed)
+		return;
+	smp_ops.stop_other_cpus = crash_orig_stop;
+	WRITE_ONCE(crash_armed, NULL);
+	if (atomic_notifier_chain_unregister(&panic_notifier_list, &crash_nb))
+		pr_err("crash: the panic notifier was not registered\n");
+	unregister_nmi_handler(NMI_LOCAL, "pvkexec");
+}
+
+static int crash_load_checks(const struct crash *c, const struct image *img)
+{
+	if (!c) {
+		pr_err("crash load refused: no frames set aside (PVKEXEC_IOC_CRASH_RESERVE first)\n");
+		return -ENOENT;
+	}
+	if (c->prep) {
+		pr_err("crash load refused: a crash image is loaded (PVKEXEC_IOC_CRASH_UNLOAD first)\n");
+		return -EBUSY;
+	}
+	if (current->mm != c->mm) {
+		pr_err("crash load refused: the frames were set aside by another process, whose page tables are kept\n");
+		return -EPERM;
+	}
+	if (img->work_pages > c->nr_rest) {
+		pr_err("crash load refused: %llu working pages, %lu set-aside frames past the two blocks\n",
+		       img->work_pages, c->nr_rest);
+		return -ENOSPC;
+	}
+	if (num_online_cpus() != c->nr_cpus) {
+		pr_err("crash load refused: %u CPUs online, %u at the reservation\n",
+		       num_online_cpus(), c->nr_cpus);
+		return -EBUSY;
+	}
+	return image_order_check(img, "crash load") ?: cpus_check("crash load");
+}
+
+/* Handoff v5's working memory: the first work_pages of the rest, vmap'ed. */
+static int crash_prep_work(struct exec_prep *p, const struct crash *c,
+			   const struct image *img)
+{
+	struct page **frames;
+	unsigned long i;
+	int ret;
+
+	if (img->handoff_version < 5)
+		return 0;
+	frames = kvmalloc_array(img->work_pages, sizeof(*frames), GFP_KERNEL);
+	if (!frames)
+		return -ENOMEM;
+	for (i = 0; i < img->work_pages; i++)
+		frames[i] = pfn_to_page(c->rest[i]);
+	ret = prep_work(p, img, frames);
+	kvfree(frames);
+	return ret;
+}
+
+/* The handover exec prepares at the jump, prepared now in the set-aside frames. */
+static int crash_load(struct file *file, const struct image *img)
+{
+	struct crash *c = crash;
+	struct exec_prep *p;
+	struct start_info *si;
+	int ret;
+
+	ret = crash_load_checks(c, img);
+	if (ret)
+		return ret;
+	p = kzalloc(sizeof(*p), GFP_KERNEL);
+	if (!p)
+		return -ENOMEM;
+	*p = (struct exec_prep) {
+		.crash = true, .mm = c->mm,
+		.image = c->image, .image_order = BLOCK_ORDER_MAX,
+		.pool = c->pool, .pool_order = BLOCK_ORDER_MAX,
+	};
+	ret = prep_image(p, img, "crash load");
+	if (ret)
+		goto fail;
+	ret = -ENOMEM;
+	p->block = alloc_pages(GFP_KERNEL | __GFP_ZERO, 1);
+	if (!p->block)
+		goto fail;
+	split_page(p->block, 1);
+	ret = prep_vcpu_info((void *)((struct handoff *)page_address(p->block) + 1),
+			     NULL, "crash load") ?:
+	      crash_prep_work(p, c, img);
+	if (ret)
+		goto fail;
+	prep_handoff(p, img);
+	si = (struct start_info *)(unsigned long)p->handoff->old_start_info_va;
+	si->mfn_list = (unsigned long)c->view;
+	si->nr_pages = c->p2m_len;
+	ret = map_purgatory(file, p, "crash load");
+	if (ret)
+		goto fail;
+	c->prep = p;
+	ret = crash_arm(c);
+	if (ret) {
+		c->prep = NULL;
+		goto fail;
+	}
+	pr_info("crash: image of %llu bytes loaded and armed: %u VCPUs, %llu working pages, purgatory at %#llx\n",
+		img->len, c->nr_cpus, img->work_pages, p->purg_base);
+	return 0;
+fail:
+	exec_prep_free(p);
+	return ret;
+}
+
+static int ioctl_crash_unload(void)
+{
+	struct crash *c = crash;
+
+	if (!c)
+		return -ENOENT;
+	crash_disarm();
+	if (c->prep)
+		exec_prep_free(c->prep);
+	crash = NULL;
+	pr_info("crash: unloaded, %lu frames released\n", c->pages);
+	crash_free(c);
+	return 0;
+}
+
+static void crash_info(struct pvkexec_info *info)
+{
+	if (!crash)
+		return;
+	info->flags |= PVKEXEC_INFO_CRASH_RESERVED;
+	if (crash->prep)
+		info->flags |= PVKEXEC_INFO_CRASH_LOADED;
+	info->crash_pages = crash->pages;
+	info->crash_present = crash->present;
+	info->crash_record_mfn = pfn_to_mfn(page_to_pfn(crash->record));
+}
+
+/* Tests: one byte of the kernel segment in the image block. */
+static int test_corrupt_crash(void)
+{
+	const struct image_header *h;
+	struct segment_desc d;
+	u64 off;
+	u32 k;
+	u8 *img;
+
+	if (!crash || !crash->prep)
+		return -ENOENT;
+	img = page_address(crash->image);
+	h = (const void *)img;
+	off = h->data_offset;
+	for (k = 0; k < h->nr_segments; k++) {
+		memcpy(&d, img + IMAGE_HEADER_SIZE + k * IMAGE_SEGMENT_DESC_SIZE,
+		       sizeof(d));
+		if (d.kind == SEG_KIND_KERNEL && d.len &&
+		    off + d.len / 2 < crash->prep->handoff->image_len) {
+			img[off + d.len / 2] ^= 0xff;
+			pr_warn("test: flipped byte %llu of the crash image (its kernel segment)\n",
+				off + d.len / 2);
+			return 0;
+		}
+		off += PAGE_ALIGN(d.len);
+	}
+	return -ENOENT;
+}
+
+static void park_cpu(void *unused)
+{
+	unsigned int ms;
+
+	local_irq_disable();
+	for (ms = 0; ms < PARK_MAX_MS && !atomic_read(&crash_stopping); ms++)
+		mdelay(1);
+}
+
+/* Tests: CPU 1 spins with interrupts off, where only an NMI reaches it. */
+static int test_park_cpu1(void)
+{
+	int ret = -EBUSY;
+
+	if (!cpu_online(1))
+		return -ENODEV;
+	if (get_cpu() != 1)
+		ret = smp_call_function_single(1, park_cpu, NULL, 0);
+	put_cpu();
+	if (!ret)
+		pr_warn("test: CPU 1 parked with interrupts off for up to %u ms\n",
+			PARK_MAX_MS);
 	return ret;
 }
 
@@ -999,13 +1887,25 @@ static long pvkexec_ioctl(struct file *file, unsigned int cmd,
 		ret = ioctl_info(uarg);
 		break;
 	case PVKEXEC_IOC_LOAD:
-		ret = ioctl_load(uarg);
+		ret = ioctl_load(file, uarg);
 		break;
 	case PVKEXEC_IOC_UNLOAD:
 		ret = ioctl_unload();
 		break;
 	case PVKEXEC_IOC_EXEC:
 		ret = ioctl_exec(file);
+		break;
+	case PVKEXEC_IOC_CRASH_RESERVE:
+		ret = ioctl_crash_reserve(uarg);
+		break;
+	case PVKEXEC_IOC_CRASH_UNLOAD:
+		ret = ioctl_crash_unload();
+		break;
+	case PVKEXEC_IOC_TEST_CORRUPT_CRASH:
+		ret = fault_injection ? test_corrupt_crash() : -ENOTTY;
+		break;
+	case PVKEXEC_IOC_TEST_PARK_CPU1:
+		ret = fault_injection ? test_park_cpu1() : -ENOTTY;
 		break;
 	default:
 		ret = -ENOTTY;
@@ -1053,6 +1953,8 @@ static void __exit pvkexec_exit(void)
 	misc_deregister(&pvkexec_dev);
 	image_free(loaded);
 	loaded = NULL;
+	if (crash)
+		ioctl_crash_unload();
 }
 
 module_init(pvkexec_init);

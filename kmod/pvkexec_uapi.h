@@ -9,7 +9,7 @@
 #include <linux/ioctl.h>
 #include <linux/types.h>
 
-#define PVKEXEC_ABI_VERSION	2
+#define PVKEXEC_ABI_VERSION	3
 #define PVKEXEC_IOC_MAGIC	0xcf
 
 /* pvkexec_info.flags */
@@ -18,6 +18,8 @@
 #define PVKEXEC_INFO_VCPU_INFO_PLACED	(1U << 2) /* every up CPU's vcpu_info registered */
 #define PVKEXEC_INFO_IMAGE_LOADED	(1U << 3)
 #define PVKEXEC_INFO_EXEC_SUPPORTED	(1U << 4)
+#define PVKEXEC_INFO_CRASH_RESERVED	(1U << 5)
+#define PVKEXEC_INFO_CRASH_LOADED	(1U << 6)
 
 struct pvkexec_info {
 	__u32 abi_version;
@@ -33,12 +35,25 @@ struct pvkexec_info {
 	__u32 image_segments;
 	__u64 image_bytes;	/* 0: no image loaded */
 	__u64 image_pages;
+	__u64 crash_pages;	/* frames set aside (0: none) */
+	__u64 crash_present;	/* present frames of the crash view */
+	__u64 crash_record_mfn;	/* the crash record page's MFN (0: none) */
 };
+
+struct pvkexec_crash_reserve {
+	__u64 pages;		/* in: frames to set aside, a multiple of 1024 (4 MiB), >= 2048 */
+	__u64 present;		/* out: present frames of the view the image must be planned for */
+	__u64 record_mfn;	/* out: MFN of the crash record page */
+	__u64 p2m_len;		/* out: entries of the view (the real P2M's length) */
+};
+
+/* pvkexec_load.flags */
+#define PVKEXEC_LOAD_CRASH	(1U << 0) /* into the frames set aside; arms the panic path */
 
 struct pvkexec_load {
 	__u64 image;		/* user address of the image file's bytes */
 	__u64 len;
-	__u32 flags;		/* none defined: must be 0 */
+	__u32 flags;		/* PVKEXEC_LOAD_* */
 	__u32 handoff_version;	/* the image's purgatory reads this version: 4 or 5 */
 	__u64 work_pages;	/* version 5: the purgatory's working memory, frames */
 };
@@ -47,5 +62,17 @@ struct pvkexec_load {
 #define PVKEXEC_IOC_LOAD	_IOW(PVKEXEC_IOC_MAGIC, 1, struct pvkexec_load)
 #define PVKEXEC_IOC_UNLOAD	_IO(PVKEXEC_IOC_MAGIC, 2)
 #define PVKEXEC_IOC_EXEC	_IO(PVKEXEC_IOC_MAGIC, 3)
+#define PVKEXEC_IOC_CRASH_RESERVE _IOWR(PVKEXEC_IOC_MAGIC, 4, struct pvkexec_crash_reserve)
+#define PVKEXEC_IOC_CRASH_UNLOAD _IO(PVKEXEC_IOC_MAGIC, 5) /* unload + release the reservation */
+
+/*
+ * Tests only: -ENOTTY unless the module was loaded with fault_injection=1.
+ * CORRUPT_CRASH flips one byte of the loaded crash image's kernel segment (the
+ * purgatory's digest check must refuse it); PARK_CPU1 parks CPU 1 with
+ * interrupts off until a crash is in progress (at most 60 s), where only the
+ * NMI reaches it.
+ */
+#define PVKEXEC_IOC_TEST_CORRUPT_CRASH	_IO(PVKEXEC_IOC_MAGIC, 0x40)
+#define PVKEXEC_IOC_TEST_PARK_CPU1	_IO(PVKEXEC_IOC_MAGIC, 0x41)
 
 #endif /* PVKEXEC_UAPI_H */
