@@ -395,3 +395,123 @@ pub fn evtchn_reset_self() -> Result<(), XenError> {
     })
     .map(drop)
 }
+
+/// `EVTCHNOP_bind_virq`: binds `virq` on `vcpu` to a new port of this domain; the port.
+pub fn evtchn_bind_virq(virq: u32, vcpu: u32) -> Result<u32, XenError> {
+    let mut b = EvtchnBindVirq {
+        virq,
+        vcpu,
+        port: 0,
+    };
+    // SAFETY: Xen fills one evtchn_bind_virq in a live local; a port is only added.
+    check(unsafe {
+        raw2(
+            hc::EVENT_CHANNEL_OP,
+            evtchnop::BIND_VIRQ,
+            &mut b as *mut _ as u64,
+        )
+    })?;
+    Ok(b.port)
+}
+
+/// `EVTCHNOP_bind_ipi`: a new IPI port of this domain, delivered to `vcpu`; the port.
+pub fn evtchn_bind_ipi(vcpu: u32) -> Result<u32, XenError> {
+    let mut b = EvtchnBindIpi { vcpu, port: 0 };
+    // SAFETY: Xen fills one evtchn_bind_ipi in a live local; a port is only added.
+    check(unsafe {
+        raw2(
+            hc::EVENT_CHANNEL_OP,
+            evtchnop::BIND_IPI,
+            &mut b as *mut _ as u64,
+        )
+    })?;
+    Ok(b.port)
+}
+
+/// `VCPUOP_set_periodic_timer` for `vcpu` (Xen allows only the calling VCPU): VIRQ_TIMER
+/// every `period_ns`.
+pub fn vcpu_set_periodic_timer(vcpu: u32, period_ns: u64) -> Result<(), XenError> {
+    let period = VcpuSetPeriodicTimer { period_ns };
+    // SAFETY: Xen reads one vcpu_set_periodic_timer from a live local; a timer changes no
+    // memory.
+    check(unsafe {
+        raw3(
+            hc::VCPU_OP,
+            vcpuop::SET_PERIODIC_TIMER,
+            vcpu as u64,
+            &period as *const _ as u64,
+        )
+    })
+    .map(drop)
+}
+
+/// `VCPUOP_send_nmi`: marks an NMI pending for `vcpu` (delivered to its NMI callback, or
+/// dropped when it registered none).
+pub fn vcpu_send_nmi(vcpu: u32) -> Result<(), XenError> {
+    // SAFETY: takes no argument; the NMI runs whatever callback the VCPU registered, which
+    // `callback_op` (unsafe) vouched for.
+    check(unsafe { raw3(hc::VCPU_OP, vcpuop::SEND_NMI, vcpu as u64, 0) }).map(drop)
+}
+
+/// `VCPUOP_down`: takes `vcpu` down (a VCPU may take itself down); `VCPUOP_up` resumes it
+/// where it stopped.
+pub fn vcpu_down(vcpu: u32) -> Result<(), XenError> {
+    // SAFETY: takes no argument; a VCPU held down is a thread that does not run, it changes
+    // no memory.
+    check(unsafe { raw3(hc::VCPU_OP, vcpuop::DOWN, vcpu as u64, 0) }).map(drop)
+}
+
+/// `CALLBACKOP_unregister` of this VCPU's callback `kind` (e.g. `callback::TYPE_NMI`).
+pub fn callback_unregister(kind: u16) -> Result<(), XenError> {
+    let cb = CallbackRegister {
+        kind,
+        ..Default::default()
+    };
+    // SAFETY: Xen reads the type from a live local; without a callback the event is dropped,
+    // no code runs.
+    check(unsafe {
+        raw2(
+            hc::CALLBACK_OP,
+            callback::OP_UNREGISTER,
+            &cb as *const _ as u64,
+        )
+    })
+    .map(drop)
+}
+
+/// `GNTTABOP_get_version` of this domain's grant table.
+pub fn gnttab_get_version() -> Result<u32, XenError> {
+    let mut v = GnttabGetVersion {
+        dom: DOMID_SELF,
+        ..Default::default()
+    };
+    // SAFETY: Xen fills one gnttab_get_version in a live local; it changes nothing.
+    check(unsafe {
+        raw3(
+            hc::GRANT_TABLE_OP,
+            gnttabop::GET_VERSION,
+            &mut v as *mut _ as u64,
+            1,
+        )
+    })?;
+    Ok(v.version)
+}
+
+/// `GNTTABOP_query_size` of this domain's grant table (its `status` field is Xen's answer for
+/// the table, the caller's to check).
+pub fn gnttab_query_size() -> Result<GnttabQuerySize, XenError> {
+    let mut q = GnttabQuerySize {
+        dom: DOMID_SELF,
+        ..Default::default()
+    };
+    // SAFETY: Xen fills one gnttab_query_size in a live local; it changes nothing.
+    check(unsafe {
+        raw3(
+            hc::GRANT_TABLE_OP,
+            gnttabop::QUERY_SIZE,
+            &mut q as *mut _ as u64,
+            1,
+        )
+    })?;
+    Ok(q)
+}
