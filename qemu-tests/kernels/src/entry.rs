@@ -2,9 +2,10 @@
 //!
 //! Xen enters with `rsi` = start_info, `rsp` = the boot stack it built, events masked, no trap
 //! table and CR0.TS possibly set. Before any Rust runs we record the entry registers (a probe
-//! checks them), move to our own stack, and clear CR0.TS with `fpu_taskswitch(0)`: the prebuilt
-//! `core` uses SSE, and an SSE instruction with TS set raises #NM, which crashes a domain that has
-//! no trap table. Then `guest_main(start_info)` runs; it must not return.
+//! checks them), move to our own stack, and clear CR0.TS with `fpu_taskswitch(0)` (`clear_ts.S`,
+//! which the kernels' AP entries include too): the prebuilt `core` uses SSE, and an SSE
+//! instruction with TS set raises #NM, which crashes a domain that has no trap table. Then
+//! `guest_main(start_info)` runs; it must not return.
 
 use core::arch::global_asm;
 
@@ -34,7 +35,8 @@ pub mod reg {
 }
 
 global_asm!(
-    r#"
+    concat!(
+        r#"
     .section .text.entry, "ax"
     .globl _start
 _start:
@@ -72,9 +74,9 @@ _start:
     mov [rip + guestrt_entry_regs + 22*8], rax
     lea rsp, [rip + guestrt_stack_top]
     mov rbx, rsi
-    mov eax, {fpu_taskswitch}               // fpu_taskswitch(0): CR0.TS clear for SSE code
-    xor edi, edi
-    syscall
+"#,
+        include_str!("clear_ts.S"),
+        r#"
     mov rdi, rbx
     xor ebp, ebp
     call guest_main
@@ -90,7 +92,8 @@ guestrt_entry_regs:
 guestrt_stack_bottom:
     .space {stack}
 guestrt_stack_top:
-    "#,
+    "#
+    ),
     stack = const STACK_SIZE,
     fpu_taskswitch = const xenpv::hc::FPU_TASKSWITCH,
 );
