@@ -1,0 +1,57 @@
+//! The kexec image, passed as the kernel's boot module, and its purgatory segment.
+
+use pvhandoff::image::{ImageView, SEG_FLAG_PURGATORY_MAPPING};
+use pvtest_kernels::notes::VIRT_BASE;
+use pvtest_kernels::report::Why;
+use pvtest_kernels::why;
+use xenpv::{StartInfo, PAGE_SIZE};
+
+/// Where the purgatory runs and where its pages are now.
+pub struct Purgatory {
+    /// The image's lower-half base the purgatory was relocated for.
+    pub base: u64,
+    /// Its boot VCPU entry (the APs' is `AP_ENTRY_OFFSET` further).
+    pub entry: u64,
+    pub nr_pages: u64,
+    /// PFN of its first page inside the module.
+    pub first_pfn: u64,
+}
+
+/// Finds the purgatory segment of the module's image; it must be page aligned in the module
+/// and under 2 MiB (one L1 table maps it, and its last entry is the scratch VA).
+pub fn purgatory(si: &StartInfo) -> Result<Purgatory, Why> {
+    if si.mod_start == 0 || si.mod_len == 0 {
+        return why!("no boot module: pass the kexec image as the kernel's module");
+    }
+    // SAFETY: without MOD_START_PFN, Xen maps the module at mod_start for mod_len bytes in the
+    // initial region; it stays mapped and is only read here.
+    let bytes =
+        unsafe { core::slice::from_raw_parts(si.mod_start as *const u8, si.mod_len as usize) };
+    let image = match ImageView::parse(bytes) {
+        Ok(i) => i,
+        Err(e) => return why!("module is not a kexec image: {:?}", e),
+    };
+    let Some(index) = image
+        .segments()
+        .position(|s| s.flags & SEG_FLAG_PURGATORY_MAPPING != 0)
+    else {
+        return why!("the image has no purgatory segment");
+    };
+    let seg = image.segment(index);
+    let offset = match image.data_offset(index) {
+        Ok(o) => o,
+        Err(e) => return why!("purgatory segment: {:?}", e),
+    };
+    if !si.mod_start.is_multiple_of(PAGE_SIZE)
+        || !offset.is_multiple_of(PAGE_SIZE)
+        || seg.nr_pages > 511
+    {
+        return why!("purgatory segment not page aligned in the module or 2 MiB or more");
+    }
+    Ok(Purgatory {
+        base: image.header.purgatory_base,
+        entry: image.header.purgatory_entry,
+        nr_pages: seg.nr_pages,
+        first_pfn: (si.mod_start + offset - VIRT_BASE) / PAGE_SIZE,
+    })
+}
