@@ -15,10 +15,7 @@
 use crate::failure::Failure;
 use crate::frames::Ctx;
 use core::sync::atomic::{AtomicU16, Ordering};
-use xenpv::{
-    gnttabop, gtf, hypercall, GnttabGetVersion, GnttabQuerySize, GnttabSetVersion,
-    GnttabSetupTable, DOMID_SELF,
-};
+use xenpv::{gnttabop, gtf, hypercall, GnttabSetVersion, GnttabSetupTable, DOMID_SELF};
 
 /// Most grant-table frames the purgatory looks at.
 const MAX_FRAMES: usize = 64;
@@ -103,15 +100,11 @@ pub fn revoke(
 /// The grant table's frames into `frames` (a v2 table is set back to v1 first); returns
 /// their number, 0 without a table.
 fn table_frames(done: &mut Revoked, frames: &mut [u64; MAX_FRAMES]) -> Result<usize, Failure> {
-    let mut size = GnttabQuerySize {
-        dom: DOMID_SELF,
-        ..Default::default()
-    };
-    op(
-        gnttabop::QUERY_SIZE,
-        &mut size,
-        "grant_table_op(QUERY_SIZE)",
-    )?;
+    let size = hypercall::gnttab_query_size().map_err(|err| Failure::Hypercall {
+        call: "grant_table_op(QUERY_SIZE)",
+        frame: 0,
+        err,
+    })?;
     if size.nr_frames == 0 {
         return Ok(0);
     }
@@ -121,17 +114,13 @@ fn table_frames(done: &mut Revoked, frames: &mut [u64; MAX_FRAMES]) -> Result<us
             "the grant table has more frames than the purgatory scans",
         ));
     }
-    let mut version = GnttabGetVersion {
-        dom: DOMID_SELF,
-        ..Default::default()
-    };
     done.hypercalls += 1;
-    op(
-        gnttabop::GET_VERSION,
-        &mut version,
-        "grant_table_op(GET_VERSION)",
-    )?;
-    if version.version == 2 {
+    let version = hypercall::gnttab_get_version().map_err(|err| Failure::Hypercall {
+        call: "grant_table_op(GET_VERSION)",
+        frame: 0,
+        err,
+    })?;
+    if version == 2 {
         let mut set = GnttabSetVersion { version: 1 };
         done.hypercalls += 1;
         op(
@@ -144,7 +133,7 @@ fn table_frames(done: &mut Revoked, frames: &mut [u64; MAX_FRAMES]) -> Result<us
             other => other,
         })?;
         done.from_v2 = true;
-    } else if version.version != 1 {
+    } else if version != 1 {
         return Err(Failure::Plan("the grant table has an unknown version"));
     }
     let mut setup = GnttabSetupTable {

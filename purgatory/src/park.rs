@@ -108,12 +108,7 @@ extern "C" fn purgatory_ap_main(handoff: u64, vcpu: u64) -> ! {
     }
     // An NMI callback into the old kernel would outlive it (the kernel side may have sent
     // this VCPU here by NMI; its HYPERVISOR_iret ended that NMI).
-    let nmi = xenpv::CallbackRegister {
-        kind: xenpv::callback::TYPE_NMI,
-        ..Default::default()
-    };
-    // SAFETY: unregistering leaves this VCPU with no NMI callback, as Xen starts a VCPU.
-    if let Err(e) = unsafe { hypercall::callback_op(xenpv::callback::OP_UNREGISTER, &nmi) } {
+    if let Err(e) = hypercall::callback_unregister(xenpv::callback::TYPE_NMI) {
         fail(4, e);
     }
     // Help verify the digests (the boot VCPU checks the handoff and the image too, and

@@ -77,29 +77,9 @@ pub fn rdtsc() -> u64 {
     (hi as u64) << 32 | lo as u64
 }
 
-/// Binds `virq` on `vcpu` to a new event channel and returns its port.
-pub fn bind_virq(virq: u32, vcpu: u32) -> Result<u32, xenpv::XenError> {
-    let mut arg = xenpv::EvtchnBindVirq {
-        virq,
-        vcpu,
-        port: 0,
-    };
-    // SAFETY: `arg` is a valid evtchn_bind_virq that Xen fills in; binding only adds a port.
-    unsafe { hypercall::event_channel_op(xenpv::evtchnop::BIND_VIRQ, &mut arg as *mut _ as u64) }?;
-    Ok(arg.port)
-}
-
 /// `EVTCHNOP_status` of one of this domain's ports.
 pub fn port_status(port: u32) -> Result<xenpv::EvtchnStatus, xenpv::XenError> {
     hypercall::evtchn_status(port)
-}
-
-/// Binds an IPI event channel on `vcpu` and returns its port.
-pub fn bind_ipi(vcpu: u32) -> Result<u32, xenpv::XenError> {
-    let mut arg = xenpv::EvtchnBindIpi { vcpu, port: 0 };
-    // SAFETY: `arg` is a valid evtchn_bind_ipi that Xen fills in; binding only adds a port.
-    unsafe { hypercall::event_channel_op(xenpv::evtchnop::BIND_IPI, &mut arg as *mut _ as u64) }?;
-    Ok(arg.port)
 }
 
 /// `EVTCHNOP_send` on a local port.
@@ -109,15 +89,7 @@ pub fn send(port: u32) -> Result<(), xenpv::XenError> {
 
 /// The grant table's version (`GNTTABOP_get_version`).
 pub fn grant_version() -> Result<u32, xenpv::XenError> {
-    let mut arg = xenpv::GnttabGetVersion {
-        dom: xenpv::DOMID_SELF,
-        ..Default::default()
-    };
-    // SAFETY: valid gnttab_get_version Xen fills in.
-    unsafe {
-        hypercall::grant_table_op(xenpv::gnttabop::GET_VERSION, &mut arg as *mut _ as u64, 1)
-    }?;
-    Ok(arg.version)
+    hypercall::gnttab_get_version()
 }
 
 /// A loopback interdomain pair (both ends in this domain), standing in for the xenstore or
@@ -131,14 +103,7 @@ pub fn loopback_pair() -> Result<(u32, u32), xenpv::XenError> {
 /// The MFNs of this domain's grant-table frames (v1), setting up the first one if the domain
 /// has none yet; returns how many were written into `frames`.
 pub fn grant_frames(frames: &mut [u64]) -> Result<usize, xenpv::XenError> {
-    let mut size = xenpv::GnttabQuerySize {
-        dom: xenpv::DOMID_SELF,
-        ..Default::default()
-    };
-    // SAFETY: valid gnttab_query_size Xen fills in.
-    unsafe {
-        hypercall::grant_table_op(xenpv::gnttabop::QUERY_SIZE, &mut size as *mut _ as u64, 1)
-    }?;
+    let size = hypercall::gnttab_query_size()?;
     let nr = (size.nr_frames.max(1) as usize).min(frames.len());
     let mut setup = xenpv::GnttabSetupTable {
         dom: xenpv::DOMID_SELF,

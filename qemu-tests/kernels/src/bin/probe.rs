@@ -289,19 +289,21 @@ static mut AP_STACK: ApStack = ApStack([0; 16384]);
 static AP_RAN: AtomicU64 = AtomicU64::new(0);
 
 global_asm!(
-    r#"
+    concat!(
+        r#"
     .text
     .globl probe_ap_entry
 probe_ap_entry:
     mov rbx, rdi
-    mov eax, {fpu_taskswitch}               // fpu_taskswitch(0): CR0.TS clear for SSE code
-    xor edi, edi
-    syscall
+"#,
+        include_str!("../clear_ts.S"),
+        r#"
     mov rdi, rbx
     call probe_ap_main
 2:  ud2
     jmp 2b
-    "#,
+    "#
+    ),
     fpu_taskswitch = const xenpv::hc::FPU_TASKSWITCH,
 );
 
@@ -321,8 +323,7 @@ extern "C" fn probe_ap_main(vcpu: u64) -> ! {
     check("nmi-callback-gone", check_nmi(vcpu as u32));
     AP_RAN.store(vcpu + 1, Ordering::Release);
     loop {
-        // SAFETY: a VCPU taking itself down; it holds nothing.
-        let _ = unsafe { hypercall::vcpu_op(vcpuop::DOWN, vcpu as u32, 0) };
+        let _ = hypercall::vcpu_down(vcpu as u32);
     }
 }
 
@@ -361,8 +362,8 @@ extern "C" {
 /// with this kernel's own callback, an NMI arrives, which shows NMIs are not masked (so the
 /// first one was a real test).
 fn check_nmi(vcpu: u32) -> Result<(), Why> {
-    // SAFETY: marks an NMI pending for this VCPU; delivered on the way back from Xen.
-    if let Err(e) = unsafe { hypercall::vcpu_op(vcpuop::SEND_NMI, vcpu, 0) } {
+    // Delivered on the way back from Xen.
+    if let Err(e) = hypercall::vcpu_send_nmi(vcpu) {
         return why!("VCPUOP_send_nmi: {}", e);
     }
     let cb = xenpv::CallbackRegister {
@@ -375,11 +376,11 @@ fn check_nmi(vcpu: u32) -> Result<(), Why> {
     if let Err(e) = unsafe { hypercall::callback_op(xenpv::callback::OP_REGISTER, &cb) } {
         return why!("registering an NMI callback: {}", e);
     }
-    // SAFETY: as above; this time the handler runs.
-    let sent = unsafe { hypercall::vcpu_op(vcpuop::SEND_NMI, vcpu, 0) };
+    // This time the handler runs.
+    let sent = hypercall::vcpu_send_nmi(vcpu);
     let seen = NMI_SEEN.load(Ordering::Acquire);
-    // SAFETY: leaves this VCPU without an NMI callback again.
-    let _ = unsafe { hypercall::callback_op(xenpv::callback::OP_UNREGISTER, &cb) };
+    // This VCPU is left without an NMI callback again.
+    let _ = hypercall::callback_unregister(xenpv::callback::TYPE_NMI);
     match (sent, seen) {
         (Err(e), _) => why!("VCPUOP_send_nmi: {}", e),
         (Ok(_), 1) => {
@@ -868,7 +869,7 @@ fn check_no_old_timers(sh: &SharedInfo, clk: &VcpuInfo) -> Result<(), Why> {
     let n = nr_vcpus().min(8) as usize;
     let mut ports = [0u32; 8];
     for (k, port) in ports.iter_mut().enumerate().take(n) {
-        *port = match shared::bind_virq(virq::TIMER, k as u32) {
+        *port = match hypercall::evtchn_bind_virq(virq::TIMER, k as u32) {
             Ok(p) => p,
             Err(e) => {
                 return why!(
