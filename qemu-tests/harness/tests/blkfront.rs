@@ -80,6 +80,7 @@ fn blkfront_writes_reach_the_host_disk_and_reset_reconnects() {
     assert_eq!(
         passed,
         [
+            "busy-grant-kept",
             "connect",
             "range-refused",
             "readback",

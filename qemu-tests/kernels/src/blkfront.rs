@@ -18,7 +18,7 @@ use crate::shared;
 use crate::view::{self, Region};
 use crate::xenstore::{Xenstore, XsError};
 use core::fmt;
-use core::sync::atomic::{fence, AtomicBool, Ordering};
+use core::sync::atomic::{fence, AtomicBool, AtomicU16, Ordering};
 use xenpv::blkif::{
     self, state, BlkifRequest, BlkifResponse, BlkifSegment, SringHeader, MAX_SEGMENTS, RING_SIZE,
     SECTOR_SIZE,
@@ -26,14 +26,14 @@ use xenpv::blkif::{
 use xenpv::{gnttabop, gtf, hypercall, pte, uvmf, GrantEntryV1, StartInfo, XenError, PAGE_SIZE};
 
 /// Data pages granted to the backend: one batch of requests (16 requests of 11 pages).
-const POOL_PAGES: usize = 16 * MAX_SEGMENTS;
-/// The ring's grant reference: the first past the toolstack's reserved ones.
-const RING_REF: u32 = gnttabop::NR_RESERVED_ENTRIES;
-/// The first data page's grant reference (the rest follow).
-const POOL_REF: u32 = RING_REF + 1;
-/// Entries in one v1 grant-table frame: every reference used here lies in frame 0.
+const POOL_PAGES: usize = BATCH_REQUESTS * MAX_SEGMENTS;
+/// Requests in one batch: fits the ring and the answered-request mask.
+const BATCH_REQUESTS: usize = 16;
+const _: () = assert!(BATCH_REQUESTS <= RING_SIZE as usize && BATCH_REQUESTS <= 32);
+/// Entries in one v1 grant-table frame: every reference used here lies in frame 0, past the
+/// toolstack's reserved ones (console and xenstore rings).
 const ENTRIES_PER_FRAME: u32 = (PAGE_SIZE / 8) as u32;
-const _: () = assert!(POOL_REF + POOL_PAGES as u32 <= ENTRIES_PER_FRAME);
+const _: () = assert!(gnttabop::NR_RESERVED_ENTRIES + 1 + POOL_PAGES as u32 <= ENTRIES_PER_FRAME);
 /// Sectors of a data page.
 const PAGE_SECTORS: u64 = PAGE_SIZE / SECTOR_SIZE;
 /// Bound of each xenbus state wait and of each batch of requests.
@@ -119,6 +119,9 @@ pub enum BlkError {
     Hypercall { call: &'static str, err: XenError },
     /// The grant table is not v1.
     GrantVersion(u32),
+    /// Grant frame 0 has too few entries no backend maps (a previous kernel's grants still in
+    /// use are left alone).
+    GrantsBusy { free: u32, need: u32 },
     /// A page of this kernel is outside the initial mapping or its MFN does not fit a v1
     /// grant entry.
     Frame { va: u64 },
@@ -134,8 +137,8 @@ pub enum BlkError {
         sector: u64,
         status: i16,
     },
-    /// The backend answered a request that is not outstanding, or the ring's indices are
-    /// inconsistent.
+    /// The backend answered a request that is not outstanding (or twice), or the ring's
+    /// indices are inconsistent.
     BadResponse { id: u64, rsp_prod: u32 },
     /// Not every request of a batch was answered in time.
     IoTimeout {
@@ -164,6 +167,11 @@ impl fmt::Display for BlkError {
             ),
             BlkError::Hypercall { call, err } => write!(f, "{}: {}", call, err),
             BlkError::GrantVersion(v) => write!(f, "the grant table is v{}, not v1", v),
+            BlkError::GrantsBusy { free, need } => write!(
+                f,
+                "grant frame 0 has {} entries no backend maps, {} needed",
+                free, need
+            ),
             BlkError::Frame { va } => write!(
                 f,
                 "page {:#x} is outside the initial mapping or above a v1 grant's frame range",
@@ -234,6 +242,9 @@ pub struct DiskInfo {
     /// The backend state found before connecting.
     pub initial_backend_state: u32,
     pub port: u32,
+    /// The ring page's grant reference (the first entry of grant frame 0 past the reserved
+    /// ones that no backend uses).
+    pub ring_ref: u32,
 }
 
 /// A connected block device.
@@ -243,7 +254,14 @@ pub struct Blkfront {
     frontend: Text,
     req_prod: u32,
     rsp_cons: u32,
-    pool_mfns: [u64; POOL_PAGES],
+    grants: Grants,
+}
+
+/// The grant references of the ring and of each data page.
+#[derive(Clone, Copy)]
+struct Grants {
+    ring: u32,
+    pool: [u32; POOL_PAGES],
 }
 
 /// Where this kernel's pages are: machine frame of a virtual address in the initial mapping.
@@ -301,11 +319,14 @@ impl Blkfront {
             bus.reset(xs, initial)?;
         }
         bus.wait(xs, &[state::INIT_WAIT], "InitWait")?;
-        let mut pool_mfns = [0u64; POOL_PAGES];
-        let port = setup_ring(si, region, backend_id, &mut pool_mfns)?;
+        let (grants, port) = setup_ring(si, region, backend_id)?;
         let node = |leaf: &[u8]| Text::new(&[frontend.as_str().as_bytes(), leaf]);
         let mut num = [0u8; 20];
-        write_node(xs, &node(b"/ring-ref"), fmt_u64(RING_REF as u64, &mut num))?;
+        write_node(
+            xs,
+            &node(b"/ring-ref"),
+            fmt_u64(grants.ring as u64, &mut num),
+        )?;
         write_node(xs, &node(b"/event-channel"), fmt_u64(port as u64, &mut num))?;
         write_node(xs, &node(b"/protocol"), blkif::PROTOCOL_X86_64.as_bytes())?;
         bus.set(xs, state::INITIALISED)?;
@@ -329,12 +350,13 @@ impl Blkfront {
                 was_reset,
                 initial_backend_state: initial,
                 port,
+                ring_ref: grants.ring,
             },
             sh,
             frontend,
             req_prod: 0,
             rsp_cons: 0,
-            pool_mfns,
+            grants,
         })
     }
 
@@ -398,6 +420,8 @@ impl Blkfront {
             let mut req = BlkifRequest {
                 operation: op,
                 nr_segments: count as u8,
+                // blkif_vdev_t is 16 bits; Linux's blkfront puts the vbd id in it the same
+                // way.
                 handle: self.info.id as u16,
                 id: r as u64,
                 sector_number: sector + first as u64 * PAGE_SECTORS,
@@ -407,7 +431,7 @@ impl Blkfront {
                 let page = first + s;
                 let bytes = (len - page * PAGE_SIZE as usize).min(PAGE_SIZE as usize) as u64;
                 req.seg[s] = BlkifSegment {
-                    gref: POOL_REF + page as u32,
+                    gref: self.grants.pool[page],
                     first_sect: 0,
                     last_sect: (bytes / SECTOR_SIZE - 1) as u8,
                     _pad: 0,
@@ -441,6 +465,8 @@ impl Blkfront {
         };
         let deadline = shared::system_time_ns(self.sh, 0) + IO_TIMEOUT_NS;
         let mut answered = 0u32;
+        // Which requests were answered (a batch has at most 16).
+        let mut seen = 0u32;
         let mut first_error = None;
         while answered < sent {
             let rsp_prod = ring_header().rsp_prod.read();
@@ -457,12 +483,13 @@ impl Blkfront {
                 // rsp_prod past it.
                 let rsp = unsafe { slot.read_volatile() };
                 self.rsp_cons = self.rsp_cons.wrapping_add(1);
-                if rsp.id >= sent as u64 {
+                if rsp.id >= sent as u64 || seen & (1 << rsp.id) != 0 {
                     return Err(BlkError::BadResponse {
                         id: rsp.id,
                         rsp_prod,
                     });
                 }
+                seen |= 1 << rsp.id;
                 answered += 1;
                 if rsp.status != blkif::RSP_OKAY && first_error.is_none() {
                     first_error = Some(BlkError::Io {
@@ -491,11 +518,6 @@ impl Blkfront {
             Some(e) => Err(e),
             None => Ok(()),
         }
-    }
-
-    /// MFNs of the granted data pages (for a report).
-    pub fn pool_frames(&self) -> &[u64] {
-        &self.pool_mfns
     }
 }
 
@@ -555,13 +577,8 @@ fn pool_page(p: usize) -> &'static mut [u8; PAGE_SIZE as usize] {
 }
 
 /// Resets the ring page (`SHARED_RING_INIT`), grants it and the data pages to the backend
-/// and allocates the event channel; returns the port.
-fn setup_ring(
-    si: &StartInfo,
-    region: &Region,
-    backend_id: u16,
-    pool_mfns: &mut [u64; POOL_PAGES],
-) -> Result<u32, BlkError> {
+/// and allocates the event channel; returns the references and the port.
+fn setup_ring(si: &StartInfo, region: &Region, backend_id: u16) -> Result<(Grants, u32), BlkError> {
     match shared::grant_version() {
         Ok(1) => {}
         Ok(v) => return Err(BlkError::GrantVersion(v)),
@@ -592,30 +609,66 @@ fn setup_ring(
     // SHARED_RING_INIT: both events at 1.
     Index((ring + core::mem::offset_of!(SringHeader, req_event) as u64) as *mut u32).write(1);
     header.rsp_event.write(1);
-    grant(window, RING_REF, backend_id, mfn_of(si, region, ring)?);
-    for (p, mfn) in pool_mfns.iter_mut().enumerate() {
+    let mut frames = [mfn_of(si, region, ring)?; 1 + POOL_PAGES];
+    for (p, mfn) in frames[1..].iter_mut().enumerate() {
         *mfn = mfn_of(si, region, pool_page(p).as_ptr() as u64)?;
-        grant(window, POOL_REF + p as u32, backend_id, *mfn);
     }
-    hc(
+    let mut refs = [0u32; 1 + POOL_PAGES];
+    let mut taken = 0usize;
+    for gref in gnttabop::NR_RESERVED_ENTRIES..ENTRIES_PER_FRAME {
+        if taken == refs.len() {
+            break;
+        }
+        if grant(window, gref, backend_id, frames[taken]) {
+            refs[taken] = gref;
+            taken += 1;
+        }
+    }
+    if taken < refs.len() {
+        return Err(BlkError::GrantsBusy {
+            free: taken as u32,
+            need: refs.len() as u32,
+        });
+    }
+    let mut grants = Grants {
+        ring: refs[0],
+        pool: [0; POOL_PAGES],
+    };
+    grants.pool.copy_from_slice(&refs[1..]);
+    let port = hc(
         "EVTCHNOP_alloc_unbound",
         hypercall::evtchn_alloc_unbound(backend_id),
-    )
+    )?;
+    Ok((grants, port))
 }
 
-/// Offers frame `mfn` to `domid` read-write in grant entry `gref` of the mapped frame 0.
-fn grant(window: u64, gref: u32, domid: u16, mfn: u64) {
+/// Offers frame `mfn` to `domid` read-write in grant entry `gref` of the mapped frame 0,
+/// unless a backend maps or copies through that entry now (a previous kernel's grant still in
+/// use, left alone): then false.
+fn grant(window: u64, gref: u32, domid: u16, mfn: u64) -> bool {
     let entry = (window + gref as u64 * 8) as *mut GrantEntryV1;
-    // SAFETY: `gref` < 512 lies in grant frame 0, mapped writable at `window`; Xen reads the
-    // entry only once its flags say it is offered, and they are written last.
+    // SAFETY: `gref` < 512 lies in grant frame 0, mapped writable at `window`, and the flags
+    // word is 2-byte aligned; Xen updates it atomically, so it is only changed atomically.
+    let flags = unsafe { &*(core::ptr::addr_of_mut!((*entry).flags) as *const AtomicU16) };
+    let old = flags.load(Ordering::SeqCst);
+    // Revoke first: Xen takes no new mapping of an entry whose type is invalid, and a
+    // backend that began using the entry meanwhile makes the exchange fail.
+    if old & (gtf::READING | gtf::WRITING) != 0
+        || flags
+            .compare_exchange(old, 0, Ordering::SeqCst, Ordering::SeqCst)
+            .is_err()
+    {
+        return false;
+    }
+    // SAFETY: as above; Xen reads domid and frame only once the flags offer the entry,
+    // and they are written last.
     unsafe {
-        core::ptr::addr_of_mut!((*entry).flags).write_volatile(0);
-        fence(Ordering::SeqCst);
         core::ptr::addr_of_mut!((*entry).domid).write_volatile(domid);
         core::ptr::addr_of_mut!((*entry).frame).write_volatile(mfn as u32);
-        fence(Ordering::SeqCst);
-        core::ptr::addr_of_mut!((*entry).flags).write_volatile(gtf::PERMIT_ACCESS);
     }
+    fence(Ordering::SeqCst);
+    flags.store(gtf::PERMIT_ACCESS, Ordering::SeqCst);
+    true
 }
 
 /// The frontend's and backend's `state` nodes.

@@ -3,6 +3,8 @@
 //! connects a second time without closing the first connection (as a crash kernel finds the
 //! backend still connected to the crashed kernel's ring), which must reset the backend, and
 //! writes and reads again. The host then checks the disk file holds exactly the pattern.
+//! Before the first connect, a grant entry is made to look mapped by a backend (as a previous
+//! kernel's grant can be): blkfront must leave it alone.
 //!
 //! The pattern ([`word`]): 8-byte word `j` of 4 KiB page `i` is `splitmix64(seed ^ (i << 9 |
 //! j))`, little-endian. The first connection writes pages `0..mib*256`, the second the next
@@ -16,7 +18,7 @@
 use pvtest_kernels::blkfront::{BlkError, Blkfront};
 use pvtest_kernels::entry::{entry_regs, reg};
 use pvtest_kernels::notes::VIRT_BASE;
-use pvtest_kernels::report::{check, fail, finish, pass};
+use pvtest_kernels::report::{check, fail, finish, pass, Why};
 use pvtest_kernels::view::{self, Region};
 use pvtest_kernels::xenstore::Xenstore;
 use pvtest_kernels::{cmdline_value, parse_u64, println, shared, why};
@@ -30,6 +32,16 @@ const CHUNK: usize = CHUNK_PAGES * PAGE_SIZE as usize;
 #[repr(C, align(4096))]
 struct Buf([u8; CHUNK]);
 static mut BUF: Buf = Buf([0; CHUNK]);
+
+#[repr(C, align(4096))]
+struct Page([u8; PAGE_SIZE as usize]);
+/// A bss page whose L1 entry is pointed at grant frame 0 (to fake a busy grant).
+static mut GRANT_PAGE: Page = Page([0; PAGE_SIZE as usize]);
+
+/// The grant entry made to look in use before the first connect: the first one past the
+/// reserved entries, which blkfront would otherwise take for its ring.
+const BUSY_REF: u32 = xenpv::gnttabop::NR_RESERVED_ENTRIES;
+const BUSY_FLAGS: u16 = xenpv::gtf::PERMIT_ACCESS | xenpv::gtf::READING;
 
 fn splitmix64(x: u64) -> u64 {
     let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
@@ -94,12 +106,7 @@ impl Ctx {
     }
 
     /// Reads pages `first..first+pages` and compares them with the pattern.
-    fn verify(
-        &self,
-        disk: &mut Blkfront,
-        first: u64,
-        pages: u64,
-    ) -> Result<(), pvtest_kernels::report::Why> {
+    fn verify(&self, disk: &mut Blkfront, first: u64, pages: u64) -> Result<(), Why> {
         let start = self.now();
         let mut done = 0;
         while done < pages {
@@ -195,7 +202,73 @@ extern "C" fn guest_main(si: *const StartInfo) -> ! {
     finish()
 }
 
+type GrantEntry = *mut xenpv::GrantEntryV1;
+
+/// Grant entry `BUSY_REF` of frame 0, mapped at GRANT_PAGE.
+fn busy_entry() -> Result<GrantEntry, Why> {
+    let mut frames = [0u64; 1];
+    if let Err(e) = shared::grant_frames(&mut frames) {
+        return why!("grant frames: {}", e);
+    }
+    let va = core::ptr::addr_of_mut!(GRANT_PAGE) as u64;
+    // SAFETY: GRANT_PAGE is a bss page nothing else references; it maps grant frame 0 from
+    // now on.
+    let mapped = unsafe {
+        xenpv::hypercall::update_va_mapping(
+            va,
+            xenpv::pte::make(frames[0], xenpv::pte::L1_FLAGS | xenpv::pte::D),
+            xenpv::uvmf::INVLPG,
+        )
+    };
+    if let Err(e) = mapped {
+        return why!("mapping grant frame 0: {}", e);
+    }
+    Ok((va + BUSY_REF as u64 * 8) as GrantEntry)
+}
+
+/// As a previous kernel's grant that a backend still maps: offered to dom0 with Xen's
+/// "reading" bit set (no backend knows the reference, so nothing reads through it).
+fn fake_busy_grant() -> Result<GrantEntry, Why> {
+    let entry = busy_entry()?;
+    // SAFETY: the entry lies in the mapped grant frame; this kernel offers nothing yet.
+    unsafe {
+        entry.write_volatile(xenpv::GrantEntryV1 {
+            flags: BUSY_FLAGS,
+            domid: 0,
+            frame: 0,
+        })
+    };
+    Ok(entry)
+}
+
+/// The faked entry is untouched and blkfront took the next one for its ring; then cleared.
+fn busy_grant_kept(entry: GrantEntry, ring_ref: u32) -> Result<(), Why> {
+    // SAFETY: the entry lies in the grant frame still mapped at GRANT_PAGE.
+    let now = unsafe { entry.read_volatile() };
+    // SAFETY: as above; nothing uses the faked entry.
+    unsafe { entry.write_volatile(xenpv::GrantEntryV1::default()) };
+    if now.flags != BUSY_FLAGS {
+        return why!("the busy grant {} now has flags {:#x}", BUSY_REF, now.flags);
+    }
+    if ring_ref != BUSY_REF + 1 {
+        return why!(
+            "ring grant {}, expected {} (past the busy {})",
+            ring_ref,
+            BUSY_REF + 1,
+            BUSY_REF
+        );
+    }
+    Ok(())
+}
+
 fn run(ctx: &Ctx, xs: &mut Xenstore, si: &StartInfo, region: &Region, pages: u64, more: u64) {
+    let busy = match fake_busy_grant() {
+        Ok(e) => e,
+        Err(why) => {
+            fail("busy-grant-kept", format_args!("{}", why));
+            return;
+        }
+    };
     let Some(mut disk) = connect(xs, si, region, "connect") else {
         return;
     };
@@ -206,6 +279,10 @@ fn run(ctx: &Ctx, xs: &mut Xenstore, si: &StartInfo, region: &Region, pages: u64
             format_args!("the backend of a fresh domain needed a reset"),
         );
     }
+    check(
+        "busy-grant-kept",
+        busy_grant_kept(busy, disk.info().ring_ref),
+    );
     check("write", ctx.write(&mut disk, 0, pages));
     check("readback", ctx.verify(&mut disk, 0, pages));
     let sectors = disk.info().sectors;
