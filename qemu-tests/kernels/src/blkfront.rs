@@ -105,8 +105,8 @@ pub enum BlkError {
     Busy,
     /// A xenstore request on `path` failed.
     Xenstore { path: Text, err: XsError },
-    /// `device/vbd` lists no device.
-    NoVbd,
+    /// `device/vbd` lists no device (or not the one asked for).
+    NoVbd(Option<u32>),
     /// A xenstore node holds something this frontend cannot use.
     BadValue { path: Text, value: Text },
     /// The backend did not reach `want` in time; `seen` is its last state.
@@ -154,7 +154,8 @@ impl fmt::Display for BlkError {
         match self {
             BlkError::Busy => f.write_str("another blkfront owns the ring and data pages"),
             BlkError::Xenstore { path, err } => write!(f, "xenstore {}: {}", path, err),
-            BlkError::NoVbd => f.write_str("device/vbd lists no block device"),
+            BlkError::NoVbd(None) => f.write_str("device/vbd lists no block device"),
+            BlkError::NoVbd(Some(id)) => write!(f, "device/vbd lists no device {}", id),
             BlkError::BadValue { path, value } => write!(f, "{} holds {:?}", path, value.as_str()),
             BlkError::StateTimeout { path, want, seen } => write!(
                 f,
@@ -284,19 +285,35 @@ impl Blkfront {
     /// Finds the first vbd, resets its backend if a previous ring is still connected, and
     /// connects: the disk is ready for [`read`](Self::read) and [`write`](Self::write).
     pub fn connect(xs: &mut Xenstore, si: &StartInfo, region: &Region) -> Result<Self, BlkError> {
+        Self::connect_to(xs, si, region, None)
+    }
+
+    /// [`connect`](Self::connect) to vbd `vbd` (`device/vbd/<vbd>`, e.g. 51728 for `xvdb`),
+    /// or the first one listed when None.
+    pub fn connect_to(
+        xs: &mut Xenstore,
+        si: &StartInfo,
+        region: &Region,
+        vbd: Option<u32>,
+    ) -> Result<Self, BlkError> {
         if IN_USE.swap(true, Ordering::AcqRel) {
             return Err(BlkError::Busy);
         }
-        let r = Self::connect_owned(xs, si, region);
+        let r = Self::connect_owned(xs, si, region, vbd);
         if r.is_err() {
             IN_USE.store(false, Ordering::Release);
         }
         r
     }
 
-    fn connect_owned(xs: &mut Xenstore, si: &StartInfo, region: &Region) -> Result<Self, BlkError> {
+    fn connect_owned(
+        xs: &mut Xenstore,
+        si: &StartInfo,
+        region: &Region,
+        vbd: Option<u32>,
+    ) -> Result<Self, BlkError> {
         let sh = hc("map shared_info", shared::map_shared_info(si))?;
-        let (id, frontend) = find_vbd(xs)?;
+        let (id, frontend) = find_vbd(xs, vbd)?;
         let backend = read_text(xs, &Text::new(&[frontend.as_str().as_bytes(), b"/backend"]))?;
         let backend_id = read_num(
             xs,
@@ -731,8 +748,8 @@ impl Bus {
     }
 }
 
-/// The first device under `device/vbd`: its id and directory.
-fn find_vbd(xs: &mut Xenstore) -> Result<(u32, Text), BlkError> {
+/// Device `want` (or the first) under `device/vbd`: its id and directory.
+fn find_vbd(xs: &mut Xenstore, want: Option<u32>) -> Result<(u32, Text), BlkError> {
     let mut list = [0u8; 256];
     let n = xs
         .directory("device/vbd", &mut list)
@@ -740,17 +757,18 @@ fn find_vbd(xs: &mut Xenstore) -> Result<(u32, Text), BlkError> {
             path: Text::new(&[b"device/vbd"]),
             err,
         })?;
-    let first = list[..n]
-        .split(|&b| b == 0)
-        .find(|s| !s.is_empty())
-        .ok_or(BlkError::NoVbd)?;
-    let id = crate::parse_u64(first)
-        .and_then(|v| u32::try_from(v).ok())
-        .ok_or(BlkError::BadValue {
-            path: Text::new(&[b"device/vbd"]),
-            value: Text::new(&[first]),
-        })?;
-    Ok((id, Text::new(&[b"device/vbd/", first])))
+    for name in list[..n].split(|&b| b == 0).filter(|s| !s.is_empty()) {
+        let id = crate::parse_u64(name)
+            .and_then(|v| u32::try_from(v).ok())
+            .ok_or(BlkError::BadValue {
+                path: Text::new(&[b"device/vbd"]),
+                value: Text::new(&[name]),
+            })?;
+        if want.is_none_or(|w| w == id) {
+            return Ok((id, Text::new(&[b"device/vbd/", name])));
+        }
+    }
+    Err(BlkError::NoVbd(want))
 }
 
 /// A path that did not fit [`Text`] would name another node: refused.

@@ -9,7 +9,7 @@
 //! The pattern ([`word`]): 8-byte word `j` of 4 KiB page `i` is `splitmix64(seed ^ (i << 9 |
 //! j))`, little-endian. The first connection writes pages `0..mib*256`, the second the next
 //! `reset_mib*256` pages. Command-line words: `mib=N` (default 4), `reset_mib=N` (default 1),
-//! `seed=N` (default 1).
+//! `seed=N` (default 1), `vbd=ID` (default: the first listed).
 #![no_std]
 #![no_main]
 // Errors carry paths and reasons in fixed buffers: these kernels have no heap to box them in.
@@ -137,7 +137,9 @@ impl Ctx {
 }
 
 fn connect(xs: &mut Xenstore, si: &StartInfo, region: &Region, name: &str) -> Option<Blkfront> {
-    match Blkfront::connect(xs, si, region) {
+    let vbd = cmdline_value(si.cmdline(), "vbd").and_then(parse_u64);
+    let vbd = vbd.map(|v| u32::try_from(v).unwrap_or(u32::MAX));
+    match Blkfront::connect_to(xs, si, region, vbd) {
         Ok(disk) => {
             let i = disk.info();
             println!(
