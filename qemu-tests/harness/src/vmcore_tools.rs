@@ -231,26 +231,19 @@ pub fn crash_report(vmlinux: &Path, vmcore: &Path, commands: &[&str]) -> Result<
             bail!("crash command {c:?}: one line without single quotes");
         }
     }
-    let script = crash_script(commands);
-    let input = vmcore.with_extension("crash-input");
-    fs::write(&input, &script).with_context(|| format!("writing {}", input.display()))?;
     let start = Instant::now();
-    let mut cmd = tools.command(&tools.crash);
-    cmd.arg("-s")
-        .arg("-i")
-        .arg(&input)
-        .arg(vmlinux)
-        .arg(vmcore)
-        .stdin(Stdio::null());
-    let out = run_bounded(cmd, Duration::from_secs(600), "crash");
-    let _ = fs::remove_file(&input);
-    let (status, stdout, stderr) = out?;
+    let (status, stdout, stderr) = run_crash(&tools, vmlinux, vmcore, commands, false)?;
     let secs = start.elapsed().as_secs_f64();
     let raw = format!("{stdout}{stderr}");
     let outputs = split_outputs(&stdout);
     if outputs.len() != commands.len() {
+        // crash -s often exits without a word; its debug output names the failed read.
+        let why = run_crash(&tools, vmlinux, vmcore, commands, true)
+            .map(|(_, o, e)| tail(&format!("{o}{e}"), 12))
+            .unwrap_or_else(|e| format!("(crash -d 1 failed too: {e:#})"));
         bail!(
-            "crash could not open {} with {} ({status}; {} of {} commands ran): {}",
+            "crash could not open {} with {} ({status}; {} of {} commands ran): {}\n\
+             crash -d 1 ends with:\n{why}",
             vmcore.display(),
             vmlinux.display(),
             outputs.len(),
@@ -259,6 +252,32 @@ pub fn crash_report(vmlinux: &Path, vmcore: &Path, commands: &[&str]) -> Result<
         );
     }
     Ok(CrashReport { outputs, raw, secs })
+}
+
+/// One crash run over `commands`: `(status, stdout, stderr)`.
+fn run_crash(
+    tools: &Tools,
+    vmlinux: &Path,
+    vmcore: &Path,
+    commands: &[&str],
+    debug: bool,
+) -> Result<(std::process::ExitStatus, String, String)> {
+    let input = vmcore.with_extension("crash-input");
+    fs::write(&input, crash_script(commands))
+        .with_context(|| format!("writing {}", input.display()))?;
+    let mut cmd = tools.command(&tools.crash);
+    cmd.arg("-s");
+    if debug {
+        cmd.args(["-d", "1"]);
+    }
+    cmd.arg("-i")
+        .arg(&input)
+        .arg(vmlinux)
+        .arg(vmcore)
+        .stdin(Stdio::null());
+    let out = run_bounded(cmd, Duration::from_secs(600), "crash");
+    let _ = fs::remove_file(&input);
+    out
 }
 
 /// crash's input file: a marker line (crash's `!` shell escape) before each command, then
