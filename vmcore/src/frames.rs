@@ -109,6 +109,12 @@ impl<'a> Frames<'a> {
     pub fn contains(&self, mfn: u64) -> bool {
         self.mfns.binary_search(&mfn).is_ok()
     }
+
+    /// The first of `mfns` that is not dumped: crash reads every level of the P2M frame list
+    /// (frame-list pages, leaf pages) through the dump, so all of them must be in it.
+    pub fn first_missing(&self, mfns: &[u64]) -> Option<u64> {
+        mfns.iter().copied().find(|&m| !self.contains(m))
+    }
 }
 
 /// Moves the unique values of a sorted slice to its front; returns how many there are.

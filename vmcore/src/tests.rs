@@ -267,6 +267,8 @@ fn from_p2m_skips_invalid_identity_and_foreign_entries() {
     let frames = Frames::from_p2m(p2m, &mut scratch).unwrap();
     assert_eq!(frames.mfns(), [10, 11, 12]);
     assert_eq!(frames.run_count(), 1);
+    assert_eq!(frames.first_missing(&[12, 10]), None);
+    assert_eq!(frames.first_missing(&[11, 13, 14]), Some(13));
 }
 
 #[test]
