@@ -3,7 +3,7 @@
 
 use crate::domu::{domu_rig, report_domu};
 use anyhow::{bail, Result};
-use harness::provision::XenVersion;
+use harness::provision::{DebianLinux, XenVersion};
 use harness::tools::{BuildMode, PvkexecBuild};
 use harness::{guest, BootConfig, Echo, Module};
 use std::path::PathBuf;
@@ -48,7 +48,8 @@ pub(crate) struct KexecArgs {
     #[arg(long, requires = "domu")]
     disk: Option<PathBuf>,
     /// With --domu: the old kernel is Debian's unmodified Linux with pvkexec.ko and the CLI
-    /// (`pvkexec load` + `pvkexec exec`; docs/kernel-module.md) instead of the old test kernel.
+    /// (`pvkexec load` + `pvkexec exec`; docs/kernel-module.md) instead of the old test kernel;
+    /// debian-6.12 is bookworm's 6.12.N+deb12 build (the module is built for its headers).
     #[arg(long, requires = "domu", value_parser = ["debian-6.1", "debian-6.12"])]
     old_kernel: Option<String>,
 }
@@ -162,15 +163,17 @@ pub(crate) fn run(args: KexecArgs) -> Result<ExitCode> {
 }
 
 /// `kexec --domu`: the old test kernel as a toolstack-built domU, the image as its ramdisk.
-/// `cargo xtask kexec --domu --old-kernel debian-6.1`: Debian's 6.1 domU kexecs through
-/// pvkexec.ko (the image is built inside the domU by `pvkexec load`).
+/// `cargo xtask kexec --domu --old-kernel debian-6.1|debian-6.12`: Debian's 6.1 (or
+/// bookworm's 6.12) domU kexecs through pvkexec.ko (the image is built inside the domU by
+/// `pvkexec load`).
 fn kexec_old_linux(args: &KexecArgs) -> Result<ExitCode> {
-    if args.old_kernel.as_deref() == Some("debian-6.12") {
-        bail!(
-            "--old-kernel debian-6.12: pvkexec.ko cannot be built for trixie's kernel on this \
-             host (its headers need gcc-14 and glibc 2.38; docs/kernel-module.md)"
-        );
-    }
+    // debian-6.12 is bookworm's 6.12 build (6.12.N+deb12): trixie's own (+deb13) headers
+    // need gcc-14 and glibc 2.38, so no module links for it here (docs/kernel-module.md).
+    let (old, old_name) = match args.old_kernel.as_deref() {
+        Some("debian-6.12") => (DebianLinux::Bookworm612, "Debian 6.12"),
+        Some("debian-6.1") => (DebianLinux::Bookworm, "Debian 6.1"),
+        o => bail!("--old-kernel {o:?}: debian-6.1 or debian-6.12"),
+    };
     let into_probe = args.kernel.is_none();
     let kernel = match &args.kernel {
         Some(k) => k.clone(),
@@ -184,6 +187,7 @@ fn kexec_old_linux(args: &KexecArgs) -> Result<ExitCode> {
         }
     });
     let req = harness::kmod::OldLinuxKexec {
+        old,
         kernel,
         initrd: args.initrd.clone(),
         append,
@@ -199,7 +203,7 @@ fn kexec_old_linux(args: &KexecArgs) -> Result<ExitCode> {
     domu_kexec_outcome(
         args,
         report_domu(&run),
-        "kexec from Debian 6.1 through pvkexec.ko",
+        &format!("kexec from {old_name} through pvkexec.ko"),
     )
 }
 

@@ -14,6 +14,7 @@ pub(crate) fn run() -> Result<()> {
         DebianLinux::Bookworm,
         DebianLinux::Trixie,
         DebianLinux::Bullseye,
+        DebianLinux::Bookworm612,
     ] {
         println!(
             "linux {}: {}",

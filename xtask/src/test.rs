@@ -25,8 +25,8 @@ pub(crate) fn run() -> Result<()> {
         clippy(&guest_dir, &["--release", "--workspace", "--all-targets"])
     })?;
     step(
-        "provision QEMU, Xen 4.17 and 4.20, Debian's Linux 6.1, 6.12 and 5.10, busybox \
-         initramfs, the domU rig's dom0 initramfs",
+        "provision QEMU, Xen 4.17 and 4.20, Debian's Linux 6.1, 6.12 (trixie's and bookworm's) \
+         and 5.10, busybox initramfs, the domU rig's dom0 initramfs",
         || {
             provision::ensure_qemu()?;
             provision::ensure_xen(XenVersion::V4_17)?;
@@ -34,6 +34,7 @@ pub(crate) fn run() -> Result<()> {
             provision::ensure_linux(DebianLinux::Bookworm)?;
             provision::ensure_linux(DebianLinux::Trixie)?;
             provision::ensure_linux(DebianLinux::Bullseye)?;
+            provision::ensure_linux(DebianLinux::Bookworm612)?;
             harness::initramfs::ensure_initramfs()?;
             for l in [DebianLinux::Bookworm, DebianLinux::Trixie] {
                 harness::initramfs::ensure_initramfs_blkfront_for(l)?;

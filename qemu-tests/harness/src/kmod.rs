@@ -20,8 +20,8 @@ use crate::provision::{self, DebianLinux};
 pub enum Headers {
     /// The rig's kernel: the release bookworm's `linux-image-amd64` depends on (6.1).
     Bookworm,
-    /// bookworm-security's build of the trixie kernel's upstream version
-    /// (`6.12.N+deb12`, built with gcc-12): the same 6.12 sources, linkable on this host.
+    /// bookworm-security's 6.12 (`6.12.N+deb12`, built with gcc-12; the release of
+    /// [`DebianLinux::Bookworm612`]'s image): trixie's 6.12 sources, linkable on this host.
     Bookworm612,
     /// trixie's own headers (`6.12.N+deb13`): they name gcc-14 and their kbuild tools need
     /// glibc 2.38, neither of which a bookworm host has; see [`compile_check_trixie`].
@@ -48,13 +48,23 @@ impl Headers {
                 image_release(DebianLinux::Trixie)?,
                 provision::apt_config_for_linux(DebianLinux::Trixie)?,
             )),
-            Headers::Bookworm612 => {
-                let trixie = image_release(DebianLinux::Trixie)?;
-                let release = trixie.replace("+deb13-", "+deb12-");
-                if release == trixie {
-                    bail!("trixie's kernel release {trixie} has no +deb13 to map to bookworm");
-                }
-                Ok((release, None))
+            // The headers of exactly the image the rig boots as the 6.12 domU.
+            Headers::Bookworm612 => Ok((image_release(DebianLinux::Bookworm612)?, None)),
+        }
+    }
+
+    /// The headers a module for `linux` (the old kernel of a domU) is built against: the
+    /// image's own release, or why no `.ko` can be built for it here.
+    pub fn for_linux(linux: DebianLinux) -> Result<Headers> {
+        match linux {
+            DebianLinux::Bookworm => Ok(Headers::Bookworm),
+            DebianLinux::Bookworm612 => Ok(Headers::Bookworm612),
+            DebianLinux::Trixie => bail!(
+                "no pvkexec.ko for trixie's own 6.12 on this host (its headers name gcc-14 and \
+                 their kbuild tools need glibc 2.38): use bookworm's 6.12 build (bookworm-6.12)"
+            ),
+            DebianLinux::Bullseye => {
+                bail!("no pvkexec.ko for bullseye's 5.10: the module needs Linux 5.16 or later")
             }
         }
     }
@@ -459,9 +469,67 @@ pub fn domu_initramfs(init: &str, pvkexec: &Path, extra: &DomuFiles, out: &Path)
     Ok(())
 }
 
-/// A kexec from Debian's unmodified 6.1 as a domU, through `pvkexec.ko` and the CLI.
+/// The release a bzImage reports (`uname -r`): the first word of its setup header's
+/// `kernel_version` string.
+pub fn bzimage_release(vmlinuz: &Path) -> Result<String> {
+    let b = fs::read(vmlinuz).with_context(|| format!("reading {}", vmlinuz.display()))?;
+    if b.get(0x202..0x206) != Some(b"HdrS".as_slice()) {
+        bail!(
+            "{} is not a bzImage (no HdrS setup header)",
+            vmlinuz.display()
+        );
+    }
+    let off = match b.get(0x20e..0x210) {
+        Some(&[lo, hi]) => usize::from(u16::from_le_bytes([lo, hi])) + 0x200,
+        _ => bail!("{}: setup header cut short", vmlinuz.display()),
+    };
+    let text = b
+        .get(off..)
+        .and_then(|t| t.split(|&c| c == 0).next())
+        .with_context(|| format!("{}: kernel_version past the file", vmlinuz.display()))?;
+    String::from_utf8_lossy(text)
+        .split_whitespace()
+        .next()
+        .map(str::to_string)
+        .with_context(|| format!("{}: empty kernel_version", vmlinuz.display()))
+}
+
+/// The release in a module's `vermagic=` (its first word).
+pub fn module_release(ko: &Path) -> Result<String> {
+    let b = fs::read(ko).with_context(|| format!("reading {}", ko.display()))?;
+    let key = b"vermagic=";
+    let at = b
+        .windows(key.len())
+        .position(|w| w == key)
+        .with_context(|| format!("{} has no vermagic", ko.display()))?;
+    let text = b[at + key.len()..].split(|&c| c == 0).next().unwrap_or(&[]);
+    String::from_utf8_lossy(text)
+        .split_whitespace()
+        .next()
+        .map(str::to_string)
+        .with_context(|| format!("{}: empty vermagic", ko.display()))
+}
+
+/// Refuses a module built for another release than `vmlinuz` (Linux would refuse the insmod
+/// with "disagrees about version" or an invalid module format).
+pub fn check_module_matches(ko: &Path, vmlinuz: &Path) -> Result<()> {
+    let (m, k) = (module_release(ko)?, bzimage_release(vmlinuz)?);
+    if m != k {
+        bail!(
+            "{} is built for Linux {m} but the old kernel {} is {k}: insmod would fail",
+            ko.display(),
+            vmlinuz.display()
+        );
+    }
+    Ok(())
+}
+
+/// A kexec from Debian's unmodified Linux as a domU, through `pvkexec.ko` and the CLI.
 #[derive(Clone, Debug)]
 pub struct OldLinuxKexec {
+    /// The old kernel: [`DebianLinux::Bookworm`] (6.1) or [`DebianLinux::Bookworm612`]; the
+    /// module is built against that image's own headers ([`Headers::for_linux`]).
+    pub old: DebianLinux,
     pub kernel: PathBuf,
     pub initrd: Option<PathBuf>,
     pub append: String,
@@ -472,7 +540,8 @@ pub struct OldLinuxKexec {
     pub timeout: std::time::Duration,
 }
 
-/// The old kernel's `/init`: module, optional disk read, `pvkexec load` and `pvkexec exec`.
+/// The old kernel's `/init`: module, optional disk read, `pvkexec status`, `pvkexec load` and
+/// `pvkexec exec`.
 const OLD_LINUX_INIT: &str = r#"#!/bin/sh
 export PATH=/bin:/sbin
 mount -t proc proc /proc
@@ -485,20 +554,21 @@ if [ -e /lib/modules/xen-blkfront.ko ]; then
   echo "PVKEXEC-KMOD xvda=$(head -n 1 /dev/xvda)"
 fi
 echo 7 > /proc/sys/kernel/printk
+pvkexec status 2>&1
 pvkexec load --kernel /boot/new @INITRD@ --append '@APPEND@' 2>&1 && pvkexec exec 2>&1
 echo "PVKEXEC-KMOD exec failed rc=$?"
 poweroff -f
 "#;
 
-/// The domU (Debian 6.1 with the module, the CLI and the new kernel in its initramfs) and
+/// The domU (`req.old` with the module, the CLI and the new kernel in its initramfs) and
 /// the initramfs file to delete after the run.
 pub fn old_linux_spec(name: &str, req: &OldLinuxKexec) -> Result<(crate::domu::DomuSpec, PathBuf)> {
-    let linux = provision::ensure_linux(DebianLinux::Bookworm)?;
+    let headers = Headers::for_linux(req.old)?;
+    let linux = provision::ensure_linux(req.old)?;
+    let ko = build(headers)?;
+    check_module_matches(&ko, &linux)?;
     let mut files = vec![
-        (
-            "lib/modules/pvkexec.ko".to_string(),
-            build(Headers::Bookworm)?,
-        ),
+        ("lib/modules/pvkexec.ko".to_string(), ko),
         ("boot/new".to_string(), req.kernel.clone()),
     ];
     if let Some(i) = &req.initrd {
@@ -506,8 +576,8 @@ pub fn old_linux_spec(name: &str, req: &OldLinuxKexec) -> Result<(crate::domu::D
     }
     if req.disk.is_some() {
         let modules = crate::dom0::extract_modules(
-            DebianLinux::Bookworm,
-            &crate::cache_dir().join("dom0-4.17").join("modules"),
+            req.old,
+            &crate::cache_dir().join(format!("modules-{}", req.old.name())),
         )?;
         files.push((
             "lib/modules/xen-blkfront.ko".into(),
@@ -539,6 +609,39 @@ pub fn old_linux_spec(name: &str, req: &OldLinuxKexec) -> Result<(crate::domu::D
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn releases_of_bzimage_and_module_are_compared() {
+        let dir = std::env::temp_dir().join(format!("kmod-release-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let mut bz = vec![0u8; 0x1000];
+        bz[0x202..0x206].copy_from_slice(b"HdrS");
+        bz[0x20e..0x210].copy_from_slice(&0x100u16.to_le_bytes());
+        let v = b"6.12.117+deb12-amd64 (debian-kernel@lists.debian.org) #1 SMP\0";
+        bz[0x300..0x300 + v.len()].copy_from_slice(v);
+        let vmlinuz = dir.join("vmlinuz");
+        fs::write(&vmlinuz, &bz).unwrap();
+        assert_eq!(bzimage_release(&vmlinuz).unwrap(), "6.12.117+deb12-amd64");
+        let ko = dir.join("pvkexec.ko");
+        fs::write(
+            &ko,
+            b"\x7fELF\0license=GPL\0vermagic=6.1.0-57-amd64 SMP mod_unload \0",
+        )
+        .unwrap();
+        assert_eq!(module_release(&ko).unwrap(), "6.1.0-57-amd64");
+        let e = format!("{:#}", check_module_matches(&ko, &vmlinuz).unwrap_err());
+        assert!(
+            e.contains("built for Linux 6.1.0-57-amd64")
+                && e.contains("is 6.12.117+deb12-amd64: insmod would fail"),
+            "{e}"
+        );
+        // Not a bzImage, no vermagic: refused by name.
+        let e = format!("{:#}", bzimage_release(&ko).unwrap_err());
+        assert!(e.contains("is not a bzImage"), "{e}");
+        let e = format!("{:#}", module_release(&vmlinuz).unwrap_err());
+        assert!(e.contains("has no vermagic"), "{e}");
+        let _ = fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn depends_give_packages_and_compiler() {

@@ -288,6 +288,10 @@ pub enum DebianLinux {
     Bookworm,
     /// trixie's `linux-image-6.12.*-amd64-unsigned` (bzImage, zstd payload).
     Trixie,
+    /// bookworm-security's 6.12 (`linux-image-6.12.N+deb12-amd64-unsigned`, the package
+    /// bookworm's `linux-image-6.12-amd64` depends on): trixie's 6.12 sources built with
+    /// gcc-12, so a module for it links on a bookworm host.
+    Bookworm612,
     /// bullseye's `linux-image-5.10.0-*-amd64-unsigned` (bzImage, xz payload): a Linux that
     /// asks for a hypercall page and boots after a kernel that placed its `vcpu_info`.
     Bullseye,
@@ -299,6 +303,15 @@ impl DebianLinux {
             DebianLinux::Bookworm => "bookworm",
             DebianLinux::Trixie => "trixie",
             DebianLinux::Bullseye => "bullseye",
+            DebianLinux::Bookworm612 => "bookworm-6.12",
+        }
+    }
+
+    /// The meta-package whose dependency names the current image package.
+    fn meta_package(self) -> &'static str {
+        match self {
+            DebianLinux::Bookworm612 => "linux-image-6.12-amd64",
+            _ => "linux-image-amd64",
         }
     }
 
@@ -306,7 +319,7 @@ impl DebianLinux {
     /// system's own lists, bookworm).
     fn suite(self) -> Option<&'static str> {
         match self {
-            DebianLinux::Bookworm => None,
+            DebianLinux::Bookworm | DebianLinux::Bookworm612 => None,
             DebianLinux::Trixie => Some("trixie"),
             DebianLinux::Bullseye => Some("bullseye"),
         }
@@ -325,8 +338,9 @@ pub fn ensure_debian_linux() -> Result<PathBuf> {
 }
 
 /// Returns the path of `which`'s `vmlinuz`, extracted once from the package the suite's
-/// `linux-image-amd64` depends on, without installing it (other suites than the system's
-/// through a private apt configuration in the cache).
+/// `linux-image-amd64` (for [`DebianLinux::Bookworm612`]: `linux-image-6.12-amd64`) depends
+/// on, without installing it (other suites than the system's through a private apt
+/// configuration in the cache).
 pub fn ensure_linux(which: DebianLinux) -> Result<PathBuf> {
     let _guard = PROVISION_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let dir = crate::cache_dir().join(format!("linux-{}", which.name()));
@@ -335,7 +349,7 @@ pub fn ensure_linux(which: DebianLinux) -> Result<PathBuf> {
         return Ok(image);
     }
     let apt_config = which.suite().map(suite_apt_config).transpose()?;
-    let package = debian_linux_package(apt_config.as_deref())?;
+    let package = debian_linux_package(which.meta_package(), apt_config.as_deref())?;
     let deb = download_deb_from(&package, &dir.join("deb"), apt_config.as_deref())?;
     let root = dir.join("root");
     let _ = fs::remove_dir_all(&root);
@@ -381,17 +395,17 @@ pub fn ensure_busybox() -> Result<PathBuf> {
     Ok(binary)
 }
 
-/// The unsigned image package `linux-image-amd64` currently depends on.
-fn debian_linux_package(apt_config: Option<&Path>) -> Result<String> {
+/// The unsigned image package `meta` (`linux-image-amd64`) currently depends on.
+fn debian_linux_package(meta: &str, apt_config: Option<&Path>) -> Result<String> {
     let query = || -> Result<Option<String>> {
         let mut cmd = Command::new("apt-cache");
-        cmd.args(["depends", "linux-image-amd64"]);
+        cmd.args(["depends", meta]);
         if let Some(c) = apt_config {
             cmd.env("APT_CONFIG", c);
         }
         let out = cmd
             .output()
-            .context("running apt-cache depends linux-image-amd64")?;
+            .with_context(|| format!("running apt-cache depends {meta}"))?;
         Ok(String::from_utf8_lossy(&out.stdout)
             .lines()
             .filter_map(|l| l.trim().strip_prefix("Depends: "))
@@ -404,5 +418,6 @@ fn debian_linux_package(apt_config: Option<&Path>) -> Result<String> {
     if apt_config.is_none() {
         apt_update()?;
     }
-    query()?.context("apt-cache knows no linux-image-amd64 dependency (Debian package lists?)")
+    query()?
+        .with_context(|| format!("apt-cache knows no {meta} dependency (Debian package lists?)"))
 }
