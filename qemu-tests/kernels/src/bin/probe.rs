@@ -570,14 +570,7 @@ fn check_hidden(si: &StartInfo) -> Result<(), Why> {
             p.hidden_pages
         );
     }
-    let mut dom = xenpv::DOMID_SELF;
-    // SAFETY: XENMEM_current_reservation reads a domid and changes nothing.
-    let held = match unsafe {
-        hypercall::memory_op(
-            xenpv::memop::CURRENT_RESERVATION,
-            &mut dom as *mut u16 as u64,
-        )
-    } {
+    let held = match hypercall::memory_current_reservation() {
         Ok(v) => v,
         Err(e) => return why!("XENMEM_current_reservation: {}", e),
     };
