@@ -1180,6 +1180,41 @@ static int cmp_u64(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
+/*
+ * The P2M entries a dump covers: Linux keeps shared_info's max_pfn at the end of
+ * the P2M it has populated (xen_p2m_last_pfn; the balloon moves it), far below
+ * xen_p2m_size, which spans the whole virtual P2M area.
+ */
+static unsigned long crash_dump_len(const struct shared_info *s)
+{
+	return min_t(unsigned long, s->arch.max_pfn, xen_p2m_size);
+}
+
+/* HYPERVISOR_shared_info (not exported), through kallsyms; NULL if not found. */
+static const struct shared_info *shared_info_now(void)
+{
+	struct shared_info **p = (void *)lookup_name("HYPERVISOR_shared_info");
+
+	return p ? READ_ONCE(*p) : NULL;
+}
+
+/*
+ * At reserve: the most PFNs a dump may need (the domain may balloon up to its
+ * maximum); 0 if shared_info cannot be found.
+ */
+static unsigned long crash_dump_limit(void)
+{
+	const struct shared_info *s = shared_info_now();
+	long max = reservation(XENMEM_maximum_reservation);
+	unsigned long limit;
+
+	if (!s)
+		return 0;
+	limit = max_t(unsigned long, crash_dump_len(s),
+		      max > 0 ? ALIGN(max, P2M_PER_PAGE) : 0);
+	return min_t(unsigned long, limit, xen_p2m_size);
+}
+
 /* Frames 2048 on: any orders (largest first), their PFNs sorted. */
 static int crash_alloc_rest(struct crash *c)
 {
@@ -1218,12 +1253,12 @@ static int crash_alloc(struct crash *c)
 	c->pool = alloc_block(BLOCK_ORDER_MAX);
 	c->image = alloc_block(BLOCK_ORDER_MAX);
 	c->record = alloc_page(GFP_KERNEL | __GFP_ZERO);
-	c->p2m_len = xen_p2m_size;
+	c->p2m_len = xen_start_info->nr_pages;
 	c->view_order = get_order(c->p2m_len * sizeof(u64));
 	c->view = (u64 *)__get_free_pages(GFP_KERNEL | __GFP_NOWARN,
 					  c->view_order);
-	c->nr_lists = DIV_ROUND_UP(DIV_ROUND_UP(c->p2m_len, P2M_PER_PAGE),
-				   P2M_PER_PAGE);
+	c->nr_lists = DIV_ROUND_UP(DIV_ROUND_UP(crash_dump_limit(),
+						P2M_PER_PAGE), P2M_PER_PAGE);
 	for (i = 0; i < c->nr_lists; i++) {
 		c->lists[i] = alloc_page(GFP_KERNEL | __GFP_ZERO);
 		if (!c->lists[i])
@@ -1341,9 +1376,19 @@ static int crash_reserve_checks(u64 pages)
 		       pages, BLOCK_PAGES, 2 * BLOCK_PAGES, cur);
 		return -EINVAL;
 	}
-	if (xen_p2m_size > VIEW_MAX_ENTRIES) {
-		pr_err("crash reserve refused: the P2M has %lu entries, a 4 MiB view block holds %lu\n",
-		       xen_p2m_size, VIEW_MAX_ENTRIES);
+	if (xen_start_info->nr_pages > VIEW_MAX_ENTRIES) {
+		pr_err("crash reserve refused: the domain has %lu PFNs, a 4 MiB view block holds %lu\n",
+		       xen_start_info->nr_pages, VIEW_MAX_ENTRIES);
+		return -E2BIG;
+	}
+	if (!crash_dump_limit()) {
+		pr_err("crash reserve refused: HYPERVISOR_shared_info not found through kallsyms\n");
+		return -ENOENT;
+	}
+	if (DIV_ROUND_UP(crash_dump_limit(), P2M_PER_PAGE) >
+	    CRASH_P2M_LISTS * P2M_PER_PAGE) {
+		pr_err("crash reserve refused: a dump of %lu PFNs needs more than %u P2M list pages\n",
+		       crash_dump_limit(), CRASH_P2M_LISTS);
 		return -E2BIG;
 	}
 	if (!current->mm || current->mm != current->active_mm) {
@@ -1488,15 +1533,16 @@ static void crash_stop_other_cpus(int wait)
 	crash_orig_stop(wait);
 }
 
-/* The MFN of every page of Linux's P2M (xen_p2m_addr), 512 to a list page. */
-static int crash_p2m_lists(struct crash *c, struct crash_record *r)
+/* The MFN of every page of Linux's P2M (xen_p2m_addr) a dump covers, 512 to a list page. */
+static int crash_p2m_lists(struct crash *c, struct crash_record *r,
+			   const struct shared_info *s)
 {
-	unsigned long n = DIV_ROUND_UP(xen_p2m_size, P2M_PER_PAGE), i;
+	unsigned long n = DIV_ROUND_UP(crash_dump_len(s), P2M_PER_PAGE), i;
 	unsigned int level;
 
 	if (DIV_ROUND_UP(n, P2M_PER_PAGE) > c->nr_lists) {
 		pr_emerg("crash: the P2M grew to %lu entries, past the %u list pages set aside\n",
-			 xen_p2m_size, c->nr_lists);
+			 crash_dump_len(s), c->nr_lists);
 		return -E2BIG;
 	}
 	for (i = 0; i < n; i++) {
@@ -1545,14 +1591,14 @@ static int crash_fill_record(struct crash *c, unsigned int me,
 	r->nr_cpus = c->nr_cpus;
 	r->panic_cpu = me;
 	r->xen_major_minor = ver;
-	r->p2m_len = xen_p2m_size;
+	r->p2m_len = crash_dump_len(s);
 	r->max_pfn = s->arch.max_pfn;
 	r->frame_list_list = s->arch.pfn_to_mfn_frame_list_list ?: ~0ULL;
 	r->vmcoreinfo_maddr = paddr_vmcoreinfo_note();
 	r->vmcoreinfo_size = VMCOREINFO_NOTE_SIZE;
 	r->panic_time_ns = vcpu_time_ns(&c->vi[me]->time);
 	crash_save_cpu(c, me, regs);
-	return crash_p2m_lists(c, r);
+	return crash_p2m_lists(c, r, s);
 }
 
 /*
@@ -1600,9 +1646,14 @@ static __noreturn void crash_enter(struct crash *c, unsigned int me)
 {
 	struct crash_record *r = page_address(c->record);
 	unsigned long flagged, unflagged;
+	unsigned int cpu;
 
 	unpin_other_trees(c->prep, &flagged, &unflagged);
 	sha256((u8 *)r, offsetof(struct crash_record, sha256), r->sha256);
+	for (cpu = 0; cpu < c->nr_cpus; cpu++)
+		pr_emerg("crash: CPU %u (VCPU %u, pid %llu) saved at %pS\n", cpu,
+			 r->cpus[cpu].vcpu, r->cpus[cpu].pid,
+			 (void *)(unsigned long)r->cpus[cpu].regs[16]);
 	pr_emerg("crash: %u CPUs saved, record at mfn %#lx; unpinned %lu + %lu frames; entering the purgatory at %#llx\n",
 		 c->nr_cpus, pfn_to_mfn(page_to_pfn(c->record)), flagged,
 		 unflagged, c->prep->entry);
