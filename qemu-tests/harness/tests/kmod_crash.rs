@@ -7,6 +7,8 @@
 //! - `kcrash-idle` (2 VCPUs): nothing parked; CPU 1 idles with interrupts on, where Linux's
 //!   own smp_send_stop() would put it down (Xen's stop_self) before the panic notifiers, so the
 //!   module's NMI could no longer reach it;
+//! - `kcrash-612` (2 VCPUs, idle): the same on Debian 6.12 (bookworm's +deb12 build, the module
+//!   built against its headers);
 //! - `kcrash-corrupt` (1 VCPU): a byte of the loaded crash image's kernel is flipped (module
 //!   test ioctl); the purgatory's digest check refuses it and the domain crashes.
 
@@ -57,11 +59,18 @@ fn test_driver() -> PathBuf {
     out
 }
 
-/// The domUs: name, VCPUs, what runs before the panic (the test ioctls through the driver).
-const DOMUS: [(&str, u32, &str); 3] = [
-    ("kcrash-nmi", 2, "pvkexec_test park"),
-    ("kcrash-idle", 2, "true"),
-    ("kcrash-corrupt", 1, "pvkexec_test corrupt"),
+/// The domUs: name, old kernel, VCPUs, what runs before the panic (the test ioctls through
+/// the driver).
+const DOMUS: [(&str, DebianLinux, u32, &str); 4] = [
+    ("kcrash-nmi", DebianLinux::Bookworm, 2, "pvkexec_test park"),
+    ("kcrash-idle", DebianLinux::Bookworm, 2, "true"),
+    ("kcrash-612", DebianLinux::Bookworm612, 2, "true"),
+    (
+        "kcrash-corrupt",
+        DebianLinux::Bookworm,
+        1,
+        "pvkexec_test corrupt",
+    ),
 ];
 
 struct Shared {
@@ -72,33 +81,29 @@ fn shared() -> &'static Shared {
     static SHARED: OnceLock<Shared> = OnceLock::new();
     SHARED.get_or_init(|| {
         let start = Instant::now();
-        let ko = kmod::build(Headers::Bookworm).expect("building pvkexec.ko");
-        let linux = provision::ensure_linux(DebianLinux::Bookworm).unwrap();
-        let files = vec![
-            ("lib/modules/pvkexec.ko".to_string(), ko),
-            (
-                "boot/probe".to_string(),
-                harness::guest::binary("probe").unwrap(),
-            ),
-            ("bin/pvkexec_test".to_string(), test_driver()),
-        ];
+        let driver = test_driver();
+        let probe = harness::guest::binary("probe").unwrap();
         let cli = kmod::pvkexec_release().unwrap();
         let pid = std::process::id();
         let mut images = Vec::new();
         let specs: Vec<DomuSpec> = DOMUS
             .iter()
-            .map(|(name, vcpus, test)| {
+            .map(|(name, old, vcpus, test)| {
+                let headers = match old {
+                    DebianLinux::Bookworm612 => Headers::Bookworm612,
+                    _ => Headers::Bookworm,
+                };
+                let ko = kmod::build(headers).expect("building pvkexec.ko");
+                let linux = provision::ensure_linux(*old).unwrap();
+                kmod::check_module_matches(&ko, &linux).unwrap();
+                let files = vec![
+                    ("lib/modules/pvkexec.ko".to_string(), ko),
+                    ("boot/probe".to_string(), probe.clone()),
+                    ("bin/pvkexec_test".to_string(), driver.clone()),
+                ];
                 let rd = harness::cache_dir().join(format!("{name}-{pid}.cpio.gz"));
                 let init = INIT.replace("@TEST@", test);
-                kmod::domu_initramfs(
-                    &init,
-                    &cli,
-                    &DomuFiles {
-                        files: files.clone(),
-                    },
-                    &rd,
-                )
-                .unwrap();
+                kmod::domu_initramfs(&init, &cli, &DomuFiles { files }, &rd).unwrap();
                 images.push(rd.clone());
                 let mut s = DomuSpec::new(name, &linux);
                 s.ramdisk = Some(rd);
@@ -176,6 +181,22 @@ fn panic_with_an_idle_cpu_saves_it_before_linux_stops_it() {
     // Measured without the module's smp_ops hook: Linux's stop IPI reached CPU 1 first in one
     // of two runs, the NMI found it offline and the crash path gave up.
     assert!(!log.contains("did not answer the NMI"));
+}
+
+#[test]
+fn debian_612_panic_enters_the_crash_kernel() {
+    let (d, log) = domu("kcrash-612");
+    eprintln!("{log}");
+    for want in [
+        "PVKEXEC-CRASH load rc=0",
+        "pvkexec: crash: 2 CPUs saved",
+        "pvkexec: crash: CPU 1 (VCPU 1, pid 0) saved at",
+        "purgatory: VCPUs 1..1 arrived",
+        "PVKEXEC-TEST PASS p2m-m2p",
+        "PVKEXEC-TEST PASS ap-wake",
+    ] {
+        assert!(log.contains(want), "no {want:?} ({:?})", d.verdict);
+    }
 }
 
 #[test]
