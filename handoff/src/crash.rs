@@ -16,6 +16,9 @@ pub const CRASH_MAX_CPUS: usize = crate::handoff::MAX_VCPUS as usize;
 pub const CRASH_P2M_LISTS: usize = 16;
 /// Bytes the record's SHA-256 covers (every field before the digest).
 pub const CRASH_DIGESTED_BYTES: usize = 2080;
+/// Largest VMCOREINFO note the record may name (Linux's is `VMCOREINFO_NOTE_SIZE`: a 4 KiB
+/// text plus the note's header and name, 4132 bytes).
+pub const MAX_VMCOREINFO_NOTE: u64 = 8192;
 /// The command-line word that names the record's frame.
 pub const CRASH_CMDLINE_KEY: &str = "pvkexec.crash";
 
@@ -114,7 +117,10 @@ impl core::fmt::Display for RecordError {
                 "a P2M of {n} entries does not fit its {CRASH_P2M_LISTS} list pages"
             ),
             RecordError::Vmcoreinfo(s) => {
-                write!(f, "a VMCOREINFO note of {s} bytes (at most one page)")
+                write!(
+                    f,
+                    "a VMCOREINFO note of {s} bytes (at most {MAX_VMCOREINFO_NOTE})"
+                )
             }
         }
     }
@@ -148,7 +154,7 @@ impl CrashRecord {
         if self.p2m_len == 0 || self.p2m_pages() > (CRASH_P2M_LISTS * 512) as u64 {
             return Err(RecordError::P2mLen(self.p2m_len));
         }
-        if self.vmcoreinfo_size > 4096 {
+        if self.vmcoreinfo_size > MAX_VMCOREINFO_NOTE {
             return Err(RecordError::Vmcoreinfo(self.vmcoreinfo_size));
         }
         Ok(())
@@ -184,7 +190,7 @@ mod tests {
             max_pfn: 65536,
             frame_list_list: !0,
             vmcoreinfo_maddr: 0x1234_5000,
-            vmcoreinfo_size: 4096,
+            vmcoreinfo_size: 4132,
             p2m_lists: [0; CRASH_P2M_LISTS],
             cpus: [CrashCpu {
                 vcpu: 0,
@@ -240,8 +246,8 @@ mod tests {
             RecordError::P2mLen(16 * 512 * 512 + 1)
         );
         assert_eq!(
-            fix(&|r| r.vmcoreinfo_size = 4097),
-            RecordError::Vmcoreinfo(4097)
+            fix(&|r| r.vmcoreinfo_size = 8193),
+            RecordError::Vmcoreinfo(8193)
         );
         assert_eq!(fix(&|r| r.version = 2), RecordError::Version(2));
         assert_eq!(

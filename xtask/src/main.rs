@@ -10,6 +10,7 @@ mod bench;
 mod boot;
 mod domu;
 mod fuzz;
+mod kdump;
 mod kexec;
 mod kmod;
 mod provision;
@@ -41,6 +42,10 @@ enum Cmd {
     /// QEMU) and echoes the log; exit code as for `boot` (2 guest FAIL lines, 3 crash,
     /// 4 poweroff, 5 timeout, 7 dom0/rig failure, 9 toolstack error, 10 destroyed).
     Domu(domu::DomuArgs),
+    /// kdump in a toolstack-built Debian 6.1 domU: the pvkexec module loads a crash kernel
+    /// (default: the capture kernel), the domU panics, the crash kernel writes the vmcore to
+    /// the domU's disk, which is cut into --vmcore-out; exit code as for `domu`.
+    Kdump(kdump::KdumpArgs),
     /// Builds the guest binaries (guest/ workspace).
     Build,
     /// Builds the kernel module (kmod/, pvkexec.ko) with -Werror against Debian's headers for
@@ -86,6 +91,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Kexec(args) => kexec::run(args),
         Cmd::Boot(args) => boot::run(args),
         Cmd::Domu(args) => domu::run(args),
+        Cmd::Kdump(args) => kdump::run(args),
         Cmd::Kmod => kmod::run().map(|()| ExitCode::SUCCESS),
         Cmd::Build => guest::build().map(|dir| {
             println!("guest binaries in {}", dir.display());

@@ -103,9 +103,11 @@ pub fn spec(name: &str, k: &Kdump) -> Result<(DomuSpec, PathBuf)> {
     }
     let fault = match k.fault {
         None => String::new(),
-        Some(Fault::SpinningCpu1) => {
-            "pvkexec test-fault park-cpu1 2>&1 | sed 's/^/PVKEXEC-KDUMP /'\nusleep 200000".into()
-        }
+        // The shell moves to CPU 0 first: CPU 1 then spins with interrupts off and nothing
+        // this script runs waits for it.
+        Some(Fault::SpinningCpu1) => "taskset -p 1 $$ >/dev/null\n\
+             pvkexec test-fault park-cpu1 2>&1 | sed 's/^/PVKEXEC-KDUMP /'\nusleep 200000"
+            .into(),
         Some(Fault::CorruptImage) => {
             "pvkexec test-fault corrupt-crash 2>&1 | sed 's/^/PVKEXEC-KDUMP /'".into()
         }

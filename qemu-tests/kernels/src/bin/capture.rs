@@ -11,7 +11,9 @@
 #![no_main]
 #![allow(clippy::result_large_err)]
 
-use pvhandoff::crash::{CrashRecord, CPU_SAVED, CPU_STOPPED, CRASH_CMDLINE_KEY};
+use pvhandoff::crash::{
+    CrashRecord, CPU_SAVED, CPU_STOPPED, CRASH_CMDLINE_KEY, MAX_VMCOREINFO_NOTE,
+};
 use pvtest_kernels::blkfront::Blkfront;
 use pvtest_kernels::entry::{entry_regs, reg};
 use pvtest_kernels::notes::VIRT_BASE;
@@ -42,14 +44,13 @@ struct Lists([Page; MAX_FRAME_LISTS + 1]);
 /// The synthesized frame list: frame-list pages, then the frame-list-list page.
 static mut LISTS: Lists = Lists([[0; ENTRIES]; MAX_FRAME_LISTS + 1]);
 
-/// The old P2M (entry per old PFN), its leaf pages' MFNs, and the dumped MFNs (sorted).
-static mut OLD_P2M: [u64; MAX_OLD_PFNS] = [0; MAX_OLD_PFNS];
+/// The old P2M's leaf pages' MFNs, and the dumped MFNs (sorted in place).
 static mut LEAVES: [u64; MAX_LEAVES] = [0; MAX_LEAVES];
 static mut MFNS: [u64; MAX_OLD_PFNS + MAX_FRAME_LISTS + 1] =
     [0; MAX_OLD_PFNS + MAX_FRAME_LISTS + 1];
 
 /// The old VMCOREINFO text.
-static mut VMCOREINFO: [u8; PAGE_SIZE as usize] = [0; PAGE_SIZE as usize];
+static mut VMCOREINFO: [u8; MAX_VMCOREINFO_NOTE as usize] = [0; MAX_VMCOREINFO_NOTE as usize];
 
 fn window() -> *mut u8 {
     core::ptr::addr_of_mut!(WINDOW) as *mut u8
@@ -107,8 +108,9 @@ fn crash_record(si: &StartInfo) -> Result<CrashRecord, Why> {
     }
 }
 
-/// Stage 2: the old P2M, copied through its leaf pages, whose MFNs the list pages hold.
-fn old_p2m(r: &CrashRecord) -> Result<(&'static [u64], &'static [u64]), Why> {
+/// Stage 2: the old P2M's leaf pages (their MFNs are in the record's list pages), and the
+/// present frames they name, collected into `MFNS` (returned: the leaves and how many MFNs).
+fn old_p2m(r: &CrashRecord) -> Result<(&'static [u64], usize), Why> {
     let (len, pages) = (r.p2m_len as usize, r.p2m_pages() as usize);
     if len > MAX_OLD_PFNS {
         return why!(
@@ -118,10 +120,10 @@ fn old_p2m(r: &CrashRecord) -> Result<(&'static [u64], &'static [u64]), Why> {
         );
     }
     // SAFETY: the single-threaded capture kernel takes the statics once, here.
-    let (p2m, leaves) = unsafe {
+    let (leaves, mfns) = unsafe {
         (
-            &mut (&mut *core::ptr::addr_of_mut!(OLD_P2M))[..len],
             &mut (&mut *core::ptr::addr_of_mut!(LEAVES))[..pages],
+            &mut *core::ptr::addr_of_mut!(MFNS),
         )
     };
     for (i, chunk) in leaves.chunks_mut(ENTRIES).enumerate() {
@@ -134,11 +136,17 @@ fn old_p2m(r: &CrashRecord) -> Result<(&'static [u64], &'static [u64]), Why> {
         }
         read_u64s(list, chunk)?;
     }
+    let mut n = 0;
+    let mut entries = [0u64; ENTRIES];
     for (i, &leaf) in leaves.iter().enumerate() {
-        let part = &mut p2m[i * ENTRIES..len.min((i + 1) * ENTRIES)];
+        let part = &mut entries[..(len - i * ENTRIES).min(ENTRIES)];
         read_u64s(leaf, part)?;
+        for mfn in part.iter().copied().filter_map(vmcore::present_mfn) {
+            mfns[n] = mfn;
+            n += 1;
+        }
     }
-    Ok((p2m, leaves))
+    Ok((leaves, n))
 }
 
 /// This kernel's MFN of one of its own (statically allocated) pages.
@@ -181,15 +189,14 @@ fn vmcoreinfo(r: &CrashRecord) -> Result<&'static [u8], Why> {
     if r.vmcoreinfo_maddr == 0 || size < 12 {
         return why!("the record names no VMCOREINFO note");
     }
-    let mut note = [0u8; 2 * PAGE_SIZE as usize];
-    let (mfn, off) = (
-        r.vmcoreinfo_maddr >> 12,
-        (r.vmcoreinfo_maddr & 0xfff) as usize,
-    );
-    let first = size.min(PAGE_SIZE as usize - off);
-    read_old(mfn, off, &mut note[..first])?;
-    if first < size {
-        read_old(mfn + 1, 0, &mut note[first..size])?;
+    let mut note = [0u8; MAX_VMCOREINFO_NOTE as usize];
+    let mut done = 0;
+    while done < size {
+        let at = r.vmcoreinfo_maddr + done as u64;
+        let off = (at & 0xfff) as usize;
+        let n = (size - done).min(PAGE_SIZE as usize - off);
+        read_old(at >> 12, off, &mut note[done..done + n])?;
+        done += n;
     }
     let word =
         |i: usize| u32::from_le_bytes([note[i], note[i + 1], note[i + 2], note[i + 3]]) as usize;
@@ -360,7 +367,7 @@ fn run(si: &StartInfo, region: &Region, clk: &'static VcpuInfo) {
         r.xen_version & 0xffff,
         entered.saturating_sub(r.panic_time_ns) / 1_000_000
     );
-    let (p2m, leaves) = match old_p2m(&r) {
+    let (leaves, n) = match old_p2m(&r) {
         Ok(p) => p,
         Err(e) => return fail("old-p2m", format_args!("{}", e)),
     };
@@ -377,17 +384,10 @@ fn run(si: &StartInfo, region: &Region, clk: &'static VcpuInfo) {
     pass("vmcoreinfo");
     let mut cpus = [CpuState::default(); 8];
     let nr_cpus = cpu_states(&r, &mut cpus);
-    // SAFETY: the single-threaded capture kernel takes MFNS once, here.
+    // SAFETY: old_p2m, done with MFNS, filled its first n entries; nothing else holds it.
     let scratch = unsafe { &mut *core::ptr::addr_of_mut!(MFNS) };
-    let n = p2m
-        .iter()
-        .copied()
-        .filter_map(vmcore::present_mfn)
-        .chain(list_mfns[..nr_lists].iter().copied())
-        .zip(scratch.iter_mut())
-        .map(|(m, s)| *s = m)
-        .count();
-    let frames = match Frames::from_unsorted(&mut scratch[..n]) {
+    scratch[n..n + nr_lists].copy_from_slice(&list_mfns[..nr_lists]);
+    let frames = match Frames::from_unsorted(&mut scratch[..n + nr_lists]) {
         Ok(f) => f,
         Err(e) => return fail("frames", format_args!("{}", e)),
     };

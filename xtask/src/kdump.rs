@@ -1,0 +1,78 @@
+//! `cargo xtask kdump`: a toolstack-built Debian 6.1 domU with the pvkexec module loads a
+//! crash kernel, panics, and the crash kernel writes the vmcore to the domU's disk; the vmcore
+//! is cut from that disk into `--vmcore-out` (qemu-tests/harness/src/kdump.rs).
+
+use anyhow::{bail, Result};
+use harness::kdump::{self, Fault, Kdump};
+use harness::provision::XenVersion;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(clap::Args)]
+pub(crate) struct KdumpArgs {
+    /// The old kernel: Debian's unmodified 6.1 (the one the module is built and tested for).
+    #[arg(long, default_value = "debian-6.1")]
+    old_kernel: String,
+    /// The crash kernel (default: pvkexec's capture kernel).
+    #[arg(long)]
+    crash_kernel: Option<PathBuf>,
+    #[arg(long)]
+    crash_initrd: Option<PathBuf>,
+    /// The crash kernel's command line.
+    #[arg(long, default_value = "")]
+    crash_append: String,
+    /// MiB set aside for the crash kernel (default: the CLI's).
+    #[arg(long)]
+    crash_mib: Option<u64>,
+    #[arg(long, default_value_t = 1)]
+    vcpus: u32,
+    #[arg(long, default_value_t = 256)]
+    mem_mib: u64,
+    /// Park CPU 1 with interrupts off before the panic (needs 2 VCPUs).
+    #[arg(long)]
+    spin_cpu1: bool,
+    /// Where the vmcore goes.
+    #[arg(long)]
+    vmcore_out: PathBuf,
+}
+
+pub(crate) fn run(args: KdumpArgs) -> Result<ExitCode> {
+    if args.old_kernel != "debian-6.1" {
+        bail!(
+            "--old-kernel {}: kdump runs with debian-6.1 as the old kernel",
+            args.old_kernel
+        );
+    }
+    if args.spin_cpu1 && args.vcpus < 2 {
+        bail!("--spin-cpu1 needs --vcpus 2 or more");
+    }
+    let disk = args.vmcore_out.with_extension("disk");
+    let mut k = Kdump::new(&disk)?;
+    if let Some(c) = args.crash_kernel {
+        k.crash_kernel = c;
+    }
+    k.crash_initrd = args.crash_initrd;
+    k.crash_append = args.crash_append;
+    k.crash_mib = args.crash_mib;
+    k.vcpus = args.vcpus;
+    k.mem_mib = args.mem_mib;
+    k.fault = args.spin_cpu1.then_some(Fault::SpinningCpu1);
+    k.timeout = Duration::from_secs(300);
+    let (spec, rd) = kdump::spec("kdump", &k)?;
+    let run = crate::domu::domu_rig(XenVersion::V4_17).run(&[spec]);
+    let _ = std::fs::remove_file(rd);
+    let run = run?;
+    let d = crate::domu::report_domu(&run);
+    let code = d.verdict.exit_code() as u8;
+    match kdump::vmcore_from_disk(&disk, &args.vmcore_out) {
+        Ok(len) => println!("vmcore: {} ({len} bytes)", args.vmcore_out.display()),
+        Err(e) => {
+            eprintln!("xtask: no vmcore: {e:#}");
+            let _ = std::fs::remove_file(&disk);
+            return Ok(ExitCode::from(code.max(1)));
+        }
+    }
+    let _ = std::fs::remove_file(&disk);
+    Ok(ExitCode::from(code))
+}
