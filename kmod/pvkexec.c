@@ -872,7 +872,7 @@ static void unpin_other_trees(struct exec_prep *p, unsigned long *flagged,
 			continue;
 		(*(pinned ? flagged : unflagged))++;
 		if (!pinned)
-			pr_info("exec: pfn %#lx was pinned without PagePinned (flags %pGp, count %d)\n",
+			pr_info("pfn %#lx was pinned without PagePinned (flags %pGp, count %d)\n",
 				pfn, &pfn_to_page(pfn)->flags,
 				page_count(pfn_to_page(pfn)));
 	}
@@ -1190,26 +1190,16 @@ static unsigned long crash_dump_len(const struct shared_info *s)
 	return min_t(unsigned long, s->arch.max_pfn, xen_p2m_size);
 }
 
-/* HYPERVISOR_shared_info (not exported), through kallsyms; NULL if not found. */
-static const struct shared_info *shared_info_now(void)
-{
-	struct shared_info **p = (void *)lookup_name("HYPERVISOR_shared_info");
-
-	return p ? READ_ONCE(*p) : NULL;
-}
-
 /*
  * At reserve: the most PFNs a dump may need (the domain may balloon up to its
- * maximum); 0 if shared_info cannot be found.
+ * maximum).
  */
-static unsigned long crash_dump_limit(void)
+static unsigned long crash_dump_limit(const struct crash *c)
 {
-	const struct shared_info *s = shared_info_now();
+	const struct shared_info *s = READ_ONCE(*c->shared_info);
 	long max = reservation(XENMEM_maximum_reservation);
 	unsigned long limit;
 
-	if (!s)
-		return 0;
 	limit = max_t(unsigned long, crash_dump_len(s),
 		      max > 0 ? ALIGN(max, P2M_PER_PAGE) : 0);
 	return min_t(unsigned long, limit, xen_p2m_size);
@@ -1257,7 +1247,7 @@ static int crash_alloc(struct crash *c)
 	c->view_order = get_order(c->p2m_len * sizeof(u64));
 	c->view = (u64 *)__get_free_pages(GFP_KERNEL | __GFP_NOWARN,
 					  c->view_order);
-	c->nr_lists = DIV_ROUND_UP(DIV_ROUND_UP(crash_dump_limit(),
+	c->nr_lists = DIV_ROUND_UP(DIV_ROUND_UP(crash_dump_limit(c),
 						P2M_PER_PAGE), P2M_PER_PAGE);
 	for (i = 0; i < c->nr_lists; i++) {
 		c->lists[i] = alloc_page(GFP_KERNEL | __GFP_ZERO);
@@ -1352,7 +1342,7 @@ static int crash_build_view(struct crash *c)
 	return ret;
 }
 
-static int crash_reserve_checks(u64 pages)
+static int crash_reserve_checks(struct crash *c, u64 pages)
 {
 	long cur = reservation(XENMEM_current_reservation);
 
@@ -1381,14 +1371,16 @@ static int crash_reserve_checks(u64 pages)
 		       xen_start_info->nr_pages, VIEW_MAX_ENTRIES);
 		return -E2BIG;
 	}
-	if (!crash_dump_limit()) {
-		pr_err("crash reserve refused: HYPERVISOR_shared_info not found through kallsyms\n");
+	c->panic_cpu = (atomic_t *)lookup_name("panic_cpu");
+	c->shared_info = (struct shared_info **)lookup_name("HYPERVISOR_shared_info");
+	if (!c->panic_cpu || !c->shared_info) {
+		pr_err("crash reserve refused: panic_cpu/HYPERVISOR_shared_info not found through kallsyms\n");
 		return -ENOENT;
 	}
-	if (DIV_ROUND_UP(crash_dump_limit(), P2M_PER_PAGE) >
+	if (DIV_ROUND_UP(crash_dump_limit(c), P2M_PER_PAGE) >
 	    CRASH_P2M_LISTS * P2M_PER_PAGE) {
 		pr_err("crash reserve refused: a dump of %lu PFNs needs more than %u P2M list pages\n",
-		       crash_dump_limit(), CRASH_P2M_LISTS);
+		       crash_dump_limit(c), CRASH_P2M_LISTS);
 		return -E2BIG;
 	}
 	if (!current->mm || current->mm != current->active_mm) {
@@ -1406,12 +1398,14 @@ static int ioctl_crash_reserve(struct pvkexec_crash_reserve __user *uarg)
 
 	if (copy_from_user(&arg, uarg, sizeof(arg)))
 		return -EFAULT;
-	ret = crash_reserve_checks(arg.pages);
-	if (ret)
-		return ret;
 	c = kzalloc(sizeof(*c), GFP_KERNEL);
 	if (!c)
 		return -ENOMEM;
+	ret = crash_reserve_checks(c, arg.pages);
+	if (ret) {
+		kfree(c);
+		return ret;
+	}
 	c->pages = arg.pages;
 	c->mm = current->mm;
 	mmget(c->mm);
@@ -1702,12 +1696,6 @@ static int crash_arm(struct crash *c)
 {
 	int ret;
 
-	c->panic_cpu = (atomic_t *)lookup_name("panic_cpu");
-	c->shared_info = (struct shared_info **)lookup_name("HYPERVISOR_shared_info");
-	if (!c->panic_cpu || !c->shared_info) {
-		pr_err("crash load refused: panic_cpu/HYPERVISOR_shared_info not found through kallsyms\n");
-		return -ENOENT;
-	}
 	atomic_set(&crash_stopping, 0);
 	atomic_set(&crash_entered, 0);
 	memset(crash_arrived, 0, sizeof(crash_arrived));
