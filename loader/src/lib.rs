@@ -4,6 +4,7 @@
 
 pub mod cli_kdump;
 pub mod cli_kexec;
+pub mod cli_vmcore;
 pub mod decompress;
 pub mod device;
 pub mod error;

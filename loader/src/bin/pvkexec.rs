@@ -133,6 +133,15 @@ enum Cmd {
     },
     /// Prints the running domain's facts (from the pvkexec module) and the loaded image.
     Status,
+    /// After a kdump: copies the vmcore the capture kernel wrote from sector 0 of the dump
+    /// disk (`pvkexec.dump=`) into a file.
+    Vmcore {
+        /// The dump disk (a block device or an image file).
+        #[arg(long)]
+        disk: PathBuf,
+        #[arg(short, long)]
+        output: PathBuf,
+    },
     /// Tests only: a fault the module injects when loaded with fault_injection=1
     /// (corrupt-crash, park-cpu1).
     #[command(hide = true)]
@@ -335,6 +344,7 @@ fn main() -> ExitCode {
         Cmd::Unload { panic: false } => report(loader::cli_kexec::unload()),
         Cmd::Unload { panic: true } => report(loader::cli_kdump::unload_crash()),
         Cmd::Status => report(loader::cli_kexec::status()),
+        Cmd::Vmcore { disk, output } => report(loader::cli_vmcore::vmcore(&disk, &output)),
         Cmd::TestFault { fault } => report(loader::cli_kdump::test_fault(&fault)),
         Cmd::Extract { kernel, output } => {
             let name = kernel.display().to_string();

@@ -2,16 +2,16 @@
 //! and the CLI in its initramfs loads a crash kernel (`pvkexec load -p`), attaches its disk
 //! through Linux's blkfront (so the backend is connected when it dies), and panics
 //! (`echo c > /proc/sysrq-trigger`). The crash kernel writes the vmcore from sector 0 of that
-//! disk, a host file ([`crate::domu::DomuSpec::host_disk`]); [`vmcore_from_disk`] cuts the
-//! vmcore out of it afterwards.
+//! disk (`pvkexec.dump=xvda`), a host file ([`crate::domu::DomuSpec::host_disk`]);
+//! [`vmcore_from_disk`] cuts the vmcore out of it afterwards with `pvkexec vmcore`.
 
 use crate::domu::DomuSpec;
 use crate::kmod::{self, DomuFiles, Headers};
 use crate::provision::{self, DebianLinux};
 use anyhow::{bail, Context, Result};
 use std::fs;
-use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::Duration;
 
 /// Lines of the old kernel's `/init` start with this.
@@ -42,12 +42,13 @@ pub struct Kdump {
 }
 
 impl Kdump {
-    /// 256 MiB, 1 VCPU, the capture kernel, no fault, 240 s.
+    /// 256 MiB, 1 VCPU, the capture kernel writing to the domU's only disk (xvda), no
+    /// fault, 240 s.
     pub fn new(disk: impl Into<PathBuf>) -> Result<Self> {
         Ok(Kdump {
             crash_kernel: crate::guest::binary("capture")?,
             crash_initrd: None,
-            crash_append: String::new(),
+            crash_append: "pvkexec.dump=xvda".into(),
             crash_mib: None,
             mem_mib: 256,
             vcpus: 1,
@@ -153,84 +154,24 @@ pub fn spec(name: &str, k: &Kdump) -> Result<(DomuSpec, PathBuf)> {
     Ok((s, rd))
 }
 
-/// Cuts the ELF vmcore the crash kernel wrote from sector 0 of `disk` into `out`: its length
-/// is the end of its last program header's data. Refused by name when the disk holds no
-/// ELF core file.
+/// Cuts the ELF vmcore the crash kernel wrote from sector 0 of `disk` into `out` with the
+/// CLI a user runs for it (`pvkexec vmcore --disk DISK -o OUT`); its length.
 pub fn vmcore_from_disk(disk: &Path, out: &Path) -> Result<u64> {
-    let mut f = fs::File::open(disk).with_context(|| format!("opening {}", disk.display()))?;
-    let mut eh = [0u8; 64];
-    f.read_exact(&mut eh)
-        .with_context(|| format!("{}: reading the ELF header", disk.display()))?;
-    if &eh[..4] != b"\x7fELF" || eh[4] != 2 || u16::from_le_bytes([eh[16], eh[17]]) != 4 {
+    let o = Command::new(crate::tools::pvkexec()?)
+        .arg("vmcore")
+        .arg("--disk")
+        .arg(disk)
+        .arg("-o")
+        .arg(out)
+        .output()
+        .context("running pvkexec vmcore")?;
+    if !o.status.success() {
         bail!(
-            "{}: no ELF64 core file at sector 0 (the crash kernel wrote no vmcore)",
-            disk.display()
+            "pvkexec vmcore --disk {} failed ({}): {}",
+            disk.display(),
+            o.status,
+            String::from_utf8_lossy(&o.stderr).trim()
         );
     }
-    let phoff = u64::from_le_bytes(eh[32..40].try_into()?);
-    let phentsize = u16::from_le_bytes([eh[54], eh[55]]) as u64;
-    let phnum = u16::from_le_bytes([eh[56], eh[57]]) as u64;
-    if phentsize != 56 || phnum == 0 {
-        bail!(
-            "{}: ELF program headers of {phentsize} bytes x {phnum}",
-            disk.display()
-        );
-    }
-    let mut ph = vec![0u8; (phentsize * phnum) as usize];
-    f.seek(SeekFrom::Start(phoff))?;
-    f.read_exact(&mut ph)
-        .with_context(|| format!("{}: reading {phnum} program headers", disk.display()))?;
-    let end = ph
-        .chunks_exact(56)
-        .map(|p| {
-            let off = u64::from_le_bytes(p[8..16].try_into().unwrap_or_default());
-            let filesz = u64::from_le_bytes(p[32..40].try_into().unwrap_or_default());
-            off.saturating_add(filesz)
-        })
-        .max()
-        .unwrap_or(0);
-    let disk_len = f.metadata()?.len();
-    if end > disk_len {
-        bail!(
-            "{}: the vmcore's program headers reach byte {end}, past the disk's {disk_len}",
-            disk.display()
-        );
-    }
-    f.seek(SeekFrom::Start(0))?;
-    let mut o = fs::File::create(out).with_context(|| format!("creating {}", out.display()))?;
-    let copied = std::io::copy(&mut f.take(end), &mut o)?;
-    o.flush()?;
-    Ok(copied)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_disk_without_a_core_file_is_named() {
-        let dir = std::env::temp_dir().join(format!("kdump-test-{}", std::process::id()));
-        fs::create_dir_all(&dir).unwrap();
-        let disk = dir.join("disk");
-        fs::write(&disk, vec![0u8; 8192]).unwrap();
-        let e = vmcore_from_disk(&disk, &dir.join("out")).unwrap_err();
-        assert!(e.to_string().contains("no ELF64 core file"), "{e}");
-        // A core header whose data runs past the disk.
-        let mut b = vec![0u8; 8192];
-        b[..4].copy_from_slice(b"\x7fELF");
-        b[4] = 2;
-        b[16] = 4;
-        b[32..40].copy_from_slice(&64u64.to_le_bytes());
-        b[54] = 56;
-        b[56] = 1;
-        b[64 + 8..64 + 16].copy_from_slice(&4096u64.to_le_bytes());
-        b[64 + 32..64 + 40].copy_from_slice(&8192u64.to_le_bytes());
-        fs::write(&disk, &b).unwrap();
-        let e = vmcore_from_disk(&disk, &dir.join("out")).unwrap_err();
-        assert!(e.to_string().contains("past the disk"), "{e}");
-        b[64 + 32..64 + 40].copy_from_slice(&4096u64.to_le_bytes());
-        fs::write(&disk, &b).unwrap();
-        assert_eq!(vmcore_from_disk(&disk, &dir.join("out")).unwrap(), 8192);
-        fs::remove_dir_all(&dir).unwrap();
-    }
+    Ok(fs::metadata(out)?.len())
 }

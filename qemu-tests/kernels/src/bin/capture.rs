@@ -1,7 +1,8 @@
 //! Capture kernel: the crash kernel of pvkexec's kdump. Entered by the purgatory in the frames
 //! the module set aside after a stock Linux panicked, it writes the old kernel's memory as an
 //! ELF vmcore (the `vmcore` crate's shape, which crash and makedumpfile read for PV kernels)
-//! from sector 0 of the domain's first disk, then reboots the domain.
+//! from sector 0 of the disk `pvkexec.dump=` names (`xvdb`, or a vbd number such as 51728;
+//! there is no default: a dump overwrites the disk), then reboots the domain.
 //!
 //! Stages: the crash record (`pvkexec.crash=0x<mfn>`, checked by digest), the old P2M (through
 //! the record's list pages), a P2M frame list in this kernel's own pages (the dump's "Xen"
@@ -147,6 +148,36 @@ fn old_p2m(r: &CrashRecord) -> Result<(&'static [u64], usize), Why> {
         }
     }
     Ok((leaves, n))
+}
+
+/// Linux's block major for Xen virtual disks (`xvd*`): vbd number = major << 8 | 16 * index.
+const XVD_MAJOR: u32 = 202;
+
+/// The dump disk `pvkexec.dump=` names: `xvdX` (a-z) or a vbd number.
+fn dump_vbd(si: &StartInfo) -> Result<u32, Why> {
+    let Some(word) = cmdline_value(si.cmdline(), "pvkexec.dump") else {
+        return why!("no pvkexec.dump=xvdX on the command line: the dump disk must be named (a dump overwrites it)");
+    };
+    let vbd = match word {
+        [b'x', b'v', b'd', l @ b'a'..=b'z'] => Some((XVD_MAJOR << 8) | (u32::from(l - b'a') * 16)),
+        _ => parse_u64(word).and_then(|n| u32::try_from(n).ok()),
+    };
+    match vbd {
+        Some(v) => Ok(v),
+        None => why!(
+            "pvkexec.dump={}: name a disk as xvdX or a vbd number",
+            Bytes(word)
+        ),
+    }
+}
+
+/// Command-line bytes, printed as text.
+struct Bytes<'a>(&'a [u8]);
+
+impl core::fmt::Display for Bytes<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(core::str::from_utf8(self.0).unwrap_or("(not UTF-8)"))
+    }
 }
 
 /// This kernel's MFN of one of its own (statically allocated) pages.
@@ -420,7 +451,11 @@ fn run(si: &StartInfo, region: &Region, clk: &'static VcpuInfo) {
     };
     // SAFETY: as above.
     let mut xs = unsafe { Xenstore::new(store_va, si.store_evtchn) };
-    let mut disk = match Blkfront::connect(&mut xs, si, region) {
+    let vbd = match dump_vbd(si) {
+        Ok(v) => v,
+        Err(e) => return fail("disk", format_args!("{}", e)),
+    };
+    let mut disk = match Blkfront::connect_to(&mut xs, si, region, Some(vbd)) {
         Ok(d) => d,
         Err(e) => return fail("disk", format_args!("{}", e)),
     };
