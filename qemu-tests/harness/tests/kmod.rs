@@ -168,17 +168,16 @@ fn prebuilt_images() -> (std::path::PathBuf, std::path::PathBuf) {
     let pid = std::process::id();
     let good = harness::cache_dir().join(format!("kmod-good-{pid}.img"));
     let bad = harness::cache_dir().join(format!("kmod-bad-{pid}.img"));
-    let o = std::process::Command::new(harness::tools::pvkexec().unwrap())
-        .arg("build")
-        .arg("--kernel")
-        .arg(harness::guest::binary("probe").unwrap())
-        .args(["--mem-mib", &MEM_MIB.to_string(), "--mode", "domu"])
-        .args(["--old-vcpus", &VCPUS.to_string(), "--old-vcpu-info"])
-        .args(["--append", &format!("mem_mib={MEM_MIB}"), "-o"])
-        .arg(&good)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let mut b = harness::tools::PvkexecBuild::new(
+        &harness::guest::binary("probe").unwrap(),
+        MEM_MIB,
+        harness::tools::BuildMode::Domu,
+        &good,
+    );
+    b.old_vcpus = Some(VCPUS);
+    b.old_vcpu_info = true;
+    b.append = Some(format!("mem_mib={MEM_MIB}"));
+    b.run().unwrap();
     let mut bytes = std::fs::read(&good).unwrap();
     bytes[40] ^= 0x10; // ImageHeader.kernel_entry
     std::fs::write(&bad, bytes).unwrap();
