@@ -7,6 +7,8 @@
 //! - `kcrash-idle` (2 VCPUs): nothing parked; CPU 1 idles with interrupts on, where Linux's
 //!   own smp_send_stop() would put it down (Xen's stop_self) before the panic notifiers, so the
 //!   module's NMI could no longer reach it;
+//! - `kcrash-cpu1` (2 VCPUs): the panic on CPU 1, so VCPU 0 enters the purgatory's boot entry
+//!   from its NMI handler and the panicking CPU the AP entry;
 //! - `kcrash-612` (2 VCPUs, idle): the same on Debian 6.12 (bookworm's +deb12 build, the module
 //!   built against its headers);
 //! - `kcrash-corrupt` (1 VCPU): a byte of the loaded crash image's kernel is flipped (module
@@ -61,9 +63,10 @@ fn test_driver() -> PathBuf {
 
 /// The domUs: name, old kernel, VCPUs, what runs before the panic (the test ioctls through
 /// the driver).
-const DOMUS: [(&str, DebianLinux, u32, &str); 4] = [
+const DOMUS: [(&str, DebianLinux, u32, &str); 5] = [
     ("kcrash-nmi", DebianLinux::Bookworm, 2, "pvkexec_test park"),
     ("kcrash-idle", DebianLinux::Bookworm, 2, "true"),
+    ("kcrash-cpu1", DebianLinux::Bookworm, 2, "taskset -p 2 $$"),
     ("kcrash-612", DebianLinux::Bookworm612, 2, "true"),
     (
         "kcrash-corrupt",
@@ -181,6 +184,24 @@ fn panic_with_an_idle_cpu_saves_it_before_linux_stops_it() {
     // Measured without the module's smp_ops hook: Linux's stop IPI reached CPU 1 first in one
     // of two runs, the NMI found it offline and the crash path gave up.
     assert!(!log.contains("did not answer the NMI"));
+}
+
+#[test]
+fn panic_on_cpu_1_enters_the_crash_kernel() {
+    let (d, log) = domu("kcrash-cpu1");
+    eprintln!("{log}");
+    for want in [
+        "PVKEXEC-CRASH load rc=0",
+        "Kernel panic - not syncing: sysrq triggered crash",
+        "CPU: 1 PID: 1 Comm: init",
+        "pvkexec: crash: CPU 0 (VCPU 0, pid 0) saved at",
+        "pvkexec: crash: CPU 1 (VCPU 1, pid 1) saved at crash_panic",
+        "purgatory: VCPUs 1..1 arrived",
+        "PVKEXEC-TEST PASS p2m-m2p",
+        "PVKEXEC-TEST PASS ap-wake",
+    ] {
+        assert!(log.contains(want), "no {want:?} ({:?})", d.verdict);
+    }
 }
 
 #[test]
