@@ -32,7 +32,7 @@ use pvhandoff::image::{PlanRecord, PLAN_MAGIC};
 use pvtest_kernels::checks::boot_checks;
 use pvtest_kernels::entry::{entry_regs, reg};
 use pvtest_kernels::report::{check, finish, Why};
-use pvtest_kernels::shared;
+use pvtest_kernels::{clock, shared};
 use pvtest_kernels::view::Region;
 use pvtest_kernels::{cmdline_value, notes::VIRT_BASE, parse_u64, println, why, OLD_DATA_POISON};
 use xenpv::{
@@ -114,7 +114,7 @@ extern "C" fn guest_main(si: *const StartInfo) -> ! {
                 check("domu-rings", check_rings(si));
                 check("xenstore", check_xenstore(si, &region));
             }
-            match clock(si, sh) {
+            match clock::vcpu0(si, sh) {
                 Ok(clk) => check("no-old-timers", check_no_old_timers(sh, clk)),
                 Err(why) => pvtest_kernels::report::fail("no-old-timers", format_args!("{}", why)),
             }
@@ -449,51 +449,6 @@ fn wake_parked_vcpu(si: &StartInfo) -> Result<(), Why> {
     Ok(())
 }
 
-/// `pvkexec.vcpu_info=k:mfn+off,...`: each placed vcpu_info (VCPU, MFN, offset).
-fn vcpu_info_list(si: &StartInfo) -> impl Iterator<Item = (u64, u64, u64)> + '_ {
-    cmdline_value(si.cmdline(), "pvkexec.vcpu_info")
-        .unwrap_or(b"")
-        .split(|&b| b == b',')
-        .filter_map(|e| {
-            let mut kv = e.splitn(2, |&b| b == b':');
-            let k = parse_u64(kv.next()?)?;
-            let mut mo = kv.next()?.splitn(2, |&b| b == b'+');
-            Some((k, parse_u64(mo.next()?)?, parse_u64(mo.next()?)?))
-        })
-}
-
-/// A page over which VCPU 0's placed vcpu_info frame is mapped.
-static mut VCPU_INFO_PAGE: Page = Page([0; PAGE_SIZE as usize]);
-
-/// VCPU 0's vcpu_info, for time: shared_info's slot, or, when the old kernel placed it, the
-/// frame `pvkexec.vcpu_info=` names (Xen no longer updates the slot then).
-fn clock(si: &StartInfo, sh: &'static SharedInfo) -> Result<&'static VcpuInfo, Why> {
-    let Some((_, mfn, off)) = vcpu_info_list(si).find(|&(k, _, _)| k == 0) else {
-        return Ok(&sh.vcpu_info[0]);
-    };
-    if off as usize + core::mem::size_of::<VcpuInfo>() > PAGE_SIZE as usize {
-        return why!("vcpu_info offset {:#x} runs past its page", off);
-    }
-    let va = core::ptr::addr_of_mut!(VCPU_INFO_PAGE) as u64;
-    // SAFETY: a bss page of this kernel nothing references now maps the placed vcpu_info
-    // frame (the domain's own, not a table) from here on.
-    if let Err(e) = unsafe {
-        hypercall::update_va_mapping(
-            va,
-            xenpv::pte::make(mfn, xenpv::pte::L1_FLAGS | xenpv::pte::D),
-            xenpv::uvmf::INVLPG,
-        )
-    } {
-        return why!("mapping VCPU 0's vcpu_info frame {:#x}: {}", mfn, e);
-    }
-    println!(
-        "PVKEXEC-INFO clock: VCPU 0's vcpu_info placed at {:#x}+{:#x}",
-        mfn, off
-    );
-    // SAFETY: the mapping above; Xen keeps the vcpu_info there up to date.
-    Ok(unsafe { &*((va + off) as *const VcpuInfo) })
-}
-
 /// VCPUs of the domain (`VCPUOP_is_up` answers -ENOENT past the last).
 fn nr_vcpus() -> u32 {
     let mut k = 1;
@@ -541,7 +496,7 @@ fn check_hidden(si: &StartInfo) -> Result<(), Why> {
     // Distinct vcpu_info frames (VCPUs may share one).
     let mut seen = [0u64; 8];
     let mut distinct = 0;
-    for (_, mfn, _) in vcpu_info_list(si) {
+    for (_, mfn, _) in clock::vcpu_info_list(si) {
         if pvtest_kernels::view::m2p(mfn) < si.nr_pages {
             return why!("the vcpu_info frame {:#x} is in this kernel's RAM", mfn);
         }
