@@ -68,7 +68,9 @@
 #define IMAGE_HEADER_SIZE	64
 #define IMAGE_SEGMENT_DESC_SIZE	64
 #define IMAGE_MAX_SEGMENTS	64
-/* The purgatory's working memory (handoff v5): stacks, batches, a frame bitmap. */
+/* The handoff block this module writes (docs/kexec-image.md): frame lists. */
+#define HANDOFF_VERSION		6
+/* The purgatory's working memory (handoff v5 on): stacks, batches, a frame bitmap. */
 #define WORK_PAGES_MAX		65536UL
 /* Larger than any image a PV domain this module can run in needs. */
 #define IMAGE_MAX_BYTES		(2ULL << 30)
@@ -95,6 +97,7 @@ struct image {
 	u32 nr_segments;
 	u32 handoff_version;
 	u64 work_pages;
+	u64 pool_pages;
 };
 
 static DEFINE_MUTEX(pvkexec_lock);
@@ -279,11 +282,13 @@ static struct image *image_from_user(const struct pvkexec_load *arg)
 	struct image *img;
 	int ret;
 
-	if (!(arg->handoff_version == 4 && !arg->work_pages) &&
-	    !(arg->handoff_version == 5 && arg->work_pages &&
-	      arg->work_pages <= WORK_PAGES_MAX)) {
-		pr_err("load refused: handoff version %u with %llu working pages (this module writes version 4, or 5 with 1 to %lu pages)\n",
-		       arg->handoff_version, arg->work_pages, WORK_PAGES_MAX);
+	if (arg->handoff_version != HANDOFF_VERSION || !arg->work_pages ||
+	    arg->work_pages > WORK_PAGES_MAX || !arg->pool_pages ||
+	    arg->pool_pages > xen_start_info->nr_pages / 2) {
+		pr_err("load refused: handoff version %u with %llu working pages and a %llu-frame pool (this module writes version %u with 1 to %lu working pages and a pool of 1 to %lu frames)\n",
+		       arg->handoff_version, arg->work_pages, arg->pool_pages,
+		       HANDOFF_VERSION, WORK_PAGES_MAX,
+		       xen_start_info->nr_pages / 2);
 		return ERR_PTR(-EINVAL);
 	}
 	if (arg->len < sizeof(h) || arg->len > IMAGE_MAX_BYTES) {
@@ -295,8 +300,10 @@ static struct image *image_from_user(const struct pvkexec_load *arg)
 	if (copy_from_user(&h, src, sizeof(h)))
 		return ERR_PTR(-EFAULT);
 	ret = header_check(&h, arg->len);
+	/* The image now; its working memory and free pool at exec. */
 	if (!ret)
-		ret = memory_check(DIV_ROUND_UP(arg->len, PAGE_SIZE));
+		ret = memory_check(DIV_ROUND_UP(arg->len, PAGE_SIZE) +
+				   arg->work_pages + arg->pool_pages);
 	if (ret)
 		return ERR_PTR(ret);
 
@@ -308,6 +315,7 @@ static struct image *image_from_user(const struct pvkexec_load *arg)
 	img->nr_segments = h.nr_segments;
 	img->handoff_version = arg->handoff_version;
 	img->work_pages = arg->work_pages;
+	img->pool_pages = arg->pool_pages;
 	img->pages = kvcalloc(img->nr_pages, sizeof(*img->pages), GFP_KERNEL);
 	if (!img->pages) {
 		kfree(img);
@@ -346,8 +354,9 @@ static int ioctl_load(struct file *file, const struct pvkexec_load __user *uarg)
 	}
 	image_free(loaded);
 	loaded = img;
-	pr_info("image loaded: %llu bytes, %u segments, %lu pages\n",
-		img->len, img->nr_segments, img->nr_pages);
+	pr_info("image loaded: %llu bytes, %u segments, %lu pages; at exec %llu working pages and a %llu-frame free pool\n",
+		img->len, img->nr_segments, img->nr_pages, img->work_pages,
+		img->pool_pages);
 	return 0;
 }
 
@@ -437,14 +446,15 @@ static int ioctl_info(struct pvkexec_info __user *uarg)
 }
 
 /*
- * Exec: the handoff contract v4 (docs/kexec-image.md) on a stock Linux.
- * The purgatory reads old frames through one linear map of PFNs
- * (old_virt_base); Linux's direct map is one, so the image and the free pool
- * are copied into PFN-contiguous blocks there (one buddy block each, so at
- * most 4 MiB: larger images need the frame-list handoff). The purgatory
- * segment is mapped at its base in the calling process's tables (a mapping
- * of this device), every CPU is sent there on those tables, and every pinned
- * tree but the current L4 is unpinned before the jump.
+ * Exec: the handoff contract v6 (docs/kexec-image.md) on a stock Linux.
+ * The image stays in the pages the load copied it into (no contiguity):
+ * they are vmap'ed for image_va and their PFNs listed. The free pool is as
+ * many pages as the CLI computed the image needs, allocated at exec in any
+ * orders, their PFNs listed in ascending order. The purgatory writes pool
+ * frames through Linux's direct map. The purgatory segment is mapped at its
+ * base in the calling process's tables (a mapping of this device), every CPU
+ * is sent there on those tables, and every pinned tree but the current L4 is
+ * unpinned before the jump.
  *
  * The handover runs inside kernel_restart(): reboot notifiers, device
  * shutdown (xenbus frontends close, so backends unmap their grants), a move
@@ -491,9 +501,16 @@ struct handoff {
 	u64 work_va;
 	u64 work_pages;
 	u64 work_pfns_va;
+	/* version 6 */
+	u64 image_pfns_va;	/* one old PFN per image page */
+	u64 pool_pfns_va;	/* the free pool's old PFNs, ascending */
+	u64 pool_pages;
 };
 static_assert(offsetof(struct handoff, work_va) == 104);
-static_assert(sizeof(struct handoff) == 128);
+static_assert(offsetof(struct handoff, image_pfns_va) == 128);
+static_assert(offsetof(struct handoff, pool_pfns_va) == 136);
+static_assert(offsetof(struct handoff, pool_pages) == 144);
+static_assert(sizeof(struct handoff) == 152);
 
 /* Xen's struct vcpu_register_vcpu_info, as the handoff lists placements. */
 struct vcpu_info_rec {
@@ -505,10 +522,12 @@ static_assert(sizeof(struct vcpu_info_rec) == 16);
 
 /* Everything exec prepares before the point of no return. */
 struct exec_prep {
-	struct page *image;		/* PFN-contiguous copy, split pages */
-	unsigned int image_order;
-	struct page *pool;		/* the free pool, split pages */
-	unsigned int pool_order;
+	struct page **image_pages;	/* exec: the loaded image's; crash: its block's */
+	unsigned long image_nr;
+	void *image_va;			/* image_pages vmap'ed */
+	u64 *image_pfns;		/* their PFNs, in VA order */
+	u64 *pool_pfns;			/* the free pool's PFNs, ascending */
+	unsigned long pool_nr;
 	struct page *block;		/* handoff, vcpu_info records, start_info */
 	struct handoff *handoff;
 	unsigned long purg_first;	/* first purgatory page in the copy */
@@ -521,6 +540,8 @@ struct exec_prep {
 	u64 *work_pfns;			/* its frames' PFNs, in VA order */
 	bool crash;			/* image, pool and work are set-aside frames */
 };
+
+static int cmp_u64(const void *a, const void *b);
 
 /* Set only while PVKEXEC_IOC_EXEC maps the purgatory (under pvkexec_lock). */
 static struct exec_prep *mapping_for;
@@ -551,16 +572,23 @@ static void exec_prep_free(struct exec_prep *p)
 	if (p->mapped && p->mm == current->mm &&
 	    vm_munmap(p->mapped, p->purg_pages << PAGE_SHIFT))
 		pr_err("could not unmap the purgatory at %#lx\n", p->mapped);
+	if (p->image_va)
+		vunmap(p->image_va);
 	if (p->crash) {
 		if (p->work)
 			vunmap(p->work);
 	} else {
-		free_block(p->image, p->image_order);
-		free_block(p->pool, p->pool_order);
+		unsigned long i;
+
+		for (i = 0; i < p->pool_nr; i++)
+			__free_page(pfn_to_page(p->pool_pfns[i]));
 		vfree(p->work);
 	}
 	free_block(p->block, 1);
 	kvfree(p->work_pfns);
+	kvfree(p->image_pages);
+	kvfree(p->image_pfns);
+	kvfree(p->pool_pfns);
 	kfree(p);
 }
 
@@ -570,18 +598,10 @@ static const u8 *image_byte(const struct image *img, u64 off)
 	       offset_in_page(off);
 }
 
-/* At most one 4 MiB block: larger images need the frame-list handoff. */
-static int image_order_check(const struct image *img, const char *what)
-{
-	if (get_order(img->len) > BLOCK_ORDER_MAX) {
-		pr_err("%s refused: a %llu-byte image needs more than one 4 MiB block of contiguous frames (the frame-list handoff is not done yet)\n",
-		       what, img->len);
-		return -E2BIG;
-	}
-	return 0;
-}
-
-/* Copies the image into its PFN-contiguous block and finds its purgatory. */
+/*
+ * The image's pages as the purgatory reads them (handoff v6): p->image_pages
+ * vmap'ed at image_va, their PFNs listed in VA order; finds its purgatory.
+ */
 static int prep_image(struct exec_prep *p, const struct image *img,
 		      const char *what)
 {
@@ -590,9 +610,15 @@ static int prep_image(struct exec_prep *p, const struct image *img,
 	unsigned long i;
 	u32 k;
 
-	for (i = 0; i < img->nr_pages; i++)
-		copy_page(page_address(p->image + i),
-			  page_address(img->pages[i]));
+	p->image_va = vmap(p->image_pages, p->image_nr, VM_MAP, PAGE_KERNEL);
+	p->image_pfns = kvmalloc_array(p->image_nr, sizeof(u64), GFP_KERNEL);
+	if (!p->image_va || !p->image_pfns) {
+		pr_err("%s refused: out of memory to map and list the image's %lu pages\n",
+		       what, p->image_nr);
+		return -ENOMEM;
+	}
+	for (i = 0; i < p->image_nr; i++)
+		p->image_pfns[i] = page_to_pfn(p->image_pages[i]);
 	for (k = 0; k < h->nr_segments; k++) {
 		struct segment_desc d;
 		u64 k_off = IMAGE_HEADER_SIZE + (u64)k * IMAGE_SEGMENT_DESC_SIZE;
@@ -623,6 +649,44 @@ static int prep_image(struct exec_prep *p, const struct image *img,
 		return -EINVAL;
 	}
 	return 0;
+}
+
+/*
+ * Exec's free pool: img->pool_pages fresh pages in any orders (largest
+ * first), their PFNs sorted ascending for the purgatory's binary search.
+ */
+static int prep_pool(struct exec_prep *p, const struct image *img)
+{
+	unsigned long n = img->pool_pages, i;
+	unsigned int order = BLOCK_ORDER_MAX;
+
+	p->pool_pfns = kvmalloc_array(n, sizeof(u64), GFP_KERNEL);
+	if (!p->pool_pfns)
+		goto oom;
+	while (p->pool_nr < n) {
+		struct page *pg;
+
+		while ((1UL << order) > n - p->pool_nr)
+			order--;
+		pg = alloc_pages(GFP_KERNEL | __GFP_ZERO | __GFP_NOWARN |
+				 __GFP_NORETRY, order);
+		if (!pg) {
+			if (!order)
+				goto oom;
+			order--;
+			continue;
+		}
+		split_page(pg, order);
+		for (i = 0; i < (1UL << order); i++)
+			p->pool_pfns[p->pool_nr++] = page_to_pfn(pg) + i;
+		cond_resched();
+	}
+	sort(p->pool_pfns, n, sizeof(u64), cmp_u64, NULL);
+	return 0;
+oom:
+	pr_err("exec refused: out of memory for the free pool (%lu of %lu frames allocated)\n",
+	       p->pool_nr, n);
+	return -ENOMEM;
 }
 
 /* kallsyms_lookup_name is not exported: a kprobe finds it. */
@@ -736,7 +800,7 @@ static int exec_checks(void)
 }
 
 /*
- * Handoff v5: working memory, contiguous in VA, with its frames' PFNs: fresh
+ * Handoff v5 on: working memory, contiguous in VA, with its frames' PFNs: fresh
  * vmalloc pages, or (crash) the given frames vmap'ed.
  */
 static int prep_work(struct exec_prep *p, const struct image *img,
@@ -744,8 +808,6 @@ static int prep_work(struct exec_prep *p, const struct image *img,
 {
 	unsigned long i;
 
-	if (img->handoff_version < 5)
-		return 0;
 	if (frames)
 		p->work = vmap(frames, img->work_pages, VM_MAP, PAGE_KERNEL);
 	else
@@ -764,7 +826,7 @@ static int prep_work(struct exec_prep *p, const struct image *img,
 static void prep_handoff(struct exec_prep *p, const struct image *img)
 {
 	struct handoff *h = page_address(p->block);
-	/* The records follow the block (the handoff is 128 bytes in both versions here). */
+	/* The records follow the block (152 bytes). */
 	struct vcpu_info_rec *rec = (void *)(h + 1);
 	struct start_info *si = page_address(p->block + 1);
 
@@ -775,12 +837,10 @@ static void prep_handoff(struct exec_prep *p, const struct image *img)
 	*h = (struct handoff) {
 		.magic = HANDOFF_MAGIC,
 		.version = img->handoff_version,
-		.image_va = (unsigned long)page_address(p->image),
+		.image_va = (unsigned long)p->image_va,
 		.image_len = img->len,
 		.old_start_info_va = (unsigned long)si,
 		.old_virt_base = PAGE_OFFSET,
-		.free_first_pfn = page_to_pfn(p->pool),
-		.free_pages = 1UL << p->pool_order,
 		.direct_map_va = PAGE_OFFSET,
 		.scratch_va = p->purg_base + 511 * PAGE_SIZE,
 		.nr_vcpus = num_online_cpus(),
@@ -788,6 +848,9 @@ static void prep_handoff(struct exec_prep *p, const struct image *img)
 		.keep_console_port = xen_initial_domain() ? 0 :
 				     xen_start_info->console.domU.evtchn,
 		.vcpu_info_va = (unsigned long)rec,
+		.image_pfns_va = (unsigned long)p->image_pfns,
+		.pool_pfns_va = (unsigned long)p->pool_pfns,
+		.pool_pages = p->pool_nr,
 	};
 	if (p->work) {
 		h->work_va = (unsigned long)p->work;
@@ -809,7 +872,7 @@ static int pvkexec_mmap(struct file *file, struct vm_area_struct *vma)
 		return -EINVAL;
 	for (i = 0; i < p->purg_pages; i++) {
 		ret = vm_insert_page(vma, vma->vm_start + (i << PAGE_SHIFT),
-				     p->image + p->purg_first + i);
+				     p->image_pages[p->purg_first + i]);
 		if (ret)
 			return ret;
 	}
@@ -1036,23 +1099,22 @@ static int ioctl_exec(struct file *file)
 	if (!p)
 		return -ENOMEM;
 	p->mm = current->mm;
-	ret = image_order_check(loaded, "exec");
+	/* The loaded image's own pages: listed, not copied. */
+	ret = -ENOMEM;
+	p->image_nr = loaded->nr_pages;
+	p->image_pages = kvmalloc_array(p->image_nr, sizeof(*p->image_pages),
+					GFP_KERNEL);
+	if (!p->image_pages)
+		goto fail;
+	memcpy(p->image_pages, loaded->pages,
+	       p->image_nr * sizeof(*p->image_pages));
+	ret = prep_image(p, loaded, "exec") ?: prep_pool(p, loaded);
 	if (ret)
 		goto fail;
 	ret = -ENOMEM;
-	p->image_order = get_order(loaded->len);
-	p->image = alloc_block(p->image_order);
-	if (!p->image)
-		goto fail;
-	ret = prep_image(p, loaded, "exec");
-	if (ret)
-		goto fail;
-	ret = -ENOMEM;
-	p->pool_order = BLOCK_ORDER_MAX;
-	p->pool = alloc_block(p->pool_order);
 	p->block = alloc_pages(GFP_KERNEL | __GFP_ZERO, 1);
-	if (!p->pool || !p->block) {
-		pr_err("exec refused: out of memory for the free pool\n");
+	if (!p->block) {
+		pr_err("exec refused: out of memory for the handoff block\n");
 		goto fail;
 	}
 	split_page(p->block, 1);
@@ -1067,11 +1129,10 @@ static int ioctl_exec(struct file *file)
 	ret = map_purgatory(file, p, "exec");
 	if (ret)
 		goto fail;
-	pr_info("exec: image at pfn %#lx (%u pages), pool pfn %#lx + %lu, %u VCPUs, store port %u, console port %u\n",
-		page_to_pfn(p->image), 1U << p->image_order,
-		page_to_pfn(p->pool), 1UL << p->pool_order,
-		num_online_cpus(), p->handoff->keep_store_port,
-		p->handoff->keep_console_port);
+	pr_info("exec: image of %lu pages listed (first pfn %#llx), free pool of %lu frames listed (pfn %#llx to %#llx), %u VCPUs, store port %u, console port %u\n",
+		p->image_nr, p->image_pfns[0], p->pool_nr, p->pool_pfns[0],
+		p->pool_pfns[p->pool_nr - 1], num_online_cpus(),
+		p->handoff->keep_store_port, p->handoff->keep_console_port);
 	WRITE_ONCE(armed, p);
 	kernel_restart(NULL);
 fail:
@@ -1173,6 +1234,7 @@ static int crash_arrived[MAX_VCPUS];	/* 1: saved, on the held tables; < 0: errno
 static int crash_go;
 static void (*crash_orig_stop)(int wait);
 
+/* Ascending u64s, for sort(). */
 static int cmp_u64(const void *a, const void *b)
 {
 	u64 x = *(const u64 *)a, y = *(const u64 *)b;
@@ -1744,6 +1806,16 @@ static int crash_load_checks(const struct crash *c, const struct image *img)
 		pr_err("crash load refused: the frames were set aside by another process, whose page tables are kept\n");
 		return -EPERM;
 	}
+	if (img->pool_pages > BLOCK_PAGES) {
+		pr_err("crash load refused: the image needs a free pool of %llu frames, the reservation's pool block has %lu\n",
+		       img->pool_pages, BLOCK_PAGES);
+		return -ENOSPC;
+	}
+	if (img->len > BLOCK_PAGES * PAGE_SIZE) {
+		pr_err("crash load refused: a %llu-byte image does not fit the reservation's 4 MiB image block\n",
+		       img->len);
+		return -E2BIG;
+	}
 	if (img->work_pages > c->nr_rest) {
 		pr_err("crash load refused: %llu working pages, %lu set-aside frames past the two blocks\n",
 		       img->work_pages, c->nr_rest);
@@ -1754,7 +1826,7 @@ static int crash_load_checks(const struct crash *c, const struct image *img)
 		       num_online_cpus(), c->nr_cpus);
 		return -EBUSY;
 	}
-	return image_order_check(img, "crash load") ?: cpus_check("crash load");
+	return cpus_check("crash load");
 }
 
 /* Handoff v5's working memory: the first work_pages of the rest, vmap'ed. */
@@ -1765,8 +1837,6 @@ static int crash_prep_work(struct exec_prep *p, const struct crash *c,
 	unsigned long i;
 	int ret;
 
-	if (img->handoff_version < 5)
-		return 0;
 	frames = kvmalloc_array(img->work_pages, sizeof(*frames), GFP_KERNEL);
 	if (!frames)
 		return -ENOMEM;
@@ -1775,6 +1845,33 @@ static int crash_prep_work(struct exec_prep *p, const struct crash *c,
 	ret = prep_work(p, img, frames);
 	kvfree(frames);
 	return ret;
+}
+
+/*
+ * The crash image is copied into the image block (handoff v6 lists its pages);
+ * the pool block is listed whole (ascending).
+ */
+static int crash_prep_lists(struct exec_prep *p, const struct crash *c,
+			    const struct image *img)
+{
+	unsigned long i;
+
+	p->image_pages = kvmalloc_array(p->image_nr, sizeof(*p->image_pages),
+					GFP_KERNEL);
+	p->pool_pfns = kvmalloc_array(BLOCK_PAGES, sizeof(u64), GFP_KERNEL);
+	if (!p->image_pages || !p->pool_pfns) {
+		pr_err("crash load refused: out of memory to list the image and the pool\n");
+		return -ENOMEM;
+	}
+	for (i = 0; i < p->image_nr; i++) {
+		p->image_pages[i] = c->image + i;
+		copy_page(page_address(c->image + i),
+			  page_address(img->pages[i]));
+	}
+	for (i = 0; i < BLOCK_PAGES; i++)
+		p->pool_pfns[i] = page_to_pfn(c->pool) + i;
+	p->pool_nr = BLOCK_PAGES;
+	return 0;
 }
 
 /* The handover exec prepares at the jump, prepared now in the set-aside frames. */
@@ -1792,10 +1889,11 @@ static int crash_load(struct file *file, const struct image *img)
 	if (!p)
 		return -ENOMEM;
 	*p = (struct exec_prep) {
-		.crash = true, .mm = c->mm,
-		.image = c->image, .image_order = BLOCK_ORDER_MAX,
-		.pool = c->pool, .pool_order = BLOCK_ORDER_MAX,
+		.crash = true, .mm = c->mm, .image_nr = img->nr_pages,
 	};
+	ret = crash_prep_lists(p, c, img);
+	if (ret)
+		goto fail;
 	ret = prep_image(p, img, "crash load");
 	if (ret)
 		goto fail;

@@ -9,7 +9,7 @@
 #include <linux/ioctl.h>
 #include <linux/types.h>
 
-#define PVKEXEC_ABI_VERSION	3
+#define PVKEXEC_ABI_VERSION	4
 #define PVKEXEC_IOC_MAGIC	0xcf
 
 /* pvkexec_info.flags */
@@ -54,8 +54,9 @@ struct pvkexec_load {
 	__u64 image;		/* user address of the image file's bytes */
 	__u64 len;
 	__u32 flags;		/* PVKEXEC_LOAD_* */
-	__u32 handoff_version;	/* the image's purgatory reads this version: 4 or 5 */
-	__u64 work_pages;	/* version 5: the purgatory's working memory, frames */
+	__u32 handoff_version;	/* the image's purgatory reads this version: 6 */
+	__u64 work_pages;	/* the purgatory's working memory, frames */
+	__u64 pool_pages;	/* its free pool, frames (exec: allocated at exec, listed) */
 };
 
 #define PVKEXEC_IOC_INFO	_IOR(PVKEXEC_IOC_MAGIC, 0, struct pvkexec_info)

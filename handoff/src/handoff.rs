@@ -4,14 +4,21 @@
 //! the kernel side sends to the purgatory's AP entry. Version 5 appends the purgatory's working
 //! memory (`work_va`, `work_pages`, `work_pfns_va`): its stacks, hypercall batches and the frame
 //! bitmap, sized to the domain by [`work_pages`]; the v4 fields keep their offsets and meaning.
+//! Version 6 appends frame lists (`image_pfns_va`, `pool_pfns_va`, `pool_pages`): the image
+//! may lie in any frames mapped virtually contiguous at `image_va`, and the free pool may be
+//! any set of frames, so a real kernel need not find PFN-contiguous blocks for either. A v6
+//! block with a list's VA 0 uses the v5 rule for that part (the image inside the old initial
+//! region, the pool the range `free_first_pfn..+free_pages`); the v5 fields keep their offsets.
 
 use xenpv::assert_layout;
 
 /// `b"PVKXHOFF"` as a little-endian u64.
 pub const HANDOFF_MAGIC: u64 = u64::from_le_bytes(*b"PVKXHOFF");
-pub const HANDOFF_VERSION: u32 = 5;
+pub const HANDOFF_VERSION: u32 = 6;
 /// Size of a version-4 block (the fields up to `vcpu_info_va`).
 pub const HANDOFF_V4_SIZE: usize = 104;
+/// Size of a version-5 block (the fields up to `work_pfns_va`).
+pub const HANDOFF_V5_SIZE: usize = 128;
 
 /// Offset of the purgatory's AP entry from its boot entry: every VCPU other than the boot
 /// VCPU jumps there with `rdi` = the handoff block and `rsi` = its VCPU id.
@@ -20,11 +27,13 @@ pub const AP_ENTRY_OFFSET: u64 = 0x100;
 pub const MAX_VCPUS: u64 = 8;
 
 /// What the kernel side promises the purgatory (docs/kexec-image.md):
-/// - the image is mapped readable at `image_va` inside the old initial region, so its pages'
-///   old PFNs are `(va - old_virt_base) / 4096`;
-/// - old PFNs `[free_first_pfn, free_first_pfn + free_pages)` hold nothing the purgatory reads
-///   and are no page table, descriptor table or otherwise typed frame; they may be mapped
-///   writable only through the direct map at `direct_map_va`;
+/// - the image is mapped readable at the page-aligned `image_va`; its page `i` is old PFN
+///   `image_pfns[i]` (version 6 list) or, with `image_pfns_va` 0, `(image_va - old_virt_base)
+///   / 4096 + i` (inside the old initial region);
+/// - the free pool's old PFNs (the `pool_pfns_va` list, or with it 0 the range
+///   `[free_first_pfn, free_first_pfn + free_pages)`) hold nothing the purgatory reads and are
+///   no page table, descriptor table or otherwise typed frame; they may be mapped writable only
+///   through the direct map at `direct_map_va`;
 /// - every other pinned page-table tree than the current one has been unpinned;
 /// - VCPUs `1..nr_vcpus` are on their way to the AP entry, on the same page tables, with
 ///   nothing else to do;
@@ -79,14 +88,28 @@ pub struct Handoff {
     /// hands them out as holes; they become ordinary RAM of the new kernel past its built PFNs,
     /// with what the purgatory left in them (frame numbers, stack contents, no old data).
     pub work_pfns_va: u64,
+    /// Version 6: 0, or the VA of `image_len.div_ceil(4096)` u64s, the old PFN of each image
+    /// page in VA order (`image_va` page aligned). Distinct frames of the domain, present in the
+    /// old P2M, outside the free pool, the working memory, the old start_info and the old P2M
+    /// list (the purgatory checks all of it before it changes anything). With 0 the image lies
+    /// inside the old initial region (the v5 rule).
+    pub image_pfns_va: u64,
+    /// Version 6: 0, or the VA of `pool_pages` u64s, the free pool's old PFNs, strictly
+    /// ascending (so distinct, and membership is a binary search). Hole `k` of the new kernel's
+    /// built PFNs takes entry `k`, the park area and the grant reserve the entries after the
+    /// holes. With a list, `free_first_pfn` and `free_pages` must be 0; without one,
+    /// `pool_pages` must be 0 and the pool is the v5 range.
+    pub pool_pfns_va: u64,
+    pub pool_pages: u64,
 }
-assert_layout!(Handoff, 128; magic @ 0, version @ 8, image_va @ 16, image_len @ 24,
+assert_layout!(Handoff, 152; magic @ 0, version @ 8, image_va @ 16, image_len @ 24,
     old_start_info_va @ 32, old_virt_base @ 40, free_first_pfn @ 48, free_pages @ 56,
     direct_map_va @ 64, scratch_va @ 72, nr_vcpus @ 80, keep_store_port @ 88,
     keep_console_port @ 92, vcpu_info_va @ 96, work_va @ 104, work_pages @ 112,
-    work_pfns_va @ 120);
+    work_pfns_va @ 120, image_pfns_va @ 128, pool_pfns_va @ 136, pool_pages @ 144);
+const _: () = assert!(core::mem::offset_of!(Handoff, image_pfns_va) == HANDOFF_V5_SIZE);
 // SAFETY: integers only, without gaps (the explicit `_pad` fills offset 12; offsets above; the
-// last u64 ends at 128).
+// last u64 ends at 152).
 unsafe impl xenpv::Pod for Handoff {}
 
 /// The working area's fixed part, from `work_va` on: the boot VCPU's stack, one stack per AP,

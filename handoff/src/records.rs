@@ -84,12 +84,18 @@ impl Handoff {
         if self.image_len < 64 || self.image_va.checked_add(self.image_len).is_none() {
             return Err("handoff: no image, or one that runs past the address space");
         }
-        if self.image_va < self.old_virt_base || self.old_start_info_va < self.old_virt_base {
+        if (self.image_pfns_va == 0 && self.image_va < self.old_virt_base)
+            || self.old_start_info_va < self.old_virt_base
+        {
             return Err("handoff: the image or the old start_info lies below the old region");
+        }
+        if !self.image_va.is_multiple_of(4096) {
+            return Err("handoff: the image is not page aligned");
         }
         if self.free_first_pfn.checked_add(self.free_pages).is_none() {
             return Err("handoff: the free pool runs past 2^64 frames");
         }
+        self.check_pool_list()?;
         if !self.scratch_va.is_multiple_of(4096) || !self.old_virt_base.is_multiple_of(4096) {
             return Err("handoff: scratch VA or old region base not page aligned");
         }
@@ -103,6 +109,41 @@ impl Handoff {
             || self.work_pfns_va == 0
         {
             return Err("handoff: no working memory, or one not page aligned, too small for the stacks and batches, or past the address space");
+        }
+        Ok(())
+    }
+
+    /// Version 6's pool list excludes the v5 range: one of the two names the pool.
+    fn check_pool_list(&self) -> Result<(), &'static str> {
+        let listed = self.pool_pfns_va != 0;
+        if listed && (self.free_first_pfn != 0 || self.free_pages != 0) {
+            return Err("handoff: a free pool list (pool_pfns_va) and a free pool range (free_first_pfn, free_pages) both given");
+        }
+        if !listed && self.pool_pages != 0 {
+            return Err("handoff: pool_pages without a pool list (pool_pfns_va 0)");
+        }
+        if listed
+            && (!self.pool_pfns_va.is_multiple_of(8)
+                || self
+                    .pool_pages
+                    .checked_mul(8)
+                    .and_then(|l| self.pool_pfns_va.checked_add(l))
+                    .is_none())
+        {
+            return Err("handoff: the pool list is unaligned or runs past the address space");
+        }
+        if self.image_pfns_va != 0
+            && (!self.image_pfns_va.is_multiple_of(8)
+                || self
+                    .image_len
+                    .div_ceil(4096)
+                    .checked_mul(8)
+                    .and_then(|l| self.image_pfns_va.checked_add(l))
+                    .is_none())
+        {
+            return Err(
+                "handoff: the image's frame list is unaligned or runs past the address space",
+            );
         }
         Ok(())
     }
@@ -203,6 +244,69 @@ mod tests {
             check_header_digest(&other, &sealed(192, &image)),
             Err(HeaderDigestError::Mismatch(_))
         ));
+    }
+
+    fn block() -> Handoff {
+        Handoff {
+            magic: HANDOFF_MAGIC,
+            version: HANDOFF_VERSION,
+            _pad: 0,
+            image_va: 0xffff_c900_0010_0000,
+            image_len: 3 * 4096 + 10,
+            old_start_info_va: 0xffff_8880_0000_1000,
+            old_virt_base: 0xffff_8880_0000_0000,
+            free_first_pfn: 0,
+            free_pages: 0,
+            direct_map_va: 0xffff_8880_0000_0000,
+            scratch_va: 0x4000_0000,
+            nr_vcpus: 2,
+            keep_store_port: 0,
+            keep_console_port: 0,
+            vcpu_info_va: 0,
+            work_va: 0xffff_c900_0200_0000,
+            work_pages: crate::handoff::WORK_FIXED_PAGES,
+            work_pfns_va: 0xffff_8880_0000_3000,
+            image_pfns_va: 0xffff_8880_0000_4000,
+            pool_pfns_va: 0xffff_8880_0000_5000,
+            pool_pages: 300,
+        }
+    }
+
+    #[test]
+    fn a_v6_block_names_its_pool_once_and_lists_that_fit() {
+        assert_eq!(block().check(), Ok(()));
+        // The v5 rules in a v6 block: the image in the old region, the pool a range.
+        let v5 = Handoff {
+            image_va: 0xffff_8880_0010_0000,
+            image_pfns_va: 0,
+            pool_pfns_va: 0,
+            pool_pages: 0,
+            free_first_pfn: 0x200,
+            free_pages: 1024,
+            ..block()
+        };
+        assert_eq!(v5.check(), Ok(()));
+        let cases: [fn(&mut Handoff); 8] = [
+            |h| h.free_pages = 5,
+            |h| h.free_first_pfn = 5,
+            |h| h.pool_pfns_va = 0,
+            |h| h.pool_pfns_va += 4,
+            |h| h.pool_pages = u64::MAX / 4,
+            |h| h.image_pfns_va = u64::MAX - 8,
+            |h| h.image_va += 8,
+            // Without an image list the image must lie in the old region.
+            |h| {
+                h.image_pfns_va = 0;
+                h.image_va = 0x10_0000;
+            },
+        ];
+        for (i, break_it) in cases.iter().enumerate() {
+            let mut h = block();
+            break_it(&mut h);
+            assert!(h.check().is_err(), "case {i}");
+        }
+        let bytes = block();
+        assert_eq!(Handoff::read(xenpv::Pod::as_bytes(&bytes)), Some(block()));
     }
 
     #[test]

@@ -1,10 +1,12 @@
 //! The purgatory's renumbering rules (docs/kexec-image.md, purgatory stage 3), as pure logic
 //! unit-tested on the host. Which old frame each new PFN gets:
 //! - a PFN covered by a placed segment gets the frame that already holds those bytes (the
-//!   image's pages in the old kernel's module): nothing is copied;
+//!   image's pages in the old kernel's memory, a run or the handoff v6 list): nothing is
+//!   copied;
 //! - the trampoline PFN gets the purgatory's first frame (the trampoline page);
 //! - other PFNs of the built PFNs ("holes": P2M list, bss, tables, stack, padding) get frames
-//!   of the handoff's free pool, in order;
+//!   of the handoff's free pool in its order: the `k`-th hole takes pool entry `k` (a run of
+//!   old PFNs, or the handoff v6 list, [`Frames`]);
 //! - all remaining PFNs get the remaining frames in ascending old-PFN order ([`FrameBitmap`]).
 //!
 //! And which frames are kept from the new kernel ([`hidden_pages`]): the loader counts them
@@ -15,46 +17,122 @@ use crate::image::{
     SEG_FLAG_TEMPLATE,
 };
 
-/// A run of new PFNs `[dest_pfn, dest_pfn + pages)` that takes the old frames from `old_pfn`
-/// on (a segment's pages in the module, or a domU's ring page).
+/// Old frames the handoff names: a run of old PFNs (the v5 rule) or a list (version 6).
+#[derive(Clone, Copy, Debug)]
+pub enum Frames<'a> {
+    /// Old PFNs `[first, first + count)`.
+    Run { first: u64, count: u64 },
+    /// Old PFNs as listed. [`Frames::meets`] needs it strictly ascending (the free pool's
+    /// list); the image's list may be in any order.
+    List(&'a [u64]),
+}
+
+impl<'a> Frames<'a> {
+    pub const NONE: Frames<'static> = Frames::Run { first: 0, count: 0 };
+
+    pub fn len(&self) -> u64 {
+        match *self {
+            Frames::Run { count, .. } => count,
+            Frames::List(l) => l.len() as u64,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Old PFN of entry `i`; `None` past the end.
+    pub fn get(&self, i: u64) -> Option<u64> {
+        match *self {
+            Frames::Run { first, count } => (i < count).then(|| first + i),
+            Frames::List(l) => l.get(usize::try_from(i).ok()?).copied(),
+        }
+    }
+
+    /// Whether any of old PFNs `[first, first + count)` is one of these frames (a list must be
+    /// strictly ascending: one binary search).
+    pub fn meets(&self, first: u64, count: u64) -> bool {
+        let end = first.saturating_add(count);
+        match *self {
+            Frames::Run { first: f, count: c } => first < f.saturating_add(c) && f < end,
+            Frames::List(l) => {
+                let at = l.partition_point(|&p| p < first);
+                l.get(at).is_some_and(|&p| p < end)
+            }
+        }
+    }
+
+    /// Whether a list is strictly ascending (a run always is).
+    pub fn is_ascending(&self) -> bool {
+        match *self {
+            Frames::Run { .. } => true,
+            Frames::List(l) => l.windows(2).all(|w| w[0] < w[1]),
+        }
+    }
+
+    /// Every old PFN, in order.
+    pub fn iter(self) -> impl Iterator<Item = u64> + 'a {
+        (0..self.len()).filter_map(move |i| self.get(i))
+    }
+}
+
+/// A run of new PFNs `[dest_pfn, dest_pfn + pages)` that takes old frames: a segment's pages
+/// of the image, or a domU's ring page.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Placed {
     pub dest_pfn: u64,
     pub pages: u64,
-    pub old_pfn: u64,
+    pub from: Source,
+}
+
+/// Where a placed run's old frames come from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Source {
+    /// The image's pages from this page index on (their old PFNs are the image's frames').
+    Image(u64),
+    /// Old PFNs from this one on (a ring page).
+    Run(u64),
+    /// Counted only ([`pool_demand`]): no frame.
+    #[default]
+    Counted,
 }
 
 /// Placed runs a placement holds: the image's segments and a domU's two ring pages.
 pub const MAX_PLACED: usize = MAX_SEGMENTS as usize + 2;
 
-/// The fixed part of the renumbering: placed runs, the trampoline page and the free pool.
+/// The fixed part of the renumbering: placed runs, the trampoline page, the image's frames and
+/// the free pool.
 #[derive(Clone, Copy, Debug)]
-pub struct Placement {
+pub struct Placement<'a> {
     placed: [Placed; MAX_PLACED],
     nr_placed: usize,
     trampoline_pfn: u64,
     trampoline_old_pfn: u64,
-    pool_first: u64,
-    pool_pages: u64,
+    image: Frames<'a>,
+    pool: Frames<'a>,
 }
 
-impl Placement {
+impl<'a> Placement<'a> {
     /// A placement with no runs and no trampoline frame yet ([`Placement::set_trampoline`]):
-    /// holes take the free pool's old PFNs `[pool_first, pool_first + pool_pages)` in order.
-    pub fn new(trampoline_pfn: u64, pool_first: u64, pool_pages: u64) -> Self {
+    /// image page `i` is old PFN `image.get(i)`, hole `k` takes old PFN `pool.get(k)`.
+    pub fn new(trampoline_pfn: u64, image: Frames<'a>, pool: Frames<'a>) -> Self {
         Placement {
             placed: [Placed::default(); MAX_PLACED],
             nr_placed: 0,
             trampoline_pfn,
             trampoline_old_pfn: u64::MAX,
-            pool_first,
-            pool_pages,
+            image,
+            pool,
         }
     }
 
-    /// New `trampoline_pfn` takes old frame `old_pfn` (the purgatory's first page).
-    pub fn set_trampoline(&mut self, old_pfn: u64) {
-        self.trampoline_old_pfn = old_pfn;
+    /// New `trampoline_pfn` takes the frame of image page `page` (the purgatory's first page).
+    pub fn set_trampoline(&mut self, page: u64) -> Result<(), &'static str> {
+        self.trampoline_old_pfn = self
+            .image
+            .get(page)
+            .ok_or("the purgatory segment lies past the image's frames")?;
+        Ok(())
     }
 
     /// Whether the trampoline's frame was set.
@@ -62,10 +140,19 @@ impl Placement {
         self.trampoline_old_pfn != u64::MAX
     }
 
-    /// Adds a segment's run; `Err` when [`MAX_PLACED`] runs are held already.
+    /// Adds a segment's run; `Err` when [`MAX_PLACED`] runs are held already, or an image run
+    /// runs past the image's frames.
     pub fn add(&mut self, p: Placed) -> Result<(), &'static str> {
         if self.nr_placed == self.placed.len() {
             return Err("more placed segments than the purgatory holds");
+        }
+        if let Source::Image(first) = p.from {
+            if first
+                .checked_add(p.pages)
+                .is_none_or(|e| e > self.image.len())
+            {
+                return Err("a segment lies past the image's frames");
+            }
         }
         self.placed[self.nr_placed] = p;
         self.nr_placed += 1;
@@ -73,15 +160,16 @@ impl Placement {
     }
 
     /// Gives new `pfn` the old frame at `old_pfn` (a domU ring page): it must be no PFN a
-    /// run fills, and the frame no run's, the trampoline's or the free pool's.
+    /// run fills, and the frame no image page's, the trampoline's or the free pool's.
     pub fn add_ring(&mut self, pfn: u64, old_pfn: u64) -> Result<(), &'static str> {
         let taken = self.fixed(pfn).is_some()
             || old_pfn == self.trampoline_old_pfn
             || self.meets_pool(old_pfn, 1)
+            || self.in_image(old_pfn)
             || self
                 .placed()
                 .iter()
-                .any(|p| old_pfn >= p.old_pfn && old_pfn < p.old_pfn + p.pages);
+                .any(|p| matches!(p.from, Source::Run(o) if old_pfn >= o && old_pfn - o < p.pages));
         if taken || self.nr_placed == self.placed.len() {
             return Err(
                 "a xenstore or console ring frame lies in the image, the free pool or a segment's PFNs",
@@ -90,8 +178,16 @@ impl Placement {
         self.add(Placed {
             dest_pfn: pfn,
             pages: 1,
-            old_pfn,
+            from: Source::Run(old_pfn),
         })
+    }
+
+    /// Whether old PFN `old` holds an image page (a run: one range check; a list: a scan).
+    pub fn in_image(&self, old: u64) -> bool {
+        match self.image {
+            Frames::Run { .. } => self.image.meets(old, 1),
+            Frames::List(l) => l.contains(&old),
+        }
     }
 
     fn placed(&self) -> &[Placed] {
@@ -103,10 +199,16 @@ impl Placement {
         if pfn == self.trampoline_pfn {
             return Some(self.trampoline_old_pfn);
         }
-        self.placed()
+        let p = self
+            .placed()
             .iter()
-            .find(|p| pfn >= p.dest_pfn && pfn < p.dest_pfn + p.pages)
-            .map(|p| p.old_pfn + (pfn - p.dest_pfn))
+            .find(|p| pfn >= p.dest_pfn && pfn - p.dest_pfn < p.pages)?;
+        let i = pfn - p.dest_pfn;
+        match p.from {
+            Source::Image(first) => self.image.get(first + i),
+            Source::Run(old) => Some(old + i),
+            Source::Counted => Some(u64::MAX),
+        }
     }
 
     /// Number of PFNs below `pfn` that placed runs cover (runs are ranges).
@@ -122,20 +224,31 @@ impl Placement {
         fill - self.fixed_below(fill)
     }
 
-    /// First old PFN of the free pool.
-    pub fn pool_first(&self) -> u64 {
-        self.pool_first
+    /// The free pool's frames.
+    pub fn pool(&self) -> Frames<'a> {
+        self.pool
     }
 
-    /// Old PFN of the pool frame hole `pfn` (a built PFN no run covers) gets.
+    /// The image's frames.
+    pub fn image(&self) -> Frames<'a> {
+        self.image
+    }
+
+    /// Old PFN of pool entry `k` (`u64::MAX` past the pool's end: the purgatory checks the
+    /// pool's size against the plan before it asks).
+    pub fn pool_pfn(&self, k: u64) -> u64 {
+        self.pool.get(k).unwrap_or(u64::MAX)
+    }
+
+    /// Old PFN of the pool frame hole `pfn` (a built PFN no run covers) gets: entry `k` for
+    /// the `k`-th hole.
     pub fn hole_old_pfn(&self, pfn: u64) -> u64 {
-        self.pool_first + pfn - self.fixed_below(pfn)
+        self.pool_pfn(pfn - self.fixed_below(pfn))
     }
 
     /// Whether old PFNs `[first, first + count)` meet the free pool.
     pub fn meets_pool(&self, first: u64, count: u64) -> bool {
-        let pool = self.pool_first..self.pool_first + self.pool_pages;
-        first < pool.end && pool.start < first + count
+        self.pool.meets(first, count)
     }
 }
 
@@ -154,6 +267,10 @@ impl<'a> FrameBitmap<'a> {
 
     pub fn mark(&mut self, old: u64) {
         self.words[(old / 64) as usize] |= 1 << (old % 64);
+    }
+
+    pub fn unmark(&mut self, old: u64) {
+        self.words[(old / 64) as usize] &= !(1 << (old % 64));
     }
 
     pub fn is_used(&self, old: u64) -> bool {
@@ -241,13 +358,13 @@ pub fn pool_demand(image: &ImageView, nr_vcpus: u64) -> Result<u64, &'static str
     let plan = image
         .plan_record()
         .ok_or("the image has no valid plan record")?;
-    let mut p = Placement::new(plan.trampoline_pfn, 0, 0);
+    let mut p = Placement::new(plan.trampoline_pfn, Frames::NONE, Frames::NONE);
     for s in image.segments() {
         if s.flags & (SEG_FLAG_TEMPLATE | SEG_FLAG_METADATA | SEG_FLAG_PURGATORY_MAPPING) == 0 {
             p.add(Placed {
                 dest_pfn: s.dest_pfn,
                 pages: s.len.div_ceil(4096),
-                old_pfn: 0,
+                from: Source::Counted,
             })?;
         }
     }
@@ -257,7 +374,7 @@ pub fn pool_demand(image: &ImageView, nr_vcpus: u64) -> Result<u64, &'static str
             p.add(Placed {
                 dest_pfn: ring,
                 pages: 1,
-                old_pfn: 0,
+                from: Source::Counted,
             })?;
         }
     }
@@ -279,23 +396,30 @@ pub fn hidden_pages(vcpus: u64, vcpu_info_frames: u64, grant_reserve: u64) -> Op
 mod tests {
     use super::*;
 
-    /// Segments at PFNs 0..3 (old 100..) and 5..6 (old 200), trampoline 20 (old 300), pool
-    /// from old 50, 10 frames.
-    fn sample() -> Placement {
-        let mut p = Placement::new(20, 50, 10);
+    /// Image pages (old PFNs, listed): 100, 101, 102, 200, 300, 400. Segments at PFNs 0..3
+    /// (image pages 0..3) and 5..6 (page 3), trampoline 20 (page 4), pool from old 50, 10
+    /// frames.
+    const IMAGE: [u64; 6] = [100, 101, 102, 200, 300, 400];
+
+    fn sample() -> Placement<'static> {
+        let pool = Frames::Run {
+            first: 50,
+            count: 10,
+        };
+        let mut p = Placement::new(20, Frames::List(&IMAGE), pool);
         assert!(!p.has_trampoline());
-        p.set_trampoline(300);
+        p.set_trampoline(4).unwrap();
         assert!(p.has_trampoline());
         p.add(Placed {
             dest_pfn: 0,
             pages: 3,
-            old_pfn: 100,
+            from: Source::Image(0),
         })
         .unwrap();
         p.add(Placed {
             dest_pfn: 5,
             pages: 1,
-            old_pfn: 200,
+            from: Source::Image(3),
         })
         .unwrap();
         p
@@ -355,29 +479,125 @@ mod tests {
     #[test]
     fn ring_frames_must_be_free_of_runs_pool_and_trampoline() {
         let mut p = sample();
-        // A PFN a segment fills, the trampoline's frame, a pool frame, a segment's frame.
-        assert!(p.add_ring(1, 400).is_err());
+        // A PFN a segment fills, the trampoline's frame, a pool frame, a segment's frame, an
+        // image page no segment places.
+        assert!(p.add_ring(1, 500).is_err());
         assert!(p.add_ring(9, 300).is_err());
         assert!(p.add_ring(9, 55).is_err());
         assert!(p.add_ring(9, 101).is_err());
-        p.add_ring(9, 400).unwrap();
-        assert_eq!(p.fixed(9), Some(400));
+        assert!(p.add_ring(9, 400).is_err());
+        p.add_ring(9, 500).unwrap();
+        assert_eq!(p.fixed(9), Some(500));
         assert_eq!(p.holes(10), 10 - 5);
+        // The other ring may not take the same frame.
+        assert!(p.add_ring(11, 500).is_err());
     }
 
     #[test]
     fn placement_refuses_runs_past_its_capacity() {
-        let mut p = Placement::new(0, 0, 0);
+        let mut p = Placement::new(0, Frames::NONE, Frames::NONE);
         for i in 0..MAX_PLACED as u64 {
             p.add(Placed {
                 dest_pfn: 10 + i,
                 pages: 1,
-                old_pfn: 100 + i,
+                from: Source::Run(100 + i),
             })
             .unwrap();
         }
         assert!(p.add(Placed::default()).is_err());
         assert!(p.add_ring(1000, 5000).is_err());
+    }
+
+    #[test]
+    fn a_listed_pool_gives_hole_k_entry_k() {
+        const POOL: [u64; 6] = [7, 9, 40, 41, 90, 1000];
+        let mut p = Placement::new(20, Frames::List(&IMAGE), Frames::List(&POOL));
+        p.set_trampoline(4).unwrap();
+        p.add(Placed {
+            dest_pfn: 0,
+            pages: 3,
+            from: Source::Image(0),
+        })
+        .unwrap();
+        p.add(Placed {
+            dest_pfn: 5,
+            pages: 1,
+            from: Source::Image(3),
+        })
+        .unwrap();
+        // Built PFNs 0..8: holes 3, 4, 6, 7 take the first four listed frames.
+        let holes: [u64; 4] = [3, 4, 6, 7].map(|pfn| p.hole_old_pfn(pfn));
+        assert_eq!(holes, [7, 9, 40, 41]);
+        // The park area and reserve take the entries after the holes; past the end: none.
+        assert_eq!(p.pool_pfn(4), 90);
+        assert_eq!(p.pool_pfn(5), 1000);
+        assert_eq!(p.pool_pfn(6), u64::MAX);
+        // Membership is the list's, not the span's.
+        assert!(p.meets_pool(9, 1) && p.meets_pool(1000, 1));
+        assert!(!p.meets_pool(8, 1) && !p.meets_pool(10, 30) && !p.meets_pool(1001, 5));
+        assert!(p.meets_pool(10, 31) && p.meets_pool(0, 8) && p.meets_pool(91, 910));
+        assert!(!p.meets_pool(0, 0) && !p.meets_pool(u64::MAX, 1));
+        // A ring frame in the listed pool is refused; one between its entries is not.
+        assert!(p.add_ring(10, 40).is_err());
+        p.add_ring(10, 8).unwrap();
+        assert_eq!(p.fixed(10), Some(8));
+    }
+
+    #[test]
+    fn an_image_run_and_the_same_frames_listed_place_alike() {
+        const LISTED: [u64; 5] = [100, 101, 102, 103, 104];
+        let run = Frames::Run {
+            first: 100,
+            count: 5,
+        };
+        for image in [run, Frames::List(&LISTED)] {
+            let mut p = Placement::new(9, image, Frames::NONE);
+            p.set_trampoline(4).unwrap();
+            p.add(Placed {
+                dest_pfn: 2,
+                pages: 3,
+                from: Source::Image(1),
+            })
+            .unwrap();
+            let got: [Option<u64>; 6] = [1, 2, 3, 4, 5, 9].map(|pfn| p.fixed(pfn));
+            assert_eq!(
+                got,
+                [None, Some(101), Some(102), Some(103), None, Some(104)]
+            );
+            assert!(p.in_image(100) && p.in_image(104) && !p.in_image(105));
+            // A segment or trampoline past the image's pages is refused, not read past.
+            let past = Placed {
+                dest_pfn: 20,
+                pages: 2,
+                from: Source::Image(4),
+            };
+            assert!(p.add(past).is_err());
+            assert!(p.set_trampoline(5).is_err());
+            let huge = Placed {
+                dest_pfn: 20,
+                pages: u64::MAX,
+                from: Source::Image(1),
+            };
+            assert!(p.add(huge).is_err());
+        }
+    }
+
+    #[test]
+    fn frame_lists_report_order_length_and_entries() {
+        let l = [3u64, 5, 5, 8];
+        assert!(!Frames::List(&l).is_ascending());
+        assert!(Frames::List(&l[..2]).is_ascending());
+        assert!(Frames::List(&[]).is_ascending() && Frames::List(&[]).is_empty());
+        assert!(Frames::NONE.is_empty() && Frames::NONE.is_ascending());
+        let run = Frames::Run {
+            first: u64::MAX - 1,
+            count: 1,
+        };
+        assert_eq!(run.get(0), Some(u64::MAX - 1));
+        assert_eq!(run.get(1), None);
+        assert!(run.meets(u64::MAX - 1, 5) && !run.meets(0, u64::MAX - 1));
+        let mut it = Frames::List(&l).iter();
+        assert_eq!((it.next(), it.nth(2), it.next()), (Some(3), Some(8), None));
     }
 
     #[test]

@@ -7,13 +7,15 @@
 use crate::cli_kexec::{
     checked_old_kernel, handoff_for, load_refused, open, CliError, Inputs, LoadRequest,
 };
-use crate::device::{CrashReserve, Device, DeviceError};
+use crate::device::{CrashReserve, Device, DeviceError, LoadParams};
 use pvhandoff::crash::CRASH_CMDLINE_KEY;
 
 /// Frames of the module's two fixed blocks: the purgatory's free pool and the image block.
 pub const FIXED_BLOCK_PAGES: u64 = 2 * 1024;
 /// The crash image lives in one 4 MiB block.
 pub const MAX_CRASH_IMAGE_BYTES: u64 = 4 << 20;
+/// The crash image's free pool is the reservation's other 4 MiB block (listed in the handoff).
+pub const CRASH_POOL_PAGES: u64 = 1024;
 /// The reservation is made of 4 MiB blocks.
 const RESERVE_UNIT_PAGES: u64 = 1024;
 
@@ -134,7 +136,7 @@ fn build_and_load(
     handoff_version: u32,
     work_pages: u64,
 ) -> Result<usize, CliError> {
-    let built = inputs.build(
+    let (built, pool_pages) = inputs.build(
         pvlayout::Mode::DomU,
         view.present,
         view.p2m_len,
@@ -148,7 +150,20 @@ fn build_and_load(
             inputs.name
         )));
     }
-    dev.load_crash(&built.bytes, handoff_version, work_pages)
+    if pool_pages > CRASH_POOL_PAGES {
+        return Err(CliError::refused(format!(
+            "the crash image of {} needs {pool_pages} frames of the purgatory's free pool (its \
+             P2M, page tables and other built pages no segment fills); the reservation's pool \
+             block has {CRASH_POOL_PAGES}",
+            inputs.name
+        )));
+    }
+    let params = LoadParams {
+        handoff_version,
+        work_pages,
+        pool_pages,
+    };
+    dev.load_crash(&built.bytes, params)
         .map_err(|e| load_refused(e, len))?;
     Ok(len)
 }

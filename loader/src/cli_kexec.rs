@@ -4,7 +4,7 @@
 //! domain (domU or initial domain, frames, VCPUs, vcpu_info placement), so the user passes no
 //! `--old-*` or `--mem-mib` flags: the image is built the way `pvkexec build` builds it.
 
-use crate::device::{Device, DeviceError, Info, ABI_VERSION};
+use crate::device::{Device, DeviceError, Info, LoadParams, ABI_VERSION};
 use crate::input::{open_checked, read_checked, Role, MAX_KERNEL_BYTES};
 use crate::linux::OldKernel;
 use std::path::{Path, PathBuf};
@@ -211,12 +211,17 @@ pub fn load(req: &LoadRequest) -> Result<String, CliError> {
     let (handoff_version, work_pages) = handoff_for(info.start_info_pages)?;
     let inputs = Inputs::read(req, old, domain_pages)?;
     let mut out = inputs.notes.clone();
-    let built = inputs.build(mode, domain_pages, old_p2m_len, "")?;
-    dev.load(&built.bytes, handoff_version, work_pages)
+    let (built, pool_pages) = inputs.build(mode, domain_pages, old_p2m_len, "")?;
+    let params = LoadParams {
+        handoff_version,
+        work_pages,
+        pool_pages,
+    };
+    dev.load(&built.bytes, params)
         .map_err(|e| load_refused(e, built.bytes.len()))?;
     out += &format!(
         "loaded {}: {} layout for {domain_pages} frames ({} hidden for the old VCPUs), image \
-         {} bytes; command line: {:?}\n",
+         {} bytes, free pool {pool_pages} frames; command line: {:?}\n",
         inputs.name,
         match mode {
             pvlayout::Mode::Dom0 => "initial-domain",
@@ -330,7 +335,7 @@ impl Inputs {
         domain_pages: u64,
         old_p2m_len: u64,
         extra: &str,
-    ) -> Result<crate::image::BuiltImage, CliError> {
+    ) -> Result<(crate::image::BuiltImage, u64), CliError> {
         let cmdline = match (self.cmdline.is_empty(), extra.is_empty()) {
             (_, true) => self.cmdline.clone(),
             (true, false) => extra.to_string(),
@@ -352,44 +357,42 @@ impl Inputs {
         })
         .map_err(|e| too_large_or_input(e, domain_pages))
         .and_then(|b| {
-            check_pool_demand(&b.bytes, u64::from(self.old.vcpus), domain_pages)?;
-            Ok(b)
+            let pool = check_pool_demand(&b.bytes, u64::from(self.old.vcpus), domain_pages)?;
+            Ok((b, pool))
         })
     }
 }
 
-/// Frames of the free pool the module hands the purgatory (`POOL_ORDER` in kmod/pvkexec.c:
-/// one 4 MiB buddy block).
-pub const MODULE_POOL_PAGES: u64 = 1024;
-
-/// Refuses, before anything is loaded, an image whose holes, park area and grant reserve
-/// need more of the free pool than the module gives (the purgatory would refuse it only
-/// after the old kernel shut down).
+/// The free pool the image needs (its holes, park area and grant reserve:
+/// `pvhandoff::renumber::pool_demand`), which the module allocates at exec (handoff v6: any
+/// frames, listed). Refused before anything is loaded when that cannot fit beside the old
+/// kernel: more than half the domain's frames (the module also refuses at load what does not
+/// fit in half of MemAvailable).
 pub(crate) fn check_pool_demand(
     image: &[u8],
     vcpus: u64,
     domain_pages: u64,
-) -> Result<(), CliError> {
+) -> Result<u64, CliError> {
     let view = pvhandoff::image::ImageView::parse(image)
         .map_err(|e| CliError::refused(format!("the built image does not parse: {e:?}")))?;
     let demand = pvhandoff::renumber::pool_demand(&view, vcpus).map_err(CliError::refused)?;
-    if demand > MODULE_POOL_PAGES {
+    if demand > domain_pages / 2 {
         return Err(CliError::refused(format!(
             "image too large for this domain of {domain_pages} frames: its layout needs {demand} \
              frames of the purgatory's free pool (the new kernel's P2M, page tables and other \
-             built pages no segment fills, the park area, the grant reserve); the module gives \
-             {MODULE_POOL_PAGES}. Nothing was loaded"
+             built pages no segment fills, the park area, the grant reserve), more than half \
+             the domain, which the old kernel cannot set aside. Nothing was loaded"
         )));
     }
-    Ok(())
+    Ok(demand)
 }
 
 /// The handoff block version the embedded purgatory reads, and the working memory it needs
-/// for a domain of `start_info_pages` frames (version 5: `pvhandoff::handoff::work_pages`).
+/// for a domain of `start_info_pages` frames (from version 5: `pvhandoff::handoff::work_pages`).
 pub(crate) fn handoff_for(start_info_pages: u64) -> Result<(u32, u64), CliError> {
     use pvhandoff::handoff::{work_pages, HANDOFF_VERSION};
     match (HANDOFF_VERSION, work_pages(start_info_pages)) {
-        (5, Some(pages)) => Ok((5, pages)),
+        (6, Some(pages)) => Ok((6, pages)),
         (v, _) => Err(CliError::refused(format!(
             "this pvkexec's purgatory reads handoff version {v}, which the CLI does not prepare \
              for a domain of {start_info_pages} frames"
@@ -432,7 +435,14 @@ pub fn load_image(path: &Path) -> Result<String, CliError> {
     let (_, len) = open_checked(path, Role::Image { max })?;
     check_memory(len, mem_available())?;
     let bytes = read_checked(path, Role::Image { max })?;
-    dev.load(&bytes, handoff_version, work_pages)
+    let vcpus = u64::from(info.online_cpus.max(1));
+    let pool_pages = check_pool_demand(&bytes, vcpus, info.current_pages)?;
+    let params = LoadParams {
+        handoff_version,
+        work_pages,
+        pool_pages,
+    };
+    dev.load(&bytes, params)
         .map_err(|e| load_refused(e, bytes.len()))?;
     Ok(format!(
         "loaded {}: {} bytes\n",
@@ -712,16 +722,25 @@ mod tests {
             .unwrap()
             .bytes
         };
-        // 256 MiB: the P2M (128 pages) and tables fit the module's 1024 frames.
-        assert!(check_pool_demand(&build(65536), 1, 65536).is_ok());
-        // 8 GiB: the P2M alone is 4096 pages.
-        let e = check_pool_demand(&build(1 << 21), 1, 1 << 21).unwrap_err();
+        // 256 MiB: the P2M (128 pages) and tables.
+        let small = check_pool_demand(&build(65536), 1, 65536).unwrap();
+        assert!(small > 128 && small < 1024, "{small}");
+        // 8 GiB: the P2M alone is 4096 pages, more than the 1024-frame block the module gave
+        // before handoff v6; now the pool is sized to it.
+        let big = build(1 << 21);
+        let demand = check_pool_demand(&big, 1, 1 << 21).unwrap();
+        assert!(demand > 4096 && demand < 2 * 4096, "{demand}");
+        // Two VCPUs add the park area.
+        let parked = check_pool_demand(&big, 2, 1 << 21).unwrap();
+        assert_eq!(parked, demand + pvhandoff::image::PARK_PAGES);
+        // A pool of more than half the domain cannot be set aside.
+        let e = check_pool_demand(&big, 1, 2 * demand - 2).unwrap_err();
         assert!(
             e.message.contains("frames of the purgatory's free pool"),
             "{}",
             e.message
         );
-        assert!(e.message.contains("the module gives 1024"), "{}", e.message);
+        assert!(e.message.contains("more than half"), "{}", e.message);
     }
 
     #[test]

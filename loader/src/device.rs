@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 pub const DEFAULT_DEVICE: &str = "/dev/pvkexec";
 
 /// `PVKEXEC_ABI_VERSION`.
-pub const ABI_VERSION: u32 = 3;
+pub const ABI_VERSION: u32 = 4;
 
 pub const INFO_PV: u32 = 1 << 0;
 pub const INFO_INITIAL_DOMAIN: u32 = 1 << 1;
@@ -67,6 +67,18 @@ struct LoadArg {
     flags: u32,
     handoff_version: u32,
     work_pages: u64,
+    pool_pages: u64,
+}
+
+/// What a load asks of the module besides the image: the handoff block version the image's
+/// purgatory reads, its working memory and its free pool (frames, handoff v6).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LoadParams {
+    pub handoff_version: u32,
+    pub work_pages: u64,
+    /// Free-pool frames the image needs (`pvhandoff::renumber::pool_demand`): the module
+    /// gives exactly that many at exec.
+    pub pool_pages: u64,
 }
 
 const _: () = {
@@ -84,7 +96,8 @@ const _: () = {
     assert!(std::mem::offset_of!(Info, image_segments) == 52);
     assert!(std::mem::offset_of!(Info, image_bytes) == 56);
     assert!(std::mem::offset_of!(Info, image_pages) == 64);
-    assert!(std::mem::size_of::<LoadArg>() == 32);
+    assert!(std::mem::size_of::<LoadArg>() == 40);
+    assert!(std::mem::offset_of!(LoadArg, pool_pages) == 32);
     assert!(std::mem::offset_of!(LoadArg, flags) == 16);
     assert!(std::mem::offset_of!(LoadArg, handoff_version) == 20);
     assert!(std::mem::offset_of!(LoadArg, work_pages) == 24);
@@ -248,41 +261,26 @@ impl Device {
     }
 
     /// Hands `image` to the module, replacing any loaded image (kept on failure). The
-    /// module fills handoff block `handoff_version` at exec (with `work_pages` frames of
-    /// working memory from version 5 on).
-    pub fn load(
-        &self,
-        image: &[u8],
-        handoff_version: u32,
-        work_pages: u64,
-    ) -> Result<(), DeviceError> {
-        self.load_flags(image, 0, handoff_version, work_pages)
+    /// module fills the handoff block `p` names at exec, with `p.work_pages` frames of
+    /// working memory and a free pool of `p.pool_pages` frames.
+    pub fn load(&self, image: &[u8], p: LoadParams) -> Result<(), DeviceError> {
+        self.load_flags(image, 0, p)
     }
 
     /// Loads a crash image into the frames [`Device::crash_reserve`] set aside; the module
     /// arms its panic path.
-    pub fn load_crash(
-        &self,
-        image: &[u8],
-        handoff_version: u32,
-        work_pages: u64,
-    ) -> Result<(), DeviceError> {
-        self.load_flags(image, LOAD_CRASH, handoff_version, work_pages)
+    pub fn load_crash(&self, image: &[u8], p: LoadParams) -> Result<(), DeviceError> {
+        self.load_flags(image, LOAD_CRASH, p)
     }
 
-    fn load_flags(
-        &self,
-        image: &[u8],
-        flags: u32,
-        handoff_version: u32,
-        work_pages: u64,
-    ) -> Result<(), DeviceError> {
+    fn load_flags(&self, image: &[u8], flags: u32, p: LoadParams) -> Result<(), DeviceError> {
         let mut arg = LoadArg {
             image: image.as_ptr() as u64,
             len: image.len() as u64,
             flags,
-            handoff_version,
-            work_pages,
+            handoff_version: p.handoff_version,
+            work_pages: p.work_pages,
+            pool_pages: p.pool_pages,
         };
         self.ioctl(
             "PVKEXEC_IOC_LOAD",
@@ -342,7 +340,7 @@ mod tests {
         assert_eq!(IOC_INFO, 0x8060_cf00);
         assert_eq!(IOC_CRASH_RESERVE, 0xc020_cf04);
         assert_eq!(IOC_CRASH_UNLOAD, 0xcf05);
-        assert_eq!(IOC_LOAD, 0x4020_cf01);
+        assert_eq!(IOC_LOAD, 0x4028_cf01);
         assert_eq!(IOC_UNLOAD, 0xcf02);
         assert_eq!(IOC_EXEC, 0xcf03);
     }

@@ -34,9 +34,9 @@ pub fn wait_arrivals(nr_vcpus: u64) -> Result<(), Failure> {
     Ok(())
 }
 
-/// Builds the park area in the hidden frames from old PFN `first` (private L4, L3, L2, L1 and
-/// the park page), maps the park page at the same VA in the old tables, releases the APs to
-/// it and waits until `VCPUOP_is_up` says each is down on its private tables.
+/// Builds the park area in the hidden frames from free-pool entry `first` on (private L4, L3,
+/// L2, L1 and the park page), maps the park page at the same VA in the old tables, releases
+/// the APs to it and waits until `VCPUOP_is_up` says each is down on its private tables.
 pub fn park(c: &mut Ctx, nr_vcpus: u64, first: u64) -> Result<Parked, Failure> {
     let va = c.h.scratch_va - 4096;
     let (l4, page, blob) = build_area(c, first, va)?;
@@ -57,7 +57,7 @@ pub fn park(c: &mut Ctx, nr_vcpus: u64, first: u64) -> Result<Parked, Failure> {
 /// Writes the private tree (mapping only the park page at `va`) and the park page; returns
 /// the private L4's and the park page's MFNs and the park code.
 fn build_area(c: &mut Ctx, first: u64, va: u64) -> Result<(u64, u64, ParkBlob), Failure> {
-    let mfn = |i: u64| c.old_p2m[(first + i) as usize];
+    let mfn = |i: u64| c.old_p2m[c.pool_pfn(first + i) as usize];
     let (l4, l3, l2, l1, page) = (mfn(0), mfn(1), mfn(2), mfn(3), mfn(4));
     for (_frame, level, next, flags) in [
         (l4, 4u32, l3, pte::UPPER_FLAGS),
@@ -65,7 +65,7 @@ fn build_area(c: &mut Ctx, first: u64, va: u64) -> Result<(u64, u64, ParkBlob), 
         (l2, 2, l1, pte::UPPER_FLAGS),
         (l1, 1, page, pte::L1_FLAGS | pte::D),
     ] {
-        let dst = c.pool_page(first + 4 - level as u64)?;
+        let dst = c.pool_page(c.pool_pfn(first + 4 - level as u64))?;
         let slot = pte::index(va, level);
         for i in 0..512usize {
             let e = if i == slot { pte::make(next, flags) } else { 0 };
@@ -77,7 +77,7 @@ fn build_area(c: &mut Ctx, first: u64, va: u64) -> Result<(u64, u64, ParkBlob), 
     if blob.bytes.len() as u64 > pvhandoff::handoff::PARK_MAILBOX_OFFSET {
         return Err(Failure::Plan("the park code runs into the park mailboxes"));
     }
-    let dst = c.pool_page(first + 4)? as *mut u8;
+    let dst = c.pool_page(c.pool_pfn(first + 4))? as *mut u8;
     for i in 0..4096usize {
         let b = blob.bytes.get(i).copied().unwrap_or(0);
         // SAFETY: `dst` maps the park frame writable; 4096 bytes fill it.
@@ -92,7 +92,7 @@ fn build_area(c: &mut Ctx, first: u64, va: u64) -> Result<(u64, u64, ParkBlob), 
 fn map_park_page(c: &mut Ctx, first: u64, va: u64, page: u64) -> Result<(), Failure> {
     c.scratch_unmap()?;
     for i in 0..4 {
-        c.drop_alias(first + i)?;
+        c.drop_alias(c.pool_pfn(first + i))?;
     }
     c.drop_aliases()?;
     c.hypercalls += 1;

@@ -3,6 +3,9 @@
 //! taken, and the hypercalls that write frames on the way. Frames that become page tables
 //! lose their direct-map alias first, so that Xen can validate them.
 //!
+//! The image's frames and the free pool are runs of old PFNs or, from handoff version 6, lists
+//! ([`Frames`]): the `k`-th hole takes pool entry `k`.
+//!
 //! Working memory (the frame bitmap and the hypercall batches) is the handoff's (version 5),
 //! sized to the domain, so the purgatory's own size does not depend on the domain's. Hole
 //! frames are written through the kernel side's direct map when there is one (no hypercall per
@@ -17,7 +20,7 @@ use pvhandoff::handoff::{
 use pvhandoff::image::{
     ImageView, PlanRecord, SEG_FLAG_METADATA, SEG_FLAG_PURGATORY_MAPPING, SEG_FLAG_TEMPLATE,
 };
-use pvhandoff::renumber::{FrameBitmap, Placed, Placement};
+use pvhandoff::renumber::{FrameBitmap, Frames, Placed, Placement, Source};
 use xenpv::{hc, hypercall, pte, uvmf, MmuUpdate, MmuextOp, MulticallEntry, StartInfo};
 
 /// The working memory's batches (the bitmap lives in [`Ctx`]).
@@ -31,8 +34,9 @@ pub struct Ctx<'a> {
     pub h: &'a Handoff,
     pub plan: PlanRecord,
     pub old_p2m: &'a [u64],
-    /// The image's placed segments, a domU's two ring pages, the trampoline and the pool.
-    placement: Placement,
+    /// The image's placed segments, a domU's two ring pages, the trampoline, the image's
+    /// frames and the pool.
+    placement: Placement<'a>,
     /// Hypercalls made so far (reported before the switch).
     pub hypercalls: u64,
     /// One bit per old PFN: the frame has its new place (working memory).
@@ -57,7 +61,7 @@ impl<'a> Ctx<'a> {
             h,
             plan,
             old_p2m,
-            placement: Placement::new(plan.trampoline_pfn, h.free_first_pfn, h.free_pages),
+            placement: Placement::new(plan.trampoline_pfn, image_frames(h), pool_frames(h)),
             hypercalls: 0,
             used: FrameBitmap::new(used),
             alias_drops,
@@ -70,16 +74,21 @@ impl<'a> Ctx<'a> {
             }
             let off = image
                 .data_offset(i)
-                .map_err(|_| Failure::Plan("segment outside the image"))?;
-            let old_pfn = (h.image_va + off - h.old_virt_base) / 4096;
+                .ok()
+                .filter(|o| o.is_multiple_of(4096))
+                .ok_or(Failure::Plan(
+                    "segment outside the image or not page aligned in it",
+                ))?;
             if s.flags & SEG_FLAG_PURGATORY_MAPPING != 0 {
-                c.placement.set_trampoline(old_pfn);
+                c.placement
+                    .set_trampoline(off / 4096)
+                    .map_err(Failure::Plan)?;
             } else {
                 c.placement
                     .add(Placed {
                         dest_pfn: s.dest_pfn,
                         pages: s.len.div_ceil(4096),
-                        old_pfn,
+                        from: Source::Image(off / 4096),
                     })
                     .map_err(Failure::Plan)?;
             }
@@ -103,9 +112,24 @@ impl<'a> Ctx<'a> {
         self.placement.fixed(pfn)
     }
 
-    /// First old PFN of the free pool (handoff contract: nothing the purgatory reads).
-    pub fn clean_start(&self) -> u64 {
-        self.placement.pool_first()
+    /// Old PFN of free-pool entry `k` (holes first, then the park area and grant reserve).
+    pub fn pool_pfn(&self, k: u64) -> u64 {
+        self.placement.pool_pfn(k)
+    }
+
+    /// The free pool's old PFNs (a run, or the handoff v6 list).
+    pub fn pool(&self) -> Frames<'a> {
+        self.placement.pool()
+    }
+
+    /// The image's old PFNs (a run, or the handoff v6 list).
+    pub fn image(&self) -> Frames<'a> {
+        self.placement.image()
+    }
+
+    /// Whether old PFN `old` holds a page of the image.
+    pub fn in_image(&self, old: u64) -> bool {
+        self.placement.in_image(old)
     }
 
     /// Old PFN of the hole frame given to new `pfn` (a region PFN no segment covers).
@@ -196,6 +220,10 @@ impl<'a> Ctx<'a> {
 
     pub fn is_used(&self, old: u64) -> bool {
         self.used.is_used(old)
+    }
+
+    pub fn unmark(&mut self, old: u64) {
+        self.used.unmark(old);
     }
 
     /// The next frame for the rest of the PFNs: the first unused old PFN from `cursor` on,
@@ -342,13 +370,50 @@ pub fn check_work_frames(c: &Ctx, old_nr: u64, keep_out: &[(u64, u64)]) -> Resul
                 .read_volatile()
         };
         let inside = |&(first, n): &(u64, u64)| pfn >= first && pfn - first < n;
-        if pfn >= old_nr || c.meets_pool(pfn, 1) || keep_out.iter().any(inside) || c.is_used(pfn) {
+        if pfn >= old_nr
+            || c.meets_pool(pfn, 1)
+            || c.in_image(pfn)
+            || keep_out.iter().any(inside)
+            || c.is_used(pfn)
+        {
             return Err(Failure::Plan(
                 "a working-memory frame (work_pfns_va) is not the domain's, or lies in the free pool, the image, the old start_info or P2M list, or is a frame the new kernel gets at a fixed place",
             ));
         }
     }
     Ok(h.work_pages)
+}
+
+/// The image's old PFNs: the handoff v6 list, or (its VA 0) the pages of the old initial
+/// region under `image_va`.
+fn image_frames(h: &Handoff) -> Frames<'static> {
+    let count = h.image_len.div_ceil(4096);
+    if h.image_pfns_va == 0 {
+        return Frames::Run {
+            first: (h.image_va - h.old_virt_base) / 4096,
+            count,
+        };
+    }
+    // SAFETY: the handoff lists one u64 per image page at image_pfns_va (aligned and inside
+    // the address space: `Handoff::check`); the old kernel's memory, only read.
+    Frames::List(unsafe {
+        core::slice::from_raw_parts(h.image_pfns_va as *const u64, count as usize)
+    })
+}
+
+/// The free pool's old PFNs: the handoff v6 list, or (its VA 0) the v5 range.
+fn pool_frames(h: &Handoff) -> Frames<'static> {
+    if h.pool_pfns_va == 0 {
+        return Frames::Run {
+            first: h.free_first_pfn,
+            count: h.free_pages,
+        };
+    }
+    // SAFETY: the handoff lists pool_pages u64s at pool_pfns_va (aligned and inside the
+    // address space: `Handoff::check`); the old kernel's memory, only read.
+    Frames::List(unsafe {
+        core::slice::from_raw_parts(h.pool_pfns_va as *const u64, h.pool_pages as usize)
+    })
 }
 
 /// The old P2M list the old start_info names.

@@ -32,7 +32,7 @@ pub fn build(h: &Handoff, image: &ImageView) -> Result<Ready, Failure> {
     let old_p2m = frames::old_p2m(k.old_si);
     let mut c = Ctx::new(h, image, k.plan, old_p2m, used, alias_drops)?;
     let rings = rings::keep(&mut c, &k)?;
-    let pool = renumber::check_pool(&c, &k)?;
+    let pool = renumber::check_pool(&mut c, &k)?;
     // Stage 2's end: every AP in the purgatory, offered grants revoked.
     aps::wait_arrivals(k.nr_vcpus)?;
     let revoked = grants::revoke_offered(&mut c, k.plan.grant_reserve)?;

@@ -7,7 +7,7 @@ use crate::failure::Failure;
 use crate::frames::Ctx;
 use crate::grants::{self, Revoked};
 use crate::plan::Checked;
-use pvhandoff::renumber::is_present;
+use pvhandoff::renumber::{is_present, Frames};
 use xenpv::{mmu, MmuUpdate};
 
 /// The free pool against the plan: what the new region takes from it.
@@ -17,14 +17,15 @@ pub struct Pool {
     pub fill: u64,
     /// Region PFNs no segment covers: they take the pool's first frames.
     pub holes: u64,
-    /// Old PFN ranges (first, count) the purgatory still reads: the image, the old start_info,
-    /// the old P2M list.
-    pub keep_out: [(u64, u64); 3],
+    /// Old PFN ranges (first, count) the purgatory still reads besides the image: the old
+    /// start_info, the old P2M list.
+    pub keep_out: [(u64, u64); 2],
 }
 
 /// Checks that the free pool lies in the domain, holds the holes, the park area and the grant
-/// reserve, and none of what the purgatory still reads.
-pub fn check_pool(c: &Ctx, k: &Checked) -> Result<Pool, Failure> {
+/// reserve, and none of what the purgatory still reads; then the image's frames
+/// ([`check_image_frames`]).
+pub fn check_pool(c: &mut Ctx, k: &Checked) -> Result<Pool, Failure> {
     let (h, plan, old_nr) = (c.h, &k.plan, k.old_nr);
     let fill = plan.fill_pages;
     if fill < plan.region_pages || fill > plan.trampoline_pfn || plan.trampoline_pfn >= old_nr {
@@ -33,50 +34,83 @@ pub fn check_pool(c: &Ctx, k: &Checked) -> Result<Pool, Failure> {
         ));
     }
     let holes = fill - c.fixed_below(fill);
-    h.free_first_pfn
-        .checked_add(h.free_pages)
-        .filter(|&e| e <= old_nr)
-        .ok_or(Failure::Plan(
+    let pool = c.pool();
+    if !pool.is_ascending() {
+        return Err(Failure::Plan(
+            "the handoff's free pool list (pool_pfns_va) is not strictly ascending: a frame repeats or the order is wrong",
+        ));
+    }
+    let past_domain = match pool {
+        Frames::Run { first, count } => first.checked_add(count).is_none_or(|e| e > old_nr),
+        Frames::List(l) => l.last().is_some_and(|&p| p >= old_nr),
+    };
+    if past_domain {
+        return Err(Failure::Plan(
             "the handoff's free pool lies past the domain's frames",
-        ))?;
-    if holes + k.park_pages + plan.grant_reserve > h.free_pages {
+        ));
+    }
+    if holes + k.park_pages + plan.grant_reserve > pool.len() {
         return Err(Failure::Plan(
             "the free pool is smaller than the new region's holes and the park area",
         ));
     }
-    let mut pool = h.free_first_pfn..h.free_first_pfn + h.free_pages;
-    if pool.any(|p| !is_present(c.old_p2m[p as usize])) {
+    if pool.iter().any(|p| !is_present(c.old_p2m[p as usize])) {
         return Err(Failure::Plan(
             "the handoff's free pool holds a balloon hole (a PFN with no frame)",
         ));
     }
     // The pool must not hold what the purgatory still reads: the image, the old start_info,
     // the old P2M list.
-    let image_first = (h.image_va - h.old_virt_base) / 4096;
     let si_old_pfn = (h.old_start_info_va - h.old_virt_base) / 4096;
     let p2m_first = (k.old_si.mfn_list - h.old_virt_base) / 4096;
-    if c.meets_pool(image_first, h.image_len.div_ceil(4096))
-        || c.meets_pool(si_old_pfn, 1)
-        || c.meets_pool(p2m_first, (old_nr * 8).div_ceil(4096))
-    {
+    let p2m_pages = (old_nr * 8).div_ceil(4096);
+    let image_in_pool = match c.image() {
+        Frames::Run { first, count } => c.meets_pool(first, count),
+        image => image.iter().any(|p| c.meets_pool(p, 1)),
+    };
+    if image_in_pool || c.meets_pool(si_old_pfn, 1) || c.meets_pool(p2m_first, p2m_pages) {
         return Err(Failure::Plan(
             "the handoff's free pool overlaps the image, the old start_info or the old P2M",
         ));
     }
+    let keep_out = [(si_old_pfn, 1), (p2m_first, p2m_pages)];
+    check_image_frames(c, old_nr, &keep_out)?;
     Ok(Pool {
         fill,
         holes,
-        keep_out: [
-            (image_first, h.image_len.div_ceil(4096)),
-            (si_old_pfn, 1),
-            (p2m_first, (old_nr * 8).div_ceil(4096)),
-        ],
+        keep_out,
     })
+}
+
+/// The image's frames (listed from handoff v6) must be the domain's, present in the old P2M,
+/// distinct, and not the old start_info or P2M list: the bitmap finds repeats (each frame
+/// marked, then unmarked, before pass 1 marks anything).
+fn check_image_frames(c: &mut Ctx, old_nr: u64, keep_out: &[(u64, u64)]) -> Result<(), Failure> {
+    let image = c.image();
+    let mut bad = None;
+    for (i, pfn) in image.iter().enumerate() {
+        let inside = |&(first, n): &(u64, u64)| pfn >= first && pfn - first < n;
+        // Balloon holes are marked already, and so is a frame listed twice.
+        if pfn >= old_nr || c.is_used(pfn) || keep_out.iter().any(inside) {
+            bad = Some(i);
+            break;
+        }
+        c.mark(pfn);
+    }
+    for pfn in image.iter().take(bad.unwrap_or(usize::MAX)) {
+        c.unmark(pfn);
+    }
+    match bad {
+        Some(_) => Err(Failure::Plan(
+            "an image frame (image_pfns_va) is not the domain's, is a balloon hole, is listed twice, or is the old start_info or P2M list",
+        )),
+        None => Ok(()),
+    }
 }
 
 /// The frames kept from the new kernel, in the order they get PFNs past its `nr_pages`.
 pub struct Hidden {
-    /// First old PFN of the park area (right after the holes in the pool).
+    /// Free-pool entry of the park area's first frame (right after the holes).
     pub park_first: u64,
     /// Old PFNs of the frames of grants still mapped.
     busy_pfns: [u64; grants::MAX_BUSY],
@@ -104,17 +138,17 @@ pub fn mark_taken(
         c.mark(old);
     }
     for j in 0..holes + park_pages {
-        c.mark(c.clean_start() + j);
+        c.mark(c.pool_pfn(j));
     }
     for &pfn in k.vcpu_info.frames() {
-        if c.meets_pool(pfn, 1) || c.is_used(pfn) {
+        if c.meets_pool(pfn, 1) || c.is_used(pfn) || c.in_image(pfn) {
             return Err(Failure::Plan(
                 "a placed vcpu_info frame lies in the free pool or in the image, or is a balloon hole",
             ));
         }
         c.mark(pfn);
     }
-    let park_first = c.clean_start() + holes;
+    let park_first = holes;
     // Frames of grants still mapped are kept from the new kernel; the rest of the reserve
     // hides free frames from the pool.
     let mut busy_pfns = [0u64; grants::MAX_BUSY];
@@ -123,7 +157,7 @@ pub fn mark_taken(
         let pfn = unsafe {
             ((xenpv::layout::M2P_VIRT_START + b.frame * 8) as *const u64).read_volatile()
         };
-        if pfn >= old_nr || c.meets_pool(pfn, 1) || c.is_used(pfn) {
+        if pfn >= old_nr || c.meets_pool(pfn, 1) || c.is_used(pfn) || c.in_image(pfn) {
             return Err(Failure::Plan(
                 "a frame a backend still maps is not the domain's, or lies in the image or the free pool",
             ));
@@ -133,7 +167,7 @@ pub fn mark_taken(
     }
     let fillers = plan.grant_reserve - revoked.busy().len() as u64;
     for j in 0..fillers {
-        c.mark(park_first + park_pages + j);
+        c.mark(c.pool_pfn(park_first + park_pages + j));
     }
     Ok(Hidden {
         park_first,
@@ -166,7 +200,7 @@ pub fn write_p2m(
                 Some(old) => c.old_p2m[old as usize],
                 None => {
                     holes_seen += 1;
-                    c.old_p2m[(c.clean_start() + holes_seen - 1) as usize]
+                    c.old_p2m[c.pool_pfn(holes_seen - 1) as usize]
                 }
             }
         } else if pfn == plan.trampoline_pfn {
@@ -196,11 +230,13 @@ pub fn write_p2m(
         }
     }
     // The hidden frames have no PFN below the new nr_pages.
+    let frames = c.pool();
+    let pool_frame = move |j: u64| frames.get(j).unwrap_or(u64::MAX);
     let hidden_frames = (0..park_pages)
-        .map(|i| park_first + i)
+        .map(|i| pool_frame(park_first + i))
         .chain(k.vcpu_info.frames().iter().copied())
         .chain(hidden.busy_pfns[..hidden.nr_busy].iter().copied())
-        .chain((0..fillers).map(|j| park_first + park_pages + j));
+        .chain((0..fillers).map(|j| pool_frame(park_first + park_pages + j)));
     for (i, old) in hidden_frames.enumerate() {
         if n == batch.len() {
             c.flush_m2p(batch)?;

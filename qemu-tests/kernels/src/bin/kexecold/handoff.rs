@@ -46,6 +46,9 @@ static mut HANDOFF: Handoff = Handoff {
     work_va: 0,
     work_pages: 0,
     work_pfns_va: 0,
+    image_pfns_va: 0,
+    pool_pfns_va: 0,
+    pool_pages: 0,
 };
 
 /// What the running kernel brings to the handoff.
@@ -173,6 +176,11 @@ fn fill_block(
         work_va: DIRECT_MAP + work.first * PAGE_SIZE,
         work_pages: work.pages,
         work_pfns_va: core::ptr::addr_of!(WORK_PFNS) as u64,
+        // Version 6 without lists: the image in the initial region (mod_start) and the pool
+        // the range above, as in version 5 (the kernel module passes lists).
+        image_pfns_va: 0,
+        pool_pfns_va: 0,
+        pool_pages: 0,
     };
     // SAFETY: only the boot VCPU writes HANDOFF, before it sends the APs (which pass its
     // address on) to the purgatory; the purgatory reads it after the jump.
