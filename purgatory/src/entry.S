@@ -1,7 +1,8 @@
 // Purgatory entry points (purgatory/src/entry.rs feeds the named operands from xenpv and
 // pvhandoff). Intel syntax. Both entries check the handoff block before the first push and
 // run on stacks in its working memory; a bad block is named on console_io and the domain
-// crashed (without a stack no Rust can run).
+// crashed (without a stack no Rust can run). Then each ends an NMI it may have been sent here
+// from (pvkexec_end_nmi) and passes that step's result to Rust.
 
 // fpu_taskswitch(0): CR0.TS clear, so SSE code runs without a #NM handler.
 .macro clear_ts
@@ -30,7 +31,9 @@ _start:                                     // rdi = handoff block
     jnz .Lbsp_bad_block
     add rsp, {bsp_top}                      // the boot VCPU's stack top
     clear_ts
-    mov rdi, rbx
+    call pvkexec_end_nmi                    // rax = the NMI callback's unregister result
+    mov rdi, rbx                            // the hypercalls clobbered rdi
+    mov rsi, rax
     call purgatory_main
 .Lbsp_returned:
     ud2
@@ -68,14 +71,53 @@ _start_ap:                                  // rdi = handoff block, rsi = VCPU i
     mov rbx, rdi
     mov r12, rsi
     clear_ts
+    call pvkexec_end_nmi                    // rax = the NMI callback's unregister result
     mov rdi, rbx
     mov rsi, r12
+    mov rdx, rax
     call purgatory_ap_main
 .Lap_stop:
     ud2
     jmp .Lap_stop
 
     .text
+    // Called on every VCPU, on its purgatory stack. A kernel side that sent this VCPU here from
+    // its NMI handler never ended that NMI: Xen keeps the VCPU's NMI mask (set at delivery,
+    // cleared only by the iret hypercall) for the rest of the domain's life, so the new kernel
+    // could never take an NMI there. First the old kernel's NMI callback goes (an NMI pending
+    // behind the mask would otherwise run it at once); then HYPERVISOR_iret with a frame that
+    // returns to the caller on the same stack ends the NMI. Without one in progress the iret
+    // changes nothing but registers. Events stay masked (IF clear in the frame). Out: rax = 0,
+    // or the unregister's -errno (then no iret: the NMI stays masked, and Rust names it).
+    // Clobbers rcx, rdx, rsi, rdi, r8-r11 (Xen's debug builds clobber argument registers).
+pvkexec_end_nmi:
+    push {callback_type_nmi}                // struct callback_unregister (type = NMI) on the stack
+    mov edi, {callbackop_unregister}        // callback_op(CALLBACKOP_unregister, &it)
+    mov rsi, rsp
+    mov eax, {hc_callback_op}
+    syscall
+    add rsp, 8                              // the struct off the stack
+    test rax, rax
+    jnz .Lend_nmi_refused                   // old callback kept: keep the mask too
+    pop rcx                                 // the return address: where the iret continues
+    mov rdx, rsp                            // the caller's stack as a ret would leave it
+    push {kernel_ss}                        // iret_context, bottom up: ss
+    push rdx                                // rsp
+    push 0                                  // rflags: IF clear, so Xen leaves events masked
+    push {kernel_cs}                        // cs with RPL 0: stay in guest kernel mode
+    push rcx                                // rip
+    push 0                                  // flags: no VGCF_in_syscall, rcx and r11 from here
+    push 0                                  // rcx
+    push 0                                  // r11
+    push 0                                  // rax: the unregister's result, 0
+    mov eax, {hc_iret}                      // iret(): ends the NMI, continues at rip
+    syscall
+.Lend_nmi_returned:                         // never reached: Xen continues at the frame's rip
+    ud2
+    jmp .Lend_nmi_returned
+.Lend_nmi_refused:
+    ret
+
 pvkexec_bad_handoff:
     xor edi, edi                            // console_io(CONSOLEIO_write = 0, len, msg)
     lea rdx, [rip + pvkexec_bad_handoff_msg]

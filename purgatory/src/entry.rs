@@ -1,6 +1,8 @@
 //! Purgatory stage 1 (docs/kexec-image.md): the entry points. The boot VCPU's `_start` and the
 //! APs' `_start_ap` check the handoff block, take a stack in its working memory, clear CR0.TS
-//! (`fpu_taskswitch(0)`) and call into Rust; [`handoff`] reads the block for the Rust side.
+//! (`fpu_taskswitch(0)`), drop the old kernel's NMI callback and end any NMI the VCPU was sent
+//! here from (`HYPERVISOR_iret`, so Xen unmasks NMIs for the new kernel), and call into Rust
+//! with that unregister's result; [`handoff`] reads the block for the Rust side.
 
 use core::arch::global_asm;
 use pvhandoff::handoff::{Handoff, HANDOFF_MAGIC, HANDOFF_VERSION};
@@ -21,6 +23,13 @@ global_asm!(
     hc_sched_op = const xenpv::hc::SCHED_OP,
     schedop_shutdown = const xenpv::schedop::SHUTDOWN,
     shutdown_crash = const xenpv::ShutdownReason::Crash as u32,
+    hc_callback_op = const xenpv::hc::CALLBACK_OP,
+    callbackop_unregister = const xenpv::callback::OP_UNREGISTER,
+    callback_type_nmi = const xenpv::callback::TYPE_NMI,
+    hc_iret = const xenpv::hc::IRET,
+    kernel_ss = const xenpv::selector::FLAT_KERNEL_SS,
+    // RPL 3 in an iret frame's CS means a return to guest user mode.
+    kernel_cs = const xenpv::selector::FLAT_KERNEL_CS & !3,
 );
 
 /// Reads the handoff block the kernel side passed.

@@ -2,8 +2,9 @@
 //! pointing at the handoff block (`pvhandoff::handoff`), on every VCPU.
 //!
 //! The stages of docs/kexec-image.md, in order, and their modules:
-//! 1. entry (`entry`): the block checked, a stack in its working memory, CR0.TS cleared;
-//!    the image's header digest (`verify::header`);
+//! 1. entry (`entry`): the block checked, a stack in its working memory, CR0.TS cleared, the
+//!    old NMI callback dropped and any NMI the VCPU came from ended (Xen unmasks NMIs); the
+//!    image's header digest (`verify::header`);
 //! 2. every segment's SHA-256 (`verify`, the APs helping from `park`); every AP arrived
 //!    (`aps`), offered grants revoked (`grants`);
 //! 3. the plan checked (`plan`), renumbering (`renumber`, its bookkeeping in `frames`, a domU's
@@ -53,10 +54,11 @@ fn crash() -> ! {
     }
 }
 
-/// The boot VCPU's sequence, one line per stage of docs/kexec-image.md.
+/// The boot VCPU's sequence, one line per stage of docs/kexec-image.md. `nmi_unregistered`:
+/// the entry's `CALLBACKOP_unregister` of the NMI callback (0, or -errno; entry.S).
 #[no_mangle]
-extern "C" fn purgatory_main(handoff_ptr: u64) -> ! {
-    let h = entered(handoff_ptr);
+extern "C" fn purgatory_main(handoff_ptr: u64, nmi_unregistered: i64) -> ! {
+    let h = entered(handoff_ptr, nmi_unregistered);
     let image = checked_image(&h);
     verify_segments(&h, &image);
     let ready = match handover::build(&h, &image) {
@@ -78,13 +80,18 @@ extern "C" fn purgatory_main(handoff_ptr: u64) -> ! {
     enter(&ready)
 }
 
-/// Stage 1 in Rust: the console, and the handoff block checked.
-fn entered(handoff_ptr: u64) -> Handoff {
+/// Stage 1 in Rust: the console, the entry's NMI step and the handoff block checked.
+fn entered(handoff_ptr: u64, nmi_unregistered: i64) -> Handoff {
     let h = entry::handoff(handoff_ptr);
     if let Some(h) = &h {
         select_console(h);
     }
     say!("purgatory: entered");
+    // A failed unregister left the old kernel's NMI callback, and Xen's NMI mask, in place.
+    if let Err(e) = xenpv::XenError::check(nmi_unregistered) {
+        say!("purgatory: callback_op(unregister NMI) at entry failed: {e}; refusing to enter the new kernel");
+        crash()
+    }
     let Some(h) = h else {
         say!("purgatory: handoff block at {handoff_ptr:#x} has a wrong magic or version");
         crash()

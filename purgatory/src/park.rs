@@ -2,8 +2,9 @@
 //! on.
 //!
 //! The kernel side sends each AP to the AP entry (`_start_ap`, `AP_ENTRY_OFFSET` past `_start`,
-//! in main.rs) with its VCPU id. An AP stops its own timers, drops its GDT, LDT, user L4 and
-//! NMI callback, helps verify digests, reports in, and waits for the boot VCPU to set up the
+//! in entry.S) with its VCPU id; the entry drops the NMI callback and ends any NMI the AP came
+//! from. An AP stops its own timers, drops its GDT, LDT and user L4, reports the entry's NMI
+//! step, helps verify digests, reports in, and waits for the boot VCPU to set up the
 //! park area (frames hidden from the new kernel): a private
 //! L4 -> L3 -> L2 -> L1 tree mapping only the park page, at the same VA as in the old tables.
 //! There the AP switches to the private tree (`NEW_BASEPTR`, so the old tables lose their last
@@ -80,11 +81,13 @@ pub const AP_STEPS: [&str; 5] = [
     "vcpu_op(stop_periodic_timer)",
     "vcpu_op(stop_singleshot_timer)",
     "set_gdt(0) / mmuext_op(SET_LDT 0, NEW_USER_BASEPTR 0)",
-    "callback_op(unregister NMI)",
+    "callback_op(unregister NMI) at entry",
 ];
 
+/// An AP's sequence; `nmi_unregistered` is the entry's `CALLBACKOP_unregister` of the NMI
+/// callback (0, or -errno; entry.S).
 #[no_mangle]
-extern "C" fn purgatory_ap_main(handoff: u64, vcpu: u64) -> ! {
+extern "C" fn purgatory_ap_main(handoff: u64, vcpu: u64, nmi_unregistered: i64) -> ! {
     let me = vcpu as u32;
     let mut result = 1u64;
     let mut fail = |step: u64, e: xenpv::XenError| {
@@ -106,9 +109,9 @@ extern "C" fn purgatory_ap_main(handoff: u64, vcpu: u64) -> ! {
     {
         fail(3, e);
     }
-    // An NMI callback into the old kernel would outlive it (the kernel side may have sent
-    // this VCPU here by NMI; its HYPERVISOR_iret ended that NMI).
-    if let Err(e) = hypercall::callback_unregister(xenpv::callback::TYPE_NMI) {
+    // An NMI callback into the old kernel would outlive it; the entry dropped it before
+    // ending the NMI this AP may have been sent here from.
+    if let Err(e) = xenpv::XenError::check(nmi_unregistered) {
         fail(4, e);
     }
     // Help verify the digests (the boot VCPU checks the handoff and the image too, and
