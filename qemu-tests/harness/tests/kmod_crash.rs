@@ -128,6 +128,7 @@ fn assert_crash_handover(name: &str, saved: &str) {
         "PVKEXEC-TEST PASS p2m-m2p",
         "PVKEXEC-TEST PASS frames-writable",
         "PVKEXEC-TEST PASS ap-wake",
+        "PVKEXEC-TEST PASS nmi-callback-gone",
     ] {
         assert!(log.contains(want), "no {want:?} ({:?})", d.verdict);
     }
