@@ -96,12 +96,37 @@ const BALLOONED: u64 = MEM_MIB * 256 * 3 / 4;
 const DISK_MARKER: &str = "PVKEXEC-DISK-MARKER-kmod";
 /// The kexec-spelling domU's new initrd (a deterministic test file).
 const INITRD_LEN: usize = (1 << 20) + 5;
+/// The large-image domU: 2 GiB (the new kernel's P2M alone is 1024 frames, so its free pool
+/// needs more than the 1024-frame block handoff v5 gave) and a 12 MiB initrd (an image of
+/// more than one 4 MiB block): both need handoff v6's frame lists.
+const BIG_MEM_MIB: u64 = 2048;
+const BIG_INITRD_LEN: usize = (12 << 20) + 5;
+/// QEMU's memory for the rig: dom0, the largest domU (they run one at a time) and Xen.
+const HOST_MEM_MIB: u64 = 768 + BIG_MEM_MIB + 512;
 
-/// The exec domUs: name, VCPUs, with a disk, the exec command line.
-fn exec_domus() -> Vec<(&'static str, u32, bool, String)> {
+/// An exec domU: its name, VCPUs, memory, whether it has a disk, the new kernel's initrd
+/// length and the exec command line.
+struct ExecDomu {
+    name: &'static str,
+    vcpus: u32,
+    mem_mib: u64,
+    disk: bool,
+    initrd_len: usize,
+    cmd: String,
+}
+
+fn exec_domus() -> Vec<ExecDomu> {
     let append = format!("mem_mib={MEM_MIB}");
+    let d = |name, vcpus, disk, cmd| ExecDomu {
+        name,
+        vcpus,
+        mem_mib: MEM_MIB,
+        disk,
+        initrd_len: INITRD_LEN,
+        cmd,
+    };
     vec![
-        (
+        d(
             "kmod-exec",
             2,
             true,
@@ -109,7 +134,7 @@ fn exec_domus() -> Vec<(&'static str, u32, bool, String)> {
                 "pvkexec load --kernel /boot/probe --append {append} 2>&1 && pvkexec exec 2>&1"
             ),
         ),
-        (
+        d(
             "kmod-kexec",
             1,
             false,
@@ -118,9 +143,22 @@ fn exec_domus() -> Vec<(&'static str, u32, bool, String)> {
                  kexec -e 2>&1"
             ),
         ),
+        // A 12 MiB initrd in a 2 GiB domU: the image lies in the module's pages as they are
+        // and the pool is sized to the image (handoff v6's lists).
+        ExecDomu {
+            name: "kmod-big",
+            vcpus: 1,
+            mem_mib: BIG_MEM_MIB,
+            disk: false,
+            initrd_len: BIG_INITRD_LEN,
+            cmd: format!(
+                "pvkexec load --kernel /boot/probe --initrd /boot/initrd \
+                 --append mem_mib={BIG_MEM_MIB} 2>&1 && pvkexec exec 2>&1"
+            ),
+        },
         // Linux's balloon driver gives a quarter back (P2M holes), then the probe is loaded
         // for the frames left and handed over.
-        (
+        d(
             "kmod-balloon",
             1,
             false,
@@ -155,7 +193,7 @@ fn exec_times(run: &RigRun, name: &str) -> Option<(f64, f64)> {
             .find(|(l, _)| l.contains(&tag) && l.contains(needle))
             .map(|(_, t)| *t)
     };
-    let exec = at("pvkexec: exec: image at pfn")?;
+    let exec = at("pvkexec: exec: image ")?;
     Some((
         at("purgatory: entered")? - exec,
         at("PVKEXEC-INFO zeroed")? - exec,
@@ -221,11 +259,19 @@ fn shared() -> &'static Shared {
         spec.vcpus = VCPUS;
         spec.timeout = Duration::from_secs(240);
         let mut specs = vec![spec];
-        for (name, vcpus, disk, cmd) in exec_domus() {
+        for ExecDomu {
+            name,
+            vcpus,
+            mem_mib,
+            disk,
+            initrd_len,
+            cmd,
+        } in exec_domus()
+        {
             let mut files = base.clone();
             files.push((
                 "boot/initrd".into(),
-                harness::tools::test_file(INITRD_LEN).unwrap(),
+                harness::tools::test_file(initrd_len).unwrap(),
             ));
             if disk {
                 files.push((
@@ -240,10 +286,10 @@ fn shared() -> &'static Shared {
             let mut s = DomuSpec::new(name, &linux);
             s.ramdisk = Some(rd);
             s.cmdline = "console=hvc0 loglevel=4".into();
-            s.mem_mib = MEM_MIB;
+            s.mem_mib = mem_mib;
             s.vcpus = vcpus;
             s.disk = disk.then(|| domu::marker_disk(DISK_MARKER, 4).unwrap());
-            s.timeout = Duration::from_secs(120);
+            s.timeout = Duration::from_secs(if mem_mib > MEM_MIB { 240 } else { 120 });
             specs.push(s);
         }
         eprintln!(
@@ -252,6 +298,7 @@ fn shared() -> &'static Shared {
         );
         let rig = DomuRig {
             tag: "kmod".into(),
+            host_mem_mib: HOST_MEM_MIB,
             ..DomuRig::default()
         };
         let run = rig.run(&specs).map_err(|e| format!("{e:#}"));
@@ -645,4 +692,50 @@ fn kexec_l_then_e_into_the_probe_1vcpu() {
     assert_probe_passes(d);
     let mod_len = format!("mod_len={:#x}", INITRD_LEN);
     assert!(d.log().contains(&mod_len), "no {mod_len}:\n{}", d.log());
+}
+
+/// A number written just before `suffix` in `text` (`image 12800000 bytes` -> 12800000).
+fn number_before(text: &str, suffix: &str) -> Option<u64> {
+    let head = &text[..text.find(suffix)?];
+    let digits = head.rsplit(|c: char| !c.is_ascii_digit()).next()?;
+    digits.parse().ok()
+}
+
+/// Handoff v6: Debian 6.1 in a 2 GiB domU loads the probe with a 12 MiB initrd (an image of
+/// more than one 4 MiB block, which the module of handoff v5 refused at exec: `needs more than
+/// one 4 MiB block`) whose built PFNs need a free pool of more than 1024 frames (the CLI of
+/// handoff v5 refused that at load: `the module gives 1024`), and execs: the module lists the
+/// image's own pages and a pool of the size the CLI asked, and every probe check passes.
+#[test]
+fn exec_of_a_12mib_initrd_image_with_a_pool_over_1024_frames() {
+    let d = exec_domu("kmod-big");
+    let log = d.log();
+    let loaded = log
+        .lines()
+        .find(|l| l.contains("loaded /boot/probe: domU layout"))
+        .unwrap_or_else(|| panic!("no load line:\n{log}"));
+    let image = number_before(loaded, " bytes, free pool").expect("image bytes");
+    let pool = number_before(loaded, " frames; command line").expect("pool frames");
+    eprintln!("kmod: big: {loaded}");
+    assert!(image > 4 << 20, "a {image}-byte image fits one 4 MiB block");
+    assert!(pool > 1024, "a {pool}-frame pool fits the v5 block");
+    let listed = format!("free pool of {pool} frames listed");
+    assert!(log.contains(&listed), "no {listed:?}:\n{log}");
+    assert!(
+        log.contains(&format!(
+            "exec: image of {} pages listed",
+            image.div_ceil(4096)
+        )),
+        "{log}"
+    );
+    assert_probe_passes(d);
+    let mod_len = format!("mod_len={BIG_INITRD_LEN:#x}");
+    assert!(log.contains(&mod_len), "no {mod_len}:\n{log}");
+    for l in log.lines().filter(|l| {
+        ["frames renumbered", "exec: image of", "p2m-m2p", "PASS"]
+            .iter()
+            .any(|k| l.contains(k))
+    }) {
+        eprintln!("kmod: big: {l}");
+    }
 }

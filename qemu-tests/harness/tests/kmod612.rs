@@ -26,7 +26,7 @@ fn exec_to_first_line(run: &domu::RigRun, name: &str) -> Option<f64> {
             .find(|(l, _)| l.contains(&tag) && l.contains(needle))
             .map(|(_, t)| *t)
     };
-    Some(at("PVKEXEC-INFO zeroed")? - at("pvkexec: exec: image at pfn")?)
+    Some(at("PVKEXEC-INFO zeroed")? - at("pvkexec: exec: image ")?)
 }
 
 /// A module built for 6.1 is refused for the 6.12 image by name, before any boot.
