@@ -262,7 +262,11 @@ fn run_crash(
     commands: &[&str],
     debug: bool,
 ) -> Result<(std::process::ExitStatus, String, String)> {
-    let input = vmcore.with_extension("crash-input");
+    // Named after the whole file name: two dumps that differ only in their extension (a vmcore
+    // and its makedumpfile output) may be opened at the same time.
+    let mut name = vmcore.file_name().unwrap_or_default().to_os_string();
+    name.push(".crash-input");
+    let input = vmcore.with_file_name(name);
     fs::write(&input, crash_script(commands))
         .with_context(|| format!("writing {}", input.display()))?;
     let mut cmd = tools.command(&tools.crash);
