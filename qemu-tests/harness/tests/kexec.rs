@@ -370,6 +370,35 @@ fn free_pool_overlapping_the_old_p2m_is_refused_by_the_purgatory() {
     assert_refused(&r, "purgatory: the handoff's free pool overlaps the image, the old start_info or the old P2M; refusing to enter the new kernel");
 }
 
+/// Handoff v6's frame lists (`kexec_lists=1`): the image listed page by page and a pool of
+/// every other frame of the old kernel's range (ascending, not contiguous), 2 VCPUs (the park
+/// area from pool entries): every probe check passes. A pool list that repeats a frame, and
+/// an image list that does, are refused before anything changes hands.
+#[test]
+fn frame_lists_in_the_handoff_are_followed_and_checked() {
+    let image = build_image_for("lists-smp2-64M", 64, None, 2);
+    let r = run_smp("kexec-lists", &image, 64, "kexec_lists=1", 2);
+    assert_kexec_passed(&r, 6);
+    assert_parked(&r, 2);
+    assert_logged(&r, &["PVKEXEC-INFO kexec: handoff v6 lists: "]);
+    let r = run_smp(
+        "kexec-pool-list-repeat",
+        &image,
+        64,
+        "kexec_lists=1 kexec_fault=pool-list-repeat",
+        2,
+    );
+    assert_refused(&r, "purgatory: the handoff's free pool list (pool_pfns_va) is not strictly ascending: a frame repeats or the order is wrong; refusing to enter the new kernel");
+    let r = run_smp(
+        "kexec-image-list-repeat",
+        &image,
+        64,
+        "kexec_lists=1 kexec_fault=image-list-repeat",
+        2,
+    );
+    assert_refused(&r, "purgatory: an image frame (image_pfns_va) is not the domain's, is a balloon hole, is listed twice, or is the old start_info or P2M list; refusing to enter the new kernel");
+}
+
 /// 2 and 4 VCPUs: the old kernel's APs (own GDT, VIRQ_TIMER, running timers) are parked by the
 /// purgatory on private tables in hidden frames; the probe finds them down, no old timer on
 /// any VCPU, every frame of its RAM writable and exactly the hidden frames held back, then

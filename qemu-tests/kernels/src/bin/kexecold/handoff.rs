@@ -27,6 +27,14 @@ const WORK_PFNS_MAX: usize = 4352;
 /// The old PFN of each working-memory frame (`Handoff::work_pfns_va`).
 static mut WORK_PFNS: [u64; WORK_PFNS_MAX] = [0; WORK_PFNS_MAX];
 
+/// Most image pages and pool frames this kernel lists with `kexec_lists=1` (a 64 MiB image,
+/// 8192 pool frames).
+const IMAGE_PFNS_MAX: usize = 16384;
+const POOL_PFNS_MAX: usize = 8192;
+/// Handoff v6's lists (`image_pfns_va`, `pool_pfns_va`), filled with `kexec_lists=1` only.
+static mut IMAGE_PFNS: [u64; IMAGE_PFNS_MAX] = [0; IMAGE_PFNS_MAX];
+static mut POOL_PFNS: [u64; POOL_PFNS_MAX] = [0; POOL_PFNS_MAX];
+
 static mut HANDOFF: Handoff = Handoff {
     magic: 0,
     version: 0,
@@ -94,7 +102,14 @@ pub fn hand_over(
         running.pool_first
     };
     report(running);
+    let lists = match opts.lists {
+        true => Some(frame_lists(si, free_first, l.floor - work.pages, fault)?),
+        false => None,
+    };
     let block = fill_block(si, purgatory, l, running, &work, free_first, fault);
+    if let Some(lists) = lists {
+        use_lists(lists);
+    }
     aps::send_to_purgatory(purgatory.entry + AP_ENTRY_OFFSET, block, l.nr_vcpus)?;
     Ok(purgatory.entry)
 }
@@ -130,6 +145,60 @@ fn working_memory(
         *slot = first + k as u64;
     }
     Ok(Work { first, pages })
+}
+
+/// Handoff v6's lists: the image's pages (a run here, listed) and every other frame of the pool
+/// range `[first, end)` (ascending, not contiguous), as many as fit. Returns the image list's
+/// length and the pool list's.
+fn frame_lists(
+    si: &StartInfo,
+    first: u64,
+    end: u64,
+    fault: Option<Fault>,
+) -> Result<(u64, u64), Why> {
+    let image_pages = si.mod_len.div_ceil(PAGE_SIZE);
+    if image_pages as usize > IMAGE_PFNS_MAX {
+        return why!("an image of {image_pages} pages is more than this kernel lists");
+    }
+    // SAFETY: only the boot VCPU touches the lists (the APs never do), before the handoff; the
+    // purgatory reads them after the jump.
+    let (image, pool) = unsafe {
+        (
+            &mut *core::ptr::addr_of_mut!(IMAGE_PFNS),
+            &mut *core::ptr::addr_of_mut!(POOL_PFNS),
+        )
+    };
+    let image_first = (si.mod_start - VIRT_BASE) / PAGE_SIZE;
+    for (i, slot) in image.iter_mut().take(image_pages as usize).enumerate() {
+        *slot = image_first + i as u64;
+    }
+    let pool_pages = (end.saturating_sub(first).div_ceil(2)).min(POOL_PFNS_MAX as u64);
+    for (i, slot) in pool.iter_mut().take(pool_pages as usize).enumerate() {
+        *slot = first + 2 * i as u64;
+    }
+    if fault == Some(Fault::PoolListRepeat) {
+        pool[1] = pool[0];
+        println!("PVKEXEC-INFO kexec: fault injected: the pool list names a frame twice");
+    }
+    if fault == Some(Fault::ImageListRepeat) {
+        image[1] = image[0];
+        println!("PVKEXEC-INFO kexec: fault injected: the image list names a frame twice");
+    }
+    println!(
+        "PVKEXEC-INFO kexec: handoff v6 lists: {image_pages} image pages from pfn {image_first:#x}, {pool_pages} pool frames (every other one of pfn {first:#x}..{end:#x})"
+    );
+    Ok((image_pages, pool_pages))
+}
+
+/// Switches the filled block to the lists of [`frame_lists`] (the pool range goes).
+fn use_lists((_, pool_pages): (u64, u64)) {
+    // SAFETY: only the boot VCPU writes HANDOFF, before it sends the APs to the purgatory.
+    let h = unsafe { &mut *core::ptr::addr_of_mut!(HANDOFF) };
+    h.image_pfns_va = core::ptr::addr_of!(IMAGE_PFNS) as u64;
+    h.pool_pfns_va = core::ptr::addr_of!(POOL_PFNS) as u64;
+    h.pool_pages = pool_pages;
+    h.free_first_pfn = 0;
+    h.free_pages = 0;
 }
 
 /// The state handed over, in one line.

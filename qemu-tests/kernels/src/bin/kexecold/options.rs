@@ -6,6 +6,8 @@
 //!   channel, kept for the new kernel through the handoff (`keep_store_port`).
 //! - `kexec_grant=v2`: the grant table switched to v2 before grants are offered (the purgatory
 //!   must set it back to v1).
+//! - `kexec_lists=1`: the image and the free pool given as handoff v6 frame lists (the pool:
+//!   every other frame of its range, so not PFN-contiguous) instead of the v5 run rules.
 //! - `kexec_fault=`: a [`Fault`], breaking the kernel side's contract on purpose.
 
 use pvtest_kernels::cmdline_value;
@@ -30,6 +32,12 @@ pub enum Fault {
     /// `handoff-v4`: a version-4 block, which has no working memory (the purgatory's entry
     /// code names it and crashes the domain).
     HandoffV4,
+    /// `pool-list-repeat` (with `kexec_lists=1`): the pool list names its first frame twice
+    /// (the purgatory refuses a list that is not strictly ascending).
+    PoolListRepeat,
+    /// `image-list-repeat` (with `kexec_lists=1`): the image list names its first frame
+    /// twice (the purgatory refuses an image frame listed twice).
+    ImageListRepeat,
 }
 
 impl Fault {
@@ -41,6 +49,8 @@ impl Fault {
             b"ap-stuck" => Fault::ApStuck,
             b"work-in-pool" => Fault::WorkInPool,
             b"handoff-v4" => Fault::HandoffV4,
+            b"pool-list-repeat" => Fault::PoolListRepeat,
+            b"image-list-repeat" => Fault::ImageListRepeat,
             _ => return None,
         })
     }
@@ -51,6 +61,7 @@ pub struct Options {
     pub vcpu_info: bool,
     pub keep_store: bool,
     pub grant_v2: bool,
+    pub lists: bool,
     pub fault: Option<Fault>,
 }
 
@@ -62,6 +73,7 @@ impl Options {
             vcpu_info: word("kexec_vcpu_info") == Some(b"1"),
             keep_store: word("kexec_store") == Some(b"loopback"),
             grant_v2: word("kexec_grant") == Some(b"v2"),
+            lists: word("kexec_lists") == Some(b"1"),
             fault: word("kexec_fault").and_then(Fault::parse),
         }
     }
