@@ -608,6 +608,10 @@ mod tests {
             b.mark(used);
         }
         assert!(b.is_used(64) && !b.is_used(65));
+        // The purgatory's image check marks and then unmarks frames: only that bit goes.
+        b.mark(65);
+        b.unmark(65);
+        assert!(b.is_used(64) && !b.is_used(65));
         let mut cursor = 0;
         let mut got = [0u64; 4];
         for g in got.iter_mut() {
