@@ -137,5 +137,5 @@ pvkexec_bad_handoff:
 pvkexec_shutdown_crash:
     .long {shutdown_crash}
 pvkexec_bad_handoff_msg:
-    .ascii "purgatory: the handoff block (rdi) is no version-5 block with working memory for the stacks (work_va, work_pages): refusing to run\n"
+    .ascii "purgatory: the handoff block (rdi) is not a version-6 block with working memory for the stacks (work_va, work_pages): refusing to run\n"
 pvkexec_bad_handoff_msg_end:

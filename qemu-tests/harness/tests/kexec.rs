@@ -228,7 +228,7 @@ fn working_memory_from_the_handoff_is_checked() {
     assert_logged(
         &r,
         &[
-            "purgatory: the handoff block (rdi) is no version-5 block with working memory",
+            "purgatory: the handoff block (rdi) is not a version-6 block with working memory",
             "Hardware Dom0 crashed",
         ],
     );

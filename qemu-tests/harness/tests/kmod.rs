@@ -156,6 +156,20 @@ fn exec_domus() -> Vec<ExecDomu> {
                  --append mem_mib={BIG_MEM_MIB} 2>&1 && pvkexec exec 2>&1"
             ),
         },
+        // What systemd-shutdown does at the end of a reboot (the rig has no systemd): the
+        // root file system read-only, then the hook with the verb: it execs the loaded image.
+        d(
+            "kmod-hook",
+            1,
+            false,
+            format!(
+                "pvkexec load --kernel /boot/probe --append {append} 2>&1\n\
+                 mount -o remount,ro / 2>&1\n\
+                 echo \"PVKEXEC-KMOD root $(grep '^rootfs / ' /proc/mounts)\"\n\
+                 touch /written 2>&1 || echo 'PVKEXEC-KMOD root is read-only'\n\
+                 sh /usr/lib/systemd/system-shutdown/pvkexec reboot 2>&1"
+            ),
+        ),
         // Linux's balloon driver gives a quarter back (P2M holes), then the probe is loaded
         // for the frames left and handed over.
         d(
@@ -240,6 +254,10 @@ fn shared() -> &'static Shared {
         let base = vec![
             ("lib/modules/pvkexec.ko".to_string(), ko),
             ("boot/probe".to_string(), probe),
+            (
+                "usr/lib/systemd/system-shutdown/pvkexec".to_string(),
+                kmod::source_dir().join("systemd-shutdown-pvkexec"),
+            ),
         ];
         let pid = std::process::id();
         let mut images = Vec::new();
@@ -692,6 +710,19 @@ fn kexec_l_then_e_into_the_probe_1vcpu() {
     assert_probe_passes(d);
     let mod_len = format!("mod_len={:#x}", INITRD_LEN);
     assert!(d.log().contains(&mod_len), "no {mod_len}:\n{}", d.log());
+}
+
+/// The systemd-shutdown hook (kmod/systemd-shutdown-pvkexec), run as systemd-shutdown runs it
+/// at the end of a reboot with the root file system read-only, execs the loaded image.
+#[test]
+fn the_systemd_shutdown_hook_execs_with_a_read_only_root() {
+    let d = exec_domu("kmod-hook");
+    assert!(
+        d.log().contains("PVKEXEC-KMOD root is read-only"),
+        "{}",
+        d.log()
+    );
+    assert_probe_passes(d);
 }
 
 /// A number written just before `suffix` in `text` (`image 12800000 bytes` -> 12800000).
