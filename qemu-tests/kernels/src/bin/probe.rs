@@ -32,8 +32,8 @@ use pvhandoff::image::{PlanRecord, PLAN_MAGIC};
 use pvtest_kernels::checks::boot_checks;
 use pvtest_kernels::entry::{entry_regs, reg};
 use pvtest_kernels::report::{check, finish, Why};
-use pvtest_kernels::{clock, shared};
 use pvtest_kernels::view::Region;
+use pvtest_kernels::{clock, shared};
 use pvtest_kernels::{cmdline_value, notes::VIRT_BASE, parse_u64, println, why, OLD_DATA_POISON};
 use xenpv::{
     evtchn, evtchnop, hypercall, vcpuop, virq, SharedInfo, StartInfo, VcpuInfo, XenError, PAGE_SIZE,
