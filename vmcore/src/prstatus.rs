@@ -38,6 +38,41 @@ pub struct UserRegs {
 }
 
 impl UserRegs {
+    /// From the words in Linux's order (as a crash record or `pr_reg` holds them).
+    pub fn from_words(w: [u64; 27]) -> Self {
+        let [r15, r14, r13, r12, rbp, rbx, r11, r10, r9, r8, rax, rcx, rdx, rsi, rdi, orig_ax, rip, cs, flags, sp, ss, fs_base, gs_base, ds, es, fs, gs] =
+            w;
+        UserRegs {
+            r15,
+            r14,
+            r13,
+            r12,
+            rbp,
+            rbx,
+            r11,
+            r10,
+            r9,
+            r8,
+            rax,
+            rcx,
+            rdx,
+            rsi,
+            rdi,
+            orig_ax,
+            rip,
+            cs,
+            flags,
+            sp,
+            ss,
+            fs_base,
+            gs_base,
+            ds,
+            es,
+            fs,
+            gs,
+        }
+    }
+
     /// The words in Linux's order.
     pub fn words(&self) -> [u64; 27] {
         [

@@ -357,3 +357,14 @@ proptest! {
         prop_assert_eq!(&pages, &sorted);
     }
 }
+
+#[test]
+fn registers_round_trip_through_linux_word_order() {
+    let r = regs(7);
+    assert_eq!(UserRegs::from_words(r.words()), r);
+    let mut w = [0u64; 27];
+    w[16] = 0xffff_ffff_8100_0000; // rip
+    w[19] = 0xffff_c900_0000_1000; // sp
+    let r = UserRegs::from_words(w);
+    assert_eq!((r.rip, r.sp, r.r15), (w[16], w[19], 0));
+}

@@ -249,46 +249,13 @@ fn vmcoreinfo(r: &CrashRecord) -> Result<&'static [u8], Why> {
     Ok(&text[..end])
 }
 
-fn regs(words: &[u64; 27]) -> UserRegs {
-    let w = words;
-    UserRegs {
-        r15: w[0],
-        r14: w[1],
-        r13: w[2],
-        r12: w[3],
-        rbp: w[4],
-        rbx: w[5],
-        r11: w[6],
-        r10: w[7],
-        r9: w[8],
-        r8: w[9],
-        rax: w[10],
-        rcx: w[11],
-        rdx: w[12],
-        rsi: w[13],
-        rdi: w[14],
-        orig_ax: w[15],
-        rip: w[16],
-        cs: w[17],
-        flags: w[18],
-        sp: w[19],
-        ss: w[20],
-        fs_base: w[21],
-        gs_base: w[22],
-        ds: w[23],
-        es: w[24],
-        fs: w[25],
-        gs: w[26],
-    }
-}
-
 /// Each CPU's note (the panicking CPU's and those that took the NMI; a CPU stopped from
 /// outside gets empty registers, and is named).
 fn cpu_states(r: &CrashRecord, out: &mut [CpuState; 8]) -> usize {
     for (i, c) in r.cpus().iter().enumerate() {
         out[i] = CpuState {
             pid: c.pid as i32,
-            regs: regs(&c.regs),
+            regs: UserRegs::from_words(c.regs),
         };
         match c.state {
             CPU_SAVED => {}
