@@ -60,7 +60,8 @@ pub struct CrashRecord {
     pub panic_cpu: u32,
     /// `(major << 16) | minor` of the hypervisor.
     pub xen_version: u32,
-    /// Entries of the old kernel's P2M (Linux's `xen_p2m_size`).
+    /// Entries of the old P2M the dump covers: shared_info's `max_pfn` (Linux's
+    /// `xen_p2m_last_pfn`), at most `xen_p2m_size`, which spans the whole virtual P2M area.
     pub p2m_len: u64,
     /// shared_info's `arch.max_pfn` as the old kernel left it.
     pub max_pfn: u64,
