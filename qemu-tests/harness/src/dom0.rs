@@ -160,15 +160,7 @@ fn unpack_packages(ts: &Toolstack, deb_dir: &Path, root: &Path) -> Result<()> {
     let _ = fs::remove_dir_all(root);
     fs::create_dir_all(root)?;
     for deb in &debs {
-        let status = Command::new("dpkg")
-            .arg("-x")
-            .arg(deb)
-            .arg(root)
-            .status()
-            .context("running dpkg -x")?;
-        if !status.success() {
-            bail!("dpkg -x {} failed: {status}", deb.display());
-        }
+        provision::dpkg_extract(deb, root)?;
     }
     fs::write(&stamp, "")?;
     Ok(())

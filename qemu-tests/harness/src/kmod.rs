@@ -139,15 +139,7 @@ pub fn ensure_headers(which: Headers) -> Result<HeaderTree> {
             }
         }
         for deb in &debs {
-            let st = Command::new("dpkg")
-                .arg("-x")
-                .arg(deb)
-                .arg(&root)
-                .status()
-                .context("running dpkg -x")?;
-            if !st.success() {
-                bail!("dpkg -x {} failed ({st})", deb.display());
-            }
+            provision::dpkg_extract(deb, &root)?;
         }
         fix_absolute_include(&root, &release)?;
         fs::write(&stamp, "")?;

@@ -241,6 +241,13 @@ fn find_deb(dir: &Path, package: &str) -> Result<Option<PathBuf>> {
     Ok(None)
 }
 
+/// `dpkg -x` of one package into `root` (created if missing; several packages may share it).
+pub fn dpkg_extract(deb: &Path, root: &Path) -> Result<()> {
+    fs::create_dir_all(root)?;
+    run(Command::new("dpkg").arg("-x").arg(deb).arg(root))
+        .with_context(|| format!("unpacking {}", deb.display()))
+}
+
 /// Unpacks a .deb with `dpkg -x` into `dest` (once).
 pub fn unpack_deb(deb: &Path, dest: &Path) -> Result<()> {
     let stamp = dest.join(".unpacked");
@@ -248,9 +255,7 @@ pub fn unpack_deb(deb: &Path, dest: &Path) -> Result<()> {
         return Ok(());
     }
     let _ = fs::remove_dir_all(dest);
-    fs::create_dir_all(dest)?;
-    run(Command::new("dpkg").arg("-x").arg(deb).arg(dest))
-        .with_context(|| format!("unpacking {}", deb.display()))?;
+    dpkg_extract(deb, dest)?;
     fs::write(&stamp, deb.display().to_string())?;
     Ok(())
 }

@@ -56,7 +56,7 @@ pub fn ensure_tools() -> Result<Tools> {
         let _ = fs::remove_dir_all(&root);
         for p in TOOL_PACKAGES {
             let deb = provision::download_deb(p, &dir.join("deb"))?;
-            unpack_into(&deb, &root)?;
+            crate::provision::dpkg_extract(&deb, &root)?;
         }
         fs::write(&stamp, TOOL_PACKAGES.join("\n"))?;
     }
@@ -72,21 +72,6 @@ pub fn ensure_tools() -> Result<Tools> {
         check_libraries(&tools, bin)?;
     }
     Ok(tools)
-}
-
-/// `dpkg -x` of one more package into a shared root.
-fn unpack_into(deb: &Path, root: &Path) -> Result<()> {
-    fs::create_dir_all(root)?;
-    let status = Command::new("dpkg")
-        .arg("-x")
-        .arg(deb)
-        .arg(root)
-        .status()
-        .context("running dpkg -x")?;
-    if !status.success() {
-        bail!("dpkg -x {} failed: {status}", deb.display());
-    }
-    Ok(())
 }
 
 /// Names every library `ldd` cannot find for `bin` with the unpacked ones on the path.
