@@ -402,10 +402,14 @@ mod tests {
     const IMAGE: [u64; 6] = [100, 101, 102, 200, 300, 400];
 
     fn sample() -> Placement<'static> {
-        let pool = Frames::Run {
+        sample_with_pool(Frames::Run {
             first: 50,
             count: 10,
-        };
+        })
+    }
+
+    /// [`sample`]'s segments and trampoline with another pool.
+    fn sample_with_pool(pool: Frames<'static>) -> Placement<'static> {
         let mut p = Placement::new(20, Frames::List(&IMAGE), pool);
         assert!(!p.has_trampoline());
         p.set_trampoline(4).unwrap();
@@ -511,20 +515,7 @@ mod tests {
     #[test]
     fn a_listed_pool_gives_hole_k_entry_k() {
         const POOL: [u64; 6] = [7, 9, 40, 41, 90, 1000];
-        let mut p = Placement::new(20, Frames::List(&IMAGE), Frames::List(&POOL));
-        p.set_trampoline(4).unwrap();
-        p.add(Placed {
-            dest_pfn: 0,
-            pages: 3,
-            from: Source::Image(0),
-        })
-        .unwrap();
-        p.add(Placed {
-            dest_pfn: 5,
-            pages: 1,
-            from: Source::Image(3),
-        })
-        .unwrap();
+        let mut p = sample_with_pool(Frames::List(&POOL));
         // Built PFNs 0..8: holes 3, 4, 6, 7 take the first four listed frames.
         let holes: [u64; 4] = [3, 4, 6, 7].map(|pfn| p.hole_old_pfn(pfn));
         assert_eq!(holes, [7, 9, 40, 41]);
