@@ -11,24 +11,31 @@
     syscall
 .endm
 
+// The handoff block at rdi checked before anything trusts it (non-null, 8-byte aligned, magic,
+// version, enough working memory), then rsp = its page-aligned working memory; any failure
+// jumps to `fail`. `scratch` is clobbered.
+.macro check_block scratch, fail
+    test rdi, rdi
+    jz \fail
+    test rdi, 7                             // 8-byte aligned
+    jnz \fail
+    movabs \scratch, {magic}
+    cmp [rdi], \scratch
+    jne \fail
+    cmp dword ptr [rdi + 8], {version}
+    jne \fail
+    cmp qword ptr [rdi + {work_pages}], {fixed}
+    jb \fail
+    mov rsp, [rdi + {work_va}]
+    test rsp, 0xfff                         // page-aligned working memory
+    jnz \fail
+.endm
+
     .section .text.entry, "ax"
     .globl _start
 _start:                                     // rdi = handoff block
     mov rbx, rdi
-    test rdi, rdi
-    jz .Lbsp_bad_block
-    test rdi, 7                             // 8-byte aligned
-    jnz .Lbsp_bad_block
-    movabs rax, {magic}
-    cmp [rdi], rax
-    jne .Lbsp_bad_block
-    cmp dword ptr [rdi + 8], {version}
-    jne .Lbsp_bad_block
-    cmp qword ptr [rdi + {work_pages}], {fixed}
-    jb .Lbsp_bad_block
-    mov rsp, [rdi + {work_va}]
-    test rsp, 0xfff                         // page-aligned working memory
-    jnz .Lbsp_bad_block
+    check_block rax, .Lbsp_bad_block
     add rsp, {bsp_top}                      // the boot VCPU's stack top
     clear_ts
     call pvkexec_end_nmi                    // rax = the NMI callback's unregister result
@@ -50,20 +57,7 @@ _start_ap:                                  // rdi = handoff block, rsi = VCPU i
     mov rax, rsi
     cmp rax, {max_vcpus}
     jae .Lap_stop
-    test rdi, 7
-    jnz .Lap_stop
-    test rdi, rdi
-    jz .Lap_stop
-    movabs rcx, {magic}
-    cmp [rdi], rcx
-    jne .Lap_stop
-    cmp dword ptr [rdi + 8], {version}
-    jne .Lap_stop
-    cmp qword ptr [rdi + {work_pages}], {fixed}
-    jb .Lap_stop
-    mov rsp, [rdi + {work_va}]
-    test rsp, 0xfff
-    jnz .Lap_stop
+    check_block rcx, .Lap_stop
     inc rax                                 // AP k's 8 KiB stack: (k + 1) * 8 KiB past the BSP's
     shl rax, 13
     add rsp, rax
