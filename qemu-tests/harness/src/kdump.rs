@@ -59,12 +59,7 @@ impl Kdump {
     }
 }
 
-const INIT: &str = r#"#!/bin/sh
-export PATH=/bin:/sbin
-mount -t proc proc /proc
-mount -t sysfs sysfs /sys
-mount -t devtmpfs devtmpfs /dev
-say() { echo "PVKEXEC-KDUMP $*"; }
+const INIT: &str = r#"say() { echo "PVKEXEC-KDUMP $*"; }
 insmod /lib/modules/pvkexec.ko @PARAMS@ || say "insmod failed"
 insmod /lib/modules/xen-blkfront.ko || say "insmod xen-blkfront failed"
 n=0; while [ ! -b /dev/xvda ] && [ $n -lt 100 ]; do usleep 100000; n=$((n+1)); done

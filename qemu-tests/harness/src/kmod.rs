@@ -419,8 +419,18 @@ pub struct DomuFiles {
     pub files: Vec<(String, PathBuf)>,
 }
 
-/// A gzip'd initramfs for a domU: busybox with its applets, `/init`, the `pvkexec` CLI with
-/// its shared libraries (and `/bin/kexec` linking to it), and `extra` files.
+/// What every domU `/init` starts with: the shell, `PATH`, and `/proc`, `/sys` and `/dev`
+/// mounted.
+const INIT_PREAMBLE: &str = "#!/bin/sh
+export PATH=/bin:/sbin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+";
+
+/// A gzip'd initramfs for a domU: busybox with its applets, `/init` ([`INIT_PREAMBLE`], then
+/// `init`), the `pvkexec` CLI with its shared libraries (and `/bin/kexec` linking to it), and
+/// `extra` files.
 pub fn domu_initramfs(init: &str, pvkexec: &Path, extra: &DomuFiles, out: &Path) -> Result<()> {
     let busybox = provision::ensure_busybox()?;
     let mut t = CpioTree::default();
@@ -446,7 +456,7 @@ pub fn domu_initramfs(init: &str, pvkexec: &Path, extra: &DomuFiles, out: &Path)
         // Follow symlinks: the archive gets the library's bytes under the name ldd used.
         t.file(&rel, 0o755, fs::read(&lib)?);
     }
-    t.file("init", 0o755, init.as_bytes().to_vec());
+    t.file("init", 0o755, format!("{INIT_PREAMBLE}{init}").into_bytes());
     for (path, src) in &extra.files {
         t.file(
             path,
@@ -534,12 +544,7 @@ pub struct OldLinuxKexec {
 
 /// The old kernel's `/init`: module, optional disk read, `pvkexec status`, `pvkexec load` and
 /// `pvkexec exec`.
-const OLD_LINUX_INIT: &str = r#"#!/bin/sh
-export PATH=/bin:/sbin
-mount -t proc proc /proc
-mount -t sysfs sysfs /sys
-mount -t devtmpfs devtmpfs /dev
-insmod /lib/modules/pvkexec.ko || echo "PVKEXEC-KMOD insmod failed"
+const OLD_LINUX_INIT: &str = r#"insmod /lib/modules/pvkexec.ko || echo "PVKEXEC-KMOD insmod failed"
 if [ -e /lib/modules/xen-blkfront.ko ]; then
   insmod /lib/modules/xen-blkfront.ko
   n=0; while [ ! -b /dev/xvda ] && [ $n -lt 100 ]; do usleep 100000; n=$((n+1)); done

@@ -16,12 +16,7 @@ const VCPUS: u32 = 2;
 const MARK: &str = "PVKEXEC-KMOD ";
 
 /// The domU's `/init`: each step's output between markers, then the module's kernel log.
-const INIT: &str = r#"#!/bin/sh
-export PATH=/bin:/sbin
-mount -t proc proc /proc
-mount -t sysfs sysfs /sys
-mount -t devtmpfs devtmpfs /dev
-say() { echo "PVKEXEC-KMOD $*"; }
+const INIT: &str = r#"say() { echo "PVKEXEC-KMOD $*"; }
 step() { n=$1; shift; say "begin $n"; "$@" 2>&1; rc=$?; say "end $n rc=$rc up=$(cut -d' ' -f1 /proc/uptime)"; }
 say "init up=$(cut -d' ' -f1 /proc/uptime)"
 step status-no-module pvkexec status
@@ -69,12 +64,7 @@ poweroff -f
 
 /// An exec domU's `/init`: optionally read the disk through blkfront (its grants are then
 /// mapped by blkback), load the probe and hand the domain over with `@EXEC@`.
-const INIT_EXEC: &str = r#"#!/bin/sh
-export PATH=/bin:/sbin
-mount -t proc proc /proc
-mount -t sysfs sysfs /sys
-mount -t devtmpfs devtmpfs /dev
-echo "PVKEXEC-KMOD init up=$(cut -d' ' -f1 /proc/uptime)"
+const INIT_EXEC: &str = r#"echo "PVKEXEC-KMOD init up=$(cut -d' ' -f1 /proc/uptime)"
 insmod /lib/modules/pvkexec.ko || echo "PVKEXEC-KMOD insmod failed"
 if [ -e /lib/modules/xen-blkfront.ko ]; then
   insmod /lib/modules/xen-blkfront.ko

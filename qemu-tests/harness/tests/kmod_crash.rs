@@ -23,12 +23,7 @@ const MEM_MIB: u64 = 256;
 
 /// Loads the probe as the crash kernel, moves the shell with `@CPU@` (a taskset mask) and
 /// panics there.
-const INIT: &str = r#"#!/bin/sh
-export PATH=/bin:/sbin
-mount -t proc proc /proc
-mount -t sysfs sysfs /sys
-mount -t devtmpfs devtmpfs /dev
-insmod /lib/modules/pvkexec.ko || echo "PVKEXEC-CRASH insmod failed"
+const INIT: &str = r#"insmod /lib/modules/pvkexec.ko || echo "PVKEXEC-CRASH insmod failed"
 pvkexec load -p --kernel /boot/probe --append mem_mib=20 2>&1
 echo "PVKEXEC-CRASH load rc=$?"
 pvkexec status 2>&1

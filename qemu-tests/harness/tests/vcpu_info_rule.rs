@@ -12,12 +12,7 @@ use harness::kmod::{self, DomuFiles, Headers};
 use harness::provision::{self, DebianLinux};
 use std::time::Duration;
 
-const INIT: &str = r#"#!/bin/sh
-export PATH=/bin:/sbin
-mount -t proc proc /proc
-mount -t sysfs sysfs /sys
-mount -t devtmpfs devtmpfs /dev
-say() { echo "PVKEXEC-RULE $*"; }
+const INIT: &str = r#"say() { echo "PVKEXEC-RULE $*"; }
 insmod /lib/modules/pvkexec.ko || say "insmod failed"
 pvkexec load --kernel /boot/new --initrd /boot/new-initrd --append console=hvc0 2>&1
 say "load rc=$?"
