@@ -89,7 +89,14 @@ pub mod vcpuop {
     pub const REGISTER_VCPU_INFO: u64 = 10;
     pub const SEND_NMI: u64 = 11;
     pub const REGISTER_VCPU_TIME_MEMORY_AREA: u64 = 13;
+    /// pvkexec's Xen patch (xen-patches/, `XENFEAT_vcpu_reset`): resets a VCPU of the caller's
+    /// that is down so `VCPUOP_initialise` works on it again. Stock Xen answers -ENOSYS.
+    pub const RESET: u64 = 16;
 }
+
+/// `vcpu_register_vcpu_info.mfn` that unregisters: the area moves back to the VCPU's
+/// shared_info slot (pvkexec's Xen patch, `XENFEAT_vcpu_info_reregister`; stock Xen: -EINVAL).
+pub const VCPU_INFO_UNREGISTER_MFN: u64 = u64::MAX;
 
 /// `sched_op` commands and shutdown reasons (sched.h).
 pub mod schedop {
@@ -318,6 +325,11 @@ pub mod xenfeat {
     pub const LINUX_RSDP_UNRESTRICTED: u32 = 15;
     pub const NOT_DIRECT_MAPPED: u32 = 16;
     pub const DIRECT_MAPPED: u32 = 17;
+    /// pvkexec's Xen patch: `VCPUOP_register_vcpu_info` may move a registration, or undo it
+    /// with [`super::VCPU_INFO_UNREGISTER_MFN`]. The first bit free in Xen master.
+    pub const VCPU_INFO_REREGISTER: u32 = 21;
+    /// pvkexec's Xen patch: `VCPUOP_reset` on a VCPU that is down (PV guests).
+    pub const VCPU_RESET: u32 = 22;
 }
 
 /// The xenstore ring page (xen/include/public/io/xs_wire.h): `struct xenstore_domain_interface`'s

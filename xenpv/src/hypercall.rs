@@ -461,6 +461,35 @@ pub fn vcpu_down(vcpu: u32) -> Result<(), XenError> {
     check(unsafe { raw3(hc::VCPU_OP, vcpuop::DOWN, vcpu as u64, 0) }).map(drop)
 }
 
+/// `VCPUOP_reset` (pvkexec's Xen patch): resets `vcpu`, which must be down and not the caller,
+/// to the state of a VCPU never initialised, dropping its vcpu_info, runstate and time areas,
+/// LDT and timers. -ENOSYS on stock Xen, -EINVAL for the caller, -EBUSY when it is up.
+pub fn vcpu_reset(vcpu: u32) -> Result<(), XenError> {
+    // SAFETY: takes no argument; it changes only Xen's state of a VCPU that is not running.
+    check(unsafe { raw3(hc::VCPU_OP, vcpuop::RESET, vcpu as u64, 0) }).map(drop)
+}
+
+/// `VCPUOP_register_vcpu_info` with [`VCPU_INFO_UNREGISTER_MFN`] (pvkexec's Xen patch): `vcpu`'s
+/// vcpu_info moves back to its shared_info slot, contents kept. -EINVAL on stock Xen.
+pub fn vcpu_info_unregister(vcpu: u32) -> Result<(), XenError> {
+    let info = VcpuRegisterVcpuInfo {
+        mfn: VCPU_INFO_UNREGISTER_MFN,
+        offset: 0,
+        rsvd: 0,
+    };
+    // SAFETY: Xen reads one vcpu_register_vcpu_info from a live local; unregistering makes Xen
+    // stop writing the registered page, which it then no longer holds a reference to.
+    check(unsafe {
+        raw3(
+            hc::VCPU_OP,
+            vcpuop::REGISTER_VCPU_INFO,
+            vcpu as u64,
+            &info as *const _ as u64,
+        )
+    })
+    .map(drop)
+}
+
 /// `CALLBACKOP_unregister` of this VCPU's callback `kind` (e.g. `callback::TYPE_NMI`).
 pub fn callback_unregister(kind: u16) -> Result<(), XenError> {
     let cb = CallbackRegister {
