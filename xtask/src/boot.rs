@@ -33,6 +33,10 @@ pub(crate) struct BootArgs {
     /// Xen version to boot.
     #[arg(long, default_value = "4.17")]
     xen: XenVersion,
+    /// Boot Xen built from its release tarball with pvkexec's patch series (xen-patches/)
+    /// instead of Debian's binary (docs/patched-xen.md).
+    #[arg(long)]
+    patched_xen: bool,
 }
 
 pub(crate) fn run(args: BootArgs) -> Result<ExitCode> {
@@ -51,6 +55,7 @@ pub(crate) fn run(args: BootArgs) -> Result<ExitCode> {
     cfg.cmdline = args.cmdline;
     cfg.timeout = Duration::from_secs(args.timeout);
     cfg.xen = args.xen;
+    cfg.patched_xen = args.patched_xen;
     cfg.echo = Echo::All;
     let result = harness::boot(&cfg)?;
     Ok(ExitCode::from(result.verdict.exit_code() as u8))

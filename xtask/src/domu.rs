@@ -35,11 +35,16 @@ pub(crate) struct DomuArgs {
     /// log lines (libxenguest's layout decisions).
     #[arg(long, conflicts_with = "disk")]
     build_only: bool,
+    /// Boot Xen built from its release tarball with pvkexec's patch series (xen-patches/)
+    /// instead of Debian's binary (docs/patched-xen.md).
+    #[arg(long)]
+    patched_xen: bool,
 }
 
-pub(crate) fn domu_rig(xen: XenVersion) -> harness::domu::DomuRig {
+pub(crate) fn domu_rig(xen: XenVersion, patched_xen: bool) -> harness::domu::DomuRig {
     harness::domu::DomuRig {
         xen,
+        patched_xen,
         echo: Echo::All,
         ..Default::default()
     }
@@ -72,7 +77,7 @@ pub(crate) fn run(args: DomuArgs) -> Result<ExitCode> {
     spec.disk = args.disk;
     spec.timeout = Duration::from_secs(args.timeout);
     spec.build_only = args.build_only;
-    let run = domu_rig(args.xen).run(&[spec])?;
+    let run = domu_rig(args.xen, args.patched_xen).run(&[spec])?;
     let d = report_domu(&run);
     if args.build_only {
         println!("domain builder:");

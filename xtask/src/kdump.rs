@@ -35,6 +35,10 @@ pub(crate) struct KdumpArgs {
     /// Where the vmcore goes.
     #[arg(long)]
     vmcore_out: PathBuf,
+    /// Boot Xen built from its release tarball with pvkexec's patch series (xen-patches/)
+    /// instead of Debian's binary (docs/patched-xen.md).
+    #[arg(long)]
+    patched_xen: bool,
 }
 
 pub(crate) fn run(args: KdumpArgs) -> Result<ExitCode> {
@@ -60,7 +64,7 @@ pub(crate) fn run(args: KdumpArgs) -> Result<ExitCode> {
     k.fault = args.spin_cpu1.then_some(Fault::SpinningCpu1);
     k.timeout = Duration::from_secs(300);
     let (spec, rd) = kdump::spec("kdump", &k)?;
-    let run = crate::domu::domu_rig(XenVersion::V4_17).run(&[spec]);
+    let run = crate::domu::domu_rig(XenVersion::V4_17, args.patched_xen).run(&[spec]);
     let _ = std::fs::remove_file(rd);
     let run = run?;
     let d = crate::domu::report_domu(&run);

@@ -52,6 +52,10 @@ pub(crate) struct KexecArgs {
     /// debian-6.12 is bookworm's 6.12.N+deb12 build (the module is built for its headers).
     #[arg(long, requires = "domu", value_parser = ["debian-6.1", "debian-6.12"])]
     old_kernel: Option<String>,
+    /// Boot Xen built from its release tarball with pvkexec's patch series (xen-patches/)
+    /// instead of Debian's binary (docs/patched-xen.md).
+    #[arg(long)]
+    patched_xen: bool,
 }
 
 /// `cargo xtask run`: the demo, a kexec from the old test kernel into the probe (64 MiB, one
@@ -71,6 +75,7 @@ pub(crate) fn demo() -> Result<ExitCode> {
         domu: false,
         disk: None,
         old_kernel: None,
+        patched_xen: false,
     })
 }
 
@@ -135,6 +140,7 @@ pub(crate) fn run(args: KexecArgs) -> Result<ExitCode> {
     cfg.mem_mib = args.mem_mib;
     cfg.vcpus = args.vcpus;
     cfg.xen = args.xen;
+    cfg.patched_xen = args.patched_xen;
     cfg.timeout = Duration::from_secs(args.timeout);
     cfg.echo = Echo::All;
     if let Some(text) = &args.expect {
@@ -197,7 +203,7 @@ fn kexec_old_linux(args: &KexecArgs) -> Result<ExitCode> {
         timeout: Duration::from_secs(args.timeout),
     };
     let (spec, rd) = harness::kmod::old_linux_spec("kexec-linux", &req)?;
-    let run = domu_rig(args.xen).run(&[spec]);
+    let run = domu_rig(args.xen, args.patched_xen).run(&[spec]);
     let _ = std::fs::remove_file(&rd);
     let run = run?;
     domu_kexec_outcome(
@@ -215,7 +221,7 @@ fn kexec_domu(args: &KexecArgs, image: PathBuf, old_cmdline: String) -> Result<E
     spec.vcpus = args.vcpus;
     spec.disk = args.disk.clone();
     spec.timeout = Duration::from_secs(args.timeout);
-    let run = domu_rig(args.xen).run(&[spec])?;
+    let run = domu_rig(args.xen, args.patched_xen).run(&[spec])?;
     domu_kexec_outcome(args, report_domu(&run), "kexec in a domU")
 }
 

@@ -56,6 +56,9 @@ pub struct BootConfig {
     pub host_mem_mib: Option<u64>,
     /// Extra QEMU arguments (e.g. `-drive`/`-device` pairs for dom0's disks).
     pub qemu_args: Vec<String>,
+    /// Boot Xen built with pvkexec's patch series ([`crate::xen_build`]) instead of Debian's
+    /// binary of the same version.
+    pub patched_xen: bool,
 }
 
 impl BootConfig {
@@ -75,6 +78,7 @@ impl BootConfig {
             stop_after: None,
             host_mem_mib: None,
             qemu_args: Vec::new(),
+            patched_xen: false,
         }
     }
 }
@@ -170,6 +174,8 @@ fn classify(line: &str) -> Option<End> {
 fn is_marker(line: &str) -> bool {
     line.contains("PVKEXEC")
         || line.contains("purgatory:")
+        // Which hypervisor runs: Debian's banner carries the package version, a tree build not.
+        || line.contains("(XEN) Xen version ")
         || line.starts_with("[domu:")
         || classify(line).is_some()
 }
@@ -191,7 +197,19 @@ fn module_arg(path: &Path, args: &str) -> Result<String> {
 /// Boots Xen with the config's kernel under QEMU and waits for a verdict.
 pub fn boot(cfg: &BootConfig) -> Result<BootResult> {
     let qemu = provision::ensure_qemu()?;
-    let xen = provision::ensure_xen(cfg.xen)?;
+    let (xen, which) = if cfg.patched_xen {
+        (crate::xen_build::ensure_patched_xen(cfg.xen)?, "patched")
+    } else {
+        (provision::ensure_xen(cfg.xen)?, "Debian's")
+    };
+    if cfg.echo != Echo::Quiet {
+        eprintln!(
+            "{}hypervisor: {which} Xen {} ({})",
+            tag(&cfg.tag),
+            cfg.xen.name(),
+            xen.display()
+        );
+    }
     for path in std::iter::once(&cfg.kernel).chain(cfg.modules.iter().map(|m| &m.path)) {
         if !path.is_file() {
             bail!("{}: no such file", path.display());
@@ -205,9 +223,12 @@ pub fn boot(cfg: &BootConfig) -> Result<BootResult> {
     let host_mib = cfg
         .host_mem_mib
         .unwrap_or(cfg.mem_mib + 256 + cfg.mem_mib / 8);
+    // spec-ctrl=eager-fpu: QEMU's TCG CPU says AMD, where Xen switches FPU state lazily, and
+    // under TCG that loses XMM state between two VCPUs of one domain (systemd segfaulting in
+    // libc's malloc with 2 VCPUs). Eager switching avoids it.
     let xen_cmdline = format!(
         "console=com1 com1=115200,8n1 dom0_mem={m}M,max:{m}M dom0_max_vcpus={v} loglvl=all \
-         guest_loglvl=all {extra}",
+         guest_loglvl=all spec-ctrl=eager-fpu {extra}",
         m = cfg.mem_mib,
         v = cfg.vcpus,
         extra = cfg.xen_args

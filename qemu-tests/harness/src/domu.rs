@@ -288,6 +288,9 @@ pub struct DomuRig {
     pub host_mem_mib: u64,
     /// Time for dom0 to boot and start the toolstack (added to the domUs' timeouts).
     pub dom0_timeout: Duration,
+    /// Boot Xen built with pvkexec's patch series instead of Debian's binary; dom0 keeps
+    /// Debian's toolstack either way.
+    pub patched_xen: bool,
 }
 
 impl Default for DomuRig {
@@ -299,6 +302,7 @@ impl Default for DomuRig {
             dom0_mem_mib: 768,
             host_mem_mib: 2048,
             dom0_timeout: Duration::from_secs(90),
+            patched_xen: false,
         }
     }
 }
@@ -468,6 +472,7 @@ impl DomuRig {
         cfg.mem_mib = self.dom0_mem_mib;
         cfg.host_mem_mib = Some(self.host_mem_mib);
         cfg.xen = self.xen;
+        cfg.patched_xen = self.patched_xen;
         cfg.echo = self.echo;
         cfg.tag = self.tag.clone();
         // Per domU: its own timeout plus xl create, the hotplug scripts and `xl console`.

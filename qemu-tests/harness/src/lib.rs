@@ -7,6 +7,8 @@
 //!   turns it into a [`Verdict`].
 //! - [`domu`] runs PV domUs built by Xen's own toolstack in a Debian dom0 ([`dom0`] builds
 //!   dom0's initramfs from Debian packages).
+//! - [`xen_build`] builds Xen from its release tarball with pvkexec's patch series, for boots
+//!   that ask for the patched hypervisor.
 
 pub mod boot;
 pub mod dom0;
@@ -19,6 +21,7 @@ pub mod provision;
 pub mod tools;
 pub mod vmcore_tools;
 pub mod xc_core;
+pub mod xen_build;
 
 pub use boot::{boot, BootConfig, BootResult, Echo, Module, Verdict};
 

@@ -58,7 +58,7 @@ impl std::str::FromStr for XenVersion {
     }
 }
 
-static PROVISION_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+pub(crate) static PROVISION_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn run(cmd: &mut Command) -> Result<()> {
     let status = cmd
@@ -70,7 +70,7 @@ fn run(cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
-fn have(program: &str) -> bool {
+pub(crate) fn have(program: &str) -> bool {
     Command::new("sh")
         .args(["-c", &format!("command -v {program} >/dev/null 2>&1")])
         .status()
