@@ -397,7 +397,42 @@ static u32 vcpus_up(void)
 	return n;
 }
 
+/*
+ * handoff.flags: what Xen advertises (pvhandoff::handoff::HANDOFF_XEN_*); the
+ * purgatory asks Xen again and decides with the image's plan.
+ */
+#define HANDOFF_XEN_VCPU_RESET			(1U << 0)
+#define HANDOFF_XEN_VCPU_INFO_REREGISTER	(1U << 1)
+/* XENFEAT bits of pvkexec's Xen patches (not in Linux's headers). */
+#define PVKEXEC_XENFEAT_VCPU_INFO_REREGISTER	21
+#define PVKEXEC_XENFEAT_VCPU_RESET		22
+
 static void crash_info(struct pvkexec_info *info);
+
+/*
+ * Xen's features of pvkexec's patches as HANDOFF_XEN_* bits. Asked of Xen
+ * here rather than through xen_feature(): the decision is the CLI's and the
+ * purgatory's, and this reads the same submap the purgatory reads. A failed
+ * query means none (stock Xen's path).
+ */
+static u32 xen_vcpu_features(void)
+{
+	struct xen_feature_info fi = { .submap_idx = 0 };
+	u32 flags = 0;
+	int ret;
+
+	ret = HYPERVISOR_xen_version(XENVER_get_features, &fi);
+	if (ret < 0) {
+		pr_warn("XENVER_get_features(0) failed: %d; assuming stock Xen\n",
+			ret);
+		return 0;
+	}
+	if (fi.submap & BIT(PVKEXEC_XENFEAT_VCPU_RESET))
+		flags |= HANDOFF_XEN_VCPU_RESET;
+	if (fi.submap & BIT(PVKEXEC_XENFEAT_VCPU_INFO_REREGISTER))
+		flags |= HANDOFF_XEN_VCPU_INFO_REREGISTER;
+	return flags;
+}
 
 static int ioctl_info(struct pvkexec_info __user *uarg)
 {
@@ -413,6 +448,7 @@ static int ioctl_info(struct pvkexec_info __user *uarg)
 	};
 	long cur = reservation(XENMEM_current_reservation);
 	long max = reservation(XENMEM_maximum_reservation);
+	u32 xen;
 
 	if (cur < 0 || max < 0) {
 		pr_err("XENMEM_current/maximum_reservation failed: %ld, %ld\n",
@@ -421,6 +457,11 @@ static int ioctl_info(struct pvkexec_info __user *uarg)
 	}
 	info.current_pages = cur;
 	info.maximum_pages = max;
+	xen = xen_vcpu_features();
+	if (xen & HANDOFF_XEN_VCPU_RESET)
+		info.flags |= PVKEXEC_INFO_XEN_VCPU_RESET;
+	if (xen & HANDOFF_XEN_VCPU_INFO_REREGISTER)
+		info.flags |= PVKEXEC_INFO_XEN_VCPU_INFO_REREGISTER;
 	if (xen_start_info->flags & SIF_INITDOMAIN)
 		info.flags |= PVKEXEC_INFO_INITIAL_DOMAIN;
 #if LINUX_VERSION_CODE >= KERNEL_VERSION(5, 16, 0)
@@ -484,7 +525,7 @@ static_assert(sizeof(struct segment_desc) == IMAGE_SEGMENT_DESC_SIZE);
 struct handoff {
 	u64 magic;
 	u32 version;
-	u32 pad;
+	u32 flags;	/* HANDOFF_XEN_*; padding before, so no version change */
 	u64 image_va;
 	u64 image_len;
 	u64 old_start_info_va;
@@ -506,6 +547,7 @@ struct handoff {
 	u64 pool_pfns_va;	/* the free pool's old PFNs, ascending */
 	u64 pool_pages;
 };
+static_assert(offsetof(struct handoff, flags) == 12);
 static_assert(offsetof(struct handoff, work_va) == 104);
 static_assert(offsetof(struct handoff, image_pfns_va) == 128);
 static_assert(offsetof(struct handoff, pool_pfns_va) == 136);
@@ -837,6 +879,7 @@ static void prep_handoff(struct exec_prep *p, const struct image *img)
 	*h = (struct handoff) {
 		.magic = HANDOFF_MAGIC,
 		.version = img->handoff_version,
+		.flags = xen_vcpu_features(),
 		.image_va = (unsigned long)p->image_va,
 		.image_len = img->len,
 		.old_start_info_va = (unsigned long)si,

@@ -9,7 +9,7 @@
 #include <linux/ioctl.h>
 #include <linux/types.h>
 
-#define PVKEXEC_ABI_VERSION	4
+#define PVKEXEC_ABI_VERSION	5
 #define PVKEXEC_IOC_MAGIC	0xcf
 
 /* pvkexec_info.flags */
@@ -20,6 +20,9 @@
 #define PVKEXEC_INFO_EXEC_SUPPORTED	(1U << 4)
 #define PVKEXEC_INFO_CRASH_RESERVED	(1U << 5)
 #define PVKEXEC_INFO_CRASH_LOADED	(1U << 6)
+/* ABI 5: Xen advertises pvkexec's Xen patches (XENVER_get_features submap 0) */
+#define PVKEXEC_INFO_XEN_VCPU_RESET	(1U << 7) /* XENFEAT bit 22: VCPUOP_reset */
+#define PVKEXEC_INFO_XEN_VCPU_INFO_REREGISTER (1U << 8) /* XENFEAT bit 21 */
 
 struct pvkexec_info {
 	__u32 abi_version;

@@ -20,6 +20,7 @@ fuzz_target!(|data: &[u8]| {
     let old = loader::linux::OldKernel {
         vcpus: opts[3] as u32 % 9,
         vcpu_info_registered: opts[2] & 2 != 0,
+        xen_resets_vcpus: opts[2] & 4 != 0,
     };
     let grant_reserve = u16::from_le_bytes([opts[4], opts[5]]) as u64;
     let initrd_len = u32::from_le_bytes([opts[6], opts[7], opts[8], 0]) as usize % (4 << 20);
@@ -32,13 +33,9 @@ fuzz_target!(|data: &[u8]| {
     let initrd = vec![opts[10]; initrd_len];
     let adjusted = loader::linux::adjust(&k, &cmdline, old);
     let hidden = loader::image::Hidden {
-        vcpu_pages: if old.vcpus > 1 { 5 } else { 0 }
-            + if old.vcpu_info_registered {
-                old.vcpus.max(1) as u64
-            } else {
-                0
-            },
+        vcpu_pages: old.hidden_pages(),
         grant_reserve,
+        vcpu_reset: old.xen_resets_vcpus,
     };
     let Ok(built) = loader::image::build_image(
         "fuzz",

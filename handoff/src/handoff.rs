@@ -20,6 +20,15 @@ pub const HANDOFF_V4_SIZE: usize = 104;
 /// Size of a version-5 block (the fields up to `work_pfns_va`).
 pub const HANDOFF_V5_SIZE: usize = 128;
 
+/// [`Handoff::flags`]: Xen advertises `XENFEAT_vcpu_reset` (bit 22 of submap 0): a VCPU that
+/// is down can be reset to a never-initialised one (`VCPUOP_reset`).
+pub const HANDOFF_XEN_VCPU_RESET: u32 = 1 << 0;
+/// [`Handoff::flags`]: Xen advertises `XENFEAT_vcpu_info_reregister` (bit 21): a vcpu_info
+/// registration can be undone (`VCPUOP_register_vcpu_info` with the unregister MFN).
+pub const HANDOFF_XEN_VCPU_INFO_REREGISTER: u32 = 1 << 1;
+/// Both: what the purgatory needs to reset the VCPUs instead of parking them (docs/smp.md).
+pub const HANDOFF_XEN_RESETS_VCPUS: u32 = HANDOFF_XEN_VCPU_RESET | HANDOFF_XEN_VCPU_INFO_REREGISTER;
+
 /// Offset of the purgatory's AP entry from its boot entry: every VCPU other than the boot
 /// VCPU jumps there with `rdi` = the handoff block and `rsi` = its VCPU id.
 pub const AP_ENTRY_OFFSET: u64 = 0x100;
@@ -44,7 +53,10 @@ pub const MAX_VCPUS: u64 = 8;
 pub struct Handoff {
     pub magic: u64,
     pub version: u32,
-    pub _pad: u32,
+    /// What the kernel side found Xen offers (`HANDOFF_XEN_*`; 0 from kernel sides that do
+    /// not look, which was this word's padding before). The purgatory asks Xen again before it
+    /// relies on a bit.
+    pub flags: u32,
     /// Virtual address where the whole kexec image file is mapped (readable).
     pub image_va: u64,
     /// Its length in bytes.
@@ -102,13 +114,13 @@ pub struct Handoff {
     pub pool_pfns_va: u64,
     pub pool_pages: u64,
 }
-assert_layout!(Handoff, 152; magic @ 0, version @ 8, image_va @ 16, image_len @ 24,
+assert_layout!(Handoff, 152; magic @ 0, version @ 8, flags @ 12, image_va @ 16, image_len @ 24,
     old_start_info_va @ 32, old_virt_base @ 40, free_first_pfn @ 48, free_pages @ 56,
     direct_map_va @ 64, scratch_va @ 72, nr_vcpus @ 80, keep_store_port @ 88,
     keep_console_port @ 92, vcpu_info_va @ 96, work_va @ 104, work_pages @ 112,
     work_pfns_va @ 120, image_pfns_va @ 128, pool_pfns_va @ 136, pool_pages @ 144);
 const _: () = assert!(core::mem::offset_of!(Handoff, image_pfns_va) == HANDOFF_V5_SIZE);
-// SAFETY: integers only, without gaps (the explicit `_pad` fills offset 12; offsets above; the
+// SAFETY: integers only, without gaps (`flags` fills offset 12; offsets above; the
 // last u64 ends at 152).
 unsafe impl xenpv::Pod for Handoff {}
 

@@ -76,7 +76,26 @@ pub struct PlanRecord {
     /// (`INVALID_P2M_ENTRY`). 0 (records written before this field): the old P2M has exactly
     /// `domain_pages` entries, all present.
     pub old_p2m_len: u64,
-    pub _reserved: [u64; 2],
+    /// `PLAN_FLAG_*` (offset 176, taken from the reserved words; 0 in records written before
+    /// it: the old kernel's other VCPUs are parked).
+    pub flags: u64,
+    pub _reserved: [u64; 1],
+}
+
+/// [`PlanRecord::flags`]: the image was built for a hypervisor that resets VCPUs and undoes
+/// vcpu_info registrations (pvkexec's Xen patches, `XENFEAT_vcpu_reset` and
+/// `XENFEAT_vcpu_info_reregister`): no park area and no vcpu_info frames are hidden, a Linux
+/// new kernel keeps its CPUs, and the purgatory resets the other VCPUs instead of parking them.
+/// It refuses such an image where Xen or the kernel side does not offer both.
+pub const PLAN_FLAG_VCPU_RESET: u64 = 1 << 0;
+/// Every flag a record may carry.
+pub const PLAN_FLAGS_KNOWN: u64 = PLAN_FLAG_VCPU_RESET;
+
+impl PlanRecord {
+    /// Built for a hypervisor that resets VCPUs ([`PLAN_FLAG_VCPU_RESET`]).
+    pub const fn resets_vcpus(&self) -> bool {
+        self.flags & PLAN_FLAG_VCPU_RESET != 0
+    }
 }
 
 /// The park area: the parked VCPUs' private L4, L3, L2 and L1, and the park page (code and
@@ -86,8 +105,8 @@ assert_layout!(PlanRecord, 192; magic @ 0, nr_pages @ 8, virt_base @ 16, region_
     entry @ 32, rsp @ 40, start_info_va @ 48, pt_pfn @ 56, nr_pt_frames @ 64, p2m_pfn @ 72,
     p2m_pages @ 80, trampoline_va @ 88, trampoline_pfn @ 96, mod_start @ 104, mod_len @ 112, fill_pages @ 120, domain_pages @ 128,
     hidden_pages @ 136, grant_reserve @ 144, xenstore_pfn @ 152, console_pfn @ 160,
-    old_p2m_len @ 168);
-// SAFETY: 22 u64 fields and a [u64; 2], 192 bytes: no padding, any bits a value.
+    old_p2m_len @ 168, flags @ 176, _reserved @ 184);
+// SAFETY: 23 u64 fields and a [u64; 1], 192 bytes: no padding, any bits a value.
 unsafe impl xenpv::Pod for PlanRecord {}
 
 #[repr(C)]

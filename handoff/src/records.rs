@@ -30,6 +30,9 @@ impl PlanRecord {
         if self.nr_pages.checked_add(self.hidden_pages) != Some(self.domain_pages) {
             return Err("plan record: nr_pages + hidden_pages is not the domain's frames");
         }
+        if self.flags & !crate::image::PLAN_FLAGS_KNOWN != 0 {
+            return Err("plan record: unknown flags (an image for a newer purgatory)");
+        }
         if self.old_p2m_len != 0 && self.old_p2m_len < self.domain_pages {
             return Err("plan record: more present frames than the old P2M has entries");
         }
@@ -184,7 +187,12 @@ mod tests {
         let mut ballooned = record();
         ballooned.old_p2m_len = ballooned.domain_pages + 0x1000;
         assert_eq!(ballooned.check(), Ok(()));
-        let cases: [fn(&mut PlanRecord); 9] = [
+        let reset = PlanRecord {
+            flags: crate::image::PLAN_FLAG_VCPU_RESET,
+            ..record()
+        };
+        assert_eq!(reset.check(), Ok(()));
+        let cases: [fn(&mut PlanRecord); 10] = [
             // Found by the records fuzz target: region_pages * 4096 overflowed in the check.
             |r| r.region_pages = 1 << 60,
             |r| r.nr_pages = 0,
@@ -195,6 +203,7 @@ mod tests {
             |r| r.entry = 0,
             |r| r.rsp = r.virt_base,
             |r| r.old_p2m_len = r.domain_pages - 1,
+            |r| r.flags = 1 << 1,
         ];
         for (i, break_it) in cases.iter().enumerate() {
             let mut r = record();
@@ -250,7 +259,7 @@ mod tests {
         Handoff {
             magic: HANDOFF_MAGIC,
             version: HANDOFF_VERSION,
-            _pad: 0,
+            flags: 0,
             image_va: 0xffff_c900_0010_0000,
             image_len: 3 * 4096 + 10,
             old_start_info_va: 0xffff_8880_0000_1000,

@@ -13,7 +13,7 @@
 //! into the plan record, the purgatory checks that count, the probe checks what it was told.
 
 use crate::image::{
-    ImageView, MAX_SEGMENTS, PARK_PAGES, SEG_FLAG_METADATA, SEG_FLAG_PURGATORY_MAPPING,
+    ImageView, PlanRecord, MAX_SEGMENTS, PARK_PAGES, SEG_FLAG_METADATA, SEG_FLAG_PURGATORY_MAPPING,
     SEG_FLAG_TEMPLATE,
 };
 
@@ -349,6 +349,16 @@ pub const fn park_pages(vcpus: u64) -> u64 {
     }
 }
 
+/// The park area an image built by `plan` hides for `vcpus` VCPUs: none when it was built for
+/// a hypervisor that resets VCPUs ([`PlanRecord::resets_vcpus`]: nothing is parked).
+pub const fn plan_park_pages(plan: &PlanRecord, vcpus: u64) -> u64 {
+    if plan.resets_vcpus() {
+        0
+    } else {
+        park_pages(vcpus)
+    }
+}
+
 /// Frames an image takes from the handoff's free pool when `nr_vcpus` VCPUs are handed over
 /// (the purgatory's rule, `check_pool`): the holes of its built PFNs (no segment, no domU
 /// ring page covers them), the park area and the grant reserve. The kernel side's pool must
@@ -379,7 +389,7 @@ pub fn pool_demand(image: &ImageView, nr_vcpus: u64) -> Result<u64, &'static str
         }
     }
     p.holes(plan.fill_pages)
-        .checked_add(park_pages(nr_vcpus))
+        .checked_add(plan_park_pages(&plan, nr_vcpus))
         .and_then(|n| n.checked_add(plan.grant_reserve))
         .ok_or("the plan's pool demand overflows")
 }
@@ -624,5 +634,18 @@ mod tests {
         assert_eq!(hidden_pages(1, 1, 3), Some(4));
         assert_eq!(hidden_pages(4, 2, 8), Some(PARK_PAGES + 10));
         assert_eq!(hidden_pages(2, 1, u64::MAX), None);
+    }
+
+    #[test]
+    fn an_image_for_vcpu_reset_hides_no_park_area() {
+        use xenpv::Pod;
+        let parked = PlanRecord::zeroed();
+        let reset = PlanRecord {
+            flags: crate::image::PLAN_FLAG_VCPU_RESET,
+            ..PlanRecord::zeroed()
+        };
+        assert_eq!(plan_park_pages(&parked, 1), 0);
+        assert_eq!(plan_park_pages(&parked, 4), PARK_PAGES);
+        assert_eq!(plan_park_pages(&reset, 4), 0);
     }
 }

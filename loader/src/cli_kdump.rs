@@ -8,6 +8,7 @@ use crate::cli_kexec::{
     checked_old_kernel, handoff_for, load_refused, open, CliError, Inputs, LoadRequest,
 };
 use crate::device::{CrashReserve, Device, DeviceError, LoadParams};
+use crate::linux::OldKernel;
 use pvhandoff::crash::CRASH_CMDLINE_KEY;
 
 /// Frames of the module's two fixed blocks: the purgatory's free pool and the image block.
@@ -72,7 +73,13 @@ pub fn load_crash(req: &CrashLoadRequest) -> Result<String, CliError> {
              dom0's E820 remapping). Nothing was loaded",
         ));
     }
-    let old = checked_old_kernel(&info)?;
+    // A crash image parks the other VCPUs even where Xen could reset them: the crash view's
+    // vcpu_info frames are the old kernel's memory (per-CPU data the dump keeps) and must stay
+    // hidden from the crash kernel, not become its RAM.
+    let old = OldKernel {
+        xen_resets_vcpus: false,
+        ..checked_old_kernel(&info)?
+    };
     let (handoff_version, work_pages) = handoff_for(info.start_info_pages)?;
     let inputs = Inputs::read(&req.load, old, info.current_pages)?;
     let pages = match req.crash_mib {

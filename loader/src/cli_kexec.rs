@@ -89,15 +89,15 @@ pub fn old_kernel(info: &Info) -> OldKernel {
     OldKernel {
         vcpus: info.online_cpus.max(info.vcpus_up).max(1),
         vcpu_info_registered: info.vcpu_info_placed(),
+        xen_resets_vcpus: info.xen_resets_vcpus(),
     }
 }
 
 /// Frames kept from the new kernel for the old kernel's VCPUs (as `pvkexec build`: the park
-/// area when it ran several, a frame per placed vcpu_info; docs/smp.md).
+/// area when it ran several, a frame per placed vcpu_info, none when Xen resets VCPUs;
+/// docs/smp.md).
 pub fn hidden_vcpu_pages(old: OldKernel) -> u64 {
-    let vcpus = u64::from(old.vcpus);
-    let vcpu_info_frames = if old.vcpu_info_registered { vcpus } else { 0 };
-    pvhandoff::renumber::park_pages(vcpus) + vcpu_info_frames
+    old.hidden_pages()
 }
 
 /// `pvkexec status`: the module's facts and the loaded image.
@@ -135,6 +135,17 @@ pub fn render_status(info: &Info, release: &str) -> String {
              unregisters it)"
         } else {
             "in shared_info"
+        }
+    );
+    s += &format!(
+        "hypervisor: {}\n",
+        if info.xen_resets_vcpus() {
+            "resets VCPUs and undoes vcpu_info registrations (XENFEAT_vcpu_reset, \
+             XENFEAT_vcpu_info_reregister): the other VCPUs are reset, not parked, and a Linux \
+             new kernel keeps its CPUs"
+        } else {
+            "stock (no XENFEAT_vcpu_reset and XENFEAT_vcpu_info_reregister): the other VCPUs \
+             are parked"
         }
     );
     s += &format!(
@@ -351,6 +362,7 @@ impl Inputs {
             hidden: crate::image::Hidden {
                 vcpu_pages: hidden_vcpu_pages(self.old),
                 grant_reserve: 0,
+                vcpu_reset: self.old.xen_resets_vcpus,
             },
             mode,
             builder: crate::plan::DomuBuilder::default(),
@@ -435,6 +447,7 @@ pub fn load_image(path: &Path) -> Result<String, CliError> {
     let (_, len) = open_checked(path, Role::Image { max })?;
     check_memory(len, mem_available())?;
     let bytes = read_checked(path, Role::Image { max })?;
+    check_vcpu_reset(&bytes, &info)?;
     let vcpus = u64::from(info.online_cpus.max(1));
     let pool_pages = check_pool_demand(&bytes, vcpus, info.current_pages)?;
     let params = LoadParams {
@@ -449,6 +462,25 @@ pub fn load_image(path: &Path) -> Result<String, CliError> {
         path.display(),
         bytes.len()
     ))
+}
+
+/// A prebuilt image made for a hypervisor that resets VCPUs (`pvkexec build --xen-vcpu-reset`)
+/// hides nothing for the old kernel's VCPUs: where the module does not report Xen's VCPU reset
+/// the purgatory would refuse it only after the old kernel shut down, so it is refused now.
+pub(crate) fn check_vcpu_reset(image: &[u8], info: &Info) -> Result<(), CliError> {
+    let resets = pvhandoff::image::ImageView::parse(image)
+        .ok()
+        .and_then(|v| v.plan_record())
+        .is_some_and(|p| p.resets_vcpus());
+    if resets && !info.xen_resets_vcpus() {
+        return Err(CliError::refused(
+            "the image was built for a hypervisor that resets VCPUs (pvkexec build \
+             --xen-vcpu-reset), and this one does not offer XENFEAT_vcpu_reset and \
+             XENFEAT_vcpu_info_reregister (pvkexec status): the purgatory would refuse it. \
+             Nothing was loaded",
+        ));
+    }
+    Ok(())
 }
 
 /// A layout that does not fit is "too large for the domain"; the rest is bad input.
@@ -715,6 +747,7 @@ mod tests {
                 hidden: crate::image::Hidden {
                     vcpu_pages: 0,
                     grant_reserve: 0,
+                    vcpu_reset: false,
                 },
                 mode: pvlayout::Mode::DomU,
                 builder: crate::plan::DomuBuilder::default(),
@@ -867,6 +900,43 @@ mod tests {
             ..Info::default()
         });
         assert_eq!(hidden_vcpu_pages(one), 1);
+    }
+
+    #[test]
+    fn xen_vcpu_reset_from_the_module() {
+        use crate::device::{INFO_XEN_VCPU_INFO_REREGISTER, INFO_XEN_VCPU_RESET};
+        let stock = Info {
+            online_cpus: 2,
+            vcpus_up: 2,
+            flags: crate::device::INFO_VCPU_INFO_PLACED,
+            ..Info::default()
+        };
+        assert!(!old_kernel(&stock).xen_resets_vcpus);
+        // Both features, or it is stock Xen's path.
+        for (extra, resets) in [
+            (INFO_XEN_VCPU_RESET, false),
+            (INFO_XEN_VCPU_INFO_REREGISTER, false),
+            (INFO_XEN_VCPU_RESET | INFO_XEN_VCPU_INFO_REREGISTER, true),
+        ] {
+            let info = Info {
+                flags: stock.flags | extra,
+                ..stock
+            };
+            let old = old_kernel(&info);
+            assert_eq!(old.xen_resets_vcpus, resets);
+            let hidden = if resets {
+                0
+            } else {
+                pvhandoff::image::PARK_PAGES + 2
+            };
+            assert_eq!(hidden_vcpu_pages(old), hidden);
+            let status = render_status(&info, "6.1.0-57-amd64");
+            assert_eq!(
+                status.contains("hypervisor: resets VCPUs"),
+                resets,
+                "{status}"
+            );
+        }
     }
 
     #[test]

@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 pub const DEFAULT_DEVICE: &str = "/dev/pvkexec";
 
 /// `PVKEXEC_ABI_VERSION`.
-pub const ABI_VERSION: u32 = 4;
+/// 5: `INFO_XEN_VCPU_RESET` and `INFO_XEN_VCPU_INFO_REREGISTER` report Xen's features, and
+/// the exec and crash handoff blocks carry them (`Handoff::flags`).
+pub const ABI_VERSION: u32 = 5;
 
 pub const INFO_PV: u32 = 1 << 0;
 pub const INFO_INITIAL_DOMAIN: u32 = 1 << 1;
@@ -19,6 +21,10 @@ pub const INFO_IMAGE_LOADED: u32 = 1 << 3;
 pub const INFO_EXEC_SUPPORTED: u32 = 1 << 4;
 pub const INFO_CRASH_RESERVED: u32 = 1 << 5;
 pub const INFO_CRASH_LOADED: u32 = 1 << 6;
+/// Xen advertises `XENFEAT_vcpu_reset` (pvkexec's Xen patch; ABI 5).
+pub const INFO_XEN_VCPU_RESET: u32 = 1 << 7;
+/// Xen advertises `XENFEAT_vcpu_info_reregister` (pvkexec's Xen patch; ABI 5).
+pub const INFO_XEN_VCPU_INFO_REREGISTER: u32 = 1 << 8;
 
 /// `pvkexec_load.flags`: a crash image, into the frames set aside by [`Device::crash_reserve`].
 pub const LOAD_CRASH: u32 = 1 << 0;
@@ -151,6 +157,13 @@ impl Info {
     }
     pub fn crash_loaded(&self) -> bool {
         self.flags & INFO_CRASH_LOADED != 0
+    }
+    /// Xen resets VCPUs that are down and undoes vcpu_info registrations (both features of
+    /// pvkexec's Xen patches): the purgatory resets the old kernel's VCPUs instead of parking
+    /// them (docs/smp.md).
+    pub fn xen_resets_vcpus(&self) -> bool {
+        let both = INFO_XEN_VCPU_RESET | INFO_XEN_VCPU_INFO_REREGISTER;
+        self.flags & both == both
     }
     /// `LINUX_VERSION_CODE` as `(major, minor, patch)`.
     pub fn linux_version(&self) -> (u32, u32, u32) {

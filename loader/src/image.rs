@@ -25,6 +25,10 @@ pub struct Hidden {
     pub vcpu_pages: u64,
     /// Frames reserved for grants a backend still maps.
     pub grant_reserve: u64,
+    /// Built for a hypervisor that resets VCPUs (`PlanRecord::flags`'s
+    /// `PLAN_FLAG_VCPU_RESET`): `vcpu_pages` is 0, and the purgatory resets the old kernel's
+    /// VCPUs instead of parking them.
+    pub vcpu_reset: bool,
 }
 
 impl Hidden {
@@ -205,6 +209,17 @@ fn build_into(
             )),
         ));
     }
+    if hidden.vcpu_reset && hidden.vcpu_pages != 0 {
+        return Err(LoadError::new(
+            "--xen-vcpu-reset",
+            None,
+            Reason::Input(format!(
+                "{} frames hidden for the old kernel's VCPUs, but with VCPUs reset the \
+                 purgatory hides none",
+                hidden.vcpu_pages
+            )),
+        ));
+    }
     let grant_reserve = hidden.grant_reserve;
     let nr_pages = hidden
         .pages()
@@ -319,7 +334,11 @@ fn build_into(
         xenstore_pfn: ring_pfn(&plan, plan.xenstore),
         console_pfn: ring_pfn(&plan, plan.console),
         old_p2m_len,
-        _reserved: [0; 2],
+        flags: match req.hidden.vcpu_reset {
+            true => pvhandoff::image::PLAN_FLAG_VCPU_RESET,
+            false => 0,
+        },
+        _reserved: [0; 1],
     };
     let record_bytes = pod_bytes(&record);
     if let Some(slot) = kernel.notes.plan_slot {

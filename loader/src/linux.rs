@@ -11,6 +11,25 @@ pub struct OldKernel {
     pub vcpus: u32,
     /// Whether it registered `vcpu_info` placement (`VCPUOP_register_vcpu_info`).
     pub vcpu_info_registered: bool,
+    /// The hypervisor resets VCPUs that are down and undoes vcpu_info registrations
+    /// (pvkexec's Xen patches, `XENFEAT_vcpu_reset` and `XENFEAT_vcpu_info_reregister`): the
+    /// purgatory resets the other VCPUs and moves VCPU 0's vcpu_info back to shared_info, so
+    /// the new kernel finds what Xen's domain builder leaves (docs/smp.md).
+    pub xen_resets_vcpus: bool,
+}
+
+impl OldKernel {
+    /// Frames kept from the new kernel for the old kernel's VCPUs (docs/smp.md): the park
+    /// area when it ran several and a frame per VCPU whose vcpu_info it placed; none when the
+    /// hypervisor resets VCPUs.
+    pub fn hidden_pages(self) -> u64 {
+        if self.xen_resets_vcpus {
+            return 0;
+        }
+        let vcpus = u64::from(self.vcpus.max(1));
+        let vcpu_info_frames = if self.vcpu_info_registered { vcpus } else { 0 };
+        pvhandoff::renumber::park_pages(vcpus) + vcpu_info_frames
+    }
 }
 
 /// The command line and notes for a new kernel after `old`.
@@ -53,13 +72,15 @@ pub fn linux_version(k: &ParsedKernel) -> Option<(u32, u32, u32)> {
 /// initialised it gets `nr_cpus=1` (unless the line already limits CPUs). Xen refuses a second
 /// `vcpu_info` registration for a VCPU whose `vcpu_info` the old kernel placed: Linux 5.16 and
 /// later panic, earlier ones fall back to a slot Xen no longer updates. Both get a warning.
+/// A hypervisor that resets VCPUs (`old.xen_resets_vcpus`) leaves neither: Linux keeps its
+/// CPUs and registers vcpu_info as on a fresh domain.
 pub fn adjust(k: &ParsedKernel, cmdline: &str, old: OldKernel) -> Adjusted {
     let mut out = Adjusted {
         cmdline: cmdline.to_string(),
         notes: Vec::new(),
         warnings: Vec::new(),
     };
-    if !is_linux(k) {
+    if !is_linux(k) || old.xen_resets_vcpus {
         return out;
     }
     let limited = cmdline
@@ -141,6 +162,7 @@ mod tests {
         let two = OldKernel {
             vcpus: 2,
             vcpu_info_registered: false,
+            xen_resets_vcpus: false,
         };
         let a = adjust(&k, "console=hvc0", two);
         assert_eq!(a.cmdline, "console=hvc0 nr_cpus=1");
@@ -150,6 +172,7 @@ mod tests {
         let one = OldKernel {
             vcpus: 1,
             vcpu_info_registered: false,
+            xen_resets_vcpus: false,
         };
         assert_eq!(adjust(&k, "x", one).cmdline, "x");
         let other = kernel("pvkexec-test", b"");
@@ -161,6 +184,7 @@ mod tests {
         let reg = OldKernel {
             vcpus: 1,
             vcpu_info_registered: true,
+            xen_resets_vcpus: false,
         };
         let new = kernel("linux", b"Linux version 5.16.0 (x)");
         assert_eq!(adjust(&new, "", reg).warnings.len(), 1);
@@ -170,9 +194,41 @@ mod tests {
         let unregistered = OldKernel {
             vcpus: 1,
             vcpu_info_registered: false,
+            xen_resets_vcpus: false,
         };
         assert!(adjust(&new, "", unregistered).warnings.is_empty());
         let unknown = kernel("linux", b"");
         assert_eq!(adjust(&unknown, "", reg).warnings.len(), 1);
+    }
+
+    #[test]
+    fn a_hypervisor_that_resets_vcpus_takes_every_linux_with_its_cpus() {
+        let stock = OldKernel {
+            vcpus: 4,
+            vcpu_info_registered: true,
+            xen_resets_vcpus: false,
+        };
+        let patched = OldKernel {
+            xen_resets_vcpus: true,
+            ..stock
+        };
+        for banner in [
+            b"Linux version 6.1.0 (x)".as_slice(),
+            b"Linux version 5.10.0 (x)",
+            b"",
+        ] {
+            let k = kernel("linux", banner);
+            let a = adjust(&k, "console=hvc0", patched);
+            assert_eq!(a.cmdline, "console=hvc0");
+            assert!(a.notes.is_empty() && a.warnings.is_empty(), "{a:?}");
+            // Stock Xen: as before, nr_cpus=1 and the vcpu_info warning.
+            let a = adjust(&k, "console=hvc0", stock);
+            assert_eq!(a.cmdline, "console=hvc0 nr_cpus=1");
+            assert_eq!(a.warnings.len(), 1);
+        }
+        assert_eq!(patched.hidden_pages(), 0);
+        assert_eq!(stock.hidden_pages(), pvhandoff::image::PARK_PAGES + 4);
+        let one = OldKernel { vcpus: 1, ..stock };
+        assert_eq!(one.hidden_pages(), 1);
     }
 }

@@ -34,6 +34,7 @@ fn build(mode: Mode, frames: u64) -> (PlanRecord, (u64, u64)) {
     let hidden = Hidden {
         vcpu_pages: 5,
         grant_reserve: 0,
+        vcpu_reset: false,
     };
     let built = build_image("k", &k, None, "", frames, hidden, mode)
         .unwrap_or_else(|e| panic!("{mode:?} {frames} frames: {e}"));
@@ -108,6 +109,7 @@ fn a_ballooned_domain_is_planned_for_its_present_frames() {
         hidden: Hidden {
             vcpu_pages: 5,
             grant_reserve: 0,
+            vcpu_reset: false,
         },
         mode: Mode::DomU,
         builder: Default::default(),

@@ -1,6 +1,8 @@
 //! The boot VCPU's side of the other VCPUs (docs/smp.md): it waits until every AP has reached
 //! the purgatory (stage 2), and once the tables are built parks them on private tables in
-//! hidden frames (stage 4). The APs' own side is `park`.
+//! hidden frames (stage 4). Where Xen resets VCPUs (pvkexec's Xen patches) they are instead
+//! taken down and reset at the end of stage 2, and VCPU 0's vcpu_info goes back to
+//! shared_info ([`reset`]). The APs' own side is `park`.
 
 use crate::failure::Failure;
 use crate::frames::Ctx;
@@ -109,6 +111,33 @@ fn map_park_page(c: &mut Ctx, first: u64, va: u64, page: u64) -> Result<(), Fail
     Ok(())
 }
 
+/// With a hypervisor that resets VCPUs: sends every AP down where it is (stage 2 is done and
+/// they have stopped their timers and dropped their descriptor tables), waits until Xen says
+/// each is down, and resets it with `VCPUOP_reset`, which drops its page tables (the old L4
+/// loses that user), vcpu_info registration, runstate and time areas, LDT and timers: the
+/// VCPU is as the domain builder left it, and a new kernel can `VCPUOP_initialise` it. Then
+/// VCPU 0's own vcpu_info goes back to its shared_info slot (contents kept). Done before any
+/// frame changes hands, so Xen writes no registered vcpu_info frame from then on and those
+/// frames need not be hidden. Each failure names the VCPU and Xen's errno.
+pub fn reset(c: &mut Ctx, nr_vcpus: u64) -> Result<(), Failure> {
+    park::release_down();
+    for vcpu in 1..nr_vcpus {
+        poll_down(c, vcpu)?;
+        c.hypercalls += 1;
+        hypercall::vcpu_reset(vcpu as u32).map_err(|err| Failure::VcpuReset { vcpu, err })?;
+    }
+    c.hypercalls += 1;
+    hypercall::vcpu_info_unregister(0).map_err(|err| Failure::VcpuInfoUnregister { err })?;
+    match nr_vcpus > 1 {
+        true => say!(
+            "purgatory: VCPUs 1..{} down and reset (VCPUOP_reset: no context, vcpu_info, runstate or time area left), VCPU 0's vcpu_info back in shared_info; nothing parked or hidden",
+            nr_vcpus - 1
+        ),
+        false => say!("purgatory: VCPU 0's vcpu_info back in shared_info; nothing hidden"),
+    }
+    Ok(())
+}
+
 /// Waits until `vcpu` has written its NEW_BASEPTR result and Xen says it is down.
 fn wait_down(c: &mut Ctx, vcpu: u64, va: u64, blob: &ParkBlob, l4: u64) -> Result<(), Failure> {
     // SAFETY: the park page is mapped at `va`; the AP writes its NEW_BASEPTR result there
@@ -117,12 +146,32 @@ fn wait_down(c: &mut Ctx, vcpu: u64, va: u64, blob: &ParkBlob, l4: u64) -> Resul
         || unsafe { ((va + blob.status_offset as u64 + vcpu * 8) as *const u64).read_volatile() };
     // The result first (a memory read), then Xen's word that the VCPU is down.
     spin_until(WAIT_CYCLES, || status() != u64::MAX);
+    poll_down(c, vcpu)?;
+    let status = status();
+    if status == u64::MAX {
+        return Err(Failure::ApStillUp {
+            vcpu,
+            cycles: WAIT_CYCLES,
+        });
+    }
+    if status != 0 {
+        return Err(Failure::Hypercall {
+            call: "the AP's mmuext_op(NEW_BASEPTR, private L4)",
+            frame: l4,
+            err: xenpv::XenError::from_errno((status as i64).wrapping_neg()),
+        });
+    }
+    Ok(())
+}
+
+/// Polls `VCPUOP_is_up` until `vcpu` is down (bounded: 1000 polls [`WAIT_CYCLES`] / 1000 apart).
+fn poll_down(c: &mut Ctx, vcpu: u64) -> Result<(), Failure> {
     let mut polls = 0u64;
     loop {
         c.hypercalls += 1;
         polls += 1;
         match hypercall::vcpu_is_up(vcpu as u32) {
-            Ok(false) => break,
+            Ok(false) => return Ok(()),
             Ok(true) if polls < 1000 => {
                 spin_until(WAIT_CYCLES / 1000, || false);
             }
@@ -141,21 +190,6 @@ fn wait_down(c: &mut Ctx, vcpu: u64, va: u64, blob: &ParkBlob, l4: u64) -> Resul
             }
         }
     }
-    let status = status();
-    if status == u64::MAX {
-        return Err(Failure::ApStillUp {
-            vcpu,
-            cycles: WAIT_CYCLES,
-        });
-    }
-    if status != 0 {
-        return Err(Failure::Hypercall {
-            call: "the AP's mmuext_op(NEW_BASEPTR, private L4)",
-            frame: l4,
-            err: xenpv::XenError::from_errno((status as i64).wrapping_neg()),
-        });
-    }
-    Ok(())
 }
 
 /// The park page of parked VCPUs, for the `pvkexec.park=` command-line word.

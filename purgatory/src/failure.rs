@@ -35,6 +35,15 @@ pub enum Failure {
         frame: u64,
         err: xenpv::XenError,
     },
+    /// `VCPUOP_reset` of a VCPU that went down failed.
+    VcpuReset {
+        vcpu: u64,
+        err: xenpv::XenError,
+    },
+    /// Moving VCPU 0's vcpu_info back to its shared_info slot failed.
+    VcpuInfoUnregister {
+        err: xenpv::XenError,
+    },
 }
 
 impl core::fmt::Display for Failure {
@@ -69,6 +78,14 @@ impl core::fmt::Display for Failure {
             Failure::Hypercall { call, frame, err } => {
                 write!(f, "{call} on frame {frame:#x} failed: {err}")
             }
+            Failure::VcpuReset { vcpu, err } => write!(
+                f,
+                "vcpu_op(reset) of VCPU {vcpu} failed: {err} (it would keep the old kernel's registrations, and no new kernel could initialise it)"
+            ),
+            Failure::VcpuInfoUnregister { err } => write!(
+                f,
+                "vcpu_op(register_vcpu_info, unregister) of VCPU 0 failed: {err} (Xen would go on writing the old kernel's vcpu_info frame)"
+            ),
         }
     }
 }

@@ -36,13 +36,19 @@ pub fn build(h: &Handoff, image: &ImageView) -> Result<Ready, Failure> {
     // Stage 2's end: every AP in the purgatory, offered grants revoked.
     aps::wait_arrivals(k.nr_vcpus)?;
     let revoked = grants::revoke_offered(&mut c, k.plan.grant_reserve)?;
+    // Where Xen resets VCPUs: every AP reset and VCPU 0's vcpu_info back in shared_info
+    // before any frame changes hands (so no vcpu_info frame needs hiding); nothing to park.
+    if k.reset {
+        c.hypercalls += 1; // plan::check's XENVER_get_features
+        aps::reset(&mut c, k.nr_vcpus)?;
+    }
     // Stage 3: renumbering.
     let hidden = renumber::mark_taken(&mut c, &k, &pool, &revoked)?;
     let work_pages = frames::check_work_frames(&c, k.old_nr, &pool.keep_out)?;
     renumber::write_p2m(&mut c, m2p, &k, &pool, &hidden, work_pages)?;
     // Stage 4: tables, parked APs, start_info, pin, quiesce, event channels.
     let table_frames = tables::build(&mut c, image, clears, pool.fill)?;
-    let parked = match k.nr_vcpus > 1 {
+    let parked = match k.nr_vcpus > 1 && !k.reset {
         true => Some(aps::park(&mut c, k.nr_vcpus, hidden.park_first)?),
         false => None,
     };

@@ -72,8 +72,11 @@ pub fn blob() -> ParkBlob {
 
 /// Per VCPU: 0 not yet arrived, 1 arrived clean, else `step << 32 | errno` of a failed step.
 static ARRIVED: [AtomicU64; N] = [const { AtomicU64::new(0) }; N];
-/// The park page's VA once the park area is ready (0 before).
+/// The park page's VA once the park area is ready, or [`GO_DOWN`] (0 before).
 static PARK_GO: AtomicU64 = AtomicU64::new(0);
+/// [`PARK_GO`] when the APs are reset instead of parked: each goes down where it is, on the
+/// old tables, which `VCPUOP_reset` then drops (no page is mapped at VA 1).
+const GO_DOWN: u64 = 1;
 
 /// Steps of an AP's cleanup, for the boot VCPU's failure line.
 pub const AP_STEPS: [&str; 5] = [
@@ -132,6 +135,13 @@ extern "C" fn purgatory_ap_main(handoff: u64, vcpu: u64, nmi_unregistered: i64) 
             park = PARK_GO.load(Ordering::Acquire);
             park != 0
         });
+        if park == GO_DOWN {
+            // Down for good: the boot VCPU resets it (VCPUOP_reset), after which only a new
+            // VCPUOP_initialise runs it again, at a new context.
+            loop {
+                let _ = hypercall::vcpu_down(me);
+            }
+        }
         if park != 0 {
             // SAFETY: the park page is mapped at `park` in the current (old) tables and in the
             // private tree; its code takes the VCPU id in rdi and never returns.
@@ -158,4 +168,9 @@ pub fn arrival(vcpu: usize) -> Option<Result<(), (&'static str, u32)>> {
 /// Releases the APs to the park page at `va`.
 pub fn release(va: u64) {
     PARK_GO.store(va, Ordering::Release);
+}
+
+/// Tells the APs to go down where they are (they are reset, not parked).
+pub fn release_down() {
+    PARK_GO.store(GO_DOWN, Ordering::Release);
 }

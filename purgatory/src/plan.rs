@@ -1,12 +1,14 @@
 //! Purgatory stage 3's first step (docs/kexec-image.md): the image's plan record checked
-//! against this domain before anything irreversible happens: its size, its VCPUs, and the
-//! hidden frames (park area, placed `vcpu_info` frames, grant reserve) it counted.
+//! against this domain before anything irreversible happens: its size, its VCPUs, whether the
+//! other VCPUs are parked or reset (an image built for a hypervisor that resets them, which the
+//! kernel side and Xen itself must confirm), and the hidden frames (park area, placed
+//! `vcpu_info` frames, grant reserve) it counted.
 
 use crate::failure::Failure;
-use pvhandoff::handoff::{Handoff, MAX_VCPUS};
+use pvhandoff::handoff::{Handoff, HANDOFF_XEN_RESETS_VCPUS, MAX_VCPUS};
 use pvhandoff::image::{ImageView, PlanRecord};
-use pvhandoff::renumber::{hidden_pages, park_pages, plan_matches_p2m, present_frames};
-use xenpv::StartInfo;
+use pvhandoff::renumber::{hidden_pages, plan_matches_p2m, plan_park_pages, present_frames};
+use xenpv::{hypercall, xenfeat, StartInfo};
 
 /// The plan and the domain it was checked against.
 pub struct Checked {
@@ -18,8 +20,13 @@ pub struct Checked {
     /// Frames the domain has: the old P2M's entries that are no balloon hole.
     pub present: u64,
     pub nr_vcpus: u64,
-    /// Frames of the park area (`pvhandoff::renumber::park_pages`).
+    /// The other VCPUs are reset (`VCPUOP_reset`) and VCPU 0's vcpu_info unregistered, not
+    /// parked and hidden (docs/smp.md): the image says so and the kernel side and Xen confirm.
+    pub reset: bool,
+    /// Frames of the park area (`pvhandoff::renumber::plan_park_pages`: none with `reset`).
     pub park_pages: u64,
+    /// The placed vcpu_info frames to hide (none with `reset`: they are unregistered before
+    /// any frame changes hands).
     pub vcpu_info: VcpuInfoPlacement,
 }
 
@@ -48,15 +55,22 @@ pub fn check(h: &Handoff, image: &ImageView) -> Result<Checked, Failure> {
     if nr_vcpus > MAX_VCPUS {
         return Err(Failure::Plan("more VCPUs than the purgatory parks"));
     }
-    // Hidden frames: the park area (with several VCPUs), each placed vcpu_info frame, then the
-    // grant reserve (frames of grants still mapped, the rest free frames).
-    let park_pages = park_pages(nr_vcpus);
-    let vcpu_info = placed_vcpu_info(h, nr_vcpus, old_nr)?;
+    let reset = resets_vcpus(h, &plan)?;
+    // Hidden frames: the park area (with several VCPUs parked), each placed vcpu_info frame
+    // (unless unregistered), then the grant reserve (frames of grants still mapped, the rest
+    // free frames).
+    let park_pages = plan_park_pages(&plan, nr_vcpus);
+    let vcpu_info = match reset {
+        true => VcpuInfoPlacement::none(nr_vcpus),
+        false => placed_vcpu_info(h, nr_vcpus, old_nr)?,
+    };
     let frames = vcpu_info.frames().len() as u64;
-    if Some(hidden) != hidden_pages(nr_vcpus, frames, plan.grant_reserve) {
-        return Err(Failure::Plan(
-            "the image hides a different number of frames than the park area and the placed vcpu_info need (pvkexec build --old-vcpus N [--old-vcpu-info])",
-        ));
+    let parked = if reset { 1 } else { nr_vcpus };
+    if Some(hidden) != hidden_pages(parked, frames, plan.grant_reserve) {
+        return Err(Failure::Plan(match reset {
+            true => "the image hides a different number of frames than its grant reserve, and with VCPUs reset nothing else is hidden",
+            false => "the image hides a different number of frames than the park area and the placed vcpu_info need (pvkexec build --old-vcpus N [--old-vcpu-info])",
+        }));
     }
     Ok(Checked {
         plan,
@@ -64,9 +78,37 @@ pub fn check(h: &Handoff, image: &ImageView) -> Result<Checked, Failure> {
         old_nr,
         present,
         nr_vcpus,
+        reset,
         park_pages,
         vcpu_info,
     })
+}
+
+/// Whether the other VCPUs are reset instead of parked: only for an image built so
+/// (`pvkexec build --xen-vcpu-reset`), and then the kernel side must have seen both features
+/// and Xen must offer them now; otherwise the image hides too few frames to park, so it is
+/// refused. An image built for parking parks on any Xen.
+fn resets_vcpus(h: &Handoff, plan: &PlanRecord) -> Result<bool, Failure> {
+    if !plan.resets_vcpus() {
+        return Ok(false);
+    }
+    if h.flags & HANDOFF_XEN_RESETS_VCPUS != HANDOFF_XEN_RESETS_VCPUS {
+        return Err(Failure::Plan(
+            "the image was built for a hypervisor that resets VCPUs (pvkexec build --xen-vcpu-reset), and the kernel side did not report XENFEAT_vcpu_reset and XENFEAT_vcpu_info_reregister in the handoff's flags",
+        ));
+    }
+    let features = hypercall::xen_features(0).map_err(|err| Failure::Hypercall {
+        call: "xen_version(get_features, submap 0)",
+        frame: 0,
+        err,
+    })?;
+    let both = (1 << xenfeat::VCPU_RESET) | (1 << xenfeat::VCPU_INFO_REREGISTER);
+    if features & both != both {
+        return Err(Failure::Plan(
+            "the image was built for a hypervisor that resets VCPUs (pvkexec build --xen-vcpu-reset), and this Xen does not offer XENFEAT_vcpu_reset and XENFEAT_vcpu_info_reregister",
+        ));
+    }
+    Ok(true)
 }
 
 /// The `vcpu_info` placements the handoff lists: per VCPU (MFN, offset), and the distinct old
@@ -79,6 +121,16 @@ pub struct VcpuInfoPlacement {
 }
 
 impl VcpuInfoPlacement {
+    /// No placement to hide or name.
+    fn none(nr_vcpus: u64) -> Self {
+        VcpuInfoPlacement {
+            per_vcpu: [(0, 0); MAX_VCPUS as usize],
+            nr_vcpus: nr_vcpus as usize,
+            pfns: [0; MAX_VCPUS as usize],
+            nr_pfns: 0,
+        }
+    }
+
     pub fn frames(&self) -> &[u64] {
         &self.pfns[..self.nr_pfns]
     }
@@ -103,12 +155,7 @@ impl core::fmt::Display for VcpuInfoPlacement {
 }
 
 fn placed_vcpu_info(h: &Handoff, nr_vcpus: u64, old_nr: u64) -> Result<VcpuInfoPlacement, Failure> {
-    let mut p = VcpuInfoPlacement {
-        per_vcpu: [(0, 0); MAX_VCPUS as usize],
-        nr_vcpus: nr_vcpus as usize,
-        pfns: [0; MAX_VCPUS as usize],
-        nr_pfns: 0,
-    };
+    let mut p = VcpuInfoPlacement::none(nr_vcpus);
     if h.vcpu_info_va == 0 {
         return Ok(p);
     }

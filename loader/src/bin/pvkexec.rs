@@ -80,6 +80,13 @@ enum Cmd {
         /// kept from the new kernel (and Linux 5.16 and later get a warning).
         #[arg(long)]
         old_vcpu_info: bool,
+        /// The hypervisor resets VCPUs that are down and undoes vcpu_info registrations
+        /// (pvkexec's Xen patches: XENFEAT_vcpu_reset and XENFEAT_vcpu_info_reregister): the
+        /// purgatory resets the old kernel's VCPUs instead of parking them, nothing is hidden
+        /// for them, and a Linux new kernel keeps its CPUs and gets no warning. The purgatory
+        /// refuses such an image where Xen or the kernel side does not offer both.
+        #[arg(long)]
+        xen_vcpu_reset: bool,
         /// Frames to keep from the new kernel for grants a backend may still map at the kexec
         /// (more such grants than this and the purgatory refuses).
         #[arg(long, default_value_t = 0)]
@@ -259,8 +266,9 @@ fn build(
         domain_pages: domain_pages(t.mem_mib)?,
         old_p2m_len: 0,
         hidden: loader::image::Hidden {
-            vcpu_pages: hidden_pages(old),
+            vcpu_pages: old.hidden_pages(),
             grant_reserve,
+            vcpu_reset: old.xen_resets_vcpus,
         },
         mode: mode_of(t.mode),
         builder: builder_of(t.toolstack),
@@ -274,14 +282,6 @@ fn build(
         report,
         output.display()
     ))
-}
-
-/// Frames kept from the new kernel for the old kernel's VCPUs: the park area when it ran
-/// several, and a frame per VCPU whose vcpu_info it placed (docs/smp.md).
-fn hidden_pages(old: loader::linux::OldKernel) -> u64 {
-    let vcpus = old.vcpus.max(1) as u64;
-    let vcpu_info_frames = if old.vcpu_info_registered { vcpus } else { 0 };
-    pvhandoff::renumber::park_pages(vcpus) + vcpu_info_frames
 }
 
 const EXIT_BAD_INPUT: u8 = 3;
@@ -387,6 +387,7 @@ fn main() -> ExitCode {
             append,
             old_vcpus,
             old_vcpu_info,
+            xen_vcpu_reset,
             grant_reserve,
             output,
         } => match build(
@@ -395,6 +396,7 @@ fn main() -> ExitCode {
             loader::linux::OldKernel {
                 vcpus: old_vcpus,
                 vcpu_info_registered: old_vcpu_info,
+                xen_resets_vcpus: xen_vcpu_reset,
             },
             grant_reserve,
             &output,

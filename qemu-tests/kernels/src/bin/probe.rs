@@ -19,6 +19,16 @@
 //!   the PASS line itself; there, `nmi-callback-gone`: an NMI with no callback registered is
 //!   dropped, and one with this kernel's callback arrives.
 //!
+//! After a kexec whose VCPUs were reset instead of parked (an image built with
+//! `--xen-vcpu-reset` under a Xen offering XENFEAT_vcpu_reset and
+//! XENFEAT_vcpu_info_reregister; skipped, and reported SKIP, anywhere else):
+//! - `vcpus-reset`: no VCPU but this one is initialised (`VCPUOP_up` answers -EINVAL, where a
+//!   parked VCPU would come up), and VCPU 1 takes a fresh `VCPUOP_initialise` onto this
+//!   kernel's tables (stock Xen: -EEXIST) and prints `ap-wake` and `nmi-callback-gone` itself;
+//! - `vcpu-info-free`: VCPU 0 has no vcpu_info registration: Xen keeps shared_info's slot up
+//!   to date, and registering one here succeeds (stock Xen refuses a second registration);
+//!   it is undone again.
+//!
 //! Command-line words: `mem_mib=N` as for `bootcheck`.
 #![no_std]
 #![no_main]
@@ -67,7 +77,8 @@ static mut PVKEXEC_PLAN_SLOT: PlanRecord = PlanRecord {
     xenstore_pfn: 0,
     console_pfn: 0,
     old_p2m_len: 0,
-    _reserved: [0; 2],
+    flags: 0,
+    _reserved: [0; 1],
 };
 
 // The loader's plan-slot note (name "PVKEXEC", type 1, payload: the slot's address). Xen's
@@ -107,7 +118,7 @@ extern "C" fn guest_main(si: *const StartInfo) -> ! {
     };
     boot_checks(si, &regs, &region, hidden);
     check("plan", check_plan(si, &regs, &region));
-    match shared::map_shared_info(si) {
+    let shared = match shared::map_shared_info(si) {
         Ok(sh) => {
             check("event-channels", check_ports(si));
             if si.flags & xenpv::sif::INITDOMAIN == 0 {
@@ -118,15 +129,29 @@ extern "C" fn guest_main(si: *const StartInfo) -> ! {
                 Ok(clk) => check("no-old-timers", check_no_old_timers(sh, clk)),
                 Err(why) => pvtest_kernels::report::fail("no-old-timers", format_args!("{}", why)),
             }
+            Some(sh)
         }
-        Err(e) => pvtest_kernels::report::fail(
-            "shared-info",
-            format_args!("mapping shared_info {:#x}: {}", si.shared_info, e),
-        ),
-    }
+        Err(e) => {
+            pvtest_kernels::report::fail(
+                "shared-info",
+                format_args!("mapping shared_info {:#x}: {}", si.shared_info, e),
+            );
+            None
+        }
+    };
     check("vcpus-parked", check_vcpus_parked());
-    if let Err(why) = wake_parked_vcpu(si) {
-        pvtest_kernels::report::fail("ap-wake", format_args!("{}", why));
+    let reset = vcpus_were_reset();
+    match (reset, shared) {
+        (Ok(()), Some(sh)) => check("vcpus-reset", check_vcpus_reset(si, sh)),
+        (Ok(()), None) => {
+            pvtest_kernels::report::fail("vcpus-reset", format_args!("shared_info is not mapped"))
+        }
+        (Err(why), _) => {
+            skipped("vcpus-reset", why);
+            if let Err(why) = wake_parked_vcpu(si) {
+                pvtest_kernels::report::fail("ap-wake", format_args!("{}", why));
+            }
+        }
     }
     check("hidden-frames", check_hidden(si));
     // After the blocking waits: nothing the old kernel registered (a runstate area, say) has
@@ -135,7 +160,178 @@ extern "C" fn guest_main(si: *const StartInfo) -> ! {
     check("watchdogs-gone", check_watchdogs());
     check("grants-revoked", check_grants(si));
     check("fifo-gone", check_fifo_gone(si));
+    // Last: it registers a vcpu_info here for a moment.
+    match (reset, shared) {
+        (Ok(()), Some(sh)) => check("vcpu-info-free", check_vcpu_info_free(si, sh)),
+        (Ok(()), None) => pvtest_kernels::report::fail(
+            "vcpu-info-free",
+            format_args!("shared_info is not mapped"),
+        ),
+        (Err(why), _) => skipped("vcpu-info-free", why),
+    }
     finish()
+}
+
+/// A check that does not apply here: `PVKEXEC-TEST SKIP <name>: <why>` (neither PASS nor FAIL).
+fn skipped(name: &str, why: &str) {
+    println!("PVKEXEC-TEST SKIP {}: {}", name, why);
+}
+
+/// `Ok` when the kexec reset the old kernel's VCPUs instead of parking them: the image says
+/// so (built with `--xen-vcpu-reset`; the purgatory enters it only when the kernel side and
+/// Xen confirmed) and Xen offers both features; else why the reset checks do not apply.
+fn vcpus_were_reset() -> Result<(), &'static str> {
+    let p = plan();
+    if p.magic != PLAN_MAGIC || !p.resets_vcpus() {
+        return Err("the image parks the old kernel's VCPUs (built without --xen-vcpu-reset)");
+    }
+    let both = (1 << xenpv::xenfeat::VCPU_RESET) | (1 << xenpv::xenfeat::VCPU_INFO_REREGISTER);
+    match hypercall::xen_features(0) {
+        Ok(f) if f & both == both => Ok(()),
+        Ok(_) => {
+            Err("Xen offers no XENFEAT_vcpu_reset and XENFEAT_vcpu_info_reregister (stock Xen)")
+        }
+        Err(_) => Err("XENVER_get_features failed"),
+    }
+}
+
+/// Every VCPU but this one is down and not initialised (`VCPUOP_up` answers -EINVAL; a parked
+/// VCPU would come up at its old context), and VCPU 1 takes a fresh `VCPUOP_initialise` onto
+/// this kernel's tables and stack (stock Xen answers -EEXIST for a VCPU initialised before):
+/// there it prints `ap-wake` and runs `nmi-callback-gone`, then goes down.
+fn check_vcpus_reset(si: &StartInfo, sh: &SharedInfo) -> Result<(), Why> {
+    let n = nr_vcpus();
+    for k in 1..n {
+        // SAFETY: VCPUOP_up takes no argument; Xen refuses it for a VCPU never initialised.
+        match unsafe { hypercall::vcpu_op(vcpuop::UP, k, 0) } {
+            Err(XenError::Einval) => {}
+            Ok(_) => {
+                return why!(
+                    "VCPUOP_up({}) succeeded: the VCPU kept an old context (parked, not reset)",
+                    k
+                )
+            }
+            Err(e) => return why!("VCPUOP_up({}): {} (want -EINVAL: not initialised)", k, e),
+        }
+    }
+    if n < 2 {
+        println!("PVKEXEC-INFO vcpus-reset: one VCPU, nothing to reset");
+        return Ok(());
+    }
+    // VCPU 1 gets no event callback: its upcalls stay masked (its periodic timer, back at Xen's
+    // default after the reset, may mark VIRQ_TIMER pending).
+    // SAFETY: shared_info is mapped writable; the mask byte of VCPU 1's slot, which VCPU 1
+    // (down) does not use.
+    unsafe {
+        core::ptr::write_volatile(
+            core::ptr::addr_of!(sh.vcpu_info[1].evtchn_upcall_mask) as *mut u8,
+            1,
+        )
+    };
+    let l4_pfn = (si.pt_base - VIRT_BASE) / PAGE_SIZE;
+    let l4_mfn = pvtest_kernels::view::p2m(si)[l4_pfn as usize];
+    let top = core::ptr::addr_of!(AP_STACK) as u64 + 16384;
+    // SAFETY: all-zero is a valid vcpu_guest_context (no FPU state, no traps, no LDT).
+    let mut ctx: xenpv::VcpuGuestContext = unsafe { core::mem::zeroed() };
+    ctx.flags = xenpv::vgcf::IN_KERNEL;
+    ctx.user_regs.rip = probe_ap_entry as *const () as u64;
+    ctx.user_regs.rsp = top;
+    ctx.user_regs.rdi = 1;
+    ctx.user_regs.cs = xenpv::selector::FLAT_KERNEL_CS;
+    ctx.user_regs.ss = xenpv::selector::FLAT_KERNEL_SS;
+    ctx.kernel_ss = xenpv::selector::FLAT_KERNEL_SS as u64;
+    ctx.kernel_sp = top;
+    ctx.ctrlreg[3] = l4_mfn << 12;
+    // SAFETY: `ctx` is a complete context on this kernel's pinned L4 and VCPU 1's own stack;
+    // VCPU 1 runs `probe_ap_main`, which touches only its own state and atomics.
+    if let Err(e) = unsafe { hypercall::vcpu_op(vcpuop::INITIALISE, 1, &ctx as *const _ as u64) } {
+        return why!(
+            "VCPUOP_initialise(1): {} (-EEXIST: the old kernel's context survived)",
+            e
+        );
+    }
+    // SAFETY: VCPU 1 was just initialised at `probe_ap_entry`.
+    if let Err(e) = unsafe { hypercall::vcpu_op(vcpuop::UP, 1, 0) } {
+        return why!("VCPUOP_up(1) after VCPUOP_initialise: {}", e);
+    }
+    let mut spins = 0u64;
+    while AP_RAN.load(Ordering::Acquire) == 0 {
+        spins += 1;
+        if spins > 2_000_000 {
+            return why!("VCPU 1 did not run the probe's code after VCPUOP_initialise and up");
+        }
+        let _ = hypercall::sched_yield();
+    }
+    println!(
+        "PVKEXEC-INFO vcpus-reset VCPUs 1..{} not initialised; VCPU 1 initialised afresh on this kernel's tables",
+        n - 1
+    );
+    Ok(())
+}
+
+/// A page for a vcpu_info registration of this kernel's own.
+#[repr(C, align(4096))]
+struct VcpuInfoPage([u8; 4096]);
+static mut OWN_VCPU_INFO: VcpuInfoPage = VcpuInfoPage([0; 4096]);
+
+/// VCPU 0 has no vcpu_info registration left: shared_info's slot is the one Xen updates (its
+/// time record changes across blocking polls), and registering a vcpu_info here succeeds,
+/// which stock Xen refuses after any registration (undone again with the unregister MFN).
+fn check_vcpu_info_free(si: &StartInfo, sh: &SharedInfo) -> Result<(), Why> {
+    let slot = &sh.vcpu_info[0];
+    let Some(before) = time_record(slot) else {
+        return why!("shared_info's vcpu_info slot of VCPU 0 holds no consistent time record");
+    };
+    let mut updated = false;
+    for _ in 0..100 {
+        // Blocking switches this VCPU out and in: Xen writes its time into its vcpu_info.
+        let now = shared::time_ns(slot);
+        if let Err(e) = hypercall::sched_poll(&[], now + 10_000_000) {
+            return why!("SCHEDOP_poll: {}", e);
+        }
+        if time_record(slot).is_some_and(|t| t.version != before.version) {
+            updated = true;
+            break;
+        }
+    }
+    if !updated {
+        return why!(
+            "Xen does not update shared_info's vcpu_info slot of VCPU 0 (time version {} over 100 polls): a registration elsewhere survived",
+            before.version
+        );
+    }
+    let va = core::ptr::addr_of!(OWN_VCPU_INFO) as u64;
+    let mfn = pvtest_kernels::view::p2m(si)[((va - VIRT_BASE) / PAGE_SIZE) as usize];
+    let rec = xenpv::VcpuRegisterVcpuInfo {
+        mfn,
+        offset: 0,
+        rsvd: 0,
+    };
+    // SAFETY: `rec` names a page of this kernel that nothing else uses; Xen moves VCPU 0's
+    // vcpu_info there until it is unregistered below (the clock reads the slot after that).
+    let registered =
+        unsafe { hypercall::vcpu_op(vcpuop::REGISTER_VCPU_INFO, 0, &rec as *const _ as u64) };
+    if let Err(e) = registered {
+        return why!(
+            "VCPUOP_register_vcpu_info(0) into a page of this kernel: {} (-EINVAL: the old kernel's registration survived)",
+            e
+        );
+    }
+    // SAFETY: the page is this kernel's, mapped, and holds VCPU 0's vcpu_info now.
+    let placed = time_record(unsafe { &*(va as *const VcpuInfo) });
+    if let Err(e) = hypercall::vcpu_info_unregister(0) {
+        return why!("unregistering the vcpu_info registered here: {}", e);
+    }
+    match placed {
+        Some(t) if t.system_time != 0 => {
+            println!(
+                "PVKEXEC-INFO vcpu-info-free shared_info's slot updated after time version {}; a registration here took (system time {} ns) and was undone",
+                before.version, t.system_time
+            );
+            Ok(())
+        }
+        _ => why!("the vcpu_info registered here holds no time record"),
+    }
 }
 
 /// A page whose L1 entry is borrowed to read the grant table.
@@ -864,4 +1060,30 @@ fn check_no_old_timers(sh: &SharedInfo, clk: &VcpuInfo) -> Result<(), Why> {
         (now - armed) / 1000
     );
     Ok(())
+}
+
+/// One consistent copy of `info`'s time record (version even and unchanged across the read),
+/// or `None` when it stays odd or changing over many tries.
+fn time_record(info: &VcpuInfo) -> Option<xenpv::VcpuTimeInfo> {
+    let rec: *const xenpv::VcpuTimeInfo = &info.time;
+    for _ in 0..10_000 {
+        // SAFETY: `rec` points into a mapped vcpu_info that Xen updates concurrently; the
+        // version protocol detects a torn read.
+        let (v0, t, v1) = unsafe {
+            let v0 = core::ptr::read_volatile(core::ptr::addr_of!((*rec).version));
+            core::sync::atomic::fence(Ordering::Acquire);
+            let t = core::ptr::read_volatile(rec);
+            core::sync::atomic::fence(Ordering::Acquire);
+            (
+                v0,
+                t,
+                core::ptr::read_volatile(core::ptr::addr_of!((*rec).version)),
+            )
+        };
+        if v0 == v1 && v0 & 1 == 0 {
+            return Some(t);
+        }
+        core::hint::spin_loop();
+    }
+    None
 }

@@ -38,7 +38,7 @@ static mut POOL_PFNS: [u64; POOL_PFNS_MAX] = [0; POOL_PFNS_MAX];
 static mut HANDOFF: Handoff = Handoff {
     magic: 0,
     version: 0,
-    _pad: 0,
+    flags: 0,
     image_va: 0,
     image_len: 0,
     old_start_info_va: 0,
@@ -228,7 +228,7 @@ fn fill_block(
         } else {
             HANDOFF_VERSION
         },
-        _pad: 0,
+        flags: xen_flags(),
         image_va: si.mod_start,
         image_len: si.mod_len,
         old_start_info_va: si as *const StartInfo as u64,
@@ -277,4 +277,21 @@ pub unsafe fn enter(entry: u64) -> ! {
         asm!("jmp {entry}", entry = in(reg) entry,
              in("rdi") core::ptr::addr_of!(HANDOFF) as u64, options(noreturn))
     }
+}
+
+/// What Xen offers of pvkexec's patches (XENVER_get_features submap 0), as a kernel side
+/// reports it in the handoff's flags; a failed query reports nothing (stock Xen's path).
+fn xen_flags() -> u32 {
+    use pvhandoff::handoff::{HANDOFF_XEN_VCPU_INFO_REREGISTER, HANDOFF_XEN_VCPU_RESET};
+    let Ok(f) = xenpv::hypercall::xen_features(0) else {
+        return 0;
+    };
+    let mut flags = 0;
+    if f & (1 << xenpv::xenfeat::VCPU_RESET) != 0 {
+        flags |= HANDOFF_XEN_VCPU_RESET;
+    }
+    if f & (1 << xenpv::xenfeat::VCPU_INFO_REREGISTER) != 0 {
+        flags |= HANDOFF_XEN_VCPU_INFO_REREGISTER;
+    }
+    flags
 }
