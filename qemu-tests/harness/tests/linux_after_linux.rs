@@ -1,0 +1,250 @@
+//! Linux after Linux on a hypervisor with pvkexec's Xen patches (xen-patches/,
+//! docs/patched-xen.md): Debian's unmodified kernels in toolstack-built domUs with 2 VCPUs and
+//! a disk kexec, through pvkexec.ko and the CLI, into Debian's unmodified kernels, which reach
+//! their init with both CPUs online and read the disk. On stock Xen the same load is refused,
+//! naming vcpu_info. One dom0 boot per hypervisor, several domUs in it.
+
+use harness::domu::{self, DomuResult, DomuRig, DomuSpec, DomuVerdict};
+use harness::initramfs::{DISK_MARKER_PREFIX, INIT_MARKER};
+use harness::kmod::{self, DomuFiles, Headers, OldLinuxKexec};
+use harness::provision::{self, DebianLinux, XenVersion};
+use std::path::PathBuf;
+use std::time::Duration;
+
+const MEM_MIB: u64 = 512;
+const APPEND: &str = "console=hvc0 loglevel=4";
+
+/// One old kernel -> new kernel kexec (the old kernel reads the disk first).
+struct Hop {
+    name: &'static str,
+    old: DebianLinux,
+    new: DebianLinux,
+    marker: String,
+    disk: PathBuf,
+}
+
+impl Hop {
+    fn new(name: &'static str, old: DebianLinux, new: DebianLinux) -> Hop {
+        let marker = format!("PVKEXEC-DISK-MARKER-{name}");
+        let disk = domu::marker_disk(&marker, 4).unwrap();
+        Hop {
+            name,
+            old,
+            new,
+            marker,
+            disk,
+        }
+    }
+
+    fn spec(&self) -> (DomuSpec, PathBuf) {
+        let req = OldLinuxKexec {
+            old: self.old,
+            kernel: provision::ensure_linux(self.new).unwrap(),
+            initrd: Some(harness::initramfs::ensure_initramfs_blkfront_for(self.new).unwrap()),
+            append: APPEND.into(),
+            mem_mib: MEM_MIB,
+            vcpus: 2,
+            disk: Some(self.disk.clone()),
+            timeout: Duration::from_secs(300),
+        };
+        kmod::old_linux_spec(self.name, &req).unwrap()
+    }
+
+    /// The new kernel reached its init with both VCPUs online, on its own release, without
+    /// `nr_cpus=1`, and read the disk.
+    fn check(&self, d: &DomuResult) {
+        let log = d.log();
+        let new_release =
+            kmod::bzimage_release(&provision::ensure_linux(self.new).unwrap()).unwrap();
+        assert!(!log.contains("insmod failed"), "{}: {log}", self.name);
+        assert!(
+            log.contains(harness::PURGATORY_ENTERING),
+            "{}: the purgatory never ran: {log}",
+            self.name
+        );
+        let after = d
+            .after_switch()
+            .unwrap_or_else(|| panic!("{}: no switch to the new kernel: {log}", self.name));
+        assert!(after.contains(INIT_MARKER), "{}: {after}", self.name);
+        assert!(
+            after.contains(&format!("PVKEXEC-LINUX uname-r={new_release}")),
+            "{}: not the new kernel ({new_release}): {after}",
+            self.name
+        );
+        assert!(
+            after.contains("PVKEXEC-LINUX nproc=2"),
+            "{}: not every VCPU online: {after}",
+            self.name
+        );
+        assert!(!after.contains("nr_cpus=1"), "{}: {after}", self.name);
+        assert!(
+            after.contains(&format!("{DISK_MARKER_PREFIX}{}", self.marker)),
+            "{}: the new kernel did not read its disk: {after}",
+            self.name
+        );
+        assert_eq!(d.verdict, DomuVerdict::PoweredOff, "{}: {log}", self.name);
+    }
+}
+
+/// `/init` of the chain: generation N (from `pvkexec.gen=` on its command line, 1 without)
+/// reports its CPUs and disk, then, below generation 3, loads the module and kexecs into the
+/// same kernel with this same initramfs (repacked from its root, plus `/dev/console`, which
+/// lies under the devtmpfs mount) and `pvkexec.gen=N+1`.
+const CHAIN_INIT: &str = r#"gen=$(sed -n 's/.*pvkexec\.gen=\([0-9]*\).*/\1/p' /proc/cmdline)
+[ -n "$gen" ] || gen=1
+say() { echo "PVKEXEC-CHAIN gen=$gen $*"; }
+say "nproc=$(nproc) uname-r=$(uname -r)"
+insmod /lib/modules/xen-blkfront.ko || say "blkfront insmod failed"
+n=0; while [ ! -b /dev/xvda ] && [ $n -lt 100 ]; do usleep 100000; n=$((n+1)); done
+say "xvda=$(head -n 1 /dev/xvda)"
+if [ "$gen" -ge 3 ]; then
+  say "CHAIN-DONE"
+  poweroff -f
+fi
+insmod /lib/modules/pvkexec.ko || say "insmod failed"
+cd /
+find . -xdev ! -path './tmp/*' ! -path './proc/*' ! -path './sys/*' | cpio -o -H newc 2>/dev/null | gzip > /tmp/self.cpio.gz
+mkdir -p /tmp/console/dev && mknod /tmp/console/dev/console c 5 1
+(cd /tmp/console && printf 'dev\ndev/console\n' | cpio -o -H newc 2>/dev/null | gzip >> /tmp/self.cpio.gz)
+pvkexec load --kernel /boot/new --initrd /tmp/self.cpio.gz --append "console=hvc0 loglevel=4 pvkexec.gen=$((gen+1))" 2>&1 && pvkexec exec 2>&1
+say "exec failed rc=$?"
+poweroff -f
+"#;
+
+const CHAIN_MARKER: &str = "PVKEXEC-DISK-MARKER-chain";
+
+fn chain_spec(disk: &std::path::Path) -> (DomuSpec, PathBuf) {
+    let linux = provision::ensure_linux(DebianLinux::Bookworm).unwrap();
+    let ko = kmod::build(Headers::Bookworm).unwrap();
+    kmod::check_module_matches(&ko, &linux).unwrap();
+    let modules = harness::dom0::extract_modules(
+        DebianLinux::Bookworm,
+        &harness::cache_dir().join("modules-bookworm"),
+    )
+    .unwrap();
+    let files = DomuFiles {
+        files: vec![
+            ("lib/modules/pvkexec.ko".into(), ko),
+            (
+                "lib/modules/xen-blkfront.ko".into(),
+                modules.join("xen-blkfront.ko"),
+            ),
+            ("boot/new".into(), linux.clone()),
+        ],
+    };
+    let rd = harness::cache_dir().join(format!("chain-{}.cpio.gz", std::process::id()));
+    kmod::domu_initramfs(CHAIN_INIT, &kmod::pvkexec_release().unwrap(), &files, &rd).unwrap();
+    let mut spec = DomuSpec::new("chain", &linux);
+    spec.ramdisk = Some(rd.clone());
+    spec.cmdline = APPEND.into();
+    spec.mem_mib = MEM_MIB;
+    spec.vcpus = 2;
+    spec.disk = Some(disk.to_path_buf());
+    spec.timeout = Duration::from_secs(480);
+    (spec, rd)
+}
+
+fn patched_rig(xen: XenVersion, tag: &str) -> DomuRig {
+    DomuRig {
+        xen,
+        tag: tag.into(),
+        patched_xen: true,
+        host_mem_mib: 3072,
+        ..DomuRig::default()
+    }
+}
+
+/// Patched Xen 4.17: 6.1 -> bookworm's 6.12, 6.12 -> 6.1, and 6.1 -> 6.1 -> 6.1, each with
+/// 2 VCPUs and a disk, in one dom0 boot.
+#[test]
+fn patched_417_stock_linux_kexecs_into_stock_linux_with_every_vcpu() {
+    let hops = [
+        Hop::new(
+            "l61-to-612",
+            DebianLinux::Bookworm,
+            DebianLinux::Bookworm612,
+        ),
+        Hop::new(
+            "l612-to-61",
+            DebianLinux::Bookworm612,
+            DebianLinux::Bookworm,
+        ),
+    ];
+    let chain_disk = domu::marker_disk(CHAIN_MARKER, 4).unwrap();
+    let mut specs = Vec::new();
+    let mut ramdisks = Vec::new();
+    for h in &hops {
+        let (s, rd) = h.spec();
+        specs.push(s);
+        ramdisks.push(rd);
+    }
+    let (s, rd) = chain_spec(&chain_disk);
+    specs.push(s);
+    ramdisks.push(rd);
+    let run = patched_rig(XenVersion::V4_17, "linux-after-linux-417").run_for_tests(&specs);
+    for f in ramdisks
+        .iter()
+        .chain(hops.iter().map(|h| &h.disk))
+        .chain([&chain_disk])
+    {
+        let _ = std::fs::remove_file(f);
+    }
+    let run = run.unwrap();
+    for (h, d) in hops.iter().zip(&run.domus) {
+        h.check(d);
+    }
+    let chain = &run.domus[2];
+    let log = chain.log();
+    let release =
+        kmod::bzimage_release(&provision::ensure_linux(DebianLinux::Bookworm).unwrap()).unwrap();
+    for gen in 1..=3 {
+        assert!(
+            log.contains(&format!(
+                "PVKEXEC-CHAIN gen={gen} nproc=2 uname-r={release}"
+            )),
+            "chain: generation {gen} did not run with 2 CPUs: {log}"
+        );
+        assert!(
+            log.contains(&format!("PVKEXEC-CHAIN gen={gen} xvda={CHAIN_MARKER}")),
+            "chain: generation {gen} did not read its disk: {log}"
+        );
+    }
+    assert!(log.contains("PVKEXEC-CHAIN gen=3 CHAIN-DONE"), "{log}");
+    assert_eq!(
+        log.matches(harness::PURGATORY_ENTERING).count(),
+        2,
+        "chain: two handovers: {log}"
+    );
+    assert_eq!(chain.verdict, DomuVerdict::PoweredOff, "{log}");
+}
+
+/// Patched Xen 4.20: 6.1 -> trixie's 6.12, 2 VCPUs and a disk.
+#[test]
+fn patched_420_debian_61_kexecs_into_trixie_612() {
+    let hop = Hop::new("l61-to-trixie", DebianLinux::Bookworm, DebianLinux::Trixie);
+    let (spec, rd) = hop.spec();
+    let run = patched_rig(XenVersion::V4_20, "linux-after-linux-420").run_for_tests(&[spec]);
+    let _ = std::fs::remove_file(&rd);
+    let _ = std::fs::remove_file(&hop.disk);
+    hop.check(&run.unwrap().domus[0]);
+}
+
+/// Stock Xen 4.17: the same 6.1 -> 6.12 load is refused, naming vcpu_info; nothing is
+/// executed.
+#[test]
+fn stock_417_still_refuses_a_linux_new_kernel() {
+    let hop = Hop::new("l61-stock", DebianLinux::Bookworm, DebianLinux::Bookworm612);
+    let (spec, rd) = hop.spec();
+    let rig = DomuRig {
+        tag: "linux-after-linux-stock".into(),
+        ..DomuRig::default()
+    };
+    let run = rig.run_for_tests(&[spec]);
+    let _ = std::fs::remove_file(&rd);
+    let _ = std::fs::remove_file(&hop.disk);
+    let d = &run.unwrap().domus[0];
+    let log = d.log();
+    assert!(log.contains("placed vcpu_info"), "{log}");
+    assert!(log.contains("PVKEXEC-KMOD exec failed rc=1"), "{log}");
+    assert!(!log.contains(harness::PURGATORY_ENTERING), "{log}");
+}
