@@ -174,7 +174,7 @@ fn classify(line: &str) -> Option<End> {
 fn is_marker(line: &str) -> bool {
     line.contains("PVKEXEC")
         || line.contains("purgatory:")
-        // Which hypervisor runs: Debian's banner carries the package version, a tree build not.
+        // Which hypervisor runs: Debian's build or the patched one (`pvkexec@patched`).
         || line.contains("(XEN) Xen version ")
         || line.starts_with("[domu:")
         || classify(line).is_some()

@@ -26,7 +26,8 @@ use crate::provision::{self, XenVersion};
 pub const XEN_SRC_ENV: &str = "PVKEXEC_XEN_SRC";
 
 /// Bumped when the build recipe changes, so older cached builds are not reused.
-const RECIPE: &str = "pvkexec-xen-build-1: tar, patch -p1, olddefconfig, make -C xen, LC_ALL=C";
+const RECIPE: &str = "pvkexec-xen-build-2: tar, patch -p1, olddefconfig, make -C xen, LC_ALL=C, \
+                      XEN_WHOAMI=pvkexec XEN_DOMAIN=patched";
 
 /// Lines of the build log shown in a failure.
 const LOG_TAIL: usize = 40;
@@ -53,9 +54,18 @@ pub fn default_source_dir() -> PathBuf {
     }
 }
 
-/// The patch series for `v`: `<workspace>/xen-patches/<4.17|4.20>/`.
+/// The variable naming another directory of series (with `4.17/` and `4.20/`), e.g. to try a
+/// series before it is committed.
+pub const XEN_PATCHES_ENV: &str = "PVKEXEC_XEN_PATCHES";
+
+/// The patch series for `v`: `<4.17|4.20>/` in `$PVKEXEC_XEN_PATCHES` when set, else in
+/// `<workspace>/xen-patches/`.
 pub fn series_dir(v: XenVersion) -> PathBuf {
-    crate::workspace_root().join("xen-patches").join(v.name())
+    let root = std::env::var_os(XEN_PATCHES_ENV)
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| crate::workspace_root().join("xen-patches"));
+    root.join(v.name())
 }
 
 /// Everything a build depends on.
@@ -226,9 +236,10 @@ pub fn ensure_patched_xen(v: XenVersion) -> Result<PathBuf> {
     );
     let start = Instant::now();
     if let Err(e) = build(&inputs, &key, &partial) {
-        // Keep the failed tree and its log under a stable name for a look.
+        // Keep the failed tree and its log under a stable name for a look; only the latest
+        // failure per version (each tree is a few hundred MiB).
+        remove_failed(&cache, v);
         let failed = cache.join(format!("{name}.failed"));
-        let _ = fs::remove_dir_all(&failed);
         let kept = if fs::rename(&partial, &failed).is_ok() {
             failed
         } else {
@@ -315,6 +326,21 @@ fn remove_stale_partials(cache: &Path, name: &str) {
     }
 }
 
+/// Removes the kept failed builds (`xen-patched-<ver>-*.failed`) of `v`.
+fn remove_failed(cache: &Path, v: XenVersion) {
+    let prefix = format!("xen-patched-{}-", v.name());
+    let Ok(entries) = fs::read_dir(cache) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let file = e.file_name();
+        let file = file.to_string_lossy();
+        if file.starts_with(&prefix) && file.ends_with(".failed") {
+            let _ = fs::remove_dir_all(e.path());
+        }
+    }
+}
+
 /// Unpacks, patches, configures and builds in `dir`; leaves `xen`, `xen-syms` and `inputs.txt`
 /// there and removes the source tree.
 fn build(inputs: &XenInputs, key: &str, dir: &Path) -> Result<()> {
@@ -391,13 +417,17 @@ fn build(inputs: &XenInputs, key: &str, dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// `make` without an outer make's or cargo's jobserver settings, in the C locale.
+/// `make` without an outer make's or cargo's jobserver settings.
 fn make(src: &Path) -> Command {
     let mut cmd = Command::new("make");
     cmd.current_dir(src);
     for var in ["MAKEFLAGS", "MFLAGS", "MAKELEVEL", "CARGO_MAKEFLAGS"] {
         cmd.env_remove(var);
     }
+    // Xen's banner then reads "Xen version 4.x.y (pvkexec@patched)": the serial log says which
+    // hypervisor ran.
+    cmd.env("XEN_WHOAMI", "pvkexec")
+        .env("XEN_DOMAIN", "patched");
     cmd
 }
 
