@@ -1,5 +1,6 @@
 //! The verdict protocol the host harness reads from the serial log:
-//! `PVKEXEC-TEST PASS <name>`, `PVKEXEC-TEST FAIL <name>: <why>`, then a summary line and a
+//! `PVKEXEC-TEST PASS <name>`, `PVKEXEC-TEST FAIL <name>: <why>` (and `PVKEXEC-TEST SKIP
+//! <name>: <why>` for a check that cannot run in this domain), then a summary line and a
 //! shutdown: reason reboot when every check passed, crash otherwise.
 
 use core::fmt;
@@ -20,6 +21,12 @@ pub fn pass(name: &str) {
 pub fn fail(name: &str, why: fmt::Arguments) {
     FAILED.fetch_add(1, Ordering::Relaxed);
     println!("PVKEXEC-TEST FAIL {}: {}", name, why);
+}
+
+/// Prints a check that did not run here and why (e.g. the domain lacks what it needs); it
+/// counts neither as passed nor as failed.
+pub fn skip(name: &str, why: fmt::Arguments) {
+    println!("PVKEXEC-TEST SKIP {}: {}", name, why);
 }
 
 /// Reports `result` of check `name`: `Ok` passes, `Err(reason)` fails with the reason.

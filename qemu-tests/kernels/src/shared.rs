@@ -120,3 +120,126 @@ pub fn grant_frames(frames: &mut [u64]) -> Result<usize, xenpv::XenError> {
     }
     Ok(nr)
 }
+
+/// A vcpu_info Xen may be writing: shared_info's slot of a VCPU, or one the kernel registered
+/// in a page of its own. It is only read and written through volatile and atomic accesses.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct InfoPtr(*mut xenpv::VcpuInfo);
+
+impl InfoPtr {
+    /// # Safety
+    /// `p` must point at an aligned vcpu_info in a page that stays mapped, and is used for
+    /// nothing else, for the life of the kernel.
+    pub unsafe fn new(p: *mut xenpv::VcpuInfo) -> Self {
+        InfoPtr(p)
+    }
+
+    /// shared_info's slot of VCPU `k` (below 32).
+    pub fn slot(sh: &'static SharedInfo, k: usize) -> Self {
+        InfoPtr(&sh.vcpu_info[k] as *const xenpv::VcpuInfo as *mut xenpv::VcpuInfo)
+    }
+
+    pub fn addr(self) -> u64 {
+        self.0 as u64
+    }
+
+    /// One consistent copy of the time record (version even and unchanged across the read),
+    /// or `None` when it stays mid-update or odd over many tries (a record Xen no longer
+    /// writes, or a page that never held one).
+    pub fn time_record(self) -> Option<VcpuTimeInfo> {
+        for _ in 0..10_000 {
+            // SAFETY: the vcpu_info is mapped (`new`'s contract); Xen may update it
+            // concurrently, which the version protocol detects.
+            let (v0, t, v1) = unsafe {
+                let rec = core::ptr::addr_of!((*self.0).time);
+                let v0 = core::ptr::read_volatile(core::ptr::addr_of!((*rec).version));
+                core::sync::atomic::fence(core::sync::atomic::Ordering::Acquire);
+                let t = core::ptr::read_volatile(rec);
+                core::sync::atomic::fence(core::sync::atomic::Ordering::Acquire);
+                (
+                    v0,
+                    t,
+                    core::ptr::read_volatile(core::ptr::addr_of!((*rec).version)),
+                )
+            };
+            if v0 == v1 && v0 & 1 == 0 {
+                return Some(t);
+            }
+            core::hint::spin_loop();
+        }
+        None
+    }
+
+    fn upcall(self) -> &'static core::sync::atomic::AtomicU8 {
+        // SAFETY: the flag byte of a mapped vcpu_info (`new`'s contract) that Xen updates
+        // atomically; it is only ever accessed atomically here.
+        unsafe {
+            &*(core::ptr::addr_of_mut!((*self.0).evtchn_upcall_pending)
+                as *const core::sync::atomic::AtomicU8)
+        }
+    }
+
+    fn sel(self) -> &'static core::sync::atomic::AtomicU64 {
+        // SAFETY: as for `upcall`: the selector word, aligned, updated atomically by Xen.
+        unsafe {
+            &*(core::ptr::addr_of_mut!((*self.0).evtchn_pending_sel)
+                as *const core::sync::atomic::AtomicU64)
+        }
+    }
+
+    /// `evtchn_upcall_pending` and `evtchn_pending_sel` as they are now.
+    pub fn flags(self) -> (u8, u64) {
+        use core::sync::atomic::Ordering::SeqCst;
+        (self.upcall().load(SeqCst), self.sel().load(SeqCst))
+    }
+
+    /// Clears both flags (as a kernel does once it has looked at every word).
+    pub fn clear_flags(self) {
+        use core::sync::atomic::Ordering::SeqCst;
+        self.upcall().store(0, SeqCst);
+        self.sel().store(0, SeqCst);
+    }
+
+    /// Masks event upcalls (for a VCPU without an event callback).
+    pub fn mask_upcalls(self) {
+        // SAFETY: the mask byte of a mapped vcpu_info (`new`'s contract) is the guest's.
+        unsafe { core::ptr::addr_of_mut!((*self.0).evtchn_upcall_mask).write_volatile(1) };
+    }
+
+    /// Takes the events Xen flagged here the way Linux's upcall handler does (2-level ABI):
+    /// only when `evtchn_upcall_pending` is set, then the words `evtchn_pending_sel` names;
+    /// of those, the pending and unmasked ports among `ports` (the ones bound to this VCPU;
+    /// others stay pending for their VCPU) have their bit cleared and `seen(port)` called.
+    /// An event whose pending bit Xen set but whose selector bit or upcall flag it did not
+    /// set here stays unseen. Returns whether the upcall flag was set.
+    pub fn take_events(self, sh: &SharedInfo, ports: &[u32], mut seen: impl FnMut(u32)) -> bool {
+        use core::sync::atomic::{AtomicU64, Ordering::SeqCst};
+        if self.upcall().swap(0, SeqCst) == 0 {
+            return false;
+        }
+        let mut words = self.sel().swap(0, SeqCst);
+        while words != 0 {
+            let w = words.trailing_zeros() as usize;
+            words &= words - 1;
+            let pending = &sh.evtchn_pending[w] as *const u64 as *const AtomicU64;
+            // SAFETY: one word of the mapped shared_info page; Xen sets bits in it atomically.
+            let (pending, mask) = unsafe {
+                (
+                    &*pending,
+                    core::ptr::read_volatile(&sh.evtchn_mask[w] as *const u64),
+                )
+            };
+            let bits = pending.load(SeqCst) & !mask;
+            for &port in ports {
+                let b = port % 64;
+                if port / 64 != w as u32 || bits & 1 << b == 0 {
+                    continue;
+                }
+                if pending.fetch_and(!(1 << b), SeqCst) & (1 << b) != 0 {
+                    seen(port);
+                }
+            }
+        }
+        true
+    }
+}

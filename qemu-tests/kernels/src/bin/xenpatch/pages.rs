@@ -1,0 +1,106 @@
+//! The kernel's own pages Xen is asked to write: two homes for VCPU 0's `vcpu_info` (A and B),
+//! two for VCPU 1's (C and D), and one for VCPU 1's runstate and time areas (R). A page Xen
+//! must no longer write is filled with [`POISON`] and checked later.
+
+use pvtest_kernels::report::Why;
+use pvtest_kernels::shared::InfoPtr;
+use pvtest_kernels::view::Region;
+use pvtest_kernels::why;
+use xenpv::{hypercall, vcpuop, VcpuInfo, VcpuRegisterVcpuInfo, XenError, PAGE_SIZE};
+
+pub const A: usize = 0;
+pub const B: usize = 1;
+pub const C: usize = 2;
+pub const D: usize = 3;
+pub const R: usize = 4;
+const COUNT: usize = 5;
+pub const NAMES: [&str; COUNT] = ["A", "B", "C", "D", "R"];
+/// Where in each page the vcpu_info goes: different offsets, so a move changes page and offset.
+const OFFSET: [u64; 4] = [0, 0x140, 0x40, 0x80];
+/// VCPU 1's runstate area and secondary time area in page R.
+pub const RUNSTATE_OFFSET: u64 = 0;
+pub const TIME_AREA_OFFSET: u64 = 0x800;
+/// What a page Xen must leave alone is filled with. Bit 0 of each byte is clear: Xen flags an
+/// event with test-and-set of bit 0 of `evtchn_upcall_pending` and of a selector bit (ports
+/// 0-63 are word 0), so such a write changes the page.
+pub const POISON: u8 = 0x5a;
+
+#[repr(C, align(4096))]
+struct Page([u8; PAGE_SIZE as usize]);
+static mut PAGES: [Page; COUNT] = [const { Page([0; PAGE_SIZE as usize]) }; COUNT];
+
+pub struct Pages {
+    va: [u64; COUNT],
+    pub mfn: [u64; COUNT],
+}
+
+impl Pages {
+    /// The pages' addresses and frames (bss of this kernel, inside the initial region).
+    pub fn new(region: &Region, p2m: &[u64]) -> Result<Self, Why> {
+        let mut va = [0; COUNT];
+        let mut mfn = [0; COUNT];
+        for i in 0..COUNT {
+            // SAFETY: only the address of page i is taken.
+            va[i] = unsafe { core::ptr::addr_of!(PAGES[i]) } as u64;
+            match region.va_pfn(va[i]).and_then(|pfn| p2m.get(pfn as usize)) {
+                Some(&m) => mfn[i] = m,
+                None => {
+                    return why!(
+                        "page {} at {:#x} outside the initial region",
+                        NAMES[i],
+                        va[i]
+                    )
+                }
+            }
+        }
+        Ok(Pages { va, mfn })
+    }
+
+    pub fn va(&self, i: usize) -> u64 {
+        self.va[i]
+    }
+
+    /// The vcpu_info slot of page `i` (A..D).
+    pub fn info(&self, i: usize) -> InfoPtr {
+        // SAFETY: an aligned offset in a page of this kernel's bss, mapped for its whole life
+        // and used only as a vcpu_info home.
+        unsafe { InfoPtr::new((self.va[i] + OFFSET[i]) as *mut VcpuInfo) }
+    }
+
+    /// `VCPUOP_register_vcpu_info(vcpu)` at page `i`'s slot.
+    pub fn register(&self, vcpu: u32, i: usize) -> Result<(), XenError> {
+        let rec = VcpuRegisterVcpuInfo {
+            mfn: self.mfn[i],
+            offset: OFFSET[i] as u32,
+            rsvd: 0,
+        };
+        // SAFETY: `rec` names a page of this kernel's bss that nothing else uses; Xen may map it
+        // and write `vcpu`'s vcpu_info there, which is read only through raw pointers.
+        unsafe { hypercall::vcpu_op(vcpuop::REGISTER_VCPU_INFO, vcpu, &rec as *const _ as u64) }
+            .map(drop)
+    }
+
+    /// Fills page `i` with [`POISON`].
+    pub fn poison(&self, i: usize) {
+        // SAFETY: page i is this kernel's; Xen may write it concurrently (a bug this poison is
+        // there to show), so it is written through a raw pointer only.
+        unsafe { core::ptr::write_bytes(self.va[i] as *mut u8, POISON, PAGE_SIZE as usize) };
+    }
+
+    /// `Err(offset)` of the first byte of page `i` that is no longer [`POISON`].
+    pub fn poisoned(&self, i: usize) -> Result<(), usize> {
+        self.range_poisoned(i, 0, PAGE_SIZE as usize)
+    }
+
+    /// [`Pages::poisoned`] for bytes `off..off + len` of page `i`.
+    pub fn range_poisoned(&self, i: usize, start: usize, len: usize) -> Result<(), usize> {
+        for off in start..(start + len).min(PAGE_SIZE as usize) {
+            // SAFETY: a byte of page i, read volatile because Xen could write it.
+            let b = unsafe { ((self.va[i] + off as u64) as *const u8).read_volatile() };
+            if b != POISON {
+                return Err(off);
+            }
+        }
+        Ok(())
+    }
+}
