@@ -69,6 +69,8 @@ pub struct PvkexecBuild {
     pub toolstack: Option<String>,
     pub old_vcpus: Option<u32>,
     pub old_vcpu_info: bool,
+    /// `--xen-vcpu-reset`: for a hypervisor that resets VCPUs (pvkexec's Xen patches).
+    pub xen_vcpu_reset: bool,
     pub grant_reserve: Option<u64>,
     pub out: PathBuf,
 }
@@ -151,6 +153,9 @@ impl PvkexecBuild {
         }
         if self.old_vcpu_info {
             a.push("--old-vcpu-info".into());
+        }
+        if self.xen_vcpu_reset {
+            a.push("--xen-vcpu-reset".into());
         }
         if let Some(n) = self.grant_reserve {
             a.extend(["--grant-reserve".into(), n.to_string().into()]);

@@ -228,7 +228,10 @@ fn fill_block(
         } else {
             HANDOFF_VERSION
         },
-        flags: xen_flags(),
+        flags: match fault {
+            Some(Fault::XenFlagsClaimed) => pvhandoff::handoff::HANDOFF_XEN_RESETS_VCPUS,
+            _ => xen_flags(),
+        },
         image_va: si.mod_start,
         image_len: si.mod_len,
         old_start_info_va: si as *const StartInfo as u64,

@@ -38,6 +38,9 @@ pub enum Fault {
     /// `image-list-repeat` (with `kexec_lists=1`): the image list names its first frame
     /// twice (the purgatory refuses an image frame listed twice).
     ImageListRepeat,
+    /// `xen-flags-claimed`: the handoff claims Xen's VCPU reset and vcpu_info unregistering
+    /// whatever Xen says (the purgatory asks Xen itself and refuses a reset image on stock Xen).
+    XenFlagsClaimed,
 }
 
 impl Fault {
@@ -51,6 +54,7 @@ impl Fault {
             b"handoff-v4" => Fault::HandoffV4,
             b"pool-list-repeat" => Fault::PoolListRepeat,
             b"image-list-repeat" => Fault::ImageListRepeat,
+            b"xen-flags-claimed" => Fault::XenFlagsClaimed,
             _ => return None,
         })
     }
