@@ -1006,22 +1006,51 @@ static struct exec_prep *armed;
 
 #define BACKEND_WAIT_MS		5000
 
-/* Polls one backend's state until Closed (6), gone, or the deadline. */
+/* Polls a backend's state until it is @want, gone, or the deadline; the last state read. */
+static int poll_backend_state(const char *be, int want, unsigned long deadline)
+{
+	int state = -1;
+
+	while (xenbus_scanf(XBT_NIL, be, "state", "%d", &state) == 1 &&
+	       state != want && time_before(jiffies, deadline))
+		msleep(20);
+	return state;
+}
+
+/*
+ * One frontend: wait until its backend is Closed (6), so the backend has
+ * unmapped our grants, then hand the device back as the toolstack created
+ * it: frontend Initialising (1), backend InitWait (2). The next kernel's
+ * frontend driver then connects as at boot; a PV Linux does not reset
+ * frontends it finds Closed (xenbus_reset_state() is HVM-only).
+ */
 static void wait_backend(const char *fe, unsigned long deadline)
 {
 	char *be = xenbus_read(XBT_NIL, fe, "backend", NULL);
-	int state = -1;
+	int state, err;
 
 	if (IS_ERR(be))
 		return;
-	while (xenbus_scanf(XBT_NIL, be, "state", "%d", &state) == 1 &&
-	       state != XenbusStateClosed && time_before(jiffies, deadline))
-		msleep(20);
-	if (state == XenbusStateClosed)
-		pr_info("exec: %s: backend %s closed\n", fe, be);
-	else
+	state = poll_backend_state(be, XenbusStateClosed, deadline);
+	if (state != XenbusStateClosed) {
 		pr_err("exec: %s: backend %s still in state %d after the wait: its grants may stay mapped\n",
 		       fe, be, state);
+		goto out;
+	}
+	pr_info("exec: %s: backend %s closed\n", fe, be);
+	err = xenbus_printf(XBT_NIL, fe, "state", "%d", XenbusStateInitialising);
+	if (err) {
+		pr_err("exec: %s: cannot set the frontend to Initialising (%d): the next kernel may not connect it\n",
+		       fe, err);
+		goto out;
+	}
+	state = poll_backend_state(be, XenbusStateInitWait, deadline);
+	if (state == XenbusStateInitWait)
+		pr_info("exec: %s: backend %s ready for the next kernel (InitWait)\n", fe, be);
+	else
+		pr_err("exec: %s: backend %s in state %d, not InitWait, after the frontend reset: the next kernel may not connect it\n",
+		       fe, be, state);
+out:
 	kfree(be);
 }
 
