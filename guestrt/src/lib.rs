@@ -7,6 +7,7 @@
 
 pub mod console;
 pub mod mem;
+pub mod xenstore;
 
 use xenpv::{hypercall, ShutdownReason};
 

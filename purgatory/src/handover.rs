@@ -6,7 +6,7 @@
 
 use crate::failure::Failure;
 use crate::frames::{self, Batches, Ctx};
-use crate::{aps, events, grants, plan, quiesce, renumber, rings, start_info, tables};
+use crate::{aps, events, grants, plan, quiesce, renumber, rings, start_info, tables, watches};
 use pvhandoff::handoff::Handoff;
 use pvhandoff::image::ImageView;
 
@@ -41,6 +41,10 @@ pub fn build(h: &Handoff, image: &ImageView) -> Result<Ready, Failure> {
     if k.reset {
         c.hypercalls += 1; // plan::check's XENVER_get_features
         aps::reset(&mut c, k.nr_vcpus)?;
+    }
+    // The old kernel's xenstore watches, while the old store channel is still bound.
+    if let Some(r) = rings.as_ref() {
+        watches::reset(&mut c, r)?;
     }
     // Stage 3: renumbering.
     let hidden = renumber::mark_taken(&mut c, &k, &pool, &revoked)?;

@@ -41,6 +41,7 @@ mod tables;
 mod vcpu;
 mod verify;
 mod wait;
+mod watches;
 
 use pvhandoff::handoff::Handoff;
 use pvhandoff::image::ImageView;

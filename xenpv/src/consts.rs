@@ -353,4 +353,5 @@ pub mod xs {
     pub const WRITE: u32 = 11;
     pub const WATCH_EVENT: u32 = 15;
     pub const ERROR: u32 = 16;
+    pub const RESET_WATCHES: u32 = 21;
 }

@@ -12,7 +12,7 @@ pub mod notes;
 pub mod report;
 pub mod shared;
 pub mod view;
-pub mod xenstore;
+pub use guestrt::xenstore;
 
 pub use guestrt::println;
 

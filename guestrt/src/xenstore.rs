@@ -1,13 +1,15 @@
 //! A minimal xenstore client over a domU's ring (`xen/include/public/io/xs_wire.h`): one
-//! request at a time (`XS_READ`, `XS_WRITE`, `XS_DIRECTORY`), polled with `sched_yield`
-//! (events stay masked in the test kernels). Enough for a new kernel to show that the ring and
-//! channel it was handed reach xenstored, and for a blkfront to connect.
+//! request at a time (`XS_READ`, `XS_WRITE`, `XS_DIRECTORY`, `XS_RESET_WATCHES`), polled with
+//! `sched_yield` (events stay masked in its users). Enough for a test kernel to show that the
+//! ring and channel it was handed reach xenstored, for a blkfront to connect, and for the
+//! purgatory to drop the old kernel's watches.
 
 use core::sync::atomic::{fence, Ordering};
 use xenpv::hypercall;
 use xenpv::xs::{
     DIRECTORY as XS_DIRECTORY, ERROR as XS_ERROR, HEADER, PAYLOAD_MAX, READ as XS_READ, REQ,
-    REQ_CONS, REQ_PROD, RING_SIZE, RSP, RSP_CONS, RSP_PROD, WRITE as XS_WRITE,
+    REQ_CONS, REQ_PROD, RESET_WATCHES as XS_RESET_WATCHES, RING_SIZE, RSP, RSP_CONS, RSP_PROD,
+    WRITE as XS_WRITE,
 };
 // A watch firing: xenstored may put these in the ring at any time (an old kernel's watches
 // outlive it); skipped.
@@ -37,6 +39,7 @@ pub struct Xenstore {
     va: u64,
     port: u32,
     req_id: u32,
+    hypercalls: u64,
 }
 
 impl Xenstore {
@@ -48,7 +51,18 @@ impl Xenstore {
             va,
             port,
             req_id: 0,
+            hypercalls: 0,
         }
+    }
+
+    /// Hypercalls made so far (yields and notifications).
+    pub fn hypercalls(&self) -> u64 {
+        self.hypercalls
+    }
+
+    fn notify(&mut self) {
+        self.hypercalls += 1;
+        let _ = hypercall::evtchn_send(self.port);
     }
 
     fn idx(&self, off: usize) -> u32 {
@@ -72,11 +86,12 @@ impl Xenstore {
         unsafe { ((self.va + (REQ as u64) + (i % RING_SIZE) as u64) as *mut u8).write_volatile(b) }
     }
 
-    fn wait(&self, mut done: impl FnMut() -> bool) -> Result<(), XsError> {
+    fn wait(&mut self, mut done: impl FnMut(&Self) -> bool) -> Result<(), XsError> {
         for _ in 0..MAX_YIELDS {
-            if done() {
+            if done(self) {
                 return Ok(());
             }
+            self.hypercalls += 1;
             let _ = hypercall::sched_yield();
         }
         Err(XsError::NoAnswer)
@@ -94,8 +109,8 @@ impl Xenstore {
         header[12..16].copy_from_slice(&(len as u32).to_le_bytes());
         let need = (HEADER + len) as u32;
         // Room for the whole message (xenstored consumes whole requests).
-        self.wait(|| {
-            let used = self.idx(REQ_PROD).wrapping_sub(self.idx(REQ_CONS));
+        self.wait(|x| {
+            let used = x.idx(REQ_PROD).wrapping_sub(x.idx(REQ_CONS));
             used <= RING_SIZE && RING_SIZE - used >= need
         })?;
         fence(Ordering::SeqCst);
@@ -109,14 +124,14 @@ impl Xenstore {
         // The bytes before the index that publishes them.
         fence(Ordering::SeqCst);
         self.set_idx(REQ_PROD, prod);
-        let _ = hypercall::evtchn_send(self.port);
+        self.notify();
         Ok(())
     }
 
     /// Waits for `n` bytes of answer and copies them out.
-    fn take(&self, out: &mut [u8]) -> Result<(), XsError> {
+    fn take(&mut self, out: &mut [u8]) -> Result<(), XsError> {
         let n = out.len() as u32;
-        self.wait(|| self.idx(RSP_PROD).wrapping_sub(self.idx(RSP_CONS)) >= n)?;
+        self.wait(|x| x.idx(RSP_PROD).wrapping_sub(x.idx(RSP_CONS)) >= n)?;
         let avail = self.idx(RSP_PROD).wrapping_sub(self.idx(RSP_CONS));
         if avail > RING_SIZE {
             return Err(XsError::CorruptRing);
@@ -128,12 +143,12 @@ impl Xenstore {
         }
         fence(Ordering::SeqCst);
         self.set_idx(RSP_CONS, cons.wrapping_add(n));
-        let _ = hypercall::evtchn_send(self.port);
+        self.notify();
         Ok(())
     }
 
     /// Drops `len` bytes of a message this client does not want.
-    fn skip(&self, len: usize) -> Result<(), XsError> {
+    fn skip(&mut self, len: usize) -> Result<(), XsError> {
         let mut scratch = [0u8; 64];
         let mut left = len;
         while left > 0 {
@@ -156,6 +171,14 @@ impl Xenstore {
         let mut ok = [0u8; 8];
         self.request(XS_WRITE, &[path.as_bytes(), b"\0", value], &mut ok)
             .map(drop)
+    }
+
+    /// `XS_RESET_WATCHES`: xenstored drops every watch and transaction of this domain's
+    /// connection (which outlives the kernel that made them).
+    pub fn reset_watches(&mut self) -> Result<(), XsError> {
+        // The answer is "OK".
+        let mut ok = [0u8; 8];
+        self.request(XS_RESET_WATCHES, &[b"\0"], &mut ok).map(drop)
     }
 
     /// `XS_DIRECTORY` of `path`: the children's names, each followed by a NUL, in `out`.
