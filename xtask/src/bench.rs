@@ -1,8 +1,11 @@
-//! `cargo xtask bench`: the criterion benchmarks and `pvkexec plan`'s peak RSS.
+//! `cargo xtask bench`: the criterion benchmarks and `pvkexec plan`'s peak RSS; with
+//! `--reboot`, only the kexec vs xl reboot benchmark of a Debian domU ([`run_reboot`]).
 
 use crate::steps::{cargo, cargo_env, step};
 use anyhow::{bail, Context, Result};
-use harness::provision::{self};
+use harness::domu::{self, DomuResult, DomuRig, DomuSpec, DomuVerdict, LineSource, TimedLine};
+use harness::kmod::{self, DomuFiles, Headers};
+use harness::provision::{self, DebianLinux};
 use harness::tools::{BuildMode, PvkexecBuild};
 use harness::{guest, BootConfig, Module};
 use std::path::PathBuf;
@@ -151,4 +154,492 @@ fn rusage_of(cmd: &mut Command) -> Result<(bool, i64)> {
         libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
         usage.ru_maxrss,
     ))
+}
+
+/// Runs per side of `cargo xtask bench --reboot`: a chain of `RUNS + 1` generations.
+const RUNS: usize = 5;
+const REBOOT_MEM_MIB: u64 = 512;
+const REBOOT_VCPUS: u32 = 2;
+const REBOOT_APPEND: &str = "console=hvc0 loglevel=4";
+const BENCH_TAG: &str = "PVKEXEC-BENCH";
+
+/// The bench domUs' `/init` (after the shared preamble). Its first line, printed before
+/// anything else, is the end mark of both measurements, with the kernel's own uptime. The
+/// mode comes from the command line (`pvkexec.bench=kexec|reboot`); so does a kexec
+/// generation (`pvkexec.gen=N`, as tests/linux_after_linux.rs's chain), while a reboot keeps
+/// xl's command line, so that generation is counted in sector 8 of the disk, which the loop
+/// device in dom0 keeps across xl's restarts. Every generation reads the disk's marker
+/// through blkfront; the last one powers off. Kernel messages go to the console (printk 7) in
+/// both modes, so the module's exec lines can be timed and both shutdowns print alike.
+const BENCH_INIT: &str = r#"read -r up _ </proc/uptime
+echo "PVKEXEC-BENCH init kernel-uptime=$up"
+mode=$(sed -n 's/.*pvkexec\.bench=\([a-z]*\).*/\1/p' /proc/cmdline)
+echo 7 > /proc/sys/kernel/printk
+insmod /lib/modules/xen-blkfront.ko || echo "PVKEXEC-BENCH blkfront insmod failed"
+n=0; while [ ! -b /dev/xvda ] && [ $n -lt 100 ]; do usleep 100000; n=$((n+1)); done
+if [ "$mode" = reboot ]; then
+  last=$(dd if=/dev/xvda bs=512 skip=8 count=1 2>/dev/null | head -n 1 | tr -cd 0-9)
+  gen=$(( ${last:-0} + 1 ))
+  printf '%s\n' "$gen" | dd of=/dev/xvda bs=512 seek=8 count=1 conv=sync,notrunc 2>/dev/null
+  sync
+else
+  gen=$(sed -n 's/.*pvkexec\.gen=\([0-9]*\).*/\1/p' /proc/cmdline)
+  [ -n "$gen" ] || gen=1
+fi
+say() { echo "PVKEXEC-BENCH gen=$gen $*"; }
+say "mode=$mode nproc=$(nproc) uname-r=$(uname -r) xvda=$(head -n 1 /dev/xvda)"
+if [ "$gen" -ge @LAST@ ]; then
+  say "BENCH-DONE"
+  poweroff -f
+fi
+if [ "$mode" = reboot ]; then
+  say "reboot"
+  reboot -f
+  say "reboot failed rc=$?"
+  poweroff -f
+fi
+insmod /lib/modules/pvkexec.ko || say "insmod failed"
+cd /
+find . -xdev ! -path './tmp/*' ! -path './proc/*' ! -path './sys/*' | cpio -o -H newc 2>/dev/null | gzip > /tmp/self.cpio.gz
+mkdir -p /tmp/console/dev && mknod /tmp/console/dev/console c 5 1
+(cd /tmp/console && printf 'dev\ndev/console\n' | cpio -o -H newc 2>/dev/null | gzip >> /tmp/self.cpio.gz)
+pvkexec load --kernel /boot/new --initrd /tmp/self.cpio.gz --append "@APPEND@ pvkexec.bench=kexec pvkexec.gen=$((gen+1))" 2>&1 && say "exec" && pvkexec exec 2>&1
+say "exec failed rc=$?"
+poweroff -f
+"#;
+
+/// One step inside a measured window: the first line of `source` containing `needle` after
+/// the previous step's line (an empty needle: the next line of that source), or, for a step
+/// `from_start`, after the window's start line, without moving the search on: a line from
+/// another stream than its neighbours, whose arrival order against them is no given.
+struct Stage {
+    label: &'static str,
+    source: LineSource,
+    needle: &'static str,
+    from_start: bool,
+}
+
+const fn stage(label: &'static str, source: LineSource, needle: &'static str) -> Stage {
+    Stage {
+        label,
+        source,
+        needle,
+        from_start: false,
+    }
+}
+
+const fn stage_from_start(label: &'static str, source: LineSource, needle: &'static str) -> Stage {
+    Stage {
+        from_start: true,
+        ..stage(label, source, needle)
+    }
+}
+
+/// Where the time of a kexec goes: the module, the purgatory, the new kernel.
+const KEXEC_STAGES: &[Stage] = &[
+    stage(
+        "module's first exec line",
+        LineSource::Console,
+        "pvkexec: exec: image of",
+    ),
+    stage(
+        "module: the disk's backend closed",
+        LineSource::Console,
+        "pvkexec: exec: device/",
+    ),
+    stage(
+        "module enters the purgatory",
+        LineSource::Console,
+        "entering the purgatory",
+    ),
+    stage(
+        "purgatory's first line",
+        LineSource::Console,
+        "purgatory: entered",
+    ),
+    stage(
+        "purgatory: digests verified",
+        LineSource::Console,
+        "purgatory: digests verified",
+    ),
+    stage(
+        "purgatory: event channels reset (its last line before the switch)",
+        LineSource::Console,
+        "event channels reset",
+    ),
+    // The switch line reaches xenconsoled only once the new kernel notifies the console: its
+    // arrival is no measure of when it was printed.
+    stage(
+        "purgatory's switch line arrives (with the new kernel's first output)",
+        LineSource::Console,
+        harness::PURGATORY_ENTERING,
+    ),
+    stage("new kernel's first console line", LineSource::Console, ""),
+];
+
+/// Where the time of an xl reboot goes: the old kernel's shutdown, xl, the builder, the new
+/// kernel.
+const REBOOT_STAGES: &[Stage] = &[
+    stage(
+        "xl: the domain shut down with reason reboot",
+        LineSource::Xl,
+        "has shut down, reason code 1",
+    ),
+    stage_from_start(
+        "old kernel: Restarting system (arrival)",
+        LineSource::Console,
+        "reboot: Restarting system",
+    ),
+    stage(
+        "xl: old domain destroyed (block remove included); xl sleeps 2 s",
+        LineSource::Xl,
+        "Done. Rebooting now",
+    ),
+    stage(
+        "xl: creating the new domain",
+        LineSource::Xl,
+        "do_domain_create",
+    ),
+    stage(
+        "builder: bzImage unpacked (loader probe OK)",
+        LineSource::Xl,
+        "loader probe OK",
+    ),
+    stage("builder done", LineSource::Xl, "xc_dom_release"),
+    stage(
+        "disk hotplug script (block add) started",
+        LineSource::Xl,
+        "forking to execute: /etc/xen/scripts/block add",
+    ),
+    stage("domain unpaused", LineSource::Xl, "libxl_domain_unpause"),
+    stage(
+        "xl: Waiting for domain (it runs)",
+        LineSource::Xl,
+        "Waiting for domain",
+    ),
+];
+
+/// One measured run: host seconds from the start line to the next init's first line.
+struct Run {
+    secs: f64,
+    /// Seconds after the start line at which each stage's line arrived (None: not seen).
+    stages: Vec<Option<f64>>,
+    /// The new kernel's uptime when its init printed its first line (guest clock).
+    kernel_uptime: Option<f64>,
+}
+
+/// The runs of one domU: each `start_suffix` console line (`PVKEXEC-BENCH gen=N <suffix>`)
+/// to the next init line.
+fn runs_of(lines: &[TimedLine], start_suffix: &str, stages: &[Stage]) -> Vec<Run> {
+    let is_console = |l: &TimedLine| l.source == LineSource::Console;
+    let is_start = |l: &TimedLine| {
+        is_console(l)
+            && l.text.contains(&format!("{BENCH_TAG} gen="))
+            && l.text.ends_with(&format!(" {start_suffix}"))
+    };
+    let is_init = |l: &TimedLine| is_console(l) && l.text.contains(&format!("{BENCH_TAG} init"));
+    let mut runs = Vec::new();
+    for (s, start) in lines.iter().enumerate().filter(|(_, l)| is_start(l)) {
+        let Some(e) = (s + 1..lines.len()).find(|&i| is_init(&lines[i])) else {
+            continue;
+        };
+        let mut at = s;
+        let mut found = Vec::new();
+        for st in stages {
+            let from = if st.from_start { s } else { at };
+            let hit = (from + 1..e)
+                .find(|&i| lines[i].source == st.source && lines[i].text.contains(st.needle));
+            if let (Some(i), false) = (hit, st.from_start) {
+                at = i;
+            }
+            found.push(hit.map(|i| lines[i].secs - start.secs));
+        }
+        let kernel_uptime = lines[e]
+            .text
+            .split("kernel-uptime=")
+            .nth(1)
+            .and_then(|t| t.trim().parse().ok());
+        runs.push(Run {
+            secs: lines[e].secs - start.secs,
+            stages: found,
+            kernel_uptime,
+        });
+    }
+    runs
+}
+
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    Some(if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    })
+}
+
+/// Prints one side's runs and the median offset of each stage; returns the median.
+fn report(title: &str, runs: &[Run], stages: &[Stage]) -> Option<f64> {
+    let each: Vec<String> = runs.iter().map(|r| format!("{:.2}", r.secs)).collect();
+    let med = median(runs.iter().map(|r| r.secs).collect());
+    println!(
+        "{title}: {} run(s): {} s; median {}",
+        runs.len(),
+        each.join(", "),
+        med.map_or("-".into(), |m| format!("{m:.2} s"))
+    );
+    for (k, st) in stages.iter().enumerate() {
+        let seen: Vec<f64> = runs.iter().filter_map(|r| r.stages[k]).collect();
+        let m = median(seen.clone());
+        println!(
+            "    +{:>6} s  {} ({} of {} runs)",
+            m.map_or("-".into(), |m| format!("{m:.2}")),
+            st.label,
+            seen.len(),
+            runs.len()
+        );
+    }
+    let up = median(runs.iter().filter_map(|r| r.kernel_uptime).collect());
+    // Linux's uptime starts near its entry, so this dates the entry on the host's clock.
+    let entered = median(
+        runs.iter()
+            .filter_map(|r| r.kernel_uptime.map(|u| r.secs - u))
+            .collect(),
+    );
+    println!(
+        "    +{:>6} s  new kernel's clock starts (init's line less the uptime it prints; Linux \
+         starts its clock a little after its entry)",
+        entered.map_or("-".into(), |m| format!("{m:.2}")),
+    );
+    println!(
+        "    +{:>6} s  new init's first line (the kernel's own uptime there: {})",
+        med.map_or("-".into(), |m| format!("{m:.2}")),
+        up.map_or("-".into(), |u| format!("{u:.2} s"))
+    );
+    med
+}
+
+/// Checks every generation of a side reported 2 CPUs and the disk marker; the problems found.
+fn generation_problems(d: &DomuResult, marker: &str) -> Vec<String> {
+    let mut problems = Vec::new();
+    let gens: Vec<&str> = d.lines_with(" mode=").collect();
+    if gens.len() != RUNS + 1 {
+        problems.push(format!(
+            "{} generation(s) reached init, not {}",
+            gens.len(),
+            RUNS + 1
+        ));
+    }
+    for g in gens {
+        if !g.contains(&format!("nproc={REBOOT_VCPUS} ")) {
+            problems.push(format!("not {REBOOT_VCPUS} CPUs online: {}", g.trim()));
+        }
+        if !g.contains(&format!("xvda={marker}")) {
+            problems.push(format!("the disk was not read: {}", g.trim()));
+        }
+    }
+    problems
+}
+
+/// The console lines that say why a side stopped early (refusals, failures).
+fn failure_lines(d: &DomuResult) -> Vec<String> {
+    d.console
+        .iter()
+        // Debian's kernels taint for any unsigned module: no failure.
+        .filter(|l| !l.contains("module verification failed"))
+        .filter(|l| {
+            l.contains("refused")
+                || l.contains(" failed")
+                || l.contains("Failed to")
+                || l.contains("error")
+                || l.contains("panic")
+        })
+        .take(8)
+        .cloned()
+        .collect()
+}
+
+/// `cargo xtask bench --reboot`: kexec vs xl reboot of one Debian 6.1 domU (2 VCPUs, 512 MiB,
+/// a disk read by blkfront each boot) on the patched Xen 4.17, in one dom0 boot.
+pub(crate) fn run_reboot() -> Result<()> {
+    let linux = provision::ensure_linux(DebianLinux::Bookworm)?;
+    let ko = kmod::build(Headers::Bookworm)?;
+    kmod::check_module_matches(&ko, &linux)?;
+    let modules = harness::dom0::extract_modules(
+        DebianLinux::Bookworm,
+        &harness::cache_dir().join("modules-bookworm"),
+    )?;
+    let files = DomuFiles {
+        files: vec![
+            ("lib/modules/pvkexec.ko".into(), ko),
+            (
+                "lib/modules/xen-blkfront.ko".into(),
+                modules.join("xen-blkfront.ko"),
+            ),
+            ("boot/new".into(), linux.clone()),
+        ],
+    };
+    let init = BENCH_INIT
+        .replace("@LAST@", &(RUNS + 1).to_string())
+        .replace("@APPEND@", REBOOT_APPEND);
+    let rd = harness::cache_dir().join(format!("bench-reboot-{}.cpio.gz", std::process::id()));
+    let mut temp = TempFiles(vec![rd.clone()]);
+    kmod::domu_initramfs(&init, &kmod::pvkexec_release()?, &files, &rd)?;
+    let mut spec = |mode: &str, marker: &str| -> Result<DomuSpec> {
+        let disk = domu::marker_disk(marker, 4)?;
+        temp.0.push(disk.clone());
+        let mut s = DomuSpec::new(&format!("bench-{mode}"), &linux);
+        s.ramdisk = Some(rd.clone());
+        s.cmdline = format!("{REBOOT_APPEND} pvkexec.bench={mode}");
+        s.mem_mib = REBOOT_MEM_MIB;
+        s.vcpus = REBOOT_VCPUS;
+        s.disk = Some(disk);
+        s.timeout = Duration::from_secs(900);
+        Ok(s)
+    };
+    const REBOOT_MARKER: &str = "PVKEXEC-DISK-MARKER-bench-reboot";
+    const KEXEC_MARKER: &str = "PVKEXEC-DISK-MARKER-bench-kexec";
+    let mut reboot = spec("reboot", REBOOT_MARKER)?;
+    reboot.reboots = RUNS as u32;
+    let kexec = spec("kexec", KEXEC_MARKER)?;
+    let rig = DomuRig {
+        patched_xen: true,
+        tag: "bench-reboot".into(),
+        host_mem_mib: 2560,
+        ..DomuRig::default()
+    };
+    let run = rig.run(&[reboot, kexec])?;
+    drop(temp);
+
+    println!(
+        "\nDebian 6.1 domU ({REBOOT_VCPUS} VCPUs, {REBOOT_MEM_MIB} MiB, a disk read by blkfront \
+         each boot) on the patched Xen 4.17 under QEMU TCG; host seconds from the serial lines"
+    );
+    let b = &run.domus[0];
+    let a = &run.domus[1];
+    let (lines_a, lines_b) = (run.timed_lines(&a.name), run.timed_lines(&b.name));
+    let log = harness::workspace_root().join("target/bench-reboot-lines.log");
+    write_timed_log(&log, &[(&a.name, &lines_a), (&b.name, &lines_b)])?;
+    println!("every line with its host time: {}", log.display());
+    let runs_b = runs_of(&lines_b, "reboot", REBOOT_STAGES);
+    let runs_a = runs_of(&lines_a, "exec", KEXEC_STAGES);
+    let med_a = report(
+        "(A) kexec: `pvkexec exec` -> the new kernel's init",
+        &runs_a,
+        KEXEC_STAGES,
+    );
+    let med_b = report(
+        "(B) xl reboot: `reboot -f` -> xl rebuilds the domain -> the new kernel's init",
+        &runs_b,
+        REBOOT_STAGES,
+    );
+    if let (Some(a), Some(b)) = (med_a, med_b) {
+        println!("ratio median(A)/median(B) = {:.2} (goal <= 0.5)", a / b);
+    }
+    let mut problems = Vec::new();
+    for (d, marker, runs) in [(a, KEXEC_MARKER, &runs_a), (b, REBOOT_MARKER, &runs_b)] {
+        let mut p = generation_problems(d, marker);
+        if runs.len() != RUNS {
+            p.push(format!("{} of {RUNS} runs measured", runs.len()));
+        }
+        if !p.is_empty() {
+            p.extend(failure_lines(d));
+        }
+        if d.verdict != DomuVerdict::PoweredOff {
+            p.push(format!("ended {:?}, not powered off", d.verdict));
+        }
+        problems.extend(p.into_iter().map(|p| format!("{}: {p}", d.name)));
+    }
+    if !problems.is_empty() {
+        bail!(
+            "the runs did not all do what the benchmark assumes (see {}):\n  {}",
+            log.display(),
+            problems.join("\n  ")
+        );
+    }
+    Ok(())
+}
+
+/// Writes each domU's timed lines (`host seconds, source, text`) to `path`.
+fn write_timed_log(path: &std::path::Path, domus: &[(&str, &[TimedLine])]) -> Result<()> {
+    let mut out = String::new();
+    for (name, lines) in domus {
+        out.push_str(&format!("== {name}\n"));
+        for l in lines.iter() {
+            let src = match l.source {
+                LineSource::Console => "console",
+                LineSource::Xl => "xl",
+                LineSource::Dom0 => "dom0",
+            };
+            out.push_str(&format!("{:10.3} {src:7} {}\n", l.secs, l.text));
+        }
+    }
+    std::fs::write(path, out).with_context(|| format!("writing {}", path.display()))
+}
+
+/// Files removed when dropped (the bench's initramfs and disks, also on an error).
+struct TempFiles(Vec<PathBuf>);
+
+impl Drop for TempFiles {
+    fn drop(&mut self) {
+        for f in &self.0 {
+            let _ = std::fs::remove_file(f);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(secs: f64, source: LineSource, text: &str) -> TimedLine {
+        TimedLine {
+            secs,
+            source,
+            text: text.into(),
+        }
+    }
+
+    #[test]
+    fn runs_pair_each_start_with_the_next_init_and_find_stages() {
+        use LineSource::{Console, Xl};
+        let lines = vec![
+            line(1.0, Console, "PVKEXEC-BENCH init kernel-uptime=3.50"),
+            line(2.0, Console, "PVKEXEC-BENCH gen=1 reboot"),
+            line(2.5, Console, "[ 4.0] reboot: Restarting system"),
+            line(3.0, Xl, "Domain 1 has shut down, reason code 1 0x1"),
+            line(5.0, Xl, "Waiting for domain b (domid 2) to die"),
+            line(9.0, Console, "PVKEXEC-BENCH init kernel-uptime=3.00"),
+            line(10.0, Console, "PVKEXEC-BENCH gen=2 reboot"),
+            line(14.0, Console, "PVKEXEC-BENCH init kernel-uptime=bad"),
+            // A start without a following init is no run.
+            line(15.0, Console, "PVKEXEC-BENCH gen=3 reboot"),
+        ];
+        let stages = [
+            stage("shutdown", Xl, "reason code 1"),
+            // Arrived before the previous stage's line; does not move the search on.
+            stage_from_start("restarting", Console, "Restarting system"),
+            stage("missing", Xl, "never printed"),
+            stage("running", Xl, "Waiting for domain"),
+        ];
+        let runs = runs_of(&lines, "reboot", &stages);
+        assert_eq!(runs.len(), 2);
+        assert_eq!(runs[0].secs, 7.0);
+        assert_eq!(runs[0].stages, vec![Some(1.0), Some(0.5), None, Some(3.0)]);
+        assert_eq!(runs[0].kernel_uptime, Some(3.0));
+        assert_eq!(runs[1].secs, 4.0);
+        assert_eq!(runs[1].stages, vec![None, None, None, None]);
+        assert_eq!(runs[1].kernel_uptime, None);
+        assert!(runs_of(&lines, "exec", &stages).is_empty());
+    }
+
+    #[test]
+    fn medians() {
+        assert_eq!(median(vec![]), None);
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), Some(2.5));
+    }
 }

@@ -5,11 +5,12 @@
 //! - `[xl:NAME] ...`: everything `xl -vvv create -F` says, including the domain builder's
 //!   `xc_dom_*` log and, because `-F` keeps xl watching the domain, its end:
 //!   `Domain N has shut down, reason code R 0x..` (R: 0 poweroff, 1 reboot, 3 crash,
-//!   4 watchdog) and `Domain N has been destroyed` (every `on_*` action is `destroy`);
+//!   4 watchdog) and `Domain N has been destroyed` (every `on_*` action is `destroy`, except
+//!   `on_reboot = "restart"` for a spec with [`DomuSpec::reboots`]);
 //! - `[domu:NAME] ...`: the domU's console, live from `xl console` (which exits when the
-//!   domain is gone); if `xl console` failed (a domain that died before it attached), the
-//!   xenconsoled log file is printed instead;
-//! - `PVKEXEC-DOM0 domu NAME start|timeout|end ...` with dom0 uptime stamps.
+//!   domain is gone, and is attached again after each restart); if `xl console` failed (a
+//!   domain that died before it attached), the xenconsoled log file is printed instead;
+//! - `PVKEXEC-DOM0 domu NAME start|created|restarted|timeout|end ...` with dom0 uptime stamps.
 //!
 //! The verdict of a domU comes from xl's shutdown reason and the domU's PASS/FAIL lines, as
 //! for the initial domain in [`crate::boot`]; a failed `xl create` is [`DomuVerdict::Toolstack`]
@@ -26,6 +27,9 @@ use std::time::Duration;
 use crate::boot::{BootConfig, BootResult, Echo, Module, Verdict};
 use crate::dom0::{self, Toolstack, DOM0_MODULES};
 use crate::provision::{self, XenVersion};
+
+/// Bound on [`DomuSpec::reboots`]: each restart costs xl's 2 s pause plus a build.
+pub const MAX_REBOOTS: u32 = 100;
 
 /// One PV domU for the toolstack to build.
 #[derive(Clone, Debug)]
@@ -55,6 +59,12 @@ pub struct DomuSpec {
     /// ELF of `xl dump-core`) and dom0 writes that file from sector 0 of the
     /// [`host_disk`](Self::host_disk), which must be large enough (about `mem_mib` + 1 MiB).
     pub dump_core: bool,
+    /// How many times xl rebuilds the domain when it reboots (`on_reboot = "restart"`; xl
+    /// keeps watching it through `create -F`); dom0 attaches `xl console` again to each new
+    /// incarnation. A reboot past this count is destroyed. 0 (the default): a reboot ends the
+    /// domU (`on_reboot = "destroy"`). Disks stay attached across the restarts (the same loop
+    /// device), so what the domU writes to [`disk`](Self::disk) is there after a reboot.
+    pub reboots: u32,
 }
 
 impl DomuSpec {
@@ -73,6 +83,7 @@ impl DomuSpec {
             extra_config: Vec::new(),
             build_only: false,
             dump_core: false,
+            reboots: 0,
         }
     }
 
@@ -99,6 +110,12 @@ impl DomuSpec {
         if self.build_only && (self.disk.is_some() || self.host_disk.is_some()) {
             bail!("domU {n}: a build-only domU takes no disk");
         }
+        if self.build_only && self.reboots > 0 {
+            bail!("domU {n}: a build-only domU never runs, so it cannot reboot");
+        }
+        if self.reboots > MAX_REBOOTS {
+            bail!("domU {n}: {} reboots, at most {MAX_REBOOTS}", self.reboots);
+        }
         if let Some(h) = &self.host_disk {
             if h.to_str().is_none() {
                 bail!("domU {n}: host disk {}: the path is not UTF-8", h.display());
@@ -124,12 +141,17 @@ impl DomuSpec {
         let mut c = format!(
             "name = \"{n}\"\ntype = \"pv\"\nkernel = \"/domu/{n}.kernel\"\n\
              cmdline = \"{cmd}\"\nmemory = {m}\nmaxmem = {m}\nvcpus = {v}\n\
-             on_poweroff = \"destroy\"\non_reboot = \"destroy\"\non_crash = \"{c}\"\n\
+             on_poweroff = \"destroy\"\non_reboot = \"{r}\"\non_crash = \"{c}\"\n\
              on_watchdog = \"destroy\"\n",
             n = self.name,
             cmd = self.cmdline,
             m = self.mem_mib,
             v = self.vcpus,
+            r = if self.reboots > 0 {
+                "restart"
+            } else {
+                "destroy"
+            },
             c = if self.dump_core {
                 "coredump-destroy"
             } else {
@@ -196,8 +218,11 @@ pub struct DomuResult {
     pub console: Vec<String>,
     /// Everything `xl -vvv create -F` printed (prefix removed).
     pub xl: Vec<String>,
-    /// `SHUTDOWN_*` reason code xl reported (0 poweroff, 1 reboot, 3 crash, 4 watchdog).
+    /// `SHUTDOWN_*` reason code xl reported (0 poweroff, 1 reboot, 3 crash, 4 watchdog); after
+    /// restarts ([`DomuSpec::reboots`]), the last incarnation's.
     pub shutdown_reason: Option<u32>,
+    /// How many incarnations xl started: 1, plus one per restart.
+    pub boots: u32,
     /// dom0 seconds from the start of `xl create` to the domain's end.
     pub wall_secs: Option<f64>,
     /// dom0 seconds from the start of `xl create` until xl reported the domain built.
@@ -267,6 +292,58 @@ impl DomuResult {
     }
 }
 
+/// Where a line of a domU's run came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LineSource {
+    /// The domU's console (`[domu:NAME] `).
+    Console,
+    /// `xl -vvv create -F` (`[xl:NAME] `).
+    Xl,
+    /// dom0's init about this domU (`PVKEXEC-DOM0 domu NAME `).
+    Dom0,
+}
+
+/// One line of a domU's run and when it reached the host.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TimedLine {
+    /// Host seconds since QEMU started ([`BootResult::line_secs`]).
+    pub secs: f64,
+    pub source: LineSource,
+    /// The text after the prefix, trailing white space removed.
+    pub text: String,
+}
+
+/// The prefixes dom0's init gives domU `name`'s lines.
+struct Prefixes {
+    console: String,
+    xl: String,
+    marker: String,
+}
+
+impl Prefixes {
+    fn new(name: &str) -> Self {
+        Prefixes {
+            console: format!("[domu:{name}] "),
+            xl: format!("[xl:{name}] "),
+            marker: format!("{DOM0_MARKER} domu {name} "),
+        }
+    }
+
+    /// Which of this domU's streams `line` belongs to, and its text.
+    fn split<'a>(&self, line: &'a str) -> Option<(LineSource, &'a str)> {
+        [
+            (&self.console, LineSource::Console),
+            (&self.xl, LineSource::Xl),
+            (&self.marker, LineSource::Dom0),
+        ]
+        .into_iter()
+        .find_map(|(p, src)| {
+            line.split_once(p.as_str())
+                .map(|(_, r)| (src, r.trim_end()))
+        })
+    }
+}
+
 /// One dom0 boot and the domUs it ran.
 #[derive(Clone, Debug)]
 pub struct RigRun {
@@ -275,6 +352,27 @@ pub struct RigRun {
     pub dom0: BootResult,
     /// Host seconds from QEMU's start to the toolstack being ready in dom0.
     pub toolstack_ready_secs: Option<f64>,
+}
+
+impl RigRun {
+    /// domU `name`'s lines (console, xl, dom0's markers) in the order they reached the host,
+    /// each with its host time: for timing what happens inside a domU from outside it.
+    pub fn timed_lines(&self, name: &str) -> Vec<TimedLine> {
+        let prefixes = Prefixes::new(name);
+        self.dom0
+            .log
+            .lines()
+            .zip(&self.dom0.line_secs)
+            .filter_map(|(line, &secs)| {
+                let (source, text) = prefixes.split(line)?;
+                Some(TimedLine {
+                    secs,
+                    source,
+                    text: text.to_string(),
+                })
+            })
+            .collect()
+    }
 }
 
 /// The rig's settings.
@@ -624,7 +722,7 @@ fn init_script(ts: &Toolstack, specs: &[DomuSpec]) -> String {
             continue;
         }
         s.push_str(&format!(
-            "run_domu {} {} '{}' '{}' '{}'\n",
+            "run_domu {} {} '{}' '{}' '{}' {}\n",
             spec.name,
             spec.timeout.as_secs().max(1),
             if spec.disk.is_some() { "disk" } else { "" },
@@ -633,7 +731,8 @@ fn init_script(ts: &Toolstack, specs: &[DomuSpec]) -> String {
             } else {
                 String::new()
             },
-            if spec.dump_core { "core" } else { "" }
+            if spec.dump_core { "core" } else { "" },
+            spec.reboots
         ));
     }
     // Host disks: every write reaches QEMU before dom0 powers off.
@@ -707,7 +806,7 @@ save_core() {
 }
 
 run_domu() {
-  name=$1; secs=$2; disk=$3; serial=$4; core=$5; dev=; disks=
+  name=$1; secs=$2; disk=$3; serial=$4; core=$5; reboots=$6; dev=; disks=; boot=0
   cfg=/domu/$name.cfg
   say "domu $name start uptime=$(up)"
   if [ -n "$disk" ]; then
@@ -724,26 +823,45 @@ run_domu() {
 
   ( sleep "$secs"; if [ ! -e "/tmp/$name.rc" ]; then say "domu $name timeout after ${secs} s uptime=$(up)"; xl destroy "$name"; fi ) &
   wd=$!
+  # xl says `Waiting for domain` for every incarnation it starts (after each restart too):
+  # /tmp/NAME.up.K marks the K-th.
   ( xl -vvv create -F "$cfg" 2>&1; echo "XLRC=$?" ) | while IFS= read -r l; do
       case "$l" in
         XLRC=*) echo "${l#XLRC=}" > "/tmp/$name.rc" ;;
         *) echo "[xl:$name] $l"
-           case "$l" in *"Waiting for domain"*) say "domu $name created uptime=$(up)"; : > "/tmp/$name.up" ;; esac ;;
+           case "$l" in *"Waiting for domain"*)
+             boot=$((boot+1))
+             if [ $boot -eq 1 ]; then say "domu $name created uptime=$(up)"; else say "domu $name restarted boot=$boot uptime=$(up)"; fi
+             : > "/tmp/$name.up.$boot" ;; esac ;;
       esac
     done &
   xlpid=$!
-  until [ -e "/tmp/$name.up" ] || [ -e "/tmp/$name.rc" ]; do usleep 100000; done
-  if [ -e "/tmp/$name.up" ]; then
+  # One `xl console` per incarnation: it exits when that domain is gone.
+  boot=1
+  while :; do
+    until [ -e "/tmp/$name.up.$boot" ] || [ -e "/tmp/$name.rc" ]; do usleep 100000; done
+    [ -e "/tmp/$name.up.$boot" ] || break
+    if [ $boot -gt $((reboots+1)) ]; then
+      say "domu $name rebooted more than $reboots times: destroying it uptime=$(up)"
+      xl destroy "$name"
+      break
+    fi
     set -o pipefail
     xl console "$name" </dev/null 2>&1 | sed "s/^/[domu:$name] /"
     crc=$?
     set +o pipefail
     if [ $crc -ne 0 ]; then
-      say "domu $name console exited with $crc: the xenconsoled log follows"
-      wait $xlpid
-      sed "s/^/[domu:$name] /" "/var/log/xen/console/guest-$name.log"
+      if [ "$reboots" -eq 0 ]; then
+        say "domu $name console exited with $crc: the xenconsoled log follows"
+        wait $xlpid
+        sed "s/^/[domu:$name] /" "/var/log/xen/console/guest-$name.log"
+      else
+        # The log file holds every incarnation: printing it would repeat earlier boots.
+        say "domu $name console of boot $boot exited with $crc uptime=$(up)"
+      fi
     fi
-  fi
+    boot=$((boot+1))
+  done
   wait $xlpid
   kill $wd 2>/dev/null
   [ -n "$core" ] && save_core "$name" "$hdev"
@@ -755,19 +873,16 @@ run_domu() {
 /// The domU's lines from dom0's log (`[domu:NAME] text`, `[xl:NAME] text`, markers).
 fn judge(spec: &DomuSpec, dom0: &BootResult) -> DomuResult {
     let n = &spec.name;
-    let console_tag = format!("[domu:{n}] ");
-    let xl_tag = format!("[xl:{n}] ");
-    let marker = format!("{DOM0_MARKER} domu {n} ");
+    let prefixes = Prefixes::new(n);
     let mut console = Vec::new();
     let mut xl = Vec::new();
     let mut markers = Vec::new();
     for line in dom0.log.lines() {
-        if let Some(rest) = line.split_once(&console_tag).map(|(_, r)| r) {
-            console.push(rest.trim_end().to_string());
-        } else if let Some(rest) = line.split_once(&xl_tag).map(|(_, r)| r) {
-            xl.push(rest.trim_end().to_string());
-        } else if let Some(rest) = line.split_once(&marker).map(|(_, r)| r) {
-            markers.push(rest.trim_end().to_string());
+        match prefixes.split(line) {
+            Some((LineSource::Console, text)) => console.push(text.to_string()),
+            Some((LineSource::Xl, text)) => xl.push(text.to_string()),
+            Some((LineSource::Dom0, text)) => markers.push(text.to_string()),
+            None => {}
         }
     }
     let stamp = |what: &str| {
@@ -782,10 +897,15 @@ fn judge(spec: &DomuSpec, dom0: &BootResult) -> DomuResult {
     let create_secs = start
         .zip(stamp("created").or(stamp("built")))
         .map(|(a, b)| b - a);
-    let shutdown_reason = xl.iter().find_map(|l| {
+    // The last: with restarts, the earlier ones are the reboots xl acted on.
+    let shutdown_reason = xl.iter().rev().find_map(|l| {
         let rest = l.split("has shut down, reason code ").nth(1)?;
         rest.split_whitespace().next()?.parse().ok()
     });
+    let boots = markers
+        .iter()
+        .filter(|m| m.starts_with("created") || m.starts_with("restarted"))
+        .count() as u32;
     let ended = markers.iter().any(|m| m.starts_with("end "));
     let timed_out = markers.iter().any(|m| m.starts_with("timeout"));
     let created = markers.iter().any(|m| m.starts_with("created"));
@@ -815,6 +935,7 @@ fn judge(spec: &DomuSpec, dom0: &BootResult) -> DomuResult {
         console,
         xl,
         shutdown_reason,
+        boots,
         wall_secs,
         create_secs,
     }
@@ -954,6 +1075,61 @@ mod tests {
             r.builder_log_lines(),
             vec!["xc_dom_build_image  : virt_alloc_end : 0xffffffff84a2d000"]
         );
+    }
+
+    #[test]
+    fn restarts_are_counted_and_the_last_reason_is_the_verdict() {
+        let log = format!(
+            "{BUILT}[xl:a] Domain 1 has shut down, reason code 1 0x1\n\
+             [xl:a] Action for shutdown reason code 1 is restart\n\
+             [xl:a] Done. Rebooting now\n\
+             [xl:a] Waiting for domain a (domid 2) to die [pid 99]\n\
+             PVKEXEC-DOM0 domu a restarted boot=2 uptime=20.00\n\
+             [domu:a] second boot\n\
+             [xl:a] Domain 2 has shut down, reason code 0 0x0\n\
+             PVKEXEC-DOM0 domu a end xl_rc=0 uptime=25.00\n"
+        );
+        let mut spec = DomuSpec::new("a", "/k");
+        spec.reboots = 1;
+        let d = dom0(&log, Verdict::PoweredOff);
+        let r = judge(&spec, &d);
+        assert_eq!(r.verdict, DomuVerdict::PoweredOff);
+        assert_eq!(r.shutdown_reason, Some(0));
+        assert_eq!(r.boots, 2);
+        assert_eq!(r.create_secs, Some(2.5));
+        assert_eq!(r.console, vec!["PVKEXEC-TEST PASS magic", "second boot"]);
+        let run = RigRun {
+            domus: vec![r],
+            dom0: d,
+            toolstack_ready_secs: None,
+        };
+        let lines = run.timed_lines("a");
+        assert_eq!(lines.len(), log.lines().count());
+        assert_eq!(lines[0].source, LineSource::Dom0);
+        assert_eq!(lines[0].text, "start uptime=10.00");
+        let second = lines.iter().find(|l| l.text == "second boot").unwrap();
+        assert_eq!(second.source, LineSource::Console);
+        assert!(run.timed_lines("b").is_empty());
+    }
+
+    #[test]
+    fn reboots_restart_in_the_config_and_are_bounded() {
+        let mut s = DomuSpec::new("a", "/k");
+        assert!(s.config().contains("on_reboot = \"destroy\"\n"));
+        s.reboots = 3;
+        assert!(s.config().contains("on_reboot = \"restart\"\n"));
+        assert!(
+            init_script(&Toolstack::for_xen(XenVersion::V4_17), &[s.clone()])
+                .contains("run_domu a 60 '' '' '' 3\n")
+        );
+        s.reboots = MAX_REBOOTS + 1;
+        s.kernel = std::env::current_exe().unwrap();
+        let e = s.validate().unwrap_err().to_string();
+        assert!(e.contains("reboots, at most"), "{e}");
+        s.reboots = 1;
+        s.build_only = true;
+        let e = s.validate().unwrap_err().to_string();
+        assert!(e.contains("cannot reboot"), "{e}");
     }
 
     #[test]
