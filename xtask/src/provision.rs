@@ -26,7 +26,11 @@ pub(crate) fn run() -> Result<()> {
         "initramfs: {}",
         harness::initramfs::ensure_initramfs()?.display()
     );
-    for l in [DebianLinux::Bookworm, DebianLinux::Trixie] {
+    for l in [
+        DebianLinux::Bookworm,
+        DebianLinux::Trixie,
+        DebianLinux::Bookworm612,
+    ] {
         println!(
             "initramfs with {}'s xen-blkfront: {}",
             l.name(),

@@ -36,7 +36,11 @@ pub(crate) fn run() -> Result<()> {
             provision::ensure_linux(DebianLinux::Bullseye)?;
             provision::ensure_linux(DebianLinux::Bookworm612)?;
             harness::initramfs::ensure_initramfs()?;
-            for l in [DebianLinux::Bookworm, DebianLinux::Trixie] {
+            for l in [
+                DebianLinux::Bookworm,
+                DebianLinux::Trixie,
+                DebianLinux::Bookworm612,
+            ] {
                 harness::initramfs::ensure_initramfs_blkfront_for(l)?;
             }
             harness::dom0::ensure_base(XenVersion::V4_17)?;

@@ -51,7 +51,7 @@ impl Hop {
     }
 
     /// The new kernel reached its init with both VCPUs online, on its own release, without
-    /// `nr_cpus=1`, and read the disk.
+    /// `nr_cpus=1`, and read the disk (which pvkexec.ko handed back Initialising/InitWait).
     fn check(&self, d: &DomuResult) {
         let log = d.log();
         let new_release =
@@ -210,6 +210,12 @@ fn patched_417_stock_linux_kexecs_into_stock_linux_with_every_vcpu() {
         );
     }
     assert!(log.contains("PVKEXEC-CHAIN gen=3 CHAIN-DONE"), "{log}");
+    // The same kernel registers the xenstore watch tokens the old one did: refused with
+    // EEXIST unless the purgatory dropped the old kernel's watches.
+    assert!(
+        !log.contains("Failed to set") && log.contains("XS_RESET_WATCHES"),
+        "chain: the old kernel's xenstore watches were in the way: {log}"
+    );
     assert_eq!(
         log.matches(harness::PURGATORY_ENTERING).count(),
         2,
