@@ -199,10 +199,7 @@ if [ "$mode" = reboot ]; then
   poweroff -f
 fi
 insmod /lib/modules/pvkexec.ko || say "insmod failed"
-cd /
-find . -xdev ! -path './tmp/*' ! -path './proc/*' ! -path './sys/*' | cpio -o -H newc 2>/dev/null | gzip > /tmp/self.cpio.gz
-mkdir -p /tmp/console/dev && mknod /tmp/console/dev/console c 5 1
-(cd /tmp/console && printf 'dev\ndev/console\n' | cpio -o -H newc 2>/dev/null | gzip >> /tmp/self.cpio.gz)
+repack_self
 pvkexec load --kernel /boot/new --initrd /tmp/self.cpio.gz --append "@APPEND@ pvkexec.bench=kexec pvkexec.gen=$((gen+1))" 2>&1 && say "exec" && pvkexec exec 2>&1
 say "exec failed rc=$?"
 poweroff -f
@@ -482,7 +479,7 @@ pub(crate) fn run_reboot() -> Result<()> {
             ("boot/new".into(), linux.clone()),
         ],
     };
-    let init = BENCH_INIT
+    let init = format!("{}{BENCH_INIT}", kmod::REPACK_SELF_SH)
         .replace("@LAST@", &(RUNS + 1).to_string())
         .replace("@APPEND@", REBOOT_APPEND);
     let rd = harness::cache_dir().join(format!("bench-reboot-{}.cpio.gz", std::process::id()));

@@ -428,6 +428,16 @@ mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 ";
 
+/// A shell function for a domU `/init` that kexecs into itself: `repack_self` writes
+/// `/tmp/self.cpio.gz`, the running initramfs repacked from its root, plus `/dev/console`,
+/// which lies under the devtmpfs mount (without it the next kernel's init has no console).
+pub const REPACK_SELF_SH: &str = r#"repack_self() {
+  (cd / && find . -xdev ! -path './tmp/*' ! -path './proc/*' ! -path './sys/*' | cpio -o -H newc 2>/dev/null | gzip > /tmp/self.cpio.gz)
+  mkdir -p /tmp/console/dev && mknod /tmp/console/dev/console c 5 1
+  (cd /tmp/console && printf 'dev\ndev/console\n' | cpio -o -H newc 2>/dev/null | gzip >> /tmp/self.cpio.gz)
+}
+"#;
+
 /// A gzip'd initramfs for a domU: busybox with its applets, `/init` ([`INIT_PREAMBLE`], then
 /// `init`), the `pvkexec` CLI with its shared libraries (and `/bin/kexec` linking to it), and
 /// `extra` files.

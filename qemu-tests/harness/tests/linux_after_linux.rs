@@ -88,8 +88,7 @@ impl Hop {
 
 /// `/init` of the chain: generation N (from `pvkexec.gen=` on its command line, 1 without)
 /// reports its CPUs and disk, then, below generation 3, loads the module and kexecs into the
-/// same kernel with this same initramfs (repacked from its root, plus `/dev/console`, which
-/// lies under the devtmpfs mount) and `pvkexec.gen=N+1`.
+/// same kernel with this same initramfs (`kmod::REPACK_SELF_SH`) and `pvkexec.gen=N+1`.
 const CHAIN_INIT: &str = r#"gen=$(sed -n 's/.*pvkexec\.gen=\([0-9]*\).*/\1/p' /proc/cmdline)
 [ -n "$gen" ] || gen=1
 say() { echo "PVKEXEC-CHAIN gen=$gen $*"; }
@@ -102,10 +101,7 @@ if [ "$gen" -ge 3 ]; then
   poweroff -f
 fi
 insmod /lib/modules/pvkexec.ko || say "insmod failed"
-cd /
-find . -xdev ! -path './tmp/*' ! -path './proc/*' ! -path './sys/*' | cpio -o -H newc 2>/dev/null | gzip > /tmp/self.cpio.gz
-mkdir -p /tmp/console/dev && mknod /tmp/console/dev/console c 5 1
-(cd /tmp/console && printf 'dev\ndev/console\n' | cpio -o -H newc 2>/dev/null | gzip >> /tmp/self.cpio.gz)
+repack_self
 pvkexec load --kernel /boot/new --initrd /tmp/self.cpio.gz --append "console=hvc0 loglevel=4 pvkexec.gen=$((gen+1))" 2>&1 && pvkexec exec 2>&1
 say "exec failed rc=$?"
 poweroff -f
@@ -133,7 +129,8 @@ fn chain_spec(disk: &std::path::Path) -> (DomuSpec, PathBuf) {
         ],
     };
     let rd = harness::cache_dir().join(format!("chain-{}.cpio.gz", std::process::id()));
-    kmod::domu_initramfs(CHAIN_INIT, &kmod::pvkexec_release().unwrap(), &files, &rd).unwrap();
+    let init = format!("{}{CHAIN_INIT}", kmod::REPACK_SELF_SH);
+    kmod::domu_initramfs(&init, &kmod::pvkexec_release().unwrap(), &files, &rd).unwrap();
     let mut spec = DomuSpec::new("chain", &linux);
     spec.ramdisk = Some(rd.clone());
     spec.cmdline = APPEND.into();

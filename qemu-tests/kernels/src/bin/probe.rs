@@ -277,9 +277,10 @@ static mut OWN_VCPU_INFO: VcpuInfoPage = VcpuInfoPage([0; 4096]);
 /// VCPU 0 has no vcpu_info registration left: shared_info's slot is the one Xen updates (its
 /// time record changes across blocking polls), and registering a vcpu_info here succeeds,
 /// which stock Xen refuses after any registration (undone again with the unregister MFN).
-fn check_vcpu_info_free(si: &StartInfo, sh: &SharedInfo) -> Result<(), Why> {
+fn check_vcpu_info_free(si: &StartInfo, sh: &'static SharedInfo) -> Result<(), Why> {
     let slot = &sh.vcpu_info[0];
-    let Some(before) = time_record(slot) else {
+    let slot_ptr = shared::InfoPtr::slot(sh, 0);
+    let Some(before) = slot_ptr.time_record() else {
         return why!("shared_info's vcpu_info slot of VCPU 0 holds no consistent time record");
     };
     let mut updated = false;
@@ -289,7 +290,7 @@ fn check_vcpu_info_free(si: &StartInfo, sh: &SharedInfo) -> Result<(), Why> {
         if let Err(e) = hypercall::sched_poll(&[], now + 10_000_000) {
             return why!("SCHEDOP_poll: {}", e);
         }
-        if time_record(slot).is_some_and(|t| t.version != before.version) {
+        if slot_ptr.time_record().is_some_and(|t| t.version != before.version) {
             updated = true;
             break;
         }
@@ -317,8 +318,9 @@ fn check_vcpu_info_free(si: &StartInfo, sh: &SharedInfo) -> Result<(), Why> {
             e
         );
     }
-    // SAFETY: the page is this kernel's, mapped, and holds VCPU 0's vcpu_info now.
-    let placed = time_record(unsafe { &*(va as *const VcpuInfo) });
+    // SAFETY: the page is this kernel's, mapped for its life, aligned, and used for nothing but
+    // VCPU 0's vcpu_info now.
+    let placed = unsafe { shared::InfoPtr::new(va as *mut VcpuInfo) }.time_record();
     if let Err(e) = hypercall::vcpu_info_unregister(0) {
         return why!("unregistering the vcpu_info registered here: {}", e);
     }
@@ -1062,28 +1064,3 @@ fn check_no_old_timers(sh: &SharedInfo, clk: &VcpuInfo) -> Result<(), Why> {
     Ok(())
 }
 
-/// One consistent copy of `info`'s time record (version even and unchanged across the read),
-/// or `None` when it stays odd or changing over many tries.
-fn time_record(info: &VcpuInfo) -> Option<xenpv::VcpuTimeInfo> {
-    let rec: *const xenpv::VcpuTimeInfo = &info.time;
-    for _ in 0..10_000 {
-        // SAFETY: `rec` points into a mapped vcpu_info that Xen updates concurrently; the
-        // version protocol detects a torn read.
-        let (v0, t, v1) = unsafe {
-            let v0 = core::ptr::read_volatile(core::ptr::addr_of!((*rec).version));
-            core::sync::atomic::fence(Ordering::Acquire);
-            let t = core::ptr::read_volatile(rec);
-            core::sync::atomic::fence(Ordering::Acquire);
-            (
-                v0,
-                t,
-                core::ptr::read_volatile(core::ptr::addr_of!((*rec).version)),
-            )
-        };
-        if v0 == v1 && v0 & 1 == 0 {
-            return Some(t);
-        }
-        core::hint::spin_loop();
-    }
-    None
-}
