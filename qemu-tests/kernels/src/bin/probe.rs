@@ -290,7 +290,10 @@ fn check_vcpu_info_free(si: &StartInfo, sh: &'static SharedInfo) -> Result<(), W
         if let Err(e) = hypercall::sched_poll(&[], now + 10_000_000) {
             return why!("SCHEDOP_poll: {}", e);
         }
-        if slot_ptr.time_record().is_some_and(|t| t.version != before.version) {
+        if slot_ptr
+            .time_record()
+            .is_some_and(|t| t.version != before.version)
+        {
             updated = true;
             break;
         }
@@ -1063,4 +1066,3 @@ fn check_no_old_timers(sh: &SharedInfo, clk: &VcpuInfo) -> Result<(), Why> {
     );
     Ok(())
 }
-
