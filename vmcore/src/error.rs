@@ -47,6 +47,11 @@ pub enum Error {
     ZeroMfnInFrameList {
         index: usize,
     },
+    /// The missing leaf's or missing frame-list page's MFN is 0 or past 52 bits.
+    SharedPageMfn {
+        page: &'static str,
+        mfn: u64,
+    },
     /// The caller gave `given` frame-list page MFNs where the list needs `needed`.
     FrameListCount {
         given: usize,
@@ -95,6 +100,9 @@ impl fmt::Display for Error {
             }
             Error::ZeroMfnInFrameList { index } => {
                 write!(f, "MFN 0 at index {index} of a P2M frame list")
+            }
+            Error::SharedPageMfn { page, mfn } => {
+                write!(f, "the {page}'s MFN {mfn:#x} is 0 or past 52 bits")
             }
             Error::FrameListCount { given, needed } => write!(
                 f,

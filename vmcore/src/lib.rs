@@ -197,4 +197,6 @@ fn check_notes(frames: &Frames<'_>, notes: &Notes<'_>) -> Result<(), Error> {
 }
 
 #[cfg(test)]
+mod readers;
+#[cfg(test)]
 mod tests;

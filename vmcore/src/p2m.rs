@@ -1,12 +1,29 @@
-//! The 3-level P2M frame list Xen's tools and `crash` read: one frame-list-list page naming
-//! frame-list pages, each naming up to 512 P2M leaf pages, each holding 512 P2M entries
-//! (PFN -> MFN). All three levels hold 512 little-endian `u64` MFNs per page.
+//! The 3-level P2M frame list Xen's tools, `crash` and `makedumpfile` read: one
+//! frame-list-list page naming frame-list pages, each naming 512 P2M leaf pages, each holding
+//! 512 P2M entries (PFN -> MFN). All three levels hold 512 little-endian `u64` MFNs per page.
 //!
 //! A 6.1 PV domU may publish `~0` instead of a frame-list-list in shared_info (its P2M is a
 //! virtually mapped list, `SIF_VIRT_P2M_4TOOLS`), so the capture kernel builds one in its own
-//! pages from the MFNs of the old P2M's leaf pages. Those pages must then be dumped too:
-//! `crash` reads every level through the dump by machine address, and stops at the first
-//! zero entry of the frame-list-list and counts the non-zero entries of each frame-list page.
+//! pages from the MFNs of the old P2M's leaf pages. Those pages must then be dumped too: both
+//! tools read every level through the dump by machine address.
+//!
+//! **The list covers every PFN up to [`COVERED_PFNS`]** (512 GiB), in the shape Linux's own
+//! list has (arch/x86/xen/p2m.c, `xen_build_mfn_list_list`): past the domain's leaves, every
+//! slot of the last frame-list page names one shared *missing leaf* (512 `~0` entries,
+//! Linux's `p2m_missing`), and every frame-list-list slot past the last frame-list page names
+//! one shared *missing frame-list page* (512 times the missing leaf, Linux's
+//! `p2m_mid_missing_mfn`). The readers need that:
+//! - makedumpfile counts the frame-list-list's entries up to the first zero and each
+//!   frame-list page's up to its first zero, and fails on any PFN past them (`ptom_xen:
+//!   Invalid mfn_idx`). It translates every PFN of every present memory section (128 MiB on
+//!   x86_64) up to the section's end, so a list that stops at the domain's last PFN fails
+//!   for any domain that is not a whole number of sections.
+//! - A PFN whose entry names a frame outside the dump's `PT_LOAD`s (`~0`: a hole, a ballooned
+//!   or missing page) is skipped by makedumpfile and unreadable to crash; that is how both
+//!   already treat a dom0 dump's holes.
+//!
+//! Two own pages besides the frame-list pages and the frame-list-list: the cost does not grow
+//! with the coverage.
 
 use crate::{Error, MAX_MFN};
 
@@ -14,6 +31,8 @@ use crate::{Error, MAX_MFN};
 pub const ENTRIES: usize = 512;
 /// Most P2M leaf pages one frame-list-list names (512 frame-list pages of 512).
 pub const MAX_LEAVES: usize = ENTRIES * ENTRIES;
+/// PFNs the frame list covers: 512 x 512 x 512 (Linux's `MAX_P2M_PFN`, 512 GiB of pages).
+pub const COVERED_PFNS: u64 = (MAX_LEAVES * ENTRIES) as u64;
 /// A P2M entry for no frame (Linux's `INVALID_P2M_ENTRY`).
 pub const INVALID_ENTRY: u64 = !0;
 
@@ -23,6 +42,12 @@ pub type Page = [u64; ENTRIES];
 /// P2M leaf pages needed for `nr_pfns` PFNs.
 pub const fn leaf_pages_for(nr_pfns: u64) -> u64 {
     nr_pfns.div_ceil(ENTRIES as u64)
+}
+
+/// Pages a frame list over `leaves` leaf pages needs in the caller's memory: its frame-list
+/// pages, the missing leaf, the missing frame-list page and the frame-list-list.
+pub const fn own_pages_for(leaves: usize) -> usize {
+    leaves.div_ceil(ENTRIES) + 3
 }
 
 /// Leaf page `index` of a P2M given as its entries (`p2m[pfn]`): 512 entries, those past the
@@ -40,15 +65,23 @@ pub fn leaf_page(p2m: &[u64], index: usize, out: &mut Page) -> Result<(), Error>
     Ok(())
 }
 
-/// The frame list over the old P2M's leaf pages.
+/// Contents of the missing leaf: no PFN it covers has a frame.
+pub fn missing_leaf_page(out: &mut Page) {
+    out.fill(INVALID_ENTRY);
+}
+
+/// The frame list over the old P2M's leaf pages, padded to [`COVERED_PFNS`] with the missing
+/// leaf and the missing frame-list page.
 #[derive(Clone, Copy, Debug)]
 pub struct FrameList<'a> {
     leaves: &'a [u64],
+    missing_leaf: u64,
 }
 
 impl<'a> FrameList<'a> {
-    /// `leaf_mfns[i]` is the MFN of the P2M page holding PFNs `512 i .. 512 i + 511`.
-    pub fn new(leaf_mfns: &'a [u64]) -> Result<Self, Error> {
+    /// `leaf_mfns[i]` is the MFN of the P2M page holding PFNs `512 i .. 512 i + 511`;
+    /// `missing_leaf_mfn` is where the caller put [`missing_leaf_page`].
+    pub fn new(leaf_mfns: &'a [u64], missing_leaf_mfn: u64) -> Result<Self, Error> {
         if leaf_mfns.is_empty() {
             return Err(Error::NoP2mLeaves);
         }
@@ -59,16 +92,25 @@ impl<'a> FrameList<'a> {
             });
         }
         check_mfns(leaf_mfns)?;
-        Ok(FrameList { leaves: leaf_mfns })
+        check_shared("missing leaf", missing_leaf_mfn)?;
+        Ok(FrameList {
+            leaves: leaf_mfns,
+            missing_leaf: missing_leaf_mfn,
+        })
     }
 
-    /// Frame-list pages needed (the caller finds this many frames, plus one for the
-    /// frame-list-list).
+    /// Leaf pages of the domain's own (the PFNs past them read as holes).
+    pub fn leaves(&self) -> usize {
+        self.leaves.len()
+    }
+
+    /// Frame-list pages naming the domain's leaves (the caller finds this many frames, plus
+    /// the missing frame-list page and the frame-list-list).
     pub fn frame_list_pages(&self) -> usize {
         self.leaves.len().div_ceil(ENTRIES)
     }
 
-    /// Contents of frame-list page `index`: the MFNs of its leaf pages, then zeros.
+    /// Contents of frame-list page `index`: the MFNs of its leaf pages, then the missing leaf.
     pub fn frame_list_page(&self, index: usize, out: &mut Page) -> Result<(), Error> {
         let pages = self.frame_list_pages();
         if index >= pages {
@@ -76,16 +118,23 @@ impl<'a> FrameList<'a> {
         }
         let start = index * ENTRIES;
         let part = &self.leaves[start..self.leaves.len().min(start + ENTRIES)];
-        out.fill(0);
+        out.fill(self.missing_leaf);
         out[..part.len()].copy_from_slice(part);
         Ok(())
     }
 
+    /// Contents of the missing frame-list page: the missing leaf 512 times.
+    pub fn missing_frame_list_page(&self, out: &mut Page) {
+        out.fill(self.missing_leaf);
+    }
+
     /// Contents of the frame-list-list page, given where the caller put the frame-list pages
-    /// (`frame_list_mfns[i]` holds [`FrameList::frame_list_page`] `i`).
+    /// (`frame_list_mfns[i]` holds [`FrameList::frame_list_page`] `i`) and the missing
+    /// frame-list page: every one of its 512 slots names a page.
     pub fn frame_list_list_page(
         &self,
         frame_list_mfns: &[u64],
+        missing_frame_list_mfn: u64,
         out: &mut Page,
     ) -> Result<(), Error> {
         let needed = self.frame_list_pages();
@@ -96,7 +145,8 @@ impl<'a> FrameList<'a> {
             });
         }
         check_mfns(frame_list_mfns)?;
-        out.fill(0);
+        check_shared("missing frame-list page", missing_frame_list_mfn)?;
+        out.fill(missing_frame_list_mfn);
         out[..needed].copy_from_slice(frame_list_mfns);
         Ok(())
     }
@@ -108,6 +158,14 @@ fn check_mfns(mfns: &[u64]) -> Result<(), Error> {
     }
     if let Some(&mfn) = mfns.iter().find(|&&m| m > MAX_MFN) {
         return Err(Error::MfnTooLarge { mfn });
+    }
+    Ok(())
+}
+
+/// A shared page's MFN: 0 would end the readers' count, past 52 bits is no frame.
+fn check_shared(page: &'static str, mfn: u64) -> Result<(), Error> {
+    if mfn == 0 || mfn > MAX_MFN {
+        return Err(Error::SharedPageMfn { page, mfn });
     }
     Ok(())
 }

@@ -272,43 +272,84 @@ fn from_p2m_skips_invalid_identity_and_foreign_entries() {
 }
 
 #[test]
-fn frame_list_names_leaves_then_zeros() {
+fn frame_list_names_leaves_then_the_missing_leaf_to_512_gib() {
     let leaves: Vec<u64> = (1..=513).map(|i| 0x1000 + i).collect();
-    let fl = FrameList::new(&leaves).unwrap();
+    let fl = FrameList::new(&leaves, 0x9000).unwrap();
     assert_eq!(fl.frame_list_pages(), 2);
+    assert_eq!(fl.leaves(), 513);
+    assert_eq!(p2m::own_pages_for(513), 5);
     let mut page = [0u64; p2m::ENTRIES];
     fl.frame_list_page(1, &mut page).unwrap();
     assert_eq!(page[0], 0x1000 + 513);
-    assert!(page[1..].iter().all(|&w| w == 0));
+    assert!(page[1..].iter().all(|&w| w == 0x9000));
     fl.frame_list_page(0, &mut page).unwrap();
     assert_eq!(&page[..], &leaves[..512]);
-    fl.frame_list_list_page(&[77, 78], &mut page).unwrap();
-    assert_eq!(&page[..3], [77, 78, 0]);
+    fl.missing_frame_list_page(&mut page);
+    assert!(page.iter().all(|&w| w == 0x9000));
+    fl.frame_list_list_page(&[77, 78], 0x9001, &mut page)
+        .unwrap();
+    assert_eq!(&page[..3], [77, 78, 0x9001]);
+    assert!(page[2..].iter().all(|&w| w == 0x9001));
+    p2m::missing_leaf_page(&mut page);
+    assert!(page.iter().all(|&w| w == p2m::INVALID_ENTRY));
+    assert_eq!(p2m::COVERED_PFNS, 1 << 27);
+}
+
+#[test]
+fn frame_list_refusals_are_named() {
+    let leaves: Vec<u64> = (1..=513).map(|i| 0x1000 + i).collect();
+    let fl = FrameList::new(&leaves, 0x9000).unwrap();
+    let mut page = [0u64; p2m::ENTRIES];
     assert_eq!(
         fl.frame_list_page(2, &mut page).unwrap_err(),
         Error::FrameListIndex { index: 2, pages: 2 }
     );
     assert_eq!(
-        fl.frame_list_list_page(&[77], &mut page).unwrap_err(),
+        fl.frame_list_list_page(&[77], 0x9001, &mut page)
+            .unwrap_err(),
         Error::FrameListCount {
             given: 1,
             needed: 2
         }
     );
     assert_eq!(
-        fl.frame_list_list_page(&[77, 0], &mut page).unwrap_err(),
+        fl.frame_list_list_page(&[77, 0], 0x9001, &mut page)
+            .unwrap_err(),
         Error::ZeroMfnInFrameList { index: 1 }
     );
     assert_eq!(
-        FrameList::new(&[5, 0]).unwrap_err(),
+        fl.frame_list_list_page(&[77, 78], 0, &mut page)
+            .unwrap_err(),
+        Error::SharedPageMfn {
+            page: "missing frame-list page",
+            mfn: 0
+        }
+    );
+    assert_eq!(
+        FrameList::new(&[5, 0], 0x9000).unwrap_err(),
         Error::ZeroMfnInFrameList { index: 1 }
     );
-    assert_eq!(FrameList::new(&[]).unwrap_err(), Error::NoP2mLeaves);
+    assert_eq!(
+        FrameList::new(&[5], MAX_MFN + 1).unwrap_err(),
+        Error::SharedPageMfn {
+            page: "missing leaf",
+            mfn: MAX_MFN + 1
+        }
+    );
+    assert_eq!(FrameList::new(&[], 0x9000).unwrap_err(), Error::NoP2mLeaves);
     let too_many = vec![1u64; p2m::MAX_LEAVES + 1];
     assert!(matches!(
-        FrameList::new(&too_many).unwrap_err(),
+        FrameList::new(&too_many, 0x9000).unwrap_err(),
         Error::TooManyP2mLeaves { .. }
     ));
+    let e = Error::SharedPageMfn {
+        page: "missing leaf",
+        mfn: 0,
+    };
+    assert_eq!(
+        e.to_string(),
+        "the missing leaf's MFN 0x0 is 0 or past 52 bits"
+    );
 }
 
 #[test]

@@ -120,6 +120,15 @@ impl DomuSpec {
             if h.to_str().is_none() {
                 bail!("domU {n}: host disk {}: the path is not UTF-8", h.display());
             }
+            // Linux keeps 20 bytes of a virtio-blk serial: dom0 finds the disk by it.
+            let serial = host_disk_serial(self);
+            if serial.len() > VIRTIO_SERIAL_MAX {
+                bail!(
+                    "domU {n}: with a host disk, a name of at most {} characters (its disk's \
+                     virtio serial {serial:?} is cut at {VIRTIO_SERIAL_MAX})",
+                    VIRTIO_SERIAL_MAX - HOST_DISK_SERIAL_PREFIX.len()
+                );
+            }
         }
         if self.mem_mib == 0 || self.vcpus == 0 {
             bail!("domU {n}: memory and VCPUs must be at least 1");
@@ -604,9 +613,13 @@ impl DomuRig {
     }
 }
 
+/// Bytes of a virtio-blk serial Linux reports (`VIRTIO_BLK_ID_BYTES`).
+const VIRTIO_SERIAL_MAX: usize = 20;
+const HOST_DISK_SERIAL_PREFIX: &str = "pvk-";
+
 /// The virtio-blk serial that names a domU's host disk inside dom0 (`/sys/block/vdX/serial`).
 fn host_disk_serial(spec: &DomuSpec) -> String {
-    format!("pvk-{}", spec.name)
+    format!("{HOST_DISK_SERIAL_PREFIX}{}", spec.name)
 }
 
 /// QEMU's `-drive`/`-device` pairs for the specs' host disks: raw files on virtio-blk PCI
@@ -1144,5 +1157,16 @@ mod tests {
             .contains("no such file"));
         s.cmdline = "a\"b".into();
         assert!(s.validate().is_err());
+    }
+
+    #[test]
+    fn a_host_disk_name_fits_the_virtio_serial() {
+        let exe = std::env::current_exe().unwrap();
+        let mut s = DomuSpec::new("kdump-448m-2vcpus", &exe);
+        s.host_disk = Some(exe.clone());
+        let e = s.validate().unwrap_err().to_string();
+        assert!(e.contains("at most 16 characters"), "{e}");
+        s.name = "kdump-448m".into();
+        s.validate().unwrap();
     }
 }

@@ -34,6 +34,9 @@ pub struct Kdump {
     pub crash_append: String,
     pub crash_mib: Option<u64>,
     pub mem_mib: u64,
+    /// Linux's balloon driver gives memory back before the load, down to this many MiB (the
+    /// P2M keeps its length, with holes).
+    pub balloon_to_mib: Option<u64>,
     pub vcpus: u32,
     pub fault: Option<Fault>,
     /// The dump disk (a host file, created here), at least the domain's size plus headroom.
@@ -51,6 +54,7 @@ impl Kdump {
             crash_append: "pvkexec.dump=xvda".into(),
             crash_mib: None,
             mem_mib: 256,
+            balloon_to_mib: None,
             vcpus: 1,
             fault: None,
             disk: disk.into(),
@@ -65,6 +69,7 @@ insmod /lib/modules/xen-blkfront.ko || say "insmod xen-blkfront failed"
 n=0; while [ ! -b /dev/xvda ] && [ $n -lt 100 ]; do usleep 100000; n=$((n+1)); done
 say "xvda $(cat /sys/block/xvda/size 2>/dev/null) sectors"
 echo 7 > /proc/sys/kernel/printk
+@BALLOON@
 pvkexec load -p --kernel /boot/crash @INITRD@ @CRASHMIB@ --append '@APPEND@' 2>&1
 say "load rc=$?"
 pvkexec status 2>&1 | sed 's/^/PVKEXEC-KDUMP status /'
@@ -108,7 +113,19 @@ pub fn spec(name: &str, k: &Kdump) -> Result<(DomuSpec, PathBuf)> {
             "pvkexec test-fault corrupt-crash 2>&1 | sed 's/^/PVKEXEC-KDUMP /'".into()
         }
     };
+    let balloon = match k.balloon_to_mib {
+        None => String::new(),
+        Some(mib) => format!(
+            "b=/sys/devices/system/xen_memory/xen_memory0\n\
+             echo {kb} > $b/target_kb\n\
+             n=0; until [ \"$(cat $b/info/current_kb)\" -le {kb} ] || [ $n -gt 100 ]; \
+             do usleep 100000; n=$((n+1)); done\n\
+             say \"balloon current_kb=$(cat $b/info/current_kb) target_kb={kb}\"",
+            kb = mib * 1024
+        ),
+    };
     let init = INIT
+        .replace("@BALLOON@", &balloon)
         .replace(
             "@PARAMS@",
             if k.fault.is_some() {

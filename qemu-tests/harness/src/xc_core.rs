@@ -337,7 +337,8 @@ fn write_vmcore(core: &XcCore, synth: &SynthP2m, v: &Vmcore<'_>, out: &Path) -> 
     Ok(())
 }
 
-/// A P2M and its frame list in frames past the domain's highest MFN.
+/// A P2M and its frame list in frames past the domain's highest MFN, padded to 512 GiB of
+/// PFNs as the capture kernel pads its own (`vmcore::p2m`).
 struct SynthP2m {
     pages: HashMap<u64, Vec<u8>>,
     frame_list_list: u64,
@@ -359,9 +360,11 @@ impl SynthP2m {
             (first..next).collect::<Vec<u64>>()
         };
         let leaf_mfns = take(leaves);
-        let fl = FrameList::new(&leaf_mfns).map_err(|e| anyhow::anyhow!("frame list: {e}"))?;
+        let shared = take(3);
+        let (missing_leaf, missing_list, fll) = (shared[0], shared[1], shared[2]);
+        let fl = FrameList::new(&leaf_mfns, missing_leaf)
+            .map_err(|e| anyhow::anyhow!("frame list: {e}"))?;
         let fl_mfns = take(fl.frame_list_pages());
-        let fll = take(1)[0];
         let mut pages = HashMap::new();
         let mut words = [0u64; p2m::ENTRIES];
         let mut put = |mfn: u64, words: &p2m::Page| {
@@ -378,7 +381,11 @@ impl SynthP2m {
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             put(m, &words);
         }
-        fl.frame_list_list_page(&fl_mfns, &mut words)
+        p2m::missing_leaf_page(&mut words);
+        put(missing_leaf, &words);
+        fl.missing_frame_list_page(&mut words);
+        put(missing_list, &words);
+        fl.frame_list_list_page(&fl_mfns, missing_list, &mut words)
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         put(fll, &words);
         Ok(SynthP2m {

@@ -1,22 +1,40 @@
 //! kdump in toolstack-built domUs (Xen 4.17): Debian's unmodified 6.1 with `pvkexec.ko` loads
 //! the capture kernel as its crash kernel (`pvkexec load -p`) and panics
 //! (`echo c > /proc/sysrq-trigger`); the crash kernel writes the vmcore to the domU's disk (a
-//! host file), which crash and makedumpfile then open on the host. One dom0 boot runs:
-//! - `kdump-2vcpus`: 2 VCPUs, CPU 1 spinning with interrupts off at the panic;
+//! host file), `pvkexec vmcore` cuts it out, and crash and makedumpfile open it on the host.
+//! One dom0 boot runs:
+//! - `kdump-448m`: 448 MiB (3.5 memory sections), 2 VCPUs, CPU 1 spinning with
+//!   interrupts off at the panic;
+//! - `kdump-balloon`: 320 MiB ballooned down to 256 MiB before the load (P2M holes);
+//! - `kdump-197m`: 197 MiB (not even a whole P2M page: the last one half used);
 //! - `kdump-corrupt`: the crash image corrupted after load: the purgatory names it, nothing
 //!   boots, the domain crashes as Xen would have made it.
+//!
+//! makedumpfile translates every PFN of the last memory section (128 MiB), past the domain's
+//! end: none of the three sizes is a whole number of sections (docs/vmcore.md).
 
 use harness::domu::{DomuResult, DomuRig, DomuVerdict};
 use harness::kdump::{self, Fault, Kdump};
 use harness::vmcore_tools;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-struct Shared {
-    spin: Result<DomuResult, String>,
-    corrupt: Result<DomuResult, String>,
-    /// The vmcore cut from the first domU's disk, and its length.
+/// The dumped domains: name, memory, balloon target, VCPUs, CPU 1 spinning.
+const DUMPS: [(&str, u64, Option<u64>, u32, bool); 3] = [
+    ("kdump-448m", 448, None, 2, true),
+    ("kdump-balloon", 320, Some(256), 1, false),
+    ("kdump-197m", 197, None, 1, false),
+];
+
+struct Dumped {
+    domu: Result<DomuResult, String>,
+    /// The vmcore `pvkexec vmcore` cut from the domU's disk, and its length.
     vmcore: Result<(PathBuf, u64), String>,
+}
+
+struct Shared {
+    dumps: Vec<Dumped>,
+    corrupt: Result<DomuResult, String>,
 }
 
 fn disk(name: &str) -> PathBuf {
@@ -28,35 +46,57 @@ fn disk(name: &str) -> PathBuf {
 fn shared() -> &'static Shared {
     static SHARED: OnceLock<Shared> = OnceLock::new();
     SHARED.get_or_init(|| {
-        let mut spin = Kdump::new(disk("kdump-2vcpus")).unwrap();
-        spin.vcpus = 2;
-        spin.fault = Some(Fault::SpinningCpu1);
+        let mut runs = Vec::new();
+        let mut specs = Vec::new();
+        let mut initrds = Vec::new();
+        for (name, mem, balloon, vcpus, spin) in DUMPS {
+            let mut k = Kdump::new(disk(name)).unwrap();
+            k.mem_mib = mem;
+            k.balloon_to_mib = balloon;
+            k.vcpus = vcpus;
+            k.fault = spin.then_some(Fault::SpinningCpu1);
+            let (s, rd) = kdump::spec(name, &k).unwrap();
+            specs.push(s);
+            initrds.push(rd);
+            runs.push(k);
+        }
         let mut corrupt = Kdump::new(disk("kdump-corrupt")).unwrap();
         corrupt.fault = Some(Fault::CorruptImage);
         corrupt.mem_mib = 128;
-        let (s1, rd1) = kdump::spec("kdump-2vcpus", &spin).unwrap();
-        let (s2, rd2) = kdump::spec("kdump-corrupt", &corrupt).unwrap();
+        let (s, rd) = kdump::spec("kdump-corrupt", &corrupt).unwrap();
+        specs.push(s);
+        initrds.push(rd);
         let rig = DomuRig {
             tag: "kdump".into(),
             ..DomuRig::default()
         };
-        let run = rig.run_for_tests(&[s1, s2]);
-        let _ = std::fs::remove_file(rd1);
-        let _ = std::fs::remove_file(rd2);
+        let run = rig.run_for_tests(&specs);
+        for rd in initrds {
+            let _ = std::fs::remove_file(rd);
+        }
         let _ = std::fs::remove_file(&corrupt.disk);
-        let (spin_r, corrupt_r) = match run {
-            Ok(r) => (Ok(r.domus[0].clone()), Ok(r.domus[1].clone())),
-            Err(e) => (Err(e.clone()), Err(e)),
+        let domu = |i: usize| match &run {
+            Ok(r) => Ok(r.domus[i].clone()),
+            Err(e) => Err(e.clone()),
         };
-        let out = spin.disk.with_extension("vmcore");
-        let vmcore = kdump::vmcore_from_disk(&spin.disk, &out)
-            .map(|len| (out, len))
-            .map_err(|e| format!("{e:#}"));
-        let _ = std::fs::remove_file(&spin.disk);
+        let dumps = runs
+            .iter()
+            .enumerate()
+            .map(|(i, k)| {
+                let out = k.disk.with_extension("vmcore");
+                let vmcore = kdump::vmcore_from_disk(&k.disk, &out)
+                    .map(|len| (out, len))
+                    .map_err(|e| format!("{e:#}"));
+                let _ = std::fs::remove_file(&k.disk);
+                Dumped {
+                    domu: domu(i),
+                    vmcore,
+                }
+            })
+            .collect();
         Shared {
-            spin: spin_r,
-            corrupt: corrupt_r,
-            vmcore,
+            dumps,
+            corrupt: domu(DUMPS.len()),
         }
     })
 }
@@ -65,9 +105,21 @@ fn domu(r: &Result<DomuResult, String>) -> &DomuResult {
     r.as_ref().unwrap_or_else(|e| panic!("the rig failed: {e}"))
 }
 
-#[test]
-fn a_panicking_domu_boots_the_crash_kernel_which_writes_the_vmcore() {
-    let d = domu(&shared().spin);
+fn dumped(name: &str) -> &'static Dumped {
+    let i = DUMPS.iter().position(|d| d.0 == name).unwrap();
+    &shared().dumps[i]
+}
+
+fn vmcore(name: &str) -> &'static (PathBuf, u64) {
+    dumped(name)
+        .vmcore
+        .as_ref()
+        .unwrap_or_else(|e| panic!("{name}: no vmcore: {e}"))
+}
+
+/// The domU panicked, the capture kernel wrote the vmcore, `pvkexec vmcore` cut it out.
+fn check_written(name: &str, frames_at_least: u64) -> String {
+    let d = domu(&dumped(name).domu);
     let log = d.log();
     assert_eq!(d.verdict, DomuVerdict::Pass, "{log}");
     for want in [
@@ -79,56 +131,175 @@ fn a_panicking_domu_boots_the_crash_kernel_which_writes_the_vmcore() {
         "PVKEXEC-TEST PASS vmcoreinfo",
         "PVKEXEC-TEST PASS vmcore-written",
         "capture: disk device/vbd/",
+        "capture: P2M frame list: ",
     ] {
         assert!(log.contains(want), "{want}: {log}");
     }
-    // CPU 1 spun with interrupts off; the module's NMI stopped it with its registers.
-    assert!(!log.contains("stopped from outside"), "{log}");
-    let (vmcore, len) = shared().vmcore.as_ref().unwrap();
+    assert!(log.contains(", 0 frames unreadable"), "{log}");
+    let (path, len) = vmcore(name);
     assert!(
-        *len > (256 << 20) / 2,
-        "a {len}-byte vmcore for a 256 MiB domain"
+        *len > frames_at_least * 4096,
+        "{name}: a {len}-byte vmcore for {frames_at_least} frames"
     );
-    eprintln!("vmcore {} bytes at {}", len, vmcore.display());
+    for l in log
+        .lines()
+        .filter(|l| l.contains("capture: ") || l.contains("balloon current_kb"))
+    {
+        eprintln!("{name}: {}", l.trim());
+    }
+    eprintln!("{name}: vmcore {len} bytes at {}", path.display());
+    log
 }
 
-#[test]
-fn crash_opens_the_vmcore_bt_log_ps() {
-    let (vmcore, _) = shared().vmcore.as_ref().unwrap();
+/// The kernel log ends with the panic: the panic line, then only its trace and pvkexec's
+/// crash path, whose last line enters the purgatory.
+fn assert_log_ends_with_the_panic(log: &str, what: &str) {
+    let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
+    let panic = lines
+        .iter()
+        .rposition(|l| l.contains("Kernel panic - not syncing: sysrq triggered crash"))
+        .unwrap_or_else(|| panic!("{what}: no panic line in the log:\n{log}"));
+    assert!(
+        lines.len() - panic < 80,
+        "{what}: {} lines after the panic:\n{log}",
+        lines.len() - panic
+    );
+    let last = lines.last().copied().unwrap_or("");
+    assert!(
+        last.contains("pvkexec: crash: ") && last.contains("entering the purgatory"),
+        "{what}: the log ends with {last:?}"
+    );
+}
+
+/// crash opens the vmcore: `bt` of the panicking task shows the sysrq path, `log` ends with
+/// the panic, `ps` lists the old kernel's tasks.
+fn check_crash_opens(name: &str) {
+    let (path, _) = vmcore(name);
     let vmlinux = vmcore_tools::ensure_debug_vmlinux().unwrap();
-    let r = vmcore_tools::crash_report(&vmlinux, vmcore, &["bt", "log", "ps"]).unwrap();
+    let r = vmcore_tools::crash_report(&vmlinux, path, &["bt", "log", "ps"])
+        .unwrap_or_else(|e| panic!("{name}: {e:#}"));
     let bt = r.output("bt").unwrap();
     let log = r.output("log").unwrap();
     let ps = r.output("ps").unwrap();
     eprintln!(
-        "crash bt:\n{bt}\ncrash ps (head):\n{}",
+        "{name}: crash ({:.1} s) bt:\n{bt}\n{name}: crash ps (head):\n{}",
+        r.secs,
         ps.lines().take(6).collect::<Vec<_>>().join("\n")
     );
     assert!(bt.contains("sysrq_handle_crash"), "bt: {bt}\n{}", r.raw);
     assert!(log.contains("sysrq: Trigger a crash"), "log: {log}");
-    assert!(log.contains("Kernel panic"), "log: {log}");
+    assert_log_ends_with_the_panic(log, name);
     assert!(
         ps.lines().any(|l| l.contains(" init") || l.ends_with("sh")),
         "ps: {ps}"
     );
 }
 
-#[test]
-fn makedumpfile_d31_compresses_it_and_crash_opens_that() {
-    let (vmcore, len) = shared().vmcore.as_ref().unwrap();
-    let out = vmcore.with_extension("d31");
-    let text = vmcore_tools::makedumpfile_d31(vmcore, &out).unwrap();
+/// `makedumpfile -d 31` filters the vmcore, and crash opens its output: `bt` and `log` as on
+/// the vmcore.
+fn check_makedumpfile(name: &str) {
+    let (path, len) = vmcore(name);
+    let out = path.with_extension("d31");
+    let text =
+        vmcore_tools::makedumpfile_d31(path, &out).unwrap_or_else(|e| panic!("{name}: {e:#}"));
     let small = std::fs::metadata(&out).unwrap().len();
-    eprintln!("makedumpfile -d 31: {len} -> {small} bytes\n{text}");
-    assert!(small < *len / 2, "{small} of {len}");
-    let vmlinux = vmcore_tools::ensure_debug_vmlinux().unwrap();
-    let r = vmcore_tools::crash_report(&vmlinux, &out, &["bt", "log"]).unwrap();
+    eprintln!("{name}: makedumpfile -d 31: {len} -> {small} bytes\n{text}");
+    assert!(small < *len / 2, "{name}: {small} of {len}");
+    let r = crash_on(name, &out);
+    let _ = std::fs::remove_file(&out);
     assert!(
         r.output("bt").unwrap().contains("sysrq_handle_crash"),
-        "{}",
+        "{name}: {}",
         r.raw
     );
-    let _ = std::fs::remove_file(&out);
+    assert_log_ends_with_the_panic(r.output("log").unwrap(), name);
+}
+
+fn crash_on(name: &str, dump: &Path) -> vmcore_tools::CrashReport {
+    let vmlinux = vmcore_tools::ensure_debug_vmlinux().unwrap();
+    let r = vmcore_tools::crash_report(&vmlinux, dump, &["bt", "log"])
+        .unwrap_or_else(|e| panic!("{name}: {e:#}"));
+    eprintln!(
+        "{name}: crash on makedumpfile's output ({:.1} s) bt:\n{}",
+        r.secs,
+        r.output("bt").unwrap_or("")
+    );
+    r
+}
+
+#[test]
+fn a_panicking_448_mib_domu_boots_the_crash_kernel_which_writes_the_vmcore() {
+    let log = check_written("kdump-448m", 448 * 256 / 2);
+    // CPU 1 spun with interrupts off; the module's NMI stopped it with its registers.
+    assert!(!log.contains("stopped from outside"), "{log}");
+    assert!(
+        log.contains("old P2M of 114688 entries"),
+        "448 MiB is 114688 PFNs: {log}"
+    );
+}
+
+#[test]
+fn crash_opens_the_448_mib_vmcore_bt_log_ps() {
+    check_crash_opens("kdump-448m");
+}
+
+#[test]
+fn makedumpfile_d31_filters_the_448_mib_vmcore_and_crash_opens_that() {
+    check_makedumpfile("kdump-448m");
+}
+
+#[test]
+fn a_ballooned_domu_dumps_its_frames_with_p2m_holes() {
+    let log = check_written("kdump-balloon", 256 * 256 / 2);
+    assert!(
+        log.contains("balloon current_kb=262144 target_kb=262144"),
+        "the balloon driver did not reach 256 MiB: {log}"
+    );
+    // The P2M keeps its 320 MiB length; the frames dumped are the 256 MiB left (and the
+    // capture kernel's list pages, and the P2M's own pages).
+    assert!(log.contains("old P2M of 81920 entries"), "{log}");
+    let frames: u64 = log
+        .lines()
+        .find_map(|l| {
+            l.split("capture: vmcore of ")
+                .nth(1)?
+                .split(' ')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no frame count: {log}"));
+    assert!(
+        (256 * 256..256 * 256 + 512).contains(&frames),
+        "{frames} frames dumped for 256 MiB left"
+    );
+}
+
+#[test]
+fn crash_opens_the_ballooned_vmcore_bt_log_ps() {
+    check_crash_opens("kdump-balloon");
+}
+
+#[test]
+fn makedumpfile_d31_filters_the_ballooned_vmcore_and_crash_opens_that() {
+    check_makedumpfile("kdump-balloon");
+}
+
+#[test]
+fn a_197_mib_domu_dumps() {
+    let log = check_written("kdump-197m", 197 * 256 / 2);
+    // 50432 frames: the P2M is Linux's ALIGN(nr_pages, 512).
+    assert!(log.contains("old P2M of 50688 entries"), "{log}");
+}
+
+#[test]
+fn crash_opens_the_197_mib_vmcore_bt_log_ps() {
+    check_crash_opens("kdump-197m");
+}
+
+#[test]
+fn makedumpfile_d31_filters_the_197_mib_vmcore_and_crash_opens_that() {
+    check_makedumpfile("kdump-197m");
 }
 
 #[test]

@@ -6,7 +6,10 @@
 //!
 //! Stages: the crash record (`pvkexec.crash=0x<mfn>`, checked by digest), the old P2M (through
 //! the record's list pages), a P2M frame list in this kernel's own pages (the dump's "Xen"
-//! note names it), the notes (each CPU's registers, the old VMCOREINFO), the disk, the dump.
+//! note names it; it covers 512 GiB of PFNs as Linux's own list does, so makedumpfile can
+//! translate every PFN of the last memory section), the notes (each CPU's registers, the old
+//! VMCOREINFO), the disk, the dump. The old P2M's leaf pages are dumped whether or not a PFN
+//! names them: the tools read them through the dump.
 //! The old kernel's frames are only ever mapped read-only.
 #![no_std]
 #![no_main]
@@ -22,7 +25,7 @@ use pvtest_kernels::report::{check, fail, finish, pass, Why};
 use pvtest_kernels::view::{self, Region};
 use pvtest_kernels::xenstore::Xenstore;
 use pvtest_kernels::{clock, cmdline_value, parse_u64, println, shared, why};
-use vmcore::p2m::{FrameList, Page, ENTRIES};
+use vmcore::p2m::{self, FrameList, Page, ENTRIES};
 use vmcore::{CpuState, CrashXenInfo, Frames, Notes, UserRegs, Vmcore};
 use xenpv::{hypercall, pte, uvmf, StartInfo, VcpuInfo, PAGE_SIZE};
 
@@ -31,6 +34,13 @@ const MAX_OLD_PFNS: usize = 1 << 18; // 1 GiB
 const MAX_LEAVES: usize = MAX_OLD_PFNS / ENTRIES;
 /// Frame-list pages for [`MAX_LEAVES`] leaves (each names 512).
 const MAX_FRAME_LISTS: usize = MAX_LEAVES.div_ceil(ENTRIES);
+/// This kernel's pages of the frame list: the frame-list pages, the missing leaf, the missing
+/// frame-list page, the frame-list-list (in that order in [`LISTS`]).
+const OWN_LIST_PAGES: usize = p2m::own_pages_for(MAX_LEAVES);
+const MISSING_LEAF: usize = MAX_FRAME_LISTS;
+const MISSING_LIST: usize = MAX_FRAME_LISTS + 1;
+const FRAME_LIST_LIST: usize = MAX_FRAME_LISTS + 2;
+const _: () = assert!(FRAME_LIST_LIST + 1 == OWN_LIST_PAGES);
 /// Pages of old memory mapped at once (one disk write).
 const WINDOW_PAGES: usize = 64;
 const SECTOR: u64 = 512;
@@ -41,14 +51,15 @@ struct Window([u8; WINDOW_PAGES * PAGE_SIZE as usize]);
 static mut WINDOW: Window = Window([0; WINDOW_PAGES * PAGE_SIZE as usize]);
 
 #[repr(C, align(4096))]
-struct Lists([Page; MAX_FRAME_LISTS + 1]);
-/// The synthesized frame list: frame-list pages, then the frame-list-list page.
-static mut LISTS: Lists = Lists([[0; ENTRIES]; MAX_FRAME_LISTS + 1]);
+struct Lists([Page; OWN_LIST_PAGES]);
+/// The synthesized frame list (see [`OWN_LIST_PAGES`]).
+static mut LISTS: Lists = Lists([[0; ENTRIES]; OWN_LIST_PAGES]);
 
-/// The old P2M's leaf pages' MFNs, and the dumped MFNs (sorted in place).
+/// The old P2M's leaf pages' MFNs, and the dumped MFNs (sorted in place): the present
+/// entries, the leaves, this kernel's list pages.
 static mut LEAVES: [u64; MAX_LEAVES] = [0; MAX_LEAVES];
-static mut MFNS: [u64; MAX_OLD_PFNS + MAX_FRAME_LISTS + 1] =
-    [0; MAX_OLD_PFNS + MAX_FRAME_LISTS + 1];
+static mut MFNS: [u64; MAX_OLD_PFNS + MAX_LEAVES + OWN_LIST_PAGES] =
+    [0; MAX_OLD_PFNS + MAX_LEAVES + OWN_LIST_PAGES];
 
 /// The old VMCOREINFO text.
 static mut VMCOREINFO: [u8; MAX_VMCOREINFO_NOTE as usize] = [0; MAX_VMCOREINFO_NOTE as usize];
@@ -189,29 +200,53 @@ fn own_mfn(own_p2m: &[u64], va: u64) -> Result<u64, Why> {
     }
 }
 
-/// Stage 3: the frame list over the old P2M's leaves, in this kernel's pages; their MFNs
-/// (frame-list pages, then the frame-list-list).
-fn frame_list(leaves: &[u64], own_p2m: &[u64]) -> Result<([u64; MAX_FRAME_LISTS + 1], usize), Why> {
-    let fl = match FrameList::new(leaves) {
+/// The MFNs of this kernel's frame-list pages: the first `n` name the domain's leaves, the
+/// last is the frame-list-list.
+struct ListMfns {
+    mfns: [u64; OWN_LIST_PAGES],
+    n: usize,
+}
+
+impl ListMfns {
+    /// Every page to dump (frame-list pages, missing leaf and frame-list page, the top).
+    fn pages(&self) -> &[u64] {
+        &self.mfns[..self.n + 3]
+    }
+
+    fn frame_list_list(&self) -> u64 {
+        self.mfns[self.n + 2]
+    }
+}
+
+/// Stage 3: the frame list over the old P2M's leaves, in this kernel's pages, padded to
+/// 512 GiB of PFNs with a missing leaf and a missing frame-list page (Linux's shape).
+fn frame_list(leaves: &[u64], own_p2m: &[u64]) -> Result<ListMfns, Why> {
+    // SAFETY: the single-threaded capture kernel takes LISTS once, here.
+    let lists = unsafe { &mut (*core::ptr::addr_of_mut!(LISTS)).0 };
+    let missing_leaf = own_mfn(own_p2m, lists[MISSING_LEAF].as_ptr() as u64)?;
+    let missing_list = own_mfn(own_p2m, lists[MISSING_LIST].as_ptr() as u64)?;
+    let fl = match FrameList::new(leaves, missing_leaf) {
         Ok(fl) => fl,
         Err(e) => return why!("frame list: {}", e),
     };
-    // SAFETY: the single-threaded capture kernel takes LISTS once, here.
-    let lists = unsafe { &mut (*core::ptr::addr_of_mut!(LISTS)).0 };
+    p2m::missing_leaf_page(&mut lists[MISSING_LEAF]);
+    fl.missing_frame_list_page(&mut lists[MISSING_LIST]);
     let n = fl.frame_list_pages();
-    let mut mfns = [0u64; MAX_FRAME_LISTS + 1];
+    let mut mfns = [0u64; OWN_LIST_PAGES];
     for i in 0..n {
         if let Err(e) = fl.frame_list_page(i, &mut lists[i]) {
             return why!("frame list page {}: {}", i, e);
         }
         mfns[i] = own_mfn(own_p2m, lists[i].as_ptr() as u64)?;
     }
-    let fll = &mut lists[MAX_FRAME_LISTS];
-    if let Err(e) = fl.frame_list_list_page(&mfns[..n], fll) {
+    let top = &mut lists[FRAME_LIST_LIST];
+    if let Err(e) = fl.frame_list_list_page(&mfns[..n], missing_list, top) {
         return why!("frame-list-list: {}", e);
     }
-    mfns[n] = own_mfn(own_p2m, fll.as_ptr() as u64)?;
-    Ok((mfns, n + 1))
+    mfns[n] = missing_leaf;
+    mfns[n + 1] = missing_list;
+    mfns[n + 2] = own_mfn(own_p2m, top.as_ptr() as u64)?;
+    Ok(ListMfns { mfns, n })
 }
 
 /// The old VMCOREINFO note's text (the descriptor of the "VMCOREINFO" ELF note).
@@ -371,10 +406,18 @@ fn run(si: &StartInfo, region: &Region, clk: &'static VcpuInfo) {
     };
     pass("old-p2m");
     let own_p2m = view::p2m(si);
-    let (list_mfns, nr_lists) = match frame_list(leaves, own_p2m) {
+    let lists = match frame_list(leaves, own_p2m) {
         Ok(l) => l,
         Err(e) => return fail("frame-list", format_args!("{}", e)),
     };
+    println!(
+        "PVKEXEC-INFO capture: P2M frame list: {} leaf pages in {} frame-list pages, padded to {} PFNs with a missing leaf (mfn {:#x}); frame-list-list mfn {:#x}",
+        leaves.len(),
+        lists.n,
+        p2m::COVERED_PFNS,
+        lists.mfns[lists.n],
+        lists.frame_list_list()
+    );
     let vmcoreinfo = match vmcoreinfo(&r) {
         Ok(v) => v,
         Err(e) => return fail("vmcoreinfo", format_args!("{}", e)),
@@ -384,8 +427,13 @@ fn run(si: &StartInfo, region: &Region, clk: &'static VcpuInfo) {
     let nr_cpus = cpu_states(&r, &mut cpus);
     // SAFETY: old_p2m, done with MFNS, filled its first n entries; nothing else holds it.
     let scratch = unsafe { &mut *core::ptr::addr_of_mut!(MFNS) };
-    scratch[n..n + nr_lists].copy_from_slice(&list_mfns[..nr_lists]);
-    let frames = match Frames::from_unsorted(&mut scratch[..n + nr_lists]) {
+    // The tools read the leaves and the list through the dump: every one goes in, whether
+    // or not a PFN names it (duplicates are dumped once).
+    let with_leaves = n + leaves.len();
+    scratch[n..with_leaves].copy_from_slice(leaves);
+    let total = with_leaves + lists.pages().len();
+    scratch[with_leaves..total].copy_from_slice(lists.pages());
+    let frames = match Frames::from_unsorted(&mut scratch[..total]) {
         Ok(f) => f,
         Err(e) => return fail("frames", format_args!("{}", e)),
     };
@@ -395,7 +443,7 @@ fn run(si: &StartInfo, region: &Region, clk: &'static VcpuInfo) {
         xen: CrashXenInfo::guest(
             u64::from(r.xen_version >> 16),
             u64::from(r.xen_version & 0xffff),
-            list_mfns[nr_lists - 1],
+            lists.frame_list_list(),
         ),
     };
     let core = match Vmcore::new(frames, notes) {
