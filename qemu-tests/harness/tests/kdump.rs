@@ -43,9 +43,31 @@ fn disk(name: &str) -> PathBuf {
     dir.join(format!("{name}-{}.img", std::process::id()))
 }
 
+/// The vmcores stay in the cache for a look after a run (hundreds of MB each); those of runs
+/// over two hours old go.
+fn remove_old_vmcores() {
+    let dir = harness::cache_dir().join("kdump");
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return;
+    };
+    let limit = std::time::Duration::from_secs(2 * 3600);
+    for e in entries.flatten() {
+        let old = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > limit);
+        if old && e.path().extension().is_some_and(|x| x == "vmcore") {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
 fn shared() -> &'static Shared {
     static SHARED: OnceLock<Shared> = OnceLock::new();
     SHARED.get_or_init(|| {
+        remove_old_vmcores();
         let mut runs = Vec::new();
         let mut specs = Vec::new();
         let mut initrds = Vec::new();

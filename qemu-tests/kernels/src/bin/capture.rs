@@ -200,8 +200,8 @@ fn own_mfn(own_p2m: &[u64], va: u64) -> Result<u64, Why> {
     }
 }
 
-/// The MFNs of this kernel's frame-list pages: the first `n` name the domain's leaves, the
-/// last is the frame-list-list.
+/// The MFNs of this kernel's list pages: `n` frame-list pages naming the domain's leaves,
+/// then the missing leaf, the missing frame-list page and the frame-list-list.
 struct ListMfns {
     mfns: [u64; OWN_LIST_PAGES],
     n: usize,
@@ -437,6 +437,16 @@ fn run(si: &StartInfo, region: &Region, clk: &'static VcpuInfo) {
         Ok(f) => f,
         Err(e) => return fail("frames", format_args!("{}", e)),
     };
+    // A frame left out of the dump reads as a hole, but a P2M page left out breaks both tools.
+    if let Some(m) = frames
+        .first_missing(leaves)
+        .or_else(|| frames.first_missing(lists.pages()))
+    {
+        return fail(
+            "frames",
+            format_args!("P2M or list page mfn {:#x} is not in the dump", m),
+        );
+    }
     let notes = Notes {
         cpus: &cpus[..nr_cpus],
         vmcoreinfo,
