@@ -29,6 +29,9 @@ pub(crate) struct KdumpArgs {
     vcpus: u32,
     #[arg(long, default_value_t = 256)]
     mem_mib: u64,
+    /// Balloon the domain down to this many MiB before the load (P2M holes).
+    #[arg(long)]
+    balloon_to_mib: Option<u64>,
     /// Park CPU 1 with interrupts off before the panic (needs 2 VCPUs).
     #[arg(long)]
     spin_cpu1: bool,
@@ -51,6 +54,12 @@ pub(crate) fn run(args: KdumpArgs) -> Result<ExitCode> {
     if args.spin_cpu1 && args.vcpus < 2 {
         bail!("--spin-cpu1 needs --vcpus 2 or more");
     }
+    if let Some(b) = args.balloon_to_mib.filter(|&b| b == 0 || b >= args.mem_mib) {
+        bail!(
+            "--balloon-to-mib {b}: give less than --mem-mib {} and more than 0",
+            args.mem_mib
+        );
+    }
     let disk = args.vmcore_out.with_extension("disk");
     let mut k = Kdump::new(&disk)?;
     if let Some(c) = args.crash_kernel {
@@ -61,6 +70,7 @@ pub(crate) fn run(args: KdumpArgs) -> Result<ExitCode> {
     k.crash_mib = args.crash_mib;
     k.vcpus = args.vcpus;
     k.mem_mib = args.mem_mib;
+    k.balloon_to_mib = args.balloon_to_mib;
     k.fault = args.spin_cpu1.then_some(Fault::SpinningCpu1);
     k.timeout = Duration::from_secs(300);
     let (spec, rd) = kdump::spec("kdump", &k)?;
