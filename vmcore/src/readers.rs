@@ -77,6 +77,12 @@ struct Dump {
 /// padded with a missing leaf and a missing frame-list page; the present frames, the leaves
 /// and its own pages dumped.
 fn capture(d: &Domain) -> Dump {
+    capture_without(d, &|_| false)
+}
+
+/// As [`capture`], leaving out of the dump the frames of the PFNs `omit` names (as a dump
+/// that skips zero pages would).
+fn capture_without(d: &Domain, omit: &dyn Fn(u64) -> bool) -> Dump {
     let mut pages = HashMap::new();
     for (i, &leaf) in d.leaves.iter().enumerate() {
         let content = d.leaf(i);
@@ -110,8 +116,9 @@ fn capture(d: &Domain) -> Dump {
     let mut mfns: Vec<u64> = d
         .p2m
         .iter()
-        .copied()
-        .filter_map(present_mfn)
+        .enumerate()
+        .filter(|&(pfn, _)| !omit(pfn as u64))
+        .filter_map(|(_, &e)| present_mfn(e))
         .chain(d.leaves.iter().copied())
         .chain(OWN_MFN..=fll)
         .collect();
@@ -137,7 +144,7 @@ fn header_bytes(v: &Vmcore<'_>) -> Vec<u8> {
 /// The `PT_LOAD`s and the "Xen" note's frame-list-list MFN, as the readers find them.
 fn read_dump(header: &[u8], pages: HashMap<u64, Page>) -> Dump {
     let elf = Elf::parse(header).unwrap();
-    let loads = elf
+    let loads: Vec<(u64, u64)> = elf
         .program_headers
         .iter()
         .filter(|p| p.p_type == PT_LOAD)
@@ -151,24 +158,28 @@ fn read_dump(header: &[u8], pages: HashMap<u64, Page>) -> Dump {
         .expect("a Xen CRASH_INFO note");
     // Both readers take the last word of the descriptor.
     let fll = u64::from_le_bytes(xen.desc[xen.desc.len() - 8..].try_into().unwrap());
+    assert!(loads.windows(2).all(|w: &[(u64, u64)]| w[0].1 <= w[1].0));
     Dump { loads, fll, pages }
 }
 
 impl Dump {
     /// makedumpfile's `is_in_segs`, crash's PT_LOAD lookup.
     fn in_segs(&self, maddr: u64) -> bool {
-        self.loads.iter().any(|&(s, e)| s <= maddr && maddr < e)
+        // The PT_LOADs ascend (checked in read_dump).
+        let i = self.loads.partition_point(|&(_, end)| end <= maddr);
+        self.loads.get(i).is_some_and(|&(start, _)| start <= maddr)
     }
 
     /// `readmem(PADDR, mfn << 12, page)`: only frames in a `PT_LOAD` can be read.
-    fn read(&self, mfn: u64) -> Result<Page, String> {
+    fn read(&self, mfn: u64) -> Result<&Page, String> {
+        static ZERO: Page = [0; ENTRIES];
         if mfn > MAX_MFN || !self.in_segs(mfn << 12) {
             return Err(format!(
                 "readmem: machine address {:#x} is not in the dump",
                 mfn << 12
             ));
         }
-        Ok(self.pages.get(&mfn).copied().unwrap_or([0; ENTRIES]))
+        Ok(self.pages.get(&mfn).unwrap_or(&ZERO))
     }
 }
 
@@ -283,12 +294,11 @@ fn the_old_list_fails_as_makedumpfile_did() {
     // model fails where makedumpfile 1.7.2 failed on a 448 MiB domain.
     let d = Domain::sized(448);
     let mut dump = capture(&d);
-    let top = dump.pages[&dump.fll];
+    let mut top = dump.pages[&dump.fll];
     let list = top[0];
     let mut page = dump.pages[&list];
     page[d.leaves.len()..].fill(0);
     dump.pages.insert(list, page);
-    let mut top = top;
     top[1..].fill(0);
     dump.pages.insert(dump.fll, top);
     let m = Makedumpfile::open(&dump).unwrap();
@@ -344,5 +354,21 @@ fn leaf_pages_outside_the_p2m_are_dumped() {
     for &leaf in &d.leaves {
         assert!(dump.in_segs(leaf << 12), "leaf {leaf:#x}");
         assert!(!d.p2m.contains(&leaf));
+    }
+}
+
+#[test]
+fn frames_left_out_of_the_dump_read_as_holes() {
+    // A dump that leaves some frames out (zero pages, say) but keeps the P2M's pages: those
+    // PFNs read as holes, the walk still reaches the section's end.
+    let d = Domain::sized(448);
+    let omit = |pfn: u64| pfn.is_multiple_of(3) || (0x4000..0x6000).contains(&pfn);
+    let dump = capture_without(&d, &omit);
+    let m = Makedumpfile::open(&dump).unwrap();
+    let got = m.walk(&dump, 0..4 * SECTION_PFNS).unwrap();
+    for (pfn, frame) in got.into_iter().enumerate() {
+        let pfn = pfn as u64;
+        let want = expected(&d, pfn).filter(|_| !omit(pfn));
+        assert_eq!(frame, want, "pfn {pfn:#x}");
     }
 }
