@@ -7,8 +7,9 @@
 //! 2. on `SETUP`: registers its vcpu_info (when told where), runstate and time areas;
 //! 3. on `PING`: sends VCPU 0 a ping and waits for the ack on its doorbell, until told to
 //!    stop;
-//! 4. on `DOWN`: stops its periodic timer, arms a single-shot timer and takes itself down,
-//!    as Linux's CPU offlining does. Should Xen ever resume this context, it counts it
+//! 4. on `DOWN`: loads an LDT when told where ([`LDT_VA`]: Xen then maps it and types its
+//!    page), stops its periodic timer, arms a single-shot timer and takes itself down, as
+//!    Linux's CPU offlining does. Should Xen ever resume this context, it counts it
 //!    ([`RESUMED`]) and goes down again.
 //!
 //! VCPU 1 prints nothing: VCPU 0 reports what it recorded.
@@ -66,6 +67,10 @@ pub static SELF_VI_OFFSET: AtomicU64 = AtomicU64::new(0);
 pub static SELF_VI_VA: AtomicU64 = AtomicU64::new(0);
 pub static RUNSTATE_VA: AtomicU64 = AtomicU64::new(0);
 pub static TIME_AREA_VA: AtomicU64 = AtomicU64::new(0);
+/// Where `DOWN` loads an LDT of one descriptor from (0: it does not).
+pub static LDT_VA: AtomicU64 = AtomicU64::new(0);
+/// Selector of LDT entry 0 (TI set, RPL 3: a 64-bit PV kernel runs in ring 3).
+const LDT_SELECTOR: u16 = 0x7;
 pub static TIMER1: AtomicU32 = AtomicU32::new(0);
 pub static DOORBELL1: AtomicU32 = AtomicU32::new(0);
 pub static PING: AtomicU32 = AtomicU32::new(0);
@@ -312,8 +317,34 @@ fn ping_until_stopped() {
     }
 }
 
+/// `MMUEXT_SET_LDT` at `va` (one entry), then ES loaded from it: Xen maps the LDT page on
+/// that first use and holds a descriptor-page type reference on it.
+fn load_ldt(va: u64) {
+    let op = xenpv::MmuextOp {
+        cmd: xenpv::mmuext::SET_LDT,
+        _pad: 0,
+        arg1: va,
+        arg2: 1,
+    };
+    // SAFETY: `va` is page L of this kernel, mapped read-only, holding one valid flat data
+    // descriptor; the LDT affects only segment loads that name it.
+    if let Err(e) = unsafe { hypercall::mmuext_op(&[op]) } {
+        record(8, e);
+        return;
+    }
+    // SAFETY: LDT entry 0 is a present flat data segment of DPL 3 with its accessed bit set
+    // (no write to the read-only page); ES is unused by this kernel in 64-bit mode.
+    unsafe {
+        core::arch::asm!("mov es, {0:x}", in(reg) LDT_SELECTOR, options(nostack, preserves_flags))
+    };
+}
+
 /// Stops the periodic timer, arms a single-shot one and takes VCPU `k` down.
 fn go_down(k: u32, gen: u64) -> ! {
+    let ldt = LDT_VA.swap(0, Ordering::AcqRel);
+    if ldt != 0 {
+        load_ldt(ldt);
+    }
     if let Err(e) = hypercall::vcpu_stop_periodic_timer(k) {
         record(5, e);
     }

@@ -337,6 +337,7 @@ pub fn step_errors() -> Result<(), Why> {
         4 => "EVTCHNOP_send(ping)",
         5 => "VCPUOP_stop_periodic_timer",
         6 => "set_timer_op",
+        8 => "MMUEXT_SET_LDT",
         _ => "VCPUOP_down",
     };
     why!(

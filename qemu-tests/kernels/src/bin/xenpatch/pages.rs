@@ -1,20 +1,22 @@
 //! The kernel's own pages Xen is asked to write: two homes for VCPU 0's `vcpu_info` (A and B),
 //! two for VCPU 1's (C and D), and one for VCPU 1's runstate and time areas (R). A page Xen
-//! must no longer write is filled with [`POISON`] and checked later.
+//! must no longer write is filled with [`POISON`] and checked later. Page L holds VCPU 1's
+//! LDT (one descriptor), which Xen types as a descriptor page while it maps it.
 
 use pvtest_kernels::report::Why;
 use pvtest_kernels::shared::InfoPtr;
 use pvtest_kernels::view::Region;
 use pvtest_kernels::why;
-use xenpv::{hypercall, vcpuop, VcpuInfo, VcpuRegisterVcpuInfo, XenError, PAGE_SIZE};
+use xenpv::{hypercall, pte, uvmf, vcpuop, VcpuInfo, VcpuRegisterVcpuInfo, XenError, PAGE_SIZE};
 
 pub const A: usize = 0;
 pub const B: usize = 1;
 pub const C: usize = 2;
 pub const D: usize = 3;
 pub const R: usize = 4;
-const COUNT: usize = 5;
-pub const NAMES: [&str; COUNT] = ["A", "B", "C", "D", "R"];
+pub const L: usize = 5;
+const COUNT: usize = 6;
+pub const NAMES: [&str; COUNT] = ["A", "B", "C", "D", "R", "L"];
 /// Where in each page the vcpu_info goes: different offsets, so a move changes page and offset.
 const OFFSET: [u64; 4] = [0, 0x140, 0x40, 0x80];
 /// VCPU 1's runstate area and secondary time area in page R.
@@ -78,6 +80,31 @@ impl Pages {
         // and write `vcpu`'s vcpu_info there, which is read only through raw pointers.
         unsafe { hypercall::vcpu_op(vcpuop::REGISTER_VCPU_INFO, vcpu, &rec as *const _ as u64) }
             .map(drop)
+    }
+
+    /// Maps page `i` writable (`rw`) or read-only at its VA, on every VCPU. Xen refuses a
+    /// writable mapping of a page it has typed as a descriptor page (an LDT it maps).
+    pub fn remap(&self, i: usize, rw: bool) -> Result<(), XenError> {
+        let flags = if rw {
+            pte::L1_FLAGS | pte::D
+        } else {
+            pte::L1_FLAGS_RO
+        };
+        // SAFETY: page i is this kernel's bss page; only its own entry changes, to the same
+        // frame, and nothing holds a Rust reference into it.
+        unsafe {
+            hypercall::update_va_mapping(
+                self.va[i],
+                pte::make(self.mfn[i], flags),
+                uvmf::INVLPG | uvmf::ALL,
+            )
+        }
+    }
+
+    /// Writes `desc` as entry 0 of page `i` (while it is still mapped writable).
+    pub fn write_descriptor(&self, i: usize, desc: u64) {
+        // SAFETY: page i is this kernel's and mapped writable; nothing else uses it yet.
+        unsafe { (self.va[i] as *mut u64).write_volatile(desc) };
     }
 
     /// Fills page `i` with [`POISON`].

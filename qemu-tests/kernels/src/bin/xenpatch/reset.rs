@@ -2,6 +2,10 @@
 //! (periodic timer stopped, a single-shot timer armed, vcpu_info, runstate and time areas
 //! registered), reset, and run again from a fresh context.
 //!
+//! Before the first reset VCPU 1 goes down with an LDT loaded, whose page Xen then holds as a
+//! descriptor page (a writable mapping of it is refused); the reset drops that, so the page
+//! can be mapped writable again.
+//!
 //! After each reset: `VCPUOP_up` is refused until `VCPUOP_initialise`; an event for VCPU 1 is
 //! flagged in its shared_info slot, not in the page it had registered; no timer event comes
 //! for it while it is down (its single-shot timer stopped, its periodic one not running); and
@@ -10,7 +14,7 @@
 //! them all again.
 
 use crate::ap;
-use crate::pages::{C, NAMES, R, RUNSTATE_OFFSET, TIME_AREA_OFFSET};
+use crate::pages::{C, L, NAMES, R, RUNSTATE_OFFSET, TIME_AREA_OFFSET};
 use crate::pump::MS;
 use crate::{expect_err, setup_vcpu1, start_vcpu1, vcpu1_down, Ctx};
 use core::sync::atomic::Ordering;
@@ -79,10 +83,14 @@ pub fn run(c: &mut Ctx) {
         hypercall::vcpu_reset(c.nr_vcpus),
         XenError::Enoent,
     );
+    let ldt = prepare_ldt(c);
     if let Err(w) = vcpu1_down(c) {
         fail(ROUNDS[0].reset, format_args!("taking VCPU 1 down: {}", w));
         return;
     }
+    let ldt = ldt.and_then(|()| ldt_held(c));
+    let ldt_held = ldt.is_ok();
+    check("vcpu-reset-ldt-held-while-down", ldt);
     let arg = 0u64;
     // SAFETY: VCPUOP_reset takes no argument; Xen must refuse a non-NULL one without using it
     // (it points at a live local either way).
@@ -94,7 +102,7 @@ pub fn run(c: &mut Ctx) {
         XenError::Einval,
     );
     for (i, names) in ROUNDS.iter().enumerate() {
-        if round(c, i as u64 + 1, names).is_err() {
+        if round(c, i as u64 + 1, names, (i == 0).then_some(ldt_held)).is_err() {
             break;
         }
         if i + 1 < ROUNDS.len() {
@@ -128,8 +136,45 @@ pub fn run(c: &mut Ctx) {
     }
 }
 
-/// One reset of VCPU 1 (down) and its next incarnation `gen`; `Err` ends the rounds.
-fn round(c: &mut Ctx, gen: u64, n: &Names) -> Result<(), ()> {
+/// A flat data descriptor, present, DPL 3, accessed (so loading it writes nothing).
+const LDT_DESCRIPTOR: u64 = 0x00cf_f300_0000_ffff;
+
+/// Page L gets one descriptor and is mapped read-only (Xen types only pages without writable
+/// mappings as descriptor pages); VCPU 1 loads it as its LDT when it next goes down.
+fn prepare_ldt(c: &Ctx) -> Result<(), Why> {
+    c.pages.write_descriptor(L, LDT_DESCRIPTOR);
+    if let Err(e) = c.pages.remap(L, false) {
+        return why!("mapping page L read-only: {}", e);
+    }
+    ap::LDT_VA.store(c.pages.va(L), Ordering::Release);
+    Ok(())
+}
+
+/// While VCPU 1 is down with its LDT loaded, Xen refuses a writable mapping of the LDT page:
+/// the check after the reset can fail.
+fn ldt_held(c: &Ctx) -> Result<(), Why> {
+    match c.pages.remap(L, true) {
+        Err(_) => Ok(()),
+        Ok(()) => why!(
+            "Xen let page L be mapped writable while down VCPU 1 had it as its LDT: the LDT was never mapped"
+        ),
+    }
+}
+
+/// After the reset the LDT page is an ordinary page again: it can be mapped writable.
+fn ldt_dropped(c: &Ctx) -> Result<(), Why> {
+    match c.pages.remap(L, true) {
+        Ok(()) => Ok(()),
+        Err(e) => why!(
+            "mapping page L writable after the reset: {} (the reset VCPU's LDT still holds it)",
+            e
+        ),
+    }
+}
+
+/// One reset of VCPU 1 (down) and its next incarnation `gen`; `Err` ends the rounds. `ldt`:
+/// whether VCPU 1 went down holding an LDT (checked after this reset).
+fn round(c: &mut Ctx, gen: u64, n: &Names, ldt: Option<bool>) -> Result<(), ()> {
     let former = c.vcpu1_page;
     let resumed = ap::RESUMED.load(Ordering::Relaxed);
     if let Err(e) = hypercall::vcpu_reset(1) {
@@ -137,6 +182,14 @@ fn round(c: &mut Ctx, gen: u64, n: &Names) -> Result<(), ()> {
         return Err(());
     }
     pass(n.reset);
+    match ldt {
+        Some(true) => check("vcpu-reset-ldt-dropped", ldt_dropped(c)),
+        Some(false) => fail(
+            "vcpu-reset-ldt-dropped",
+            format_args!("no LDT was held before the reset"),
+        ),
+        None => {}
+    }
     let slot = InfoPtr::slot(c.sh, 1);
     let timer1 = c.pump.ports.timer1;
     // From here on Xen must write neither VCPU 1's former vcpu_info page nor its areas.
