@@ -145,6 +145,25 @@ impl BootResult {
     pub fn failed(&self) -> Vec<(String, String)> {
         crate::failed_checks(self.lines_with("PVKEXEC-TEST FAIL "))
     }
+
+    /// Asserts that every one of `lines` is in the log.
+    pub fn assert_logged(&self, lines: &[&str]) {
+        for line in lines {
+            assert!(self.log.contains(line), "no {line:?} in:\n{}", self.log);
+        }
+    }
+
+    /// Asserts a purgatory refusal: it printed `line`, never left for the new kernel, and Xen
+    /// crashed the domain.
+    pub fn assert_refused(&self, line: &str) {
+        assert_eq!(self.verdict, Verdict::Crashed, "log:\n{}", self.log);
+        self.assert_logged(&[line, "Hardware Dom0 crashed"]);
+        assert!(
+            !self.log.contains(crate::PURGATORY_ENTERING),
+            "log:\n{}",
+            self.log
+        );
+    }
 }
 
 /// What a serial line tells about the end of the run.

@@ -93,40 +93,19 @@ fn corrupt(image: &Path, index: usize, name: &str) -> PathBuf {
     out
 }
 
-/// Every one of `lines` is in the run's log.
-fn assert_logged(r: &BootResult, lines: &[&str]) {
-    for line in lines {
-        assert!(r.log.contains(line), "no {line:?} in:\n{}", r.log);
-    }
-}
-
-/// The purgatory printed `line`, never left for the new kernel, and Xen crashed the domain.
-fn assert_refused(r: &BootResult, line: &str) {
-    assert_eq!(r.verdict, Verdict::Crashed, "log:\n{}", r.log);
-    assert_logged(r, &[line, "Hardware Dom0 crashed"]);
-    assert!(
-        !r.log.contains(harness::PURGATORY_ENTERING),
-        "log:\n{}",
-        r.log
-    );
-}
-
 fn assert_kexec_passed(r: &BootResult, segments: usize) {
     assert_eq!(r.verdict, Verdict::Pass, "log:\n{}", r.log);
     let verified = format!("purgatory: digests verified: {segments} segments");
-    assert_logged(
-        r,
-        &[
-            "purgatory: entered",
-            &verified,
-            "purgatory: frames renumbered",
-            "(their direct-map aliases dropped)",
-            "purgatory: timers stopped, runstate and time areas of",
-            "event channels reset (FIFO ABI gone)",
-            "grant entries revoked",
-            "(loopback pair re-created)",
-        ],
-    );
+    r.assert_logged(&[
+        "purgatory: entered",
+        &verified,
+        "purgatory: frames renumbered",
+        "(their direct-map aliases dropped)",
+        "purgatory: timers stopped, runstate and time areas of",
+        "event channels reset (FIFO ABI gone)",
+        "grant entries revoked",
+        "(loopback pair re-created)",
+    ]);
     assert!(!r.log.contains("mismatch"));
     // The new kernel's report comes after the purgatory's last line.
     let after = r
@@ -150,7 +129,7 @@ fn kexec_into_probe_64mib() {
     let image = build_image("plain-64M", 64, None);
     let r = run("kexec-64M", &image, 64);
     assert_kexec_passed(&r, 6);
-    assert_logged(&r, &[" 4 grant entries revoked"]);
+    r.assert_logged(&[" 4 grant entries revoked"]);
 }
 
 #[test]
@@ -160,7 +139,7 @@ fn kexec_into_probe_with_initrd_1gib() {
     let image = build_image("initrd-1G", 1024, Some(&initrd));
     let r = run("kexec-initrd-1G", &image, 1024);
     assert_kexec_passed(&r, 7);
-    assert_logged(&r, &["p2m-m2p frames=262144", &format!("mod_len={len:#x}")]);
+    r.assert_logged(&["p2m-m2p frames=262144", &format!("mod_len={len:#x}")]);
     assert_batched(&r, "kexec-initrd-1G", 262144);
 }
 
@@ -206,13 +185,10 @@ fn kexec_6gib_domain_with_2_vcpus() {
     let wall = start.elapsed();
     assert_kexec_passed(&r, 6);
     assert_parked(&r, 2);
-    assert_logged(
-        &r,
-        &[
-            "hidden-frames 5 (domain 1572864 frames, nr_pages 1572859)",
-            "purgatory working memory: 102 frames",
-        ],
-    );
+    r.assert_logged(&[
+        "hidden-frames 5 (domain 1572864 frames, nr_pages 1572859)",
+        "purgatory working memory: 102 frames",
+    ]);
     let n = assert_batched(&r, "kexec-6G-2vcpus", 1572864);
     eprintln!("[kexec-6G-2vcpus] wall time {wall:.1?}, {n} hypercalls");
 }
@@ -225,16 +201,13 @@ fn working_memory_from_the_handoff_is_checked() {
     let image = build_image("plain-64M-work", 64, None);
     let r = run_with("kexec-handoff-v4", &image, 64, "kexec_fault=handoff-v4");
     assert_eq!(r.verdict, Verdict::Crashed, "log:\n{}", r.log);
-    assert_logged(
-        &r,
-        &[
-            "purgatory: the handoff block (rdi) is not a version-6 block with working memory",
-            "Hardware Dom0 crashed",
-        ],
-    );
+    r.assert_logged(&[
+        "purgatory: the handoff block (rdi) is not a version-6 block with working memory",
+        "Hardware Dom0 crashed",
+    ]);
     assert!(!r.log.contains("purgatory: entered"), "log:\n{}", r.log);
     let r = run_with("kexec-work-in-pool", &image, 64, "kexec_fault=work-in-pool");
-    assert_refused(&r, "purgatory: a working-memory frame (work_pfns_va) is not the domain's, or lies in the free pool");
+    r.assert_refused("purgatory: a working-memory frame (work_pfns_va) is not the domain's, or lies in the free pool");
     assert!(!r.log.contains("frames renumbered"), "log:\n{}", r.log);
 }
 
@@ -251,7 +224,7 @@ fn kexec_into_probe_1536mib() {
     let image = build_image("plain-1536M", 1536, None);
     let r = run("kexec-1536M", &image, 1536);
     assert_kexec_passed(&r, 6);
-    assert_logged(&r, &["p2m-m2p frames=393216"]);
+    r.assert_logged(&["p2m-m2p frames=393216"]);
 }
 
 #[test]
@@ -271,7 +244,7 @@ fn flipped_byte_in_each_verified_segment_is_named() {
         let r = run(&name, &bad, 64);
         assert_eq!(r.verdict, Verdict::Crashed, "log:\n{}", r.log);
         let line = format!("purgatory: segment {index} ({kind}): SHA-256 mismatch");
-        assert_logged(&r, &[&line, "Hardware Dom0 crashed"]);
+        r.assert_logged(&[&line, "Hardware Dom0 crashed"]);
         assert!(!r.log.contains("digests verified"), "log:\n{}", r.log);
         assert!(
             !r.log.contains("PVKEXEC-TEST PASS"),
@@ -327,16 +300,13 @@ fn changed_header_or_descriptor_is_refused_by_the_purgatory() {
     for (name, edit) in cases {
         let bad = edited(&image, &format!("header-{name}"), edit);
         let r = run(&format!("header-{name}"), &bad, 64);
-        assert_refused(
-            &r,
-            "purgatory: kexec image header and descriptor table refused: Mismatch",
-        );
+        r.assert_refused("purgatory: kexec image header and descriptor table refused: Mismatch");
         assert!(!r.log.contains("digest ok"), "{name}: log:\n{}", r.log);
     }
     // No segments at all: the kernel side cannot even find the purgatory.
     let bad = edited(&image, "header-no-segments", |b| b[16..20].fill(0));
     let r = run("header-no-segments", &bad, 64);
-    assert_logged(&r, &["module is not a kexec image: NoSegments"]);
+    r.assert_logged(&["module is not a kexec image: NoSegments"]);
     assert!(!r.log.contains("purgatory: entered"), "log:\n{}", r.log);
 }
 
@@ -347,13 +317,10 @@ fn pinned_trees_left_by_the_kernel_side_are_caught_by_the_probe() {
     let image = build_image("plain-64M-trees", 64, None);
     let r = run_with("kexec-keep-trees", &image, 64, "kexec_fault=keep-trees");
     assert_eq!(r.verdict, Verdict::GuestFailed, "log:\n{}", r.log);
-    assert_logged(
-        &r,
-        &[
-            harness::PURGATORY_ENTERING,
-            "PVKEXEC-TEST FAIL frames-writable: a frame among pfn",
-        ],
-    );
+    r.assert_logged(&[
+        harness::PURGATORY_ENTERING,
+        "PVKEXEC-TEST FAIL frames-writable: a frame among pfn",
+    ]);
     assert_eq!(
         r.failed().len(),
         1,
@@ -367,7 +334,7 @@ fn pinned_trees_left_by_the_kernel_side_are_caught_by_the_probe() {
 fn free_pool_overlapping_the_old_p2m_is_refused_by_the_purgatory() {
     let image = build_image("plain-64M-pool", 64, None);
     let r = run_with("kexec-pool-overlap", &image, 64, "kexec_fault=pool-overlap");
-    assert_refused(&r, "purgatory: the handoff's free pool overlaps the image, the old start_info or the old P2M; refusing to enter the new kernel");
+    r.assert_refused("purgatory: the handoff's free pool overlaps the image, the old start_info or the old P2M; refusing to enter the new kernel");
 }
 
 /// Handoff v6's frame lists (`kexec_lists=1`): the image listed page by page and a pool of
@@ -380,7 +347,7 @@ fn frame_lists_in_the_handoff_are_followed_and_checked() {
     let r = run_smp("kexec-lists", &image, 64, "kexec_lists=1", 2);
     assert_kexec_passed(&r, 6);
     assert_parked(&r, 2);
-    assert_logged(&r, &["PVKEXEC-INFO kexec: handoff v6 lists: "]);
+    r.assert_logged(&["PVKEXEC-INFO kexec: handoff v6 lists: "]);
     let r = run_smp(
         "kexec-pool-list-repeat",
         &image,
@@ -388,7 +355,7 @@ fn frame_lists_in_the_handoff_are_followed_and_checked() {
         "kexec_lists=1 kexec_fault=pool-list-repeat",
         2,
     );
-    assert_refused(&r, "purgatory: the handoff's free pool list (pool_pfns_va) is not strictly ascending: a frame repeats or the order is wrong; refusing to enter the new kernel");
+    r.assert_refused("purgatory: the handoff's free pool list (pool_pfns_va) is not strictly ascending: a frame repeats or the order is wrong; refusing to enter the new kernel");
     let r = run_smp(
         "kexec-image-list-repeat",
         &image,
@@ -396,7 +363,7 @@ fn frame_lists_in_the_handoff_are_followed_and_checked() {
         "kexec_lists=1 kexec_fault=image-list-repeat",
         2,
     );
-    assert_refused(&r, "purgatory: an image frame (image_pfns_va) is not the domain's, is a balloon hole, is listed twice, or is the old start_info or P2M list; refusing to enter the new kernel");
+    r.assert_refused("purgatory: an image frame (image_pfns_va) is not the domain's, is a balloon hole, is listed twice, or is the old start_info or P2M list; refusing to enter the new kernel");
 }
 
 /// 2 and 4 VCPUs: the old kernel's APs (own GDT, VIRQ_TIMER, running timers) are parked by the
@@ -410,10 +377,7 @@ fn aps_are_parked_with_2_and_4_vcpus() {
         let r = run_smp(&format!("kexec-{vcpus}vcpus"), &image, 64, "", vcpus);
         assert_kexec_passed(&r, 6);
         assert_parked(&r, vcpus);
-        assert_logged(
-            &r,
-            &["hidden-frames 5 (domain 16384 frames, nr_pages 16379)"],
-        );
+        r.assert_logged(&["hidden-frames 5 (domain 16384 frames, nr_pages 16379)"]);
     }
 }
 
@@ -424,10 +388,7 @@ fn aps_are_parked_with_2_and_4_vcpus() {
 fn aps_without_nmi_callbacks_are_sent_by_ipi() {
     let image = build_image_for("smp2-ipi-64M", 64, None, 2);
     let r = run_smp("kexec-2vcpus-ipi", &image, 64, "kexec_ap_stop=ipi", 2);
-    assert_logged(
-        &r,
-        &["PVKEXEC-INFO kexec: APs sent to the purgatory by IPI (EVTCHNOP_send)"],
-    );
+    r.assert_logged(&["PVKEXEC-INFO kexec: APs sent to the purgatory by IPI (EVTCHNOP_send)"]);
     assert_kexec_passed(&r, 6);
     assert_parked(&r, 2);
 }
@@ -439,7 +400,7 @@ fn assert_parked(r: &BootResult, vcpus: u32) {
         vcpus - 1
     );
     let down = format!("vcpus-parked {} of {vcpus} VCPUs down", vcpus - 1);
-    assert_logged(r, &[&parked, &down]);
+    r.assert_logged(&[&parked, &down]);
 }
 
 /// vcpu_info placed by the old kernel (one frame per VCPU): the purgatory hides those frames
@@ -454,14 +415,11 @@ fn placed_vcpu_info_frames_are_hidden_and_listed() {
     b.run().unwrap_or_else(|e| panic!("{e}"));
     let r = run_smp("kexec-vcpu-info", &image, 64, "kexec_vcpu_info=1", 2);
     assert_kexec_passed(&r, 6);
-    assert_logged(
-        &r,
-        &[
-            "pvkexec.vcpu_info=0:0x",
-            "clock: VCPU 0's vcpu_info placed at",
-            "hidden-frames 7 (domain 16384 frames, nr_pages 16377)",
-        ],
-    );
+    r.assert_logged(&[
+        "pvkexec.vcpu_info=0:0x",
+        "clock: VCPU 0's vcpu_info placed at",
+        "hidden-frames 7 (domain 16384 frames, nr_pages 16377)",
+    ]);
 
     let plain = build_image_for("smp2-no-vcpu-info", 64, None, 2);
     let r = run_smp(
@@ -471,7 +429,7 @@ fn placed_vcpu_info_frames_are_hidden_and_listed() {
         "kexec_vcpu_info=1",
         2,
     );
-    assert_refused(&r, "the image hides a different number of frames than the park area and the placed vcpu_info need");
+    r.assert_refused("the image hides a different number of frames than the park area and the placed vcpu_info need");
 }
 
 /// An old kernel that switched its grant table to v2: the purgatory sets it back to v1 (a new
@@ -482,9 +440,9 @@ fn placed_vcpu_info_frames_are_hidden_and_listed() {
 fn grant_table_v2_is_set_back_to_v1_or_refused() {
     let image = build_image("plain-64M-grant-v2", 64, None);
     let r = run_with("kexec-grant-v2", &image, 64, "kexec_grant=v2");
-    assert_logged(&r, &["PVKEXEC-INFO kexec: grant table switched to v2"]);
+    r.assert_logged(&["PVKEXEC-INFO kexec: grant table switched to v2"]);
     assert_kexec_passed(&r, 6);
-    assert_logged(&r, &["the table was v2, set back to v1"]);
+    r.assert_logged(&["the table was v2, set back to v1"]);
 
     let r = run_with(
         "kexec-grant-v2-in-use",
@@ -492,10 +450,7 @@ fn grant_table_v2_is_set_back_to_v1_or_refused() {
         64,
         "kexec_grant=v2 kexec_fault=grant-in-use",
     );
-    assert_refused(
-        &r,
-        "purgatory: the grant table is v2 and GNTTABOP_set_version(1) failed: ",
-    );
+    r.assert_refused("purgatory: the grant table is v2 and GNTTABOP_set_version(1) failed: ");
     assert!(!r.log.contains("frames renumbered"), "log:\n{}", r.log);
 }
 
@@ -506,11 +461,8 @@ fn grant_table_v2_is_set_back_to_v1_or_refused() {
 fn grant_still_mapped_is_hidden_or_refused() {
     let image = build_image("plain-64M-grant", 64, None);
     let r = run_with("kexec-grant-in-use", &image, 64, "kexec_fault=grant-in-use");
-    assert_refused(&r, "purgatory: grant ref 8 (frame 0x");
-    assert_logged(
-        &r,
-        &["is still mapped and cannot be revoked, and no hidden frame is left for it"],
-    );
+    r.assert_refused("purgatory: grant ref 8 (frame 0x");
+    r.assert_logged(&["is still mapped and cannot be revoked, and no hidden frame is left for it"]);
     assert!(!r.log.contains("frames renumbered"), "log:\n{}", r.log);
 
     let reserved = harness::cache_dir().join("kexec-grant-reserve.img");
@@ -524,14 +476,11 @@ fn grant_still_mapped_is_hidden_or_refused() {
         "kexec_fault=grant-in-use",
     );
     assert_kexec_passed(&r, 6);
-    assert_logged(
-        &r,
-        &[
-            "pvkexec.grants_busy=8:0x",
-            "hidden-frames 2 (domain 16384 frames, nr_pages 16382)",
-            "but the 1 listed as still mapped",
-        ],
-    );
+    r.assert_logged(&[
+        "pvkexec.grants_busy=8:0x",
+        "hidden-frames 2 (domain 16384 frames, nr_pages 16382)",
+        "but the 1 listed as still mapped",
+    ]);
 }
 
 /// An AP that never reaches the park entry ends in the purgatory's named failure and a
@@ -540,8 +489,7 @@ fn grant_still_mapped_is_hidden_or_refused() {
 fn ap_that_never_arrives_is_named_and_crashes_the_domain() {
     let image = build_image_for("smp2-stuck", 64, None, 2);
     let r = run_smp("kexec-ap-stuck", &image, 64, "kexec_fault=ap-stuck", 2);
-    assert_refused(
-        &r,
+    r.assert_refused(
         "purgatory: VCPU 1 did not reach the park entry (still in the old kernel after",
     );
     assert!(!r.log.contains("frames renumbered"), "log:\n{}", r.log);
