@@ -4,7 +4,7 @@
 use crate::steps::{cargo, cargo_env, step};
 use anyhow::{bail, Context, Result};
 use harness::domu::{self, DomuResult, DomuRig, DomuSpec, DomuVerdict, LineSource, TimedLine};
-use harness::kmod::{self, DomuFiles, Headers};
+use harness::kmod::{self, DomuFiles};
 use harness::provision::{self, DebianLinux};
 use harness::tools::{BuildMode, PvkexecBuild};
 use harness::{guest, BootConfig, Module};
@@ -462,23 +462,10 @@ fn failure_lines(d: &DomuResult) -> Vec<String> {
 /// `cargo xtask bench --reboot`: kexec vs xl reboot of one Debian 6.1 domU (2 VCPUs, 512 MiB,
 /// a disk read by blkfront each boot) on the patched Xen 4.17, in one dom0 boot.
 pub(crate) fn run_reboot() -> Result<()> {
-    let linux = provision::ensure_linux(DebianLinux::Bookworm)?;
-    let ko = kmod::build(Headers::Bookworm)?;
-    kmod::check_module_matches(&ko, &linux)?;
-    let modules = harness::dom0::extract_modules(
-        DebianLinux::Bookworm,
-        &harness::cache_dir().join("modules-bookworm"),
-    )?;
-    let files = DomuFiles {
-        files: vec![
-            ("lib/modules/pvkexec.ko".into(), ko),
-            (
-                "lib/modules/xen-blkfront.ko".into(),
-                modules.join("xen-blkfront.ko"),
-            ),
-            ("boot/new".into(), linux.clone()),
-        ],
-    };
+    // The kernel kexecs into itself.
+    let bookworm = provision::ensure_linux(DebianLinux::Bookworm)?;
+    let (linux, files) = kmod::old_linux_files(DebianLinux::Bookworm, &bookworm, true)?;
+    let files = DomuFiles { files };
     let init = format!("{}{BENCH_INIT}", kmod::REPACK_SELF_SH)
         .replace("@LAST@", &(RUNS + 1).to_string())
         .replace("@APPEND@", REBOOT_APPEND);

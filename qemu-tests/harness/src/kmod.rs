@@ -567,29 +567,40 @@ echo "PVKEXEC-KMOD exec failed rc=$?"
 poweroff -f
 "#;
 
-/// The domU (`req.old` with the module, the CLI and the new kernel in its initramfs) and
-/// the initramfs file to delete after the run.
-pub fn old_linux_spec(name: &str, req: &OldLinuxKexec) -> Result<(crate::domu::DomuSpec, PathBuf)> {
-    let headers = Headers::for_linux(req.old)?;
-    let linux = provision::ensure_linux(req.old)?;
-    let ko = build(headers)?;
+/// What an old Linux's initramfs carries to kexec: `/lib/modules/pvkexec.ko` built for `old`
+/// (checked against its image), `new` as `/boot/new`, and, with `blkfront`, `old`'s
+/// `/lib/modules/xen-blkfront.ko`. Returns `old`'s kernel image and the files.
+pub fn old_linux_files(
+    old: DebianLinux,
+    new: &Path,
+    blkfront: bool,
+) -> Result<(PathBuf, Vec<(String, PathBuf)>)> {
+    let linux = provision::ensure_linux(old)?;
+    let ko = build(Headers::for_linux(old)?)?;
     check_module_matches(&ko, &linux)?;
     let mut files = vec![
         ("lib/modules/pvkexec.ko".to_string(), ko),
-        ("boot/new".to_string(), req.kernel.clone()),
+        ("boot/new".to_string(), new.to_path_buf()),
     ];
-    if let Some(i) = &req.initrd {
-        files.push(("boot/new-initrd".into(), i.clone()));
-    }
-    if req.disk.is_some() {
+    if blkfront {
         let modules = crate::dom0::extract_modules(
-            req.old,
-            &crate::cache_dir().join(format!("modules-{}", req.old.name())),
+            old,
+            &crate::cache_dir().join(format!("modules-{}", old.name())),
         )?;
         files.push((
             "lib/modules/xen-blkfront.ko".into(),
             modules.join("xen-blkfront.ko"),
         ));
+    }
+    Ok((linux, files))
+}
+
+/// The domU (`req.old` with the module, the CLI and the new kernel in its initramfs) and
+/// the initramfs file to delete after the run.
+pub fn old_linux_spec(name: &str, req: &OldLinuxKexec) -> Result<(crate::domu::DomuSpec, PathBuf)> {
+    let (linux, mut files) = old_linux_files(req.old, &req.kernel, req.disk.is_some())?;
+    if let Some(i) = &req.initrd {
+        files.push(("boot/new-initrd".into(), i.clone()));
     }
     let init = OLD_LINUX_INIT
         .replace(

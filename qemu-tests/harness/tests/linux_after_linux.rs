@@ -6,7 +6,7 @@
 
 use harness::domu::{self, DomuResult, DomuRig, DomuSpec, DomuVerdict};
 use harness::initramfs::{DISK_MARKER_PREFIX, INIT_MARKER};
-use harness::kmod::{self, DomuFiles, Headers, OldLinuxKexec};
+use harness::kmod::{self, DomuFiles, OldLinuxKexec};
 use harness::provision::{self, DebianLinux, XenVersion};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -110,24 +110,10 @@ poweroff -f
 const CHAIN_MARKER: &str = "PVKEXEC-DISK-MARKER-chain";
 
 fn chain_spec(disk: &std::path::Path) -> (DomuSpec, PathBuf) {
-    let linux = provision::ensure_linux(DebianLinux::Bookworm).unwrap();
-    let ko = kmod::build(Headers::Bookworm).unwrap();
-    kmod::check_module_matches(&ko, &linux).unwrap();
-    let modules = harness::dom0::extract_modules(
-        DebianLinux::Bookworm,
-        &harness::cache_dir().join("modules-bookworm"),
-    )
-    .unwrap();
-    let files = DomuFiles {
-        files: vec![
-            ("lib/modules/pvkexec.ko".into(), ko),
-            (
-                "lib/modules/xen-blkfront.ko".into(),
-                modules.join("xen-blkfront.ko"),
-            ),
-            ("boot/new".into(), linux.clone()),
-        ],
-    };
+    // The kernel kexecs into itself.
+    let bookworm = provision::ensure_linux(DebianLinux::Bookworm).unwrap();
+    let (linux, files) = kmod::old_linux_files(DebianLinux::Bookworm, &bookworm, true).unwrap();
+    let files = DomuFiles { files };
     let rd = harness::cache_dir().join(format!("chain-{}.cpio.gz", std::process::id()));
     let init = format!("{}{CHAIN_INIT}", kmod::REPACK_SELF_SH);
     kmod::domu_initramfs(&init, &kmod::pvkexec_release().unwrap(), &files, &rd).unwrap();
