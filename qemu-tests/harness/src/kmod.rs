@@ -222,14 +222,8 @@ pub fn ensure_compiler(compiler: &str) -> Result<()> {
         return Ok(());
     }
     eprintln!("provision: installing {compiler} and make with apt-get");
-    provision::apt_update()?;
-    let st = Command::new("apt-get")
-        .args(["install", "-y", "-q", "--no-install-recommends", compiler])
-        .args(["make", "libelf1", "libssl3", "dwarves"])
-        .env("DEBIAN_FRONTEND", "noninteractive")
-        .status()
-        .context("running apt-get install")?;
-    if !st.success() || !have(compiler) || !have("pahole") {
+    let installed = provision::apt_install(&[compiler, "make", "libelf1", "libssl3", "dwarves"]);
+    if installed.is_err() || !have(compiler) || !have("pahole") {
         bail!(
             "{compiler}, make and pahole (dwarves) are needed to build pvkexec.ko and apt-get \
              cannot install them here"

@@ -90,22 +90,23 @@ pub(crate) fn apt_update() -> Result<()> {
     Ok(())
 }
 
+/// `apt-get install` of Debian's `packages` (no recommends, non-interactive), after the
+/// process's one `apt-get update`.
+pub(crate) fn apt_install(packages: &[&str]) -> Result<()> {
+    apt_update()?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-q", "--no-install-recommends"])
+        .args(packages)
+        .env("DEBIAN_FRONTEND", "noninteractive"))
+}
+
 /// Returns the path of `qemu-system-x86_64`, installing Debian's `qemu-system-x86` when absent.
 pub fn ensure_qemu() -> Result<PathBuf> {
     let _guard = PROVISION_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     if !have("qemu-system-x86_64") {
         eprintln!("provision: installing qemu-system-x86 with apt-get");
-        apt_update()?;
-        run(Command::new("apt-get")
-            .args([
-                "install",
-                "-y",
-                "-q",
-                "--no-install-recommends",
-                "qemu-system-x86",
-            ])
-            .env("DEBIAN_FRONTEND", "noninteractive"))
-        .context("cannot install qemu-system-x86 (apt-get install); install it by hand")?;
+        apt_install(&["qemu-system-x86"])
+            .context("cannot install qemu-system-x86 (apt-get install); install it by hand")?;
     }
     let out = Command::new("sh")
         .args(["-c", "command -v qemu-system-x86_64"])

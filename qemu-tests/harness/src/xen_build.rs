@@ -284,29 +284,10 @@ fn ensure_build_tools() -> Result<()> {
         return Ok(());
     }
     eprintln!("provision: installing build-essential python3 flex bison with apt-get (missing: {missing:?})");
-    provision::apt_update()?;
-    let status = Command::new("apt-get")
-        .args([
-            "install",
-            "-y",
-            "-q",
-            "--no-install-recommends",
-            "build-essential",
-            "python3",
-            "flex",
-            "bison",
-            "xz-utils",
-        ])
-        .env("DEBIAN_FRONTEND", "noninteractive")
-        .status()
-        .context("running apt-get install")?;
-    if !status.success() {
-        bail!(
-            "apt-get install build-essential python3 flex bison xz-utils failed ({status}); \
-             install them by hand to build Xen"
-        );
-    }
-    Ok(())
+    provision::apt_install(&["build-essential", "python3", "flex", "bison", "xz-utils"]).context(
+        "apt-get install build-essential python3 flex bison xz-utils failed; install them by \
+         hand to build Xen",
+    )
 }
 
 /// Removes `<name>.partial-<pid>` directories whose process is gone (interrupted builds).
