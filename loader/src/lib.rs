@@ -6,6 +6,7 @@ pub mod cli_kdump;
 pub mod cli_kexec;
 pub mod cli_vmcore;
 pub mod decompress;
+pub mod dump_disk;
 pub mod device;
 pub mod error;
 pub mod hypercall_page;

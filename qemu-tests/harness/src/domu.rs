@@ -48,6 +48,9 @@ pub struct DomuSpec {
     /// domU as `xvda` (`xvdb` beside a [`disk`](Self::disk)): after the run the file holds
     /// what the domU wrote.
     pub host_disk: Option<PathBuf>,
+    /// More raw disk files on the host, attached after the [`host_disk`](Self::host_disk) (which
+    /// they need) as the domU's next disks (`xvdb`, `xvdc`, ...), kept like it.
+    pub extra_host_disks: Vec<PathBuf>,
     /// From the start of `xl create` to the domain's end; dom0's init destroys it after.
     pub timeout: Duration,
     /// Extra lines for the xl config (appended after the rig's own).
@@ -79,6 +82,7 @@ impl DomuSpec {
             vcpus: 1,
             disk: None,
             host_disk: None,
+            extra_host_disks: Vec::new(),
             timeout: Duration::from_secs(60),
             extra_config: Vec::new(),
             build_only: false,
@@ -116,17 +120,22 @@ impl DomuSpec {
         if self.reboots > MAX_REBOOTS {
             bail!("domU {n}: {} reboots, at most {MAX_REBOOTS}", self.reboots);
         }
-        if let Some(h) = &self.host_disk {
+        if !self.extra_host_disks.is_empty() && self.host_disk.is_none() {
+            bail!("domU {n}: extra host disks come after a host_disk, and there is none");
+        }
+        if self.extra_host_disks.len() > MAX_EXTRA_HOST_DISKS {
+            bail!("domU {n}: at most {MAX_EXTRA_HOST_DISKS} extra host disks");
+        }
+        for (h, serial) in self.host_disks().zip(host_disk_serials(self)) {
             if h.to_str().is_none() {
                 bail!("domU {n}: host disk {}: the path is not UTF-8", h.display());
             }
             // Linux keeps 20 bytes of a virtio-blk serial: dom0 finds the disk by it.
-            let serial = host_disk_serial(self);
             if serial.len() > VIRTIO_SERIAL_MAX {
                 bail!(
-                    "domU {n}: with a host disk, a name of at most {} characters (its disk's \
+                    "domU {n}: with host disks, a name of at most {} characters (its disk's \
                      virtio serial {serial:?} is cut at {VIRTIO_SERIAL_MAX})",
-                    VIRTIO_SERIAL_MAX - HOST_DISK_SERIAL_PREFIX.len()
+                    VIRTIO_SERIAL_MAX + n.len() - serial.len()
                 );
             }
         }
@@ -136,13 +145,18 @@ impl DomuSpec {
         for p in std::iter::once(&self.kernel)
             .chain(&self.ramdisk)
             .chain(&self.disk)
-            .chain(&self.host_disk)
+            .chain(self.host_disks())
         {
             if !p.is_file() {
                 bail!("domU {n}: {}: no such file", p.display());
             }
         }
         Ok(())
+    }
+
+    /// The host disk, then the extra ones.
+    fn host_disks(&self) -> impl Iterator<Item = &PathBuf> {
+        self.host_disk.iter().chain(&self.extra_host_disks)
     }
 
     /// The xl config; the disk line is added by dom0's init once it knows the loop device.
@@ -617,9 +631,23 @@ impl DomuRig {
 const VIRTIO_SERIAL_MAX: usize = 20;
 const HOST_DISK_SERIAL_PREFIX: &str = "pvk-";
 
+/// Extra host disks a domU may have (`xvdb` to `xvde` after its host disk).
+const MAX_EXTRA_HOST_DISKS: usize = 4;
+
 /// The virtio-blk serial that names a domU's host disk inside dom0 (`/sys/block/vdX/serial`).
 fn host_disk_serial(spec: &DomuSpec) -> String {
     format!("{HOST_DISK_SERIAL_PREFIX}{}", spec.name)
+}
+
+/// The serials of all of a domU's host disks: the first as [`host_disk_serial`], extra disk
+/// `i` (from 1) as `pvkI-NAME`.
+fn host_disk_serials(spec: &DomuSpec) -> impl Iterator<Item = String> + '_ {
+    spec.host_disk
+        .iter()
+        .map(|_| host_disk_serial(spec))
+        .chain(
+            (1..=spec.extra_host_disks.len()).map(|i| format!("pvk{i}-{}", spec.name)),
+        )
 }
 
 /// QEMU's `-drive`/`-device` pairs for the specs' host disks: raw files on virtio-blk PCI
@@ -627,18 +655,19 @@ fn host_disk_serial(spec: &DomuSpec) -> String {
 fn host_disk_args(specs: &[DomuSpec]) -> Vec<String> {
     let mut args = Vec::new();
     for (i, s) in specs.iter().enumerate() {
-        let Some(path) = s.host_disk.as_ref().and_then(|p| p.to_str()) else {
-            continue;
-        };
-        // A comma in a QEMU option value is written twice.
-        let file = path.replace(',', ",,");
-        args.push("-drive".into());
-        args.push(format!("file={file},format=raw,if=none,id=hostdisk{i}"));
-        args.push("-device".into());
-        args.push(format!(
-            "virtio-blk-pci,drive=hostdisk{i},serial={}",
-            host_disk_serial(s)
-        ));
+        for (j, (path, serial)) in s.host_disks().zip(host_disk_serials(s)).enumerate() {
+            let Some(path) = path.to_str() else {
+                continue;
+            };
+            // A comma in a QEMU option value is written twice.
+            let file = path.replace(',', ",,");
+            args.push("-drive".into());
+            args.push(format!("file={file},format=raw,if=none,id=hostdisk{i}-{j}"));
+            args.push("-device".into());
+            args.push(format!(
+                "virtio-blk-pci,drive=hostdisk{i}-{j},serial={serial}"
+            ));
+        }
     }
     args
 }
@@ -739,11 +768,7 @@ fn init_script(ts: &Toolstack, specs: &[DomuSpec]) -> String {
             spec.name,
             spec.timeout.as_secs().max(1),
             if spec.disk.is_some() { "disk" } else { "" },
-            if spec.host_disk.is_some() {
-                host_disk_serial(spec)
-            } else {
-                String::new()
-            },
+            host_disk_serials(spec).collect::<Vec<_>>().join(" "),
             if spec.dump_core { "core" } else { "" },
             spec.reboots
         ));
@@ -819,19 +844,23 @@ save_core() {
 }
 
 run_domu() {
-  name=$1; secs=$2; disk=$3; serial=$4; core=$5; reboots=$6; dev=; disks=; boot=0
+  name=$1; secs=$2; disk=$3; serials=$4; core=$5; reboots=$6; dev=; disks=; boot=0; coredev=
   cfg=/domu/$name.cfg
   say "domu $name start uptime=$(up)"
   if [ -n "$disk" ]; then
     dev=$(losetup -f) && losetup "$dev" "/domu/$name.disk" || { say "domu $name error losetup failed"; say "domu $name end xl_rc=none uptime=$(up)"; return; }
     disks="\"format=raw,vdev=xvda,access=rw,target=$dev\""
   fi
-  if [ -n "$serial" ]; then
+  # The domU's disks in order: xvda, xvdb, ...
+  letters=abcdef; [ -n "$disks" ] && letters=bcdef
+  for serial in $serials; do
     hdev=$(host_disk "$serial") || { say "domu $name error no virtio disk with serial $serial after 10 s"; say "domu $name end xl_rc=none uptime=$(up)"; return; }
-    vdev=xvda; [ -n "$disks" ] && vdev=xvdb && disks="$disks, "
+    vdev=xvd${letters%"${letters#?}"}; letters=${letters#?}
+    [ -n "$disks" ] && disks="$disks, "
     disks="$disks\"format=raw,vdev=$vdev,access=rw,target=$hdev\""
+    [ -z "$coredev" ] && coredev=$hdev
     say "domu $name host disk $serial is $hdev, the domU's $vdev"
-  fi
+  done
   [ -n "$disks" ] && echo "disk = [ $disks ]" >> "$cfg"
 
   ( sleep "$secs"; if [ ! -e "/tmp/$name.rc" ]; then say "domu $name timeout after ${secs} s uptime=$(up)"; xl destroy "$name"; fi ) &
@@ -877,7 +906,7 @@ run_domu() {
   done
   wait $xlpid
   kill $wd 2>/dev/null
-  [ -n "$core" ] && save_core "$name" "$hdev"
+  [ -n "$core" ] && save_core "$name" "$coredev"
   say "domu $name end xl_rc=$(cat /tmp/$name.rc) uptime=$(up)"
   [ -n "$dev" ] && losetup -d "$dev"
 }

@@ -278,7 +278,7 @@ pub fn build(which: Headers) -> Result<PathBuf> {
         .arg(&h.dir)
         .arg(format!("M={}", dir.display()))
         .arg(format!("CC={}", h.compiler))
-        .arg("modules")
+        .args(["PVKEXEC_WERROR=y", "modules"])
         .output()
         .context("running make for pvkexec.ko")?;
     // Warnings are errors here too: objtool's and modpost's are not compiler warnings.
@@ -320,6 +320,7 @@ pub fn compile_check_trixie() -> Result<PathBuf> {
         .arg(format!("M={}", dir.display()))
         .args([
             "CC=gcc-12",
+            "PVKEXEC_WERROR=y",
             "CONFIG_CC_HAS_MIN_FUNCTION_ALIGNMENT=",
             "objtool=/bin/true",
             "pvkexec.o",
