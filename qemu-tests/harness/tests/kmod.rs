@@ -246,7 +246,7 @@ fn shared() -> &'static Shared {
             ("boot/probe".to_string(), probe),
             (
                 "usr/lib/systemd/system-shutdown/pvkexec".to_string(),
-                kmod::source_dir().join("systemd-shutdown-pvkexec"),
+                harness::workspace_root().join("packaging/systemd/system-shutdown-pvkexec"),
             ),
         ];
         let pid = std::process::id();
