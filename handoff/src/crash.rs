@@ -1,7 +1,7 @@
 //! The crash record (kernel side at panic -> capture kernel): what a crashed old kernel leaves
 //! for the kernel that saves its memory (docs/kdump.md). One page of old memory, outside the
 //! frames the crash kernel gets; its MFN is on the crash kernel's command line as
-//! `pvkexec.crash=0x<mfn>`. The module (`kmod/pvkexec.c`, `struct crash_record`) writes it
+//! `pvkexec.crash=0x<mfn>`. The module (`kmod/panic.c`, `struct crash_record`) writes it
 //! in its panic path; nothing in it is trusted before [`CrashRecord::check`] passes.
 
 use xenpv::assert_layout;

@@ -237,25 +237,40 @@ pub fn source_dir() -> PathBuf {
     crate::workspace_root().join("kmod")
 }
 
+/// Whether `name` in `kmod/` is one kbuild reads: `Kbuild` and the C sources and headers it
+/// builds `pvkexec.ko` from (every `.c` and `.h`; kbuild's own `pvkexec.mod.c` is not one).
+fn is_source(name: &str) -> bool {
+    name == "Kbuild" || (name.ends_with(".c") && !name.ends_with(".mod.c")) || name.ends_with(".h")
+}
+
+/// The names of the sources in `dir` (`is_source`).
+fn source_names(dir: &Path) -> Result<Vec<String>> {
+    let mut names = Vec::new();
+    for e in fs::read_dir(dir)? {
+        let name = e?.file_name().to_string_lossy().to_string();
+        if is_source(&name) {
+            names.push(name);
+        }
+    }
+    Ok(names)
+}
+
 /// Copies the sources into a build directory under `target/kmod/<release>` (kbuild writes
-/// its objects beside them) and returns it.
+/// its objects beside them) and returns it. When the directory holds a source `kmod/` no
+/// longer has (renamed or removed), it is emptied first, so nothing is built or included
+/// from an old copy.
 fn stage_sources(release: &str) -> Result<PathBuf> {
     let dir = crate::workspace_root().join("target/kmod").join(release);
+    let names = source_names(&source_dir())?;
+    if dir.is_dir() && source_names(&dir)?.iter().any(|n| !names.contains(n)) {
+        fs::remove_dir_all(&dir)?;
+    }
     fs::create_dir_all(&dir)?;
-    for e in fs::read_dir(source_dir())? {
-        let p = e?.path();
-        let name = p
-            .file_name()
-            .unwrap_or_default()
-            .to_string_lossy()
-            .to_string();
-        let keep = name == "Kbuild" || name.ends_with(".c") || name.ends_with(".h");
-        if keep {
-            let dest = dir.join(&name);
-            // Unchanged files keep their times, so make rebuilds only what changed.
-            if fs::read(&dest).ok() != Some(fs::read(&p)?) {
-                fs::copy(&p, &dest)?;
-            }
+    for name in &names {
+        let (src, dest) = (source_dir().join(name), dir.join(name));
+        // Unchanged files keep their times, so make rebuilds only what changed.
+        if fs::read(&dest).ok() != Some(fs::read(&src)?) {
+            fs::copy(&src, &dest)?;
         }
     }
     Ok(dir)
@@ -271,8 +286,9 @@ pub fn build(which: Headers) -> Result<PathBuf> {
     }
     let h = ensure_headers(which)?;
     ensure_compiler(&h.compiler)?;
-    let dir = stage_sources(&h.release)?;
+    // Staged under the lock too: staging may empty the directory another build is using.
     let _guard = KMOD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = stage_sources(&h.release)?;
     let o = Command::new("make")
         .arg("-C")
         .arg(&h.dir)
@@ -305,15 +321,16 @@ pub fn build(which: Headers) -> Result<PathBuf> {
     Ok(ko)
 }
 
-/// Compiles `pvkexec.c` against trixie's own 6.12 headers with the host's gcc-12 (-Werror):
+/// Compiles the module's sources (`pvkexec.o`: every object `Kbuild` lists, linked) against
+/// trixie's own 6.12 headers with the host's gcc-12 (-Werror):
 /// only the gcc-14 flag `-fmin-function-alignment` is dropped and objtool (a trixie binary
 /// needing glibc 2.38) is not run; no `.ko` is linked (modpost needs glibc 2.38 too). Returns
 /// the object's path.
 pub fn compile_check_trixie() -> Result<PathBuf> {
     let h = ensure_headers(Headers::Trixie)?;
     ensure_compiler("gcc-12")?;
-    let dir = stage_sources(&format!("{}-compile-check", h.release))?;
     let _guard = KMOD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = stage_sources(&format!("{}-compile-check", h.release))?;
     let o = Command::new("make")
         .arg("-C")
         .arg(&h.dir)
@@ -329,7 +346,7 @@ pub fn compile_check_trixie() -> Result<PathBuf> {
         .context("running make for pvkexec.o")?;
     if !o.status.success() {
         bail!(
-            "compiling pvkexec.c against {} failed:\n{}{}",
+            "compiling pvkexec.o against {} failed:\n{}{}",
             h.release,
             String::from_utf8_lossy(&o.stdout),
             String::from_utf8_lossy(&o.stderr)
