@@ -21,14 +21,30 @@ pub enum Unfit {
     /// `pvkexec.dump=` names no disk of the form the capture kernel takes.
     BadName(String),
     /// No such block device in this domain.
-    Missing { name: String, dev: PathBuf },
-    TooSmall { name: String, have: u64, need: u64 },
+    Missing {
+        name: String,
+        dev: PathBuf,
+    },
+    TooSmall {
+        name: String,
+        have: u64,
+        need: u64,
+    },
     /// Mounted (or a partition of it is), in /proc/self/mountinfo.
-    Mounted { name: String, at: String },
+    Mounted {
+        name: String,
+        at: String,
+    },
     /// In use as swap, or held by device mapper or md.
-    Held { name: String, by: String },
+    Held {
+        name: String,
+        by: String,
+    },
     /// Holds a known signature; `--force` overrides.
-    HoldsData { name: String, what: &'static str },
+    HoldsData {
+        name: String,
+        what: &'static str,
+    },
 }
 
 impl fmt::Display for Unfit {
@@ -142,7 +158,10 @@ pub fn inspect(name: &str) -> std::io::Result<Facts> {
     }
     for d in dirs {
         if let Ok(rd) = std::fs::read_dir(d) {
-            holders.extend(rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()));
+            holders.extend(
+                rd.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned()),
+            );
         }
     }
     let mut head = Vec::with_capacity(HEAD_BYTES);
@@ -245,7 +264,8 @@ pub fn signature(head: &[u8]) -> Option<&'static str> {
         }
     }
     // An MBR: the boot signature and at least one partition entry with a type.
-    if at(510, &[0x55, 0xaa]) && (0..4).any(|i| head.get(446 + 16 * i + 4).is_some_and(|t| *t != 0)) {
+    if at(510, &[0x55, 0xaa]) && (0..4).any(|i| head.get(446 + 16 * i + 4).is_some_and(|t| *t != 0))
+    {
         return Some("an MBR partition table");
     }
     None
@@ -316,7 +336,10 @@ mod tests {
         let mut part = blank(need);
         part.mountinfo
             .push_str("41 22 202:17 / /srv rw - ext4 /dev/xvdb1 rw\n");
-        assert!(matches!(judge("xvdb", &part, need, true), Err(Unfit::Mounted { .. })));
+        assert!(matches!(
+            judge("xvdb", &part, need, true),
+            Err(Unfit::Mounted { .. })
+        ));
         // xvdbb is another disk, not a partition of xvdb.
         let mut other = blank(need);
         other
@@ -326,7 +349,10 @@ mod tests {
 
         let mut swap = blank(need);
         swap.swaps.push_str("/dev/xvdb partition 1024 0 -2\n");
-        assert!(matches!(judge("xvdb", &swap, need, true), Err(Unfit::Held { .. })));
+        assert!(matches!(
+            judge("xvdb", &swap, need, true),
+            Err(Unfit::Held { .. })
+        ));
         let mut dm = blank(need);
         dm.holders.push("dm-0".into());
         let e = judge("xvdb", &dm, need, true).unwrap_err();

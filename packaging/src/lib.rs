@@ -58,8 +58,7 @@ pub fn build(inputs: &Inputs) -> Result<Built> {
 /// A native Debian version: digits, letters, `.`, `+`, `~`, starting with a digit.
 fn check_version(v: &str) -> Result<()> {
     let ok = v.starts_with(|c: char| c.is_ascii_digit())
-        && v
-            .chars()
+        && v.chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '+' | '~'));
     if !ok {
         bail!("package version {v:?}: not a native Debian version");
@@ -76,7 +75,11 @@ fn build_cli(inputs: &Inputs, tree: &Path) -> Result<PathBuf> {
     t.symlink("../../../sbin/pvkexec", "usr/lib/pvkexec/bin/kexec")?;
     // A kernel image for Xen, not a program to run: no strip, no execute bit.
     t.file(&inputs.capture, "usr/lib/pvkexec/capture", 0o644)?;
-    t.file(&p.join("lib/kdump-helper"), "usr/lib/pvkexec/kdump-helper", 0o755)?;
+    t.file(
+        &p.join("lib/kdump-helper"),
+        "usr/lib/pvkexec/kdump-helper",
+        0o755,
+    )?;
     t.file(
         &p.join("systemd/system-shutdown-pvkexec"),
         "usr/lib/systemd/system-shutdown/pvkexec",
@@ -118,7 +121,8 @@ fn build_cli(inputs: &Inputs, tree: &Path) -> Result<PathBuf> {
     )?;
 
     let shlibs = shlib_depends(&t.root.join("usr/sbin/pvkexec"))?;
-    let control = fs::read_to_string(p.join("debian/pvkexec.control"))?.replace("@SHLIBS@", &shlibs);
+    let control =
+        fs::read_to_string(p.join("debian/pvkexec.control"))?.replace("@SHLIBS@", &shlibs);
     t.control(
         &control,
         &inputs.version,
@@ -241,9 +245,15 @@ fn add_generated(t: &Tree, dir: &Path) -> Result<()> {
         bail!("{}: no man pages (*.8)", dir.display());
     }
     for (file, dest) in [
-        ("pvkexec.bash", "usr/share/bash-completion/completions/pvkexec"),
+        (
+            "pvkexec.bash",
+            "usr/share/bash-completion/completions/pvkexec",
+        ),
         ("_pvkexec", "usr/share/zsh/vendor-completions/_pvkexec"),
-        ("pvkexec.fish", "usr/share/fish/vendor_completions.d/pvkexec.fish"),
+        (
+            "pvkexec.fish",
+            "usr/share/fish/vendor_completions.d/pvkexec.fish",
+        ),
     ] {
         t.file(&dir.join(file), dest, 0o644)?;
     }
@@ -313,7 +323,8 @@ impl Tree {
 
     fn file(&self, src: &Path, rel: &str, mode: u32) -> Result<()> {
         let d = self.dest(rel)?;
-        fs::copy(src, &d).with_context(|| format!("copying {} to {}", src.display(), d.display()))?;
+        fs::copy(src, &d)
+            .with_context(|| format!("copying {} to {}", src.display(), d.display()))?;
         set_mode(&d, mode)
     }
 
@@ -355,7 +366,11 @@ impl Tree {
     /// copyright and the compressed changelog under `/usr/share/doc/<package>`.
     fn doc(&self, package: &str, debian: &Path) -> Result<()> {
         let doc = format!("usr/share/doc/{package}");
-        self.file(&debian.join("copyright"), &format!("{doc}/copyright"), 0o644)?;
+        self.file(
+            &debian.join("copyright"),
+            &format!("{doc}/copyright"),
+            0o644,
+        )?;
         let changelog = fs::read(debian.join("changelog"))?;
         self.gzip(&changelog, &format!("{doc}/changelog.gz"))
     }
@@ -407,7 +422,10 @@ impl Tree {
                 } else {
                     let bytes = fs::read(&path)?;
                     kib += (bytes.len() as u64).div_ceil(1024);
-                    let rel = path.strip_prefix(&self.root)?.to_string_lossy().into_owned();
+                    let rel = path
+                        .strip_prefix(&self.root)?
+                        .to_string_lossy()
+                        .into_owned();
                     files.push((rel, hex(&Md5::digest(&bytes))));
                 }
             }

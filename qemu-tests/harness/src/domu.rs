@@ -645,9 +645,7 @@ fn host_disk_serials(spec: &DomuSpec) -> impl Iterator<Item = String> + '_ {
     spec.host_disk
         .iter()
         .map(|_| host_disk_serial(spec))
-        .chain(
-            (1..=spec.extra_host_disks.len()).map(|i| format!("pvk{i}-{}", spec.name)),
-        )
+        .chain((1..=spec.extra_host_disks.len()).map(|i| format!("pvk{i}-{}", spec.name)))
 }
 
 /// QEMU's `-drive`/`-device` pairs for the specs' host disks: raw files on virtio-blk PCI
