@@ -51,8 +51,13 @@ static struct exec_prep *mapping_for;
 
 struct page *alloc_block(unsigned int order)
 {
-	struct page *page = alloc_pages(GFP_KERNEL | __GFP_ZERO | __GFP_NOWARN,
-					order);
+	/*
+	 * Reclaim and compact in earnest: after a large file was written
+	 * (a saved vmcore), the page cache holds most of memory and a 4 MiB
+	 * block is only found once it is compacted.
+	 */
+	struct page *page = alloc_pages(GFP_KERNEL | __GFP_ZERO | __GFP_NOWARN |
+					__GFP_RETRY_MAYFAIL, order);
 
 	if (page)
 		split_page(page, order);

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 mod bench;
 mod boot;
+mod debian;
 mod domu;
 mod fuzz;
 mod kdump;
@@ -48,6 +49,14 @@ enum Cmd {
     Kdump(kdump::KdumpArgs),
     /// Builds the guest binaries (guest/ workspace).
     Build,
+    /// Builds the Debian packages into target/debian/: pvkexec_<v>_amd64.deb (CLI, capture
+    /// kernel, units, hook, man pages, completions) and pvkexec-dkms_<v>_all.deb (module
+    /// source for DKMS).
+    Deb,
+    /// Boots a real Debian bookworm domU (systemd, Debian's 6.1 and its initramfs, pvkexec's
+    /// packages installed by apt, the module built by DKMS, a dump disk) under Xen 4.17 and
+    /// runs a scenario from a systemd unit, following the domain across its reboots.
+    DebianDomu(debian::DebianDomuArgs),
     /// Builds the kernel module (kmod/, pvkexec.ko) with -Werror against Debian's headers for
     /// the rig's bookworm kernel and bookworm's build of 6.12, and compiles it against trixie's
     /// 6.12 headers (headers and gcc fetched with apt, cached).
@@ -108,6 +117,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             println!("guest binaries in {}", dir.display());
             ExitCode::SUCCESS
         }),
+        Cmd::Deb => debian::deb().map(|()| ExitCode::SUCCESS),
+        Cmd::DebianDomu(a) => debian::debian_domu(a),
         Cmd::Provision => provision::run().map(|()| ExitCode::SUCCESS),
         Cmd::Bench(a) if a.reboot => bench::run_reboot().map(|()| ExitCode::SUCCESS),
         Cmd::Bench(_) => bench::run().map(|()| ExitCode::SUCCESS),

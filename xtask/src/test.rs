@@ -48,6 +48,8 @@ pub(crate) fn run() -> Result<()> {
             // Xen 4.17 and 4.20 with xen-patches/ (docs/patched-xen.md), cached by inputs.
             harness::xen_build::ensure_patched_xen(XenVersion::V4_17)?;
             harness::xen_build::ensure_patched_xen(XenVersion::V4_20)?;
+            // The Debian domU's bookworm base (mmdebstrap, cached).
+            harness::debian_domu::ensure_base()?;
             Ok(())
         },
     )?;
@@ -56,6 +58,12 @@ pub(crate) fn run() -> Result<()> {
         "kernel module (kmod/) for Debian's 6.1 and 6.12",
         crate::kmod::run,
     )?;
+    step("Debian packages (cargo xtask deb) and lintian", || {
+        let b = harness::deb::build()?;
+        let said = harness::deb::lint(&b)?;
+        eprint!("{said}");
+        Ok(())
+    })?;
     let kernel = provision::ensure_debian_linux()?;
     step("host tests and QEMU tests", || {
         cargo_env(

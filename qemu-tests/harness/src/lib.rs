@@ -11,6 +11,8 @@
 //!   that ask for the patched hypervisor.
 
 pub mod boot;
+pub mod deb;
+pub mod debian_domu;
 pub mod dom0;
 pub mod domu;
 pub mod guest;

@@ -30,9 +30,12 @@ const POOL_PAGES: usize = BATCH_REQUESTS * MAX_SEGMENTS;
 /// Requests in one batch: fits the ring and the answered-request mask.
 const BATCH_REQUESTS: usize = 16;
 const _: () = assert!(BATCH_REQUESTS <= RING_SIZE as usize && BATCH_REQUESTS <= 32);
-/// Entries in one v1 grant-table frame: every reference used here lies in frame 0, past the
-/// toolstack's reserved ones (console and xenstore rings).
+/// Entries in one v1 grant-table frame: every reference used here lies in one frame (in frame
+/// 0, past the toolstack's reserved ones: the console and xenstore rings).
 const ENTRIES_PER_FRAME: u32 = (PAGE_SIZE / 8) as u32;
+/// Grant-table frames looked at for one with room: Xen's default limit for a domU is 64
+/// (`gnttab_max_frames`).
+const MAX_GRANT_FRAMES: usize = 64;
 const _: () = assert!(gnttabop::NR_RESERVED_ENTRIES + 1 + POOL_PAGES as u32 <= ENTRIES_PER_FRAME);
 /// Sectors of a data page.
 const PAGE_SECTORS: u64 = PAGE_SIZE / SECTOR_SIZE;
@@ -48,7 +51,7 @@ struct Pool([Page; POOL_PAGES]);
 
 /// The shared ring page.
 static mut RING: Page = Page([0; PAGE_SIZE as usize]);
-/// A bss page whose L1 entry is pointed at grant-table frame 0 while connected.
+/// A bss page whose L1 entry is pointed at the grant-table frame in use while connected.
 static mut GRANT_WINDOW: Page = Page([0; PAGE_SIZE as usize]);
 /// The granted data pages.
 static mut POOL: Pool = Pool([const { Page([0; PAGE_SIZE as usize]) }; POOL_PAGES]);
@@ -119,8 +122,8 @@ pub enum BlkError {
     Hypercall { call: &'static str, err: XenError },
     /// The grant table is not v1.
     GrantVersion(u32),
-    /// Grant frame 0 has too few entries no backend maps (a previous kernel's grants still in
-    /// use are left alone).
+    /// No grant-table frame has enough entries no backend maps (a previous kernel's grants
+    /// still in use are left alone), and the table cannot grow: `free` in the roomiest.
     GrantsBusy { free: u32, need: u32 },
     /// A page of this kernel is outside the initial mapping or its MFN does not fit a v1
     /// grant entry.
@@ -170,8 +173,9 @@ impl fmt::Display for BlkError {
             BlkError::GrantVersion(v) => write!(f, "the grant table is v{}, not v1", v),
             BlkError::GrantsBusy { free, need } => write!(
                 f,
-                "grant frame 0 has {} entries no backend maps, {} needed",
-                free, need
+                "no grant-table frame has {} entries no backend maps (at most {}), and the table \
+                 cannot grow",
+                need, free
             ),
             BlkError::Frame { va } => write!(
                 f,
@@ -606,18 +610,9 @@ fn setup_ring(si: &StartInfo, region: &Region, backend_id: u16) -> Result<(Grant
             })
         }
     }
-    let mut frames = [0u64; 1];
-    hc("GNTTABOP_setup_table", shared::grant_frames(&mut frames))?;
     let window = core::ptr::addr_of_mut!(GRANT_WINDOW) as u64;
-    // SAFETY: GRANT_WINDOW is a bss page nothing else references; from now on it maps grant
-    // frame 0 (mapping it again is idempotent).
-    hc("update_va_mapping(grant frame)", unsafe {
-        hypercall::update_va_mapping(
-            window,
-            pte::make(frames[0], pte::L1_FLAGS | pte::D),
-            uvmf::INVLPG,
-        )
-    })?;
+    let need = 1 + POOL_PAGES as u32;
+    let first_gref = grant_frame_with_room(window, need)?;
     let ring = ring_va();
     // SAFETY: the ring page belongs to this Blkfront; a backend still mapping it from a
     // previous connection has been reset to Closed (it unmapped the ring) before this runs.
@@ -632,11 +627,11 @@ fn setup_ring(si: &StartInfo, region: &Region, backend_id: u16) -> Result<(Grant
     }
     let mut refs = [0u32; 1 + POOL_PAGES];
     let mut taken = 0usize;
-    for gref in gnttabop::NR_RESERVED_ENTRIES..ENTRIES_PER_FRAME {
+    for gref in first_gref..first_gref - first_gref % ENTRIES_PER_FRAME + ENTRIES_PER_FRAME {
         if taken == refs.len() {
             break;
         }
-        if grant(window, gref, backend_id, frames[taken]) {
+        if grant(window, gref % ENTRIES_PER_FRAME, backend_id, frames[taken]) {
             refs[taken] = gref;
             taken += 1;
         }
@@ -659,12 +654,63 @@ fn setup_ring(si: &StartInfo, region: &Region, backend_id: u16) -> Result<(Grant
     Ok((grants, port))
 }
 
-/// Offers frame `mfn` to `domid` read-write in grant entry `gref` of the mapped frame 0,
-/// unless a backend maps or copies through that entry now (a previous kernel's grant still in
-/// use, left alone): then false.
+/// Maps a grant-table frame with at least `need` entries no backend maps at `window` and
+/// returns its first usable reference. A previous kernel (the crashed one, whose backends are
+/// still connected) may hold most of frame 0 and more with persistent grants, so the table
+/// is grown by one frame where Xen allows (a new frame is all free), and otherwise the frames
+/// it has are searched from the last.
+fn grant_frame_with_room(window: u64, need: u32) -> Result<u32, BlkError> {
+    let size = hc("GNTTABOP_query_size", hypercall::gnttab_query_size())?;
+    let current = (size.nr_frames.max(1) as usize).min(MAX_GRANT_FRAMES);
+    let limit = (size.max_nr_frames as usize).min(MAX_GRANT_FRAMES);
+    let want = if current < limit { current + 1 } else { current };
+    let mut frames = [0u64; MAX_GRANT_FRAMES];
+    let nr = hc(
+        "GNTTABOP_setup_table",
+        shared::setup_grant_frames(&mut frames[..want]),
+    )?;
+    let mut roomiest = 0;
+    for f in (0..nr).rev() {
+        // SAFETY: GRANT_WINDOW is a bss page nothing else references; while connected it maps
+        // the grant frame chosen here (mapping another first is harmless: nothing holds a
+        // pointer into it across this loop).
+        hc("update_va_mapping(grant frame)", unsafe {
+            hypercall::update_va_mapping(
+                window,
+                pte::make(frames[f], pte::L1_FLAGS | pte::D),
+                uvmf::INVLPG,
+            )
+        })?;
+        let first = if f == 0 { gnttabop::NR_RESERVED_ENTRIES } else { 0 };
+        let free = (first..ENTRIES_PER_FRAME)
+            .filter(|&e| !in_use(window, e))
+            .count() as u32;
+        if free >= need {
+            return Ok(f as u32 * ENTRIES_PER_FRAME + first);
+        }
+        roomiest = roomiest.max(free);
+    }
+    Err(BlkError::GrantsBusy {
+        free: roomiest,
+        need,
+    })
+}
+
+/// Whether a backend maps or copies through entry `e` of the frame mapped at `window`.
+fn in_use(window: u64, e: u32) -> bool {
+    let entry = (window + e as u64 * 8) as *mut GrantEntryV1;
+    // SAFETY: `e` < 512 lies in the grant frame mapped at `window`; the flags word is 2-byte
+    // aligned and only read atomically (Xen updates it atomically).
+    let flags = unsafe { &*(core::ptr::addr_of_mut!((*entry).flags) as *const AtomicU16) };
+    flags.load(Ordering::SeqCst) & (gtf::READING | gtf::WRITING) != 0
+}
+
+/// Offers frame `mfn` to `domid` read-write in entry `gref` of the grant frame mapped at
+/// `window`, unless a backend maps or copies through that entry now (a previous kernel's
+/// grant still in use, left alone): then false.
 fn grant(window: u64, gref: u32, domid: u16, mfn: u64) -> bool {
     let entry = (window + gref as u64 * 8) as *mut GrantEntryV1;
-    // SAFETY: `gref` < 512 lies in grant frame 0, mapped writable at `window`, and the flags
+    // SAFETY: `gref` < 512 lies in the grant frame mapped writable at `window`, and the flags
     // word is 2-byte aligned; Xen updates it atomically, so it is only changed atomically.
     let flags = unsafe { &*(core::ptr::addr_of_mut!((*entry).flags) as *const AtomicU16) };
     let old = flags.load(Ordering::SeqCst);

@@ -105,6 +105,13 @@ pub fn loopback_pair() -> Result<(u32, u32), xenpv::XenError> {
 pub fn grant_frames(frames: &mut [u64]) -> Result<usize, xenpv::XenError> {
     let size = hypercall::gnttab_query_size()?;
     let nr = (size.nr_frames.max(1) as usize).min(frames.len());
+    setup_grant_frames(&mut frames[..nr])
+}
+
+/// `GNTTABOP_setup_table` for `frames.len()` frames, which grows the table to that many when it
+/// has fewer (up to Xen's limit for the domain); their MFNs go into `frames`.
+pub fn setup_grant_frames(frames: &mut [u64]) -> Result<usize, xenpv::XenError> {
+    let nr = frames.len();
     let mut setup = xenpv::GnttabSetupTable {
         dom: xenpv::DOMID_SELF,
         nr_frames: nr as u32,

@@ -1,0 +1,62 @@
+//! The Debian packages as `cargo xtask deb` builds them (the `packaging` crate): the release
+//! CLI, the capture kernel and the generated man pages and completions, packed into
+//! `target/debian/`.
+
+use anyhow::{bail, Context, Result};
+use std::path::PathBuf;
+
+pub use packaging::Built;
+
+/// Builds both packages once per process and returns their paths.
+pub fn build() -> Result<Built> {
+    static BUILT: std::sync::Mutex<Option<(PathBuf, PathBuf)>> = std::sync::Mutex::new(None);
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((cli, dkms)) = built.as_ref() {
+        return Ok(Built {
+            cli: cli.clone(),
+            dkms: dkms.clone(),
+        });
+    }
+    let root = crate::workspace_root();
+    let out_dir = root.join("target/debian");
+    let generated = out_dir.join("generated");
+    packaging::generate_docs(
+        clap::Command::new("pvkexec").subcommand(clap::Command::new("load")),
+        &generated,
+    )
+    .context("generating man pages and completions")?;
+    let b = packaging::build(&packaging::Inputs {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        pvkexec: crate::kmod::pvkexec_release()?,
+        capture: crate::guest::binary("capture")?,
+        generated,
+        root,
+        out_dir,
+    })?;
+    *built = Some((b.cli.clone(), b.dkms.clone()));
+    Ok(b)
+}
+
+/// Runs lintian on both packages; its errors (`E:` lines) fail, warnings are printed.
+pub fn lint(b: &Built) -> Result<String> {
+    crate::provision::apt_install(&["lintian"])?;
+    let o = std::process::Command::new("lintian")
+        .args(["--allow-root", "--tag-display-limit", "0"])
+        .arg(&b.cli)
+        .arg(&b.dkms)
+        .output()
+        .context("running lintian")?;
+    let said = String::from_utf8_lossy(&o.stdout).into_owned();
+    let errors: Vec<&str> = said.lines().filter(|l| l.starts_with("E: ")).collect();
+    if !errors.is_empty() {
+        bail!("lintian reports errors:\n{}", errors.join("\n"));
+    }
+    if !o.status.success() && said.trim().is_empty() {
+        bail!(
+            "lintian failed ({}): {}",
+            o.status,
+            String::from_utf8_lossy(&o.stderr).trim()
+        );
+    }
+    Ok(said)
+}

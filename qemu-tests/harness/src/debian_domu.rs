@@ -1,0 +1,643 @@
+//! A real Debian domU: a bookworm root file system built from Debian's packages (mmdebstrap),
+//! systemd as init, Debian's 6.1 kernel and the initramfs initramfs-tools built inside it,
+//! booted by `xl` as `root=/dev/xvda` from an ext4 image on a host disk, with pvkexec's two
+//! packages installed by apt inside (DKMS builds the module against Debian's headers there)
+//! and a second disk as the dump disk.
+//!
+//! The base (everything from Debian) is cached as a tarball; each image unpacks it, installs
+//! this checkout's packages and the scenario unit, and packs an ext4 image with
+//! `mkfs.ext4 -d`. A scenario ([`Scenario`]) runs from `pvkexec-scenario.service`
+//! (`qemu-tests/harness/debian/`), which prints `PVKEXEC-DEBIAN` lines on the console and
+//! keeps its state on the root disk across the reboots it causes. Building needs root
+//! (chroot, file ownership).
+
+use crate::domu::DomuSpec;
+use crate::provision::DebianLinux;
+use anyhow::{bail, Context, Result};
+use sha2::{Digest, Sha256};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// Lines the scenario unit prints start with this.
+pub const MARK: &str = "PVKEXEC-DEBIAN ";
+
+/// Debian's packages the base holds besides the kernel and its headers: systemd as init,
+/// DKMS (which brings the compiler) and what pvkexec's packages depend on.
+const BASE_PACKAGES: &[&str] = &[
+    "systemd",
+    "systemd-sysv",
+    "udev",
+    "kmod",
+    "e2fsprogs",
+    "procps",
+    "initramfs-tools",
+    "dkms",
+    "makedumpfile",
+];
+
+/// Run inside the new root by mmdebstrap (`$1`): what makes a bookworm tree a rig domU.
+const BASE_CUSTOMIZE: &str = r#"set -e
+root=$1
+echo pvkexec-domu > "$root/etc/hostname"
+printf '/dev/xvda / ext4 errors=remount-ro 0 1\n' > "$root/etc/fstab"
+chroot "$root" passwd -d root >/dev/null
+# A persistent journal: the tests read the boots from the disk afterwards.
+mkdir -p "$root/var/log/journal"
+# Timers that would start work at boot which the rig never needs.
+for t in apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer fstrim.timer \
+         man-db.timer dpkg-db-backup.timer e2scrub_reap.service; do
+  chroot "$root" systemctl mask "$t" >/dev/null 2>&1 || true
+done
+"#;
+
+/// The scenario runner and its unit (test code, installed into every image).
+const SCENARIO_SH: &str = include_str!("../debian/pvkexec-scenario");
+const SCENARIO_UNIT: &str = include_str!("../debian/pvkexec-scenario.service");
+
+/// The scenarios of the issue "A Debian admin's pvkexec" (`cargo xtask debian-domu`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scenario {
+    /// kdump armed at boot by the package's unit; sysrq crash; the capture kernel writes the
+    /// dump disk and reboots; the next boot saves the dump to /var/crash.
+    Kdump,
+    /// The same with CPU 1 spinning with interrupts off at the panic.
+    Kdump2Cpu,
+    /// With the probe loaded, `systemctl reboot` ends in the probe through the
+    /// system-shutdown hook.
+    RebootHook,
+    /// `pvkexec load -p` refuses unfit dump disks, each by name.
+    DumpDiskGuard,
+}
+
+impl Scenario {
+    pub const ALL: [Scenario; 4] = [
+        Scenario::Kdump,
+        Scenario::Kdump2Cpu,
+        Scenario::RebootHook,
+        Scenario::DumpDiskGuard,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::Kdump => "kdump",
+            Scenario::Kdump2Cpu => "kdump-2cpu",
+            Scenario::RebootHook => "reboot-hook",
+            Scenario::DumpDiskGuard => "dump-disk-guard",
+        }
+    }
+
+    pub fn from_name(s: &str) -> Result<Scenario> {
+        Scenario::ALL
+            .into_iter()
+            .find(|c| c.name() == s)
+            .with_context(|| {
+                let names: Vec<_> = Scenario::ALL.iter().map(|c| c.name()).collect();
+                format!("unknown scenario {s:?}: {}", names.join(", "))
+            })
+    }
+
+    /// The boots the scenario takes (xl restarts the domain between them).
+    fn reboots(self) -> u32 {
+        match self {
+            // crash -> capture kernel reboots -> collect
+            Scenario::Kdump | Scenario::Kdump2Cpu => 1,
+            // systemctl reboot -> probe (same domain) -> probe reboots -> check
+            Scenario::RebootHook => 1,
+            Scenario::DumpDiskGuard => 0,
+        }
+    }
+
+    fn default_vcpus(self) -> u32 {
+        match self {
+            Scenario::Kdump2Cpu => 2,
+            _ => 1,
+        }
+    }
+}
+
+/// The boot files and root disk of one image.
+#[derive(Clone, Debug)]
+pub struct Image {
+    /// The ext4 root file system (raw, sparse).
+    pub root_disk: PathBuf,
+    /// `/boot/vmlinuz-<release>` and `/boot/initrd.img-<release>` as built inside.
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+    pub release: String,
+    /// How long the image took (unpack, apt install with the DKMS build, mkfs).
+    pub build_time: Duration,
+    /// What `dkms status` said inside.
+    pub dkms_status: String,
+}
+
+/// The base tarball for the rig's bookworm kernel, built once with mmdebstrap.
+pub fn ensure_base() -> Result<PathBuf> {
+    let release = crate::kmod::image_release(DebianLinux::Bookworm)?;
+    let mut packages: Vec<String> = BASE_PACKAGES.iter().map(|s| s.to_string()).collect();
+    // The kernel the rig's other tests and Debian's -dbg vmlinux are for.
+    packages.push(format!("linux-image-{release}-unsigned"));
+    packages.push(format!("linux-headers-{release}"));
+    let mut h = Sha256::new();
+    h.update(packages.join(",").as_bytes());
+    h.update(BASE_CUSTOMIZE.as_bytes());
+    let key: String = h.finalize()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let dir = crate::cache_dir().join("debian-domu");
+    let tar = dir.join(format!("base-{release}-{key}.tar"));
+    if tar.is_file() {
+        return Ok(tar);
+    }
+    crate::provision::apt_install(&["mmdebstrap"])?;
+    fs::create_dir_all(&dir)?;
+    let hook = dir.join(format!("customize-{key}.sh"));
+    fs::write(&hook, BASE_CUSTOMIZE)?;
+    let partial = dir.join(format!("base-{key}.tar.partial"));
+    let started = Instant::now();
+    let o = Command::new("mmdebstrap")
+        .args(["--variant=minbase", "--format=tar"])
+        .arg(format!("--include={}", packages.join(",")))
+        .arg(format!("--customize-hook=sh {} \"$1\"", hook.display()))
+        .arg("bookworm")
+        .arg(&partial)
+        .args([
+            "deb http://deb.debian.org/debian bookworm main",
+            "deb http://deb.debian.org/debian bookworm-updates main",
+            "deb http://deb.debian.org/debian-security bookworm-security main",
+        ])
+        .output()
+        .context("running mmdebstrap")?;
+    if !o.status.success() {
+        let _ = fs::remove_file(&partial);
+        bail!(
+            "mmdebstrap for the Debian domU failed ({}):\n{}",
+            o.status,
+            tail(&String::from_utf8_lossy(&o.stderr), 30)
+        );
+    }
+    fs::rename(&partial, &tar)?;
+    eprintln!(
+        "debian domU: base {} built in {:.0} s ({} MB)",
+        tar.display(),
+        started.elapsed().as_secs_f64(),
+        fs::metadata(&tar)?.len() >> 20
+    );
+    Ok(tar)
+}
+
+/// What an image holds besides the base: files (destination in the root, source, mode) and
+/// shell commands run in the root after the packages are installed.
+#[derive(Clone, Debug, Default)]
+pub struct Customize {
+    pub files: Vec<(String, PathBuf, u32)>,
+    pub commands: Vec<String>,
+}
+
+/// Builds one image in `out_dir` (`root.img`, `vmlinuz`, `initrd.img`): the base, this
+/// checkout's packages installed with apt, the scenario unit, `extra`, and kdump's one
+/// config line (`PVKEXEC_KDUMP_DISK=xvdb`).
+pub fn build_image(out_dir: &Path, extra: &Customize) -> Result<Image> {
+    let started = Instant::now();
+    let base = ensure_base()?;
+    let debs = crate::deb::build()?;
+    let release = crate::kmod::image_release(DebianLinux::Bookworm)?;
+    fs::create_dir_all(out_dir)?;
+    let tree = out_dir.join("tree");
+    let _cleanup = RemoveTreeOnDrop(tree.clone());
+    let _ = fs::remove_dir_all(&tree);
+    fs::create_dir_all(&tree)?;
+    run(Command::new("tar")
+        .args(["-x", "-p", "--numeric-owner", "-f"])
+        .arg(&base)
+        .arg("-C")
+        .arg(&tree))
+    .context("unpacking the base")?;
+
+    // apt installs the packages as an admin would, from files.
+    let debdir = tree.join("var/cache/pvkexec-debs");
+    fs::create_dir_all(&debdir)?;
+    for d in [&debs.cli, &debs.dkms] {
+        let name = d.file_name().context("deb without a name")?;
+        fs::copy(d, debdir.join(name))?;
+    }
+    let apt = in_chroot(
+        &tree,
+        "apt-get install -y --no-install-recommends /var/cache/pvkexec-debs/*.deb",
+    )
+    .context("apt-get install of pvkexec's packages in the Debian domU")?;
+    fs::remove_dir_all(&debdir)?;
+    let dkms_status = in_chroot(&tree, "dkms status")?;
+    let want = format!("{release}, x86_64: installed");
+    if !dkms_status
+        .lines()
+        .any(|l| l.starts_with("pvkexec/") && l.contains(&want))
+    {
+        bail!(
+            "dkms did not install pvkexec for {release}:\n{dkms_status}\napt said:\n{}",
+            tail(&apt, 40)
+        );
+    }
+
+    // Every unit the packages install, as systemd itself reads them.
+    in_chroot(
+        &tree,
+        "systemd-analyze verify /usr/lib/systemd/system/pvkexec-kdump.service \
+         /usr/lib/systemd/system/pvkexec-kdump-collect.service",
+    )
+    .context("systemd-analyze verify of the packages' units")?;
+
+    // kdump's one config line, as the install page tells an admin.
+    in_chroot(
+        &tree,
+        "sed -i 's/^PVKEXEC_KDUMP_DISK=$/PVKEXEC_KDUMP_DISK=xvdb/' /etc/default/pvkexec-kdump && \
+         grep -q '^PVKEXEC_KDUMP_DISK=xvdb$' /etc/default/pvkexec-kdump",
+    )?;
+    write(
+        &tree,
+        "usr/local/sbin/pvkexec-scenario",
+        SCENARIO_SH.as_bytes(),
+        0o755,
+    )?;
+    write(
+        &tree,
+        "etc/systemd/system/pvkexec-scenario.service",
+        SCENARIO_UNIT.as_bytes(),
+        0o644,
+    )?;
+    in_chroot(&tree, "systemctl enable pvkexec-scenario.service")?;
+    for (dest, src, mode) in &extra.files {
+        let bytes = fs::read(src).with_context(|| format!("reading {}", src.display()))?;
+        write(&tree, dest, &bytes, *mode)?;
+    }
+    for c in &extra.commands {
+        in_chroot(&tree, c)?;
+    }
+
+    let kernel = out_dir.join("vmlinuz");
+    let initrd = out_dir.join("initrd.img");
+    fs::copy(tree.join(format!("boot/vmlinuz-{release}")), &kernel)
+        .context("copying the image's vmlinuz")?;
+    fs::copy(tree.join(format!("boot/initrd.img-{release}")), &initrd)
+        .context("copying the initramfs initramfs-tools built")?;
+    let root_disk = out_dir.join("root.img");
+    let _ = fs::remove_file(&root_disk);
+    run(Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-L", "pvkexec-root", "-d"])
+        .arg(&tree)
+        .arg(&root_disk)
+        .arg(format!("{ROOT_DISK_MIB}M")))
+    .context("mkfs.ext4 -d for the root disk")?;
+    Ok(Image {
+        root_disk,
+        kernel,
+        initrd,
+        release,
+        build_time: started.elapsed(),
+        dkms_status,
+    })
+}
+
+/// What the scenarios need besides the packages: the probe kernel (the new kernel of the
+/// reboot-hook scenario).
+pub fn scenario_customize() -> Result<Customize> {
+    Ok(Customize {
+        files: vec![(
+            "usr/lib/pvkexec-test/probe".into(),
+            crate::guest::binary("probe")?,
+            0o644,
+        )],
+        commands: Vec::new(),
+    })
+}
+
+/// The root disk: the base (about 1 GiB) plus room for dumps under /var/crash.
+const ROOT_DISK_MIB: u64 = 3072;
+
+/// A run of `scenario`: the domU spec over a sparse copy of `image`'s root disk (the image
+/// stays clean for the next scenario) and a zeroed dump disk of the domain's size plus 64 MiB,
+/// both under `dir`.
+pub fn spec(
+    name: &str,
+    image: &Image,
+    scenario: Scenario,
+    vcpus: Option<u32>,
+    mem_mib: u64,
+    dir: &Path,
+) -> Result<DomuSpec> {
+    fs::create_dir_all(dir)?;
+    let root = dir.join(format!("{name}-root.img"));
+    run(Command::new("cp")
+        .arg("--sparse=always")
+        .arg(&image.root_disk)
+        .arg(&root))?;
+    let dump = dir.join(format!("{name}-dump.img"));
+    let f = fs::File::create(&dump).with_context(|| format!("creating {}", dump.display()))?;
+    f.set_len((mem_mib + 64) << 20)?;
+    let mut disks = vec![dump];
+    if scenario == Scenario::DumpDiskGuard {
+        // xvdc: a disk too small for any dump of this domain.
+        let small = dir.join(format!("{name}-small.img"));
+        fs::File::create(&small)?.set_len(32 << 20)?;
+        disks.push(small);
+    }
+    let mut s = DomuSpec::new(name, &image.kernel);
+    s.ramdisk = Some(image.initrd.clone());
+    s.cmdline = format!(
+        "root=/dev/xvda ro console=hvc0 pvkexec_scenario={} pvkexec_mem_mib={mem_mib}",
+        scenario.name()
+    );
+    s.mem_mib = mem_mib;
+    s.vcpus = vcpus.unwrap_or(scenario.default_vcpus());
+    s.host_disk = Some(root);
+    s.extra_host_disks = disks;
+    s.reboots = scenario.reboots();
+    // systemd under TCG: about a minute a boot, more with two.
+    s.timeout = Duration::from_secs(240 + 180 * u64::from(scenario.reboots()));
+    Ok(s)
+}
+
+/// One scenario to run: its domU name (at most 15 characters: the dump disk's serial), the
+/// scenario, VCPUs (default: the scenario's) and memory.
+#[derive(Clone, Debug)]
+pub struct Run {
+    pub name: String,
+    pub scenario: Scenario,
+    pub vcpus: Option<u32>,
+    pub mem_mib: u64,
+}
+
+/// What a scenario did, judged.
+#[derive(Debug)]
+pub struct Outcome {
+    pub name: String,
+    pub scenario: Scenario,
+    pub domu: crate::domu::DomuResult,
+    pub root_disk: PathBuf,
+    /// Checks the scenario (and the host, after it) found wrong; empty: it passed.
+    pub failures: Vec<String>,
+    /// The vmcore saved to /var/crash, copied out of the root disk (kdump scenarios).
+    pub vmcore: Option<PathBuf>,
+    /// crash's `bt` and `log` of that vmcore with Debian's -dbg vmlinux.
+    pub crash: Option<crate::vmcore_tools::CrashReport>,
+}
+
+impl Outcome {
+    /// `PVKEXEC-DEBIAN <key> <value...>`: the first such line's value.
+    pub fn value(&self, key: &str) -> Option<String> {
+        let prefix = format!("{MARK}{key} ");
+        self.domu
+            .console
+            .iter()
+            .find_map(|l| l.split_once(&prefix).map(|(_, v)| v.trim().to_string()))
+    }
+
+    /// Host seconds (QEMU's log clock) of the first console line containing `needle`.
+    pub fn line_secs(&self, run: &crate::domu::RigRun, needle: &str) -> Option<f64> {
+        let tagged = format!("[domu:{}] ", self.name);
+        run.dom0
+            .log
+            .lines()
+            .zip(&run.dom0.line_secs)
+            .find(|(l, _)| l.contains(&tagged) && l.contains(needle))
+            .map(|(_, t)| *t)
+    }
+}
+
+/// The PASS names each scenario must print.
+fn expected_passes(s: Scenario) -> &'static [&'static str] {
+    const KDUMP: &[&str] = &[
+        "kdump-armed-at-boot",
+        "dump-saved",
+        "vmcore-mode-0600",
+        "dmesg-beside-vmcore",
+        "dmesg-has-the-sysrq-crash",
+        "disk-header-cleared",
+        "kdump-armed-again",
+    ];
+    match s {
+        Scenario::Kdump => KDUMP,
+        Scenario::Kdump2Cpu => &[
+            "kdump-armed-at-boot",
+            "kdump-rearmed-with-fault-injection",
+            "dump-saved",
+            "vmcore-mode-0600",
+            "dmesg-beside-vmcore",
+            "dmesg-has-the-sysrq-crash",
+            "disk-header-cleared",
+            "kdump-armed-again",
+        ],
+        Scenario::RebootHook => &["previous-boot-stopped-services", "root-was-clean"],
+        Scenario::DumpDiskGuard => &[
+            "refuses-missing-disk",
+            "refuses-small-disk",
+            "refuses-disk-with-file-system",
+            "force-takes-disk-with-file-system",
+            "refuses-mounted-disk",
+            "force-still-refuses-mounted-disk",
+            "takes-blank-disk",
+        ],
+    }
+}
+
+/// Runs `runs` in one dom0 boot, each over its own copy of `image`'s root disk under `dir`,
+/// and judges each: the scenario's PASS lines, no FAIL line, the domain powered off after
+/// `DONE`, and the host's own checks (the saved vmcore opens in crash and `bt` shows the
+/// sysrq path; the probe passed after the reboot hook).
+pub fn run_scenarios(
+    rig: &crate::domu::DomuRig,
+    image: &Image,
+    runs: &[Run],
+    dir: &Path,
+) -> Result<(crate::domu::RigRun, Vec<Outcome>)> {
+    let mut specs = Vec::new();
+    for r in runs {
+        specs.push(spec(&r.name, image, r.scenario, r.vcpus, r.mem_mib, dir)?);
+    }
+    let rig_run = rig.run(&specs)?;
+    let mut outcomes = Vec::new();
+    for (r, (domu, spec)) in runs.iter().zip(rig_run.domus.iter().zip(&specs)) {
+        let mut o = Outcome {
+            name: r.name.clone(),
+            scenario: r.scenario,
+            domu: domu.clone(),
+            root_disk: spec.host_disk.clone().context("spec without a root disk")?,
+            failures: Vec::new(),
+            vmcore: None,
+            crash: None,
+        };
+        judge(&mut o, dir);
+        outcomes.push(o);
+    }
+    Ok((rig_run, outcomes))
+}
+
+fn judge(o: &mut Outcome, dir: &Path) {
+    let fail_mark = format!("{MARK}FAIL ");
+    let pass_mark = format!("{MARK}PASS ");
+    for l in &o.domu.console {
+        if let Some((_, what)) = l.split_once(&fail_mark) {
+            o.failures.push(format!("the domU: {}", what.trim()));
+        }
+    }
+    let passed: Vec<String> = o
+        .domu
+        .console
+        .iter()
+        .filter_map(|l| l.split_once(&pass_mark).map(|(_, w)| w.trim().to_string()))
+        .collect();
+    for want in expected_passes(o.scenario) {
+        if !passed.iter().any(|p| p == want) {
+            o.failures.push(format!("no PASS {want}"));
+        }
+    }
+    if !o
+        .domu
+        .console
+        .iter()
+        .any(|l| l.contains(&format!("{MARK}DONE")))
+    {
+        o.failures.push("the scenario never printed DONE".into());
+    }
+    if o.domu.verdict != crate::domu::DomuVerdict::PoweredOff {
+        o.failures.push(format!(
+            "the domain ended {:?}, not powered off",
+            o.domu.verdict
+        ));
+    }
+    match o.scenario {
+        Scenario::Kdump | Scenario::Kdump2Cpu => {
+            if let Err(e) = open_saved_vmcore(o, dir) {
+                o.failures.push(format!("the saved vmcore: {e:#}"));
+            }
+        }
+        Scenario::RebootHook => {
+            let after = o.domu.after_switch().unwrap_or_default();
+            if after.is_empty() {
+                o.failures
+                    .push("the purgatory never entered the probe after systemctl reboot".into());
+            }
+            if !after.contains("PVKEXEC-TEST PASS") || after.contains("PVKEXEC-TEST FAIL") {
+                o.failures.push("the probe did not pass its checks".into());
+            }
+            let log = o.domu.log();
+            let before = log
+                .split_once(crate::PURGATORY_ENTERING)
+                .map_or(log.as_str(), |(b, _)| b);
+            if !before.contains("systemd-shutdown") {
+                o.failures.push(
+                    "no systemd-shutdown line before the kexec: the hook ran elsewhere".into(),
+                );
+            }
+        }
+        Scenario::DumpDiskGuard => {}
+    }
+}
+
+/// Copies the vmcore the collection unit saved out of the root disk (debugfs, no mount) and
+/// opens it in crash with Debian's -dbg vmlinux.
+fn open_saved_vmcore(o: &mut Outcome, dir: &Path) -> Result<()> {
+    let path = o
+        .value("vmcore-path")
+        .and_then(|v| v.split_whitespace().next().map(str::to_string))
+        .context("the domU named no saved vmcore")?;
+    let out = dir.join(format!("{}-saved.vmcore", o.name));
+    let _ = fs::remove_file(&out);
+    run(Command::new("debugfs")
+        .arg("-R")
+        .arg(format!("dump -p {path} {}", out.display()))
+        .arg(&o.root_disk))
+    .context("debugfs dump of the saved vmcore")?;
+    if fs::metadata(&out).map(|m| m.len()).unwrap_or(0) == 0 {
+        bail!("debugfs wrote no {} from {path}", out.display());
+    }
+    let vmlinux = crate::vmcore_tools::ensure_debug_vmlinux()?;
+    let report = crate::vmcore_tools::crash_report(&vmlinux, &out, &["bt", "log"])?;
+    let bt = report.output("bt").unwrap_or_default();
+    if !bt.contains("sysrq_handle_crash") {
+        bail!("crash's bt does not show the sysrq path:\n{bt}");
+    }
+    o.vmcore = Some(out);
+    o.crash = Some(report);
+    Ok(())
+}
+
+/// A file in the root of `tree` at `rel`.
+fn write(tree: &Path, rel: &str, bytes: &[u8], mode: u32) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let p = tree.join(rel.trim_start_matches('/'));
+    fs::create_dir_all(p.parent().context("no parent")?)?;
+    fs::write(&p, bytes).with_context(|| format!("writing {}", p.display()))?;
+    fs::set_permissions(&p, fs::Permissions::from_mode(mode))?;
+    Ok(())
+}
+
+/// Runs `script` with `sh -c` chrooted into `tree`, with /proc, /sys and /dev mounted in a
+/// mount namespace of its own (they vanish with it, whatever happens); its output.
+fn in_chroot(tree: &Path, script: &str) -> Result<String> {
+    let t = tree.display();
+    let o = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg(format!(
+            "set -e; mount -t proc proc '{t}/proc'; mount -t sysfs sysfs '{t}/sys'; \
+             mount --rbind /dev '{t}/dev'; exec chroot '{t}' /usr/bin/env -i \
+             PATH=/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=noninteractive sh -c \"$0\""
+        ))
+        .arg(script)
+        .output()
+        .with_context(|| format!("running `{script}` in {t}"))?;
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    if !o.status.success() {
+        bail!(
+            "`{script}` in the Debian root failed ({}):\n{}",
+            o.status,
+            tail(&said, 40)
+        );
+    }
+    Ok(said)
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    let o = cmd.output().with_context(|| format!("running {cmd:?}"))?;
+    if !o.status.success() {
+        bail!(
+            "{cmd:?} failed ({}): {}",
+            o.status,
+            tail(&String::from_utf8_lossy(&o.stderr), 20)
+        );
+    }
+    Ok(())
+}
+
+fn tail(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+struct RemoveTreeOnDrop(PathBuf);
+
+impl Drop for RemoveTreeOnDrop {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scenario_names_round_trip() {
+        for s in Scenario::ALL {
+            assert_eq!(Scenario::from_name(s.name()).unwrap(), s);
+        }
+        let e = Scenario::from_name("kdmp").unwrap_err().to_string();
+        assert!(e.contains("kdump-2cpu"), "{e}");
+    }
+}

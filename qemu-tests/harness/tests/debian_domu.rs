@@ -1,0 +1,136 @@
+//! A real Debian domU on stock Xen 4.17 (Debian's hypervisor): bookworm built from Debian's
+//! packages with systemd as PID 1, Debian's 6.1 and the initramfs initramfs-tools built inside,
+//! booted by xl as `root=/dev/xvda`, with `pvkexec_*.deb` and `pvkexec-dkms_*.deb` installed by
+//! apt (DKMS builds the module there against Debian's headers) and kdump's one config line
+//! (`PVKEXEC_KDUMP_DISK=xvdb`). One dom0 boot runs the four scenarios
+//! (`qemu-tests/harness/debian/pvkexec-scenario`), each over its own copy of the root disk:
+//! - `kdump`: the package's unit arms kdump at boot; a sysrq crash; the capture kernel writes
+//!   the dump disk and reboots; the next boot's collection unit saves
+//!   `/var/crash/<ts>/vmcore` (0600) and `dmesg.<ts>`, clears the disk's header and kdump is
+//!   armed again; crash on the host opens the saved vmcore and `bt` shows the sysrq path;
+//! - `kdump-2cpu`: the same with 2 VCPUs, CPU 1 spinning with interrupts off at the panic;
+//! - `reboot-hook`: with the probe loaded, `systemctl reboot` ends in the probe through the
+//!   system-shutdown hook, after systemd stopped the services and root was left clean;
+//! - `dump-disk-guard`: `pvkexec load -p` refuses a missing, too small, file-system-holding
+//!   and mounted dump disk, each by name, `--force` only for the file system.
+
+use harness::debian_domu::{self, Outcome, Run, Scenario};
+use harness::domu::{DomuRig, RigRun};
+use std::sync::OnceLock;
+use std::time::Instant;
+
+const MEM_MIB: u64 = 512;
+
+struct Shared {
+    run: Result<(RigRun, Vec<Outcome>), String>,
+}
+
+fn shared() -> &'static Shared {
+    static SHARED: OnceLock<Shared> = OnceLock::new();
+    SHARED.get_or_init(|| {
+        let dir = harness::cache_dir().join("debian-domu/test");
+        let started = Instant::now();
+        let run = debian_domu::scenario_customize()
+            .and_then(|c| debian_domu::build_image(&dir.join("image"), &c))
+            .and_then(|image| {
+                eprintln!(
+                    "debian domU image: built in {:.0} s, root disk {}; {}",
+                    image.build_time.as_secs_f64(),
+                    image.root_disk.display(),
+                    image.dkms_status.trim()
+                );
+                let runs: Vec<Run> = Scenario::ALL
+                    .iter()
+                    .map(|s| Run {
+                        name: format!("deb-{}", s.name()),
+                        scenario: *s,
+                        vcpus: None,
+                        mem_mib: MEM_MIB,
+                    })
+                    .collect();
+                let rig = DomuRig {
+                    tag: "debian-domu".into(),
+                    ..Default::default()
+                };
+                debian_domu::run_scenarios(&rig, &image, &runs, &dir)
+            })
+            .map_err(|e| format!("{e:#}"));
+        eprintln!(
+            "debian domU: image and four scenarios in {:.0} s",
+            started.elapsed().as_secs_f64()
+        );
+        Shared { run }
+    })
+}
+
+fn outcome(s: Scenario) -> &'static Outcome {
+    let (_, outcomes) = shared()
+        .run
+        .as_ref()
+        .unwrap_or_else(|e| panic!("the Debian domU rig failed: {e}"));
+    outcomes
+        .iter()
+        .find(|o| o.scenario == s)
+        .expect("every scenario ran")
+}
+
+fn assert_passed(o: &Outcome) {
+    assert!(
+        o.failures.is_empty(),
+        "scenario {}: {}\nconsole:\n{}",
+        o.scenario.name(),
+        o.failures.join("\n"),
+        o.domu.log()
+    );
+}
+
+fn report_times(o: &Outcome) {
+    let (run, _) = shared().run.as_ref().unwrap();
+    let panic = o.line_secs(run, "sysrq: Trigger a crash");
+    let written = o.line_secs(run, "PVKEXEC-INFO capture: vmcore written");
+    let saved = o.line_secs(run, "pvkexec-kdump: saved");
+    eprintln!(
+        "{}: armed {} ms after boot; panic -> dump on disk {:?} s; panic -> dump saved {:?} s; \
+         saved vmcore {} bytes",
+        o.scenario.name(),
+        o.value("armed-ms").unwrap_or_default(),
+        panic.zip(written).map(|(a, b)| b - a),
+        panic.zip(saved).map(|(a, b)| b - a),
+        o.vmcore
+            .as_ref()
+            .and_then(|p| std::fs::metadata(p).ok())
+            .map_or(0, |m| m.len())
+    );
+}
+
+#[test]
+fn kdump_armed_at_boot_dump_saved_at_next_boot() {
+    let o = outcome(Scenario::Kdump);
+    assert_passed(o);
+    report_times(o);
+    assert!(
+        o.domu.boots >= 2,
+        "the domain was not rebuilt after the dump"
+    );
+}
+
+#[test]
+fn kdump_with_cpu1_spinning_interrupts_off() {
+    let o = outcome(Scenario::Kdump2Cpu);
+    assert_passed(o);
+    report_times(o);
+    let bt = o.crash.as_ref().and_then(|c| c.output("bt")).unwrap_or("");
+    assert!(bt.contains("sysrq_handle_crash"), "{bt}");
+}
+
+#[test]
+fn systemctl_reboot_ends_in_the_loaded_kernel() {
+    let o = outcome(Scenario::RebootHook);
+    assert_passed(o);
+}
+
+#[test]
+fn load_p_refuses_unfit_dump_disks() {
+    let o = outcome(Scenario::DumpDiskGuard);
+    assert_passed(o);
+}

@@ -1,0 +1,83 @@
+//! `cargo xtask deb` (the two Debian packages) and `cargo xtask debian-domu` (a scenario in
+//! a real Debian domU with them installed).
+
+use anyhow::{bail, Result};
+use harness::debian_domu::{self, Run, Scenario};
+use harness::Echo;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Builds `target/debian/pvkexec_<v>_amd64.deb` and `pvkexec-dkms_<v>_all.deb`.
+pub(crate) fn deb() -> Result<()> {
+    let b = harness::deb::build()?;
+    for p in [&b.cli, &b.dkms] {
+        println!(
+            "{} ({} KiB)",
+            p.display(),
+            std::fs::metadata(p)?.len() >> 10
+        );
+    }
+    Ok(())
+}
+
+#[derive(clap::Args)]
+pub(crate) struct DebianDomuArgs {
+    /// kdump, kdump-2cpu, reboot-hook or dump-disk-guard.
+    #[arg(long)]
+    scenario: String,
+    /// VCPUs (default: the scenario's, 2 for kdump-2cpu, else 1).
+    #[arg(long)]
+    vcpus: Option<u32>,
+    #[arg(long, default_value_t = 512)]
+    mem_mib: u64,
+    /// Keep the root disk image after the run at FILE (for inspection: debugfs, or mount -o
+    /// loop).
+    #[arg(long)]
+    keep_disk: Option<PathBuf>,
+}
+
+pub(crate) fn debian_domu(a: DebianDomuArgs) -> Result<ExitCode> {
+    let scenario = Scenario::from_name(&a.scenario)?;
+    let dir = harness::cache_dir().join("debian-domu/xtask");
+    let image = debian_domu::build_image(&dir.join("image"), &debian_domu::scenario_customize()?)?;
+    println!(
+        "image: {} built in {:.0} s; {}",
+        image.root_disk.display(),
+        image.build_time.as_secs_f64(),
+        image.dkms_status.trim()
+    );
+    let rig = harness::domu::DomuRig {
+        echo: Echo::All,
+        host_mem_mib: 2048 + a.mem_mib,
+        ..Default::default()
+    };
+    let run = Run {
+        name: "debian".into(),
+        scenario,
+        vcpus: a.vcpus,
+        mem_mib: a.mem_mib,
+    };
+    let (_, outcomes) = debian_domu::run_scenarios(&rig, &image, &[run], &dir)?;
+    let o = &outcomes[0];
+    if let Some(keep) = &a.keep_disk {
+        std::fs::rename(&o.root_disk, keep)
+            .or_else(|_| std::fs::copy(&o.root_disk, keep).map(|_| ()))?;
+        println!("root disk kept at {}", keep.display());
+    }
+    if let Some(r) = &o.crash {
+        println!("crash bt:\n{}", r.output("bt").unwrap_or_default());
+    }
+    if o.failures.is_empty() {
+        println!(
+            "scenario {}: passed ({} boots)",
+            scenario.name(),
+            o.domu.boots
+        );
+        Ok(ExitCode::SUCCESS)
+    } else {
+        for f in &o.failures {
+            eprintln!("scenario {}: {f}", scenario.name());
+        }
+        bail!("scenario {} failed", scenario.name())
+    }
+}
