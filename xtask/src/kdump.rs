@@ -19,9 +19,10 @@ pub(crate) struct KdumpArgs {
     crash_kernel: Option<PathBuf>,
     #[arg(long)]
     crash_initrd: Option<PathBuf>,
-    /// The crash kernel's command line.
-    #[arg(long, default_value = "")]
-    crash_append: String,
+    /// The crash kernel's command line (default: `pvkexec.dump=xvda`, the domU's disk, which
+    /// the capture kernel needs named; a value given replaces it, so name the disk in it).
+    #[arg(long)]
+    crash_append: Option<String>,
     /// MiB set aside for the crash kernel (default: the CLI's).
     #[arg(long)]
     crash_mib: Option<u64>,
@@ -66,7 +67,9 @@ pub(crate) fn run(args: KdumpArgs) -> Result<ExitCode> {
         k.crash_kernel = c;
     }
     k.crash_initrd = args.crash_initrd;
-    k.crash_append = args.crash_append;
+    if let Some(a) = args.crash_append {
+        k.crash_append = a;
+    }
     k.crash_mib = args.crash_mib;
     k.vcpus = args.vcpus;
     k.mem_mib = args.mem_mib;
