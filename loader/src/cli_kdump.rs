@@ -4,8 +4,9 @@
 //! (`pvkexec.crash=0x<mfn>`), and the module arms its panic path. Any refusal after the
 //! reservation releases it: nothing is left half-done.
 
-use crate::cli_kexec::{
-    checked_old_kernel, handoff_for, load_refused, open, CliError, Inputs, LoadRequest,
+use crate::cli_common::{
+    checked_old_kernel, handoff_for, hidden_vcpu_pages, load_refused, open, CliError, Inputs,
+    LoadRequest,
 };
 use crate::device::{CrashReserve, Device, DeviceError, LoadParams};
 use crate::linux::OldKernel;
@@ -103,7 +104,7 @@ pub fn load_crash(req: &CrashLoadRequest) -> Result<String, CliError> {
                  loaded {} as the crash kernel: image {len} bytes; command line: {:?}\n",
                 pages / 256,
                 view.present,
-                crate::cli_kexec::hidden_vcpu_pages(old),
+                hidden_vcpu_pages(old),
                 view.record_mfn,
                 inputs.name,
                 crash_cmdline(&inputs.cmdline, view.record_mfn),

@@ -2,7 +2,7 @@
 //! vmcore (an ELF core file) from sector 0 of the dump disk it was told (`pvkexec.dump=`);
 //! this cuts it out: the file ends where its last program header's data ends.
 
-use crate::cli_kexec::{CliError, EXIT_BAD_INPUT};
+use crate::cli_common::{CliError, EXIT_BAD_INPUT};
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;

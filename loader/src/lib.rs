@@ -2,8 +2,10 @@
 //! compression Linux uses), reads its Xen notes, and plans its PV start-of-day layout with
 //! [`pvlayout`]. The CLI `pvkexec` is in `src/bin/pvkexec.rs`.
 
+pub mod cli_common;
 pub mod cli_kdump;
 pub mod cli_kexec;
+pub mod cli_kexec_tools;
 pub mod cli_vmcore;
 pub mod decompress;
 pub mod device;

@@ -287,7 +287,7 @@ fn build(
 const EXIT_BAD_INPUT: u8 = 3;
 
 /// Prints a running-kernel command's result (loader/src/cli_kexec.rs).
-fn report(r: Result<String, loader::cli_kexec::CliError>) -> ExitCode {
+fn report(r: Result<String, loader::cli_common::CliError>) -> ExitCode {
     match r {
         Ok(text) => {
             print!("{text}");
@@ -304,9 +304,9 @@ fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args().collect();
     if argv
         .first()
-        .is_some_and(|a| loader::cli_kexec::invoked_as_kexec(a))
+        .is_some_and(|a| loader::cli_kexec_tools::invoked_as_kexec(a))
     {
-        return report(loader::cli_kexec::run_kexec(&argv[1..]));
+        return report(loader::cli_kexec_tools::run_kexec(&argv[1..]));
     }
     let cli = Cli::parse(); // usage errors exit 2
     match cli.cmd {
@@ -323,13 +323,13 @@ fn main() -> ExitCode {
             crash_mib,
             ..
         } => {
-            let load = loader::cli_kexec::LoadRequest {
+            let load = loader::cli_common::LoadRequest {
                 kernel: kernel.unwrap_or_default(),
                 initrd,
                 cmdline: if reuse_cmdline {
-                    loader::cli_kexec::Cmdline::Reuse
+                    loader::cli_common::Cmdline::Reuse
                 } else {
-                    loader::cli_kexec::Cmdline::Given(append.unwrap_or_default())
+                    loader::cli_common::Cmdline::Given(append.unwrap_or_default())
                 },
                 force,
             };
