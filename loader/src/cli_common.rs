@@ -15,12 +15,30 @@ pub struct CliError {
     pub code: u8,
 }
 
-/// Exit codes: 1 refused or failed (nothing changed), 2 usage, 3 bad input file.
+/// Refused or failed (nothing changed).
 pub const EXIT_REFUSED: u8 = 1;
-
+/// A usage error (as clap's).
 pub const EXIT_USAGE: u8 = 2;
-
+/// A bad input file (kernel, initrd, image, dump disk).
 pub const EXIT_BAD_INPUT: u8 = 3;
+/// `pvkexec status`: no image of the kind asked about is loaded (LSB's "not running").
+pub const EXIT_NOT_LOADED: u8 = 3;
+/// `pvkexec vmcore`: the disk holds no dump (no ELF core file at sector 0); not an error.
+pub const EXIT_NO_DUMP: u8 = 4;
+
+/// What a command printed and its exit code when it did what was asked; a command whose
+/// answer is a state (`status`) may end with a code other than 0 without failing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Output {
+    pub text: String,
+    pub code: u8,
+}
+
+impl From<String> for Output {
+    fn from(text: String) -> Self {
+        Output { text, code: 0 }
+    }
+}
 
 impl CliError {
     pub(crate) fn refused(message: impl Into<String>) -> Self {
@@ -46,15 +64,99 @@ impl From<crate::LoadError> for CliError {
     }
 }
 
-/// Where the new kernel's command line comes from.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Cmdline {
-    Given(String),
-    /// The running kernel's `/proc/cmdline`.
-    Reuse,
+/// Where the new kernel's command line comes from, as kexec-tools builds it: the running
+/// kernel's (`--reuse-cmdline`), then the given text (`--append`/`--command-line`), joined by a
+/// space; either alone; or nothing.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Cmdline {
+    /// Start from `/proc/cmdline` (less `BOOT_IMAGE=`, and `crashkernel=` for a crash kernel).
+    pub reuse: bool,
+    pub append: Option<String>,
 }
 
-/// `pvkexec load` / `kexec -l`.
+impl Cmdline {
+    /// Only the given text.
+    pub fn given(text: impl Into<String>) -> Self {
+        Cmdline {
+            reuse: false,
+            append: Some(text.into()),
+        }
+    }
+
+    /// The command line, `running` being the running kernel's (read only when reused).
+    pub fn resolve(
+        &self,
+        running: impl FnOnce() -> Result<String, CliError>,
+        crash: bool,
+    ) -> Result<String, CliError> {
+        let base = match self.reuse {
+            true => reused_cmdline(&running()?, crash),
+            false => String::new(),
+        };
+        Ok(join_cmdline(&base, self.append.as_deref().unwrap_or("")))
+    }
+}
+
+/// Two command-line parts joined by one space (kexec-tools' `concat_cmdline`); an empty part
+/// adds nothing.
+pub fn join_cmdline(base: &str, extra: &str) -> String {
+    match (base.is_empty(), extra.is_empty()) {
+        (_, true) => base.to_string(),
+        (true, false) => extra.to_string(),
+        (false, false) => format!("{base} {extra}"),
+    }
+}
+
+/// The words of a kernel command line as Linux splits it (`next_arg`): on white space outside
+/// double quotes; each word as written, quotes kept.
+pub fn cmdline_words(cmdline: &str) -> Vec<&str> {
+    let mut words = Vec::new();
+    let mut start = None;
+    let mut quoted = false;
+    for (i, c) in cmdline.char_indices() {
+        match c {
+            '"' => {
+                quoted = !quoted;
+                start.get_or_insert(i);
+            }
+            c if c.is_whitespace() && !quoted => {
+                if let Some(s) = start.take() {
+                    words.push(&cmdline[s..i]);
+                }
+            }
+            _ => {
+                start.get_or_insert(i);
+            }
+        }
+    }
+    if let Some(s) = start {
+        words.push(&cmdline[s..]);
+    }
+    words
+}
+
+/// The running kernel's command line as `--reuse-cmdline` passes it on: without the boot
+/// loader's `BOOT_IMAGE=` and, for a crash kernel, without `crashkernel=` (it would set memory
+/// aside inside the memory set aside), as kexec-tools' `get_command_line` strips them.
+pub fn reused_cmdline(running: &str, crash: bool) -> String {
+    let key = |w: &str| {
+        w.split('=')
+            .next()
+            .unwrap_or(w)
+            .trim_matches('"')
+            .to_string()
+    };
+    cmdline_words(running)
+        .into_iter()
+        .filter(|w| {
+            let k = key(w);
+            k != "BOOT_IMAGE" && !(crash && k == "crashkernel")
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// `pvkexec load` / `kexec -l` / `kexec -p`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LoadRequest {
     pub kernel: PathBuf,
@@ -62,6 +164,8 @@ pub struct LoadRequest {
     pub cmdline: Cmdline,
     /// Load even what the vcpu_info rule says cannot boot.
     pub force: bool,
+    /// Also print the layout and the image's segments (`-d`/`--debug`).
+    pub debug: bool,
 }
 
 /// Opens the module's device and reads its facts (abi checked).
@@ -101,8 +205,8 @@ pub fn hidden_vcpu_pages(old: OldKernel) -> u64 {
     old.hidden_pages()
 }
 
-/// Reads the kernel's command line for `--reuse-cmdline`.
-fn reuse_cmdline() -> Result<String, CliError> {
+/// The running kernel's command line, for `--reuse-cmdline`.
+pub(crate) fn proc_cmdline() -> Result<String, CliError> {
     std::fs::read_to_string("/proc/cmdline")
         .map(|s| s.trim().to_string())
         .map_err(|e| CliError::refused(format!("/proc/cmdline: cannot read: {e}")))
@@ -125,6 +229,9 @@ pub(crate) fn checked_old_kernel(info: &Info) -> Result<OldKernel, CliError> {
 /// A load's inputs, read and checked against the running kernel's rules.
 pub(crate) struct Inputs {
     pub name: String,
+    /// The files as given (for the load record).
+    pub kernel_path: PathBuf,
+    pub initrd_path: Option<PathBuf>,
     kernel: crate::ParsedKernel,
     initrd: Option<Vec<u8>>,
     /// The command line after the loader's adjustments.
@@ -134,15 +241,27 @@ pub(crate) struct Inputs {
     pub notes: String,
     /// Kernel and initrd bytes.
     pub bytes: u64,
+    debug: bool,
+}
+
+/// An image built from [`Inputs`].
+pub(crate) struct Built {
+    pub image: crate::image::BuiltImage,
+    /// Frames of the purgatory's free pool it needs.
+    pub pool_pages: u64,
+    /// The command line in the image.
+    pub cmdline: String,
 }
 
 impl Inputs {
     /// Reads kernel and initrd (bounded, memory checked first) and applies the vcpu_info
-    /// rule: refused unless `req.force`.
+    /// rule: refused unless `req.force`. `crash`: for a crash kernel (what `--reuse-cmdline`
+    /// strips).
     pub(crate) fn read(
         req: &LoadRequest,
         old: OldKernel,
         domain_pages: u64,
+        crash: bool,
     ) -> Result<Inputs, CliError> {
         let name = req.kernel.display().to_string();
         let kernel_role = Role::Kernel {
@@ -157,10 +276,7 @@ impl Inputs {
             None => 0,
         };
         check_memory(kernel_len + initrd_len, mem_available())?;
-        let cmdline = match &req.cmdline {
-            Cmdline::Given(s) => s.clone(),
-            Cmdline::Reuse => reuse_cmdline()?,
-        };
+        let cmdline = req.cmdline.resolve(proc_cmdline, crash)?;
         let k = crate::parse_kernel(&name, &read_checked(&req.kernel, kernel_role)?)?;
         let adjusted = crate::linux::adjust(&k, &cmdline, old);
         let mut notes = String::new();
@@ -186,12 +302,15 @@ impl Inputs {
         };
         Ok(Inputs {
             name,
+            kernel_path: req.kernel.clone(),
+            initrd_path: req.initrd.clone(),
             kernel: k,
             initrd,
             cmdline: adjusted.cmdline,
             old,
             notes,
             bytes: kernel_len + initrd_len,
+            debug: req.debug,
         })
     }
 
@@ -203,12 +322,8 @@ impl Inputs {
         domain_pages: u64,
         old_p2m_len: u64,
         extra: &str,
-    ) -> Result<(crate::image::BuiltImage, u64), CliError> {
-        let cmdline = match (self.cmdline.is_empty(), extra.is_empty()) {
-            (_, true) => self.cmdline.clone(),
-            (true, false) => extra.to_string(),
-            (false, false) => format!("{} {extra}", self.cmdline),
-        };
+    ) -> Result<Built, CliError> {
+        let cmdline = join_cmdline(&self.cmdline, extra);
         crate::image::build_image_for(&crate::image::BuildRequest {
             input: &self.name,
             kernel: &self.kernel,
@@ -225,10 +340,28 @@ impl Inputs {
             builder: crate::plan::DomuBuilder::default(),
         })
         .map_err(|e| too_large_or_input(e, domain_pages))
-        .and_then(|b| {
-            let pool = check_pool_demand(&b.bytes, u64::from(self.old.vcpus), domain_pages)?;
-            Ok((b, pool))
+        .and_then(|image| {
+            let pool_pages =
+                check_pool_demand(&image.bytes, u64::from(self.old.vcpus), domain_pages)?;
+            Ok(Built {
+                image,
+                pool_pages,
+                cmdline,
+            })
         })
+    }
+
+    /// With `-d`/`--debug`: the layout in the shape of Xen's "VIRTUAL MEMORY ARRANGEMENT" and
+    /// the image's segments with their digests checked (what `pvkexec build` prints).
+    pub(crate) fn debug_report(&self, built: &Built) -> String {
+        if !self.debug {
+            return String::new();
+        }
+        let segments = match crate::inspect::inspect(&self.name, &built.image.bytes) {
+            Ok((text, _)) => text,
+            Err(e) => format!("segments: {e}\n"),
+        };
+        format!("{}{segments}", built.image.plan.render_xen_arrangement())
     }
 }
 
@@ -329,6 +462,71 @@ pub(crate) fn load_refused(e: DeviceError, len: usize) -> CliError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn command_line_words_split_as_linux_splits_them() {
+        assert_eq!(
+            cmdline_words("  root=/dev/xvda1  ro quiet "),
+            ["root=/dev/xvda1", "ro", "quiet"]
+        );
+        assert_eq!(
+            cmdline_words(r#"a dyndbg="file x.c +p" "b c"=d e"#),
+            ["a", r#"dyndbg="file x.c +p""#, r#""b c"=d"#, "e"]
+        );
+        assert!(cmdline_words("").is_empty());
+    }
+
+    #[test]
+    fn reuse_strips_boot_image_and_for_a_crash_kernel_crashkernel() {
+        let running = "BOOT_IMAGE=/vmlinuz-6.1.0-57-amd64 root=UUID=1 ro crashkernel=256M \
+                       crashkernel=64M,low console=hvc0 dyndbg=\"a b\"";
+        assert_eq!(
+            reused_cmdline(running, false),
+            "root=UUID=1 ro crashkernel=256M crashkernel=64M,low console=hvc0 dyndbg=\"a b\""
+        );
+        assert_eq!(
+            reused_cmdline(running, true),
+            "root=UUID=1 ro console=hvc0 dyndbg=\"a b\""
+        );
+        // Only the whole key: a word that merely starts alike stays.
+        assert_eq!(
+            reused_cmdline("crashkernelx=1 BOOT_IMAGEy=2", true),
+            "crashkernelx=1 BOOT_IMAGEy=2"
+        );
+    }
+
+    #[test]
+    fn reused_and_appended_text_join_as_kexec_tools_joins_them() {
+        let running = || Ok("BOOT_IMAGE=/k root=/dev/xvda1 crashkernel=128M".to_string());
+        let never =
+            || -> Result<String, CliError> { panic!("/proc/cmdline read without --reuse-cmdline") };
+        let c = |reuse, append: Option<&str>| Cmdline {
+            reuse,
+            append: append.map(str::to_string),
+        };
+        assert_eq!(
+            c(true, Some("console=hvc0"))
+                .resolve(running, false)
+                .unwrap(),
+            "root=/dev/xvda1 crashkernel=128M console=hvc0"
+        );
+        assert_eq!(
+            c(true, Some("nr_cpus=1")).resolve(running, true).unwrap(),
+            "root=/dev/xvda1 nr_cpus=1"
+        );
+        assert_eq!(
+            c(true, None).resolve(running, false).unwrap(),
+            "root=/dev/xvda1 crashkernel=128M"
+        );
+        assert_eq!(c(false, Some("x=1")).resolve(never, false).unwrap(), "x=1");
+        assert_eq!(c(false, None).resolve(never, false).unwrap(), "");
+        let unreadable = || Err(CliError::refused("/proc/cmdline: cannot read: gone"));
+        assert!(c(true, None).resolve(unreadable, false).is_err());
+        assert_eq!(join_cmdline("a", "b"), "a b");
+        assert_eq!(join_cmdline("", "b"), "b");
+        assert_eq!(join_cmdline("a", ""), "a");
+        assert_eq!(join_cmdline("", ""), "");
+    }
 
     #[test]
     fn a_planner_refusal_stays_typed_and_reads_as_too_large() {

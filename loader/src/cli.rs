@@ -1,0 +1,352 @@
+//! The `pvkexec` command line: its clap definition ([`command`], from which `cargo xtask man`
+//! writes the man pages and shell completions) and the dispatch to each command's module. The
+//! binary (`src/bin/pvkexec.rs`) only calls [`main`].
+
+use crate::cli_build::{self, parse_old_vcpus, Target};
+use crate::cli_common::{CliError, Cmdline, LoadRequest, Output};
+use crate::cli_kdump::{self, CrashLoadRequest};
+use crate::cli_kexec::{self, ExecSteps};
+use crate::cli_kexec_tools;
+use crate::cli_status::{self, StatusRequest};
+use crate::cli_vmcore;
+use clap::{CommandFactory, Parser, Subcommand};
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// What the man page and `--help` say after the commands.
+const AFTER_HELP: &str = "\
+Exit status: 0 success; 1 refused or failed, with nothing changed; 2 usage error; 3 bad \
+input (an unreadable or invalid kernel, initrd, image or dump disk, or no layout fits); \
+`status`: 0 when the image asked about is loaded, 3 when none is; `vmcore`: 4 when the disk \
+holds no dump.
+
+Started as `kexec` (a symlink to pvkexec), it takes kexec-tools' options instead: \
+`kexec -l KERNEL [--initrd=FILE] [--append=TEXT] [--reuse-cmdline]`, `kexec -e`, `kexec -u`, \
+`kexec -f KERNEL` (load and hand over at once), `kexec KERNEL` (load, then `shutdown -r now`, \
+which hands over through the systemd-shutdown hook), `kexec -p ...` and `kexec -p -u` (a crash \
+kernel), `-y` (no sync), `-x` (no ifdown), `-d` (debug); `kexec --help` lists them.
+
+Files: /dev/pvkexec (the module's device; $PVKEXEC_DEVICE overrides it), /run/pvkexec/ (what \
+was loaded, for `status`; $PVKEXEC_RUN_DIR overrides it), \
+/usr/lib/systemd/system-shutdown/pvkexec (the hook that makes a reboot a kexec).";
+
+#[derive(Parser)]
+#[command(
+    name = "pvkexec",
+    version,
+    about = "kexec and kdump for Xen PV x86_64 guests",
+    long_about = "kexec and kdump for Xen PV x86_64 guests. `plan`, `build`, `extract` and \
+                  `inspect` work on files; `load`, `exec`, `unload` and `status` drive the \
+                  pvkexec kernel module (pvkexec.ko) in the running domain; `vmcore` copies a \
+                  kdump's vmcore off its dump disk.",
+    after_long_help = AFTER_HELP
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Prints the start-of-day layout a kernel gets, in the shape of Xen's
+    /// "VIRTUAL MEMORY ARRANGEMENT", with the start_info fields and the kernel's notes.
+    Plan {
+        #[command(flatten)]
+        target: Target,
+        /// Print one JSON object (field names: docs/plan-json.md).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Builds a kexec image file: kernel, initrd and purgatory segments with SHA-256 digests
+    /// (format: docs/kexec-image.md).
+    Build {
+        #[command(flatten)]
+        target: Target,
+        /// The new kernel's command line.
+        #[arg(long, default_value = "")]
+        append: String,
+        /// VCPUs the old kernel initialised: with more than one, a Linux new kernel gets
+        /// `nr_cpus=1` (it BUG()s re-initialising a VCPU).
+        #[arg(long, default_value_t = 1, value_parser = parse_old_vcpus)]
+        old_vcpus: u32,
+        /// The old kernel placed each VCPU's vcpu_info in a frame of its own: those frames are
+        /// kept from the new kernel (and Linux 5.16 and later get a warning).
+        #[arg(long)]
+        old_vcpu_info: bool,
+        /// The hypervisor resets VCPUs that are down and undoes vcpu_info registrations
+        /// (pvkexec's Xen patches: XENFEAT_vcpu_reset and XENFEAT_vcpu_info_reregister): the
+        /// purgatory resets the old kernel's VCPUs instead of parking them, nothing is hidden
+        /// for them, and a Linux new kernel keeps its CPUs and gets no warning. The purgatory
+        /// refuses such an image where Xen or the kernel side does not offer both.
+        #[arg(long)]
+        xen_vcpu_reset: bool,
+        /// Frames to keep from the new kernel for grants a backend may still map at the kexec
+        /// (more such grants than this and the purgatory refuses).
+        #[arg(long, default_value_t = 0)]
+        grant_reserve: u64,
+        #[arg(short = 'o', long)]
+        output: PathBuf,
+    },
+    /// Writes the kernel's ELF image (decompressed from a bzImage or gzip'd ELF).
+    Extract {
+        #[arg(long)]
+        kernel: PathBuf,
+        #[arg(short = 'o', long)]
+        output: PathBuf,
+    },
+    /// Prints an image's segments and checks every digest (exit 3 on a mismatch).
+    Inspect { image: PathBuf },
+    /// Builds the image for the running domain (facts from the pvkexec module) and loads it
+    /// into the module; refused, with nothing changed, when the new kernel cannot boot there.
+    /// What was loaded is recorded in /run/pvkexec/ for `status`.
+    Load {
+        #[arg(long, required_unless_present = "image")]
+        kernel: Option<PathBuf>,
+        /// A prebuilt image (`pvkexec build` for this domain) instead of a kernel.
+        #[arg(
+            long,
+            conflicts_with_all = ["kernel", "initrd", "append", "reuse_cmdline", "force", "debug"]
+        )]
+        image: Option<PathBuf>,
+        #[arg(long)]
+        initrd: Option<PathBuf>,
+        /// The new kernel's command line; with --reuse-cmdline, added after the running
+        /// kernel's.
+        #[arg(long)]
+        append: Option<String>,
+        /// Start from the running kernel's command line (/proc/cmdline, less BOOT_IMAGE= and,
+        /// with -p, crashkernel=), as kexec-tools does.
+        #[arg(long)]
+        reuse_cmdline: bool,
+        /// Load even a kernel the vcpu_info rule says cannot boot after the running one.
+        #[arg(long)]
+        force: bool,
+        /// Also print the layout and the image's segments with their digests.
+        #[arg(short = 'd', long)]
+        debug: bool,
+        /// Load a crash kernel: frames are set aside now, and the module boots it there on a
+        /// panic (kdump).
+        #[arg(short = 'p', long = "panic", conflicts_with = "image")]
+        panic: bool,
+        /// MiB to set aside for the crash kernel (a multiple of 4; default: sized for the
+        /// crash kernel and its initrd, printed).
+        #[arg(long, requires = "panic")]
+        crash_mib: Option<u64>,
+    },
+    /// Hands the domain to the loaded image, after sync(2) as kexec-tools does.
+    Exec {
+        /// Do not sync the file systems first (kexec -y).
+        #[arg(short = 'y', long)]
+        no_sync: bool,
+    },
+    /// Frees the loaded image (-p: the crash kernel and the frames set aside for it).
+    Unload {
+        #[arg(short = 'p', long = "panic")]
+        panic: bool,
+    },
+    /// Prints the running domain's facts (from the pvkexec module), each image and what it was
+    /// loaded from. Exit status 0 when the kexec image (with -p: the crash kernel) is loaded, 3
+    /// when it is not.
+    Status {
+        /// The crash kernel decides the exit status.
+        #[arg(short = 'p', long = "panic")]
+        panic: bool,
+        /// Print one JSON object (docs/kernel-module.md names its fields).
+        #[arg(long)]
+        json: bool,
+    },
+    /// After a kdump: copies the vmcore the capture kernel wrote from sector 0 of the dump
+    /// disk (`pvkexec.dump=`) into a file. Exit status 4 when the disk holds no dump.
+    Vmcore {
+        /// The dump disk (a block device or an image file).
+        #[arg(long)]
+        disk: PathBuf,
+        #[arg(short, long)]
+        output: PathBuf,
+    },
+    /// Tests only: a fault the module injects when loaded with fault_injection=1
+    /// (corrupt-crash, park-cpu1).
+    #[command(hide = true)]
+    TestFault { fault: String },
+}
+
+/// The clap definition of `pvkexec` (man pages, completions).
+pub fn command() -> clap::Command {
+    Cli::command()
+}
+
+/// Prints a command's result and gives its exit code.
+fn report(r: Result<Output, CliError>) -> ExitCode {
+    match r {
+        Ok(out) => {
+            print!("{}", out.text);
+            ExitCode::from(out.code)
+        }
+        Err(e) => {
+            eprintln!("pvkexec: {}", e.message);
+            ExitCode::from(e.code)
+        }
+    }
+}
+
+/// Runs `pvkexec` (or, started as `kexec`, its kexec-tools spelling) on `argv`.
+pub fn run(argv: Vec<OsString>) -> ExitCode {
+    let as_kexec = argv
+        .first()
+        .and_then(|a| a.to_str())
+        .is_some_and(cli_kexec_tools::invoked_as_kexec);
+    if as_kexec {
+        let args: Result<Vec<String>, _> =
+            argv[1..].iter().map(|a| a.clone().into_string()).collect();
+        return match args {
+            Ok(args) => report(cli_kexec_tools::run_kexec(&args)),
+            Err(bad) => report(Err(CliError {
+                message: format!("{}: an argument that is not UTF-8", bad.to_string_lossy()),
+                code: crate::cli_common::EXIT_USAGE,
+            })),
+        };
+    }
+    let cli = Cli::parse_from(argv); // usage errors exit 2
+    report(dispatch(cli.cmd))
+}
+
+/// The process's own arguments.
+pub fn main() -> ExitCode {
+    run(std::env::args_os().collect())
+}
+
+fn dispatch(cmd: Cmd) -> Result<Output, CliError> {
+    let text = |r: Result<String, CliError>| r.map(Output::from);
+    match cmd {
+        Cmd::Load {
+            image: Some(image), ..
+        } => text(cli_kexec::load_image(&image)),
+        Cmd::Load {
+            kernel,
+            initrd,
+            append,
+            reuse_cmdline,
+            force,
+            debug,
+            panic,
+            crash_mib,
+            ..
+        } => {
+            let load = LoadRequest {
+                kernel: kernel.unwrap_or_default(),
+                initrd,
+                cmdline: Cmdline {
+                    reuse: reuse_cmdline,
+                    append,
+                },
+                force,
+                debug,
+            };
+            match panic {
+                true => text(cli_kdump::load_crash(&CrashLoadRequest { load, crash_mib })),
+                false => text(cli_kexec::load(&load)),
+            }
+        }
+        // `pvkexec exec` leaves the interfaces to the module's device shutdown; `kexec -e`
+        // brings them down first, as kexec-tools does.
+        Cmd::Exec { no_sync } => text(cli_kexec::exec(ExecSteps {
+            sync: !no_sync,
+            ifdown: false,
+        })),
+        Cmd::Unload { panic: false } => text(cli_kexec::unload()),
+        Cmd::Unload { panic: true } => text(cli_kdump::unload_crash()),
+        Cmd::Status { panic, json } => cli_status::status(StatusRequest { crash: panic, json }),
+        Cmd::Vmcore { disk, output } => cli_vmcore::vmcore(&disk, &output),
+        Cmd::TestFault { fault } => text(cli_kdump::test_fault(&fault)),
+        Cmd::Extract { kernel, output } => cli_build::extract(&kernel, &output),
+        Cmd::Build {
+            target,
+            append,
+            old_vcpus,
+            old_vcpu_info,
+            xen_vcpu_reset,
+            grant_reserve,
+            output,
+        } => cli_build::build(
+            &target,
+            &append,
+            crate::linux::OldKernel {
+                vcpus: old_vcpus,
+                vcpu_info_registered: old_vcpu_info,
+                xen_resets_vcpus: xen_vcpu_reset,
+            },
+            grant_reserve,
+            &output,
+        )
+        .map(Output::from)
+        .map_err(CliError::from),
+        Cmd::Inspect { image } => cli_build::inspect(&image),
+        Cmd::Plan { target, json } => cli_build::plan(&target, json),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cmd, clap::Error> {
+        Cli::try_parse_from(std::iter::once("pvkexec").chain(args.iter().copied())).map(|c| c.cmd)
+    }
+
+    #[test]
+    fn the_clap_definition_is_consistent() {
+        command().debug_assert();
+    }
+
+    #[test]
+    fn load_joins_reuse_cmdline_and_append() {
+        let Ok(Cmd::Load {
+            append,
+            reuse_cmdline,
+            ..
+        }) = parse(&[
+            "load",
+            "--kernel",
+            "k",
+            "--reuse-cmdline",
+            "--append",
+            "quiet",
+        ])
+        else {
+            panic!()
+        };
+        assert_eq!(append.as_deref(), Some("quiet"));
+        assert!(reuse_cmdline);
+        // A prebuilt image takes none of the kernel's options.
+        for extra in [&["--reuse-cmdline"][..], &["--append", "x"], &["-d"]] {
+            let mut a = vec!["load", "--image", "i"];
+            a.extend_from_slice(extra);
+            assert!(parse(&a).is_err(), "{a:?}");
+        }
+    }
+
+    #[test]
+    fn status_exec_and_unload_options() {
+        assert!(matches!(
+            parse(&["status", "-p", "--json"]),
+            Ok(Cmd::Status {
+                panic: true,
+                json: true
+            })
+        ));
+        assert!(matches!(parse(&["exec"]), Ok(Cmd::Exec { no_sync: false })));
+        assert!(matches!(
+            parse(&["exec", "--no-sync"]),
+            Ok(Cmd::Exec { no_sync: true })
+        ));
+        assert!(matches!(
+            parse(&["unload", "-p"]),
+            Ok(Cmd::Unload { panic: true })
+        ));
+        let e = parse(&["load", "--kernel", "k", "--crash-mib", "20"])
+            .err()
+            .unwrap();
+        assert_eq!(e.exit_code(), 2);
+    }
+}
