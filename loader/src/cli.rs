@@ -9,27 +9,74 @@ use crate::cli_kexec::{self, ExecSteps};
 use crate::cli_kexec_tools;
 use crate::cli_status::{self, StatusRequest};
 use crate::cli_vmcore;
-use clap::{CommandFactory, Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-/// What the man page and `--help` say after the commands.
-const AFTER_HELP: &str = "\
-Exit status: 0 success; 1 refused or failed, with nothing changed; 2 usage error; 3 bad \
-input (an unreadable or invalid kernel, initrd, image or dump disk, or no layout fits); \
-`status`: 0 when the image asked about is loaded, 3 when none is; `vmcore`: 4 when the disk \
-holds no dump.
+/// Exit statuses (`--help`, the man page's EXIT STATUS).
+pub const EXIT_STATUS: [(&str, &str); 5] = [
+    ("0", "success; `status`: the image asked about is loaded"),
+    ("1", "refused or failed, with nothing changed"),
+    ("2", "usage error"),
+    (
+        "3",
+        "bad input: an unreadable or invalid kernel, initrd, image or dump disk, or no layout \
+         fits; `status`: the image asked about is not loaded",
+    ),
+    (
+        "4",
+        "`vmcore`: the disk holds no dump (no ELF core file at sector 0)",
+    ),
+];
 
-Started as `kexec` (a symlink to pvkexec), it takes kexec-tools' options instead: \
-`kexec -l KERNEL [--initrd=FILE] [--append=TEXT] [--reuse-cmdline]`, `kexec -e`, `kexec -u`, \
-`kexec -f KERNEL` (load and hand over at once), `kexec KERNEL` (load, then `shutdown -r now`, \
-which hands over through the systemd-shutdown hook), `kexec -p ...` and `kexec -p -u` (a crash \
-kernel), `-y` (no sync), `-x` (no ifdown), `-d` (debug); `kexec --help` lists them.
+/// Files and environment variables (`--help`, the man page's FILES and ENVIRONMENT).
+pub const FILES: [(&str, &str); 3] = [
+    ("/dev/pvkexec", "the pvkexec module's device"),
+    (
+        "/run/pvkexec/",
+        "what was loaded (kexec.json, crash.json), for `status`",
+    ),
+    (
+        "/usr/lib/systemd/system-shutdown/pvkexec",
+        "the hook (kmod/systemd-shutdown-pvkexec) that makes `systemctl reboot` a kexec when an \
+         image is loaded",
+    ),
+];
+pub const ENVIRONMENT: [(&str, &str); 2] = [
+    (
+        "PVKEXEC_DEVICE",
+        "the module's device instead of /dev/pvkexec",
+    ),
+    (
+        "PVKEXEC_RUN_DIR",
+        "the load records' directory instead of /run/pvkexec",
+    ),
+];
 
-Files: /dev/pvkexec (the module's device; $PVKEXEC_DEVICE overrides it), /run/pvkexec/ (what \
-was loaded, for `status`; $PVKEXEC_RUN_DIR overrides it), \
-/usr/lib/systemd/system-shutdown/pvkexec (the hook that makes a reboot a kexec).";
+/// The kexec-tools spelling, in a paragraph (`--help`, the man page).
+pub const KEXEC_SPELLING: &str = "Started as `kexec` (a symlink to pvkexec), it takes \
+    kexec-tools' options instead: `kexec -l KERNEL [--initrd=FILE] [--append=TEXT] \
+    [--reuse-cmdline]`, `kexec -e`, `kexec -u`, `kexec -f KERNEL` (load and hand over at once), \
+    `kexec KERNEL` (load, then `shutdown -r now`, which hands over through the systemd-shutdown \
+    hook), `kexec -p ...` and `kexec -p -u` (a crash kernel), `-y` (no sync), `-x` (no ifdown), \
+    `-d` (debug); `kexec --help` lists them, docs/kexec-tools-compat.md says what differs.";
+
+/// What `--help` says after the commands: the same as the man page's last sections.
+pub fn after_help() -> String {
+    let list = |items: &[(&str, &str)]| -> String {
+        items
+            .iter()
+            .map(|(tag, text)| format!("  {tag}: {text}\n"))
+            .collect()
+    };
+    format!(
+        "Exit status:\n{}\n{KEXEC_SPELLING}\n\nFiles:\n{}\nEnvironment:\n{}",
+        list(&EXIT_STATUS),
+        list(&FILES),
+        list(&ENVIRONMENT)
+    )
+}
 
 #[derive(Parser)]
 #[command(
@@ -39,8 +86,7 @@ was loaded, for `status`; $PVKEXEC_RUN_DIR overrides it), \
     long_about = "kexec and kdump for Xen PV x86_64 guests. `plan`, `build`, `extract` and \
                   `inspect` work on files; `load`, `exec`, `unload` and `status` drive the \
                   pvkexec kernel module (pvkexec.ko) in the running domain; `vmcore` copies a \
-                  kdump's vmcore off its dump disk.",
-    after_long_help = AFTER_HELP
+                  kdump's vmcore off its dump disk."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -101,6 +147,7 @@ enum Cmd {
     /// into the module; refused, with nothing changed, when the new kernel cannot boot there.
     /// What was loaded is recorded in /run/pvkexec/ for `status`.
     Load {
+        /// The new kernel: ELF, gzip'd ELF or bzImage.
         #[arg(long, required_unless_present = "image")]
         kernel: Option<PathBuf>,
         /// A prebuilt image (`pvkexec build` for this domain) instead of a kernel.
@@ -109,6 +156,7 @@ enum Cmd {
             conflicts_with_all = ["kernel", "initrd", "append", "reuse_cmdline", "force", "debug"]
         )]
         image: Option<PathBuf>,
+        /// The new kernel's initrd (initramfs).
         #[arg(long)]
         initrd: Option<PathBuf>,
         /// The new kernel's command line; with --reuse-cmdline, added after the running
@@ -162,6 +210,7 @@ enum Cmd {
         /// The dump disk (a block device or an image file).
         #[arg(long)]
         disk: PathBuf,
+        /// The vmcore file to write (not created when the disk holds no dump).
         #[arg(short, long)]
         output: PathBuf,
     },
@@ -171,9 +220,9 @@ enum Cmd {
     TestFault { fault: String },
 }
 
-/// The clap definition of `pvkexec` (man pages, completions).
+/// The clap definition of `pvkexec` (man pages, completions), with [`after_help`].
 pub fn command() -> clap::Command {
-    Cli::command()
+    Cli::command().after_long_help(after_help())
 }
 
 /// Prints a command's result and gives its exit code.
@@ -207,7 +256,11 @@ pub fn run(argv: Vec<OsString>) -> ExitCode {
             })),
         };
     }
-    let cli = Cli::parse_from(argv); // usage errors exit 2
+    // Usage errors exit 2, as clap's do.
+    let cli = match Cli::from_arg_matches(&command().get_matches_from(argv)) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     report(dispatch(cli.cmd))
 }
 
@@ -291,7 +344,9 @@ mod tests {
     use super::*;
 
     fn parse(args: &[&str]) -> Result<Cmd, clap::Error> {
-        Cli::try_parse_from(std::iter::once("pvkexec").chain(args.iter().copied())).map(|c| c.cmd)
+        let m = command()
+            .try_get_matches_from(std::iter::once("pvkexec").chain(args.iter().copied()))?;
+        Cli::from_arg_matches(&m).map(|c| c.cmd)
     }
 
     #[test]
