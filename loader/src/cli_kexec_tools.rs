@@ -174,7 +174,7 @@ impl Opts {
                     )));
                 }
             }
-            _ => unreachable!("value() is called for the options with values only"),
+            _ => return Err(usage(format!("{flag}: takes no value"))),
         }
         Ok(())
     }
