@@ -39,8 +39,8 @@ pub const FILES: [(&str, &str); 3] = [
     ),
     (
         "/usr/lib/systemd/system-shutdown/pvkexec",
-        "the hook (kmod/systemd-shutdown-pvkexec) that makes `systemctl reboot` a kexec when an \
-         image is loaded",
+        "the hook (packaging/systemd/system-shutdown-pvkexec) that makes `systemctl reboot` a \
+         kexec when an image is loaded",
     ),
 ];
 pub const ENVIRONMENT: [(&str, &str); 2] = [
@@ -76,6 +76,44 @@ pub fn after_help() -> String {
         list(&FILES),
         list(&ENVIRONMENT)
     )
+}
+
+/// Text for a roff line: backslashes and hyphens escaped, a leading `.` or `'` made literal.
+fn roff_text(s: &str) -> String {
+    let escaped = s.replace('\\', "\\e").replace('-', "\\-");
+    match escaped.starts_with(['.', '\'']) {
+        true => format!("\\&{escaped}"),
+        false => escaped,
+    }
+}
+
+fn roff_tagged(title: &str, items: &[(&str, &str)]) -> String {
+    let mut s = format!(".SH \"{title}\"\n");
+    for (tag, text) in items {
+        s += &format!(".TP\n\\fB{}\\fR\n{}\n", roff_text(tag), roff_text(text));
+    }
+    s
+}
+
+/// The end of the man page `pvkexec.8`, in roff: EXIT STATUS, the kexec-tools spelling (with
+/// its usage text), FILES, ENVIRONMENT and SEE ALSO, from the constants `--help` prints
+/// (packaging::generate_docs appends it).
+pub fn man_extra_roff() -> String {
+    let mut s = roff_tagged("EXIT STATUS", &EXIT_STATUS);
+    let usage: Vec<String> = cli_kexec_tools::KEXEC_USAGE
+        .lines()
+        .map(roff_text)
+        .collect();
+    s += &format!(
+        ".SH \"KEXEC\\-TOOLS SPELLING\"\n{}\n.PP\n.nf\n{}\n.fi\n",
+        roff_text(KEXEC_SPELLING),
+        usage.join("\n")
+    );
+    s += &roff_tagged("FILES", &FILES);
+    s += &roff_tagged("ENVIRONMENT", &ENVIRONMENT);
+    s += ".SH \"SEE ALSO\"\n\\fBkexec\\fR(8), \\fBkdump\\-config\\fR(8), \\fBmakedumpfile\\fR(8), \
+          \\fBcrash\\fR(8), \\fBsystemd\\-shutdown\\fR(8)\n";
+    s
 }
 
 #[derive(Parser)]
@@ -352,6 +390,28 @@ mod tests {
     #[test]
     fn the_clap_definition_is_consistent() {
         command().debug_assert();
+    }
+
+    #[test]
+    fn the_man_page_end_is_escaped_roff() {
+        assert_eq!(roff_text("-p"), "\\-p");
+        assert_eq!(roff_text(".hidden"), "\\&.hidden");
+        assert_eq!(roff_text("a\\b"), "a\\eb");
+        let r = man_extra_roff();
+        for want in [
+            ".SH \"EXIT STATUS\"\n.TP\n\\fB0\\fR\n",
+            ".TP\n\\fB4\\fR\n`vmcore`",
+            ".SH \"KEXEC\\-TOOLS SPELLING\"",
+            "kexec \\-p \\-u",
+            ".SH \"FILES\"\n.TP\n\\fB/dev/pvkexec\\fR",
+            ".SH \"ENVIRONMENT\"",
+        ] {
+            assert!(r.contains(want), "no {want:?} in:\n{r}");
+        }
+        // No line of text starts a roff request by accident.
+        for l in r.lines().filter(|l| !l.starts_with(['.', '\\'])) {
+            assert!(!l.starts_with('\''), "{l}");
+        }
     }
 
     #[test]

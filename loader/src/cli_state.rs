@@ -240,7 +240,7 @@ pub fn cross_check(
 
 /// The dump disk a crash kernel's command line names (`pvkexec.dump=`; the first, as the
 /// capture kernel takes it).
-pub fn dump_disk(cmdline: &str) -> Option<String> {
+pub fn named_dump_disk(cmdline: &str) -> Option<String> {
     crate::cli_common::cmdline_words(cmdline)
         .into_iter()
         .find_map(|w| w.strip_prefix("pvkexec.dump="))
@@ -369,13 +369,13 @@ mod tests {
     #[test]
     fn the_dump_disk_is_the_first_pvkexec_dump() {
         assert_eq!(
-            dump_disk("console=hvc0 pvkexec.dump=xvdb pvkexec.crash=0x12"),
+            named_dump_disk("console=hvc0 pvkexec.dump=xvdb pvkexec.crash=0x12"),
             Some("xvdb".into())
         );
         assert_eq!(
-            dump_disk("pvkexec.dump=51728 pvkexec.dump=xvdc"),
+            named_dump_disk("pvkexec.dump=51728 pvkexec.dump=xvdc"),
             Some("51728".into())
         );
-        assert_eq!(dump_disk("console=hvc0 xpvkexec.dump=xvdb"), None);
+        assert_eq!(named_dump_disk("console=hvc0 xpvkexec.dump=xvdb"), None);
     }
 }

@@ -5,7 +5,7 @@
 //! text.
 
 use crate::cli_common::{open, running_release, CliError, Output, EXIT_NOT_LOADED};
-use crate::cli_state::{self, cross_check, dump_disk, Kind, Known};
+use crate::cli_state::{self, cross_check, named_dump_disk, Kind, Known};
 use crate::device::Info;
 use serde_json::{json, Value};
 
@@ -79,7 +79,7 @@ fn render_known(k: &Known, crash: bool) -> String {
         None => s += "  command line: unknown (a prebuilt image)\n",
     }
     if crash {
-        let disk = r.cmdline.as_deref().and_then(dump_disk);
+        let disk = r.cmdline.as_deref().and_then(named_dump_disk);
         s += &format!(
             "  dump disk: {}\n",
             disk.as_deref().unwrap_or("none named (no pvkexec.dump=)")
@@ -125,7 +125,7 @@ pub fn render_json(info: &Info, kexec: &Known, crash: &Known) -> Value {
     }
     let mut c = known_json(crash, info.crash_loaded());
     c["dump_disk"] = match crash {
-        Known::Recorded(r) => json!(r.cmdline.as_deref().and_then(dump_disk)),
+        Known::Recorded(r) => json!(r.cmdline.as_deref().and_then(named_dump_disk)),
         _ => Value::Null,
     };
     c["reserved_mib"] = json!(info.crash_pages / 256);

@@ -111,7 +111,8 @@ pub const HOOK_DIRS: [&str; 2] = [
     "/usr/lib/systemd/system-shutdown",
     "/lib/systemd/system-shutdown",
 ];
-/// The hook's name there (kmod/systemd-shutdown-pvkexec installed as this).
+/// The hook's name there (the `pvkexec` package installs packaging/systemd/system-shutdown-pvkexec
+/// as this).
 pub const HOOK_NAME: &str = "pvkexec";
 
 /// What the reboot of `kexec KERNEL` will meet.
@@ -171,9 +172,9 @@ impl RebootPath {
         };
         Err(format!(
             "kexec KERNEL without -l, -e or -f loads, then reboots with `shutdown -r now`, which \
-             kexecs only through pvkexec's systemd-shutdown hook (kmod/systemd-shutdown-pvkexec \
-             installed as {}/{HOOK_NAME}, mode 0755): {found}, so the reboot would be an \
-             ordinary one. {instead}",
+             kexecs only through pvkexec's systemd-shutdown hook ({}/{HOOK_NAME}, mode 0755, \
+             which the pvkexec package installs): {found}, so the reboot would be an ordinary \
+             one. {instead}",
             HOOK_DIRS[0]
         ))
     }

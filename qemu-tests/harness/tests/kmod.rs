@@ -720,7 +720,7 @@ fn kexec_l_then_e_into_the_probe_1vcpu() {
     assert!(d.log().contains(&mod_len), "no {mod_len}:\n{}", d.log());
 }
 
-/// The systemd-shutdown hook (kmod/systemd-shutdown-pvkexec), run as systemd-shutdown runs it
+/// The systemd-shutdown hook (packaging/systemd/system-shutdown-pvkexec), run as systemd-shutdown runs it
 /// at the end of a reboot with the root file system read-only, execs the loaded image.
 #[test]
 fn the_systemd_shutdown_hook_execs_with_a_read_only_root() {
