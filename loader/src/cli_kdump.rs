@@ -4,9 +4,11 @@
 //! (`pvkexec.crash=0x<mfn>`), and the module arms its panic path. Any refusal after the
 //! reservation releases it: nothing is left half-done.
 
-use crate::cli_kexec::{
-    checked_old_kernel, handoff_for, load_refused, open, CliError, Inputs, LoadRequest,
+use crate::cli_common::{
+    checked_old_kernel, handoff_for, hidden_vcpu_pages, load_refused, open, Built, CliError,
+    Inputs, LoadRequest,
 };
+use crate::cli_state::{self, Kind, Record};
 use crate::device::{CrashReserve, Device, DeviceError, LoadParams};
 use crate::linux::OldKernel;
 use pvhandoff::crash::CRASH_CMDLINE_KEY;
@@ -81,7 +83,7 @@ pub fn load_crash(req: &CrashLoadRequest) -> Result<String, CliError> {
         ..checked_old_kernel(&info)?
     };
     let (handoff_version, work_pages) = handoff_for(info.start_info_pages)?;
-    let inputs = Inputs::read(&req.load, old, info.current_pages)?;
+    let inputs = Inputs::read(&req.load, old, info.current_pages, true)?;
     let pages = match req.crash_mib {
         Some(mib) => mib.saturating_mul(256),
         None => default_crash_pages(inputs.bytes, work_pages),
@@ -91,22 +93,37 @@ pub fn load_crash(req: &CrashLoadRequest) -> Result<String, CliError> {
     if info.crash_reserved() {
         dev.crash_unload()?;
         out += "note: the crash kernel loaded before was unloaded\n";
+        out += &cli_state::forget(Kind::Crash);
     }
     let view = dev
         .crash_reserve(pages)
         .map_err(|e| reserve_refused(e, pages))?;
     match build_and_load(&dev, &inputs, &view, handoff_version, work_pages) {
-        Ok(len) => {
+        Ok(built) => {
+            out += &inputs.debug_report(&built);
+            let len = built.image.bytes.len();
             out += &format!(
                 "set aside {} MiB ({pages} frames) for the crash kernel; it gets {} frames \
                  ({} hidden for the old VCPUs); crash record at mfn {:#x}\n\
                  loaded {} as the crash kernel: image {len} bytes; command line: {:?}\n",
                 pages / 256,
                 view.present,
-                crate::cli_kexec::hidden_vcpu_pages(old),
+                hidden_vcpu_pages(old),
                 view.record_mfn,
                 inputs.name,
-                crash_cmdline(&inputs.cmdline, view.record_mfn),
+                built.cmdline,
+            );
+            out += &cli_state::record(
+                Kind::Crash,
+                Record {
+                    kernel: Some(cli_state::recorded_path(&inputs.kernel_path)),
+                    initrd: inputs.initrd_path.as_deref().map(cli_state::recorded_path),
+                    cmdline: Some(built.cmdline),
+                    image_bytes: len as u64,
+                    crash_record_mfn: Some(view.record_mfn),
+                    crash_pages: Some(pages),
+                    ..Record::default()
+                },
             );
             Ok(out)
         }
@@ -128,28 +145,21 @@ fn crash_word(record_mfn: u64) -> String {
     format!("{CRASH_CMDLINE_KEY}={record_mfn:#x}")
 }
 
-fn crash_cmdline(cmdline: &str, record_mfn: u64) -> String {
-    match cmdline.is_empty() {
-        true => crash_word(record_mfn),
-        false => format!("{cmdline} {}", crash_word(record_mfn)),
-    }
-}
-
-/// Builds the image for the crash view and loads it; the image's length.
+/// Builds the image for the crash view and loads it.
 fn build_and_load(
     dev: &Device,
     inputs: &Inputs,
     view: &CrashReserve,
     handoff_version: u32,
     work_pages: u64,
-) -> Result<usize, CliError> {
-    let (built, pool_pages) = inputs.build(
+) -> Result<Built, CliError> {
+    let built = inputs.build(
         pvlayout::Mode::DomU,
         view.present,
         view.p2m_len,
         &crash_word(view.record_mfn),
     )?;
-    let len = built.bytes.len();
+    let (len, pool_pages) = (built.image.bytes.len(), built.pool_pages);
     if len as u64 > MAX_CRASH_IMAGE_BYTES {
         return Err(CliError::refused(format!(
             "the crash image of {} is {len} bytes; the module keeps a crash image in one \
@@ -170,9 +180,9 @@ fn build_and_load(
         work_pages,
         pool_pages,
     };
-    dev.load_crash(&built.bytes, params)
+    dev.load_crash(&built.image.bytes, params)
         .map_err(|e| load_refused(e, len))?;
-    Ok(len)
+    Ok(built)
 }
 
 fn reserve_refused(e: DeviceError, pages: u64) -> CliError {
@@ -194,12 +204,16 @@ fn reserve_refused(e: DeviceError, pages: u64) -> CliError {
 pub fn unload_crash() -> Result<String, CliError> {
     let (dev, info) = open()?;
     if !info.crash_reserved() && !info.crash_loaded() {
-        return Ok("no crash kernel was loaded\n".into());
+        return Ok(format!(
+            "no crash kernel was loaded\n{}",
+            cli_state::forget(Kind::Crash)
+        ));
     }
     dev.crash_unload()?;
     Ok(format!(
-        "crash kernel unloaded; {} MiB released\n",
-        info.crash_pages / 256
+        "crash kernel unloaded; {} MiB released\n{}",
+        info.crash_pages / 256,
+        cli_state::forget(Kind::Crash)
     ))
 }
 
@@ -258,9 +272,12 @@ mod tests {
 
     #[test]
     fn the_record_is_named_on_the_command_line() {
-        assert_eq!(crash_cmdline("", 0x1234), "pvkexec.crash=0x1234");
         assert_eq!(
-            crash_cmdline("console=hvc0", 0xabc),
+            crate::cli_common::join_cmdline("", &crash_word(0x1234)),
+            "pvkexec.crash=0x1234"
+        );
+        assert_eq!(
+            crate::cli_common::join_cmdline("console=hvc0", &crash_word(0xabc)),
             "console=hvc0 pvkexec.crash=0xabc"
         );
     }

@@ -1,8 +1,10 @@
 //! `pvkexec vmcore --disk DEV -o FILE`: after a kdump, the capture kernel has written the
 //! vmcore (an ELF core file) from sector 0 of the dump disk it was told (`pvkexec.dump=`);
-//! this cuts it out: the file ends where its last program header's data ends.
+//! this cuts it out: the file ends where its last program header's data ends. A disk with no
+//! ELF core file at sector 0 holds no dump: exit status 4 ([`EXIT_NO_DUMP`]), told apart from a
+//! dump that is damaged or a disk that cannot be read (3).
 
-use crate::cli_kexec::{CliError, EXIT_BAD_INPUT};
+use crate::cli_common::{CliError, Output, EXIT_BAD_INPUT, EXIT_NO_DUMP};
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
@@ -17,17 +19,29 @@ fn bad(disk: &Path, why: impl std::fmt::Display) -> CliError {
     }
 }
 
+fn no_dump(disk: &Path, why: &str) -> CliError {
+    CliError {
+        message: format!(
+            "{}: no dump on this disk ({why}): the capture kernel wrote no vmcore here",
+            disk.display()
+        ),
+        code: EXIT_NO_DUMP,
+    }
+}
+
 /// The vmcore's length: the end of the furthest program header's data, checked against the
 /// disk's size.
 pub fn vmcore_len(disk: &Path, f: &mut (impl Read + Seek), disk_len: u64) -> Result<u64, CliError> {
     let mut eh = [0u8; ELF_HEADER];
-    f.read_exact(&mut eh)
-        .map_err(|e| bad(disk, format!("reading the ELF header: {e}")))?;
+    match f.read_exact(&mut eh) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            return Err(no_dump(disk, "shorter than an ELF header"))
+        }
+        Err(e) => return Err(bad(disk, format!("reading the ELF header: {e}"))),
+    }
     if &eh[..4] != b"\x7fELF" || eh[4] != 2 || u16::from_le_bytes([eh[16], eh[17]]) != 4 {
-        return Err(bad(
-            disk,
-            "no ELF64 core file at sector 0: the capture kernel wrote no vmcore here",
-        ));
+        return Err(no_dump(disk, "no ELF64 core file at sector 0"));
     }
     let word = |r: std::ops::Range<usize>| {
         let mut b = [0u8; 8];
@@ -67,7 +81,7 @@ pub fn vmcore_len(disk: &Path, f: &mut (impl Read + Seek), disk_len: u64) -> Res
 }
 
 /// `pvkexec vmcore --disk DISK -o OUT`.
-pub fn vmcore(disk: &Path, out: &Path) -> Result<String, CliError> {
+pub fn vmcore(disk: &Path, out: &Path) -> Result<Output, CliError> {
     let mut f = File::open(disk).map_err(|e| bad(disk, format!("cannot open: {e}")))?;
     let disk_len = f
         .seek(SeekFrom::End(0))
@@ -91,7 +105,8 @@ pub fn vmcore(disk: &Path, out: &Path) -> Result<String, CliError> {
         "vmcore: {len} bytes from {} written to {}\n",
         disk.display(),
         out.display()
-    ))
+    )
+    .into())
 }
 
 #[cfg(test)]
@@ -126,16 +141,53 @@ mod tests {
     }
 
     #[test]
-    fn what_is_no_whole_core_is_named() {
-        let e = len(&[0u8; 8192]).unwrap_err();
-        assert!(e.message.contains("no ELF64 core file"), "{}", e.message);
-        let e = len(&core(&[(4096, 8192)])).unwrap_err();
-        assert!(e.message.contains("cut short"), "{}", e.message);
-        let e = len(&core(&[(u64::MAX, 1)])).unwrap_err();
-        assert!(e.message.contains("overflows"), "{}", e.message);
+    fn no_dump_is_told_from_a_damaged_one_by_exit_code() {
+        // No dump: zeroes, another ELF file, a disk shorter than a header: exit 4.
+        let mut exec = core(&[(4096, 1)]);
+        exec[16] = 2; // ET_EXEC
+        for (disk, says) in [
+            (vec![0u8; 8192], "no ELF64 core file"),
+            (exec, "no ELF64 core file"),
+            (vec![0x7f, b'E'], "shorter than an ELF header"),
+            (Vec::new(), "shorter than an ELF header"),
+        ] {
+            let e = len(&disk).unwrap_err();
+            assert_eq!(e.code, EXIT_NO_DUMP, "{}", e.message);
+            assert!(
+                e.message.contains("no dump on this disk") && e.message.contains(says),
+                "{}",
+                e.message
+            );
+        }
+        // A dump that is there but damaged: exit 3, named.
+        for (disk, says) in [
+            (core(&[(4096, 8192)]), "cut short"),
+            (core(&[(u64::MAX, 1)]), "overflows"),
+        ] {
+            let e = len(&disk).unwrap_err();
+            assert_eq!(e.code, EXIT_BAD_INPUT, "{}", e.message);
+            assert!(e.message.contains(says), "{}", e.message);
+        }
         let mut b = core(&[(4096, 1)]);
         b[56] = 0;
-        assert!(len(&b).unwrap_err().message.contains("x 0"));
-        assert!(len(&b[..10]).is_err());
+        let e = len(&b).unwrap_err();
+        assert!(e.message.contains("x 0") && e.code == EXIT_BAD_INPUT);
+    }
+
+    #[test]
+    fn vmcore_writes_nothing_when_there_is_no_dump() {
+        let dir = std::env::temp_dir().join(format!("pvkexec-vmcore-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (disk, out) = (dir.join("disk"), dir.join("vmcore"));
+        std::fs::write(&disk, vec![0u8; 4096]).unwrap();
+        assert_eq!(vmcore(&disk, &out).unwrap_err().code, EXIT_NO_DUMP);
+        assert!(!out.exists());
+        std::fs::write(&disk, core(&[(4096, 100)])).unwrap();
+        let done = vmcore(&disk, &out).unwrap();
+        assert_eq!(done.code, 0);
+        assert_eq!(std::fs::metadata(&out).unwrap().len(), 4196);
+        let missing = vmcore(&dir.join("none"), &out).unwrap_err();
+        assert_eq!(missing.code, EXIT_BAD_INPUT);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -186,40 +186,49 @@ fn build_dkms(inputs: &Inputs, tree: &Path) -> Result<PathBuf> {
 }
 
 /// Writes the man pages (`pvkexec.8` and one page per subcommand, `pvkexec-load.8`, ...) and
-/// the bash, zsh and fish completions of `cmd` (the CLI's clap definition) into `dir`.
-pub fn generate_docs(cmd: clap::Command, dir: &Path) -> Result<()> {
-    let _ = fs::remove_dir_all(dir);
+/// the bash, zsh and fish completions of `cmd` (the CLI's clap definition,
+/// `loader::cli::command()`) into `dir`, created if missing; other files there are left alone.
+/// `extra_roff` ends the top page instead of clap_mangen's EXTRA section (the command's
+/// after-help, which says the same for `--help`: `loader::cli::man_extra_roff()`). Returns
+/// the files written. `cargo xtask man` and the package build both use it.
+pub fn generate_docs(cmd: clap::Command, extra_roff: &str, dir: &Path) -> Result<Vec<PathBuf>> {
     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let mut built = cmd.clone();
+    let mut built = cmd.clone().disable_help_subcommand(true);
     // Gives each subcommand its display name (pvkexec-load) for its page's file and title.
     built.build();
-    write_pages(&built, dir)?;
+    let mut written = Vec::new();
+    let top = built
+        .clone()
+        .after_long_help(None::<&str>)
+        .after_help(None::<&str>);
+    written.push(write_page(&top, extra_roff, dir)?);
+    for sub in built.get_subcommands().filter(|s| !s.is_hide_set()) {
+        written.push(write_page(sub, "", dir)?);
+    }
     for shell in [
         clap_complete::Shell::Bash,
         clap_complete::Shell::Zsh,
         clap_complete::Shell::Fish,
     ] {
-        clap_complete::generate_to(shell, &mut cmd.clone(), "pvkexec", dir)
+        let path = clap_complete::generate_to(shell, &mut cmd.clone(), "pvkexec", dir)
             .with_context(|| format!("writing {shell} completions to {}", dir.display()))?;
+        written.push(path);
     }
-    Ok(())
+    Ok(written)
 }
 
-/// One page in section 8 (system administration) per visible command.
-fn write_pages(cmd: &clap::Command, dir: &Path) -> Result<()> {
+/// One page in section 8 (system administration), `extra_roff` after clap_mangen's sections.
+fn write_page(cmd: &clap::Command, extra_roff: &str, dir: &Path) -> Result<PathBuf> {
     let name = cmd.get_display_name().unwrap_or(cmd.get_name());
     let path = dir.join(format!("{name}.8"));
-    let mut f = fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+    let mut roff = Vec::new();
     clap_mangen::Man::new(cmd.clone())
         .section("8")
-        .render(&mut f)
-        .with_context(|| format!("writing {}", path.display()))?;
-    for sub in cmd.get_subcommands() {
-        if !sub.is_hide_set() && sub.get_name() != "help" {
-            write_pages(sub, dir)?;
-        }
-    }
-    Ok(())
+        .render(&mut roff)
+        .with_context(|| format!("rendering {}", path.display()))?;
+    roff.extend_from_slice(extra_roff.as_bytes());
+    fs::write(&path, roff).with_context(|| format!("writing {}", path.display()))?;
+    Ok(path)
 }
 
 /// Man pages to section 8, completions where bash-completion, zsh and fish look.

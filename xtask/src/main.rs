@@ -14,6 +14,7 @@ mod fuzz;
 mod kdump;
 mod kexec;
 mod kmod;
+mod man;
 mod provision;
 mod steps;
 mod test;
@@ -67,6 +68,13 @@ enum Cmd {
     Provision,
     /// Formats both workspaces.
     Fmt,
+    /// Writes pvkexec's man pages (pvkexec.8, one page per subcommand: pvkexec-load.8, ...)
+    /// and its bash, zsh and fish completions into --out, from the CLI's clap definition.
+    Man {
+        /// The directory to write into (created if missing).
+        #[arg(long)]
+        out: std::path::PathBuf,
+    },
     /// Criterion benchmarks: loader parse+plan, digest verification (SHA-NI and software);
     /// with --reboot only the kexec vs xl reboot benchmark of a Debian 6.1 domU.
     Bench(BenchArgs),
@@ -128,6 +136,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
             } else {
                 ExitCode::FAILURE
             }
+        }),
+        Cmd::Man { out } => man::run(&out).map(|files| {
+            for f in files {
+                println!("wrote {}", f.display());
+            }
+            ExitCode::SUCCESS
         }),
         Cmd::Fmt => {
             let root = harness::workspace_root();

@@ -20,8 +20,11 @@ pub fn build() -> Result<Built> {
     let root = crate::workspace_root();
     let out_dir = root.join("target/debian");
     let generated = out_dir.join("generated");
+    // Afresh: a page of a subcommand since removed must not stay in the package.
+    let _ = std::fs::remove_dir_all(&generated);
     packaging::generate_docs(
-        clap::Command::new("pvkexec").subcommand(clap::Command::new("load")),
+        loader::cli::command(),
+        &loader::cli::man_extra_roff(),
         &generated,
     )
     .context("generating man pages and completions")?;

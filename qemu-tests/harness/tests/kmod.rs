@@ -41,6 +41,7 @@ step kexec-l kexec -l /boot/probe --append="mem_mib=@MEM@" -s
 step status-kexec-l pvkexec status
 step kexec-p kexec -p /boot/probe --command-line="mem_mib=16"
 step status-kexec-p pvkexec status
+step status-json pvkexec status -p --json
 step kexec-p-u kexec -p -u
 
 step kexec-u kexec -u
@@ -445,7 +446,8 @@ fn insmod_and_status_give_the_domains_facts() {
     let i = step("insmod");
     assert_eq!(i.rc, Some(0), "{}", i.text());
     let s = step("status");
-    assert_eq!(s.rc, Some(0), "{}", s.text());
+    // Exit status 3: no image loaded (the facts are printed all the same).
+    assert_eq!(s.rc, Some(3), "{}", s.text());
     let t = s.text();
     let frames = MEM_MIB * 256;
     for want in [
@@ -475,7 +477,10 @@ fn probe_loads_and_unloads() {
         l.text()
     );
     let s = step("status-loaded");
+    assert_eq!(s.rc, Some(0), "{}", s.text());
     assert!(s.text().contains("image: loaded, "), "{}", s.text());
+    // What was loaded, from the CLI's record under /run/pvkexec.
+    assert!(s.text().contains("  kernel: /boot/probe"), "{}", s.text());
     let u = step("unload");
     assert_eq!(u.rc, Some(0), "{}", u.text());
     assert!(u.text().contains("unloaded"), "{}", u.text());
@@ -603,6 +608,19 @@ fn kexec_spelling_loads_and_loads_a_crash_kernel() {
         "{}",
         s.text()
     );
+    // The JSON names both images' files and the crash kernel's command line (substrings: a
+    // kernel message may share the console).
+    let j = step("status-json");
+    assert_eq!(j.rc, Some(0), "{}", j.text());
+    for want in [
+        r#""record": "recorded""#,
+        r#""kernel": "/boot/probe""#,
+        r#""cmdline": "mem_mib=16 pvkexec.crash=0x"#,
+        r#""reserved_mib": 20"#,
+    ] {
+        assert!(j.text().contains(want), "no {want} in:\n{}", j.text());
+    }
+    assert!(!j.text().contains(r#""record": "unknown""#), "{}", j.text());
     let pu = step("kexec-p-u");
     assert_eq!(pu.rc, Some(0), "{}", pu.text());
     assert!(pu.text().contains("20 MiB released"), "{}", pu.text());
@@ -702,7 +720,7 @@ fn kexec_l_then_e_into_the_probe_1vcpu() {
     assert!(d.log().contains(&mod_len), "no {mod_len}:\n{}", d.log());
 }
 
-/// The systemd-shutdown hook (kmod/systemd-shutdown-pvkexec), run as systemd-shutdown runs it
+/// The systemd-shutdown hook (packaging/systemd/system-shutdown-pvkexec), run as systemd-shutdown runs it
 /// at the end of a reboot with the root file system read-only, execs the loaded image.
 #[test]
 fn the_systemd_shutdown_hook_execs_with_a_read_only_root() {
