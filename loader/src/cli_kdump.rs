@@ -84,6 +84,11 @@ pub fn load_crash(req: &CrashLoadRequest) -> Result<String, CliError> {
     };
     let (handoff_version, work_pages) = handoff_for(info.start_info_pages)?;
     let inputs = Inputs::read(&req.load, old, info.current_pages, true)?;
+    if let Some(given) = crate::dump_disk::named_in(&inputs.cmdline) {
+        // The balloon may give the domain back up to its maximum before a crash.
+        let pages = info.maximum_pages.max(info.current_pages);
+        check_dump_disk(given, pages, req.load.force)?;
+    }
     let pages = match req.crash_mib {
         Some(mib) => mib.saturating_mul(256),
         None => default_crash_pages(inputs.bytes, work_pages),
@@ -139,6 +144,20 @@ pub fn load_crash(req: &CrashLoadRequest) -> Result<String, CliError> {
             })
         }
     }
+}
+
+/// The dump disk `pvkexec.dump=` names must take a dump of a domain of `pages` pages: refused
+/// by name otherwise, before anything is set aside (`loader::dump_disk`).
+fn check_dump_disk(given: &str, pages: u64, force: bool) -> Result<(), CliError> {
+    use crate::dump_disk;
+    let refuse = |e: dump_disk::Unfit| CliError::refused(format!("{e}. Nothing was loaded"));
+    let name = dump_disk::device_name(given).map_err(refuse)?;
+    let facts = dump_disk::inspect(&name).map_err(|e| {
+        CliError::refused(format!(
+            "dump disk {name}: cannot inspect /dev/{name}: {e}. Nothing was loaded"
+        ))
+    })?;
+    dump_disk::judge(&name, &facts, dump_disk::dump_bytes(pages), force).map_err(refuse)
 }
 
 fn crash_word(record_mfn: u64) -> String {
