@@ -108,8 +108,8 @@ static int crash_alloc(struct crash *c)
 	c->record = alloc_page(GFP_KERNEL | __GFP_ZERO);
 	c->p2m_len = xen_start_info->nr_pages;
 	c->view_order = get_order(c->p2m_len * sizeof(u64));
-	c->view = (u64 *)__get_free_pages(GFP_KERNEL | __GFP_NOWARN,
-					  c->view_order);
+	c->view = (u64 *)__get_free_pages(GFP_KERNEL | __GFP_NOWARN |
+					  __GFP_RETRY_MAYFAIL, c->view_order);
 	c->nr_lists = DIV_ROUND_UP(DIV_ROUND_UP(crash_dump_limit(c),
 						P2M_PER_PAGE), P2M_PER_PAGE);
 	for (i = 0; i < c->nr_lists; i++) {

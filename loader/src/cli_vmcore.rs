@@ -93,7 +93,7 @@ pub fn vmcore(disk: &Path, out: &Path) -> Result<Output, CliError> {
         .map_err(|e| bad(disk, format!("cannot seek: {e}")))?;
     let refused = |e: std::io::Error| CliError::refused(format!("{}: {e}", out.display()));
     let mut o = File::create(out).map_err(refused)?;
-    let copied = std::io::copy(&mut f.take(len), &mut o).map_err(refused)?;
+    let copied = std::io::copy(&mut (&mut f).take(len), &mut o).map_err(refused)?;
     o.flush().map_err(refused)?;
     if copied != len {
         return Err(bad(
@@ -101,12 +101,26 @@ pub fn vmcore(disk: &Path, out: &Path) -> Result<Output, CliError> {
             format!("read {copied} of the vmcore's {len} bytes"),
         ));
     }
+    // On disk before anyone clears the dump disk's header; then neither copy is kept in the
+    // page cache: a dump the size of the domain would otherwise fill it, and a crash kernel
+    // loaded next needs its frames (4 MiB blocks the allocator then cannot find).
+    o.sync_all().map_err(refused)?;
+    drop_cached(&o);
+    drop_cached(&f);
     Ok(format!(
         "vmcore: {len} bytes from {} written to {}\n",
         disk.display(),
         out.display()
     )
     .into())
+}
+
+/// Advises the kernel that `f`'s cached pages will not be read again (a hint: its failure
+/// changes nothing but the page cache).
+fn drop_cached(f: &File) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: posix_fadvise only reads the descriptor number, which `f` keeps open.
+    let _ = unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
 }
 
 #[cfg(test)]
