@@ -429,6 +429,7 @@ fn expected_passes(s: Scenario) -> &'static [&'static str] {
             "dmesg-has-the-sysrq-crash",
             "disk-header-cleared",
             "kdump-armed-again",
+            "kdump-rearmed-after-cpu-hotplug",
         ],
         Scenario::RebootHook => &["previous-boot-stopped-services", "root-was-clean"],
         Scenario::DumpDiskGuard => &[

@@ -22,7 +22,11 @@ fn readme_kdump_command_writes_a_vmcore() {
         .and_then(|mut f| f.read_exact(&mut magic))
         .unwrap_or_else(|e| panic!("{}: {e}", out.display()));
     assert_eq!(&magic[..4], b"\x7fELF", "not an ELF file");
-    assert_eq!(u16::from_le_bytes([magic[16], magic[17]]), 4, "not a core file");
+    assert_eq!(
+        u16::from_le_bytes([magic[16], magic[17]]),
+        4,
+        "not a core file"
+    );
     let len = std::fs::metadata(&out).unwrap().len();
     assert!(len > 200 << 20, "a 256 MiB domain's vmcore of {len} bytes");
     let _ = std::fs::remove_file(&out);
