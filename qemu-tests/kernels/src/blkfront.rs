@@ -663,7 +663,11 @@ fn grant_frame_with_room(window: u64, need: u32) -> Result<u32, BlkError> {
     let size = hc("GNTTABOP_query_size", hypercall::gnttab_query_size())?;
     let current = (size.nr_frames.max(1) as usize).min(MAX_GRANT_FRAMES);
     let limit = (size.max_nr_frames as usize).min(MAX_GRANT_FRAMES);
-    let want = if current < limit { current + 1 } else { current };
+    let want = if current < limit {
+        current + 1
+    } else {
+        current
+    };
     let mut frames = [0u64; MAX_GRANT_FRAMES];
     let nr = hc(
         "GNTTABOP_setup_table",
@@ -681,7 +685,11 @@ fn grant_frame_with_room(window: u64, need: u32) -> Result<u32, BlkError> {
                 uvmf::INVLPG,
             )
         })?;
-        let first = if f == 0 { gnttabop::NR_RESERVED_ENTRIES } else { 0 };
+        let first = if f == 0 {
+            gnttabop::NR_RESERVED_ENTRIES
+        } else {
+            0
+        };
         let free = (first..ENTRIES_PER_FRAME)
             .filter(|&e| !in_use(window, e))
             .count() as u32;
