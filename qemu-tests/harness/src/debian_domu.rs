@@ -355,8 +355,9 @@ pub fn spec(
     s.host_disk = Some(root);
     s.extra_host_disks = disks;
     s.reboots = scenario.reboots();
-    // systemd under TCG: about a minute a boot, more with two.
-    s.timeout = Duration::from_secs(240 + 180 * u64::from(scenario.reboots()));
+    // systemd under TCG: 40 s to 2 minutes a boot (two VCPUs, other QEMU runs beside it),
+    // plus the scenario's own work (a dump of the domain, a copy of it).
+    s.timeout = Duration::from_secs(420 + 360 * u64::from(scenario.reboots()));
     Ok(s)
 }
 
