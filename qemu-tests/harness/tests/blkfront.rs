@@ -1,4 +1,4 @@
-//! The test kernels' polled blkfront (qemu-tests/kernels/src/blkfront.rs) against Linux's
+//! The kernels' polled blkfront (kernelrt/src/blkfront.rs, the capture kernel's) against Linux's
 //! blkback in a toolstack-built domU, with a host-backed disk (`DomuSpec::host_disk`): the
 //! `diskcheck` kernel writes a pattern, reads it back, connects again over a backend still
 //! connected to its first ring (the reset a crash kernel needs), writes and reads again; the

@@ -1,11 +1,11 @@
 //! The checks of what Xen's builder (or the purgatory) handed a kernel: one PASS/FAIL line
 //! each. `bootcheck` runs them after a direct boot, `probe` after a kexec.
 
-use crate::entry::reg;
-use crate::report::{check, Why};
-use crate::view::{m2p, p2m, walk, Region};
-use crate::{cmdline_value, parse_u64, println, why};
 use core::arch::asm;
+use kernelrt::entry::reg;
+use kernelrt::report::{check, Why};
+use kernelrt::view::{m2p, p2m, walk, Region};
+use kernelrt::{cmdline_value, parse_u64, println, why};
 use xenpv::selector::{FLAT_KERNEL_CS, FLAT_KERNEL_SS};
 use xenpv::{hypercall, pte, uvmf, MmuUpdate, StartInfo, PAGE_SIZE};
 

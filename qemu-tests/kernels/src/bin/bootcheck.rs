@@ -6,11 +6,11 @@
 #![no_std]
 #![no_main]
 
+use kernelrt::entry::{entry_regs, reg};
+use kernelrt::notes::VIRT_BASE;
+use kernelrt::report::finish;
+use kernelrt::view::Region;
 use pvtest_kernels::checks::boot_checks;
-use pvtest_kernels::entry::{entry_regs, reg};
-use pvtest_kernels::notes::VIRT_BASE;
-use pvtest_kernels::report::finish;
-use pvtest_kernels::view::Region;
 use xenpv::StartInfo;
 
 #[no_mangle]
@@ -19,7 +19,7 @@ extern "C" fn guest_main(si: *const StartInfo) -> ! {
     let si = unsafe { &*si };
     let regs = entry_regs();
     let region = Region::from_stack_top(VIRT_BASE, regs[reg::RSP]);
-    pvtest_kernels::console_init(si, &region);
+    kernelrt::console_init(si, &region);
     boot_checks(si, &regs, &region, 0);
     finish()
 }

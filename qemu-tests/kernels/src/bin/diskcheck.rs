@@ -1,5 +1,5 @@
 //! Disk-check kernel: a domU with one vbd connects the polled blkfront
-//! (`pvtest_kernels::blkfront`), writes a known pattern from sector 0, reads it back, then
+//! (`kernelrt::blkfront`), writes a known pattern from sector 0, reads it back, then
 //! connects a second time without closing the first connection (as a crash kernel finds the
 //! backend still connected to the crashed kernel's ring), which must reset the backend, and
 //! writes and reads again. The host then checks the disk file holds exactly the pattern.
@@ -15,13 +15,13 @@
 // Errors carry paths and reasons in fixed buffers: these kernels have no heap to box them in.
 #![allow(clippy::result_large_err)]
 
-use pvtest_kernels::blkfront::{BlkError, Blkfront};
-use pvtest_kernels::entry::{entry_regs, reg};
-use pvtest_kernels::notes::VIRT_BASE;
-use pvtest_kernels::report::{check, fail, finish, pass, Why};
-use pvtest_kernels::view::{self, Region};
-use pvtest_kernels::xenstore::Xenstore;
-use pvtest_kernels::{cmdline_value, parse_u64, println, shared, why};
+use kernelrt::blkfront::{BlkError, Blkfront};
+use kernelrt::entry::{entry_regs, reg};
+use kernelrt::notes::VIRT_BASE;
+use kernelrt::report::{check, fail, finish, pass, Why};
+use kernelrt::view::{self, Region};
+use kernelrt::xenstore::Xenstore;
+use kernelrt::{cmdline_value, parse_u64, println, shared, why};
 use xenpv::blkif::{state, SECTOR_SIZE};
 use xenpv::{StartInfo, PAGE_SIZE};
 
@@ -173,7 +173,7 @@ extern "C" fn guest_main(si: *const StartInfo) -> ! {
     // SAFETY: Xen passes a mapped start_info page in rsi; it stays mapped and unchanged.
     let si = unsafe { &*si };
     let region = Region::from_stack_top(VIRT_BASE, entry_regs()[reg::RSP]);
-    pvtest_kernels::console_init(si, &region);
+    kernelrt::console_init(si, &region);
     let Some(store_va) = region.pfn_va(view::m2p(si.store_mfn)) else {
         fail(
             "xenstore",

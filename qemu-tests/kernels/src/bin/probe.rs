@@ -37,14 +37,15 @@
 
 use core::arch::global_asm;
 use core::sync::atomic::{AtomicU64, Ordering};
+use kernelrt::entry::{entry_regs, reg};
+use kernelrt::report::{check, finish, Why};
+use kernelrt::view::Region;
+use kernelrt::{clock, shared};
+use kernelrt::{cmdline_value, notes::VIRT_BASE, parse_u64, println, why};
 use pvhandoff::handoff::{ParkMailbox, PARK_MAILBOX_OFFSET, PARK_WAKE_MAGIC};
 use pvhandoff::image::{PlanRecord, PLAN_MAGIC};
 use pvtest_kernels::checks::boot_checks;
-use pvtest_kernels::entry::{entry_regs, reg};
-use pvtest_kernels::report::{check, finish, Why};
-use pvtest_kernels::view::Region;
-use pvtest_kernels::{clock, shared};
-use pvtest_kernels::{cmdline_value, notes::VIRT_BASE, parse_u64, println, why, OLD_DATA_POISON};
+use pvtest_kernels::OLD_DATA_POISON;
 use xenpv::{
     evtchn, evtchnop, hypercall, vcpuop, virq, SharedInfo, StartInfo, VcpuInfo, XenError, PAGE_SIZE,
 };
@@ -109,7 +110,7 @@ extern "C" fn guest_main(si: *const StartInfo) -> ! {
     let si = unsafe { &*si };
     let regs = entry_regs();
     let region = Region::from_stack_top(VIRT_BASE, regs[reg::RSP]);
-    pvtest_kernels::console_init(si, &region);
+    kernelrt::console_init(si, &region);
     // Before anything else maps or writes pages: what this kernel was handed.
     check("zeroed", check_zeroed(si, &regs));
     let hidden = match plan() {
@@ -127,12 +128,12 @@ extern "C" fn guest_main(si: *const StartInfo) -> ! {
             }
             match clock::vcpu0(si, sh) {
                 Ok(clk) => check("no-old-timers", check_no_old_timers(sh, clk)),
-                Err(why) => pvtest_kernels::report::fail("no-old-timers", format_args!("{}", why)),
+                Err(why) => kernelrt::report::fail("no-old-timers", format_args!("{}", why)),
             }
             Some(sh)
         }
         Err(e) => {
-            pvtest_kernels::report::fail(
+            kernelrt::report::fail(
                 "shared-info",
                 format_args!("mapping shared_info {:#x}: {}", si.shared_info, e),
             );
@@ -144,12 +145,12 @@ extern "C" fn guest_main(si: *const StartInfo) -> ! {
     match (reset, shared) {
         (Ok(()), Some(sh)) => check("vcpus-reset", check_vcpus_reset(si, sh)),
         (Ok(()), None) => {
-            pvtest_kernels::report::fail("vcpus-reset", format_args!("shared_info is not mapped"))
+            kernelrt::report::fail("vcpus-reset", format_args!("shared_info is not mapped"))
         }
         (Err(why), _) => {
             skipped("vcpus-reset", why);
             if let Err(why) = wake_parked_vcpu(si) {
-                pvtest_kernels::report::fail("ap-wake", format_args!("{}", why));
+                kernelrt::report::fail("ap-wake", format_args!("{}", why));
             }
         }
     }
@@ -163,10 +164,9 @@ extern "C" fn guest_main(si: *const StartInfo) -> ! {
     // Last: it registers a vcpu_info here for a moment.
     match (reset, shared) {
         (Ok(()), Some(sh)) => check("vcpu-info-free", check_vcpu_info_free(si, sh)),
-        (Ok(()), None) => pvtest_kernels::report::fail(
-            "vcpu-info-free",
-            format_args!("shared_info is not mapped"),
-        ),
+        (Ok(()), None) => {
+            kernelrt::report::fail("vcpu-info-free", format_args!("shared_info is not mapped"))
+        }
         (Err(why), _) => skipped("vcpu-info-free", why),
     }
     finish()
@@ -229,7 +229,7 @@ fn check_vcpus_reset(si: &StartInfo, sh: &SharedInfo) -> Result<(), Why> {
         )
     };
     let l4_pfn = (si.pt_base - VIRT_BASE) / PAGE_SIZE;
-    let l4_mfn = pvtest_kernels::view::p2m(si)[l4_pfn as usize];
+    let l4_mfn = kernelrt::view::p2m(si)[l4_pfn as usize];
     let top = core::ptr::addr_of!(AP_STACK) as u64 + 16384;
     // SAFETY: all-zero is a valid vcpu_guest_context (no FPU state, no traps, no LDT).
     let mut ctx: xenpv::VcpuGuestContext = unsafe { core::mem::zeroed() };
@@ -305,7 +305,7 @@ fn check_vcpu_info_free(si: &StartInfo, sh: &'static SharedInfo) -> Result<(), W
         );
     }
     let va = core::ptr::addr_of!(OWN_VCPU_INFO) as u64;
-    let mfn = pvtest_kernels::view::p2m(si)[((va - VIRT_BASE) / PAGE_SIZE) as usize];
+    let mfn = kernelrt::view::p2m(si)[((va - VIRT_BASE) / PAGE_SIZE) as usize];
     let rec = xenpv::VcpuRegisterVcpuInfo {
         mfn,
         offset: 0,
@@ -369,7 +369,7 @@ fn check_grants(si: &StartInfo) -> Result<(), Why> {
     };
     let region = Region::from_stack_top(VIRT_BASE, entry_regs()[reg::RSP]);
     let va = core::ptr::addr_of_mut!(GRANT_WINDOW) as u64;
-    let original = match pvtest_kernels::view::walk(si, &region, va) {
+    let original = match kernelrt::view::walk(si, &region, va) {
         Ok(w) => w.l1e,
         Err(e) => return why!("grant window: {}", e),
     };
@@ -458,7 +458,7 @@ static mut FIFO_CONTROL: Page = Page([0; PAGE_SIZE as usize]);
 /// switches this domain to FIFO.
 fn check_fifo_gone(si: &StartInfo) -> Result<(), Why> {
     let va = core::ptr::addr_of!(FIFO_CONTROL) as u64;
-    let mfn = pvtest_kernels::view::p2m(si)[((va - VIRT_BASE) / PAGE_SIZE) as usize];
+    let mfn = kernelrt::view::p2m(si)[((va - VIRT_BASE) / PAGE_SIZE) as usize];
     let mut ic = xenpv::EvtchnInitControl {
         control_gfn: mfn,
         offset: 0,
@@ -497,7 +497,7 @@ global_asm!(
 probe_ap_entry:
     mov rbx, rdi
 "#,
-        include_str!("../clear_ts.S"),
+        include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../../kernelrt/src/clear_ts.S")),
         r#"
     mov rdi, rbx
     call probe_ap_main
@@ -520,7 +520,7 @@ extern "C" fn probe_ap_main(vcpu: u64) -> ! {
         "PVKEXEC-INFO ap-wake VCPU {} runs the probe's code on the probe's tables",
         vcpu
     );
-    pvtest_kernels::report::pass("ap-wake");
+    kernelrt::report::pass("ap-wake");
     check("nmi-callback-gone", check_nmi(vcpu as u32));
     AP_RAN.store(vcpu + 1, Ordering::Release);
     loop {
@@ -624,7 +624,7 @@ fn wake_parked_vcpu(si: &StartInfo) -> Result<(), Why> {
         return why!("mapping the park page {:#x} at {:#x}: {}", mfn, va, e);
     }
     let l4_pfn = (si.pt_base - VIRT_BASE) / PAGE_SIZE;
-    let l4_mfn = pvtest_kernels::view::p2m(si)[l4_pfn as usize];
+    let l4_mfn = kernelrt::view::p2m(si)[l4_pfn as usize];
     let stack_top = core::ptr::addr_of!(AP_STACK) as u64 + 16384;
     let record = (va + PARK_MAILBOX_OFFSET + 64) as *mut ParkMailbox;
     // SAFETY: the park page is mapped writable at `va`; VCPU 1's record is at its offset.
@@ -689,7 +689,7 @@ fn check_hidden(si: &StartInfo) -> Result<(), Why> {
             .next()
             .and_then(parse_u64)
             .unwrap_or(0);
-        if pvtest_kernels::view::m2p(mfn) < si.nr_pages {
+        if kernelrt::view::m2p(mfn) < si.nr_pages {
             return why!("the park page {:#x} is in this kernel's RAM", mfn);
         }
         parked = true;
@@ -698,7 +698,7 @@ fn check_hidden(si: &StartInfo) -> Result<(), Why> {
     let mut seen = [0u64; 8];
     let mut distinct = 0;
     for (_, mfn, _) in clock::vcpu_info_list(si) {
-        if pvtest_kernels::view::m2p(mfn) < si.nr_pages {
+        if kernelrt::view::m2p(mfn) < si.nr_pages {
             return why!("the vcpu_info frame {:#x} is in this kernel's RAM", mfn);
         }
         if !seen[..distinct].contains(&mfn) && distinct < seen.len() {
@@ -708,7 +708,7 @@ fn check_hidden(si: &StartInfo) -> Result<(), Why> {
     }
     // The grant reserve: the frames of grants still mapped (listed), the rest free frames.
     for (_, mfn) in busy_grants(si) {
-        if pvtest_kernels::view::m2p(mfn) < si.nr_pages {
+        if kernelrt::view::m2p(mfn) < si.nr_pages {
             return why!(
                 "the still-mapped grant frame {:#x} is in this kernel's RAM",
                 mfn
@@ -860,7 +860,7 @@ fn check_rings(si: &StartInfo) -> Result<(), Why> {
         ("store_mfn", si.store_mfn, si_pfn + 1),
         ("console.domU.mfn", si.console_mfn, si_pfn + 2),
     ] {
-        let pfn = pvtest_kernels::view::m2p(mfn);
+        let pfn = kernelrt::view::m2p(mfn);
         if pfn != want {
             return why!("{} {:#x} is PFN {:#x}, not {:#x}", name, mfn, pfn, want);
         }
@@ -879,7 +879,7 @@ fn check_rings(si: &StartInfo) -> Result<(), Why> {
 /// and `name` (relative paths, under /local/domain/<domid>), printed for the harness to compare
 /// with what xl says.
 fn check_xenstore(si: &StartInfo, region: &Region) -> Result<(), Why> {
-    let pfn = pvtest_kernels::view::m2p(si.store_mfn);
+    let pfn = kernelrt::view::m2p(si.store_mfn);
     let Some(va) = region.pfn_va(pfn) else {
         return why!(
             "store_mfn {:#x} (PFN {:#x}) is not in the initial mapping",
@@ -889,7 +889,7 @@ fn check_xenstore(si: &StartInfo, region: &Region) -> Result<(), Why> {
     };
     // SAFETY: the xenstore ring page is mapped writable in the initial region, and only this
     // check uses it.
-    let mut xs = unsafe { pvtest_kernels::xenstore::Xenstore::new(va, si.store_evtchn) };
+    let mut xs = unsafe { kernelrt::xenstore::Xenstore::new(va, si.store_evtchn) };
     let mut domid = [0u8; 16];
     let mut name = [0u8; 64];
     let n = match xs.read("domid", &mut domid) {

@@ -13,9 +13,9 @@ use crate::{events, gdt, timers};
 use core::arch::asm;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use guestrt::println;
+use kernelrt::report::Why;
+use kernelrt::{shared, why};
 use pvhandoff::handoff::MAX_VCPUS;
-use pvtest_kernels::report::Why;
-use pvtest_kernels::{shared, why};
 use xenpv::{
     callback, evtchn, hypercall, selector, vcpuop, vgcf, virq, CallbackRegister, VcpuGuestContext,
     XenError,
@@ -81,7 +81,7 @@ core::arch::global_asm!(
 kexecold_ap_entry:
     mov rbx, rdi
 "#,
-        include_str!("../../clear_ts.S"),
+        include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../../kernelrt/src/clear_ts.S")),
         r#"
     mov rdi, rbx
     call kexecold_ap_main

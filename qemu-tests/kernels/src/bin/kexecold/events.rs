@@ -6,8 +6,8 @@ use crate::frames::Layout;
 use crate::tables::DIRECT_MAP;
 use core::sync::atomic::{AtomicU64, Ordering};
 use guestrt::println;
-use pvtest_kernels::report::Why;
-use pvtest_kernels::{shared, why};
+use kernelrt::report::Why;
+use kernelrt::{shared, why};
 use xenpv::{
     evtchnop, hypercall, vcpuop, EvtchnExpandArray, EvtchnInitControl, VcpuRegisterArea, PAGE_SIZE,
 };

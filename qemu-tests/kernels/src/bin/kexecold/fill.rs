@@ -1,9 +1,9 @@
 //! Filling frames before they become tables or descriptor tables: through a scratch page,
 //! while they are still ordinary writable frames.
 
-use pvtest_kernels::report::Why;
-use pvtest_kernels::view::{walk, Region};
-use pvtest_kernels::why;
+use kernelrt::report::Why;
+use kernelrt::view::{walk, Region};
+use kernelrt::why;
 use xenpv::{hypercall, pte, uvmf, StartInfo, PAGE_SIZE};
 
 /// A page whose L1 entry is borrowed to fill frames before they become tables.

@@ -1,10 +1,10 @@
 //! Frame planning: every frame the kernel side takes for itself, from the top of RAM down.
 
+use kernelrt::notes::VIRT_BASE;
+use kernelrt::report::Why;
+use kernelrt::view::Region;
+use kernelrt::why;
 use pvhandoff::handoff::MAX_VCPUS;
-use pvtest_kernels::notes::VIRT_BASE;
-use pvtest_kernels::report::Why;
-use pvtest_kernels::view::Region;
-use pvtest_kernels::why;
 use xenpv::{StartInfo, PAGE_SIZE};
 
 /// Pinned process trees besides the kernel's own.

@@ -2,8 +2,8 @@
 //! (the PV kernel's ring), whose selector is loaded into DS and ES.
 
 use core::arch::asm;
-use pvtest_kernels::report::Why;
-use pvtest_kernels::why;
+use kernelrt::report::Why;
+use kernelrt::why;
 use xenpv::{hypercall, XenError};
 
 /// The data selector of the kernel's own GDT (entry 1, RPL 3).

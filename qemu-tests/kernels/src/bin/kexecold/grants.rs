@@ -3,10 +3,10 @@
 
 use core::sync::atomic::Ordering;
 use guestrt::println;
-use pvtest_kernels::notes::VIRT_BASE;
-use pvtest_kernels::report::Why;
-use pvtest_kernels::view::{walk, Region};
-use pvtest_kernels::{shared, why};
+use kernelrt::notes::VIRT_BASE;
+use kernelrt::report::Why;
+use kernelrt::view::{walk, Region};
+use kernelrt::{shared, why};
 use xenpv::{hypercall, pte, uvmf, StartInfo, PAGE_SIZE};
 
 /// A page of this kernel's whose L1 entry is borrowed to write the grant table.

@@ -16,10 +16,10 @@ use crate::tables::DIRECT_MAP;
 use crate::{aps, gdt, trees};
 use core::arch::asm;
 use guestrt::println;
+use kernelrt::notes::VIRT_BASE;
+use kernelrt::report::Why;
+use kernelrt::why;
 use pvhandoff::handoff::{Handoff, AP_ENTRY_OFFSET, HANDOFF_MAGIC, HANDOFF_VERSION};
-use pvtest_kernels::notes::VIRT_BASE;
-use pvtest_kernels::report::Why;
-use pvtest_kernels::why;
 use xenpv::{StartInfo, PAGE_SIZE};
 
 /// Most working-memory frames this kernel hands over (enough for a 512 GiB domain).

@@ -1,9 +1,9 @@
 //! The kexec image, passed as the kernel's boot module, and its purgatory segment.
 
+use kernelrt::notes::VIRT_BASE;
+use kernelrt::report::Why;
+use kernelrt::why;
 use pvhandoff::image::{ImageView, SEG_FLAG_PURGATORY_MAPPING};
-use pvtest_kernels::notes::VIRT_BASE;
-use pvtest_kernels::report::Why;
-use pvtest_kernels::why;
 use xenpv::{StartInfo, PAGE_SIZE};
 
 /// Where the purgatory runs and where its pages are now.

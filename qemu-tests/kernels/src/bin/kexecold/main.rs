@@ -40,11 +40,11 @@ mod trees;
 mod vcpu_info;
 
 use guestrt::println;
+use kernelrt::entry::{entry_regs, reg};
+use kernelrt::notes::VIRT_BASE;
+use kernelrt::report::{fail, finish, Why};
+use kernelrt::view::{p2m, Region};
 use options::{Fault, Options};
-use pvtest_kernels::entry::{entry_regs, reg};
-use pvtest_kernels::notes::VIRT_BASE;
-use pvtest_kernels::report::{fail, finish, Why};
-use pvtest_kernels::view::{p2m, Region};
 use xenpv::{StartInfo, PAGE_SIZE};
 
 #[no_mangle]
@@ -52,7 +52,7 @@ extern "C" fn guest_main(si: *const StartInfo) -> ! {
     // SAFETY: Xen passes a mapped start_info page in rsi; it stays mapped and unchanged.
     let si = unsafe { &*si };
     let region = Region::from_stack_top(VIRT_BASE, entry_regs()[reg::RSP]);
-    pvtest_kernels::console_init(si, &region);
+    kernelrt::console_init(si, &region);
     match prepare(si, &region) {
         Ok(entry) => {
             println!("PVKEXEC-INFO kexec: entering the purgatory at {:#x}", entry);

@@ -10,7 +10,7 @@
 //!   every other frame of its range, so not PFN-contiguous) instead of the v5 run rules.
 //! - `kexec_fault=`: a [`Fault`], breaking the kernel side's contract on purpose.
 
-use pvtest_kernels::cmdline_value;
+use kernelrt::cmdline_value;
 
 /// A broken contract, for the tests that show who catches it.
 #[derive(Clone, Copy, PartialEq, Eq)]

@@ -8,9 +8,9 @@ use crate::frames::Layout;
 use crate::gdt;
 use crate::image::Purgatory;
 use guestrt::println;
-use pvtest_kernels::report::Why;
-use pvtest_kernels::view::Region;
-use pvtest_kernels::why;
+use kernelrt::report::Why;
+use kernelrt::view::Region;
+use kernelrt::why;
 use xenpv::{hypercall, mmu, pte, MmuUpdate, StartInfo, PAGE_SIZE};
 
 /// Linux's direct-map base (`page_offset_base` without KASLR): L4 slot 273, L3 index 0.

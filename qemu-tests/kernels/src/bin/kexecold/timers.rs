@@ -2,8 +2,8 @@
 //! and a single-shot timer 100 ms ahead.
 
 use core::sync::atomic::{AtomicU64, Ordering};
-use pvtest_kernels::report::Why;
-use pvtest_kernels::{shared, why};
+use kernelrt::report::Why;
+use kernelrt::{shared, why};
 use xenpv::{hypercall, virq, SharedInfo, StartInfo};
 
 /// The periodic timer's period.

@@ -5,8 +5,8 @@
 use crate::fill::Filler;
 use crate::frames::Layout;
 use crate::tables::KernelL4;
-use pvtest_kernels::report::Why;
-use pvtest_kernels::why;
+use kernelrt::report::Why;
+use kernelrt::why;
 use xenpv::{hypercall, mmuext, MmuextOp};
 
 /// Process trees: an L4 each with the kernel's entries (Xen fills its own slots), pinned.

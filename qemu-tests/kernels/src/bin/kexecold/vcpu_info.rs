@@ -3,9 +3,9 @@
 
 use crate::frames::Layout;
 use guestrt::println;
+use kernelrt::report::Why;
+use kernelrt::why;
 use pvhandoff::handoff::MAX_VCPUS;
-use pvtest_kernels::report::Why;
-use pvtest_kernels::why;
 use xenpv::{hypercall, vcpuop, VcpuRegisterVcpuInfo};
 
 /// Where each VCPU's vcpu_info was placed (`Handoff::vcpu_info_va` points at it).

@@ -16,7 +16,7 @@
 
 use crate::pump::{boot_now, now_from, MS};
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use pvtest_kernels::shared::{self, InfoPtr};
+use kernelrt::shared::{self, InfoPtr};
 use xenpv::{
     hypercall, selector, vcpuop, vgcf, SharedInfo, VcpuGuestContext, VcpuRegisterArea, XenError,
 };
@@ -117,7 +117,7 @@ xenpatch_ap_entry:
     mov rbx, rdi
     mov r12, rsi
 "#,
-        include_str!("../../clear_ts.S"),
+        include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../../kernelrt/src/clear_ts.S")),
         r#"
     mov rdi, rbx
     mov rsi, r12

@@ -29,14 +29,14 @@ mod stock;
 
 use core::sync::atomic::Ordering;
 use guestrt::println;
+use kernelrt::entry::{entry_regs, reg};
+use kernelrt::notes::VIRT_BASE;
+use kernelrt::report::{check, fail, finish, pass, Why};
+use kernelrt::shared::{self, InfoPtr};
+use kernelrt::view::{p2m, Region};
+use kernelrt::{cmdline_value, why};
 use pages::Pages;
 use pump::{Ports, Pump};
-use pvtest_kernels::entry::{entry_regs, reg};
-use pvtest_kernels::notes::VIRT_BASE;
-use pvtest_kernels::report::{check, fail, finish, pass, Why};
-use pvtest_kernels::shared::{self, InfoPtr};
-use pvtest_kernels::view::{p2m, Region};
-use pvtest_kernels::{cmdline_value, why};
 use xenpv::{hypercall, virq, xenfeat, SharedInfo, StartInfo, XenError};
 
 /// VCPU 0's periodic timer: the shortest period Xen accepts, so ticks keep coming.
@@ -77,7 +77,7 @@ extern "C" fn guest_main(si: *const StartInfo) -> ! {
     // SAFETY: Xen passes a mapped start_info page in rsi; it stays mapped and unchanged.
     let si = unsafe { &*si };
     let region = Region::from_stack_top(VIRT_BASE, entry_regs()[reg::RSP]);
-    pvtest_kernels::console_init(si, &region);
+    kernelrt::console_init(si, &region);
     let expect = match cmdline_value(si.cmdline(), "xenpatch.expect") {
         Some(b"patched") => Expect::Patched,
         Some(b"stock") => Expect::Stock,

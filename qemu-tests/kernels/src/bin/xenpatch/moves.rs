@@ -14,9 +14,9 @@ use crate::pump::MS;
 use crate::{expect_err, Ctx};
 use core::sync::atomic::Ordering;
 use guestrt::println;
-use pvtest_kernels::report::{check, fail, pass, skip, Why};
-use pvtest_kernels::shared::InfoPtr;
-use pvtest_kernels::why;
+use kernelrt::report::{check, fail, pass, skip, Why};
+use kernelrt::shared::InfoPtr;
+use kernelrt::why;
 use xenpv::{hypercall, VcpuTimeInfo, XenError};
 
 /// Moves between A and B (an even number: the last one lands on A).

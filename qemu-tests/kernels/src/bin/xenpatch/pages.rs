@@ -3,10 +3,10 @@
 //! must no longer write is filled with [`POISON`] and checked later. Page L holds VCPU 1's
 //! LDT (one descriptor), which Xen types as a descriptor page while it maps it.
 
-use pvtest_kernels::report::Why;
-use pvtest_kernels::shared::InfoPtr;
-use pvtest_kernels::view::Region;
-use pvtest_kernels::why;
+use kernelrt::report::Why;
+use kernelrt::shared::InfoPtr;
+use kernelrt::view::Region;
+use kernelrt::why;
 use xenpv::{hypercall, pte, uvmf, vcpuop, VcpuInfo, VcpuRegisterVcpuInfo, XenError, PAGE_SIZE};
 
 pub const A: usize = 0;

@@ -6,9 +6,9 @@
 
 use crate::ap;
 use core::sync::atomic::Ordering;
-use pvtest_kernels::report::Why;
-use pvtest_kernels::shared::InfoPtr;
-use pvtest_kernels::{shared, why};
+use kernelrt::report::Why;
+use kernelrt::shared::InfoPtr;
+use kernelrt::{shared, why};
 use xenpv::{hypercall, SharedInfo, VcpuTimeInfo};
 
 /// Xen time from the snapshot taken at boot, for when no live record can be read.

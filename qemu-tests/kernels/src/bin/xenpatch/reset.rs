@@ -19,9 +19,9 @@ use crate::pump::MS;
 use crate::{expect_err, setup_vcpu1, start_vcpu1, vcpu1_down, Ctx};
 use core::sync::atomic::Ordering;
 use guestrt::println;
-use pvtest_kernels::report::{check, fail, pass, skip, Why};
-use pvtest_kernels::shared::InfoPtr;
-use pvtest_kernels::{shared, why};
+use kernelrt::report::{check, fail, pass, skip, Why};
+use kernelrt::shared::InfoPtr;
+use kernelrt::{shared, why};
 use xenpv::{hypercall, vcpuop, XenError};
 
 const WAIT: u64 = 2000 * MS;

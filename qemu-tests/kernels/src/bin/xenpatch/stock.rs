@@ -6,8 +6,8 @@ use crate::pages::B;
 use crate::pump::MS;
 use crate::{expect_err, vcpu1_down, Ctx};
 use core::sync::atomic::Ordering;
-use pvtest_kernels::report::{check, fail, Why};
-use pvtest_kernels::{shared, why};
+use kernelrt::report::{check, fail, Why};
+use kernelrt::{shared, why};
 use xenpv::{hypercall, XenError};
 
 const WAIT: u64 = 2000 * MS;

@@ -14,7 +14,7 @@ pub fn m2p(mfn: u64) -> u64 {
 /// The P2M list Xen built: one MFN per PFN, `nr_pages` entries at `mfn_list`.
 pub fn p2m(si: &StartInfo) -> &'static [u64] {
     // SAFETY: start_info.mfn_list is a mapped array of nr_pages u64s inside the initial region,
-    // which stays mapped and unchanged for the life of the test kernel.
+    // which stays mapped and unchanged for the life of the kernel.
     unsafe { core::slice::from_raw_parts(si.mfn_list as *const u64, si.nr_pages as usize) }
 }
 

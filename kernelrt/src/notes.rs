@@ -1,4 +1,5 @@
-//! Xen ELF notes of the test kernels, emitted into `.note.Xen` (a PT_NOTE segment).
+//! Xen ELF notes of the fixed-address kernels (capture and test kernels), emitted into
+//! `.note.Xen` (a PT_NOTE segment).
 //! They hold absolute values: these kernels are fixed-address, non-PIE executables.
 
 use core::arch::global_asm;
@@ -23,7 +24,7 @@ global_asm!(
     .endm
 
     xen_note_begin 6
-    .asciz "pvkexec-test"
+    .asciz "pvkexec"
     xen_note_end
     xen_note_begin 7
     .asciz "0.1"

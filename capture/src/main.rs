@@ -15,16 +15,16 @@
 #![no_main]
 #![allow(clippy::result_large_err)]
 
+use kernelrt::blkfront::Blkfront;
+use kernelrt::entry::{entry_regs, reg};
+use kernelrt::notes::VIRT_BASE;
+use kernelrt::report::{check, fail, finish, pass, Why};
+use kernelrt::view::{self, Region};
+use kernelrt::xenstore::Xenstore;
+use kernelrt::{clock, cmdline_value, parse_u64, println, shared, why};
 use pvhandoff::crash::{
     CrashRecord, CPU_SAVED, CPU_STOPPED, CRASH_CMDLINE_KEY, MAX_VMCOREINFO_NOTE,
 };
-use pvtest_kernels::blkfront::Blkfront;
-use pvtest_kernels::entry::{entry_regs, reg};
-use pvtest_kernels::notes::VIRT_BASE;
-use pvtest_kernels::report::{check, fail, finish, pass, Why};
-use pvtest_kernels::view::{self, Region};
-use pvtest_kernels::xenstore::Xenstore;
-use pvtest_kernels::{clock, cmdline_value, parse_u64, println, shared, why};
 use vmcore::p2m::{self, FrameList, Page, ENTRIES};
 use vmcore::{CpuState, CrashXenInfo, Frames, Notes, UserRegs, Vmcore};
 use xenpv::{hypercall, pte, uvmf, StartInfo, VcpuInfo, PAGE_SIZE};
@@ -365,7 +365,7 @@ extern "C" fn guest_main(si: *const StartInfo) -> ! {
     // SAFETY: Xen passes a mapped start_info page in rsi; it stays mapped and unchanged.
     let si = unsafe { &*si };
     let region = Region::from_stack_top(VIRT_BASE, entry_regs()[reg::RSP]);
-    pvtest_kernels::console_init(si, &region);
+    kernelrt::console_init(si, &region);
     let sh = match shared::map_shared_info(si) {
         Ok(sh) => sh,
         Err(e) => {

@@ -1,7 +1,8 @@
 //! A minimal, polled Xen block frontend (xen/include/public/io/blkif.h, io/xenbus.h) for the
-//! test kernels: one vbd, one one-page ring, direct requests of up to 11 granted pages, events
-//! masked (the backend's notifications are never needed: the ring's `rsp_prod` is polled with
-//! `sched_yield` in between, which also lets dom0's blkback run on a shared CPU).
+//! capture kernel and the test kernels: one vbd, one one-page ring, direct requests of up to
+//! 11 granted pages, events masked (the backend's notifications are never needed: the ring's
+//! `rsp_prod` is polled with `sched_yield` in between, which also lets dom0's blkback run on a
+//! shared CPU).
 //!
 //! Connecting follows Linux's xenbus frontend, including its reset of a backend that is still
 //! connected to a previous kernel's ring (a crashed kernel never closed its blkfront): frontend

@@ -1,0 +1,7 @@
+//! Links the capture kernel as a fixed-address static executable with ldscripts/pv-kernel.ld.
+include!("../ldscripts/pv_kernel_link.rs");
+
+fn main() {
+    let manifest = std::env::var("CARGO_MANIFEST_DIR").unwrap();
+    link_pv_kernel(&std::path::Path::new(&manifest).join("../ldscripts/pv-kernel.ld"));
+}
