@@ -4,13 +4,19 @@
 //! from sector 0 of the disk `pvkexec.dump=` names (`xvdb`, or a vbd number such as 51728;
 //! there is no default: a dump overwrites the disk), then reboots the domain.
 //!
-//! Stages: the crash record (`pvkexec.crash=0x<mfn>`, checked by digest), the old P2M (through
-//! the record's list pages), a P2M frame list in this kernel's own pages (the dump's "Xen"
-//! note names it; it covers 512 GiB of PFNs as Linux's own list does, so makedumpfile can
-//! translate every PFN of the last memory section), the notes (each CPU's registers, the old
-//! VMCOREINFO), the disk, the dump. The old P2M's leaf pages are dumped whether or not a PFN
-//! names them: the tools read them through the dump.
-//! The old kernel's frames are only ever mapped read-only.
+//! Stages: the crash record (`pvkexec.crash=0x<mfn>`, checked by digest), the old P2M's leaf
+//! pages (the record's list pages name them) as a P2M frame list in this kernel's own pages
+//! (the dump's "Xen" note names it; it covers 512 GiB of PFNs as Linux's own list does, so
+//! makedumpfile can translate every PFN of the last memory section), the dumped frames as
+//! runs (`vmcore::sweep`: the old P2M's leaves mapped a window at a time, once per 32 GiB of
+//! machine memory that holds frames), the notes (each CPU's registers, the old VMCOREINFO),
+//! the disk, the dump. The old P2M's leaf pages are dumped whether or not a PFN names them:
+//! the tools read them through the dump.
+//!
+//! Memory does not grow with the old domain: a 1 MiB sweep bitmap, a run table of
+//! `vmcore::MAX_RUNS` (the `PT_LOAD`s a vmcore can have), one frame-list page per GiB of the
+//! most the crash record can name, and the window. The old kernel's frames are only ever
+//! mapped read-only.
 #![no_std]
 #![no_main]
 #![allow(clippy::result_large_err)]
@@ -23,27 +29,28 @@ use kernelrt::view::{self, Region};
 use kernelrt::xenstore::Xenstore;
 use kernelrt::{clock, cmdline_value, parse_u64, println, shared, why};
 use pvhandoff::crash::{
-    CrashRecord, CPU_SAVED, CPU_STOPPED, CRASH_CMDLINE_KEY, MAX_VMCOREINFO_NOTE,
+    CrashRecord, CPU_SAVED, CPU_STOPPED, CRASH_CMDLINE_KEY, CRASH_P2M_LISTS, MAX_VMCOREINFO_NOTE,
 };
-use vmcore::p2m::{self, FrameList, Page, ENTRIES};
-use vmcore::{CpuState, CrashXenInfo, Frames, Notes, UserRegs, Vmcore};
+use vmcore::p2m::{self, FrameListShape, Page, ENTRIES};
+use vmcore::{
+    CpuState, CrashXenInfo, MfnSource, Notes, Run, SweepError, Swept, UserRegs, Vmcore, MAX_RUNS,
+};
 use xenpv::{hypercall, pte, uvmf, StartInfo, VcpuInfo, PAGE_SIZE};
 
-/// Largest old domain this kernel dumps: its P2M copy and the sorted frame list are static.
-const MAX_OLD_PFNS: usize = 1 << 18; // 1 GiB
-const MAX_LEAVES: usize = MAX_OLD_PFNS / ENTRIES;
-/// Frame-list pages for [`MAX_LEAVES`] leaves (each names 512).
-const MAX_FRAME_LISTS: usize = MAX_LEAVES.div_ceil(ENTRIES);
+/// Frame-list pages: one per crash-record list page (each names 512 leaf pages, 1 GiB).
+const MAX_FRAME_LISTS: usize = CRASH_P2M_LISTS;
 /// This kernel's pages of the frame list: the frame-list pages, the missing leaf, the missing
 /// frame-list page, the frame-list-list (in that order in [`LISTS`]).
-const OWN_LIST_PAGES: usize = p2m::own_pages_for(MAX_LEAVES);
+const OWN_LIST_PAGES: usize = p2m::own_pages_for(MAX_FRAME_LISTS * ENTRIES);
 const MISSING_LEAF: usize = MAX_FRAME_LISTS;
 const MISSING_LIST: usize = MAX_FRAME_LISTS + 1;
 const FRAME_LIST_LIST: usize = MAX_FRAME_LISTS + 2;
 const _: () = assert!(FRAME_LIST_LIST + 1 == OWN_LIST_PAGES);
-/// Pages of old memory mapped at once (one disk write).
+/// Pages of old memory mapped at once (one disk write, or one batch of P2M leaves).
 const WINDOW_PAGES: usize = 64;
 const SECTOR: u64 = 512;
+/// Words of the sweep's bitmap: 1 MiB, one pass per 32 GiB of machine frames that hold some.
+const SWEEP_WORDS: usize = (1 << 20) / 8;
 
 #[repr(C, align(4096))]
 struct Window([u8; WINDOW_PAGES * PAGE_SIZE as usize]);
@@ -55,11 +62,9 @@ struct Lists([Page; OWN_LIST_PAGES]);
 /// The synthesized frame list (see [`OWN_LIST_PAGES`]).
 static mut LISTS: Lists = Lists([[0; ENTRIES]; OWN_LIST_PAGES]);
 
-/// The old P2M's leaf pages' MFNs, and the dumped MFNs (sorted in place): the present
-/// entries, the leaves, this kernel's list pages.
-static mut LEAVES: [u64; MAX_LEAVES] = [0; MAX_LEAVES];
-static mut MFNS: [u64; MAX_OLD_PFNS + MAX_LEAVES + OWN_LIST_PAGES] =
-    [0; MAX_OLD_PFNS + MAX_LEAVES + OWN_LIST_PAGES];
+/// The sweep's window of machine frames, and the runs of dumped frames it finds.
+static mut SWEEP_BITMAP: [u64; SWEEP_WORDS] = [0; SWEEP_WORDS];
+static mut RUNS: [Run; MAX_RUNS] = [Run { mfn: 0, pages: 0 }; MAX_RUNS];
 
 /// The old VMCOREINFO text.
 static mut VMCOREINFO: [u8; MAX_VMCOREINFO_NOTE as usize] = [0; MAX_VMCOREINFO_NOTE as usize];
@@ -120,45 +125,56 @@ fn crash_record(si: &StartInfo) -> Result<CrashRecord, Why> {
     }
 }
 
-/// Stage 2: the old P2M's leaf pages (their MFNs are in the record's list pages), and the
-/// present frames they name, collected into `MFNS` (returned: the leaves and how many MFNs).
-fn old_p2m(r: &CrashRecord) -> Result<(&'static [u64], usize), Why> {
-    let (len, pages) = (r.p2m_len as usize, r.p2m_pages() as usize);
-    if len > MAX_OLD_PFNS {
-        return why!(
-            "the old P2M has {} entries; this capture kernel dumps at most {}",
-            len,
-            MAX_OLD_PFNS
-        );
-    }
-    // SAFETY: the single-threaded capture kernel takes the statics once, here.
-    let (leaves, mfns) = unsafe {
-        (
-            &mut (&mut *core::ptr::addr_of_mut!(LEAVES))[..pages],
-            &mut *core::ptr::addr_of_mut!(MFNS),
-        )
-    };
-    for (i, chunk) in leaves.chunks_mut(ENTRIES).enumerate() {
-        let list = r.p2m_lists[i];
-        if list == 0 {
-            return why!(
-                "the record names no list page for P2M pages from {}",
-                i * ENTRIES
-            );
+/// Window page `slot` as the 512 entries of the old frame mapped there.
+///
+/// # Safety
+/// `slot` maps an old frame (by [`map_old`]) and stays mapped while the page is used.
+unsafe fn window_entries(slot: usize) -> &'static Page {
+    // SAFETY: window pages are page aligned (so u64 aligned) and map a whole frame read-only
+    // (the caller's contract); the old kernel is stopped, so nothing writes it.
+    unsafe { &*(window().add(slot * PAGE_SIZE as usize) as *const Page) }
+}
+
+/// The old memory a sweep reads: every present frame of the old P2M (its leaf pages mapped a
+/// window at a time), the leaf pages themselves and this kernel's list pages.
+struct OldMemory<'a> {
+    lists: &'a FrameLists,
+    p2m_len: u64,
+}
+
+impl MfnSource for OldMemory<'_> {
+    type Error = Why;
+
+    fn each_mfn(&mut self, mfn: &mut dyn FnMut(u64)) -> Result<(), Why> {
+        let mut leaves = self.lists.leaf_mfns().enumerate().peekable();
+        while leaves.peek().is_some() {
+            let mut batch = [(0usize, 0u64); WINDOW_PAGES];
+            let mut n = 0;
+            while n < WINDOW_PAGES {
+                let Some(leaf) = leaves.next() else { break };
+                batch[n] = leaf;
+                n += 1;
+            }
+            for (slot, &(i, leaf)) in batch[..n].iter().enumerate() {
+                if let Err(e) = map_old(slot, leaf) {
+                    return why!("mapping P2M page {} (mfn {:#x}): {}", i, leaf, e);
+                }
+            }
+            for (slot, &(i, _)) in batch[..n].iter().enumerate() {
+                let entries = (self.p2m_len - (i * ENTRIES) as u64).min(ENTRIES as u64) as usize;
+                // SAFETY: `slot` was mapped above and nothing maps over it before this loop
+                // ends.
+                let page = unsafe { window_entries(slot) };
+                page[..entries]
+                    .iter()
+                    .filter_map(|&e| vmcore::present_mfn(e))
+                    .for_each(&mut *mfn);
+            }
         }
-        read_u64s(list, chunk)?;
+        self.lists.leaf_mfns().for_each(&mut *mfn);
+        self.lists.pages().iter().copied().for_each(&mut *mfn);
+        Ok(())
     }
-    let mut n = 0;
-    let mut entries = [0u64; ENTRIES];
-    for (i, &leaf) in leaves.iter().enumerate() {
-        let part = &mut entries[..(len - i * ENTRIES).min(ENTRIES)];
-        read_u64s(leaf, part)?;
-        for mfn in part.iter().copied().filter_map(vmcore::present_mfn) {
-            mfns[n] = mfn;
-            n += 1;
-        }
-    }
-    Ok((leaves, n))
 }
 
 /// Linux's block major for Xen virtual disks (`xvd*`): vbd number = major << 8 | 16 * index.
@@ -200,14 +216,17 @@ fn own_mfn(own_p2m: &[u64], va: u64) -> Result<u64, Why> {
     }
 }
 
-/// The MFNs of this kernel's list pages: `n` frame-list pages naming the domain's leaves,
-/// then the missing leaf, the missing frame-list page and the frame-list-list.
-struct ListMfns {
+/// The frame list in this kernel's pages: `n` frame-list pages naming the old P2M's leaves
+/// (so they are where the leaves' MFNs are kept), then the missing leaf, the missing
+/// frame-list page and the frame-list-list, and the MFNs of all of them.
+struct FrameLists {
+    frame_lists: &'static [Page],
+    leaves: usize,
     mfns: [u64; OWN_LIST_PAGES],
     n: usize,
 }
 
-impl ListMfns {
+impl FrameLists {
     /// Every page to dump (frame-list pages, missing leaf and frame-list page, the top).
     fn pages(&self) -> &[u64] {
         &self.mfns[..self.n + 3]
@@ -216,37 +235,125 @@ impl ListMfns {
     fn frame_list_list(&self) -> u64 {
         self.mfns[self.n + 2]
     }
+
+    fn missing_leaf(&self) -> u64 {
+        self.mfns[self.n]
+    }
+
+    /// The old P2M's leaf pages' MFNs, in PFN order.
+    fn leaf_mfns(&self) -> impl Iterator<Item = u64> + '_ {
+        self.frame_lists.iter().flatten().copied().take(self.leaves)
+    }
+
+    /// The leaves' MFNs as each frame-list page holds them.
+    fn leaf_chunks(&self) -> impl Iterator<Item = &[u64]> + '_ {
+        self.frame_lists
+            .iter()
+            .enumerate()
+            .map(|(i, page)| &page[..(self.leaves - i * ENTRIES).min(ENTRIES)])
+    }
 }
 
-/// Stage 3: the frame list over the old P2M's leaves, in this kernel's pages, padded to
-/// 512 GiB of PFNs with a missing leaf and a missing frame-list page (Linux's shape).
-fn frame_list(leaves: &[u64], own_p2m: &[u64]) -> Result<ListMfns, Why> {
+/// Stage 2: the frame list over the old P2M's leaves, in this kernel's pages, padded to
+/// 512 GiB of PFNs with a missing leaf and a missing frame-list page (Linux's shape). Each
+/// frame-list page takes the leaf MFNs of one of the record's list pages.
+fn frame_list(r: &CrashRecord, own_p2m: &[u64]) -> Result<FrameLists, Why> {
     // SAFETY: the single-threaded capture kernel takes LISTS once, here.
     let lists = unsafe { &mut (*core::ptr::addr_of_mut!(LISTS)).0 };
     let missing_leaf = own_mfn(own_p2m, lists[MISSING_LEAF].as_ptr() as u64)?;
     let missing_list = own_mfn(own_p2m, lists[MISSING_LIST].as_ptr() as u64)?;
-    let fl = match FrameList::new(leaves, missing_leaf) {
-        Ok(fl) => fl,
+    let leaves = r.p2m_pages() as usize;
+    let shape = match FrameListShape::new(leaves, missing_leaf) {
+        Ok(s) => s,
         Err(e) => return why!("frame list: {}", e),
     };
+    let n = shape.frame_list_pages();
+    if n > MAX_FRAME_LISTS {
+        return why!(
+            "the old P2M has {} pages; the record names at most {}",
+            leaves,
+            MAX_FRAME_LISTS * ENTRIES
+        );
+    }
     p2m::missing_leaf_page(&mut lists[MISSING_LEAF]);
-    fl.missing_frame_list_page(&mut lists[MISSING_LIST]);
-    let n = fl.frame_list_pages();
+    shape.missing_frame_list_page(&mut lists[MISSING_LIST]);
     let mut mfns = [0u64; OWN_LIST_PAGES];
+    let mut names = [0u64; ENTRIES];
     for i in 0..n {
-        if let Err(e) = fl.frame_list_page(i, &mut lists[i]) {
-            return why!("frame list page {}: {}", i, e);
+        let list = r.p2m_lists[i];
+        if list == 0 {
+            return why!(
+                "the record names no list page for P2M pages from {}",
+                i * ENTRIES
+            );
+        }
+        let count = match shape.leaves_in(i) {
+            Ok(c) => c,
+            Err(e) => return why!("frame list page {}: {}", i, e),
+        };
+        read_u64s(list, &mut names[..count])?;
+        if let Err(e) = shape.frame_list_page(i, &names[..count], &mut lists[i]) {
+            return why!(
+                "frame list page {} (record list page {:#x}): {}",
+                i,
+                list,
+                e
+            );
         }
         mfns[i] = own_mfn(own_p2m, lists[i].as_ptr() as u64)?;
     }
-    let top = &mut lists[FRAME_LIST_LIST];
-    if let Err(e) = fl.frame_list_list_page(&mfns[..n], missing_list, top) {
+    let (frame_lists, rest) = lists.split_at_mut(n);
+    let top = &mut rest[FRAME_LIST_LIST - n];
+    if let Err(e) = shape.frame_list_list_page(&mfns[..n], missing_list, top) {
         return why!("frame-list-list: {}", e);
     }
     mfns[n] = missing_leaf;
     mfns[n + 1] = missing_list;
     mfns[n + 2] = own_mfn(own_p2m, top.as_ptr() as u64)?;
-    Ok(ListMfns { mfns, n })
+    Ok(FrameLists {
+        frame_lists,
+        leaves,
+        mfns,
+        n,
+    })
+}
+
+/// Stage 3: the dumped frames as runs, swept from the old memory in bounded storage. A
+/// failure names its check: `old-p2m` (old memory unreadable) or `frames` (no vmcore can
+/// hold these frames).
+fn dumped_frames(
+    r: &CrashRecord,
+    lists: &FrameLists,
+) -> Result<Swept<'static>, (&'static str, Why)> {
+    // SAFETY: the single-threaded capture kernel takes the sweep's statics once, here.
+    let (bitmap, runs) = unsafe {
+        (
+            &mut *core::ptr::addr_of_mut!(SWEEP_BITMAP),
+            &mut *core::ptr::addr_of_mut!(RUNS),
+        )
+    };
+    let mut old = OldMemory {
+        lists,
+        p2m_len: r.p2m_len,
+    };
+    let swept = match vmcore::sweep(&mut old, bitmap, runs) {
+        Ok(s) => s,
+        Err(SweepError::Source(why)) => return Err(("old-p2m", why)),
+        Err(SweepError::Frames(e)) => return Err(("frames", Why::new(format_args!("{}", e)))),
+    };
+    // A frame left out of the dump reads as a hole, but a P2M page left out breaks both tools.
+    let missing = lists
+        .leaf_chunks()
+        .find_map(|leaves| swept.frames.first_missing(leaves))
+        .or_else(|| swept.frames.first_missing(lists.pages()));
+    if let Some(m) = missing {
+        let why = Why::new(format_args!(
+            "P2M or list page mfn {:#x} is not in the dump",
+            m
+        ));
+        return Err(("frames", why));
+    }
+    Ok(swept)
 }
 
 /// The old VMCOREINFO note's text (the descriptor of the "VMCOREINFO" ELF note).
@@ -400,23 +507,31 @@ fn run(si: &StartInfo, region: &Region, clk: &'static VcpuInfo) {
         r.xen_version & 0xffff,
         entered.saturating_sub(r.panic_time_ns) / 1_000_000
     );
-    let (leaves, n) = match old_p2m(&r) {
-        Ok(p) => p,
-        Err(e) => return fail("old-p2m", format_args!("{}", e)),
-    };
-    pass("old-p2m");
     let own_p2m = view::p2m(si);
-    let lists = match frame_list(leaves, own_p2m) {
+    let lists = match frame_list(&r, own_p2m) {
         Ok(l) => l,
-        Err(e) => return fail("frame-list", format_args!("{}", e)),
+        Err(e) => return fail("old-p2m", format_args!("{}", e)),
     };
     println!(
         "PVKEXEC-INFO capture: P2M frame list: {} leaf pages in {} frame-list pages, padded to {} PFNs with a missing leaf (mfn {:#x}); frame-list-list mfn {:#x}",
-        leaves.len(),
+        lists.leaves,
         lists.n,
         p2m::COVERED_PFNS,
-        lists.mfns[lists.n],
+        lists.missing_leaf(),
         lists.frame_list_list()
+    );
+    let swept = match dumped_frames(&r, &lists) {
+        Ok(s) => s,
+        Err((stage, e)) => return fail(stage, format_args!("{}", e)),
+    };
+    pass("old-p2m");
+    let frames = swept.frames;
+    println!(
+        "PVKEXEC-INFO capture: {} frames in {} runs ({} named twice), {} passes over the old P2M",
+        frames.pages(),
+        frames.run_count(),
+        frames.duplicates(),
+        swept.passes
     );
     let vmcoreinfo = match vmcoreinfo(&r) {
         Ok(v) => v,
@@ -425,28 +540,6 @@ fn run(si: &StartInfo, region: &Region, clk: &'static VcpuInfo) {
     pass("vmcoreinfo");
     let mut cpus = [CpuState::default(); 8];
     let nr_cpus = cpu_states(&r, &mut cpus);
-    // SAFETY: old_p2m, done with MFNS, filled its first n entries; nothing else holds it.
-    let scratch = unsafe { &mut *core::ptr::addr_of_mut!(MFNS) };
-    // The tools read the leaves and the list through the dump: every one goes in, whether
-    // or not a PFN names it (duplicates are dumped once).
-    let with_leaves = n + leaves.len();
-    scratch[n..with_leaves].copy_from_slice(leaves);
-    let total = with_leaves + lists.pages().len();
-    scratch[with_leaves..total].copy_from_slice(lists.pages());
-    let frames = match Frames::from_unsorted(&mut scratch[..total]) {
-        Ok(f) => f,
-        Err(e) => return fail("frames", format_args!("{}", e)),
-    };
-    // A frame left out of the dump reads as a hole, but a P2M page left out breaks both tools.
-    if let Some(m) = frames
-        .first_missing(leaves)
-        .or_else(|| frames.first_missing(lists.pages()))
-    {
-        return fail(
-            "frames",
-            format_args!("P2M or list page mfn {:#x} is not in the dump", m),
-        );
-    }
     let notes = Notes {
         cpus: &cpus[..nr_cpus],
         vmcoreinfo,

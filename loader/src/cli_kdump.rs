@@ -278,6 +278,18 @@ mod tests {
         assert!(check_crash_pages(default_crash_pages(0, 14), 14, 65536).is_ok());
     }
 
+    /// The figures docs/kdump.md states: the capture kernel (about 120 KiB, so its RAM is
+    /// the 8 MiB floor) in domains of 1, 6, 8 and 64 GiB, whose working memory grows by one
+    /// frame per 128 MiB.
+    #[test]
+    fn the_default_for_1_to_64_gib_domains_is_20_mib() {
+        for (gib, work) in [(1u64, 62), (6, 102), (8, 118), (64, 566)] {
+            let w = pvhandoff::handoff::work_pages(gib << 18).unwrap();
+            assert_eq!(w, work, "{gib} GiB");
+            assert_eq!(default_crash_pages(120 << 10, w), 5 * 1024, "{gib} GiB");
+        }
+    }
+
     #[test]
     fn bad_sizes_are_named() {
         let e = check_crash_pages(1000, 14, 65536).unwrap_err();

@@ -32,6 +32,17 @@ pub enum Error {
     },
     /// The file would be larger than `u64` can say.
     SizeOverflow,
+    /// Run `index` of a run list is empty, or not past the run before it with a gap.
+    BadRun {
+        index: usize,
+    },
+    /// The caller's run table holds `capacity` runs; the frames make `runs`.
+    RunTableTooSmall {
+        runs: usize,
+        capacity: usize,
+    },
+    /// A sweep was given no bitmap words.
+    EmptyBitmap,
     /// The Xen note's frame-list-list MFN is not a dumped frame: crash could not read it.
     FrameListListNotDumped {
         mfn: u64,
@@ -54,6 +65,12 @@ pub enum Error {
     },
     /// The caller gave `given` frame-list page MFNs where the list needs `needed`.
     FrameListCount {
+        given: usize,
+        needed: usize,
+    },
+    /// Frame-list page `index` was given `given` leaf MFNs where it names `needed`.
+    LeafCount {
+        index: usize,
         given: usize,
         needed: usize,
     },
@@ -87,6 +104,15 @@ impl fmt::Display for Error {
                 "{runs} runs of contiguous machine frames, at most {max} PT_LOADs fit e_phnum"
             ),
             Error::SizeOverflow => write!(f, "the vmcore's size overflows 64 bits"),
+            Error::BadRun { index } => write!(
+                f,
+                "run {index} is empty, or does not start past the run before it with a gap"
+            ),
+            Error::RunTableTooSmall { runs, capacity } => write!(
+                f,
+                "{runs} runs of contiguous machine frames, the run table holds {capacity}"
+            ),
+            Error::EmptyBitmap => write!(f, "a sweep needs at least one bitmap word"),
             Error::FrameListListNotDumped { mfn } => write!(
                 f,
                 "the P2M frame-list-list MFN {mfn:#x} is not among the dumped frames"
@@ -107,6 +133,14 @@ impl fmt::Display for Error {
             Error::FrameListCount { given, needed } => write!(
                 f,
                 "{given} frame-list page MFNs given, the frame list needs {needed}"
+            ),
+            Error::LeafCount {
+                index,
+                given,
+                needed,
+            } => write!(
+                f,
+                "{given} leaf MFNs given for frame-list page {index}, which names {needed}"
             ),
             Error::FrameListIndex { index, pages } => {
                 write!(f, "frame-list page {index} asked, there are {pages}")

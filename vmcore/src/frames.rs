@@ -17,16 +17,33 @@ pub const fn present_mfn(entry: u64) -> Option<u64> {
 }
 
 /// A run of `pages` machine frames from `mfn` on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Run {
     pub mfn: u64,
     pub pages: u64,
 }
 
-/// The dumped frames: ascending, unique MFNs (in the caller's storage).
+impl Run {
+    /// The MFN just past the run.
+    pub const fn end(&self) -> u64 {
+        self.mfn + self.pages
+    }
+}
+
+/// Where the dumped frames are kept: every MFN (sorted, unique), or only the runs (sorted,
+/// apart), which is what lets a dump of any domain size fit a bounded table
+/// ([`crate::sweep`]).
+#[derive(Clone, Copy, Debug)]
+enum Store<'a> {
+    Mfns(&'a [u64]),
+    Runs(&'a [Run]),
+}
+
+/// The dumped frames: ascending, unique MFNs (in the caller's storage, as MFNs or as runs).
 #[derive(Clone, Copy, Debug)]
 pub struct Frames<'a> {
-    mfns: &'a [u64],
+    store: Store<'a>,
+    pages: usize,
     runs: usize,
     duplicates: usize,
 }
@@ -60,35 +77,65 @@ impl<'a> Frames<'a> {
         mfns.sort_unstable();
         let unique = dedup_sorted(mfns);
         let duplicates = mfns.len() - unique;
-        Frames::from_sorted(&mfns[..unique], duplicates)
-    }
-
-    fn from_sorted(mfns: &'a [u64], duplicates: usize) -> Result<Self, Error> {
+        let mfns = &mfns[..unique];
         if mfns.is_empty() {
             return Err(Error::NoMemory);
         }
-        let runs = Runs { mfns }.count();
-        if runs > crate::MAX_RUNS {
-            return Err(Error::TooManyRuns {
-                runs,
-                max: crate::MAX_RUNS,
-            });
-        }
+        let runs = MfnRuns { mfns }.count();
+        check_run_count(runs)?;
         Ok(Frames {
-            mfns,
+            store: Store::Mfns(mfns),
+            pages: mfns.len(),
             runs,
             duplicates,
         })
     }
 
+    /// Frames given as their runs: ascending, each at least one frame, apart from the one
+    /// before (a gap of at least one MFN, so each is one `PT_LOAD`), within 52 bits.
+    /// `duplicates` is what [`Frames::duplicates`] reports (the caller counted them).
+    pub fn from_runs(runs: &'a [Run], duplicates: usize) -> Result<Self, Error> {
+        if runs.is_empty() {
+            return Err(Error::NoMemory);
+        }
+        check_run_count(runs.len())?;
+        let mut pages = 0usize;
+        let mut next_free = 0u64;
+        for (index, r) in runs.iter().enumerate() {
+            let last = r.mfn.checked_add(r.pages).map(|end| end - 1);
+            match last {
+                _ if r.pages == 0 => return Err(Error::BadRun { index }),
+                Some(last) if last <= MAX_MFN => {}
+                _ => return Err(Error::MfnTooLarge { mfn: r.mfn }),
+            }
+            if index > 0 && r.mfn <= next_free {
+                return Err(Error::BadRun { index });
+            }
+            next_free = r.end();
+            pages = usize::try_from(r.pages)
+                .ok()
+                .and_then(|p| pages.checked_add(p))
+                .ok_or(Error::SizeOverflow)?;
+        }
+        Ok(Frames {
+            store: Store::Runs(runs),
+            pages,
+            runs: runs.len(),
+            duplicates,
+        })
+    }
+
     /// The MFNs, ascending and unique.
-    pub fn mfns(&self) -> &'a [u64] {
-        self.mfns
+    pub fn mfns(&self) -> Mfns<'a> {
+        Mfns {
+            runs: self.runs(),
+            run: Run::default(),
+        }
     }
 
     /// Frames dumped.
     pub fn pages(&self) -> usize {
-        self.mfns.len()
+        self.pages
     }
 
     /// MFNs given more than once (each dumped once).
@@ -102,12 +149,22 @@ impl<'a> Frames<'a> {
     }
 
     pub fn runs(&self) -> Runs<'a> {
-        Runs { mfns: self.mfns }
+        match self.store {
+            Store::Mfns(mfns) => Runs(RunSource::Mfns(MfnRuns { mfns })),
+            Store::Runs(runs) => Runs(RunSource::Runs(runs.iter())),
+        }
     }
 
     /// Whether `mfn` is dumped.
     pub fn contains(&self, mfn: u64) -> bool {
-        self.mfns.binary_search(&mfn).is_ok()
+        match self.store {
+            Store::Mfns(mfns) => mfns.binary_search(&mfn).is_ok(),
+            Store::Runs(runs) => {
+                // The last run starting at or below `mfn` is the only one that can hold it.
+                let after = runs.partition_point(|r| r.mfn <= mfn);
+                after > 0 && mfn < runs[after - 1].end()
+            }
+        }
     }
 
     /// The first of `mfns` that is not dumped: crash reads every level of the P2M frame list
@@ -115,6 +172,16 @@ impl<'a> Frames<'a> {
     pub fn first_missing(&self, mfns: &[u64]) -> Option<u64> {
         mfns.iter().copied().find(|&m| !self.contains(m))
     }
+}
+
+fn check_run_count(runs: usize) -> Result<(), Error> {
+    if runs > crate::MAX_RUNS {
+        return Err(Error::TooManyRuns {
+            runs,
+            max: crate::MAX_RUNS,
+        });
+    }
+    Ok(())
 }
 
 /// Moves the unique values of a sorted slice to its front; returns how many there are.
@@ -129,13 +196,34 @@ fn dedup_sorted(v: &mut [u64]) -> usize {
     kept
 }
 
-/// Iterator over the runs of contiguous MFNs of a sorted, unique slice.
+/// Iterator over the runs of contiguous MFNs, ascending.
 #[derive(Clone, Debug)]
-pub struct Runs<'a> {
-    mfns: &'a [u64],
+pub struct Runs<'a>(RunSource<'a>);
+
+#[derive(Clone, Debug)]
+enum RunSource<'a> {
+    Mfns(MfnRuns<'a>),
+    Runs(core::slice::Iter<'a, Run>),
 }
 
 impl Iterator for Runs<'_> {
+    type Item = Run;
+
+    fn next(&mut self) -> Option<Run> {
+        match &mut self.0 {
+            RunSource::Mfns(m) => m.next(),
+            RunSource::Runs(r) => r.next().copied(),
+        }
+    }
+}
+
+/// The runs of a sorted, unique MFN slice.
+#[derive(Clone, Debug)]
+struct MfnRuns<'a> {
+    mfns: &'a [u64],
+}
+
+impl Iterator for MfnRuns<'_> {
     type Item = Run;
 
     fn next(&mut self) -> Option<Run> {
@@ -151,5 +239,27 @@ impl Iterator for Runs<'_> {
             mfn: first,
             pages: len as u64,
         })
+    }
+}
+
+/// Every dumped MFN, ascending.
+#[derive(Clone, Debug)]
+pub struct Mfns<'a> {
+    runs: Runs<'a>,
+    /// What is left of the run being walked.
+    run: Run,
+}
+
+impl Iterator for Mfns<'_> {
+    type Item = u64;
+
+    fn next(&mut self) -> Option<u64> {
+        if self.run.pages == 0 {
+            self.run = self.runs.next()?;
+        }
+        let mfn = self.run.mfn;
+        self.run.mfn += 1;
+        self.run.pages -= 1;
+        Some(mfn)
     }
 }

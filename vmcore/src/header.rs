@@ -1,7 +1,7 @@
 //! The header bytes (ELF header, program headers, notes, padding), produced in order into
 //! caller buffers, and the file offsets of the frames that follow.
 
-use crate::frames::{Frames, Runs};
+use crate::frames::{Frames, Mfns, Runs};
 use crate::prstatus::{ElfPrstatus, PRSTATUS_SIZE};
 use crate::{Error, Notes, PAGE_SHIFT, PAGE_SIZE};
 
@@ -321,15 +321,17 @@ pub struct PageSlot {
 /// The frames in file order (ascending MFN), each with its file offset.
 #[derive(Clone, Debug)]
 pub struct Pages<'a> {
-    mfns: core::slice::Iter<'a, u64>,
+    mfns: Mfns<'a>,
     offset: u64,
+    left: usize,
 }
 
 impl<'a> Pages<'a> {
-    pub(crate) fn new(mfns: &'a [u64], data_offset: u64) -> Self {
+    pub(crate) fn new(frames: &Frames<'a>, data_offset: u64) -> Self {
         Pages {
-            mfns: mfns.iter(),
+            mfns: frames.mfns(),
             offset: data_offset,
+            left: frames.pages(),
         }
     }
 }
@@ -338,18 +340,19 @@ impl Iterator for Pages<'_> {
     type Item = PageSlot;
 
     fn next(&mut self) -> Option<PageSlot> {
-        let mfn = *self.mfns.next()?;
+        let mfn = self.mfns.next()?;
         let slot = PageSlot {
             offset: self.offset,
             mfn,
         };
         // Layout::compute checked that the last offset fits.
         self.offset = self.offset.saturating_add(PAGE_SIZE);
+        self.left = self.left.saturating_sub(1);
         Some(slot)
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
-        self.mfns.size_hint()
+        (self.left, Some(self.left))
     }
 }
 

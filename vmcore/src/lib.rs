@@ -19,11 +19,13 @@ mod frames;
 mod header;
 pub mod p2m;
 pub mod prstatus;
+pub mod sweep;
 
 pub use error::Error;
-pub use frames::{present_mfn, Frames, Run, Runs, MAX_MFN};
+pub use frames::{present_mfn, Frames, Mfns, Run, Runs, MAX_MFN};
 pub use header::{HeaderStream, PageSlot, Pages};
 pub use prstatus::{CpuState, ElfPrstatus, UserRegs};
+pub use sweep::{sweep, MfnSource, SweepError, Swept};
 
 /// Bytes of a page and of every `PT_LOAD` unit.
 pub const PAGE_SIZE: u64 = xenpv::PAGE_SIZE;
@@ -169,7 +171,7 @@ impl<'a> Vmcore<'a> {
 
     /// Every frame in file order: its file offset and its MFN (ascending MFN order).
     pub fn pages(&self) -> Pages<'a> {
-        Pages::new(self.frames.mfns(), self.layout.data_offset)
+        Pages::new(&self.frames, self.layout.data_offset)
     }
 }
 
@@ -198,5 +200,7 @@ fn check_notes(frames: &Frames<'_>, notes: &Notes<'_>) -> Result<(), Error> {
 
 #[cfg(test)]
 mod readers;
+#[cfg(test)]
+mod sweep_tests;
 #[cfg(test)]
 mod tests;

@@ -70,56 +70,75 @@ pub fn missing_leaf_page(out: &mut Page) {
     out.fill(INVALID_ENTRY);
 }
 
-/// The frame list over the old P2M's leaf pages, padded to [`COVERED_PFNS`] with the missing
-/// leaf and the missing frame-list page.
+/// The shape of a frame list over `leaves` leaf pages, padded to [`COVERED_PFNS`] with the
+/// missing leaf and the missing frame-list page, for a caller that gives the leaves' MFNs a
+/// frame-list page at a time (the capture kernel reads them from the crash record's list
+/// pages, so it never holds them all).
 #[derive(Clone, Copy, Debug)]
-pub struct FrameList<'a> {
-    leaves: &'a [u64],
+pub struct FrameListShape {
+    leaves: usize,
     missing_leaf: u64,
 }
 
-impl<'a> FrameList<'a> {
-    /// `leaf_mfns[i]` is the MFN of the P2M page holding PFNs `512 i .. 512 i + 511`;
-    /// `missing_leaf_mfn` is where the caller put [`missing_leaf_page`].
-    pub fn new(leaf_mfns: &'a [u64], missing_leaf_mfn: u64) -> Result<Self, Error> {
-        if leaf_mfns.is_empty() {
+impl FrameListShape {
+    /// `leaves` leaf pages (PFNs `0 .. 512 leaves`); `missing_leaf_mfn` is where the caller
+    /// put [`missing_leaf_page`].
+    pub fn new(leaves: usize, missing_leaf_mfn: u64) -> Result<Self, Error> {
+        if leaves == 0 {
             return Err(Error::NoP2mLeaves);
         }
-        if leaf_mfns.len() > MAX_LEAVES {
+        if leaves > MAX_LEAVES {
             return Err(Error::TooManyP2mLeaves {
-                leaves: leaf_mfns.len(),
+                leaves,
                 max: MAX_LEAVES,
             });
         }
-        check_mfns(leaf_mfns)?;
         check_shared("missing leaf", missing_leaf_mfn)?;
-        Ok(FrameList {
-            leaves: leaf_mfns,
+        Ok(FrameListShape {
+            leaves,
             missing_leaf: missing_leaf_mfn,
         })
     }
 
     /// Leaf pages of the domain's own (the PFNs past them read as holes).
     pub fn leaves(&self) -> usize {
-        self.leaves.len()
+        self.leaves
     }
 
     /// Frame-list pages naming the domain's leaves (the caller finds this many frames, plus
     /// the missing frame-list page and the frame-list-list).
     pub fn frame_list_pages(&self) -> usize {
-        self.leaves.len().div_ceil(ENTRIES)
+        self.leaves.div_ceil(ENTRIES)
     }
 
-    /// Contents of frame-list page `index`: the MFNs of its leaf pages, then the missing leaf.
-    pub fn frame_list_page(&self, index: usize, out: &mut Page) -> Result<(), Error> {
+    /// Leaf pages frame-list page `index` names (512 but in the last).
+    pub fn leaves_in(&self, index: usize) -> Result<usize, Error> {
         let pages = self.frame_list_pages();
         if index >= pages {
             return Err(Error::FrameListIndex { index, pages });
         }
-        let start = index * ENTRIES;
-        let part = &self.leaves[start..self.leaves.len().min(start + ENTRIES)];
+        Ok((self.leaves - index * ENTRIES).min(ENTRIES))
+    }
+
+    /// Contents of frame-list page `index`: `leaf_mfns` (the MFNs of leaves `512 index` on,
+    /// exactly [`FrameListShape::leaves_in`] of them), then the missing leaf.
+    pub fn frame_list_page(
+        &self,
+        index: usize,
+        leaf_mfns: &[u64],
+        out: &mut Page,
+    ) -> Result<(), Error> {
+        let needed = self.leaves_in(index)?;
+        if leaf_mfns.len() != needed {
+            return Err(Error::LeafCount {
+                index,
+                given: leaf_mfns.len(),
+                needed,
+            });
+        }
+        check_mfns(leaf_mfns)?;
         out.fill(self.missing_leaf);
-        out[..part.len()].copy_from_slice(part);
+        out[..needed].copy_from_slice(leaf_mfns);
         Ok(())
     }
 
@@ -129,8 +148,8 @@ impl<'a> FrameList<'a> {
     }
 
     /// Contents of the frame-list-list page, given where the caller put the frame-list pages
-    /// (`frame_list_mfns[i]` holds [`FrameList::frame_list_page`] `i`) and the missing
-    /// frame-list page: every one of its 512 slots names a page.
+    /// (`frame_list_mfns[i]` holds frame-list page `i`) and the missing frame-list page:
+    /// every one of its 512 slots names a page.
     pub fn frame_list_list_page(
         &self,
         frame_list_mfns: &[u64],
@@ -149,6 +168,64 @@ impl<'a> FrameList<'a> {
         out.fill(missing_frame_list_mfn);
         out[..needed].copy_from_slice(frame_list_mfns);
         Ok(())
+    }
+}
+
+/// The frame list over the old P2M's leaf pages, given all at once, padded to
+/// [`COVERED_PFNS`] with the missing leaf and the missing frame-list page.
+#[derive(Clone, Copy, Debug)]
+pub struct FrameList<'a> {
+    leaves: &'a [u64],
+    shape: FrameListShape,
+}
+
+impl<'a> FrameList<'a> {
+    /// `leaf_mfns[i]` is the MFN of the P2M page holding PFNs `512 i .. 512 i + 511`;
+    /// `missing_leaf_mfn` is where the caller put [`missing_leaf_page`].
+    pub fn new(leaf_mfns: &'a [u64], missing_leaf_mfn: u64) -> Result<Self, Error> {
+        let shape = FrameListShape::new(leaf_mfns.len(), missing_leaf_mfn)?;
+        check_mfns(leaf_mfns)?;
+        Ok(FrameList {
+            leaves: leaf_mfns,
+            shape,
+        })
+    }
+
+    /// Leaf pages of the domain's own (the PFNs past them read as holes).
+    pub fn leaves(&self) -> usize {
+        self.leaves.len()
+    }
+
+    /// Frame-list pages naming the domain's leaves (the caller finds this many frames, plus
+    /// the missing frame-list page and the frame-list-list).
+    pub fn frame_list_pages(&self) -> usize {
+        self.shape.frame_list_pages()
+    }
+
+    /// Contents of frame-list page `index`: the MFNs of its leaf pages, then the missing leaf.
+    pub fn frame_list_page(&self, index: usize, out: &mut Page) -> Result<(), Error> {
+        let n = self.shape.leaves_in(index)?;
+        let start = index * ENTRIES;
+        self.shape
+            .frame_list_page(index, &self.leaves[start..start + n], out)
+    }
+
+    /// Contents of the missing frame-list page: the missing leaf 512 times.
+    pub fn missing_frame_list_page(&self, out: &mut Page) {
+        self.shape.missing_frame_list_page(out)
+    }
+
+    /// Contents of the frame-list-list page, given where the caller put the frame-list pages
+    /// (`frame_list_mfns[i]` holds [`FrameList::frame_list_page`] `i`) and the missing
+    /// frame-list page: every one of its 512 slots names a page.
+    pub fn frame_list_list_page(
+        &self,
+        frame_list_mfns: &[u64],
+        missing_frame_list_mfn: u64,
+        out: &mut Page,
+    ) -> Result<(), Error> {
+        self.shape
+            .frame_list_list_page(frame_list_mfns, missing_frame_list_mfn, out)
     }
 }
 

@@ -14,7 +14,7 @@ use std::string::String;
 use std::vec;
 use std::vec::Vec;
 
-use crate::p2m::{self, FrameList, Page, ENTRIES, INVALID_ENTRY};
+use crate::p2m::{self, FrameList, FrameListShape, Page, ENTRIES, INVALID_ENTRY};
 use crate::*;
 use goblin::elf::{program_header::PT_LOAD, Elf};
 
@@ -66,6 +66,18 @@ impl Domain {
     }
 }
 
+/// MFNs in a list, given to a sweep.
+struct Listed<'a>(&'a [u64]);
+
+impl MfnSource for Listed<'_> {
+    type Error = ();
+
+    fn each_mfn(&mut self, mfn: &mut dyn FnMut(u64)) -> Result<(), ()> {
+        self.0.iter().for_each(|&m| mfn(m));
+        Ok(())
+    }
+}
+
 /// A vmcore's header and the contents of the frames the readers look into.
 struct Dump {
     loads: Vec<(u64, u64)>,
@@ -103,8 +115,15 @@ fn capture_without(d: &Domain, omit: &dyn Fn(u64) -> bool) -> Dump {
     let lists: Vec<u64> = (0..fl.frame_list_pages())
         .map(|i| OWN_MFN + 2 + i as u64)
         .collect();
+    // The capture kernel fills each frame-list page from one crash-record list page.
+    let shape = FrameListShape::new(d.leaves.len(), missing_leaf).unwrap();
     for (i, &m) in lists.iter().enumerate() {
-        fl.frame_list_page(i, &mut page).unwrap();
+        let first = i * ENTRIES;
+        let names = &d.leaves[first..first + shape.leaves_in(i).unwrap()];
+        shape.frame_list_page(i, names, &mut page).unwrap();
+        let mut whole = [0; ENTRIES];
+        fl.frame_list_page(i, &mut whole).unwrap();
+        assert_eq!(page, whole, "frame-list page {i}");
         pages.insert(m, page);
     }
     let fll = OWN_MFN + 2 + lists.len() as u64;
@@ -122,7 +141,18 @@ fn capture_without(d: &Domain, omit: &dyn Fn(u64) -> bool) -> Dump {
         .chain(d.leaves.iter().copied())
         .chain(OWN_MFN..=fll)
         .collect();
-    let frames = Frames::from_unsorted(&mut mfns).unwrap();
+    // The capture kernel's way: a sweep in bounded memory, here with windows of 65536
+    // frames so that every domain takes several; it must find what sorting finds.
+    let mut bitmap = vec![0u64; 1024];
+    let mut runs = vec![Run::default(); MAX_RUNS];
+    let swept = sweep(&mut Listed(&mfns), &mut bitmap, &mut runs).unwrap();
+    let frames = swept.frames;
+    let sorted = Frames::from_unsorted(&mut mfns).unwrap();
+    assert!(frames.runs().eq(sorted.runs()));
+    assert_eq!(
+        (frames.pages(), frames.duplicates()),
+        (sorted.pages(), sorted.duplicates())
+    );
     let cpus = [CpuState::default()];
     let notes = Notes {
         cpus: &cpus,
