@@ -38,7 +38,6 @@
 #include "pvkexec.h"
 
 #define BLOCK_PAGES		(1UL << BLOCK_ORDER_MAX)
-#define VIEW_MAX_ENTRIES	(BLOCK_PAGES * PAGE_SIZE / sizeof(u64))
 #define SEG_KIND_KERNEL		1
 
 struct crash *crash;		/* under pvkexec_lock */
@@ -107,9 +106,14 @@ static int crash_alloc(struct crash *c)
 	c->image = alloc_block(BLOCK_ORDER_MAX);
 	c->record = alloc_page(GFP_KERNEL | __GFP_ZERO);
 	c->p2m_len = xen_start_info->nr_pages;
-	c->view_order = get_order(c->p2m_len * sizeof(u64));
-	c->view = (u64 *)__get_free_pages(GFP_KERNEL | __GFP_NOWARN |
-					  __GFP_RETRY_MAYFAIL, c->view_order);
+	/*
+	 * Past 2 GiB of PFNs the view outgrows a buddy block: vmalloc'd, it is still
+	 * one virtual range, which the purgatory reads through the held tables as it
+	 * reads Linux's own virtually mapped P2M at an exec. __GFP_RETRY_MAYFAIL: a
+	 * page cache full of a saved vmcore must not make the contiguous try fail.
+	 */
+	c->view = kvmalloc_array(c->p2m_len, sizeof(u64),
+				 GFP_KERNEL | __GFP_RETRY_MAYFAIL);
 	c->nr_lists = DIV_ROUND_UP(DIV_ROUND_UP(crash_dump_limit(c),
 						P2M_PER_PAGE), P2M_PER_PAGE);
 	for (i = 0; i < c->nr_lists; i++) {
@@ -140,8 +144,7 @@ static void crash_free(struct crash *c)
 	for (i = 0; i < c->nr_lists; i++)
 		if (c->lists[i])
 			__free_page(c->lists[i]);
-	if (c->view)
-		free_pages((unsigned long)c->view, c->view_order);
+	kvfree(c->view);
 	if (c->mm)
 		mmput(c->mm);
 	kfree(c);
@@ -228,11 +231,6 @@ static int crash_reserve_checks(struct crash *c, u64 pages)
 		pr_err("crash reserve refused: %llu frames (a multiple of %lu, at least %lu, at most half of the domain's %ld)\n",
 		       pages, BLOCK_PAGES, 2 * BLOCK_PAGES, cur);
 		return -EINVAL;
-	}
-	if (xen_start_info->nr_pages > VIEW_MAX_ENTRIES) {
-		pr_err("crash reserve refused: the domain has %lu PFNs, a 4 MiB view block holds %lu\n",
-		       xen_start_info->nr_pages, VIEW_MAX_ENTRIES);
-		return -E2BIG;
 	}
 	c->panic_cpu = (atomic_t *)lookup_name("panic_cpu");
 	c->shared_info = (struct shared_info **)lookup_name("HYPERVISOR_shared_info");

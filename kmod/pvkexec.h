@@ -176,8 +176,7 @@ struct crash {
 	struct page *record;
 	struct page *lists[CRASH_P2M_LISTS];
 	unsigned int nr_lists;
-	u64 *view;			/* PFN-contiguous block in the direct map */
-	unsigned int view_order;
+	u64 *view;			/* kvmalloc'd: nr_pages entries */
 	unsigned long p2m_len;
 	unsigned long present;
 	struct mm_struct *mm;		/* held (mmget) until unload */

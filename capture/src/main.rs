@@ -527,7 +527,7 @@ fn run(si: &StartInfo, region: &Region, clk: &'static VcpuInfo) {
     pass("old-p2m");
     let frames = swept.frames;
     println!(
-        "PVKEXEC-INFO capture: {} frames in {} runs ({} named twice), {} passes over the old P2M",
+        "PVKEXEC-INFO capture: {} frames in {} runs ({} named twice), swept in {} pass(es) over the old P2M",
         frames.pages(),
         frames.run_count(),
         frames.duplicates(),

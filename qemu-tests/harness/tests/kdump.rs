@@ -7,6 +7,9 @@
 //!   interrupts off at the panic;
 //! - `kdump-balloon`: 320 MiB ballooned down to 256 MiB before the load (P2M holes);
 //! - `kdump-197m`: 197 MiB (not even a whole P2M page: the last one half used);
+//! - `kdump-6g`: 6 GiB, 2 VCPUs: past the 2 GiB a crash view in one buddy block held, and six
+//!   times what the capture kernel's old static table held; its reservation stays the default
+//!   20 MiB;
 //! - `kdump-corrupt`: the crash image corrupted after load: the purgatory names it, nothing
 //!   boots, the domain crashes as Xen would have made it.
 //!
@@ -20,11 +23,14 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 /// The dumped domains: name, memory, balloon target, VCPUs, CPU 1 spinning.
-const DUMPS: [(&str, u64, Option<u64>, u32, bool); 3] = [
+const DUMPS: [(&str, u64, Option<u64>, u32, bool); 4] = [
     ("kdump-448m", 448, None, 2, true),
     ("kdump-balloon", 320, Some(256), 1, false),
     ("kdump-197m", 197, None, 1, false),
+    ("kdump-6g", 6144, None, 2, false),
 ];
+/// QEMU's memory: the largest domU (they run one after another), dom0's 768 MiB and Xen's.
+const HOST_MEM_MIB: u64 = 6144 + 2048;
 
 struct Dumped {
     domu: Result<DomuResult, String>,
@@ -77,6 +83,11 @@ fn shared() -> &'static Shared {
             k.balloon_to_mib = balloon;
             k.vcpus = vcpus;
             k.fault = spin.then_some(Fault::SpinningCpu1);
+            // Booting and dumping 6 GiB under TCG: Linux's memory init, then the whole
+            // domain through blkback.
+            if mem > 1024 {
+                k.timeout = std::time::Duration::from_secs(900);
+            }
             let (s, rd) = kdump::spec(name, &k).unwrap();
             specs.push(s);
             initrds.push(rd);
@@ -90,6 +101,7 @@ fn shared() -> &'static Shared {
         initrds.push(rd);
         let rig = DomuRig {
             tag: "kdump".into(),
+            host_mem_mib: HOST_MEM_MIB,
             ..DomuRig::default()
         };
         let run = rig.run_for_tests(&specs);
@@ -322,6 +334,53 @@ fn crash_opens_the_197_mib_vmcore_bt_log_ps() {
 #[test]
 fn makedumpfile_d31_filters_the_197_mib_vmcore_and_crash_opens_that() {
     check_makedumpfile("kdump-197m");
+}
+
+/// The reservation `pvkexec load -p` printed: "set aside N MiB (F frames)".
+fn set_aside_mib(log: &str) -> u64 {
+    log.lines()
+        .find_map(|l| {
+            l.split("set aside ")
+                .nth(1)?
+                .split(" MiB")
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no reservation line: {log}"))
+}
+
+#[test]
+fn a_6_gib_domu_with_2_vcpus_dumps_with_a_small_reservation() {
+    let log = check_written("kdump-6g", 6144 * 256 / 2);
+    assert!(log.contains("old P2M of 1572864 entries"), "{log}");
+    let mib = set_aside_mib(&log);
+    eprintln!("kdump-6g: pvkexec load -p set aside {mib} MiB");
+    assert!(mib < 64, "{mib} MiB set aside for a 6 GiB domain");
+    let frames: u64 = log
+        .lines()
+        .find_map(|l| {
+            l.split("capture: vmcore of ")
+                .nth(1)?
+                .split(' ')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no frame count: {log}"));
+    // Every frame of the domain, and the P2M's own leaf pages (3072, most of them named
+    // by the P2M too).
+    assert!(
+        (6144 * 256..6144 * 256 + 3072 + 512).contains(&frames),
+        "{frames} frames dumped for 6 GiB"
+    );
+}
+
+#[test]
+fn crash_opens_the_6_gib_vmcore_bt_log_ps() {
+    check_crash_opens("kdump-6g");
+    // 6 GiB is too much to keep in the cache for a look after every run.
+    let _ = std::fs::remove_file(&vmcore("kdump-6g").0);
 }
 
 #[test]
