@@ -94,6 +94,16 @@ pub fn load_crash(req: &CrashLoadRequest) -> Result<String, CliError> {
         None => default_crash_pages(inputs.bytes, work_pages),
     };
     check_crash_pages(pages, work_pages, info.current_pages).map_err(CliError::refused)?;
+    if info.online_cpus != info.possible_cpus {
+        // The panic path stops every other CPU by NMI and the purgatory takes VCPUs 0..n-1:
+        // with one offline, the module refuses (pvkexec-kdump's udev rule arms again once
+        // it is back).
+        return Err(CliError::refused(format!(
+            "{} of {} CPUs are online: a crash kernel is loaded only with every CPU online \
+             (echo 1 > /sys/devices/system/cpu/cpuN/online). Nothing was loaded",
+            info.online_cpus, info.possible_cpus
+        )));
+    }
     let mut out = inputs.notes.clone();
     if info.crash_reserved() {
         dev.crash_unload()?;
@@ -210,7 +220,9 @@ fn reserve_refused(e: DeviceError, pages: u64) -> CliError {
             "out of memory: the module could not set aside {} MiB of frames",
             pages / 256
         ),
-        Some(libc::EBUSY) => "a crash kernel is already set up (pvkexec unload -p)".into(),
+        Some(libc::EBUSY) => "the module is busy: a crash kernel already set up (pvkexec \
+                              unload -p) or a CPU offline (the kernel log says which)"
+            .into(),
         _ => format!(
             "setting {} MiB aside was refused (the kernel log says why): {e}",
             pages / 256
