@@ -7,6 +7,7 @@
 
 use harness::tools::{self, BuildMode, PvkexecBuild};
 use harness::{guest, BootConfig, BootResult, Module, Verdict};
+use pvhandoff::image::ImageView;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -57,26 +58,14 @@ fn run_smp(name: &str, image: &Path, mem_mib: u64, cmdline: &str, vcpus: u32) ->
     harness::boot(&cfg).unwrap()
 }
 
-/// Flips one byte in the data of segment `index` and returns the corrupted copy.
+/// Flips one byte in the middle of the bytes the file stores for segment `index` and returns
+/// the corrupted copy.
 fn corrupt(image: &Path, index: usize, name: &str) -> PathBuf {
     let mut bytes = std::fs::read(image).unwrap();
-    let nr = u32::from_le_bytes(bytes[16..20].try_into().unwrap()) as usize;
-    assert!(index < nr);
-    let mut off = u64::from_le_bytes(bytes[48..56].try_into().unwrap()) as usize;
-    for i in 0..index {
-        let len = u64::from_le_bytes(
-            bytes[64 + 64 * i + 24..64 + 64 * i + 32]
-                .try_into()
-                .unwrap(),
-        );
-        off += len.next_multiple_of(4096) as usize;
-    }
-    let len = u64::from_le_bytes(
-        bytes[64 + 64 * index + 24..64 + 64 * index + 32]
-            .try_into()
-            .unwrap(),
-    );
-    bytes[off + len as usize / 2] ^= 0x20;
+    let view = ImageView::parse(&bytes).unwrap();
+    let off = view.data_offset(index).unwrap() as usize;
+    let stored = view.stored(index).unwrap().len();
+    bytes[off + stored / 2] ^= 0x20;
     let out = harness::cache_dir().join(format!("kexec-{name}.img"));
     std::fs::write(&out, bytes).unwrap();
     // The host-side check sees it too.
@@ -128,7 +117,7 @@ fn assert_kexec_passed(r: &BootResult, segments: usize) {
 fn kexec_into_probe_64mib() {
     let image = build_image("plain-64M", 64, None);
     let r = run("kexec-64M", &image, 64);
-    assert_kexec_passed(&r, 6);
+    assert_kexec_passed(&r, 7);
     r.assert_logged(&[" 4 grant entries revoked"]);
 }
 
@@ -138,7 +127,7 @@ fn kexec_into_probe_with_initrd_1gib() {
     let initrd = tools::test_file(len).unwrap();
     let image = build_image("initrd-1G", 1024, Some(&initrd));
     let r = run("kexec-initrd-1G", &image, 1024);
-    assert_kexec_passed(&r, 7);
+    assert_kexec_passed(&r, 8);
     r.assert_logged(&["p2m-m2p frames=262144", &format!("mod_len={len:#x}")]);
     assert_batched(&r, "kexec-initrd-1G", 262144);
 }
@@ -183,7 +172,7 @@ fn kexec_6gib_domain_with_2_vcpus() {
     let start = std::time::Instant::now();
     let r = harness::boot(&cfg).unwrap();
     let wall = start.elapsed();
-    assert_kexec_passed(&r, 6);
+    assert_kexec_passed(&r, 7);
     assert_parked(&r, 2);
     r.assert_logged(&[
         "hidden-frames 5 (domain 1572864 frames, nr_pages 1572859)",
@@ -215,7 +204,7 @@ fn working_memory_from_the_handoff_is_checked() {
 fn kexec_into_probe_with_initrd_64mib() {
     let initrd = tools::test_file((1 << 20) + 5).unwrap();
     let image = build_image("initrd-64M-ok", 64, Some(&initrd));
-    assert_kexec_passed(&run("kexec-initrd-64M", &image, 64), 7);
+    assert_kexec_passed(&run("kexec-initrd-64M", &image, 64), 8);
 }
 
 /// Past 1 GiB: the P2M spans 768 pages and the kernel side's direct map needs two L2 tables.
@@ -223,7 +212,7 @@ fn kexec_into_probe_with_initrd_64mib() {
 fn kexec_into_probe_1536mib() {
     let image = build_image("plain-1536M", 1536, None);
     let r = run("kexec-1536M", &image, 1536);
-    assert_kexec_passed(&r, 6);
+    assert_kexec_passed(&r, 7);
     r.assert_logged(&["p2m-m2p frames=393216"]);
 }
 
@@ -232,12 +221,12 @@ fn flipped_byte_in_each_verified_segment_is_named() {
     let initrd = tools::test_file((1 << 20) + 5).unwrap();
     let image = build_image("initrd-64M", 64, Some(&initrd));
     for (index, kind) in [
-        (0usize, "kernel"),
-        (1, "initrd"),
-        (2, "start-info"),
-        (3, "page-tables"),
-        (4, "plan"),
-        (6, "chunk-digests"),
+        (2usize, "kernel"),
+        (3, "initrd"),
+        (4, "start-info"),
+        (5, "page-tables"),
+        (6, "plan"),
+        (7, "chunk-digests"),
     ] {
         let name = format!("corrupt-{kind}");
         let bad = corrupt(&image, index, &name);
@@ -282,11 +271,12 @@ fn changed_header_or_descriptor_is_refused_by_the_purgatory() {
     let desc = |i: usize, field: usize| 64 + 64 * i + field;
     let nr = |b: &[u8]| u32::from_le_bytes(b[16..20].try_into().unwrap());
     type Edit = Box<dyn Fn(&mut Vec<u8>)>;
+    // Segments: purgatory, zero runs, kernel, start_info, tables, plan, chunk digests.
     let cases: Vec<(&str, Edit)> = vec![
-        ("dest-pfn", Box::new(bump(desc(0, 8)))),
-        ("nr-pages", Box::new(bump(desc(0, 16)))),
+        ("dest-pfn", Box::new(bump(desc(2, 8)))),
+        ("nr-pages", Box::new(bump(desc(2, 16)))),
         // start_info's descriptor claims to be an initrd.
-        ("kind", Box::new(move |b: &mut Vec<u8>| b[desc(1, 0)] = 2)),
+        ("kind", Box::new(move |b: &mut Vec<u8>| b[desc(3, 0)] = 2)),
         ("kernel-entry", Box::new(bump(40 + 1))),
         // One descriptor fewer (the chunk table's): the kernel side still finds the purgatory.
         (
@@ -345,7 +335,7 @@ fn free_pool_overlapping_the_old_p2m_is_refused_by_the_purgatory() {
 fn frame_lists_in_the_handoff_are_followed_and_checked() {
     let image = build_image_for("lists-smp2-64M", 64, None, 2);
     let r = run_smp("kexec-lists", &image, 64, "kexec_lists=1", 2);
-    assert_kexec_passed(&r, 6);
+    assert_kexec_passed(&r, 7);
     assert_parked(&r, 2);
     r.assert_logged(&["PVKEXEC-INFO kexec: handoff v6 lists: "]);
     let r = run_smp(
@@ -375,7 +365,7 @@ fn aps_are_parked_with_2_and_4_vcpus() {
     for vcpus in [2u32, 4] {
         let image = build_image_for(&format!("smp{vcpus}-64M"), 64, None, vcpus);
         let r = run_smp(&format!("kexec-{vcpus}vcpus"), &image, 64, "", vcpus);
-        assert_kexec_passed(&r, 6);
+        assert_kexec_passed(&r, 7);
         assert_parked(&r, vcpus);
         r.assert_logged(&["hidden-frames 5 (domain 16384 frames, nr_pages 16379)"]);
     }
@@ -389,7 +379,7 @@ fn aps_without_nmi_callbacks_are_sent_by_ipi() {
     let image = build_image_for("smp2-ipi-64M", 64, None, 2);
     let r = run_smp("kexec-2vcpus-ipi", &image, 64, "kexec_ap_stop=ipi", 2);
     r.assert_logged(&["PVKEXEC-INFO kexec: APs sent to the purgatory by IPI (EVTCHNOP_send)"]);
-    assert_kexec_passed(&r, 6);
+    assert_kexec_passed(&r, 7);
     assert_parked(&r, 2);
 }
 
@@ -414,7 +404,7 @@ fn placed_vcpu_info_frames_are_hidden_and_listed() {
     b.old_vcpu_info = true;
     b.run().unwrap_or_else(|e| panic!("{e}"));
     let r = run_smp("kexec-vcpu-info", &image, 64, "kexec_vcpu_info=1", 2);
-    assert_kexec_passed(&r, 6);
+    assert_kexec_passed(&r, 7);
     r.assert_logged(&[
         "pvkexec.vcpu_info=0:0x",
         "clock: VCPU 0's vcpu_info placed at",
@@ -441,7 +431,7 @@ fn grant_table_v2_is_set_back_to_v1_or_refused() {
     let image = build_image("plain-64M-grant-v2", 64, None);
     let r = run_with("kexec-grant-v2", &image, 64, "kexec_grant=v2");
     r.assert_logged(&["PVKEXEC-INFO kexec: grant table switched to v2"]);
-    assert_kexec_passed(&r, 6);
+    assert_kexec_passed(&r, 7);
     r.assert_logged(&["the table was v2, set back to v1"]);
 
     let r = run_with(
@@ -475,7 +465,7 @@ fn grant_still_mapped_is_hidden_or_refused() {
         64,
         "kexec_fault=grant-in-use",
     );
-    assert_kexec_passed(&r, 6);
+    assert_kexec_passed(&r, 7);
     r.assert_logged(&[
         "pvkexec.grants_busy=8:0x",
         "hidden-frames 2 (domain 16384 frames, nr_pages 16382)",
