@@ -8,8 +8,10 @@
 use harness::tools::{self, BuildMode, PvkexecBuild};
 use harness::{guest, BootConfig, BootResult, Module, Verdict};
 use pvhandoff::image::ImageView;
+use pvhandoff::zero::{ZeroRun, ZeroRunsHeader, ZERO_RUNS_MAGIC};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use xenpv::Pod;
 
 fn build_image(name: &str, mem_mib: u64, initrd: Option<&Path>) -> PathBuf {
     build_image_for(name, mem_mib, initrd, 1)
@@ -298,6 +300,130 @@ fn changed_header_or_descriptor_is_refused_by_the_purgatory() {
     let r = run("header-no-segments", &bad, 64);
     r.assert_logged(&["module is not a kexec image: NoSegments"]);
     assert!(!r.log.contains("purgatory: entered"), "log:\n{}", r.log);
+}
+
+/// Seals the image's (changed) header and descriptor table again: their SHA-256 into the
+/// purgatory's parameter block, as the loader does. What the purgatory then checks is a
+/// consistent image whose zero-run records lie.
+fn reseal(b: &mut [u8]) {
+    let (_, _, off) = pvhandoff::image::find_purgatory(b).unwrap();
+    let params = off as usize + u32::from_le_bytes(b[20..24].try_into().unwrap()) as usize;
+    let table_len = 64 + 64 * u32::from_le_bytes(b[16..20].try_into().unwrap()) as usize;
+    let digest = pvhandoff::digest::sha256(&b[..table_len]);
+    b[params + 8..params + 16].copy_from_slice(&(table_len as u64).to_le_bytes());
+    b[params + 16..params + 48].copy_from_slice(&digest);
+}
+
+/// Writes `runs` as the image's zero-run table (segment 1) with its descriptor's length and
+/// SHA-256, and reseals the header digest.
+fn write_zero_runs(b: &mut [u8], runs: &[ZeroRun]) {
+    let off = pvhandoff::image::find_purgatory(b).unwrap().2 as usize;
+    let purgatory_len = u64::from_le_bytes(b[64 + 24..64 + 32].try_into().unwrap()) as usize;
+    let at = off + purgatory_len.next_multiple_of(4096);
+    let mut table = ZeroRunsHeader {
+        magic: ZERO_RUNS_MAGIC,
+        nr_runs: runs.len() as u32,
+        _reserved: 0,
+    }
+    .as_bytes()
+    .to_vec();
+    for r in runs {
+        table.extend_from_slice(r.as_bytes());
+    }
+    b[at..at + 4096].fill(0);
+    b[at..at + table.len()].copy_from_slice(&table);
+    let desc = 64 + 64; // segment 1
+    b[desc + 24..desc + 32].copy_from_slice(&(table.len() as u64).to_le_bytes());
+    b[desc + 32..desc + 64].copy_from_slice(&pvhandoff::digest::sha256(&table));
+    reseal(b);
+}
+
+/// The zero-run records are under their own digest, checked before any is used, and what they
+/// describe is checked against the image: a record changed in the file, overlapping runs, a
+/// run past its segment's pages (each sealed again, as a loader would have) are refused by
+/// name before any digest is taken, and a stored page claimed zero (its bytes out of the file,
+/// sealed) fails the kernel's digest; the new kernel never runs, nothing changed hands. The
+/// probe's 3 file-backed zero pages are the kernel segment's zero run.
+#[test]
+fn tampered_zero_run_records_are_refused_by_the_purgatory() {
+    let image = build_image("zero-runs-64M", 64, None);
+    let bytes = std::fs::read(&image).unwrap();
+    let view = ImageView::parse(&bytes).unwrap();
+    let (runs, _) = view.zero_runs();
+    let runs: Vec<ZeroRun> = runs.iter().collect();
+    assert_eq!(
+        (runs.len(), runs[0].segment, runs[0].pages),
+        (1, 2, 3),
+        "the probe's zero run"
+    );
+    let kernel_pages = view.segment(2).len.div_ceil(4096);
+    let table_at = view.data_offset(1).unwrap() as usize;
+    let kernel_at = view.data_offset(2).unwrap() as usize;
+    // The page after the run, and its place among the kernel's stored pages.
+    let claimed = runs[0].first_page + runs[0].pages;
+    assert!(
+        claimed < kernel_pages,
+        "a stored page follows the probe's zero run"
+    );
+    let claimed_stored = claimed - view.zeros(2).zeros_below(claimed);
+    type Edit = Box<dyn Fn(&mut Vec<u8>)>;
+    let r0 = runs[0];
+    let cases: Vec<(&str, Edit, &str)> = vec![
+        (
+            "zero-runs-changed",
+            Box::new(move |b: &mut Vec<u8>| b[table_at + 16 + 8] ^= 1),
+            "purgatory: zero-run table refused: ZeroRunsDigest",
+        ),
+        (
+            "zero-runs-overlap",
+            Box::new(move |b: &mut Vec<u8>| {
+                let second = ZeroRun {
+                    first_page: r0.first_page + 1,
+                    pages: 1,
+                    ..r0
+                };
+                write_zero_runs(b, &[r0, second]);
+            }),
+            "purgatory: zero-run table refused: ZeroRuns(Overlap { run: 1 })",
+        ),
+        (
+            "zero-runs-outside",
+            Box::new(move |b: &mut Vec<u8>| {
+                let past = ZeroRun {
+                    first_page: kernel_pages - 1,
+                    pages: 2,
+                    ..r0
+                };
+                write_zero_runs(b, &[past]);
+            }),
+            "purgatory: zero-run table refused: ZeroRuns(Outside { run: 0, segment: 2 })",
+        ),
+        (
+            "zero-runs-stored-page",
+            Box::new(move |b: &mut Vec<u8>| {
+                // The page after the run is stored: the record claims it, and its bytes leave
+                // the file, so every other segment stays where it was.
+                let at = kernel_at + claimed_stored as usize * 4096;
+                b.drain(at..at + 4096);
+                let total = b.len() as u64;
+                b[56..64].copy_from_slice(&total.to_le_bytes());
+                let longer = ZeroRun {
+                    pages: r0.pages + 1,
+                    ..r0
+                };
+                write_zero_runs(b, &[longer]);
+            }),
+            "purgatory: segment 2 (kernel): SHA-256 mismatch",
+        ),
+    ];
+    for (name, edit, line) in cases {
+        let bad = edited(&image, name, edit);
+        let r = run(name, &bad, 64);
+        r.assert_refused(line);
+        for later in ["digests verified", "frames renumbered"] {
+            assert!(!r.log.contains(later), "{name}: {later}:\n{}", r.log);
+        }
+    }
 }
 
 /// A kernel side that leaves its process trees pinned breaks the handoff contract; the frames
