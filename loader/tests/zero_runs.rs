@@ -327,11 +327,14 @@ fn bullseye_510_image_is_its_nonzero_pages() {
         nonzero += nonzero_pages(&c);
     }
     let kernel = view.segment(2);
+    let pool = pvhandoff::renumber::pool_demand(&view, 1).unwrap();
+    let zero_pages = view.zeros(2).zero_pages();
     eprintln!(
-        "bullseye 5.10: kernel segment {} bytes, image {} bytes, non-zero pages {nonzero}, zero-run pages {}",
+        "bullseye 5.10: kernel segment {} bytes, image {} bytes, non-zero pages {nonzero}, \
+         zero-run pages {zero_pages}, free pool {pool} frames ({} without the zero runs)",
         kernel.len,
         image.len(),
-        view.zeros(2).zero_pages()
+        pool - zero_pages
     );
     assert!(
         image.len() as u64 <= (nonzero + 4) * PAGE as u64,
