@@ -527,14 +527,17 @@ mod tests {
             _reserved: 0,
         };
         let mut out = h.as_bytes().to_vec();
+        let mut zeros_before = 0;
         for (first_page, pages) in runs {
             let r = ZeroRun {
                 segment: 2,
                 _reserved: 0,
                 first_page,
                 pages,
+                zeros_before,
             };
             out.extend_from_slice(r.as_bytes());
+            zeros_before += pages;
         }
         out
     }

@@ -45,14 +45,21 @@ pub struct ZeroRun {
     /// First page, counted from the start of the segment's contents.
     pub first_page: u64,
     pub pages: u64,
+    /// The segment's zero pages in the runs before this one (checked): with it, where any page
+    /// lies in the file is one binary search over the runs, however many there are.
+    pub zeros_before: u64,
 }
-assert_layout!(ZeroRun, 24; segment @ 0, _reserved @ 4, first_page @ 8, pages @ 16);
-// SAFETY: two u32s and two u64s without gaps (offsets above): any bits are a value.
+assert_layout!(ZeroRun, 32; segment @ 0, _reserved @ 4, first_page @ 8, pages @ 16,
+    zeros_before @ 24);
+// SAFETY: two u32s and three u64s without gaps (offsets above): any bits are a value.
 unsafe impl Pod for ZeroRun {}
+
+/// Bytes of one record.
+pub const RECORD: usize = core::mem::size_of::<ZeroRun>();
 
 /// Bytes of a table of `nr_runs` records.
 pub const fn table_len(nr_runs: u64) -> u64 {
-    16 + 24 * nr_runs
+    16 + RECORD as u64 * nr_runs
 }
 
 /// Why a zero-run table is refused; `run` is a record's index.
@@ -78,6 +85,8 @@ pub enum ZeroRunError {
     Overlap { run: u32 },
     /// A record past the end of its segment's pages.
     Outside { run: u32, segment: u32 },
+    /// A record's `zeros_before` is not the pages of its segment's runs before it.
+    BadCount { run: u32 },
 }
 
 /// A zero-run table's records (a view over its bytes; the header is checked).
@@ -103,7 +112,7 @@ impl<'a> ZeroRuns<'a> {
 
     /// Number of records.
     pub fn len(&self) -> usize {
-        self.records.len() / 24
+        self.records.len() / RECORD
     }
 
     pub fn is_empty(&self) -> bool {
@@ -112,7 +121,7 @@ impl<'a> ZeroRuns<'a> {
 
     /// Record `k`.
     pub fn get(&self, k: usize) -> Option<ZeroRun> {
-        ZeroRun::read_from(self.records.get(k.checked_mul(24)?..)?)
+        ZeroRun::read_from(self.records.get(k.checked_mul(RECORD)?..)?)
     }
 
     /// Every record, in order.
@@ -123,7 +132,7 @@ impl<'a> ZeroRuns<'a> {
     /// Checks every record against the image's `nr_segments` descriptors (`desc(i)`), the
     /// table being segment `table_index`: each names a placed segment after the table, has
     /// pages, lies inside the segment's `ceil(len / 4096)` pages, and follows the record before
-    /// it (segment, then page) without overlapping it.
+    /// it (segment, then page) without overlapping it; then each one's `zeros_before`.
     pub fn check(
         &self,
         table_index: usize,
@@ -172,6 +181,18 @@ impl<'a> ZeroRuns<'a> {
             }
             prev = Some(r);
         }
+        // Every run lies inside its segment: the sums stay below its page count.
+        let mut before = 0u64;
+        let mut segment = None;
+        for (k, r) in self.iter().enumerate() {
+            if segment != Some(r.segment) {
+                (segment, before) = (Some(r.segment), 0);
+            }
+            if r.zeros_before != before {
+                return Err(ZeroRunError::BadCount { run: k as u32 });
+            }
+            before += r.pages;
+        }
         Ok(())
     }
 
@@ -182,7 +203,7 @@ impl<'a> ZeroRuns<'a> {
         let end = self.partition(|r| r.segment <= segment);
         SegmentZeros {
             runs: ZeroRuns {
-                records: &self.records[first * 24..end * 24],
+                records: &self.records[first * RECORD..end * RECORD],
             },
         }
     }
@@ -230,22 +251,28 @@ impl<'a> SegmentZeros<'a> {
 
     /// All zero pages of the segment.
     pub fn zero_pages(&self) -> u64 {
-        self.runs.iter().map(|r| r.pages).sum()
+        match self
+            .runs
+            .len()
+            .checked_sub(1)
+            .and_then(|k| self.runs.get(k))
+        {
+            Some(last) => last.zeros_before + last.pages,
+            None => 0,
+        }
     }
 
-    /// For content page `page`: how many zero pages lie below it, and whether it is one.
+    /// For content page `page`: how many zero pages lie below it, and whether it is one (one
+    /// binary search: each run knows the zero pages before it).
     pub fn locate(&self, page: u64) -> (u64, bool) {
-        // Runs that start at or below `page`: a prefix.
+        // Runs that start at or below `page`: a prefix; the last of them decides.
         let n = self.runs.partition(|r| r.first_page <= page);
-        let below: u64 = (0..n)
-            .filter_map(|k| self.runs.get(k))
-            .map(|r| r.pages)
-            .sum();
         match n.checked_sub(1).and_then(|k| self.runs.get(k)) {
             Some(r) if page < r.first_page + r.pages => {
-                (below - (r.first_page + r.pages - page), true)
+                (r.zeros_before + (page - r.first_page), true)
             }
-            _ => (below, false),
+            Some(r) => (r.zeros_before + r.pages, false),
+            None => (0, false),
         }
     }
 
@@ -424,7 +451,35 @@ mod tests {
     extern crate std;
     use std::vec::Vec;
 
+    /// `runs` with each one's `zeros_before` filled in as a loader writes it.
+    fn counted(runs: &[ZeroRun]) -> Vec<ZeroRun> {
+        let mut out = runs.to_vec();
+        for k in 0..out.len() {
+            out[k].zeros_before = match k.checked_sub(1).map(|j| out[j]) {
+                Some(p) if p.segment == out[k].segment => p.zeros_before + p.pages,
+                _ => 0,
+            };
+        }
+        out
+    }
+
+    /// The table's bytes, the records written as they are.
+    fn raw_table(runs: &[ZeroRun]) -> Vec<u8> {
+        let h = ZeroRunsHeader {
+            magic: ZERO_RUNS_MAGIC,
+            nr_runs: runs.len() as u32,
+            _reserved: 0,
+        };
+        let mut out = h.as_bytes().to_vec();
+        for r in runs {
+            out.extend_from_slice(r.as_bytes());
+        }
+        out
+    }
+
+    /// The table's bytes, each record's count filled in.
     fn table(runs: &[ZeroRun]) -> Vec<u8> {
+        let runs = &counted(runs)[..];
         let h = ZeroRunsHeader {
             magic: ZERO_RUNS_MAGIC,
             nr_runs: runs.len() as u32,
@@ -443,6 +498,7 @@ mod tests {
             _reserved: 0,
             first_page,
             pages,
+            zeros_before: 0,
         }
     }
 
@@ -517,6 +573,28 @@ mod tests {
         );
         // Adjacent runs are allowed (a loader may split one).
         assert_eq!(checked(&[run(2, 4, 2), run(2, 6, 1)]), Ok(()));
+        // Each record's count of the zero pages before it, per segment.
+        let runs = counted(&[run(2, 0, 1), run(2, 4, 6), run(4, 2, 1)]);
+        assert_eq!(
+            runs.iter().map(|r| r.zeros_before).collect::<Vec<_>>(),
+            [0, 1, 0]
+        );
+        assert_eq!(
+            ZeroRuns::parse(&raw_table(&runs))
+                .unwrap()
+                .check(1, 5, descs),
+            Ok(())
+        );
+        for (k, wrong) in [(0, 1), (1, 0), (1, 2), (2, 7)] {
+            let mut bad = runs.clone();
+            bad[k].zeros_before = wrong;
+            assert_eq!(
+                ZeroRuns::parse(&raw_table(&bad))
+                    .unwrap()
+                    .check(1, 5, descs),
+                Err(ZeroRunError::BadCount { run: k as u32 })
+            );
+        }
         // The table itself: magic, and exactly nr_runs records.
         let good = table(&[run(2, 0, 1)]);
         assert!(ZeroRuns::parse(&good).is_ok());
@@ -623,20 +701,23 @@ mod tests {
         #[test]
         fn changed_records_are_refused_or_change_the_content(
             zero in proptest::collection::vec(any::<bool>(), 2..30), k in any::<prop::sample::Index>(),
-            field in 0usize..3, delta in 1u64..4, up in any::<bool>()) {
+            field in 0usize..4, delta in 1u64..4, up in any::<bool>()) {
             let c = content(&zero, 4096);
             let len = c.len() as u64;
             let found: Vec<(u64, u64)> = find_runs(len, |p| zero[p as usize]).collect();
             prop_assume!(!found.is_empty());
-            let mut records: Vec<ZeroRun> = found.iter().map(|&(f, n)| run(2, f, n)).collect();
+            let mut records =
+                counted(&found.iter().map(|&(f, n)| run(2, f, n)).collect::<Vec<_>>());
             let r = &mut records[k.index(found.len())];
             let change = |v: u64| if up { v.wrapping_add(delta) } else { v.wrapping_sub(delta) };
             match field {
                 0 => r.first_page = change(r.first_page),
                 1 => r.pages = change(r.pages),
+                2 => r.zeros_before = change(r.zeros_before),
                 _ => r.segment = change(r.segment as u64) as u32,
             }
-            let bytes = table(&records);
+            // Written as they are (no recount): a changed count is a changed record too.
+            let bytes = raw_table(&records);
             let t = ZeroRuns::parse(&bytes).unwrap();
             let desc = |i: usize| SegmentDesc { len, ..descs(i) };
             if t.check(1, 5, desc).is_ok() {

@@ -641,6 +641,7 @@ fn build_into(
         _reserved: 0,
     });
     for (i, seg) in segs.iter().enumerate() {
+        let mut zeros_before = 0;
         for &(first_page, pages) in &seg.runs {
             zero_table.extend_from_slice(
                 ZeroRun {
@@ -648,9 +649,11 @@ fn build_into(
                     _reserved: 0,
                     first_page,
                     pages,
+                    zeros_before,
                 }
                 .as_bytes(),
             );
+            zeros_before += pages;
         }
     }
     segs[ZERO_RUNS_AT] = Seg::new(

@@ -201,6 +201,11 @@ fn malformed_records_are_refused_by_name_even_when_sealed() {
         _reserved: 0,
         first_page,
         pages,
+        zeros_before: 0,
+    };
+    let uncounted = ZeroRun {
+        zeros_before: 0,
+        ..good[1]
     };
     let cases: Vec<(Vec<ZeroRun>, ZeroRunError)> = vec![
         (
@@ -208,6 +213,7 @@ fn malformed_records_are_refused_by_name_even_when_sealed() {
             ZeroRunError::Overlap { run: 1 },
         ),
         (vec![good[1], good[0]], ZeroRunError::Unsorted { run: 1 }),
+        (vec![good[0], uncounted], ZeroRunError::BadCount { run: 1 }),
         (
             vec![good[0], run(2, 9, 1)],
             ZeroRunError::Outside { run: 1, segment: 2 },
