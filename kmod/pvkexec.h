@@ -31,9 +31,14 @@ struct shared_info;
 struct vcpu_info;
 struct vm_area_struct;
 
-/* The image file format this module checks (docs/kexec-image.md). */
+/*
+ * The image file format this module checks (docs/kexec-image.md). Version 3
+ * leaves zero pages out of segments after the zero-run table; the purgatory
+ * comes before that table, so the walks to it (each segment taking
+ * PAGE_ALIGN(len) bytes) are version 2's.
+ */
 #define IMAGE_MAGIC		"PVKXIMG"	/* and a NUL: 8 bytes */
-#define IMAGE_VERSION		2
+#define IMAGE_VERSION		3
 #define IMAGE_HEADER_SIZE	64
 #define IMAGE_SEGMENT_DESC_SIZE	64
 #define IMAGE_MAX_SEGMENTS	64

@@ -1,7 +1,7 @@
 //! The build path: kernel bytes and the build options (domain size, initrd length, command
 //! line, old VCPUs, grant reserve, layout) give an image or an error, never a panic; every
 //! image built passes `pvkexec inspect` with all digests, the header digest and the plan
-//! record ok.
+//! record ok, and the purgatory's `ImageView` (zero-run table included).
 //!
 //! Input: 12 bytes of options, then the command line (length in the options), then the kernel.
 #![no_main]
@@ -50,4 +50,8 @@ fuzz_target!(|data: &[u8]| {
     };
     let (report, ok) = loader::image::inspect("fuzz", &built.bytes).expect("a built image reads");
     assert!(ok, "a built image fails its own checks:\n{report}");
+    // The purgatory's reader takes it too (zero-run table included), and the kernel side's
+    // pool for it is computable.
+    let view = pvhandoff::image::ImageView::parse(&built.bytes).expect("a built image parses");
+    pvhandoff::renumber::pool_demand(&view, old.vcpus.max(1) as u64).expect("a pool demand");
 });

@@ -1,13 +1,17 @@
 //! Per-chunk digests (segment kind `ChunkDigests`, flag `METADATA`): the SHA-256 of every
-//! [`CHUNK_SIZE`] piece of every other segment, so that several VCPUs can verify one large
-//! segment at once. The table's own digest is in its descriptor like any segment's; a segment
-//! whose chunks all match the verified table holds exactly the bytes the loader wrote.
+//! [`CHUNK_SIZE`] piece of every other segment's contents (zero-run pages included), so that
+//! several VCPUs can verify one large segment at once. The table's own digest is in its
+//! descriptor like any segment's; a segment whose chunks all match the verified table holds
+//! exactly the bytes the loader wrote. The purgatory and the zero-run table have no entries
+//! (the table is checked whole when the image is parsed).
 //!
 //! Layout: [`ChunkTableHeader`], then `nr_entries` x 32-byte digests. Segment `i`'s chunks are
 //! entries `first_entry[i]..first_entry[i] + ceil(len_i / CHUNK_SIZE)`; segments without
-//! entries (the purgatory, the table itself) have `first_entry[i] = NO_CHUNKS`.
+//! entries (the purgatory, the zero-run table, the table itself) have
+//! `first_entry[i] = NO_CHUNKS`.
 
 use crate::image::MAX_SEGMENTS;
+use crate::zero::Piece;
 use sha2::{Digest, Sha256};
 use xenpv::{assert_layout, Pod};
 
@@ -38,6 +42,21 @@ pub fn chunks_of(len: u64) -> u64 {
 pub fn chunk_digest(bytes: &[u8]) -> [u8; 32] {
     Sha256::digest(bytes).into()
 }
+
+/// SHA-256 of one chunk given as [`Piece`]s (a segment with zero runs).
+pub fn chunk_digest_of<'a>(pieces: impl IntoIterator<Item = Piece<'a>>) -> [u8; 32] {
+    let mut h = Sha256::new();
+    for piece in pieces {
+        match piece {
+            Piece::Bytes(b) => h.update(b),
+            Piece::Zeros(n) => crate::digest::feed_zeros(&mut h, n),
+        }
+    }
+    h.finalize().into()
+}
+
+/// Pages of contents one chunk spans.
+pub const CHUNK_PAGES: u64 = CHUNK_SIZE / 4096;
 
 /// A validated view of a chunk table.
 pub struct ChunkTable<'a> {

@@ -3,7 +3,19 @@
 //! `sha2` picks SHA-NI at run time when CPUID offers it, else its software path.
 
 use crate::segment::SegmentDesc;
+use crate::zero::Piece;
 use sha2::{Digest, Sha256};
+
+/// Feeds `n` zero bytes to `h` (a zero run's share of a segment's contents).
+pub(crate) fn feed_zeros(h: &mut Sha256, n: u64) {
+    const ZEROS: [u8; 256] = [0; 256];
+    let mut left = n;
+    while left > 0 {
+        let k = left.min(ZEROS.len() as u64);
+        h.update(&ZEROS[..k as usize]);
+        left -= k;
+    }
+}
 
 /// A segment whose bytes do not hash to its descriptor's digest.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,6 +48,21 @@ impl SegmentHasher {
         self.left -= take as u64;
     }
 
+    /// Feeds `n` zero bytes (a zero run the file does not store).
+    pub fn update_zeros(&mut self, n: u64) {
+        let take = n.min(self.left);
+        feed_zeros(&mut self.hasher, take);
+        self.left -= take;
+    }
+
+    /// Feeds the next piece of the segment's contents.
+    pub fn update_piece(&mut self, piece: Piece) {
+        match piece {
+            Piece::Bytes(b) => self.update(b),
+            Piece::Zeros(n) => self.update_zeros(n),
+        }
+    }
+
     /// Bytes still expected.
     pub fn remaining(&self) -> u64 {
         self.left
@@ -60,6 +87,32 @@ pub fn verify_segment<'a>(
             break;
         }
         h.update(chunk);
+    }
+    let actual = h.finish();
+    if actual == desc.sha256 {
+        Ok(())
+    } else {
+        Err(DigestMismatch {
+            index,
+            expected: desc.sha256,
+            actual,
+        })
+    }
+}
+
+/// [`verify_segment`] for contents given as [`Piece`]s (a segment with zero runs:
+/// [`crate::image::ImageView::pieces`]).
+pub fn verify_pieces<'a>(
+    index: usize,
+    desc: &SegmentDesc,
+    pieces: impl IntoIterator<Item = Piece<'a>>,
+) -> Result<(), DigestMismatch> {
+    let mut h = SegmentHasher::new(desc);
+    for piece in pieces {
+        if h.remaining() == 0 {
+            break;
+        }
+        h.update_piece(piece);
     }
     let actual = h.finish();
     if actual == desc.sha256 {

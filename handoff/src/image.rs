@@ -1,25 +1,30 @@
-//! The kexec image file (loader -> kernel side), version 2:
+//! The kexec image file (loader -> kernel side), version 3:
 //!
 //! | offset | content |
 //! | --- | --- |
 //! | 0 | [`ImageHeader`] (64 bytes) |
 //! | 64 | `nr_segments` x [`SegmentDesc`] (64 bytes each) |
-//! | `data_offset` | segment data, each segment's `len` bytes starting on a 4 KiB boundary, in order |
+//! | `data_offset` | segment data in descriptor order, each starting on a 4 KiB boundary |
 //!
-//! Everything is little-endian. A segment's data occupies `round_up(len, 4096)` bytes of the
-//! file; the rest of its `nr_pages` (bss, padding) is zero in the new domain.
+//! Everything is little-endian. A segment's contents are its `len` bytes; the rest of its
+//! `nr_pages` (bss, padding) is zero in the new domain. Its data in the file is those contents
+//! less the pages a zero run names (version 3, [`crate::zero`]), the last page padded to
+//! 4 KiB: `round_up(len, 4096)` bytes when it has no runs, as in version 2.
 //!
 //! The header and the descriptor table are covered by a SHA-256 kept in the purgatory's
 //! [`ImageParams`] (at `params_offset` in the purgatory segment); the purgatory segment's own
 //! digest is taken with the block's filled fields as zeros. See [`check_header_digest`].
 
 use crate::segment::SegmentDesc;
+use crate::zero::{stored_len, Pieces, SegmentZeros, ZeroRunError, ZeroRuns};
+use crate::SegmentKind;
 use xenpv::{assert_layout, Pod};
 
 /// `b"PVKXIMG\0"`.
 pub const IMAGE_MAGIC: [u8; 8] = *b"PVKXIMG\0";
-/// 2: `params_offset` and the header digest in the purgatory's [`ImageParams`].
-pub const IMAGE_VERSION: u32 = 2;
+/// 3: zero runs ([`crate::zero`]). 2: `params_offset` and the header digest in the
+/// purgatory's [`ImageParams`].
+pub const IMAGE_VERSION: u32 = 3;
 /// The purgatory segment is mapped at `purgatory_base`, not placed at a PFN of the new domain.
 pub const SEG_FLAG_PURGATORY_MAPPING: u32 = 1;
 /// A template the purgatory turns into fresh frames at `dest_pfn` (page tables in PFN terms),
@@ -147,6 +152,15 @@ pub enum ImageError {
     TooManySegments(u32),
     /// `nr_segments` is 0.
     NoSegments,
+    /// No segment carries the purgatory.
+    NoPurgatory,
+    /// The zero-run table's bytes do not hash to its descriptor's SHA-256 (checked before any
+    /// record is used).
+    ZeroRunsDigest,
+    /// The zero-run table is malformed or does not describe this image.
+    ZeroRuns(ZeroRunError),
+    /// Segment (index) has zero runs: its contents are [`ImageView::pieces`], not one slice.
+    ZeroRunsIn(usize),
 }
 
 /// Maximum segments an image may hold.
@@ -156,47 +170,133 @@ fn round_page(v: u64) -> Option<u64> {
     v.checked_add(4095).map(|x| x & !4095)
 }
 
+/// The header, checked: magic, version, 1 to [`MAX_SEGMENTS`] segments whose descriptors lie
+/// in `bytes` before `data_offset`.
+fn checked_header(bytes: &[u8]) -> Result<ImageHeader, ImageError> {
+    let header = ImageHeader::read_from(bytes).ok_or(ImageError::TooShort)?;
+    if header.magic != IMAGE_MAGIC {
+        return Err(ImageError::BadMagic);
+    }
+    if header.version != IMAGE_VERSION || header.header_size != 64 {
+        return Err(ImageError::BadVersion(header.version));
+    }
+    if header.nr_segments > MAX_SEGMENTS {
+        return Err(ImageError::TooManySegments(header.nr_segments));
+    }
+    if header.nr_segments == 0 {
+        return Err(ImageError::NoSegments);
+    }
+    let table_end = 64 + 64 * header.nr_segments as u64;
+    if table_end > bytes.len() as u64 || header.data_offset < table_end {
+        return Err(ImageError::TooShort);
+    }
+    Ok(header)
+}
+
+fn desc_at(bytes: &[u8], i: usize) -> SegmentDesc {
+    let at = 64 + 64 * i;
+    bytes
+        .get(at..at + 64)
+        .and_then(SegmentDesc::read_from)
+        .unwrap_or_else(SegmentDesc::zeroed)
+}
+
+/// The purgatory segment as a kernel side finds it, without reading the zero-run table:
+/// `(index, descriptor, file offset)`. Every segment before it takes `round_up(len, 4096)`
+/// bytes of the file (no zero-run table precedes the purgatory, so none of them has runs).
+/// Its `len` bytes must lie in `bytes`.
+pub fn find_purgatory(bytes: &[u8]) -> Result<(usize, SegmentDesc, u64), ImageError> {
+    let header = checked_header(bytes)?;
+    let mut off = header.data_offset;
+    for i in 0..header.nr_segments as usize {
+        let s = desc_at(bytes, i);
+        if s.flags & SEG_FLAG_PURGATORY_MAPPING != 0 {
+            return match off.checked_add(s.len) {
+                Some(end) if end <= bytes.len() as u64 => Ok((i, s, off)),
+                _ => Err(ImageError::SegmentOutside(i)),
+            };
+        }
+        if s.kind == SegmentKind::ZeroRuns as u32 {
+            return Err(ImageError::ZeroRuns(ZeroRunError::PurgatoryAfterTable));
+        }
+        off = round_page(s.len)
+            .and_then(|l| off.checked_add(l))
+            .ok_or(ImageError::SegmentOutside(i))?;
+    }
+    Err(ImageError::NoPurgatory)
+}
+
 /// A validated view of an image in memory.
 pub struct ImageView<'a> {
     bytes: &'a [u8],
     pub header: ImageHeader,
+    /// File offset of each segment's data.
+    offsets: [u64; MAX_SEGMENTS as usize],
+    /// The zero-run table's records (its digest and records checked), and its index.
+    zeros: ZeroRuns<'a>,
+    zero_table: Option<usize>,
 }
 
 impl<'a> ImageView<'a> {
-    /// Checks the header and that every segment's data lies inside `bytes`.
+    /// Checks the header, the zero-run table (its SHA-256 against its descriptor first, then
+    /// every record: [`ZeroRuns::check`]) and that every segment's data lies inside `bytes`.
     pub fn parse(bytes: &'a [u8]) -> Result<Self, ImageError> {
         if bytes.len() < 64 {
             return Err(ImageError::TooShort);
         }
-        let header = ImageHeader::read_from(bytes).ok_or(ImageError::TooShort)?;
-        if header.magic != IMAGE_MAGIC {
-            return Err(ImageError::BadMagic);
+        let header = checked_header(bytes)?;
+        let n = header.nr_segments as usize;
+        let mut view = ImageView {
+            bytes,
+            header,
+            offsets: [0; MAX_SEGMENTS as usize],
+            zeros: ZeroRuns::NONE,
+            zero_table: None,
+        };
+        let is_table = |s: &SegmentDesc| s.kind == SegmentKind::ZeroRuns as u32;
+        let table = view.segments().position(|s| is_table(&s));
+        if view.segments().filter(is_table).count() > 1 {
+            return Err(ImageError::ZeroRuns(ZeroRunError::SecondTable));
         }
-        if header.version != IMAGE_VERSION || header.header_size != 64 {
-            return Err(ImageError::BadVersion(header.version));
+        let purgatory = view
+            .segments()
+            .position(|s| s.flags & SEG_FLAG_PURGATORY_MAPPING != 0);
+        if let (Some(t), Some(p)) = (table, purgatory) {
+            if p > t {
+                return Err(ImageError::ZeroRuns(ZeroRunError::PurgatoryAfterTable));
+            }
         }
-        if header.nr_segments > MAX_SEGMENTS {
-            return Err(ImageError::TooManySegments(header.nr_segments));
-        }
-        if header.nr_segments == 0 {
-            return Err(ImageError::NoSegments);
-        }
-        let view = ImageView { bytes, header };
-        let table_end = 64 + 64 * header.nr_segments as u64;
-        if table_end > bytes.len() as u64 || header.data_offset < table_end {
-            return Err(ImageError::TooShort);
-        }
-        for i in 0..header.nr_segments as usize {
-            view.data(i)?;
+        let mut off = header.data_offset;
+        for i in 0..n {
+            view.offsets[i] = off;
+            let s = view.segment(i);
+            let stored = stored_len(s.len, &view.zeros(i));
+            let end = off
+                .checked_add(stored)
+                .filter(|&e| e <= bytes.len() as u64)
+                .ok_or(ImageError::SegmentOutside(i))?;
+            if table == Some(i) {
+                let t = &bytes[off as usize..end as usize];
+                if crate::digest::sha256(t) != s.sha256 {
+                    return Err(ImageError::ZeroRunsDigest);
+                }
+                let runs = ZeroRuns::parse(t).map_err(ImageError::ZeroRuns)?;
+                runs.check(i, n, |j| view.segment(j))
+                    .map_err(ImageError::ZeroRuns)?;
+                view.zeros = runs;
+                view.zero_table = Some(i);
+            }
+            off = round_page(stored)
+                .and_then(|l| off.checked_add(l))
+                .ok_or(ImageError::SegmentOutside(i))?;
         }
         Ok(view)
     }
 
     /// Descriptor `i`.
     pub fn segment(&self, i: usize) -> SegmentDesc {
-        let at = 64 + 64 * i;
         // `parse` checked that the descriptor table lies inside `bytes`.
-        SegmentDesc::read_from(&self.bytes[at..at + 64]).unwrap_or_else(SegmentDesc::zeroed)
+        desc_at(self.bytes, i)
     }
 
     /// Segments in file order.
@@ -214,26 +314,57 @@ impl<'a> ImageView<'a> {
         (r.magic == PLAN_MAGIC).then_some(r)
     }
 
-    /// File offset of segment `i`'s data.
-    pub fn data_offset(&self, i: usize) -> Result<u64, ImageError> {
-        let mut off = self.header.data_offset;
-        for j in 0..i {
-            off = round_page(self.segment(j).len)
-                .and_then(|l| off.checked_add(l))
-                .ok_or(ImageError::SegmentOutside(j))?;
-        }
-        Ok(off)
+    /// Every zero-run record (none without a table), and the table's segment index.
+    pub fn zero_runs(&self) -> (ZeroRuns<'a>, Option<usize>) {
+        (self.zeros, self.zero_table)
     }
 
-    /// Segment `i`'s `len` data bytes.
-    pub fn data(&self, i: usize) -> Result<&'a [u8], ImageError> {
+    /// Segment `i`'s zero runs.
+    pub fn zeros(&self, i: usize) -> SegmentZeros<'a> {
+        match self.zero_table {
+            Some(_) => self.zeros.of_segment(i as u32),
+            None => SegmentZeros::NONE,
+        }
+    }
+
+    /// File offset of segment `i`'s data.
+    pub fn data_offset(&self, i: usize) -> Result<u64, ImageError> {
+        if i >= self.header.nr_segments as usize {
+            return Err(ImageError::SegmentOutside(i));
+        }
+        Ok(self.offsets[i])
+    }
+
+    /// The bytes the file stores for segment `i` (its contents less its zero-run pages).
+    pub fn stored(&self, i: usize) -> Result<&'a [u8], ImageError> {
         let off = self.data_offset(i)?;
         let end = off
-            .checked_add(self.segment(i).len)
+            .checked_add(stored_len(self.segment(i).len, &self.zeros(i)))
             .ok_or(ImageError::SegmentOutside(i))?;
         self.bytes
             .get(off as usize..end as usize)
             .ok_or(ImageError::SegmentOutside(i))
+    }
+
+    /// Segment `i`'s `len` bytes, for a segment without zero runs (metadata, templates, the
+    /// purgatory: those have none).
+    pub fn data(&self, i: usize) -> Result<&'a [u8], ImageError> {
+        if !self.zeros(i).is_empty() {
+            return Err(ImageError::ZeroRunsIn(i));
+        }
+        self.stored(i)
+    }
+
+    /// Pages `[from, to)` of segment `i`'s contents (zero runs as [`crate::zero::Piece::Zeros`]).
+    pub fn pieces(&self, i: usize, from: u64, to: u64) -> Result<Pieces<'a>, ImageError> {
+        let zeros = self.zeros(i);
+        Ok(Pieces::new(
+            self.stored(i)?,
+            zeros,
+            self.segment(i).len,
+            from,
+            to,
+        ))
     }
 }
 

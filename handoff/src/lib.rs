@@ -11,6 +11,7 @@ pub mod image;
 pub mod records;
 pub mod renumber;
 pub mod segment;
+pub mod zero;
 
 pub use digest::{verify_segment, DigestMismatch, SegmentHasher};
 pub use segment::{SegmentDesc, SegmentKind};

@@ -2,7 +2,8 @@
 //! unit-tested on the host. Which old frame each new PFN gets:
 //! - a PFN covered by a placed segment gets the frame that already holds those bytes (the
 //!   image's pages in the old kernel's memory, a run or the handoff v6 list): nothing is
-//!   copied;
+//!   copied; a page of a segment's zero run (image version 3) has no frame in the image and is
+//!   a hole like the segment's bss;
 //! - the trampoline PFN gets the purgatory's first frame (the trampoline page);
 //! - other PFNs of the built PFNs ("holes": P2M list, bss, tables, stack, padding) get frames
 //!   of the handoff's free pool in its order: the `k`-th hole takes pool entry `k` (a run of
@@ -16,6 +17,7 @@ use crate::image::{
     ImageView, PlanRecord, MAX_SEGMENTS, PARK_PAGES, SEG_FLAG_METADATA, SEG_FLAG_PURGATORY_MAPPING,
     SEG_FLAG_TEMPLATE,
 };
+use crate::zero::SegmentZeros;
 
 /// Old frames the handoff names: a run of old PFNs (the v5 rule) or a list (version 6).
 #[derive(Clone, Copy, Debug)]
@@ -77,12 +79,30 @@ impl<'a> Frames<'a> {
 }
 
 /// A run of new PFNs `[dest_pfn, dest_pfn + pages)` that takes old frames: a segment's pages
-/// of the image, or a domU's ring page.
+/// of the image, or a domU's ring page. The pages of `zeros` take none: they are holes, and
+/// the pages the image stores follow one another from `from`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Placed {
+pub struct Placed<'a> {
     pub dest_pfn: u64,
+    /// The segment's content pages, zero-run pages included.
     pub pages: u64,
     pub from: Source,
+    pub zeros: SegmentZeros<'a>,
+}
+
+impl Placed<'_> {
+    /// Pages that take a frame of the image (the zero-run pages do not).
+    pub fn stored_pages(&self) -> u64 {
+        self.pages - self.zeros.zero_pages().min(self.pages)
+    }
+
+    /// Pages of the run below new PFN `pfn` that take a frame.
+    fn fixed_below(&self, pfn: u64) -> u64 {
+        let covered = (self.dest_pfn + self.pages)
+            .min(pfn)
+            .saturating_sub(self.dest_pfn);
+        covered - self.zeros.zeros_below(covered)
+    }
 }
 
 /// Where a placed run's old frames come from.
@@ -104,7 +124,7 @@ pub const MAX_PLACED: usize = MAX_SEGMENTS as usize + 2;
 /// the free pool.
 #[derive(Clone, Copy, Debug)]
 pub struct Placement<'a> {
-    placed: [Placed; MAX_PLACED],
+    placed: [Placed<'a>; MAX_PLACED],
     nr_placed: usize,
     trampoline_pfn: u64,
     trampoline_old_pfn: u64,
@@ -142,13 +162,13 @@ impl<'a> Placement<'a> {
 
     /// Adds a segment's run; `Err` when [`MAX_PLACED`] runs are held already, or an image run
     /// runs past the image's frames.
-    pub fn add(&mut self, p: Placed) -> Result<(), &'static str> {
+    pub fn add(&mut self, p: Placed<'a>) -> Result<(), &'static str> {
         if self.nr_placed == self.placed.len() {
             return Err("more placed segments than the purgatory holds");
         }
         if let Source::Image(first) = p.from {
             if first
-                .checked_add(p.pages)
+                .checked_add(p.stored_pages())
                 .is_none_or(|e| e > self.image.len())
             {
                 return Err("a segment lies past the image's frames");
@@ -162,7 +182,7 @@ impl<'a> Placement<'a> {
     /// Gives new `pfn` the old frame at `old_pfn` (a domU ring page): it must be no PFN a
     /// run fills, and the frame no image page's, the trampoline's or the free pool's.
     pub fn add_ring(&mut self, pfn: u64, old_pfn: u64) -> Result<(), &'static str> {
-        let taken = self.fixed(pfn).is_some()
+        let taken = self.covers(pfn)
             || old_pfn == self.trampoline_old_pfn
             || self.meets_pool(old_pfn, 1)
             || self.in_image(old_pfn)
@@ -179,6 +199,7 @@ impl<'a> Placement<'a> {
             dest_pfn: pfn,
             pages: 1,
             from: Source::Run(old_pfn),
+            zeros: SegmentZeros::NONE,
         })
     }
 
@@ -190,33 +211,41 @@ impl<'a> Placement<'a> {
         }
     }
 
-    fn placed(&self) -> &[Placed] {
+    fn placed(&self) -> &[Placed<'a>] {
         &self.placed[..self.nr_placed]
     }
 
-    /// The old PFN whose frame a placed run (or the trampoline) gives new `pfn`, if any.
+    fn run_at(&self, pfn: u64) -> Option<&Placed<'a>> {
+        self.placed()
+            .iter()
+            .find(|p| pfn >= p.dest_pfn && pfn - p.dest_pfn < p.pages)
+    }
+
+    /// Whether new `pfn` lies in a placed run (a zero-run page included) or is the trampoline.
+    pub fn covers(&self, pfn: u64) -> bool {
+        pfn == self.trampoline_pfn || self.run_at(pfn).is_some()
+    }
+
+    /// The old PFN whose frame a placed run (or the trampoline) gives new `pfn`, if any; a
+    /// zero-run page has none (it is a hole).
     pub fn fixed(&self, pfn: u64) -> Option<u64> {
         if pfn == self.trampoline_pfn {
             return Some(self.trampoline_old_pfn);
         }
-        let p = self
-            .placed()
-            .iter()
-            .find(|p| pfn >= p.dest_pfn && pfn - p.dest_pfn < p.pages)?;
+        let p = self.run_at(pfn)?;
         let i = pfn - p.dest_pfn;
+        let stored = p.zeros.stored_index(i)?;
         match p.from {
-            Source::Image(first) => self.image.get(first + i),
+            Source::Image(first) => self.image.get(first + stored),
             Source::Run(old) => Some(old + i),
             Source::Counted => Some(u64::MAX),
         }
     }
 
-    /// Number of PFNs below `pfn` that placed runs cover (runs are ranges).
+    /// Number of PFNs below `pfn` that placed runs give a frame (runs are ranges; their
+    /// zero-run pages take none).
     pub fn fixed_below(&self, pfn: u64) -> u64 {
-        self.placed()
-            .iter()
-            .map(|p| (p.dest_pfn + p.pages).min(pfn).saturating_sub(p.dest_pfn))
-            .sum()
+        self.placed().iter().map(|p| p.fixed_below(pfn)).sum()
     }
 
     /// Holes among the built PFNs `[0, fill)`: they take the pool's first frames.
@@ -361,7 +390,7 @@ pub const fn plan_park_pages(plan: &PlanRecord, vcpus: u64) -> u64 {
 
 /// Frames an image takes from the handoff's free pool when `nr_vcpus` VCPUs are handed over
 /// (the purgatory's rule, `check_pool`): the holes of its built PFNs (no segment, no domU
-/// ring page covers them), the park area and the grant reserve. The kernel side's pool must
+/// ring page covers them, or a segment's zero run does), the park area and the grant reserve. The kernel side's pool must
 /// hold that many, or the purgatory refuses the image after the old kernel shut down: the
 /// loader checks it first.
 pub fn pool_demand(image: &ImageView, nr_vcpus: u64) -> Result<u64, &'static str> {
@@ -369,22 +398,24 @@ pub fn pool_demand(image: &ImageView, nr_vcpus: u64) -> Result<u64, &'static str
         .plan_record()
         .ok_or("the image has no valid plan record")?;
     let mut p = Placement::new(plan.trampoline_pfn, Frames::NONE, Frames::NONE);
-    for s in image.segments() {
+    for (i, s) in image.segments().enumerate() {
         if s.flags & (SEG_FLAG_TEMPLATE | SEG_FLAG_METADATA | SEG_FLAG_PURGATORY_MAPPING) == 0 {
             p.add(Placed {
                 dest_pfn: s.dest_pfn,
                 pages: s.len.div_ceil(4096),
                 from: Source::Counted,
+                zeros: image.zeros(i),
             })?;
         }
     }
     // A domU image's ring PFNs take the old ring frames, not the pool's.
     for ring in [plan.xenstore_pfn, plan.console_pfn] {
-        if ring != 0 && ring < plan.fill_pages && p.fixed(ring).is_none() {
+        if ring != 0 && ring < plan.fill_pages && !p.covers(ring) {
             p.add(Placed {
                 dest_pfn: ring,
                 pages: 1,
                 from: Source::Counted,
+                zeros: SegmentZeros::NONE,
             })?;
         }
     }
@@ -405,6 +436,7 @@ pub fn hidden_pages(vcpus: u64, vcpu_info_frames: u64, grant_reserve: u64) -> Op
 #[cfg(test)]
 mod tests {
     use super::*;
+    extern crate std;
 
     /// Image pages (old PFNs, listed): 100, 101, 102, 200, 300, 400. Segments at PFNs 0..3
     /// (image pages 0..3) and 5..6 (page 3), trampoline 20 (page 4), pool from old 50, 10
@@ -428,12 +460,14 @@ mod tests {
             dest_pfn: 0,
             pages: 3,
             from: Source::Image(0),
+            zeros: SegmentZeros::NONE,
         })
         .unwrap();
         p.add(Placed {
             dest_pfn: 5,
             pages: 1,
             from: Source::Image(3),
+            zeros: SegmentZeros::NONE,
         })
         .unwrap();
         p
@@ -481,6 +515,84 @@ mod tests {
         assert!(plan_matches_p2m(75, 120, 100, 75).is_err());
     }
 
+    /// A zero-run table for segment 2 with runs where `zero` is true.
+    fn zero_table(zero: &[bool]) -> std::vec::Vec<u8> {
+        use crate::zero::{find_runs, ZeroRun, ZeroRunsHeader, ZERO_RUNS_MAGIC};
+        use xenpv::Pod;
+        let runs: std::vec::Vec<(u64, u64)> =
+            find_runs(zero.len() as u64 * 4096, |p| zero[p as usize]).collect();
+        let h = ZeroRunsHeader {
+            magic: ZERO_RUNS_MAGIC,
+            nr_runs: runs.len() as u32,
+            _reserved: 0,
+        };
+        let mut out = h.as_bytes().to_vec();
+        let mut zeros_before = 0;
+        for (first_page, pages) in runs {
+            let r = ZeroRun {
+                segment: 2,
+                _reserved: 0,
+                first_page,
+                pages,
+                zeros_before,
+            };
+            out.extend_from_slice(r.as_bytes());
+            zeros_before += pages;
+        }
+        out
+    }
+
+    proptest::proptest! {
+        /// A segment's zero-run pages take no frame and count as holes (pool frames in order);
+        /// its stored pages take the image's frames in order; `fixed_below` counts exactly the
+        /// PFNs that take a frame, so hole `k` is pool entry `k`.
+        #[test]
+        fn zero_run_pages_are_holes(zero in proptest::collection::vec(proptest::bool::ANY, 1..40),
+                                    dest in 0u64..5) {
+            let bytes = zero_table(&zero);
+            let table = crate::zero::ZeroRuns::parse(&bytes).unwrap();
+            let zeros = table.of_segment(2);
+            let pages = zero.len() as u64;
+            let stored = pages - zeros.zero_pages();
+            let image = Frames::Run { first: 100, count: stored + 1 };
+            let pool = Frames::Run { first: 500, count: 100 };
+            let fill = dest + pages + 2;
+            let mut p = Placement::new(fill, image, pool);
+            p.set_trampoline(stored).unwrap();
+            let seg = Placed { dest_pfn: dest, pages, from: Source::Image(0), zeros };
+            let mut short = Placement::new(fill, Frames::Run { first: 100, count: stored.saturating_sub(1) }, pool);
+            proptest::prop_assert_eq!(short.add(seg).is_ok(), stored == 0);
+            p.add(seg).unwrap();
+            let mut next_image = 100;
+            let mut next_hole = 500;
+            let mut taking = 0;
+            for pfn in 0..fill {
+                proptest::prop_assert_eq!(p.fixed_below(pfn), taking);
+                let in_seg = pfn >= dest && pfn < dest + pages;
+                proptest::prop_assert_eq!(p.covers(pfn), in_seg);
+                match p.fixed(pfn) {
+                    Some(old) => {
+                        proptest::prop_assert!(in_seg && !zero[(pfn - dest) as usize]);
+                        proptest::prop_assert_eq!(old, next_image);
+                        next_image += 1;
+                        taking += 1;
+                    }
+                    None => {
+                        proptest::prop_assert!(!in_seg || zero[(pfn - dest) as usize]);
+                        proptest::prop_assert_eq!(p.hole_old_pfn(pfn), next_hole);
+                        next_hole += 1;
+                    }
+                }
+            }
+            proptest::prop_assert_eq!(next_image, 100 + stored);
+            proptest::prop_assert_eq!(p.holes(fill), fill - stored);
+            // A ring page may not take a zero-run page's PFN either.
+            if let Some(z) = zero.iter().position(|&z| z) {
+                proptest::prop_assert!(p.add_ring(dest + z as u64, 9000).is_err());
+            }
+        }
+    }
+
     #[test]
     fn pool_overlap_is_half_open() {
         let p = sample();
@@ -515,6 +627,7 @@ mod tests {
                 dest_pfn: 10 + i,
                 pages: 1,
                 from: Source::Run(100 + i),
+                zeros: SegmentZeros::NONE,
             })
             .unwrap();
         }
@@ -558,6 +671,7 @@ mod tests {
                 dest_pfn: 2,
                 pages: 3,
                 from: Source::Image(1),
+                zeros: SegmentZeros::NONE,
             })
             .unwrap();
             let got: [Option<u64>; 6] = [1, 2, 3, 4, 5, 9].map(|pfn| p.fixed(pfn));
@@ -571,6 +685,7 @@ mod tests {
                 dest_pfn: 20,
                 pages: 2,
                 from: Source::Image(4),
+                zeros: SegmentZeros::NONE,
             };
             assert!(p.add(past).is_err());
             assert!(p.set_trampoline(5).is_err());
@@ -578,6 +693,7 @@ mod tests {
                 dest_pfn: 20,
                 pages: u64::MAX,
                 from: Source::Image(1),
+                zeros: SegmentZeros::NONE,
             };
             assert!(p.add(huge).is_err());
         }

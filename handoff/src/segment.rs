@@ -16,6 +16,8 @@ pub enum SegmentKind {
     Plan = 8,
     /// Per-chunk SHA-256s of the other segments ([`crate::chunks`]).
     ChunkDigests = 9,
+    /// The runs of zero pages the file does not store (image version 3, [`crate::zero`]).
+    ZeroRuns = 10,
 }
 
 impl SegmentKind {
@@ -31,6 +33,7 @@ impl SegmentKind {
             7 => Self::Purgatory,
             8 => Self::Plan,
             9 => Self::ChunkDigests,
+            10 => Self::ZeroRuns,
             _ => return None,
         })
     }
@@ -47,12 +50,14 @@ impl SegmentKind {
             Self::Purgatory => "purgatory",
             Self::Plan => "plan",
             Self::ChunkDigests => "chunk-digests",
+            Self::ZeroRuns => "zero-runs",
         }
     }
 }
 
 /// One segment: `len` bytes placed at `dest_pfn` onwards in the new kernel's pseudo-physical
-/// space, padded with zeros to `nr_pages` pages; `sha256` covers the `len` bytes.
+/// space, padded with zeros to `nr_pages` pages; `sha256` covers the `len` bytes (zero-run
+/// pages included: the file may leave those out, [`crate::zero`]).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SegmentDesc {

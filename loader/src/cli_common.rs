@@ -351,6 +351,13 @@ impl Inputs {
         })
     }
 
+    /// Drops the kernel's ELF and the initrd once they are in a built image, so that only the
+    /// image stays in memory beside the module's copy of it.
+    pub(crate) fn release_files(&mut self) {
+        self.kernel.elf = Vec::new();
+        self.initrd = None;
+    }
+
     /// With `-d`/`--debug`: the layout in the shape of Xen's "VIRTUAL MEMORY ARRANGEMENT" and
     /// the image's segments with their digests checked (what `pvkexec build` prints).
     pub(crate) fn debug_report(&self, built: &Built) -> String {

@@ -39,11 +39,13 @@ pub fn load(req: &LoadRequest) -> Result<String, CliError> {
         false => info.start_info_pages,
     };
     let (handoff_version, work_pages) = handoff_for(info.start_info_pages)?;
-    let inputs = Inputs::read(req, old, domain_pages, false)?;
+    let mut inputs = Inputs::read(req, old, domain_pages, false)?;
     let mut out = inputs.notes.clone();
     let built = inputs.build(mode, domain_pages, old_p2m_len, "")?;
     let pool_pages = built.pool_pages;
     let bytes = &built.image.bytes;
+    // Kernel and initrd are in the image now: only it stays beside the module's copy.
+    inputs.release_files();
     let params = LoadParams {
         handoff_version,
         work_pages,

@@ -1,7 +1,9 @@
 //! Bounded decompression of every format Linux uses for a bzImage payload (and of a gzip'd
 //! ELF). Every decoder streams into one [`ElfSink`], which stops with [`Reason::TooLarge`] one
 //! byte past the bound and keeps only the bytes of the ELF the stream forms, so a hostile
-//! payload costs neither unbounded memory nor more than the bound in time.
+//! payload costs neither unbounded memory nor more than the bound in time. The ELF is kept in
+//! a [`SparseBuf`]: its all-zero pages (a kernel's bss and alignment gaps, about half of it)
+//! are never written, so they cost no memory.
 
 use crate::error::Reason;
 use std::io::Read;
@@ -59,6 +61,110 @@ impl Compression {
     }
 }
 
+/// Bytes appended into zeroed memory without writing any 4 KiB page of it that stays zero:
+/// the allocator hands out fresh zero pages for large blocks, and a page nobody writes is never
+/// made resident.
+pub struct SparseBuf {
+    /// Zeroed memory; `len` bytes of it hold what was appended.
+    buf: Vec<u8>,
+    len: usize,
+}
+
+const PAGE: usize = 4096;
+
+/// `cap` zero bytes, or `None` when the allocator has no such block.
+fn zeroed(cap: usize) -> Option<Vec<u8>> {
+    if cap == 0 {
+        return Some(Vec::new());
+    }
+    let layout = std::alloc::Layout::array::<u8>(cap).ok()?;
+    // SAFETY: the layout's size is not zero (checked above).
+    let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
+    if ptr.is_null() {
+        return None;
+    }
+    // SAFETY: `ptr` comes from the global allocator with the layout of `cap` u8s (alignment 1,
+    // capacity `cap`), and alloc_zeroed initialised all `cap` bytes, so length `cap` is sound.
+    Some(unsafe { Vec::from_raw_parts(ptr, cap, cap) })
+}
+
+impl SparseBuf {
+    pub fn new() -> Self {
+        SparseBuf {
+            buf: Vec::new(),
+            len: 0,
+        }
+    }
+
+    /// Room for `cap` bytes in all (moving what is kept, page by page, zero pages skipped);
+    /// `false` when the memory cannot be had.
+    pub fn grow(&mut self, cap: usize) -> bool {
+        if cap <= self.buf.len() {
+            return true;
+        }
+        let Some(mut bigger) = zeroed(cap) else {
+            return false;
+        };
+        copy_nonzero(&mut bigger[..self.len], &self.buf[..self.len]);
+        self.buf = bigger;
+        true
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Appends `bytes` (room checked by the caller: [`SparseBuf::grow`]).
+    pub fn extend(&mut self, bytes: &[u8]) {
+        let end = self.len + bytes.len();
+        copy_nonzero(&mut self.buf[self.len..end], bytes);
+        self.len = end;
+    }
+
+    pub fn as_slice(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+
+    /// The bytes appended (the memory past them is given back only as far as the allocator
+    /// does; it was never written).
+    pub fn into_vec(mut self) -> Vec<u8> {
+        self.buf.truncate(self.len);
+        self.buf
+    }
+
+    /// A copy of `bytes` whose zero pages stay untouched (a plain copy when the memory cannot
+    /// be had in one block).
+    pub fn copy_of(bytes: &[u8]) -> Vec<u8> {
+        let mut b = SparseBuf::new();
+        if !b.grow(bytes.len()) {
+            return bytes.to_vec();
+        }
+        b.extend(bytes);
+        b.into_vec()
+    }
+}
+
+impl Default for SparseBuf {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Copies `src` into the zeroed `dst` (same length) by destination page, leaving alone every
+/// page whose bytes are all zero.
+fn copy_nonzero(dst: &mut [u8], src: &[u8]) {
+    let base = dst.as_ptr() as usize;
+    let mut at = 0;
+    while at < src.len() {
+        let n = (PAGE - (base + at) % PAGE).min(src.len() - at);
+        let piece = &src[at..at + n];
+        if piece.iter().any(|&b| b != 0) {
+            dst[at..at + n].copy_from_slice(piece);
+        }
+        at += n;
+    }
+}
+
 /// Where decompressed bytes go: counted against the bound, and kept only as far as the ELF
 /// they form reaches (its header, program and section header tables and what those point
 /// at). What follows (Linux appends its relocation table to the ELF) is counted and dropped,
@@ -67,7 +173,7 @@ pub struct ElfSink {
     format: Compression,
     limit: u64,
     what: &'static str,
-    kept: Vec<u8>,
+    kept: SparseBuf,
     total: u64,
     /// Bytes to keep; grows as the headers are read.
     need: u64,
@@ -106,7 +212,7 @@ impl ElfSink {
             format,
             limit,
             what,
-            kept: Vec::new(),
+            kept: SparseBuf::new(),
             total: 0,
             need: 64,
             stage: Stage::Header,
@@ -138,9 +244,27 @@ impl ElfSink {
         if self.total > self.limit {
             return Err(self.too_large());
         }
-        while !chunk.is_empty() && (self.kept.len() as u64) < self.need {
-            let take = ((self.need - self.kept.len() as u64) as usize).min(chunk.len());
-            self.kept.extend_from_slice(&chunk[..take]);
+        while !chunk.is_empty() && (self.kept.len as u64) < self.need {
+            let take = ((self.need - self.kept.len as u64) as usize).min(chunk.len());
+            let want = self.kept.len + take;
+            if want > self.kept.capacity() {
+                // An ELF's extent is known from its headers: room for all of it at once (its
+                // zero pages cost nothing). Any other stream grows geometrically.
+                let room = match self.elf {
+                    true => self.need.min(self.limit),
+                    false => (self.kept.capacity() as u64 * 2)
+                        .max(1 << 16)
+                        .min(self.need),
+                };
+                let room = usize::try_from(room).unwrap_or(usize::MAX).max(want);
+                if !self.kept.grow(room) {
+                    return Err(bad(
+                        self.format,
+                        format!("cannot allocate {room} bytes for the output"),
+                    ));
+                }
+            }
+            self.kept.extend(&chunk[..take]);
             chunk = &chunk[take..];
             self.advance()?;
         }
@@ -149,8 +273,8 @@ impl ElfSink {
 
     /// Reads whatever headers are complete and raises `need` to what they reference.
     fn advance(&mut self) -> Result<(), Reason> {
-        let have = self.kept.len() as u64;
-        let b = &self.kept;
+        let have = self.kept.len as u64;
+        let b = self.kept.as_slice();
         match self.stage {
             Stage::Header if have >= 64 => {
                 if !b.starts_with(b"\x7fELF") {
@@ -222,10 +346,10 @@ impl ElfSink {
 
     /// The kept ELF bytes and the whole stream's length.
     pub fn finish(self) -> Result<(Vec<u8>, u64), Reason> {
-        if self.elf && !self.kept.starts_with(b"\x7fELF") {
+        if self.elf && !self.kept.as_slice().starts_with(b"\x7fELF") {
             return Err(bad(self.format, "payload is not an ELF image"));
         }
-        Ok((self.kept, self.total))
+        Ok((self.kept.into_vec(), self.total))
     }
 }
 

@@ -7,16 +7,15 @@
 use crate::{LoadError, ParsedKernel, Reason};
 use xenpv::{hypercall_page, PAGE_SIZE};
 
-/// Writes the hypercall page into `kbytes` (the kernel's loaded bytes from `virt_kstart`),
-/// growing them with zeros when the page lies in the kernel's bss. Nothing happens for a
-/// kernel without the note.
-pub fn write_into(
+/// The hypercall page Xen would write for `kernel`, and where it lies in the kernel
+/// segment (bytes from `virt_kstart`; it may lie past the file bytes, in the kernel's bss,
+/// which the segment then reaches). `None` for a kernel without the note.
+pub fn page_for(
     input: &str,
     kernel: &ParsedKernel,
-    kbytes: &mut Vec<u8>,
-) -> Result<(), LoadError> {
+) -> Result<Option<(u64, [u8; PAGE_SIZE as usize])>, LoadError> {
     let Some(va) = kernel.notes.hypercall_page else {
-        return Ok(());
+        return Ok(None);
     };
     let refuse = |why: String| Err(LoadError::new(input, None, Reason::Note(why)));
     if va % PAGE_SIZE != 0 {
@@ -34,15 +33,7 @@ pub fn write_into(
             kernel.virt_kstart, kernel.virt_kend
         ));
     }
-    // Inside the kernel image, whose size the parser bounded: these fit in usize.
-    let at = (va - kernel.virt_kstart) as usize;
-    let end = at + PAGE_SIZE as usize;
-    if kbytes.len() < end {
-        kbytes.resize(end, 0);
-    }
-    let page: &mut [u8; PAGE_SIZE as usize] = (&mut kbytes[at..end])
-        .try_into()
-        .expect("the slice is one page long");
-    hypercall_page::fill(page);
-    Ok(())
+    let mut page = [0u8; PAGE_SIZE as usize];
+    hypercall_page::fill(&mut page);
+    Ok(Some((va - kernel.virt_kstart, page)))
 }

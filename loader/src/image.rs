@@ -4,14 +4,15 @@ use crate::error::{LoadError, Reason};
 use crate::kernel::ParsedKernel;
 use crate::plan::plan_kernel;
 use crate::purgatory::{place, PURGATORY_ELF};
-use pvhandoff::chunks::{chunk_digest, ChunkTableHeader, CHUNKS_MAGIC, CHUNK_SIZE, NO_CHUNKS};
-use pvhandoff::digest::sha256;
+use pvhandoff::chunks::{ChunkTableHeader, CHUNKS_MAGIC, CHUNK_PAGES, CHUNK_SIZE, NO_CHUNKS};
 use pvhandoff::image::{
     ImageHeader, PlanRecord, IMAGE_MAGIC, IMAGE_VERSION, MAX_SEGMENTS, PLAN_MAGIC,
     SEG_FLAG_METADATA, SEG_FLAG_PURGATORY_MAPPING, SEG_FLAG_TEMPLATE,
 };
+use pvhandoff::zero::{find_runs, ZeroRun, ZeroRunsHeader, ZERO_RUNS_MAGIC};
 use pvhandoff::{SegmentDesc, SegmentKind};
 use pvlayout::{InitrdPlacement, Mode, Plan};
+use sha2::{Digest, Sha256};
 use xenpv::Pod;
 
 /// Where the purgatory (and the trampoline page at its start) is mapped: a lower-half address
@@ -49,21 +50,197 @@ fn pages(len: u64) -> u64 {
     len.div_ceil(4096)
 }
 
-/// The kernel's loaded bytes from `virt_kstart` to its last file byte (gaps zero-filled).
-fn kernel_bytes(k: &ParsedKernel) -> Vec<u8> {
-    let end = k
-        .segments
-        .iter()
-        .map(|s| s.dest - k.virt_kstart + s.filesz)
-        .max()
-        .unwrap_or(0);
-    let mut out = vec![0u8; end as usize];
-    for s in &k.segments {
-        let at = (s.dest - k.virt_kstart) as usize;
-        let src = &k.elf[s.offset as usize..(s.offset + s.filesz) as usize];
-        out[at..at + src.len()].copy_from_slice(src);
+const PAGE: u64 = 4096;
+
+/// The kernel segment's contents: the kernel's loaded bytes from `virt_kstart` to its last
+/// file byte (gaps zero-filled), with what the loader writes into it (the hypercall page, the
+/// plan record) laid over them. Made page by page from the ELF when read, never whole in
+/// memory.
+struct KernelContent<'a> {
+    kernel: &'a ParsedKernel,
+    len: u64,
+    /// `(offset, bytes)` written over the loaded bytes, in order.
+    patches: Vec<(u64, Vec<u8>)>,
+}
+
+impl<'a> KernelContent<'a> {
+    fn new(kernel: &'a ParsedKernel) -> Self {
+        let len = kernel
+            .segments
+            .iter()
+            .map(|s| s.dest - kernel.virt_kstart + s.filesz)
+            .max()
+            .unwrap_or(0);
+        KernelContent {
+            kernel,
+            len,
+            patches: Vec::new(),
+        }
     }
-    out
+
+    /// Writes `bytes` at `at` (growing the contents with zeros when that lies past them).
+    fn patch(&mut self, at: u64, bytes: &[u8]) {
+        self.len = self.len.max(at + bytes.len() as u64);
+        self.patches.push((at, bytes.to_vec()));
+    }
+
+    /// Fills `buf` with page `p` of the contents.
+    fn page(&self, p: u64, buf: &mut [u8; PAGE as usize]) {
+        buf.fill(0);
+        let (start, end) = (p * PAGE, (p + 1) * PAGE);
+        let mut lay = |at: u64, src: &[u8]| {
+            let (from, to) = (at.max(start), (at + src.len() as u64).min(end));
+            if from < to {
+                buf[(from - start) as usize..(to - start) as usize]
+                    .copy_from_slice(&src[(from - at) as usize..(to - at) as usize]);
+            }
+        };
+        let k = self.kernel;
+        for s in &k.segments {
+            // The parser checked every PT_LOAD's file bytes lie in the ELF.
+            lay(
+                s.dest - k.virt_kstart,
+                &k.elf[s.offset as usize..(s.offset + s.filesz) as usize],
+            );
+        }
+        for (at, bytes) in &self.patches {
+            lay(*at, bytes);
+        }
+    }
+}
+
+/// A segment's contents as the builder reads them: bytes in memory, or the kernel's.
+enum Content<'a> {
+    Bytes(&'a [u8]),
+    Kernel(&'a KernelContent<'a>),
+}
+
+impl Content<'_> {
+    fn len(&self) -> u64 {
+        match self {
+            Content::Bytes(b) => b.len() as u64,
+            Content::Kernel(k) => k.len,
+        }
+    }
+
+    /// Page `p`, padded with zeros to 4 KiB (the file's form of the last, partial page).
+    fn page<'b>(&'b self, p: u64, buf: &'b mut [u8; PAGE as usize]) -> &'b [u8; PAGE as usize] {
+        match self {
+            Content::Bytes(b) => {
+                let at = (p * PAGE) as usize;
+                let src = &b[at.min(b.len())..(at + PAGE as usize).min(b.len())];
+                if src.len() == PAGE as usize {
+                    return src.try_into().expect("one page");
+                }
+                buf.fill(0);
+                buf[..src.len()].copy_from_slice(src);
+                buf
+            }
+            Content::Kernel(k) => {
+                k.page(p, buf);
+                buf
+            }
+        }
+    }
+}
+
+/// One segment of the image being built: its descriptor, contents, and what the first pass
+/// over them found.
+struct Seg<'a> {
+    desc: SegmentDesc,
+    content: Content<'a>,
+    /// Whether zero pages may be left out of the file (placed segments: no flags).
+    sparse: bool,
+    /// Whether the chunk table has entries for it.
+    chunked: bool,
+    /// The runs of zero pages left out of the file, `(first_page, pages)`.
+    runs: Vec<(u64, u64)>,
+    chunks: Vec<[u8; 32]>,
+}
+
+impl<'a> Seg<'a> {
+    fn new(
+        kind: SegmentKind,
+        flags: u32,
+        dest_pfn: u64,
+        nr_pages: u64,
+        content: Content<'a>,
+    ) -> Self {
+        Seg {
+            desc: SegmentDesc {
+                kind: kind as u32,
+                flags,
+                dest_pfn,
+                nr_pages,
+                len: content.len(),
+                sha256: [0; 32],
+            },
+            content,
+            sparse: flags == 0,
+            chunked: flags & SEG_FLAG_PURGATORY_MAPPING == 0,
+            runs: Vec::new(),
+            chunks: Vec::new(),
+        }
+    }
+
+    /// The first pass: the SHA-256 of the whole contents, of each 1 MiB chunk, and (for a
+    /// placed segment) the runs of zero pages.
+    fn scan(&mut self) {
+        let len = self.desc.len;
+        let pages = len.div_ceil(PAGE);
+        let mut whole = Sha256::new();
+        let mut chunk = Sha256::new();
+        let mut zero = Vec::new();
+        let mut buf = [0u8; PAGE as usize];
+        for p in 0..pages {
+            let page = self.content.page(p, &mut buf);
+            let n = (len - p * PAGE).min(PAGE) as usize;
+            whole.update(&page[..n]);
+            if self.chunked {
+                chunk.update(&page[..n]);
+                if (p + 1) % CHUNK_PAGES == 0 || p + 1 == pages {
+                    self.chunks
+                        .push(std::mem::take(&mut chunk).finalize().into());
+                }
+            }
+            if self.sparse {
+                zero.push(page.iter().all(|&b| b == 0));
+            }
+        }
+        self.desc.sha256 = whole.finalize().into();
+        if self.sparse {
+            self.runs = find_runs(len, |p| zero[p as usize]).collect();
+        }
+    }
+
+    fn zero_pages(&self) -> u64 {
+        self.runs.iter().map(|r| r.1).sum()
+    }
+
+    /// Bytes of the file the segment's data takes: its stored pages.
+    fn file_bytes(&self) -> u64 {
+        (self.desc.len.div_ceil(PAGE) - self.zero_pages()) * PAGE
+    }
+
+    /// Writes the stored pages (every page no run names, the last one padded).
+    fn write(&self, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+        let mut runs = self.runs.iter().peekable();
+        let mut buf = [0u8; PAGE as usize];
+        let mut p = 0;
+        let pages = self.desc.len.div_ceil(PAGE);
+        while p < pages {
+            if let Some(&&(first, n)) = runs.peek() {
+                if first == p {
+                    p += n;
+                    runs.next();
+                    continue;
+                }
+            }
+            out.write_all(self.content.page(p, &mut buf))?;
+            p += 1;
+        }
+        Ok(())
+    }
 }
 
 /// PFN of a domU ring page (0 in the dom0 layout, which has none).
@@ -185,7 +362,7 @@ pub struct BuildRequest<'a> {
 /// Builds the image and writes it to `out` (named `out_name` in errors).
 fn build_into(
     req: &BuildRequest,
-    out: &mut dyn std::io::Write,
+    out: &mut dyn ImageOut,
     out_name: &str,
 ) -> Result<(Plan, usize), LoadError> {
     let BuildRequest {
@@ -299,8 +476,10 @@ fn build_into(
             nr_pages,
         }));
     }
-    let mut kbytes = kernel_bytes(kernel);
-    crate::hypercall_page::write_into(input, kernel, &mut kbytes)?;
+    let mut kcontent = KernelContent::new(kernel);
+    if let Some((at, page)) = crate::hypercall_page::page_for(input, kernel)? {
+        kcontent.patch(at, &page);
+    }
     let start_info = start_info_page(&plan, cmdline, nr_p2m_frames)?;
     let pt_pfn = (plan.page_tables.start - plan.virt_base) / 4096;
     let nr_pt = plan.start_info_fields.nr_pt_frames;
@@ -343,13 +522,10 @@ fn build_into(
     let record_bytes = pod_bytes(&record);
     if let Some(slot) = kernel.notes.plan_slot {
         // The kernel asked for the plan: it travels in the kernel segment (digest included).
-        let at = slot
-            .checked_sub(kernel.virt_kstart)
-            .map(|a| a as usize)
-            .filter(|a| {
-                a.checked_add(record_bytes.len())
-                    .is_some_and(|e| e <= kbytes.len())
-            });
+        let at = slot.checked_sub(kernel.virt_kstart).filter(|a| {
+            a.checked_add(record_bytes.len() as u64)
+                .is_some_and(|e| e <= kcontent.len)
+        });
         let Some(at) = at else {
             return Err(LoadError::new(
                 input,
@@ -358,57 +534,12 @@ fn build_into(
                     "PVKEXEC plan slot {slot:#x} is not {} file-backed bytes of the kernel ({:#x}..{:#x})",
                     record_bytes.len(),
                     kernel.virt_kstart,
-                    kernel.virt_kstart + kbytes.len() as u64
+                    kernel.virt_kstart + kcontent.len
                 )),
             ));
         };
-        kbytes[at..at + record_bytes.len()].copy_from_slice(&record_bytes);
+        kcontent.patch(at, &record_bytes);
     }
-    let mut segs: Vec<(SegmentDesc, &[u8])> = Vec::new();
-    let desc = |kind: SegmentKind, flags: u32, dest_pfn: u64, nr: u64, data: &[u8]| SegmentDesc {
-        kind: kind as u32,
-        flags,
-        dest_pfn,
-        nr_pages: nr,
-        len: data.len() as u64,
-        sha256: sha256(data),
-    };
-    segs.push((
-        desc(
-            SegmentKind::Kernel,
-            0,
-            (kernel.virt_kstart - plan.virt_base) / 4096,
-            pages(kernel.virt_kend - kernel.virt_kstart),
-            &kbytes,
-        ),
-        &kbytes,
-    ));
-    if let Some(data) = initrd {
-        let pfn = match plan.initrd {
-            Some(InitrdPlacement::Mapped(r)) => (r.start - plan.virt_base) / 4096,
-            Some(InitrdPlacement::Unmapped { pfn }) => pfn,
-            None => unreachable!("an initrd was planned"),
-        };
-        segs.push((
-            desc(SegmentKind::Initrd, 0, pfn, pages(data.len() as u64), data),
-            data,
-        ));
-    }
-    let si_pfn = (plan.start_info.start - plan.virt_base) / 4096;
-    segs.push((
-        desc(SegmentKind::StartInfo, 0, si_pfn, 1, &start_info),
-        &start_info,
-    ));
-    segs.push((
-        desc(
-            SegmentKind::PageTables,
-            SEG_FLAG_TEMPLATE,
-            pt_pfn,
-            nr_pt,
-            &pt_template,
-        ),
-        &pt_template,
-    ));
     let mut p2m_template = Vec::new();
     if let Some(m) = &p2m_map {
         for t in &m.tables {
@@ -417,35 +548,127 @@ fn build_into(
             }
         }
     }
-    if let Some(m) = &p2m_map {
-        segs.push((
-            desc(
-                SegmentKind::PageTables,
-                SEG_FLAG_TEMPLATE,
-                m.tables[0].pfn,
-                m.tables.len() as u64,
-                &p2m_template,
-            ),
-            &p2m_template,
+
+    // File order: the purgatory and the zero-run table first, so that no segment before
+    // either has zero runs (a kernel side finds the purgatory with version 2's rule), then the
+    // placed segments, the templates and the metadata; the chunk table last.
+    let mut segs: Vec<Seg> = Vec::new();
+    segs.push(Seg::new(
+        SegmentKind::Purgatory,
+        SEG_FLAG_PURGATORY_MAPPING,
+        PURGATORY_BASE / 4096,
+        pages(purgatory.image.len() as u64),
+        Content::Bytes(&purgatory.image),
+    ));
+    const ZERO_RUNS_AT: usize = 1;
+    segs.push(Seg::new(
+        SegmentKind::ZeroRuns,
+        SEG_FLAG_METADATA,
+        0,
+        0,
+        Content::Bytes(&[]),
+    ));
+    segs.push(Seg::new(
+        SegmentKind::Kernel,
+        0,
+        (kernel.virt_kstart - plan.virt_base) / 4096,
+        pages(kernel.virt_kend - kernel.virt_kstart),
+        Content::Kernel(&kcontent),
+    ));
+    if let Some(data) = initrd {
+        let pfn = match plan.initrd {
+            Some(InitrdPlacement::Mapped(r)) => (r.start - plan.virt_base) / 4096,
+            Some(InitrdPlacement::Unmapped { pfn }) => pfn,
+            None => unreachable!("an initrd was planned"),
+        };
+        let nr = pages(data.len() as u64);
+        segs.push(Seg::new(
+            SegmentKind::Initrd,
+            0,
+            pfn,
+            nr,
+            Content::Bytes(data),
         ));
     }
-    segs.push((
-        desc(SegmentKind::Plan, SEG_FLAG_METADATA, 0, 0, &record_bytes),
-        &record_bytes,
+    let si_pfn = (plan.start_info.start - plan.virt_base) / 4096;
+    segs.push(Seg::new(
+        SegmentKind::StartInfo,
+        0,
+        si_pfn,
+        1,
+        Content::Bytes(&start_info),
     ));
-    segs.push((
-        desc(
-            SegmentKind::Purgatory,
-            SEG_FLAG_PURGATORY_MAPPING,
-            PURGATORY_BASE / 4096,
-            pages(purgatory.image.len() as u64),
-            &purgatory.image,
-        ),
-        &purgatory.image,
+    segs.push(Seg::new(
+        SegmentKind::PageTables,
+        SEG_FLAG_TEMPLATE,
+        pt_pfn,
+        nr_pt,
+        Content::Bytes(&pt_template),
     ));
+    if let Some(m) = &p2m_map {
+        segs.push(Seg::new(
+            SegmentKind::PageTables,
+            SEG_FLAG_TEMPLATE,
+            m.tables[0].pfn,
+            m.tables.len() as u64,
+            Content::Bytes(&p2m_template),
+        ));
+    }
+    segs.push(Seg::new(
+        SegmentKind::Plan,
+        SEG_FLAG_METADATA,
+        0,
+        0,
+        Content::Bytes(&record_bytes),
+    ));
+    for (i, seg) in segs.iter_mut().enumerate() {
+        if i != ZERO_RUNS_AT {
+            seg.scan();
+        }
+    }
 
-    // Per-chunk digests of every segment but the purgatory: several VCPUs can then verify one
-    // large segment at once.
+    // The zero-run table: every run found, by segment index (then page).
+    let nr_runs: usize = segs.iter().map(|s| s.runs.len()).sum();
+    let mut zero_table = pod_bytes(&ZeroRunsHeader {
+        magic: ZERO_RUNS_MAGIC,
+        nr_runs: u32::try_from(nr_runs).map_err(|_| {
+            LoadError::new(
+                input,
+                None,
+                Reason::Layout(format!("{nr_runs} zero runs: more than a table holds")),
+            )
+        })?,
+        _reserved: 0,
+    });
+    for (i, seg) in segs.iter().enumerate() {
+        let mut zeros_before = 0;
+        for &(first_page, pages) in &seg.runs {
+            zero_table.extend_from_slice(
+                ZeroRun {
+                    segment: i as u32,
+                    _reserved: 0,
+                    first_page,
+                    pages,
+                    zeros_before,
+                }
+                .as_bytes(),
+            );
+            zeros_before += pages;
+        }
+    }
+    segs[ZERO_RUNS_AT] = Seg::new(
+        SegmentKind::ZeroRuns,
+        SEG_FLAG_METADATA,
+        0,
+        0,
+        Content::Bytes(&zero_table),
+    );
+    // Parsing the image checks the whole table: no chunk digests for it.
+    segs[ZERO_RUNS_AT].chunked = false;
+    segs[ZERO_RUNS_AT].scan();
+
+    // Per-chunk digests of every segment's contents but the purgatory's and the zero-run
+    // table's: several VCPUs can then verify one large segment at once.
     let mut chunk_header = ChunkTableHeader {
         magic: CHUNKS_MAGIC,
         chunk_size: CHUNK_SIZE as u32,
@@ -453,34 +676,33 @@ fn build_into(
         first_entry: [NO_CHUNKS; MAX_SEGMENTS as usize],
     };
     let mut chunk_digests = Vec::new();
-    for (i, (d, data)) in segs.iter().enumerate() {
-        if d.flags & SEG_FLAG_PURGATORY_MAPPING != 0 {
+    for (i, seg) in segs.iter().enumerate() {
+        if !seg.chunked {
             continue;
         }
         chunk_header.first_entry[i] = chunk_header.nr_entries;
-        for c in data.chunks(CHUNK_SIZE as usize) {
-            chunk_digests.extend_from_slice(&chunk_digest(c));
+        for c in &seg.chunks {
+            chunk_digests.extend_from_slice(c);
             chunk_header.nr_entries += 1;
         }
     }
     let mut chunk_table = pod_bytes(&chunk_header);
     chunk_table.extend_from_slice(&chunk_digests);
-    segs.push((
-        desc(
-            SegmentKind::ChunkDigests,
-            SEG_FLAG_METADATA,
-            0,
-            0,
-            &chunk_table,
-        ),
-        &chunk_table,
-    ));
+    drop(chunk_digests);
+    let mut chunks_seg = Seg::new(
+        SegmentKind::ChunkDigests,
+        SEG_FLAG_METADATA,
+        0,
+        0,
+        Content::Bytes(&chunk_table),
+    );
+    chunks_seg.chunked = false;
+    chunks_seg.scan();
+    segs.push(chunks_seg);
 
     let table_len = 64 + 64 * segs.len();
     let data_offset = (table_len as u64).next_multiple_of(4096);
-    let total_size = segs.iter().fold(data_offset, |at, (_, d)| {
-        at + (d.len() as u64).next_multiple_of(4096)
-    });
+    let total_size = segs.iter().fold(data_offset, |at, s| at + s.file_bytes());
     let header = ImageHeader {
         magic: IMAGE_MAGIC,
         version: IMAGE_VERSION,
@@ -495,28 +717,36 @@ fn build_into(
     };
     let mut head = vec![0u8; data_offset as usize];
     head[..64].copy_from_slice(&pod_bytes(&header));
-    for (i, (d, _)) in segs.iter().enumerate() {
+    for (i, s) in segs.iter().enumerate() {
         let at = 64 + 64 * i;
-        head[at..at + 64].copy_from_slice(&pod_bytes(d));
+        head[at..at + 64].copy_from_slice(&pod_bytes(&s.desc));
     }
     // The header digest goes into the purgatory's parameter block, outside its own digest.
     let (params_at, block) = crate::inspect::seal(&mut head[..table_len], &purgatory.image)?;
+    let mut sealed = purgatory.image.clone();
+    sealed[params_at..params_at + block.len()].copy_from_slice(&block);
+    segs[0].content = Content::Bytes(&sealed);
     let write = |e: std::io::Error| LoadError::new(out_name, None, Reason::Write(e.to_string()));
+    out.reserve(total_size);
     out.write_all(&head).map_err(write)?;
-    for (d, data) in &segs {
-        if d.flags & SEG_FLAG_PURGATORY_MAPPING != 0 {
-            out.write_all(&data[..params_at]).map_err(write)?;
-            out.write_all(&block).map_err(write)?;
-            out.write_all(&data[params_at + block.len()..])
-                .map_err(write)?;
-        } else {
-            out.write_all(data).map_err(write)?;
-        }
-        let pad = data.len().next_multiple_of(4096) - data.len();
-        out.write_all(&[0u8; 4096][..pad]).map_err(write)?;
+    for s in &segs {
+        s.write(&mut *out).map_err(write)?;
     }
     out.flush().map_err(write)?;
     Ok((plan, purgatory.relocations))
 }
+
+/// Where [`build_into`] writes: a file or memory, told the image's size before the first byte.
+trait ImageOut: std::io::Write {
+    fn reserve(&mut self, _total: u64) {}
+}
+
+impl ImageOut for Vec<u8> {
+    fn reserve(&mut self, total: u64) {
+        self.reserve_exact(usize::try_from(total).unwrap_or(0));
+    }
+}
+
+impl<W: std::io::Write> ImageOut for std::io::BufWriter<W> {}
 
 pub use crate::inspect::inspect;

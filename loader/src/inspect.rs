@@ -1,17 +1,19 @@
 //! Sealing an image (the header digest in the purgatory's parameter block) and checking one:
-//! the header digest first, then every segment and chunk digest, read piece by piece so an
-//! image of any size is checked in bounded memory.
+//! the header digest first, then the zero-run table, then every segment and chunk digest over
+//! the segments' whole contents (zero-run pages as zeros), read piece by piece so an image of
+//! any size is checked in bounded memory.
 
 use crate::error::{LoadError, Reason};
 use crate::input::{open_checked, Role};
 use crate::kernel::ParsedKernel;
 use crate::purgatory::PURGATORY_ELF;
 use goblin::elf::Elf;
-use pvhandoff::chunks::{chunk_digest, ChunkTable, CHUNK_SIZE, NO_CHUNKS};
+use pvhandoff::chunks::{chunk_digest_of, ChunkTable, CHUNK_PAGES, CHUNK_SIZE, NO_CHUNKS};
 use pvhandoff::image::{
     check_header_digest, HeaderDigestError, ImageHeader, ImageParams, IMAGE_MAGIC, IMAGE_VERSION,
     MAX_SEGMENTS, SEG_FLAG_PURGATORY_MAPPING,
 };
+use pvhandoff::zero::{self, Pieces, SegmentZeros, ZeroRuns};
 use pvhandoff::{SegmentDesc, SegmentHasher, SegmentKind};
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
@@ -85,21 +87,23 @@ pub fn seal(table: &mut [u8], purgatory: &[u8]) -> Result<(usize, [u8; 48]), Loa
     Ok((off, params.to_bytes()))
 }
 
-/// Where every segment's data lies, from the (not yet trusted) header and table.
+/// Where every segment's data lies, from the (not yet trusted) header and table, and the
+/// zero-run table (its digest and records checked).
 struct Layout {
     header: ImageHeader,
     descs: Vec<SegmentDesc>,
     offsets: Vec<u64>,
+    /// The zero-run table's bytes (empty: none) and its index.
+    zero_table: Vec<u8>,
+    zero_at: Option<usize>,
 }
 
 impl Layout {
     /// Checks what [`pvhandoff::image::ImageView::parse`] checks, against a file of `file_len`
     /// bytes: `table` is the header and descriptor table.
-    fn of(table: &[u8], file_len: u64) -> Result<Layout, String> {
+    fn of(src: &mut impl Source, table: &[u8], file_len: u64) -> Result<Layout, String> {
         let header = header_of(table);
         let n = header.nr_segments as usize;
-        let mut offsets = Vec::with_capacity(n);
-        let mut off = header.data_offset;
         let descs: Vec<SegmentDesc> = (0..n).map(|i| desc_of(table, i)).collect();
         if header.data_offset < table.len() as u64 {
             return Err(format!(
@@ -107,22 +111,46 @@ impl Layout {
                 header.data_offset
             ));
         }
-        for (i, d) in descs.iter().enumerate() {
-            let end = off.checked_add(d.len).filter(|&e| e <= file_len);
-            let Some(end) = end else {
-                return Err(format!(
-                    "segment {i}: {} bytes at {off:#x} lie outside the {file_len}-byte file",
-                    d.len
-                ));
-            };
-            offsets.push(off);
-            off = end.next_multiple_of(4096);
+        let is_table = |d: &&SegmentDesc| d.kind == SegmentKind::ZeroRuns as u32;
+        let zero_at = descs.iter().position(|d| is_table(&d));
+        if descs.iter().filter(is_table).count() > 1 {
+            return Err("zero-run table refused: more than one".into());
         }
-        Ok(Layout {
+        let purgatory = descs
+            .iter()
+            .position(|d| d.flags & SEG_FLAG_PURGATORY_MAPPING != 0);
+        if let (Some(z), Some(p)) = (zero_at, purgatory) {
+            if p > z {
+                return Err(format!(
+                    "zero-run table refused: segment {z}, before the purgatory (segment {p})"
+                ));
+            }
+        }
+        let mut layout = Layout {
             header,
             descs,
-            offsets,
-        })
+            offsets: Vec::with_capacity(n),
+            zero_table: Vec::new(),
+            zero_at: None,
+        };
+        let mut off = header.data_offset;
+        for i in 0..n {
+            let d = layout.descs[i];
+            let stored = zero::stored_len(d.len, &layout.zeros(i));
+            let end = off.checked_add(stored).filter(|&e| e <= file_len);
+            let Some(end) = end else {
+                return Err(format!(
+                    "segment {i}: {stored} bytes at {off:#x} lie outside the {file_len}-byte file",
+                ));
+            };
+            layout.offsets.push(off);
+            if zero_at == Some(i) {
+                layout.zero_table = read_zero_table(src, &layout.descs, i, off)?;
+                layout.zero_at = Some(i);
+            }
+            off = end.next_multiple_of(4096);
+        }
+        Ok(layout)
     }
 
     fn purgatory(&self) -> Option<(usize, &SegmentDesc)> {
@@ -131,6 +159,47 @@ impl Layout {
             .enumerate()
             .find(|(_, d)| d.flags & SEG_FLAG_PURGATORY_MAPPING != 0)
     }
+
+    /// Segment `i`'s zero runs (none before the table is read).
+    fn zeros(&self, i: usize) -> SegmentZeros<'_> {
+        match self.zero_at {
+            Some(_) => ZeroRuns::parse(&self.zero_table)
+                .map(|t| t.of_segment(i as u32))
+                .unwrap_or_default(),
+            None => SegmentZeros::NONE,
+        }
+    }
+}
+
+/// Reads the zero-run table (segment `at`, at file offset `off`), bounded by the records the
+/// image's other segments could need, and checks its digest, then its records.
+fn read_zero_table(
+    src: &mut impl Source,
+    descs: &[SegmentDesc],
+    at: usize,
+    off: u64,
+) -> Result<Vec<u8>, String> {
+    let pages: u64 = descs[at + 1..]
+        .iter()
+        .map(|d| d.len.div_ceil(4096))
+        .fold(0, u64::saturating_add);
+    let len = descs[at].len;
+    if len > zero::table_len(pages) {
+        return Err(format!(
+            "zero-run table refused: {len} bytes, more than records for the {pages} pages after it"
+        ));
+    }
+    let mut bytes = vec![0u8; len as usize];
+    src.read_at(off, &mut bytes).map_err(|e| e.to_string())?;
+    if pvhandoff::digest::sha256(&bytes) != descs[at].sha256 {
+        return Err(format!(
+            "zero-run table refused: segment {at}'s bytes do not match its SHA-256 (MISMATCH)"
+        ));
+    }
+    let runs = ZeroRuns::parse(&bytes).map_err(|e| format!("zero-run table refused: {e:?}"))?;
+    runs.check(at, descs.len(), |j| descs[j])
+        .map_err(|e| format!("zero-run table refused: {e:?}"))?;
+    Ok(bytes)
 }
 
 /// Reads the header and descriptor table (bounded by [`MAX_SEGMENTS`]).
@@ -206,7 +275,7 @@ pub fn inspect_file(path: &Path) -> Result<(String, bool), LoadError> {
 
 fn check(input: &str, src: &mut impl Source, len: u64) -> Result<(String, bool), LoadError> {
     let table = read_table(src, len).map_err(|e| image_err(input, e))?;
-    let layout = Layout::of(&table, len).map_err(|e| image_err(input, e))?;
+    let layout = Layout::of(src, &table, len).map_err(|e| image_err(input, e))?;
     let h = layout.header;
     let mut out = format!(
         "kexec image v{}: {} segments, {} bytes\n purgatory at {:#x}, entry {:#x}\n kernel entry {:#x}\n",
@@ -220,32 +289,37 @@ fn check(input: &str, src: &mut impl Source, len: u64) -> Result<(String, bool),
     let mut chunks_checked = 0u32;
     let mut chunks_bad = 0u32;
     let io = |e: std::io::Error| LoadError::new(input, None, Reason::Io(e.to_string()));
+    let mut buf = Vec::new();
+    let mut runs_total = (0u64, 0u64);
     for (i, s) in layout.descs.iter().enumerate() {
         let first = chunks
             .as_ref()
             .map(|t| t.header.first_entry[i])
             .filter(|&f| f != NO_CHUNKS);
+        let zeros = layout.zeros(i);
         let mut whole = SegmentHasher::new(s);
-        let mut buf = vec![0u8; CHUNK_SIZE.min(s.len) as usize];
-        let mut done = 0u64;
-        let mut c = 0u32;
-        while done < s.len {
-            let n = CHUNK_SIZE.min(s.len - done) as usize;
-            src.read_at(layout.offsets[i] + done, &mut buf[..n])
+        let pages = s.len.div_ceil(4096);
+        // One chunk's pages at a time: their stored pages are one read.
+        for (c, from) in (0..pages).step_by(CHUNK_PAGES as usize).enumerate() {
+            let to = from + CHUNK_PAGES;
+            let (stored_first, n) = zero::stored_range(s.len, &zeros, from, to);
+            buf.resize(n as usize, 0);
+            src.read_at(layout.offsets[i] + stored_first * 4096, &mut buf)
                 .map_err(io)?;
             if s.flags & SEG_FLAG_PURGATORY_MAPPING != 0 {
-                blank_params(&mut buf[..n], done, params);
+                blank_params(&mut buf, stored_first * 4096, params);
             }
-            whole.update(&buf[..n]);
+            let pieces = Pieces::window(&buf, stored_first, zeros, s.len, from, to);
+            for piece in pieces.clone() {
+                whole.update_piece(piece);
+            }
             if let (Some(first), Some(t)) = (first, chunks.as_ref()) {
                 chunks_checked += 1;
-                let k = first.checked_add(c);
-                if k.and_then(|k| t.entry(k)) != Some(&chunk_digest(&buf[..n])[..]) {
+                let k = u32::try_from(c).ok().and_then(|c| first.checked_add(c));
+                if k.and_then(|k| t.entry(k)) != Some(&chunk_digest_of(pieces)[..]) {
                     chunks_bad += 1;
                 }
             }
-            done += n as u64;
-            c += 1;
         }
         let ok = whole.finish() == s.sha256;
         all_ok &= ok;
@@ -264,6 +338,22 @@ fn check(input: &str, src: &mut impl Source, len: u64) -> Result<(String, bool),
                 s.len, s.nr_pages
             ));
         }
+        if !zeros.is_empty() {
+            out.push_str(&zero_runs_line(&zeros));
+            runs_total.0 += zeros.len() as u64;
+            runs_total.1 += zeros.zero_pages();
+        }
+        if layout.zero_at == Some(i) {
+            out.push_str("   zero-run table: digest and records ok\n");
+        }
+    }
+    if layout.zero_at.is_some() {
+        out.push_str(&format!(
+            " zero runs: {} runs, {} pages ({} bytes) not stored in the file\n",
+            runs_total.0,
+            runs_total.1,
+            runs_total.1 * 4096
+        ));
     }
     if let Some(i) = layout
         .descs
@@ -303,6 +393,25 @@ fn check(input: &str, src: &mut impl Source, len: u64) -> Result<(String, bool),
         }
     }
     Ok((out, all_ok))
+}
+
+/// The line that lists a segment's zero runs (the first few, then how many more).
+fn zero_runs_line(zeros: &SegmentZeros) -> String {
+    const SHOWN: usize = 8;
+    let runs: Vec<String> = (0..zeros.len().min(SHOWN))
+        .filter_map(|k| zeros.run(k))
+        .map(|(first, n)| format!("{first:#x}+{n:#x}"))
+        .collect();
+    let more = match zeros.len() {
+        n if n > SHOWN => format!(" and {} more", n - SHOWN),
+        _ => String::new(),
+    };
+    format!(
+        "   zero runs: {} ({} pages not stored): pages {}{more}\n",
+        zeros.len(),
+        zeros.zero_pages(),
+        runs.join(", ")
+    )
 }
 
 /// Zeroes the parameter block's filled fields where they fall in `buf` (bytes from `at` of

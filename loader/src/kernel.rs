@@ -90,7 +90,12 @@ pub fn parse_kernel(input: &str, bytes: &[u8]) -> Result<ParsedKernel, LoadError
                 Reason::Input(format!("{} bytes: more than {KERNEL_BOUND}", bytes.len())),
             ));
         }
-        (Container::Elf, bytes.to_vec(), 0)
+        // Copied without touching its zero pages (a kernel's bss in the file).
+        (
+            Container::Elf,
+            crate::decompress::SparseBuf::copy_of(bytes),
+            0,
+        )
     } else if bytes.starts_with(&[0x1F, 0x8B]) {
         let d = decompress_elf(Compression::Gzip, bytes, MAX_KERNEL_BYTES, KERNEL_BOUND)
             .map_err(|r| err(Some(0), r))?;

@@ -405,7 +405,7 @@ fn elf_with_slot(desc: &[u8]) -> Vec<u8> {
 
 #[test]
 fn plan_slot_receives_the_plan_record() {
-    use pvhandoff::image::{ImageView, PlanRecord, PLAN_MAGIC};
+    use pvhandoff::image::{PlanRecord, PLAN_MAGIC};
     let slot = VIRT_BASE + 0x3100;
     let k = parse_kernel("probe-like", &elf_with_slot(&slot.to_le_bytes())).unwrap();
     assert_eq!(k.notes.plan_slot, Some(slot));
@@ -419,8 +419,7 @@ fn plan_slot_receives_the_plan_record() {
         pvlayout::Mode::Dom0,
     )
     .unwrap();
-    let view = ImageView::parse(&built.bytes).unwrap();
-    let kernel = view.data(0).unwrap();
+    let kernel = common::contents(&built.bytes, pvhandoff::SegmentKind::Kernel);
     let at = (slot - VIRT_BASE) as usize;
     let size = std::mem::size_of::<PlanRecord>();
     // SAFETY: a PlanRecord's bytes of the kernel segment, read unaligned as the plain-old-data record.
@@ -488,15 +487,14 @@ fn build_dom0(input: &str, k: &loader::ParsedKernel) -> Result<Vec<u8>, loader::
 
 #[test]
 fn hypercall_page_is_written_as_xen_would() {
-    use pvhandoff::image::ImageView;
+    use pvhandoff::SegmentKind::Kernel;
     let mut expected = [0u8; 4096];
     xenpv::hypercall_page::fill(&mut expected);
     // In the file bytes of the first PT_LOAD, and in the second one's bss.
     for offset in [0x2000u64, 0x7000] {
         let k = parse_kernel("hc", &elf_with_hypercall_page(VIRT_BASE + offset)).unwrap();
         let image = build_dom0("hc", &k).unwrap();
-        let view = ImageView::parse(&image).unwrap();
-        let kernel = view.data(0).unwrap();
+        let kernel = common::contents(&image, Kernel);
         let at = offset as usize;
         assert_eq!(&kernel[at..at + 4096], &expected[..], "page at {offset:#x}");
         // The rest of the kernel is the file's (the page replaced only itself).
@@ -506,9 +504,11 @@ fn hypercall_page_is_written_as_xen_would() {
     }
     // A kernel without the note keeps its bytes.
     let k = parse_kernel("plain", &test_elf()).unwrap();
-    let view_bytes = build_dom0("plain", &k).unwrap();
-    let view = ImageView::parse(&view_bytes).unwrap();
-    assert_eq!(view.data(0).unwrap()[0x2000], (0x2000u64 * 7) as u8);
+    let image = build_dom0("plain", &k).unwrap();
+    assert_eq!(
+        common::contents(&image, Kernel)[0x2000],
+        (0x2000u64 * 7) as u8
+    );
 }
 
 #[test]

@@ -4,7 +4,8 @@
 //! lose their direct-map alias first, so that Xen can validate them.
 //!
 //! The image's frames and the free pool are runs of old PFNs or, from handoff version 6, lists
-//! ([`Frames`]): the `k`-th hole takes pool entry `k`.
+//! ([`Frames`]): the `k`-th hole takes pool entry `k`. A segment's zero-run pages (image
+//! version 3) are holes too: the image holds no frame for them.
 //!
 //! Working memory (the frame bitmap and the hypercall batches) is the handoff's (version 5),
 //! sized to the domain, so the purgatory's own size does not depend on the domain's. Hole
@@ -51,7 +52,7 @@ pub struct Ctx<'a> {
 impl<'a> Ctx<'a> {
     pub fn new(
         h: &'a Handoff,
-        image: &ImageView,
+        image: &ImageView<'a>,
         plan: PlanRecord,
         old_p2m: &'a [u64],
         used: &'a mut [u64],
@@ -84,11 +85,13 @@ impl<'a> Ctx<'a> {
                     .set_trampoline(off / 4096)
                     .map_err(Failure::Plan)?;
             } else {
+                // A zero run's pages take no image frame: they are holes, cleared in stage 4.
                 c.placement
                     .add(Placed {
                         dest_pfn: s.dest_pfn,
                         pages: s.len.div_ceil(4096),
                         from: Source::Image(off / 4096),
+                        zeros: image.zeros(i),
                     })
                     .map_err(Failure::Plan)?;
             }

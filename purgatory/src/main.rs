@@ -44,7 +44,7 @@ mod wait;
 mod watches;
 
 use pvhandoff::handoff::Handoff;
-use pvhandoff::image::ImageView;
+use pvhandoff::image::{ImageError, ImageView};
 use xenpv::{hypercall, ShutdownReason};
 
 fn crash() -> ! {
@@ -117,6 +117,11 @@ fn checked_image(h: &Handoff) -> ImageView<'static> {
     say!("purgatory: image header and descriptor table digest ok");
     match ImageView::parse(bytes) {
         Ok(v) => v,
+        // Its digest is checked before any record is used; nothing has changed hands.
+        Err(e @ (ImageError::ZeroRunsDigest | ImageError::ZeroRuns(_))) => {
+            say!("purgatory: zero-run table refused: {e:?}; refusing to continue");
+            crash()
+        }
         Err(e) => {
             say!(
                 "purgatory: kexec image at {:#x} unreadable: {:?}",
@@ -157,10 +162,12 @@ fn verify_segments(h: &Handoff, image: &ImageView) {
             verify::Outcome::Ok(vcpus) => {
                 helpers |= vcpus;
                 total += seg.len;
+                let zero = image.zeros(i).zero_pages();
                 say!(
-                    "purgatory: segment {i} ({}) digest ok, {} bytes (VCPUs {:#x})",
+                    "purgatory: segment {i} ({}) digest ok, {} bytes{} (VCPUs {:#x})",
                     seg.kind_name(),
                     seg.len,
+                    ZeroPages(zero),
                     vcpus
                 );
             }
@@ -174,6 +181,18 @@ fn verify_segments(h: &Handoff, image: &ImageView) {
         helpers.count_ones(),
         h.nr_vcpus.max(1)
     );
+}
+
+/// ", N zero-run pages" for a segment with zero runs, nothing otherwise.
+struct ZeroPages(u64);
+
+impl core::fmt::Display for ZeroPages {
+    fn fmt(&self, f: &mut core::fmt::Formatter) -> core::fmt::Result {
+        match self.0 {
+            0 => Ok(()),
+            n => write!(f, ", {n} of its pages in zero runs"),
+        }
+    }
 }
 
 /// In a domU (Xen's release build drops its `console_io`) the purgatory prints through the

@@ -2,10 +2,13 @@
 //! each AP as soon as it arrives) claims the next unverified piece until none is left. With
 //! the image's chunk-digest table (verified first, by the boot VCPU, against its own
 //! descriptor digest) the pieces are 1 MiB chunks, so one large segment is hashed by several
-//! VCPUs at once; without it they are whole segments.
+//! VCPUs at once; without it they are whole segments. A segment's contents include its
+//! zero-run pages, hashed as zeros (the file does not store them); the zero-run table itself
+//! was checked against its digest when the image was parsed, before any record was used.
 
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use pvhandoff::chunks::{chunk_digest, chunks_of, ChunkTable, CHUNK_SIZE, NO_CHUNKS};
+use pvhandoff::chunks::{chunk_digest_of, chunks_of, ChunkTable, CHUNK_PAGES, NO_CHUNKS};
+use pvhandoff::digest::verify_pieces;
 use pvhandoff::image::{
     check_header_digest, HeaderDigestError, ImageParams, ImageView, MAX_SEGMENTS,
     SEG_FLAG_PURGATORY_MAPPING,
@@ -58,8 +61,11 @@ fn table<'a>(image: &ImageView<'a>) -> Option<(usize, ChunkTable<'a>)> {
 }
 
 /// Boot VCPU: checks the chunk table's own digest (a mismatch is recorded against it) and
-/// opens the work to every VCPU.
+/// opens the work to every VCPU. The zero-run table was checked whole by `ImageView::parse`.
 pub fn open(image: &ImageView) {
+    if let (_, Some(z)) = image.zero_runs() {
+        HASHED_BY[z].fetch_or(1, Ordering::Relaxed);
+    }
     let mode = match image
         .segments()
         .position(|s| s.kind == SegmentKind::ChunkDigests as u32)
@@ -140,15 +146,13 @@ fn chunk(image: &ImageView, table: &ChunkTable, table_index: usize, k: u32, vcpu
         return;
     };
     let c = (k - table.header.first_entry[seg]) as u64;
-    let (desc, data) = (image.segment(seg), image.data(seg));
     HASHED_BY[seg].fetch_or(1 << vcpu, Ordering::Relaxed);
-    let Ok(data) = data else {
+    // The chunk's pages of the contents, zero runs as zeros.
+    let Ok(pieces) = image.pieces(seg, c * CHUNK_PAGES, (c + 1) * CHUNK_PAGES) else {
         record_mismatch(seg, &[0; 4]);
         return;
     };
-    let start = (c * CHUNK_SIZE) as usize;
-    let end = (((c + 1) * CHUNK_SIZE).min(desc.len) as usize).min(data.len());
-    let found = chunk_digest(data.get(start..end).unwrap_or(&[]));
+    let found = chunk_digest_of(pieces);
     if table.entry(k) != Some(&found[..]) {
         record_mismatch(seg, &found);
     }
@@ -157,13 +161,17 @@ fn chunk(image: &ImageView, table: &ChunkTable, table_index: usize, k: u32, vcpu
 /// Whole segment `i`.
 fn whole(image: &ImageView, i: usize, vcpu: u32) {
     let seg = image.segment(i);
-    if seg.flags & SEG_FLAG_PURGATORY_MAPPING != 0 || seg.kind == SegmentKind::ChunkDigests as u32 {
+    let is = |k: SegmentKind| seg.kind == k as u32;
+    if seg.flags & SEG_FLAG_PURGATORY_MAPPING != 0
+        || is(SegmentKind::ChunkDigests)
+        || is(SegmentKind::ZeroRuns)
+    {
         return;
     }
     HASHED_BY[i].fetch_or(1 << vcpu, Ordering::Relaxed);
-    match image.data(i) {
-        Ok(data) => {
-            if let Err(m) = verify_segment(i, &seg, data.chunks(4096)) {
+    match image.pieces(i, 0, u64::MAX) {
+        Ok(pieces) => {
+            if let Err(m) = verify_pieces(i, &seg, pieces) {
                 record_mismatch(i, &m.actual);
             }
         }

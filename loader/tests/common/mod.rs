@@ -70,3 +70,23 @@ pub fn elf_with(loads: &[(u64, u64, u64)], notes: &[u8], entry: u64) -> Vec<u8> 
     e.extend_from_slice(&body);
     e
 }
+
+/// The whole contents of the first segment of `kind` in a built image, zero-run pages as zeros
+/// (the file leaves those out).
+pub fn contents(image: &[u8], kind: pvhandoff::SegmentKind) -> Vec<u8> {
+    use pvhandoff::zero::Piece;
+    let view = pvhandoff::image::ImageView::parse(image).unwrap();
+    let i = view
+        .segments()
+        .position(|s| s.kind == kind as u32)
+        .expect("a segment of that kind");
+    let mut out = Vec::new();
+    for piece in view.pieces(i, 0, u64::MAX).unwrap() {
+        match piece {
+            Piece::Bytes(b) => out.extend_from_slice(b),
+            Piece::Zeros(n) => out.resize(out.len() + n as usize, 0),
+        }
+    }
+    assert_eq!(out.len() as u64, view.segment(i).len);
+    out
+}

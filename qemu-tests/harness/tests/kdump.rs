@@ -395,7 +395,7 @@ fn a_crash_image_corrupted_after_load_never_runs() {
     assert!(log.contains("purgatory: entered"), "{log}");
     assert_eq!(d.shutdown_reason, Some(3), "{log}");
     assert!(
-        log.contains("purgatory: segment 0 (kernel): SHA-256 mismatch"),
+        log.contains("purgatory: segment 2 (kernel): SHA-256 mismatch"),
         "{log}"
     );
     assert!(!log.contains(harness::PURGATORY_ENTERING), "{log}");

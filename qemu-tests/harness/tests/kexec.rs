@@ -7,8 +7,11 @@
 
 use harness::tools::{self, BuildMode, PvkexecBuild};
 use harness::{guest, BootConfig, BootResult, Module, Verdict};
+use pvhandoff::image::ImageView;
+use pvhandoff::zero::{ZeroRun, ZeroRunsHeader, ZERO_RUNS_MAGIC};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use xenpv::Pod;
 
 fn build_image(name: &str, mem_mib: u64, initrd: Option<&Path>) -> PathBuf {
     build_image_for(name, mem_mib, initrd, 1)
@@ -57,26 +60,14 @@ fn run_smp(name: &str, image: &Path, mem_mib: u64, cmdline: &str, vcpus: u32) ->
     harness::boot(&cfg).unwrap()
 }
 
-/// Flips one byte in the data of segment `index` and returns the corrupted copy.
+/// Flips one byte in the middle of the bytes the file stores for segment `index` and returns
+/// the corrupted copy.
 fn corrupt(image: &Path, index: usize, name: &str) -> PathBuf {
     let mut bytes = std::fs::read(image).unwrap();
-    let nr = u32::from_le_bytes(bytes[16..20].try_into().unwrap()) as usize;
-    assert!(index < nr);
-    let mut off = u64::from_le_bytes(bytes[48..56].try_into().unwrap()) as usize;
-    for i in 0..index {
-        let len = u64::from_le_bytes(
-            bytes[64 + 64 * i + 24..64 + 64 * i + 32]
-                .try_into()
-                .unwrap(),
-        );
-        off += len.next_multiple_of(4096) as usize;
-    }
-    let len = u64::from_le_bytes(
-        bytes[64 + 64 * index + 24..64 + 64 * index + 32]
-            .try_into()
-            .unwrap(),
-    );
-    bytes[off + len as usize / 2] ^= 0x20;
+    let view = ImageView::parse(&bytes).unwrap();
+    let off = view.data_offset(index).unwrap() as usize;
+    let stored = view.stored(index).unwrap().len();
+    bytes[off + stored / 2] ^= 0x20;
     let out = harness::cache_dir().join(format!("kexec-{name}.img"));
     std::fs::write(&out, bytes).unwrap();
     // The host-side check sees it too.
@@ -128,7 +119,7 @@ fn assert_kexec_passed(r: &BootResult, segments: usize) {
 fn kexec_into_probe_64mib() {
     let image = build_image("plain-64M", 64, None);
     let r = run("kexec-64M", &image, 64);
-    assert_kexec_passed(&r, 6);
+    assert_kexec_passed(&r, 7);
     r.assert_logged(&[" 4 grant entries revoked"]);
 }
 
@@ -138,7 +129,7 @@ fn kexec_into_probe_with_initrd_1gib() {
     let initrd = tools::test_file(len).unwrap();
     let image = build_image("initrd-1G", 1024, Some(&initrd));
     let r = run("kexec-initrd-1G", &image, 1024);
-    assert_kexec_passed(&r, 7);
+    assert_kexec_passed(&r, 8);
     r.assert_logged(&["p2m-m2p frames=262144", &format!("mod_len={len:#x}")]);
     assert_batched(&r, "kexec-initrd-1G", 262144);
 }
@@ -183,7 +174,7 @@ fn kexec_6gib_domain_with_2_vcpus() {
     let start = std::time::Instant::now();
     let r = harness::boot(&cfg).unwrap();
     let wall = start.elapsed();
-    assert_kexec_passed(&r, 6);
+    assert_kexec_passed(&r, 7);
     assert_parked(&r, 2);
     r.assert_logged(&[
         "hidden-frames 5 (domain 1572864 frames, nr_pages 1572859)",
@@ -215,7 +206,7 @@ fn working_memory_from_the_handoff_is_checked() {
 fn kexec_into_probe_with_initrd_64mib() {
     let initrd = tools::test_file((1 << 20) + 5).unwrap();
     let image = build_image("initrd-64M-ok", 64, Some(&initrd));
-    assert_kexec_passed(&run("kexec-initrd-64M", &image, 64), 7);
+    assert_kexec_passed(&run("kexec-initrd-64M", &image, 64), 8);
 }
 
 /// Past 1 GiB: the P2M spans 768 pages and the kernel side's direct map needs two L2 tables.
@@ -223,7 +214,7 @@ fn kexec_into_probe_with_initrd_64mib() {
 fn kexec_into_probe_1536mib() {
     let image = build_image("plain-1536M", 1536, None);
     let r = run("kexec-1536M", &image, 1536);
-    assert_kexec_passed(&r, 6);
+    assert_kexec_passed(&r, 7);
     r.assert_logged(&["p2m-m2p frames=393216"]);
 }
 
@@ -232,12 +223,12 @@ fn flipped_byte_in_each_verified_segment_is_named() {
     let initrd = tools::test_file((1 << 20) + 5).unwrap();
     let image = build_image("initrd-64M", 64, Some(&initrd));
     for (index, kind) in [
-        (0usize, "kernel"),
-        (1, "initrd"),
-        (2, "start-info"),
-        (3, "page-tables"),
-        (4, "plan"),
-        (6, "chunk-digests"),
+        (2usize, "kernel"),
+        (3, "initrd"),
+        (4, "start-info"),
+        (5, "page-tables"),
+        (6, "plan"),
+        (7, "chunk-digests"),
     ] {
         let name = format!("corrupt-{kind}");
         let bad = corrupt(&image, index, &name);
@@ -282,11 +273,12 @@ fn changed_header_or_descriptor_is_refused_by_the_purgatory() {
     let desc = |i: usize, field: usize| 64 + 64 * i + field;
     let nr = |b: &[u8]| u32::from_le_bytes(b[16..20].try_into().unwrap());
     type Edit = Box<dyn Fn(&mut Vec<u8>)>;
+    // Segments: purgatory, zero runs, kernel, start_info, tables, plan, chunk digests.
     let cases: Vec<(&str, Edit)> = vec![
-        ("dest-pfn", Box::new(bump(desc(0, 8)))),
-        ("nr-pages", Box::new(bump(desc(0, 16)))),
+        ("dest-pfn", Box::new(bump(desc(2, 8)))),
+        ("nr-pages", Box::new(bump(desc(2, 16)))),
         // start_info's descriptor claims to be an initrd.
-        ("kind", Box::new(move |b: &mut Vec<u8>| b[desc(1, 0)] = 2)),
+        ("kind", Box::new(move |b: &mut Vec<u8>| b[desc(3, 0)] = 2)),
         ("kernel-entry", Box::new(bump(40 + 1))),
         // One descriptor fewer (the chunk table's): the kernel side still finds the purgatory.
         (
@@ -308,6 +300,130 @@ fn changed_header_or_descriptor_is_refused_by_the_purgatory() {
     let r = run("header-no-segments", &bad, 64);
     r.assert_logged(&["module is not a kexec image: NoSegments"]);
     assert!(!r.log.contains("purgatory: entered"), "log:\n{}", r.log);
+}
+
+/// Seals the image's (changed) header and descriptor table again: their SHA-256 into the
+/// purgatory's parameter block, as the loader does. What the purgatory then checks is a
+/// consistent image whose zero-run records lie.
+fn reseal(b: &mut [u8]) {
+    let (_, _, off) = pvhandoff::image::find_purgatory(b).unwrap();
+    let params = off as usize + u32::from_le_bytes(b[20..24].try_into().unwrap()) as usize;
+    let table_len = 64 + 64 * u32::from_le_bytes(b[16..20].try_into().unwrap()) as usize;
+    let digest = pvhandoff::digest::sha256(&b[..table_len]);
+    b[params + 8..params + 16].copy_from_slice(&(table_len as u64).to_le_bytes());
+    b[params + 16..params + 48].copy_from_slice(&digest);
+}
+
+/// Writes `runs` as the image's zero-run table (segment 1) with its descriptor's length and
+/// SHA-256, and reseals the header digest.
+fn write_zero_runs(b: &mut [u8], runs: &[ZeroRun]) {
+    let off = pvhandoff::image::find_purgatory(b).unwrap().2 as usize;
+    let purgatory_len = u64::from_le_bytes(b[64 + 24..64 + 32].try_into().unwrap()) as usize;
+    let at = off + purgatory_len.next_multiple_of(4096);
+    let mut table = ZeroRunsHeader {
+        magic: ZERO_RUNS_MAGIC,
+        nr_runs: runs.len() as u32,
+        _reserved: 0,
+    }
+    .as_bytes()
+    .to_vec();
+    for r in runs {
+        table.extend_from_slice(r.as_bytes());
+    }
+    b[at..at + 4096].fill(0);
+    b[at..at + table.len()].copy_from_slice(&table);
+    let desc = 64 + 64; // segment 1
+    b[desc + 24..desc + 32].copy_from_slice(&(table.len() as u64).to_le_bytes());
+    b[desc + 32..desc + 64].copy_from_slice(&pvhandoff::digest::sha256(&table));
+    reseal(b);
+}
+
+/// The zero-run records are under their own digest, checked before any is used, and what they
+/// describe is checked against the image: a record changed in the file, overlapping runs, a
+/// run past its segment's pages (each sealed again, as a loader would have) are refused by
+/// name before any digest is taken, and a stored page claimed zero (its bytes out of the file,
+/// sealed) fails the kernel's digest; the new kernel never runs, nothing changed hands. The
+/// probe's 3 file-backed zero pages are the kernel segment's zero run.
+#[test]
+fn tampered_zero_run_records_are_refused_by_the_purgatory() {
+    let image = build_image("zero-runs-64M", 64, None);
+    let bytes = std::fs::read(&image).unwrap();
+    let view = ImageView::parse(&bytes).unwrap();
+    let (runs, _) = view.zero_runs();
+    let runs: Vec<ZeroRun> = runs.iter().collect();
+    assert_eq!(
+        (runs.len(), runs[0].segment, runs[0].pages),
+        (1, 2, 3),
+        "the probe's zero run"
+    );
+    let kernel_pages = view.segment(2).len.div_ceil(4096);
+    let table_at = view.data_offset(1).unwrap() as usize;
+    let kernel_at = view.data_offset(2).unwrap() as usize;
+    // The page after the run, and its place among the kernel's stored pages.
+    let claimed = runs[0].first_page + runs[0].pages;
+    assert!(
+        claimed < kernel_pages,
+        "a stored page follows the probe's zero run"
+    );
+    let claimed_stored = claimed - view.zeros(2).zeros_below(claimed);
+    type Edit = Box<dyn Fn(&mut Vec<u8>)>;
+    let r0 = runs[0];
+    let cases: Vec<(&str, Edit, &str)> = vec![
+        (
+            "zero-runs-changed",
+            Box::new(move |b: &mut Vec<u8>| b[table_at + 16 + 8] ^= 1),
+            "purgatory: zero-run table refused: ZeroRunsDigest",
+        ),
+        (
+            "zero-runs-overlap",
+            Box::new(move |b: &mut Vec<u8>| {
+                let second = ZeroRun {
+                    first_page: r0.first_page + 1,
+                    pages: 1,
+                    ..r0
+                };
+                write_zero_runs(b, &[r0, second]);
+            }),
+            "purgatory: zero-run table refused: ZeroRuns(Overlap { run: 1 })",
+        ),
+        (
+            "zero-runs-outside",
+            Box::new(move |b: &mut Vec<u8>| {
+                let past = ZeroRun {
+                    first_page: kernel_pages - 1,
+                    pages: 2,
+                    ..r0
+                };
+                write_zero_runs(b, &[past]);
+            }),
+            "purgatory: zero-run table refused: ZeroRuns(Outside { run: 0, segment: 2 })",
+        ),
+        (
+            "zero-runs-stored-page",
+            Box::new(move |b: &mut Vec<u8>| {
+                // The page after the run is stored: the record claims it, and its bytes leave
+                // the file, so every other segment stays where it was.
+                let at = kernel_at + claimed_stored as usize * 4096;
+                b.drain(at..at + 4096);
+                let total = b.len() as u64;
+                b[56..64].copy_from_slice(&total.to_le_bytes());
+                let longer = ZeroRun {
+                    pages: r0.pages + 1,
+                    ..r0
+                };
+                write_zero_runs(b, &[longer]);
+            }),
+            "purgatory: segment 2 (kernel): SHA-256 mismatch",
+        ),
+    ];
+    for (name, edit, line) in cases {
+        let bad = edited(&image, name, edit);
+        let r = run(name, &bad, 64);
+        r.assert_refused(line);
+        for later in ["digests verified", "frames renumbered"] {
+            assert!(!r.log.contains(later), "{name}: {later}:\n{}", r.log);
+        }
+    }
 }
 
 /// A kernel side that leaves its process trees pinned breaks the handoff contract; the frames
@@ -345,7 +461,7 @@ fn free_pool_overlapping_the_old_p2m_is_refused_by_the_purgatory() {
 fn frame_lists_in_the_handoff_are_followed_and_checked() {
     let image = build_image_for("lists-smp2-64M", 64, None, 2);
     let r = run_smp("kexec-lists", &image, 64, "kexec_lists=1", 2);
-    assert_kexec_passed(&r, 6);
+    assert_kexec_passed(&r, 7);
     assert_parked(&r, 2);
     r.assert_logged(&["PVKEXEC-INFO kexec: handoff v6 lists: "]);
     let r = run_smp(
@@ -375,7 +491,7 @@ fn aps_are_parked_with_2_and_4_vcpus() {
     for vcpus in [2u32, 4] {
         let image = build_image_for(&format!("smp{vcpus}-64M"), 64, None, vcpus);
         let r = run_smp(&format!("kexec-{vcpus}vcpus"), &image, 64, "", vcpus);
-        assert_kexec_passed(&r, 6);
+        assert_kexec_passed(&r, 7);
         assert_parked(&r, vcpus);
         r.assert_logged(&["hidden-frames 5 (domain 16384 frames, nr_pages 16379)"]);
     }
@@ -389,7 +505,7 @@ fn aps_without_nmi_callbacks_are_sent_by_ipi() {
     let image = build_image_for("smp2-ipi-64M", 64, None, 2);
     let r = run_smp("kexec-2vcpus-ipi", &image, 64, "kexec_ap_stop=ipi", 2);
     r.assert_logged(&["PVKEXEC-INFO kexec: APs sent to the purgatory by IPI (EVTCHNOP_send)"]);
-    assert_kexec_passed(&r, 6);
+    assert_kexec_passed(&r, 7);
     assert_parked(&r, 2);
 }
 
@@ -414,7 +530,7 @@ fn placed_vcpu_info_frames_are_hidden_and_listed() {
     b.old_vcpu_info = true;
     b.run().unwrap_or_else(|e| panic!("{e}"));
     let r = run_smp("kexec-vcpu-info", &image, 64, "kexec_vcpu_info=1", 2);
-    assert_kexec_passed(&r, 6);
+    assert_kexec_passed(&r, 7);
     r.assert_logged(&[
         "pvkexec.vcpu_info=0:0x",
         "clock: VCPU 0's vcpu_info placed at",
@@ -441,7 +557,7 @@ fn grant_table_v2_is_set_back_to_v1_or_refused() {
     let image = build_image("plain-64M-grant-v2", 64, None);
     let r = run_with("kexec-grant-v2", &image, 64, "kexec_grant=v2");
     r.assert_logged(&["PVKEXEC-INFO kexec: grant table switched to v2"]);
-    assert_kexec_passed(&r, 6);
+    assert_kexec_passed(&r, 7);
     r.assert_logged(&["the table was v2, set back to v1"]);
 
     let r = run_with(
@@ -475,7 +591,7 @@ fn grant_still_mapped_is_hidden_or_refused() {
         64,
         "kexec_fault=grant-in-use",
     );
-    assert_kexec_passed(&r, 6);
+    assert_kexec_passed(&r, 7);
     r.assert_logged(&[
         "pvkexec.grants_busy=8:0x",
         "hidden-frames 2 (domain 16384 frames, nr_pages 16382)",

@@ -69,13 +69,14 @@ fn build_image_for(
     out
 }
 
-/// A copy of `image` with one byte of segment 0 (the kernel) flipped.
+/// A copy of `image` with one byte of the kernel segment (segment 2) flipped.
 fn corrupt_kernel_segment(image: &Path, name: &str) -> PathBuf {
     let mut bytes = std::fs::read(image).unwrap();
-    // ImageHeader.data_offset at 48; SegmentDesc 0's len at 64 + 24.
-    let off = u64::from_le_bytes(bytes[48..56].try_into().unwrap()) as usize;
-    let len = u64::from_le_bytes(bytes[88..96].try_into().unwrap()) as usize;
-    bytes[off + len / 2] ^= 0x20;
+    let view = pvhandoff::image::ImageView::parse(&bytes).unwrap();
+    assert_eq!(view.segment(2).kind_name(), "kernel");
+    let off = view.data_offset(2).unwrap() as usize;
+    let stored = view.stored(2).unwrap().len();
+    bytes[off + stored / 2] ^= 0x20;
     let out = harness::cache_dir().join(format!("kexec-domu-{name}.img"));
     std::fs::write(&out, bytes).unwrap();
     out
@@ -276,7 +277,7 @@ fn corrupted_image_in_a_domu_is_named_and_crashes() {
     assert_eq!(r.verdict, DomuVerdict::Crashed, "{log}");
     assert_eq!(r.shutdown_reason, Some(3), "{log}");
     assert!(
-        log.contains("purgatory: segment 0 (kernel): SHA-256 mismatch"),
+        log.contains("purgatory: segment 2 (kernel): SHA-256 mismatch"),
         "{log}"
     );
     assert!(!log.contains(harness::PURGATORY_ENTERING), "{log}");

@@ -3,7 +3,8 @@
 //! - `plan`: start_info, the boot stack and the region equal the plan `pvkexec build` wrote
 //!   into this kernel's plan slot (the plan travels in the image, inside the kernel segment);
 //! - `zeroed`: pages the builder zeroes and this kernel never wrote hold zeroes, not the old
-//!   kernel's bytes (its free pool is filled with [`OLD_DATA_POISON`]);
+//!   kernel's bytes (its free pool is filled with [`OLD_DATA_POISON`]), file-backed zero pages
+//!   the image leaves out as a zero run included;
 //! - `event-channels`: only the kept store channel is bound, and it leads back to its far end
 //!   (the old kernel's VIRQ, IPI and other bindings are gone);
 //! - `no-old-timers`: with no timer armed here, VIRQ_TIMER of every VCPU stays quiet over a
@@ -100,6 +101,15 @@ global_asm!(
 
 /// Bss this kernel never writes: it must read as zero.
 static mut UNTOUCHED: [u64; 2048] = [0; 2048];
+
+/// File-backed pages of zeros this kernel never writes: `pvkexec build` leaves them out of the
+/// image as a zero run, so the purgatory must hand them over cleared (the old kernel's free
+/// frames hold OLDKDATA).
+#[repr(C, align(4096))]
+struct ZeroRunPages([u64; ZERO_RUN_WORDS]);
+const ZERO_RUN_WORDS: usize = 3 * 512;
+#[link_section = ".data.zero_run"]
+static mut ZERO_RUN: ZeroRunPages = ZeroRunPages([0; ZERO_RUN_WORDS]);
 
 /// How long VIRQ_TIMER is watched with no timer armed (Xen system time).
 const QUIET_NS: u64 = 300_000_000;
@@ -804,8 +814,14 @@ fn check_zeroed(si: &StartInfo, regs: &[u64; reg::COUNT]) -> Result<(), Why> {
     let p2m_end = (si.mfn_list + si.nr_pages * 8).next_multiple_of(PAGE_SIZE);
     let si_va = si as *const StartInfo as u64;
     let untouched = core::ptr::addr_of!(UNTOUCHED) as u64;
-    let ranges: [(&str, u64, u64); 5] = [
+    let zero_run = core::ptr::addr_of!(ZERO_RUN) as u64;
+    let ranges: [(&str, u64, u64); 6] = [
         ("untouched bss", untouched, untouched + 2048 * 8),
+        (
+            "zero-run pages",
+            zero_run,
+            zero_run + ZERO_RUN_WORDS as u64 * 8,
+        ),
         ("boot stack", rsp - PAGE_SIZE, rsp - 64),
         ("padding", rsp, region.end),
         ("P2M tail", si.mfn_list + si.nr_pages * 8, p2m_end),

@@ -3,7 +3,8 @@
 use kernelrt::notes::VIRT_BASE;
 use kernelrt::report::Why;
 use kernelrt::why;
-use pvhandoff::image::{ImageView, SEG_FLAG_PURGATORY_MAPPING};
+use pvhandoff::image::{find_purgatory, ImageError, ImageHeader};
+use xenpv::Pod;
 use xenpv::{StartInfo, PAGE_SIZE};
 
 /// Where the purgatory runs and where its pages are now.
@@ -27,20 +28,16 @@ pub fn purgatory(si: &StartInfo) -> Result<Purgatory, Why> {
     // initial region; it stays mapped and is only read here.
     let bytes =
         unsafe { core::slice::from_raw_parts(si.mod_start as *const u8, si.mod_len as usize) };
-    let image = match ImageView::parse(bytes) {
-        Ok(i) => i,
+    // As a kernel side finds it: no segment before it has zero runs, and nothing else of the
+    // image is read here (the purgatory checks the rest, the zero-run table included).
+    let (seg, offset) = match find_purgatory(bytes) {
+        Ok((_, seg, offset)) => (seg, offset),
+        Err(ImageError::NoPurgatory) => return why!("the image has no purgatory segment"),
         Err(e) => return why!("module is not a kexec image: {:?}", e),
     };
-    let Some(index) = image
-        .segments()
-        .position(|s| s.flags & SEG_FLAG_PURGATORY_MAPPING != 0)
-    else {
-        return why!("the image has no purgatory segment");
-    };
-    let seg = image.segment(index);
-    let offset = match image.data_offset(index) {
-        Ok(o) => o,
-        Err(e) => return why!("purgatory segment: {:?}", e),
+    let header = match ImageHeader::read_from(bytes) {
+        Some(h) => h,
+        None => return why!("module is not a kexec image: TooShort"),
     };
     if !si.mod_start.is_multiple_of(PAGE_SIZE)
         || !offset.is_multiple_of(PAGE_SIZE)
@@ -49,8 +46,8 @@ pub fn purgatory(si: &StartInfo) -> Result<Purgatory, Why> {
         return why!("purgatory segment not page aligned in the module or 2 MiB or more");
     }
     Ok(Purgatory {
-        base: image.header.purgatory_base,
-        entry: image.header.purgatory_entry,
+        base: header.purgatory_base,
+        entry: header.purgatory_entry,
         nr_pages: seg.nr_pages,
         first_pfn: (si.mod_start + offset - VIRT_BASE) / PAGE_SIZE,
     })
