@@ -243,7 +243,8 @@ fn fake_busy_grant() -> Result<GrantEntry, Why> {
     Ok(entry)
 }
 
-/// The faked entry is untouched and blkfront took the next one for its ring; then cleared.
+/// The faked entry is untouched and blkfront took another for its ring (the next one in
+/// frame 0, or the first of a frame it grew the table by); then cleared.
 fn busy_grant_kept(entry: GrantEntry, ring_ref: u32) -> Result<(), Why> {
     // SAFETY: the entry lies in the grant frame still mapped at GRANT_PAGE.
     let now = unsafe { entry.read_volatile() };
@@ -252,9 +253,10 @@ fn busy_grant_kept(entry: GrantEntry, ring_ref: u32) -> Result<(), Why> {
     if now.flags != BUSY_FLAGS {
         return why!("the busy grant {} now has flags {:#x}", BUSY_REF, now.flags);
     }
-    if ring_ref != BUSY_REF + 1 {
+    let frame_start = ring_ref >= 512 && ring_ref.is_multiple_of(512);
+    if ring_ref != BUSY_REF + 1 && !frame_start {
         return why!(
-            "ring grant {}, expected {} (past the busy {})",
+            "ring grant {}, expected {} (past the busy {}) or the first of a new frame",
             ring_ref,
             BUSY_REF + 1,
             BUSY_REF
