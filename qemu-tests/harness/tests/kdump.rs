@@ -292,17 +292,7 @@ fn a_ballooned_domu_dumps_its_frames_with_p2m_holes() {
     // The P2M keeps its 320 MiB length; the frames dumped are the 256 MiB left (and the
     // capture kernel's list pages, and the P2M's own pages).
     assert!(log.contains("old P2M of 81920 entries"), "{log}");
-    let frames: u64 = log
-        .lines()
-        .find_map(|l| {
-            l.split("capture: vmcore of ")
-                .nth(1)?
-                .split(' ')
-                .next()?
-                .parse()
-                .ok()
-        })
-        .unwrap_or_else(|| panic!("no frame count: {log}"));
+    let frames = vmcore_frames(&log);
     assert!(
         (256 * 256..256 * 256 + 512).contains(&frames),
         "{frames} frames dumped for 256 MiB left"
@@ -357,17 +347,7 @@ fn a_6_gib_domu_with_2_vcpus_dumps_with_a_small_reservation() {
     let mib = set_aside_mib(&log);
     eprintln!("kdump-6g: pvkexec load -p set aside {mib} MiB");
     assert!(mib < 64, "{mib} MiB set aside for a 6 GiB domain");
-    let frames: u64 = log
-        .lines()
-        .find_map(|l| {
-            l.split("capture: vmcore of ")
-                .nth(1)?
-                .split(' ')
-                .next()?
-                .parse()
-                .ok()
-        })
-        .unwrap_or_else(|| panic!("no frame count: {log}"));
+    let frames = vmcore_frames(&log);
     // Every frame of the domain, and the P2M's own leaf pages (3072, most of them named
     // by the P2M too).
     assert!(
@@ -400,4 +380,18 @@ fn a_crash_image_corrupted_after_load_never_runs() {
     );
     assert!(!log.contains(harness::PURGATORY_ENTERING), "{log}");
     assert!(!log.contains("PVKEXEC-TEST PASS"), "{log}");
+}
+
+/// The frame count of the capture kernel's `vmcore of N frames` line.
+fn vmcore_frames(log: &str) -> u64 {
+    log.lines()
+        .find_map(|l| {
+            l.split("capture: vmcore of ")
+                .nth(1)?
+                .split(' ')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no frame count: {log}"))
 }
