@@ -575,6 +575,63 @@ impl Drop for TempFiles {
     }
 }
 
+/// Memory of the domain `bench --dump` dumps.
+const DUMP_MEM_MIB: u64 = 1024;
+
+/// `cargo xtask bench --dump`: the capture kernel's dump speed and the dump disk's own write
+/// speed, in one run: a Debian 6.1 domU of [`DUMP_MEM_MIB`] panics, the capture kernel writes
+/// its vmcore to a host file through blkfront and blkback, then dom0 writes as many MiB of
+/// zeros to the same disk with direct I/O (`dd oflag=direct`, 1 MiB blocks).
+pub(crate) fn run_dump() -> Result<()> {
+    let disk = harness::cache_dir().join(format!("bench-dump-{}.img", std::process::id()));
+    let _temp = TempFiles(vec![disk.clone()]);
+    let mut k = harness::kdump::Kdump::new(&disk)?;
+    k.mem_mib = DUMP_MEM_MIB;
+    k.timeout = Duration::from_secs(600);
+    let (mut spec, rd) = harness::kdump::spec("bench-dump", &k)?;
+    let _rd = TempFiles(vec![rd]);
+    spec.disk_speed_mib = DUMP_MEM_MIB;
+    let rig = DomuRig {
+        tag: "bench-dump".into(),
+        host_mem_mib: 2048 + DUMP_MEM_MIB,
+        ..Default::default()
+    };
+    let run = rig.run(&[spec])?;
+    let d = &run.domus[0];
+    let written = d
+        .lines_with("PVKEXEC-INFO capture: vmcore written: ")
+        .next()
+        .with_context(|| format!("the capture kernel wrote no vmcore:\n{}", d.log()))?
+        .to_string();
+    // "vmcore written: BYTES bytes in MS ms (KIB KiB/s), ..."
+    let nums: Vec<u64> = written
+        .split_once("written: ")
+        .map(|(_, r)| r)
+        .unwrap_or("")
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    let (bytes, ms) = match nums.as_slice() {
+        [b, m, ..] if *m > 0 => (*b, *m),
+        _ => bail!("cannot read the capture kernel's line: {written}"),
+    };
+    let (mib, secs) = d
+        .disk_speed
+        .with_context(|| "dom0 reported no disk speed (its dd failed or never ran)")?;
+    let dump_mbs = bytes as f64 / 1e6 / (ms as f64 / 1e3);
+    let disk_mbs = (mib << 20) as f64 / 1e6 / secs;
+    println!("dump: {bytes} bytes in {ms} ms: {dump_mbs:.0} MB/s (capture kernel, blkfront)");
+    println!(
+        "disk: {} bytes in {secs:.2} s: {disk_mbs:.0} MB/s (dom0, dd oflag=direct bs=1M)",
+        mib << 20
+    );
+    println!(
+        "the dump runs at {:.0}% of the disk's own write speed",
+        100.0 * dump_mbs / disk_mbs
+    );
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

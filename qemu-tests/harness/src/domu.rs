@@ -68,6 +68,11 @@ pub struct DomuSpec {
     /// domU (`on_reboot = "destroy"`). Disks stay attached across the restarts (the same loop
     /// device), so what the domU writes to [`disk`](Self::disk) is there after a reboot.
     pub reboots: u32,
+    /// After the domain is gone, dom0 writes this many MiB of zeros to the first host disk
+    /// with direct I/O (`dd oflag=direct`, 1 MiB blocks) and reports the time
+    /// (`PVKEXEC-DOM0 domu NAME disk-speed ...`, [`DomuResult::disk_speed`]): the disk's own
+    /// write speed, beside what the domU wrote to it. 0: none.
+    pub disk_speed_mib: u64,
 }
 
 impl DomuSpec {
@@ -88,6 +93,7 @@ impl DomuSpec {
             build_only: false,
             dump_core: false,
             reboots: 0,
+            disk_speed_mib: 0,
         }
     }
 
@@ -138,6 +144,9 @@ impl DomuSpec {
                     VIRTIO_SERIAL_MAX + n.len() - serial.len()
                 );
             }
+        }
+        if self.disk_speed_mib > 0 && self.host_disk.is_none() {
+            bail!("domU {n}: disk_speed_mib needs a host_disk to write");
         }
         if self.mem_mib == 0 || self.vcpus == 0 {
             bail!("domU {n}: memory and VCPUs must be at least 1");
@@ -250,6 +259,9 @@ pub struct DomuResult {
     pub wall_secs: Option<f64>,
     /// dom0 seconds from the start of `xl create` until xl reported the domain built.
     pub create_secs: Option<f64>,
+    /// dom0's direct write to the host disk after the domain ended
+    /// ([`DomuSpec::disk_speed_mib`]): MiB and seconds.
+    pub disk_speed: Option<(u64, f64)>,
 }
 
 impl DomuResult {
@@ -762,13 +774,14 @@ fn init_script(ts: &Toolstack, specs: &[DomuSpec]) -> String {
             continue;
         }
         s.push_str(&format!(
-            "run_domu {} {} '{}' '{}' '{}' {}\n",
+            "run_domu {} {} '{}' '{}' '{}' {} {}\n",
             spec.name,
             spec.timeout.as_secs().max(1),
             if spec.disk.is_some() { "disk" } else { "" },
             host_disk_serials(spec).collect::<Vec<_>>().join(" "),
             if spec.dump_core { "core" } else { "" },
-            spec.reboots
+            spec.reboots,
+            spec.disk_speed_mib
         ));
     }
     // Host disks: every write reaches QEMU before dom0 powers off.
@@ -841,8 +854,17 @@ save_core() {
   rm -f "$f"
 }
 
+# dom0's own direct write of $3 MiB to host disk $2 (the disk's speed beside domU $1's).
+disk_speed() {
+  t0=$(up)
+  dd if=/dev/zero of="$2" bs=1M count="$3" oflag=direct 2>/dev/null
+  rc=$?
+  t1=$(up)
+  say "domu $1 disk-speed mib=$3 rc=$rc from=$t0 to=$t1"
+}
+
 run_domu() {
-  name=$1; secs=$2; disk=$3; serials=$4; core=$5; reboots=$6; dev=; disks=; boot=0; coredev=
+  name=$1; secs=$2; disk=$3; serials=$4; core=$5; reboots=$6; speed=$7; dev=; disks=; boot=0; coredev=
   cfg=/domu/$name.cfg
   say "domu $name start uptime=$(up)"
   if [ -n "$disk" ]; then
@@ -905,6 +927,7 @@ run_domu() {
   wait $xlpid
   kill $wd 2>/dev/null
   [ -n "$core" ] && save_core "$name" "$coredev"
+  [ "$speed" -gt 0 ] && disk_speed "$name" "$coredev" "$speed"
   say "domu $name end xl_rc=$(cat /tmp/$name.rc) uptime=$(up)"
   [ -n "$dev" ] && losetup -d "$dev"
 }
@@ -942,6 +965,20 @@ fn judge(spec: &DomuSpec, dom0: &BootResult) -> DomuResult {
         let rest = l.split("has shut down, reason code ").nth(1)?;
         rest.split_whitespace().next()?.parse().ok()
     });
+    let disk_speed = markers.iter().find_map(|m| {
+        let rest = m.strip_prefix("disk-speed ")?;
+        let field = |k: &str| {
+            rest.split_whitespace()
+                .find_map(|w| w.strip_prefix(k))
+                .map(str::to_string)
+        };
+        if field("rc=")? != "0" {
+            return None;
+        }
+        let mib = field("mib=")?.parse().ok()?;
+        let secs = field("to=")?.parse::<f64>().ok()? - field("from=")?.parse::<f64>().ok()?;
+        Some((mib, secs))
+    });
     let boots = markers
         .iter()
         .filter(|m| m.starts_with("created") || m.starts_with("restarted"))
@@ -978,6 +1015,7 @@ fn judge(spec: &DomuSpec, dom0: &BootResult) -> DomuResult {
         boots,
         wall_secs,
         create_secs,
+        disk_speed,
     }
 }
 
