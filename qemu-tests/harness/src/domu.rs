@@ -1109,6 +1109,22 @@ mod tests {
     }
 
     #[test]
+    fn disk_speed_is_read_and_a_failed_dd_is_none() {
+        let end = "PVKEXEC-DOM0 domu a end xl_rc=0 uptime=15.00\n";
+        let ok =
+            format!("{BUILT}PVKEXEC-DOM0 domu a disk-speed mib=64 rc=0 from=20.50 to=21.00\n{end}");
+        let r = judge(&DomuSpec::new("a", "/k"), &dom0(&ok, Verdict::PoweredOff));
+        assert_eq!(r.disk_speed, Some((64, 0.5)));
+        let failed =
+            format!("{BUILT}PVKEXEC-DOM0 domu a disk-speed mib=64 rc=1 from=20.50 to=21.00\n{end}");
+        let r = judge(
+            &DomuSpec::new("a", "/k"),
+            &dom0(&failed, Verdict::PoweredOff),
+        );
+        assert_eq!(r.disk_speed, None);
+    }
+
+    #[test]
     fn crash_fail_timeout_and_toolstack_are_named() {
         let end = "PVKEXEC-DOM0 domu a end xl_rc=0 uptime=15.00\n";
         let crash = format!("{BUILT}[xl:a] Domain 1 has shut down, reason code 3 0x3\n{end}");
@@ -1198,7 +1214,7 @@ mod tests {
         assert!(s.config().contains("on_reboot = \"restart\"\n"));
         assert!(
             init_script(&Toolstack::for_xen(XenVersion::V4_17), &[s.clone()])
-                .contains("run_domu a 60 '' '' '' 3\n")
+                .contains("run_domu a 60 '' '' '' 3 0\n")
         );
         s.reboots = MAX_REBOOTS + 1;
         s.kernel = std::env::current_exe().unwrap();
