@@ -81,23 +81,7 @@ pub fn verify_segment<'a>(
     desc: &SegmentDesc,
     chunks: impl IntoIterator<Item = &'a [u8]>,
 ) -> Result<(), DigestMismatch> {
-    let mut h = SegmentHasher::new(desc);
-    for chunk in chunks {
-        if h.remaining() == 0 {
-            break;
-        }
-        h.update(chunk);
-    }
-    let actual = h.finish();
-    if actual == desc.sha256 {
-        Ok(())
-    } else {
-        Err(DigestMismatch {
-            index,
-            expected: desc.sha256,
-            actual,
-        })
-    }
+    verify_pieces(index, desc, chunks.into_iter().map(Piece::Bytes))
 }
 
 /// [`verify_segment`] for contents given as [`Piece`]s (a segment with zero runs:

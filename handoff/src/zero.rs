@@ -479,17 +479,7 @@ mod tests {
 
     /// The table's bytes, each record's count filled in.
     fn table(runs: &[ZeroRun]) -> Vec<u8> {
-        let runs = &counted(runs)[..];
-        let h = ZeroRunsHeader {
-            magic: ZERO_RUNS_MAGIC,
-            nr_runs: runs.len() as u32,
-            _reserved: 0,
-        };
-        let mut out = h.as_bytes().to_vec();
-        for r in runs {
-            out.extend_from_slice(r.as_bytes());
-        }
-        out
+        raw_table(&counted(runs))
     }
 
     fn run(segment: u32, first_page: u64, pages: u64) -> ZeroRun {

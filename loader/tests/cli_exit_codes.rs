@@ -79,17 +79,20 @@ fn pvkexec_exit_codes() {
     let disk = dir.join("disk");
     let out = dir.join("vmcore");
     std::fs::write(&disk, vec![0u8; 8192]).unwrap();
-    let o = run(
-        bin,
-        &[
-            "vmcore",
-            "--disk",
-            disk.to_str().unwrap(),
-            "-o",
-            out.to_str().unwrap(),
-        ],
-        &dir,
-    );
+    let vmcore = |disk: &std::path::Path| {
+        run(
+            bin,
+            &[
+                "vmcore",
+                "--disk",
+                disk.to_str().unwrap(),
+                "-o",
+                out.to_str().unwrap(),
+            ],
+            &dir,
+        )
+    };
+    let o = vmcore(&disk);
     assert_eq!(code(&o), 4, "{}", stderr(&o));
     assert!(
         stderr(&o).contains("no dump on this disk"),
@@ -97,17 +100,7 @@ fn pvkexec_exit_codes() {
         stderr(&o)
     );
     assert!(!out.exists());
-    let o = run(
-        bin,
-        &[
-            "vmcore",
-            "--disk",
-            dir.join("none").to_str().unwrap(),
-            "-o",
-            out.to_str().unwrap(),
-        ],
-        &dir,
-    );
+    let o = vmcore(&dir.join("none"));
     assert_eq!(code(&o), 3, "{}", stderr(&o));
     let mut core = vec![0u8; 4096];
     core[..4].copy_from_slice(b"\x7fELF");
@@ -119,17 +112,7 @@ fn pvkexec_exit_codes() {
     core[64 + 8..64 + 16].copy_from_slice(&1024u64.to_le_bytes());
     core[64 + 32..64 + 40].copy_from_slice(&100u64.to_le_bytes());
     std::fs::write(&disk, &core).unwrap();
-    let o = run(
-        bin,
-        &[
-            "vmcore",
-            "--disk",
-            disk.to_str().unwrap(),
-            "-o",
-            out.to_str().unwrap(),
-        ],
-        &dir,
-    );
+    let o = vmcore(&disk);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     assert_eq!(std::fs::metadata(&out).unwrap().len(), 1124);
     std::fs::remove_dir_all(&dir).unwrap();
