@@ -95,16 +95,25 @@ static int header_check(const struct image_header *h, u64 len)
 }
 
 /*
- * Refuses an image that would take more than half the memory the kernel can
- * still give without swapping: the domain must keep running until exec.
+ * The image is copied in now; its working memory and free pool are taken at
+ * exec, once the domain's services have stopped. So the image alone must fit
+ * in half of what the kernel can still give without swapping (the domain must
+ * keep running until exec), and the whole in half of the domain's RAM (what
+ * exec can ever get).
  */
-static int memory_check(unsigned long nr_pages)
+static int memory_check(unsigned long image_pages, unsigned long exec_pages)
 {
+	unsigned long ram = totalram_pages();
 	long avail = si_mem_available();
 
-	if (avail < 0 || nr_pages > (unsigned long)avail / 2) {
+	if (avail < 0 || image_pages > (unsigned long)avail / 2) {
 		pr_err("load refused: the image needs %lu pages, more than half of the %ld available\n",
-		       nr_pages, avail);
+		       image_pages, avail);
+		return -ENOMEM;
+	}
+	if (image_pages + exec_pages > ram / 2) {
+		pr_err("load refused: the image (%lu pages) and what exec takes (%lu pages) are more than half of the domain's %lu pages of RAM\n",
+		       image_pages, exec_pages, ram);
 		return -ENOMEM;
 	}
 	return 0;
@@ -241,9 +250,8 @@ static struct image *image_from_user(const struct pvkexec_load *arg)
 	if (copy_from_user(&h, src, sizeof(h)))
 		return ERR_PTR(-EFAULT);
 	ret = header_check(&h, arg->len);
-	/* The image now; its working memory and free pool at exec. */
 	if (!ret)
-		ret = memory_check(DIV_ROUND_UP(arg->len, PAGE_SIZE) +
+		ret = memory_check(DIV_ROUND_UP(arg->len, PAGE_SIZE),
 				   arg->work_pages + arg->pool_pages);
 	if (ret)
 		return ERR_PTR(ret);

@@ -375,8 +375,8 @@ impl Inputs {
 /// The free pool the image needs (its holes, park area and grant reserve:
 /// `pvhandoff::renumber::pool_demand`), which the module allocates at exec (handoff v6: any
 /// frames, listed). Refused before anything is loaded when that cannot fit beside the old
-/// kernel: more than half the domain's frames (the module also refuses at load what does not
-/// fit in half of MemAvailable).
+/// kernel: more than half the domain's frames (the module also refuses at load an image that
+/// does not fit in half of MemAvailable).
 pub(crate) fn check_pool_demand(
     image: &[u8],
     vcpus: u64,
@@ -448,8 +448,9 @@ pub(crate) fn too_large_or_input(e: crate::LoadError, domain_pages: u64) -> CliE
 pub(crate) fn load_refused(e: DeviceError, len: usize) -> CliError {
     let why = match e.errno() {
         Some(libc::ENOMEM) => format!(
-            "out of memory: the module cannot keep the {len}-byte image (it takes at most half \
-             of MemAvailable; see the kernel log)"
+            "out of memory: the module cannot keep the {len}-byte image (the image must fit in \
+             half of MemAvailable, and with what exec takes in half of the domain's RAM; the \
+             kernel log gives the figures)"
         ),
         Some(libc::EPERM) => "permission denied: loading needs CAP_SYS_BOOT (root)".into(),
         Some(libc::EBADMSG) => format!(
