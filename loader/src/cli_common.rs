@@ -353,6 +353,11 @@ impl Inputs {
 
     /// Drops the kernel's ELF and the initrd once they are in a built image, so that only the
     /// image stays in memory beside the module's copy of it.
+    /// Whether the kernel is Linux (`crate::linux::is_linux`).
+    pub(crate) fn is_linux(&self) -> bool {
+        crate::linux::is_linux(&self.kernel)
+    }
+
     pub(crate) fn release_files(&mut self) {
         self.kernel.elf = Vec::new();
         self.initrd = None;

@@ -83,7 +83,18 @@ pub fn load_crash(req: &CrashLoadRequest) -> Result<String, CliError> {
         ..checked_old_kernel(&info)?
     };
     let (handoff_version, work_pages) = handoff_for(info.start_info_pages)?;
-    let inputs = Inputs::read(&req.load, old, info.current_pages, true)?;
+    // The vcpu_info rule is the crash kernel's own refusal below: read with it waived.
+    let waived = LoadRequest {
+        force: true,
+        ..req.load.clone()
+    };
+    let inputs = Inputs::read(&waived, old, info.current_pages, true)?;
+    if inputs.is_linux() && !req.load.force {
+        return Err(CliError::refused(linux_crash_kernel_refused(
+            &inputs.name,
+            info.xen_resets_vcpus(),
+        )));
+    }
     if let Some(given) = crate::dump_disk::named_in(&inputs.cmdline) {
         // The balloon may give the domain back up to its maximum before a crash.
         let pages = info.maximum_pages.max(info.current_pages);
@@ -154,6 +165,26 @@ pub fn load_crash(req: &CrashLoadRequest) -> Result<String, CliError> {
             })
         }
     }
+}
+
+/// Why a Linux crash kernel is refused: on stock Xen none boots after a Linux (vcpu_info is
+/// registered once per VCPU); where Xen resets VCPUs, pvkexec does not yet hand a Linux crash
+/// kernel the old memory as `/proc/vmcore`. The capture kernel is the crash kernel either way.
+pub fn linux_crash_kernel_refused(name: &str, xen_resets_vcpus: bool) -> String {
+    let why = if xen_resets_vcpus {
+        "this Xen resets VCPUs, so Linux could boot, but pvkexec does not yet give a Linux \
+         crash kernel the crashed kernel's memory (an ELF core header for /proc/vmcore and \
+         the old frames past its own RAM)"
+    } else {
+        "on this Xen no Linux boots after a Linux in the same domain: Xen lets each VCPU \
+         register vcpu_info once, and does not offer XENFEAT_vcpu_reset (pvkexec's Xen \
+         patches add it; pvkexec status shows what Xen offers)"
+    };
+    format!(
+        "refused to load {name} as the crash kernel: it is Linux, and {why}. pvkexec's capture \
+         kernel /usr/lib/pvkexec/capture is the crash kernel here (pvkexec-kdump.service arms \
+         it; docs/kdump.md). Nothing was loaded"
+    )
 }
 
 /// The dump disk `pvkexec.dump=` names must take a dump of a domain of `pages` pages: refused
@@ -276,6 +307,20 @@ pub fn test_fault(name: &str) -> Result<String, CliError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_linux_crash_kernel_is_refused_with_the_reason_for_this_xen() {
+        let stock = linux_crash_kernel_refused("/var/lib/kdump/vmlinuz", false);
+        let patched = linux_crash_kernel_refused("/var/lib/kdump/vmlinuz", true);
+        for m in [&stock, &patched] {
+            assert!(m.contains("/var/lib/kdump/vmlinuz"), "{m}");
+            assert!(m.contains("it is Linux"), "{m}");
+            assert!(m.contains("/usr/lib/pvkexec/capture"), "{m}");
+            assert!(m.ends_with("Nothing was loaded"), "{m}");
+        }
+        assert!(stock.contains("vcpu_info") && stock.contains("XENFEAT_vcpu_reset"));
+        assert!(patched.contains("does not yet give a Linux crash kernel"));
+    }
 
     #[test]
     fn the_default_holds_the_blocks_the_work_and_the_kernel() {

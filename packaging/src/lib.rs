@@ -4,7 +4,10 @@
 //!   the kdump units and their helper, the system-shutdown hook, `/etc/default/pvkexec-kdump`,
 //!   a udev rule, a modules-load.d entry, man pages and shell completions;
 //! - `pvkexec-dkms_<version>_all.deb`: the module's source under `/usr/src/pvkexec-<version>`
-//!   with a `dkms.conf`, built by DKMS's own postinst.
+//!   with a `dkms.conf`, built by DKMS's own postinst;
+//! - `pvkexec-kexec_<version>_all.deb`: `/usr/sbin/kexec` as pvkexec's kexec-tools spelling,
+//!   in place of kexec-tools (for systemd's `systemctl kexec` and kdump-tools, which run that
+//!   path).
 //!
 //! dpkg-deb, not cargo-deb: the second package holds no Rust at all, and both need
 //! maintainer scripts of DKMS's and deb-systemd-helper's conventions that a staged tree
@@ -36,13 +39,21 @@ pub struct Inputs {
     pub out_dir: PathBuf,
 }
 
-/// The two package files.
+/// The package files.
+#[derive(Clone, Debug)]
 pub struct Built {
     pub cli: PathBuf,
     pub dkms: PathBuf,
+    pub kexec: PathBuf,
 }
 
-/// Builds both packages.
+impl Built {
+    pub fn all(&self) -> [&PathBuf; 3] {
+        [&self.cli, &self.dkms, &self.kexec]
+    }
+}
+
+/// Builds the three packages.
 pub fn build(inputs: &Inputs) -> Result<Built> {
     check_version(&inputs.version)?;
     fs::create_dir_all(&inputs.out_dir)
@@ -51,8 +62,9 @@ pub fn build(inputs: &Inputs) -> Result<Built> {
     let _ = fs::remove_dir_all(&staging);
     let cli = build_cli(inputs, &staging.join("pvkexec"))?;
     let dkms = build_dkms(inputs, &staging.join("pvkexec-dkms"))?;
+    let kexec = build_kexec(inputs, &staging.join("pvkexec-kexec"))?;
     fs::remove_dir_all(&staging).ok();
-    Ok(Built { cli, dkms })
+    Ok(Built { cli, dkms, kexec })
 }
 
 /// A native Debian version: digits, letters, `.`, `+`, `~`, starting with a digit.
@@ -182,6 +194,23 @@ fn build_dkms(inputs: &Inputs, tree: &Path) -> Result<PathBuf> {
         &inputs
             .out_dir
             .join(format!("pvkexec-dkms_{}_all.deb", inputs.version)),
+    )
+}
+
+/// The files of `pvkexec-kexec_<v>_all.deb`: the kexec name kexec-tools would own, pointing
+/// at pvkexec (which speaks kexec-tools when called `kexec`), and its man page.
+fn build_kexec(inputs: &Inputs, tree: &Path) -> Result<PathBuf> {
+    let p = inputs.root.join("packaging");
+    let t = Tree::new(tree)?;
+    t.symlink("pvkexec", "usr/sbin/kexec")?;
+    t.symlink("pvkexec.8.gz", "usr/share/man/man8/kexec.8.gz")?;
+    t.doc("pvkexec-kexec", &p.join("debian"))?;
+    let control = fs::read_to_string(p.join("debian/pvkexec-kexec.control"))?;
+    t.control(&control, &inputs.version, &[], &[])?;
+    t.pack(
+        &inputs
+            .out_dir
+            .join(format!("pvkexec-kexec_{}_all.deb", inputs.version)),
     )
 }
 

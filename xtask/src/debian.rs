@@ -1,4 +1,4 @@
-//! `cargo xtask deb` (the two Debian packages) and `cargo xtask debian-domu` (a scenario in
+//! `cargo xtask deb` (the Debian packages) and `cargo xtask debian-domu` (a scenario in
 //! a real Debian domU with them installed).
 
 use anyhow::{bail, Result};
@@ -7,10 +7,11 @@ use harness::Echo;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-/// Builds `target/debian/pvkexec_<v>_amd64.deb` and `pvkexec-dkms_<v>_all.deb`.
+/// Builds `target/debian/pvkexec_<v>_amd64.deb`, `pvkexec-dkms_<v>_all.deb` and
+/// `pvkexec-kexec_<v>_all.deb`.
 pub(crate) fn deb() -> Result<()> {
     let b = harness::deb::build()?;
-    for p in [&b.cli, &b.dkms] {
+    for p in b.all() {
         println!(
             "{} ({} KiB)",
             p.display(),
@@ -22,10 +23,18 @@ pub(crate) fn deb() -> Result<()> {
 
 #[derive(clap::Args)]
 pub(crate) struct DebianDomuArgs {
-    /// kdump, kdump-2cpu, reboot-hook or dump-disk-guard.
+    /// kdump, kdump-2cpu, reboot-hook, dump-disk-guard, kdump-tools; with --patched-xen also
+    /// kexec and upgrade.
     #[arg(long)]
     scenario: String,
-    /// VCPUs (default: the scenario's, 2 for kdump-2cpu, else 1).
+    /// Boot Xen 4.17 built with xen-patches/ (VCPU reset: Linux after Linux) instead of
+    /// Debian's binary (docs/patched-xen.md).
+    #[arg(long)]
+    patched_xen: bool,
+    /// Words added to the next kernel's command line (the kexec and upgrade scenarios).
+    #[arg(long, default_value = "")]
+    append: String,
+    /// VCPUs (default: the scenario's, 2 for kdump-2cpu, kexec and upgrade, else 1).
     #[arg(long)]
     vcpus: Option<u32>,
     #[arg(long, default_value_t = 512)]
@@ -38,8 +47,18 @@ pub(crate) struct DebianDomuArgs {
 
 pub(crate) fn debian_domu(a: DebianDomuArgs) -> Result<ExitCode> {
     let scenario = Scenario::from_name(&a.scenario)?;
+    if scenario.needs_patched_xen() && !a.patched_xen {
+        bail!(
+            "scenario {} needs --patched-xen: on stock Xen no Linux boots after a Linux \
+             (vcpu_info is registered once per VCPU)",
+            scenario.name()
+        );
+    }
     let dir = harness::cache_dir().join("debian-domu/xtask");
-    let image = debian_domu::build_image(&dir.join("image"), &debian_domu::scenario_customize()?)?;
+    let image = debian_domu::build_image(
+        &dir.join("image"),
+        &debian_domu::scenario_customize(&a.append)?,
+    )?;
     println!(
         "image: {} built in {:.0} s; {}",
         image.root_disk.display(),
@@ -49,6 +68,7 @@ pub(crate) fn debian_domu(a: DebianDomuArgs) -> Result<ExitCode> {
     let rig = harness::domu::DomuRig {
         echo: Echo::All,
         host_mem_mib: 2048 + a.mem_mib,
+        patched_xen: a.patched_xen,
         ..Default::default()
     };
     let run = Run {

@@ -3,19 +3,15 @@
 //! `target/debian/`.
 
 use anyhow::{bail, Context, Result};
-use std::path::PathBuf;
 
 pub use packaging::Built;
 
-/// Builds both packages once per process and returns their paths.
+/// Builds the packages once per process and returns their paths.
 pub fn build() -> Result<Built> {
-    static BUILT: std::sync::Mutex<Option<(PathBuf, PathBuf)>> = std::sync::Mutex::new(None);
+    static BUILT: std::sync::Mutex<Option<Built>> = std::sync::Mutex::new(None);
     let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some((cli, dkms)) = built.as_ref() {
-        return Ok(Built {
-            cli: cli.clone(),
-            dkms: dkms.clone(),
-        });
+    if let Some(b) = built.as_ref() {
+        return Ok(b.clone());
     }
     let root = crate::workspace_root();
     let out_dir = root.join("target/debian");
@@ -36,17 +32,16 @@ pub fn build() -> Result<Built> {
         root,
         out_dir,
     })?;
-    *built = Some((b.cli.clone(), b.dkms.clone()));
+    *built = Some(b.clone());
     Ok(b)
 }
 
-/// Runs lintian on both packages; its errors (`E:` lines) fail, warnings are printed.
+/// Runs lintian on the packages; its errors (`E:` lines) fail, warnings are printed.
 pub fn lint(b: &Built) -> Result<String> {
     crate::provision::apt_install(&["lintian"])?;
     let o = std::process::Command::new("lintian")
         .args(["--allow-root", "--tag-display-limit", "0"])
-        .arg(&b.cli)
-        .arg(&b.dkms)
+        .args(b.all())
         .output()
         .context("running lintian")?;
     let said = String::from_utf8_lossy(&o.stdout).into_owned();

@@ -23,8 +23,9 @@ use std::time::{Duration, Instant};
 /// Lines the scenario unit prints start with this.
 pub const MARK: &str = "PVKEXEC-DEBIAN ";
 
-/// Debian's packages the base holds besides the kernel and its headers: systemd as init,
-/// DKMS (which brings the compiler) and what pvkexec's packages depend on.
+/// Debian's packages the base holds besides the kernels and their headers: systemd as init,
+/// DKMS (which brings the compiler) and what pvkexec's packages depend on (Debian's
+/// kdump-tools is added by [`BASE_CUSTOMIZE`]).
 const BASE_PACKAGES: &[&str] = &[
     "systemd",
     "systemd-sysv",
@@ -35,6 +36,9 @@ const BASE_PACKAGES: &[&str] = &[
     "initramfs-tools",
     "dkms",
     "makedumpfile",
+    // The kernel upgrade the `upgrade` scenario kexecs into (bookworm-security's 6.12).
+    "linux-image-6.12-amd64",
+    "linux-headers-6.12-amd64",
 ];
 
 /// Run inside the new root by mmdebstrap (`$1`): what makes a bookworm tree a rig domU.
@@ -45,6 +49,12 @@ printf '/dev/xvda / ext4 errors=remount-ro 0 1\n' > "$root/etc/fstab"
 chroot "$root" passwd -d root >/dev/null
 # A persistent journal: the tests read the boots from the disk afterwards.
 mkdir -p "$root/var/log/journal"
+# Debian's kdump-tools (it brings kexec-tools; installing pvkexec-kexec removes that), after
+# the kernels: its kernel hook builds a kdump initramfs with MODULES=dep, which cannot find
+# the root device in a chroot. kdump-config builds it in the domU when it first loads.
+chroot "$root" apt-get install -y --no-install-recommends kdump-tools >/dev/null
+# Off, for an admin to enable (the kdump-tools scenario does).
+sed -i 's/^USE_KDUMP=.*/USE_KDUMP=0/' "$root/etc/default/kdump-tools"
 # Timers that would start work at boot which the rig never needs.
 for t in apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer fstrim.timer \
          man-db.timer dpkg-db-backup.timer e2scrub_reap.service; do
@@ -69,14 +79,25 @@ pub enum Scenario {
     RebootHook,
     /// `pvkexec load -p` refuses unfit dump disks, each by name.
     DumpDiskGuard,
+    /// Debian's kdump-tools enabled (`USE_KDUMP=1`): `kdump-config load` runs `kexec -p` with
+    /// the domU's own kernel, which pvkexec refuses by name; pvkexec's own kdump stays armed.
+    KdumpTools,
+    /// Patched Xen: `kexec -l` the running kernel (`--reuse-cmdline`) and `systemctl kexec`;
+    /// the next boot checks the new kernel, then a toolstack reboot for comparison.
+    Kexec,
+    /// Patched Xen: `systemctl kexec` into the running kernel, then into bookworm's 6.12.
+    Upgrade,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 4] = [
+    pub const ALL: [Scenario; 7] = [
         Scenario::Kdump,
         Scenario::Kdump2Cpu,
         Scenario::RebootHook,
         Scenario::DumpDiskGuard,
+        Scenario::KdumpTools,
+        Scenario::Kexec,
+        Scenario::Upgrade,
     ];
 
     pub fn name(self) -> &'static str {
@@ -85,7 +106,15 @@ impl Scenario {
             Scenario::Kdump2Cpu => "kdump-2cpu",
             Scenario::RebootHook => "reboot-hook",
             Scenario::DumpDiskGuard => "dump-disk-guard",
+            Scenario::KdumpTools => "kdump-tools",
+            Scenario::Kexec => "kexec",
+            Scenario::Upgrade => "upgrade",
         }
+    }
+
+    /// Whether the scenario needs Xen with pvkexec's patches (VCPU reset: Linux after Linux).
+    pub fn needs_patched_xen(self) -> bool {
+        matches!(self, Scenario::Kexec | Scenario::Upgrade)
     }
 
     pub fn from_name(s: &str) -> Result<Scenario> {
@@ -105,13 +134,26 @@ impl Scenario {
             Scenario::Kdump | Scenario::Kdump2Cpu => 1,
             // systemctl reboot -> probe (same domain) -> probe reboots -> check
             Scenario::RebootHook => 1,
-            Scenario::DumpDiskGuard => 0,
+            Scenario::DumpDiskGuard | Scenario::KdumpTools => 0,
+            // systemctl kexec (same domain) -> toolstack reboot -> done
+            Scenario::Kexec => 1,
+            // two kexecs in the same domain, no toolstack reboot
+            Scenario::Upgrade => 0,
+        }
+    }
+
+    /// The boots in all, kexecs included (for the timeout).
+    fn boots(self) -> u32 {
+        match self {
+            Scenario::Kexec => 3,
+            Scenario::Upgrade => 3,
+            s => s.reboots() + 1,
         }
     }
 
     fn default_vcpus(self) -> u32 {
         match self {
-            Scenario::Kdump2Cpu => 2,
+            Scenario::Kdump2Cpu | Scenario::Kexec | Scenario::Upgrade => 2,
             _ => 1,
         }
     }
@@ -219,7 +261,7 @@ pub fn build_image(out_dir: &Path, extra: &Customize) -> Result<Image> {
     // apt installs the packages as an admin would, from files.
     let debdir = tree.join("var/cache/pvkexec-debs");
     fs::create_dir_all(&debdir)?;
-    for d in [&debs.cli, &debs.dkms] {
+    for d in debs.all() {
         let name = d.file_name().context("deb without a name")?;
         fs::copy(d, debdir.join(name))?;
     }
@@ -302,15 +344,19 @@ pub fn build_image(out_dir: &Path, extra: &Customize) -> Result<Image> {
 }
 
 /// What the scenarios need besides the packages: the probe kernel (the new kernel of the
-/// reboot-hook scenario).
-pub fn scenario_customize() -> Result<Customize> {
+/// reboot-hook scenario), and `append`, words the kexec scenarios add to the next kernel's
+/// command line (`cargo xtask debian-domu --append`).
+pub fn scenario_customize(append: &str) -> Result<Customize> {
+    let quoted = append.replace('\'', "'\\''");
     Ok(Customize {
         files: vec![(
             "usr/lib/pvkexec-test/probe".into(),
             crate::guest::binary("probe")?,
             0o644,
         )],
-        commands: Vec::new(),
+        commands: vec![format!(
+            "mkdir -p /etc/pvkexec-scenario && printf '%s\\n' '{quoted}' > /etc/pvkexec-scenario/append"
+        )],
     })
 }
 
@@ -346,18 +392,25 @@ pub fn spec(
     }
     let mut s = DomuSpec::new(name, &image.kernel);
     s.ramdisk = Some(image.initrd.clone());
+    s.vcpus = vcpus.unwrap_or(scenario.default_vcpus());
+    // crashkernel=: kdump-tools checks for it (Linux on Xen PV ignores it).
     s.cmdline = format!(
-        "root=/dev/xvda ro console=hvc0 pvkexec_scenario={} pvkexec_mem_mib={mem_mib}",
-        scenario.name()
+        "root=/dev/xvda ro console=hvc0 pvkexec_scenario={} pvkexec_mem_mib={mem_mib} \
+         pvkexec_vcpus={}{}",
+        scenario.name(),
+        s.vcpus,
+        match scenario {
+            Scenario::KdumpTools => " crashkernel=256M",
+            _ => "",
+        }
     );
     s.mem_mib = mem_mib;
-    s.vcpus = vcpus.unwrap_or(scenario.default_vcpus());
     s.host_disk = Some(root);
     s.extra_host_disks = disks;
     s.reboots = scenario.reboots();
     // systemd under TCG: 40 s to 2 minutes a boot (two VCPUs, other QEMU runs beside it),
     // plus the scenario's own work (a dump of the domain, a copy of it).
-    s.timeout = Duration::from_secs(420 + 360 * u64::from(scenario.reboots()));
+    s.timeout = Duration::from_secs(60 + 360 * u64::from(scenario.boots()));
     Ok(s)
 }
 
@@ -430,6 +483,42 @@ fn expected_passes(s: Scenario) -> Vec<&'static str> {
             v
         }
         Scenario::RebootHook => vec!["previous-boot-stopped-services", "root-was-clean"],
+        Scenario::KdumpTools => vec![
+            "kdump-tools-load-refused",
+            "refusal-names-the-reason",
+            "pvkexec-kdump-still-armed",
+        ],
+        Scenario::Kexec => vec![
+            "kexec-l-1",
+            "kexec-loaded-flag-1",
+            "kexec-1-kernel",
+            "kexec-1-cmdline",
+            "kexec-1-every-vcpu",
+            "kexec-1-disks",
+            "kexec-1-previous-boot-stopped-services",
+            "kexec-1-journal-has-the-new-command-line",
+            "journal-has-every-boot",
+            "toolstack-reboot-came-back",
+        ],
+        Scenario::Upgrade => vec![
+            "kexec-l-1",
+            "kexec-loaded-flag-1",
+            "kexec-1-kernel",
+            "kexec-1-cmdline",
+            "kexec-1-every-vcpu",
+            "kexec-1-disks",
+            "kexec-1-previous-boot-stopped-services",
+            "kexec-1-journal-has-the-new-command-line",
+            "kexec-l-2",
+            "kexec-loaded-flag-2",
+            "kexec-2-kernel",
+            "kexec-2-cmdline",
+            "kexec-2-every-vcpu",
+            "kexec-2-disks",
+            "kexec-2-previous-boot-stopped-services",
+            "kexec-2-journal-has-the-new-command-line",
+            "journal-has-every-boot",
+        ],
         Scenario::DumpDiskGuard => vec![
             "refuses-missing-disk",
             "refuses-small-disk",
@@ -532,7 +621,16 @@ fn judge(o: &mut Outcome, dir: &Path) {
                 );
             }
         }
-        Scenario::DumpDiskGuard => {}
+        Scenario::Kexec | Scenario::Upgrade => {
+            // Each kexec entered the purgatory in the same domain (xl rebuilt it only for the
+            // kexec scenario's final toolstack reboot).
+            let entered = o.domu.log().matches(crate::PURGATORY_ENTERING).count();
+            if entered != 1 + usize::from(o.scenario == Scenario::Upgrade) {
+                o.failures
+                    .push(format!("the purgatory was entered {entered} times"));
+            }
+        }
+        Scenario::DumpDiskGuard | Scenario::KdumpTools => {}
     }
 }
 

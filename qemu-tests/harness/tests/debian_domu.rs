@@ -12,7 +12,15 @@
 //! - `reboot-hook`: with the probe loaded, `systemctl reboot` ends in the probe through the
 //!   system-shutdown hook, after systemd stopped the services and root was left clean;
 //! - `dump-disk-guard`: `pvkexec load -p` refuses a missing, too small, file-system-holding
-//!   and mounted dump disk, each by name, `--force` only for the file system.
+//!   and mounted dump disk, each by name, `--force` only for the file system;
+//! - `kdump-tools`: Debian's kdump-tools enabled; `kdump-config load` runs `kexec -p` (pvkexec,
+//!   through `pvkexec-kexec`) with the domU's own kernel, refused by name; pvkexec's own kdump
+//!   stays armed.
+//!
+//! A second dom0 boot, on Xen 4.17 built with pvkexec's patches (VCPU reset), runs `upgrade`
+//! with 2 VCPUs: `kexec -l` of the running 6.1 (`--reuse-cmdline`) and `systemctl kexec`, then
+//! the same into bookworm's 6.12; each new kernel has both CPUs, its disks and its command line
+//! in the journal, and the domain is never rebuilt by the toolstack.
 
 use harness::debian_domu::{self, Outcome, Run, Scenario};
 use harness::domu::{DomuRig, RigRun};
@@ -21,8 +29,11 @@ use std::time::Instant;
 
 const MEM_MIB: u64 = 512;
 
+type Runs = Result<(RigRun, Vec<Outcome>), String>;
+
 struct Shared {
-    run: Result<(RigRun, Vec<Outcome>), String>,
+    run: Runs,
+    patched: Runs,
 }
 
 fn shared() -> &'static Shared {
@@ -30,36 +41,48 @@ fn shared() -> &'static Shared {
     SHARED.get_or_init(|| {
         let dir = harness::cache_dir().join("debian-domu/test");
         let started = Instant::now();
-        let run = debian_domu::scenario_customize()
+        let image = debian_domu::scenario_customize("")
             .and_then(|c| debian_domu::build_image(&dir.join("image"), &c))
-            .and_then(|image| {
-                eprintln!(
-                    "debian domU image: built in {:.0} s, root disk {}; {}",
-                    image.build_time.as_secs_f64(),
-                    image.root_disk.display(),
-                    image.dkms_status.trim()
-                );
-                let runs: Vec<Run> = Scenario::ALL
-                    .iter()
-                    .map(|s| Run {
-                        name: short_name(*s).into(),
-                        scenario: *s,
-                        vcpus: None,
-                        mem_mib: MEM_MIB,
-                    })
-                    .collect();
-                let rig = DomuRig {
-                    tag: "debian-domu".into(),
-                    ..Default::default()
-                };
-                debian_domu::run_scenarios(&rig, &image, &runs, &dir)
-            })
             .map_err(|e| format!("{e:#}"));
+        if let Ok(image) = &image {
+            eprintln!(
+                "debian domU image: built in {:.0} s, root disk {}; {}",
+                image.build_time.as_secs_f64(),
+                image.root_disk.display(),
+                image.dkms_status.trim()
+            );
+        }
+        let boot = |patched_xen: bool| -> Runs {
+            let image = image.as_ref().map_err(Clone::clone)?;
+            let runs: Vec<Run> = Scenario::ALL
+                .iter()
+                .filter(|s| s.needs_patched_xen() == patched_xen && **s != Scenario::Kexec)
+                .map(|s| Run {
+                    name: short_name(*s).into(),
+                    scenario: *s,
+                    vcpus: None,
+                    mem_mib: MEM_MIB,
+                })
+                .collect();
+            let rig = DomuRig {
+                tag: if patched_xen {
+                    "debian-patched"
+                } else {
+                    "debian-domu"
+                }
+                .into(),
+                patched_xen,
+                ..Default::default()
+            };
+            debian_domu::run_scenarios(&rig, image, &runs, &dir).map_err(|e| format!("{e:#}"))
+        };
+        let run = boot(false);
+        let patched = boot(true);
         eprintln!(
-            "debian domU: image and four scenarios in {:.0} s",
+            "debian domU: image and scenarios in two dom0 boots in {:.0} s",
             started.elapsed().as_secs_f64()
         );
-        Shared { run }
+        Shared { run, patched }
     })
 }
 
@@ -70,14 +93,23 @@ fn short_name(s: Scenario) -> &'static str {
         Scenario::Kdump2Cpu => "deb-kdump2",
         Scenario::RebootHook => "deb-hook",
         Scenario::DumpDiskGuard => "deb-guard",
+        Scenario::KdumpTools => "deb-kdtools",
+        Scenario::Kexec => "deb-kexec",
+        Scenario::Upgrade => "deb-upgrade",
     }
 }
 
+fn runs(s: Scenario) -> &'static (RigRun, Vec<Outcome>) {
+    let r = match s.needs_patched_xen() {
+        true => &shared().patched,
+        false => &shared().run,
+    };
+    r.as_ref()
+        .unwrap_or_else(|e| panic!("the Debian domU rig failed: {e}"))
+}
+
 fn outcome(s: Scenario) -> &'static Outcome {
-    let (_, outcomes) = shared()
-        .run
-        .as_ref()
-        .unwrap_or_else(|e| panic!("the Debian domU rig failed: {e}"));
+    let (_, outcomes) = runs(s);
     outcomes
         .iter()
         .find(|o| o.scenario == s)
@@ -95,7 +127,7 @@ fn assert_passed(o: &Outcome) {
 }
 
 fn report_times(o: &Outcome) {
-    let (run, _) = shared().run.as_ref().unwrap();
+    let (run, _) = runs(o.scenario);
     let panic = o.line_secs(run, "sysrq: Trigger a crash");
     let written = o.line_secs(run, "PVKEXEC-INFO capture: vmcore written");
     let saved = o.line_secs(run, "pvkexec-kdump: saved");
@@ -143,4 +175,32 @@ fn systemctl_reboot_ends_in_the_loaded_kernel() {
 fn load_p_refuses_unfit_dump_disks() {
     let o = outcome(Scenario::DumpDiskGuard);
     assert_passed(o);
+}
+
+#[test]
+fn kdump_tools_with_a_linux_crash_kernel_is_refused_by_name_on_stock_xen() {
+    let o = outcome(Scenario::KdumpTools);
+    assert_passed(o);
+    let said = o.domu.log();
+    assert!(
+        said.contains("refused to load") && said.contains("is the crash kernel here"),
+        "{said}"
+    );
+}
+
+#[test]
+fn systemctl_kexec_into_the_same_kernel_then_into_6_12_on_patched_xen() {
+    let o = outcome(Scenario::Upgrade);
+    assert_passed(o);
+    assert_eq!(o.domu.boots, 1, "the toolstack rebuilt the domain");
+    let (run, _) = runs(Scenario::Upgrade);
+    for n in [1, 2] {
+        let asked = o.line_secs(run, &format!("systemctl kexec {n} into"));
+        let up = o.line_secs(run, &format!("after kexec {n}: kernel"));
+        eprintln!(
+            "systemctl kexec {n}: {:?} s to the scenario unit of the next kernel; {}",
+            asked.zip(up).map(|(a, b)| b - a),
+            o.value(&format!("after kexec {n}:")).unwrap_or_default()
+        );
+    }
 }
