@@ -123,9 +123,15 @@ pub enum RecordError {
     Cpus(u32),
     PanicCpu(u32),
     /// `p2m_len` is 0, or needs more list pages than the record names.
-    P2mLen { len: u64, lists: u64 },
+    P2mLen {
+        len: u64,
+        lists: u64,
+    },
     /// More (or fewer) list pages than the record's directory pages hold.
-    Lists { lists: u64, dir_pages: u64 },
+    Lists {
+        lists: u64,
+        dir_pages: u64,
+    },
     /// The first directory page's MFN is 0 or past [`MAX_MFN`].
     Dir(u64),
     Vmcoreinfo(u64),
@@ -325,7 +331,6 @@ impl ListPages {
         Ok(Some(mfn))
     }
 }
-
 
 #[cfg(test)]
 mod tests {
