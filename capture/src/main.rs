@@ -319,7 +319,7 @@ fn frame_list(r: &CrashRecord, own_p2m: &[u64]) -> Result<FrameLists, Why> {
     let mut names = [0u64; ENTRIES];
     let mut walk = r.list_pages();
     for (i, slot) in mfns[..n].iter_mut().enumerate() {
-        let list = match walk.next_mfn(&mut |mfn, page| read_u64s(mfn, page)) {
+        let list = match walk.next_mfn(|mfn, page| read_u64s(mfn, page)) {
             Ok(Some(m)) => m,
             Ok(None) => return why!("the record names {} list pages, {} needed", i, n),
             Err(e) => return why!("the record's P2M directory: {}", e),

@@ -21,6 +21,8 @@ pub const LIST_P2M_PAGES: u64 = DIR_PAGE_ENTRIES as u64;
 pub const DIR_LISTS: u64 = DIR_PAGE_ENTRIES as u64 - 1;
 /// The directory page slot that names the next directory page.
 pub const DIR_NEXT: usize = DIR_PAGE_ENTRIES - 1;
+/// A page of the P2M directory (a list page or a directory page).
+pub type DirPage = [u64; DIR_PAGE_ENTRIES];
 /// Largest MFN a record may name (52-bit machine addresses).
 pub const MAX_MFN: u64 = (1 << 40) - 1;
 /// Bytes the record's SHA-256 covers (every field before the digest).
@@ -282,7 +284,7 @@ impl<E: core::fmt::Display> core::fmt::Display for DirError<E> {
 pub struct ListPages {
     next_dir: u64,
     dirs_read: u64,
-    dir: [u64; DIR_PAGE_ENTRIES],
+    dir: DirPage,
     index: u64,
     count: u64,
 }
@@ -302,7 +304,7 @@ impl ListPages {
     /// (as little-endian u64s) into its second argument.
     pub fn next_mfn<E>(
         &mut self,
-        read: &mut dyn FnMut(u64, &mut [u64; DIR_PAGE_ENTRIES]) -> Result<(), E>,
+        mut read: impl FnMut(u64, &mut DirPage) -> Result<(), E>,
     ) -> Result<Option<u64>, DirError<E>> {
         if self.index == self.count {
             return Ok(None);
@@ -341,7 +343,7 @@ mod tests {
     use std::vec::Vec;
     use xenpv::Pod;
 
-    type Page = [u64; DIR_PAGE_ENTRIES];
+    type Page = DirPage;
     const GIB_PFNS: u64 = 1 << 18;
     const FIRST_DIR: u64 = 0x800;
     const FIRST_LIST: u64 = 0x10_0000;
@@ -427,7 +429,7 @@ mod tests {
     fn walk(r: &CrashRecord, mem: &Memory) -> Result<(Vec<u64>, u64), DirError<&'static str>> {
         let mut w = r.list_pages();
         let mut out = Vec::new();
-        while let Some(m) = w.next_mfn(&mut |mfn, page| mem.read(mfn, page))? {
+        while let Some(m) = w.next_mfn(|mfn, page| mem.read(mfn, page))? {
             out.push(m);
         }
         Ok((out, w.dirs_read()))
