@@ -81,7 +81,8 @@ static_assert(offsetof(struct crash_record, cpus) == 88);
 static_assert(offsetof(struct crash_record, panic_time_ns) == 1944);
 static_assert(offsetof(struct crash_record, sha256) == 1976);
 static_assert(sizeof(struct crash_record) == 2008);
-static_assert(CRASH_DIR_LISTS == CRASH_DIR_NEXT && CRASH_DIR_NEXT + 1 == P2M_PER_PAGE);
+static_assert(CRASH_DIR_LISTS == CRASH_DIR_NEXT &&
+	      CRASH_DIR_NEXT + 1 == P2M_PER_PAGE);
 
 static struct crash *crash_armed;	/* what the panic path reads */
 static atomic_t crash_stopping;		/* the NMIs went out */

@@ -185,7 +185,7 @@ struct crash {
 	u64 *rest;			/* PFNs of the other set-aside frames, ascending */
 	unsigned long nr_rest;
 	struct page *record;
-	struct page **lists;		/* kvcalloc'd: nr_lists list pages, then nr_dirs directory pages */
+	struct page **lists;		/* kvcalloc'd: list pages, then directory pages */
 	unsigned long nr_lists;
 	unsigned long nr_dirs;
 	u64 *view;			/* kvmalloc'd: nr_pages entries */
