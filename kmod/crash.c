@@ -98,10 +98,33 @@ static int crash_alloc_rest(struct crash *c)
 	return 0;
 }
 
+/*
+ * The record's P2M directory: one list page per 512 P2M pages (1 GiB of PFNs)
+ * of the most PFNs a dump may need, and one directory page per 511 list pages
+ * (the directory is used for every size). Zeroed: 0 past the last entry. Filled
+ * at the panic (panic.c), when the P2M's length and every MFN are final.
+ */
+static int crash_alloc_lists(struct crash *c)
+{
+	unsigned long p2m_pages = DIV_ROUND_UP(crash_dump_limit(c), P2M_PER_PAGE);
+	unsigned long i, n;
+
+	c->nr_lists = max(1UL, DIV_ROUND_UP(p2m_pages, P2M_PER_PAGE));
+	c->nr_dirs = DIV_ROUND_UP(c->nr_lists, CRASH_DIR_LISTS);
+	n = c->nr_lists + c->nr_dirs;
+	c->lists = kvcalloc(n, sizeof(*c->lists), GFP_KERNEL);
+	if (!c->lists)
+		return -ENOMEM;
+	for (i = 0; i < n; i++) {
+		c->lists[i] = alloc_page(GFP_KERNEL | __GFP_ZERO);
+		if (!c->lists[i])
+			return -ENOMEM;
+	}
+	return 0;
+}
+
 static int crash_alloc(struct crash *c)
 {
-	unsigned int i;
-
 	c->pool = alloc_block(BLOCK_ORDER_MAX);
 	c->image = alloc_block(BLOCK_ORDER_MAX);
 	c->record = alloc_page(GFP_KERNEL | __GFP_ZERO);
@@ -114,15 +137,8 @@ static int crash_alloc(struct crash *c)
 	 */
 	c->view = kvmalloc_array(c->p2m_len, sizeof(u64),
 				 GFP_KERNEL | __GFP_RETRY_MAYFAIL);
-	c->nr_lists = DIV_ROUND_UP(DIV_ROUND_UP(crash_dump_limit(c),
-						P2M_PER_PAGE), P2M_PER_PAGE);
-	for (i = 0; i < c->nr_lists; i++) {
-		c->lists[i] = alloc_page(GFP_KERNEL | __GFP_ZERO);
-		if (!c->lists[i])
-			break;
-	}
 	if (!c->pool || !c->image || !c->record || !c->view ||
-	    i < c->nr_lists || crash_alloc_rest(c)) {
+	    crash_alloc_lists(c) || crash_alloc_rest(c)) {
 		pr_err("crash reserve refused: out of memory for %lu frames set aside (%lu of the rest allocated)\n",
 		       c->pages, c->nr_rest);
 		return -ENOMEM;
@@ -141,9 +157,10 @@ static void crash_free(struct crash *c)
 	kvfree(c->rest);
 	if (c->record)
 		__free_page(c->record);
-	for (i = 0; i < c->nr_lists; i++)
+	for (i = 0; c->lists && i < c->nr_lists + c->nr_dirs; i++)
 		if (c->lists[i])
 			__free_page(c->lists[i]);
+	kvfree(c->lists);
 	kvfree(c->view);
 	if (c->mm)
 		mmput(c->mm);
@@ -238,12 +255,6 @@ static int crash_reserve_checks(struct crash *c, u64 pages)
 		pr_err("crash reserve refused: panic_cpu/HYPERVISOR_shared_info not found through kallsyms\n");
 		return -ENOENT;
 	}
-	if (DIV_ROUND_UP(crash_dump_limit(c), P2M_PER_PAGE) >
-	    CRASH_P2M_LISTS * P2M_PER_PAGE) {
-		pr_err("crash reserve refused: a dump of %lu PFNs needs more than %u P2M list pages\n",
-		       crash_dump_limit(c), CRASH_P2M_LISTS);
-		return -E2BIG;
-	}
 	if (!current->mm || current->mm != current->active_mm) {
 		pr_err("crash reserve refused: no process page tables to hold\n");
 		return -EINVAL;
@@ -285,8 +296,9 @@ int ioctl_crash_reserve(struct pvkexec_crash_reserve __user *uarg)
 		return ret;
 	}
 	crash = c;
-	pr_info("crash: %lu frames set aside, view of %lu entries with %lu present, record mfn %#llx, %u VCPUs\n",
-		c->pages, c->p2m_len, c->present, arg.record_mfn, c->nr_cpus);
+	pr_info("crash: %lu frames set aside, view of %lu entries with %lu present, record mfn %#llx, %u VCPUs, P2M directory of %lu list pages in %lu directory pages\n",
+		c->pages, c->p2m_len, c->present, arg.record_mfn, c->nr_cpus,
+		c->nr_lists, c->nr_dirs);
 	return 0;
 }
 

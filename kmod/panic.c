@@ -40,7 +40,7 @@
 #include "pvkexec.h"
 
 #define CRASH_RECORD_MAGIC	0x48535243584b5650ULL	/* "PVKXCRSH" */
-#define CRASH_RECORD_VERSION	1
+#define CRASH_RECORD_VERSION	2
 #define CRASH_CPU_SAVED		1
 #define CRASH_CPU_STOPPED	2
 #define CRASH_WAIT_US		1000000
@@ -66,17 +66,23 @@ struct crash_record {
 	u64 frame_list_list;
 	u64 vmcoreinfo_maddr;
 	u64 vmcoreinfo_size;
-	u64 p2m_lists[CRASH_P2M_LISTS];
+	u64 p2m_dir;		/* MFN of the first directory page */
+	u64 p2m_dir_pages;	/* directory pages in the chain */
+	u64 p2m_lists;		/* list pages the directory names */
 	struct crash_cpu cpus[MAX_VCPUS];
 	u64 panic_time_ns;
 	u64 reserved[3];
 	u8 sha256[SHA256_DIGEST_SIZE];
 };
-static_assert(offsetof(struct crash_record, p2m_lists) == 64);
-static_assert(offsetof(struct crash_record, cpus) == 192);
-static_assert(offsetof(struct crash_record, panic_time_ns) == 2048);
-static_assert(offsetof(struct crash_record, sha256) == 2080);
-static_assert(sizeof(struct crash_record) == 2112);
+static_assert(offsetof(struct crash_record, p2m_dir) == 64);
+static_assert(offsetof(struct crash_record, p2m_dir_pages) == 72);
+static_assert(offsetof(struct crash_record, p2m_lists) == 80);
+static_assert(offsetof(struct crash_record, cpus) == 88);
+static_assert(offsetof(struct crash_record, panic_time_ns) == 1944);
+static_assert(offsetof(struct crash_record, sha256) == 1976);
+static_assert(sizeof(struct crash_record) == 2008);
+static_assert(CRASH_DIR_LISTS == CRASH_DIR_NEXT &&
+	      CRASH_DIR_NEXT + 1 == P2M_PER_PAGE);
 
 static struct crash *crash_armed;	/* what the panic path reads */
 static atomic_t crash_stopping;		/* the NMIs went out */
@@ -184,15 +190,25 @@ static void crash_stop_other_cpus(int wait)
 	crash_orig_stop(wait);
 }
 
-/* The MFN of every page of Linux's P2M (xen_p2m_addr) a dump covers, 512 to a list page. */
+static u64 page_mfn(struct page *page)
+{
+	return pfn_to_mfn(page_to_pfn(page));
+}
+
+/*
+ * The MFN of every page of Linux's P2M (xen_p2m_addr) a dump covers, 512 to a
+ * list page, and the directory: 511 list pages to a directory page, whose last
+ * slot names the next one (0 in the last). MFNs are taken now, at the panic.
+ */
 static int crash_p2m_lists(struct crash *c, struct crash_record *r,
 			   const struct shared_info *s)
 {
 	unsigned long n = DIV_ROUND_UP(crash_dump_len(s), P2M_PER_PAGE), i;
+	struct page **dirs = c->lists + c->nr_lists;
 	unsigned int level;
 
 	if (DIV_ROUND_UP(n, P2M_PER_PAGE) > c->nr_lists) {
-		pr_emerg("crash: the P2M grew to %lu entries, past the %u list pages set aside\n",
+		pr_emerg("crash: the P2M grew to %lu entries, past the %lu list pages set aside\n",
 			 crash_dump_len(s), c->nr_lists);
 		return -E2BIG;
 	}
@@ -208,8 +224,19 @@ static int crash_p2m_lists(struct crash *c, struct crash_record *r,
 		}
 		list[i % P2M_PER_PAGE] = pte_mfn(*pte);
 	}
-	for (i = 0; i < c->nr_lists; i++)
-		r->p2m_lists[i] = pfn_to_mfn(page_to_pfn(c->lists[i]));
+	for (i = 0; i < c->nr_lists; i++) {
+		u64 *dir = page_address(dirs[i / CRASH_DIR_LISTS]);
+
+		dir[i % CRASH_DIR_LISTS] = page_mfn(c->lists[i]);
+	}
+	for (i = 0; i + 1 < c->nr_dirs; i++) {
+		u64 *dir = page_address(dirs[i]);
+
+		dir[CRASH_DIR_NEXT] = page_mfn(dirs[i + 1]);
+	}
+	r->p2m_dir = page_mfn(dirs[0]);
+	r->p2m_dir_pages = c->nr_dirs;
+	r->p2m_lists = c->nr_lists;
 	return 0;
 }
 

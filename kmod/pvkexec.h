@@ -169,8 +169,14 @@ static inline __noreturn void enter_purgatory(struct exec_prep *p, unsigned int 
 	     (unsigned long)p->handoff, cpu ? xen_vcpu_nr(cpu) : 0);
 }
 
-/* The reservation and, once loaded, the prepared handover (crash.c). */
-#define CRASH_P2M_LISTS		16
+/*
+ * The reservation and, once loaded, the prepared handover (crash.c). The
+ * crash record names the P2M's pages through a directory (pvhandoff::crash):
+ * list pages of 512 P2M page MFNs, and a chain of directory pages whose slots
+ * 0..510 name list pages and whose last slot names the next directory page.
+ */
+#define CRASH_DIR_LISTS		511
+#define CRASH_DIR_NEXT		511
 
 struct crash {
 	unsigned long pages;
@@ -179,8 +185,9 @@ struct crash {
 	u64 *rest;			/* PFNs of the other set-aside frames, ascending */
 	unsigned long nr_rest;
 	struct page *record;
-	struct page *lists[CRASH_P2M_LISTS];
-	unsigned int nr_lists;
+	struct page **lists;		/* kvcalloc'd: list pages, then directory pages */
+	unsigned long nr_lists;
+	unsigned long nr_dirs;
 	u64 *view;			/* kvmalloc'd: nr_pages entries */
 	unsigned long p2m_len;
 	unsigned long present;

@@ -5,18 +5,19 @@
 //! there is no default: a dump overwrites the disk), then reboots the domain.
 //!
 //! Stages: the crash record (`pvkexec.crash=0x<mfn>`, checked by digest), the old P2M's leaf
-//! pages (the record's list pages name them) as a P2M frame list in this kernel's own pages
-//! (the dump's "Xen" note names it; it covers 512 GiB of PFNs as Linux's own list does, so
-//! makedumpfile can translate every PFN of the last memory section), the dumped frames as
+//! pages (the record's list pages name them, and its directory chain the list pages) as a P2M
+//! frame list whose frame-list pages are the record's list pages and whose last frame-list
+//! page and frame-list-list are this kernel's pages (the dump's "Xen" note names it; it covers
+//! 512 GiB of PFNs as Linux's own list does, so makedumpfile can translate every PFN of the
+//! last memory section), the dumped frames as
 //! runs (`vmcore::sweep`: the old P2M's leaves mapped a window at a time, once per 32 GiB of
 //! machine memory that holds frames), the notes (each CPU's registers, the old VMCOREINFO),
 //! the disk, the dump. The old P2M's leaf pages are dumped whether or not a PFN names them:
 //! the tools read them through the dump.
 //!
 //! Memory does not grow with the old domain: a 1 MiB sweep bitmap, a run table of
-//! `vmcore::MAX_RUNS` (the `PT_LOAD`s a vmcore can have), one frame-list page per GiB of the
-//! most the crash record can name, and the window. The old kernel's frames are only ever
-//! mapped read-only.
+//! `vmcore::MAX_RUNS` (the `PT_LOAD`s a vmcore can have), four pages of the frame list, and
+//! the window. The old kernel's frames are only ever mapped read-only.
 #![no_std]
 #![no_main]
 #![allow(clippy::result_large_err)]
@@ -29,7 +30,7 @@ use kernelrt::view::{self, Region};
 use kernelrt::xenstore::Xenstore;
 use kernelrt::{clock, cmdline_value, parse_u64, println, shared, why};
 use pvhandoff::crash::{
-    CrashRecord, CPU_SAVED, CPU_STOPPED, CRASH_CMDLINE_KEY, CRASH_P2M_LISTS, MAX_VMCOREINFO_NOTE,
+    CrashRecord, CPU_SAVED, CPU_STOPPED, CRASH_CMDLINE_KEY, MAX_VMCOREINFO_NOTE,
 };
 use vmcore::p2m::{self, FrameListShape, Page, ENTRIES};
 use vmcore::{
@@ -37,15 +38,14 @@ use vmcore::{
 };
 use xenpv::{hypercall, pte, uvmf, StartInfo, VcpuInfo, PAGE_SIZE};
 
-/// Frame-list pages: one per crash-record list page (each names 512 leaf pages, 1 GiB).
-const MAX_FRAME_LISTS: usize = CRASH_P2M_LISTS;
-/// This kernel's pages of the frame list: the frame-list pages, the missing leaf, the missing
-/// frame-list page, the frame-list-list (in that order in [`LISTS`]).
-const OWN_LIST_PAGES: usize = p2m::own_pages_for(MAX_FRAME_LISTS * ENTRIES);
-const MISSING_LEAF: usize = MAX_FRAME_LISTS;
-const MISSING_LIST: usize = MAX_FRAME_LISTS + 1;
-const FRAME_LIST_LIST: usize = MAX_FRAME_LISTS + 2;
-const _: () = assert!(FRAME_LIST_LIST + 1 == OWN_LIST_PAGES);
+/// This kernel's pages of the frame list, in this order in [`LISTS`]: the last frame-list page
+/// (a padded copy of the record's last list page), the missing leaf, the missing frame-list
+/// page, the frame-list-list. The other frame-list pages are the record's list pages.
+const OWN_LIST_PAGES: usize = 4;
+const LAST_LIST: usize = 0;
+const MISSING_LEAF: usize = 1;
+const MISSING_LIST: usize = 2;
+const FRAME_LIST_LIST: usize = 3;
 /// Pages of old memory mapped at once (one disk write, or one batch of P2M leaves).
 const WINDOW_PAGES: usize = 64;
 const SECTOR: u64 = 512;
@@ -103,11 +103,15 @@ fn read_old(mfn: u64, offset: usize, out: &mut [u8]) -> Result<(), Why> {
     Ok(())
 }
 
+/// Copies the first `out.len()` (at most 512) u64s of old frame `mfn` through window page 0.
 fn read_u64s(mfn: u64, out: &mut [u64]) -> Result<(), Why> {
-    let mut page = [0u8; PAGE_SIZE as usize];
-    read_old(mfn, 0, &mut page)?;
-    for (w, b) in out.iter_mut().zip(page.chunks_exact(8)) {
-        *w = u64::from_le_bytes(b.try_into().unwrap_or([0; 8]));
+    if let Err(e) = map_old(0, mfn) {
+        return why!("mapping old frame {:#x}: {}", mfn, e);
+    }
+    // SAFETY: window page 0 maps `mfn` now, and nothing maps over it before the copy ends.
+    let page = unsafe { window_entries(0) };
+    for (w, e) in out.iter_mut().zip(page) {
+        *w = *e;
     }
     Ok(())
 }
@@ -146,35 +150,53 @@ impl MfnSource for OldMemory<'_> {
     type Error = Why;
 
     fn each_mfn(&mut self, mfn: &mut dyn FnMut(u64)) -> Result<(), Why> {
-        let mut leaves = self.lists.leaf_mfns().enumerate().peekable();
-        while leaves.peek().is_some() {
-            let mut batch = [(0usize, 0u64); WINDOW_PAGES];
-            let mut n = 0;
-            while n < WINDOW_PAGES {
-                let Some(leaf) = leaves.next() else { break };
-                batch[n] = leaf;
+        let p2m_len = self.p2m_len;
+        let mut batch = [(0usize, 0u64); WINDOW_PAGES];
+        let mut n = 0;
+        self.lists.each_leaf_chunk(|first, leaves| {
+            for (k, &leaf) in leaves.iter().enumerate() {
+                batch[n] = (first + k, leaf);
                 n += 1;
-            }
-            for (slot, &(i, leaf)) in batch[..n].iter().enumerate() {
-                if let Err(e) = map_old(slot, leaf) {
-                    return why!("mapping P2M page {} (mfn {:#x}): {}", i, leaf, e);
+                if n == WINDOW_PAGES {
+                    scan_leaves(&batch, p2m_len, &mut *mfn)?;
+                    n = 0;
                 }
             }
-            for (slot, &(i, _)) in batch[..n].iter().enumerate() {
-                let entries = (self.p2m_len - (i * ENTRIES) as u64).min(ENTRIES as u64) as usize;
-                // SAFETY: `slot` was mapped above and nothing maps over it before this loop
-                // ends.
-                let page = unsafe { window_entries(slot) };
-                page[..entries]
-                    .iter()
-                    .filter_map(|&e| vmcore::present_mfn(e))
-                    .for_each(&mut *mfn);
-            }
-        }
-        self.lists.leaf_mfns().for_each(&mut *mfn);
+            Ok(())
+        })?;
+        scan_leaves(&batch[..n], p2m_len, &mut *mfn)?;
+        self.lists.each_leaf_chunk(|_, leaves| {
+            leaves.iter().copied().for_each(&mut *mfn);
+            Ok(())
+        })?;
+        self.lists
+            .frame_list_mfns()
+            .iter()
+            .copied()
+            .for_each(&mut *mfn);
         self.lists.pages().iter().copied().for_each(&mut *mfn);
         Ok(())
     }
+}
+
+/// Maps a batch of the old P2M's leaf pages (`(index, mfn)`) at window pages `0..` and gives
+/// the present frames their entries name.
+fn scan_leaves(batch: &[(usize, u64)], p2m_len: u64, mfn: &mut dyn FnMut(u64)) -> Result<(), Why> {
+    for (slot, &(i, leaf)) in batch.iter().enumerate() {
+        if let Err(e) = map_old(slot, leaf) {
+            return why!("mapping P2M page {} (mfn {:#x}): {}", i, leaf, e);
+        }
+    }
+    for (slot, &(i, _)) in batch.iter().enumerate() {
+        let entries = (p2m_len - (i * ENTRIES) as u64).min(ENTRIES as u64) as usize;
+        // SAFETY: `slot` was mapped above and nothing maps over it before this loop ends.
+        let page = unsafe { window_entries(slot) };
+        page[..entries]
+            .iter()
+            .filter_map(|&e| vmcore::present_mfn(e))
+            .for_each(&mut *mfn);
+    }
+    Ok(())
 }
 
 /// Linux's block major for Xen virtual disks (`xvd*`): vbd number = major << 8 | 16 * index.
@@ -216,83 +238,99 @@ fn own_mfn(own_p2m: &[u64], va: u64) -> Result<u64, Why> {
     }
 }
 
-/// The frame list in this kernel's pages: `n` frame-list pages naming the old P2M's leaves
-/// (so they are where the leaves' MFNs are kept), then the missing leaf, the missing
-/// frame-list page and the frame-list-list, and the MFNs of all of them.
+/// The frame list the dump's "Xen" note names. Its frame-list pages are the crash record's
+/// list pages (a full one holds 512 leaf MFNs, which is a whole frame-list page), but the
+/// last, which is a copy in this kernel's page padded with the missing leaf; the
+/// frame-list-list, the missing leaf and the missing frame-list page are this kernel's too.
 struct FrameLists {
-    frame_lists: &'static [Page],
+    /// The frame-list-list: frame-list page `i`'s MFN in slot `i < n`.
+    top: &'static Page,
+    /// The last frame-list page.
+    last: &'static Page,
     leaves: usize,
-    mfns: [u64; OWN_LIST_PAGES],
     n: usize,
+    /// This kernel's pages (in [`LISTS`] order).
+    own: [u64; OWN_LIST_PAGES],
+    /// Directory pages of the record the list pages were found through.
+    dirs: u64,
 }
 
 impl FrameLists {
-    /// Every page to dump (frame-list pages, missing leaf and frame-list page, the top).
+    /// This kernel's pages to dump (the last frame-list page, the missing leaf and frame-list
+    /// page, the top).
     fn pages(&self) -> &[u64] {
-        &self.mfns[..self.n + 3]
+        &self.own
+    }
+
+    /// The frame-list pages' MFNs.
+    fn frame_list_mfns(&self) -> &[u64] {
+        &self.top[..self.n]
     }
 
     fn frame_list_list(&self) -> u64 {
-        self.mfns[self.n + 2]
+        self.own[FRAME_LIST_LIST]
     }
 
     fn missing_leaf(&self) -> u64 {
-        self.mfns[self.n]
+        self.own[MISSING_LEAF]
     }
 
-    /// The old P2M's leaf pages' MFNs, in PFN order.
-    fn leaf_mfns(&self) -> impl Iterator<Item = u64> + '_ {
-        self.frame_lists.iter().flatten().copied().take(self.leaves)
-    }
-
-    /// The leaves' MFNs as each frame-list page holds them.
-    fn leaf_chunks(&self) -> impl Iterator<Item = &[u64]> + '_ {
-        self.frame_lists
-            .iter()
-            .enumerate()
-            .map(|(i, page)| &page[..(self.leaves - i * ENTRIES).min(ENTRIES)])
+    /// Calls `f` with each frame-list page's leaf MFNs and the index of its first leaf, in
+    /// PFN order; the record's list pages are read from old memory one at a time (window
+    /// page 0, copied before `f` runs).
+    fn each_leaf_chunk(
+        &self,
+        mut f: impl FnMut(usize, &[u64]) -> Result<(), Why>,
+    ) -> Result<(), Why> {
+        let mut names = [0u64; ENTRIES];
+        for i in 0..self.n {
+            let count = (self.leaves - i * ENTRIES).min(ENTRIES);
+            if i + 1 == self.n {
+                f(i * ENTRIES, &self.last[..count])?;
+            } else {
+                read_u64s(self.top[i], &mut names[..count])?;
+                f(i * ENTRIES, &names[..count])?;
+            }
+        }
+        Ok(())
     }
 }
 
-/// Stage 2: the frame list over the old P2M's leaves, in this kernel's pages, padded to
-/// 512 GiB of PFNs with a missing leaf and a missing frame-list page (Linux's shape). Each
-/// frame-list page takes the leaf MFNs of one of the record's list pages.
+/// Stage 2: the frame list over the old P2M's leaves, padded to 512 GiB of PFNs with a
+/// missing leaf and a missing frame-list page (Linux's shape). The record's directory chain
+/// names its list pages; each is read and checked as a frame-list page.
 fn frame_list(r: &CrashRecord, own_p2m: &[u64]) -> Result<FrameLists, Why> {
     // SAFETY: the single-threaded capture kernel takes LISTS once, here.
     let lists = unsafe { &mut (*core::ptr::addr_of_mut!(LISTS)).0 };
-    let missing_leaf = own_mfn(own_p2m, lists[MISSING_LEAF].as_ptr() as u64)?;
-    let missing_list = own_mfn(own_p2m, lists[MISSING_LIST].as_ptr() as u64)?;
+    let mut own = [0u64; OWN_LIST_PAGES];
+    for (m, page) in own.iter_mut().zip(lists.iter()) {
+        *m = own_mfn(own_p2m, page.as_ptr() as u64)?;
+    }
+    let [last, missing_leaf, missing_list, top] = lists;
     let leaves = r.p2m_pages() as usize;
-    let shape = match FrameListShape::new(leaves, missing_leaf) {
+    let shape = match FrameListShape::new(leaves, own[MISSING_LEAF]) {
         Ok(s) => s,
         Err(e) => return why!("frame list: {}", e),
     };
+    p2m::missing_leaf_page(missing_leaf);
+    shape.missing_frame_list_page(missing_list);
     let n = shape.frame_list_pages();
-    if n > MAX_FRAME_LISTS {
-        return why!(
-            "the old P2M has {} pages; the record names at most {}",
-            leaves,
-            MAX_FRAME_LISTS * ENTRIES
-        );
-    }
-    p2m::missing_leaf_page(&mut lists[MISSING_LEAF]);
-    shape.missing_frame_list_page(&mut lists[MISSING_LIST]);
-    let mut mfns = [0u64; OWN_LIST_PAGES];
+    let mut mfns = [0u64; ENTRIES];
     let mut names = [0u64; ENTRIES];
-    for i in 0..n {
-        let list = r.p2m_lists[i];
-        if list == 0 {
-            return why!(
-                "the record names no list page for P2M pages from {}",
-                i * ENTRIES
-            );
-        }
+    let mut walk = r.list_pages();
+    for (i, slot) in mfns[..n].iter_mut().enumerate() {
+        let list = match walk.next_mfn(|mfn, page| read_u64s(mfn, page)) {
+            Ok(Some(m)) => m,
+            Ok(None) => return why!("the record names {} list pages, {} needed", i, n),
+            Err(e) => return why!("the record's P2M directory: {}", e),
+        };
         let count = match shape.leaves_in(i) {
             Ok(c) => c,
             Err(e) => return why!("frame list page {}: {}", i, e),
         };
         read_u64s(list, &mut names[..count])?;
-        if let Err(e) = shape.frame_list_page(i, &names[..count], &mut lists[i]) {
+        // Checks the list page (the last one is then this kernel's padded copy).
+        if let Err(e) = shape.frame_list_page(i, &names[..count], last) {
             return why!(
                 "frame list page {} (record list page {:#x}): {}",
                 i,
@@ -300,21 +338,18 @@ fn frame_list(r: &CrashRecord, own_p2m: &[u64]) -> Result<FrameLists, Why> {
                 e
             );
         }
-        mfns[i] = own_mfn(own_p2m, lists[i].as_ptr() as u64)?;
+        *slot = if i + 1 == n { own[LAST_LIST] } else { list };
     }
-    let (frame_lists, rest) = lists.split_at_mut(n);
-    let top = &mut rest[FRAME_LIST_LIST - n];
-    if let Err(e) = shape.frame_list_list_page(&mfns[..n], missing_list, top) {
+    if let Err(e) = shape.frame_list_list_page(&mfns[..n], own[MISSING_LIST], top) {
         return why!("frame-list-list: {}", e);
     }
-    mfns[n] = missing_leaf;
-    mfns[n + 1] = missing_list;
-    mfns[n + 2] = own_mfn(own_p2m, top.as_ptr() as u64)?;
     Ok(FrameLists {
-        frame_lists,
+        top,
+        last,
         leaves,
-        mfns,
         n,
+        own,
+        dirs: walk.dirs_read(),
     })
 }
 
@@ -342,9 +377,16 @@ fn dumped_frames(
         Err(SweepError::Frames(e)) => return Err(("frames", Why::new(format_args!("{}", e)))),
     };
     // A frame left out of the dump reads as a hole, but a P2M page left out breaks both tools.
-    let missing = lists
-        .leaf_chunks()
-        .find_map(|leaves| swept.frames.first_missing(leaves))
+    let mut missing = None;
+    let found = lists.each_leaf_chunk(|_, leaves| {
+        missing = missing.or_else(|| swept.frames.first_missing(leaves));
+        Ok(())
+    });
+    if let Err(why) = found {
+        return Err(("old-p2m", why));
+    }
+    let missing = missing
+        .or_else(|| swept.frames.first_missing(lists.frame_list_mfns()))
         .or_else(|| swept.frames.first_missing(lists.pages()));
     if let Some(m) = missing {
         let why = Why::new(format_args!(
@@ -513,9 +555,11 @@ fn run(si: &StartInfo, region: &Region, clk: &'static VcpuInfo) {
         Err(e) => return fail("old-p2m", format_args!("{}", e)),
     };
     println!(
-        "PVKEXEC-INFO capture: P2M frame list: {} leaf pages in {} frame-list pages, padded to {} PFNs with a missing leaf (mfn {:#x}); frame-list-list mfn {:#x}",
+        "PVKEXEC-INFO capture: P2M frame list: {} leaf pages in {} frame-list pages, the crash record's list pages found through {} directory page(s) ({} list pages named), the last copied; padded to {} PFNs with a missing leaf (mfn {:#x}); frame-list-list mfn {:#x}",
         lists.leaves,
         lists.n,
+        lists.dirs,
+        r.p2m_lists,
         p2m::COVERED_PFNS,
         lists.missing_leaf(),
         lists.frame_list_list()

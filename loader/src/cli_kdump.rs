@@ -336,14 +336,26 @@ mod tests {
     }
 
     /// The figures docs/kdump.md states: the capture kernel (about 120 KiB, so its RAM is
-    /// the 8 MiB floor) in domains of 1, 6, 8 and 64 GiB, whose working memory grows by one
-    /// frame per 128 MiB.
+    /// the 8 MiB floor) in domains of 1 to 512 GiB, whose working memory grows by one frame
+    /// per 128 MiB: 20 MiB up to 121 GiB, then one more 4 MiB block per further 4 MiB of
+    /// working memory (24 MiB for 128 GiB, 36 MiB for 512 GiB). The crash record's list and
+    /// directory pages are not part of the reservation (the module allocates them beside it:
+    /// one page per GiB and one per 511 GiB), so nothing here depends on the record.
     #[test]
-    fn the_default_for_1_to_64_gib_domains_is_20_mib() {
-        for (gib, work) in [(1u64, 62), (6, 102), (8, 118), (64, 566)] {
+    fn the_default_for_1_to_512_gib_domains() {
+        for (gib, work, mib) in [
+            (1u64, 62, 20),
+            (6, 102, 20),
+            (8, 118, 20),
+            (64, 566, 20),
+            (121, 1022, 20),
+            (122, 1030, 24),
+            (128, 1078, 24),
+            (512, 4150, 36),
+        ] {
             let w = pvhandoff::handoff::work_pages(gib << 18).unwrap();
             assert_eq!(w, work, "{gib} GiB");
-            assert_eq!(default_crash_pages(120 << 10, w), 5 * 1024, "{gib} GiB");
+            assert_eq!(default_crash_pages(120 << 10, w), mib * 256, "{gib} GiB");
         }
     }
 

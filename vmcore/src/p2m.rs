@@ -3,8 +3,9 @@
 //! 512 P2M entries (PFN -> MFN). All three levels hold 512 little-endian `u64` MFNs per page.
 //!
 //! A 6.1 PV domU may publish `~0` instead of a frame-list-list in shared_info (its P2M is a
-//! virtually mapped list, `SIF_VIRT_P2M_4TOOLS`), so the capture kernel builds one in its own
-//! pages from the MFNs of the old P2M's leaf pages. Those pages must then be dumped too: both
+//! virtually mapped list, `SIF_VIRT_P2M_4TOOLS`), so the capture kernel builds one from the
+//! MFNs of the old P2M's leaf pages (in its own pages, and in the crash record's list pages,
+//! which are full frame-list pages but the last). Those pages must then be dumped too: both
 //! tools read every level through the dump by machine address.
 //!
 //! **The list covers every PFN up to [`COVERED_PFNS`]** (512 GiB), in the shape Linux's own

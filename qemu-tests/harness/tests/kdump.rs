@@ -9,7 +9,7 @@
 //! - `kdump-197m`: 197 MiB (not even a whole P2M page: the last one half used);
 //! - `kdump-6g`: 6 GiB, 2 VCPUs: past the 2 GiB a crash view in one buddy block held, and six
 //!   times what the capture kernel's old static table held; its reservation stays the default
-//!   20 MiB;
+//!   20 MiB; the capture kernel finds its six list pages through the crash record's directory;
 //! - `kdump-corrupt`: the crash image corrupted after load: the purgatory names it, nothing
 //!   boots, the domain crashes as Xen would have made it.
 //!
@@ -344,6 +344,14 @@ fn set_aside_mib(log: &str) -> u64 {
 fn a_6_gib_domu_with_2_vcpus_dumps_with_a_small_reservation() {
     let log = check_written("kdump-6g", 6144 * 256 / 2);
     assert!(log.contains("old P2M of 1572864 entries"), "{log}");
+    // The crash record names the list pages through its directory (used for every size).
+    assert!(
+        log.contains(
+            "3072 leaf pages in 6 frame-list pages, the crash record's list pages found \
+             through 1 directory page(s)"
+        ),
+        "{log}"
+    );
     let mib = set_aside_mib(&log);
     eprintln!("kdump-6g: pvkexec load -p set aside {mib} MiB");
     assert!(mib < 64, "{mib} MiB set aside for a 6 GiB domain");
