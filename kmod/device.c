@@ -386,9 +386,13 @@ static int __init pvkexec_init(void)
 		pr_err("not a Xen PV guest: pvkexec only works in a PV domain\n");
 		return -ENODEV;
 	}
+	ret = kexec_flags_register();
+	if (ret)
+		return ret;
 	ret = misc_register(&pvkexec_dev);
 	if (ret) {
 		pr_err("cannot register /dev/pvkexec: %d\n", ret);
+		kexec_flags_unregister();
 		return ret;
 	}
 	exec_hook_register();
@@ -399,6 +403,7 @@ static int __init pvkexec_init(void)
 
 static void __exit pvkexec_exit(void)
 {
+	kexec_flags_unregister();
 	exec_hook_unregister();
 	misc_deregister(&pvkexec_dev);
 	image_free(loaded);

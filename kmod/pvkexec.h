@@ -244,6 +244,11 @@ int test_corrupt_crash(void);
 /* panic.c */
 int crash_arm(struct crash *c);
 void crash_disarm(void);
+bool crash_is_armed(void);
 int test_park_cpu1(void);
+
+/* sysfs.c */
+int kexec_flags_register(void);
+void kexec_flags_unregister(void);
 
 #endif /* PVKEXEC_H */

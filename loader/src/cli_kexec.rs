@@ -12,7 +12,6 @@ use crate::cli_state::{self, Kind, Record};
 use crate::cli_system;
 use crate::device::{Info, LoadParams};
 use crate::input::{open_checked, read_checked, Role};
-use crate::linux_kexec;
 use std::path::Path;
 
 /// `pvkexec load`: builds the image for the running domain and hands it to the module.
@@ -77,7 +76,6 @@ pub fn load(req: &LoadRequest) -> Result<String, CliError> {
             ..Record::default()
         },
     );
-    out += &linux_flag_set();
     if old_p2m_len != 0 {
         out += &format!(
             "note: ballooned domain: {domain_pages} of the start-of-day P2M's {old_p2m_len} \
@@ -115,30 +113,10 @@ pub fn load_image(path: &Path) -> Result<String, CliError> {
         },
     );
     Ok(format!(
-        "loaded {}: {} bytes\n{note}{}",
+        "loaded {}: {} bytes\n{note}",
         path.display(),
-        bytes.len(),
-        linux_flag_set()
+        bytes.len()
     ))
-}
-
-/// Linux's kexec_loaded follows pvkexec's image (`crate::linux_kexec`); a failure is a note.
-fn linux_flag_set() -> String {
-    match linux_kexec::mark_loaded() {
-        Ok(()) => String::new(),
-        Err(e) => linux_kexec::mark_failed_note(&e),
-    }
-}
-
-fn linux_flag_cleared() -> String {
-    match linux_kexec::clear() {
-        Ok(()) => String::new(),
-        Err(e) => format!(
-            "note: Linux's own kexec image (the placeholder for systemctl kexec) was not \
-             removed ({e}): {} may still read 1\n",
-            linux_kexec::KEXEC_LOADED
-        ),
-    }
 }
 
 /// A prebuilt image made for a hypervisor that resets VCPUs (`pvkexec build --xen-vcpu-reset`)
@@ -164,15 +142,10 @@ pub(crate) fn check_vcpu_reset(image: &[u8], info: &Info) -> Result<(), CliError
 pub fn unload() -> Result<String, CliError> {
     let (dev, _) = open()?;
     match dev.unload() {
-        Ok(()) => Ok(format!(
-            "unloaded\n{}{}",
-            cli_state::forget(Kind::Kexec),
-            linux_flag_cleared()
-        )),
+        Ok(()) => Ok(format!("unloaded\n{}", cli_state::forget(Kind::Kexec))),
         Err(e) if e.errno() == Some(libc::ENOENT) => Ok(format!(
-            "no image was loaded\n{}{}",
-            cli_state::forget(Kind::Kexec),
-            linux_flag_cleared()
+            "no image was loaded\n{}",
+            cli_state::forget(Kind::Kexec)
         )),
         Err(e) => Err(e.into()),
     }

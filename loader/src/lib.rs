@@ -22,7 +22,6 @@ pub mod input;
 pub mod inspect;
 pub mod kernel;
 pub mod linux;
-pub mod linux_kexec;
 pub mod notes;
 pub mod plan;
 pub mod purgatory;

@@ -21,6 +21,7 @@ step() { n=$1; shift; say "begin $n"; "$@" 2>&1; rc=$?; say "end $n rc=$rc up=$(
 say "init up=$(cut -d' ' -f1 /proc/uptime)"
 step status-no-module pvkexec status
 step insmod insmod /lib/modules/pvkexec.ko
+step flags-idle cat /sys/kernel/kexec_loaded /sys/kernel/kexec_crash_loaded
 step status pvkexec status
 step load-probe pvkexec load --kernel /boot/probe --append "mem_mib=@MEM@"
 step status-loaded pvkexec status
@@ -39,13 +40,16 @@ step load-image-good pvkexec load --image /boot/good.img
 step unload-good pvkexec unload
 step kexec-l kexec -l /boot/probe --append="mem_mib=@MEM@" -s
 step status-kexec-l pvkexec status
+step flags-kexec-l cat /sys/kernel/kexec_loaded /sys/kernel/kexec_crash_loaded
 step kexec-p kexec -p /boot/probe --command-line="mem_mib=16"
 step status-kexec-p pvkexec status
+step flags-kexec-p cat /sys/kernel/kexec_loaded /sys/kernel/kexec_crash_loaded
 step status-json pvkexec status -p --json
 step kexec-p-u kexec -p -u
 
 step kexec-u kexec -u
 step status-end pvkexec status
+step flags-end cat /sys/kernel/kexec_loaded /sys/kernel/kexec_crash_loaded
 # An exec the module refuses before anything is shut down: a CPU is offline.
 step load-for-exec pvkexec load --kernel /boot/probe --append mem_mib=@MEM@
 echo 0 > /sys/devices/system/cpu/cpu1/online
@@ -419,6 +423,28 @@ fn step(name: &str) -> Step {
     s.get(name)
         .cloned()
         .unwrap_or_else(|| panic!("no step {name} in the domU's output:\n{}", d.log()))
+}
+
+/// `/sys/kernel/kexec_loaded` and `kexec_crash_loaded` (the module's while it is loaded: what
+/// systemctl kexec and kdump-tools read) follow the kexec image and the armed crash kernel.
+#[test]
+fn sys_kernel_kexec_flags_follow_the_modules_images() {
+    for (name, want) in [
+        ("flags-idle", "0 0"),
+        ("flags-kexec-l", "1 0"),
+        ("flags-kexec-p", "1 1"),
+        ("flags-end", "0 0"),
+    ] {
+        let l = step(name);
+        assert_eq!(l.rc, Some(0), "{name}: {}", l.text());
+        let got: Vec<&str> = l
+            .lines
+            .iter()
+            .map(|x| x.trim())
+            .filter(|x| *x == "0" || *x == "1")
+            .collect();
+        assert_eq!(got.join(" "), want, "{name}: {}", l.text());
+    }
 }
 
 #[test]
