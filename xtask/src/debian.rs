@@ -77,8 +77,18 @@ pub(crate) fn debian_domu(a: DebianDomuArgs) -> Result<ExitCode> {
         vcpus: a.vcpus,
         mem_mib: a.mem_mib,
     };
-    let (_, outcomes) = debian_domu::run_scenarios(&rig, &image, &[run], &dir)?;
+    let (rig_run, outcomes) = debian_domu::run_scenarios(&rig, &image, &[run], &dir)?;
     let o = &outcomes[0];
+    for (what, from) in [
+        ("systemctl kexec 1", "systemctl kexec 1 into"),
+        ("systemctl kexec 2", "systemctl kexec 2 into"),
+        ("toolstack reboot", "toolstack reboot uptime"),
+        ("sysrq crash", "sysrq: Trigger a crash"),
+    ] {
+        if let Some(secs) = o.secs_to_login(&rig_run, from) {
+            println!("{what} -> login prompt: {secs:.1} s (host time under QEMU TCG)");
+        }
+    }
     if let Some(keep) = &a.keep_disk {
         std::fs::rename(&o.root_disk, keep)
             .or_else(|_| std::fs::copy(&o.root_disk, keep).map(|_| ()))?;

@@ -452,13 +452,31 @@ impl Outcome {
 
     /// Host seconds (QEMU's log clock) of the first console line containing `needle`.
     pub fn line_secs(&self, run: &crate::domu::RigRun, needle: &str) -> Option<f64> {
+        self.line_secs_after(run, needle, f64::NEG_INFINITY)
+    }
+
+    /// Host seconds of the first console line containing `needle` at or after `after`.
+    pub fn line_secs_after(
+        &self,
+        run: &crate::domu::RigRun,
+        needle: &str,
+        after: f64,
+    ) -> Option<f64> {
         let tagged = format!("[domu:{}] ", self.name);
         run.dom0
             .log
             .lines()
             .zip(&run.dom0.line_secs)
-            .find(|(l, _)| l.contains(&tagged) && l.contains(needle))
+            .find(|(l, t)| **t >= after && l.contains(&tagged) && l.contains(needle))
             .map(|(_, t)| *t)
+    }
+
+    /// Host seconds from the console line containing `from` to the next login prompt (the
+    /// getty on hvc0): how long a reboot took, as a user at the console sees it.
+    pub fn secs_to_login(&self, run: &crate::domu::RigRun, from: &str) -> Option<f64> {
+        let start = self.line_secs(run, from)?;
+        let login = self.line_secs_after(run, "login:", start)?;
+        Some(login - start)
     }
 }
 

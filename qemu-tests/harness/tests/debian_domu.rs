@@ -195,11 +195,9 @@ fn systemctl_kexec_into_the_same_kernel_then_into_6_12_on_patched_xen() {
     assert_eq!(o.domu.boots, 1, "the toolstack rebuilt the domain");
     let (run, _) = runs(Scenario::Upgrade);
     for n in [1, 2] {
-        let asked = o.line_secs(run, &format!("systemctl kexec {n} into"));
-        let up = o.line_secs(run, &format!("after kexec {n}: kernel"));
         eprintln!(
-            "systemctl kexec {n}: {:?} s to the scenario unit of the next kernel; {}",
-            asked.zip(up).map(|(a, b)| b - a),
+            "systemctl kexec {n}: {:?} s to the next kernel's login prompt; {}",
+            o.secs_to_login(run, &format!("systemctl kexec {n} into")),
             o.value(&format!("after kexec {n}:")).unwrap_or_default()
         );
     }
