@@ -731,6 +731,13 @@ fn write_run_initrd(ts: &Toolstack, base: &Path, specs: &[DomuSpec], out: &Path)
             Box::new(std::io::Cursor::new(s.into_bytes())) as Box<dyn ReadSeek>,
         )
     };
+    // A symbolic link: newc stores the target as the entry's data.
+    let text_link = |name: &str, target: String| -> Entry {
+        (
+            NewcBuilder::new(name).mode(0o120777),
+            Box::new(std::io::Cursor::new(target.into_bytes())) as Box<dyn ReadSeek>,
+        )
+    };
     let host_file = |name: String, path: &Path| -> Result<Entry> {
         let f = fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
         if f.metadata()?.len() >= 1 << 32 {
@@ -744,16 +751,27 @@ fn write_run_initrd(ts: &Toolstack, base: &Path, specs: &[DomuSpec], out: &Path)
             Box::new(f) as Box<dyn ReadSeek>,
         ))
     };
+    // A host file several domUs boot (one image's kernel and initramfs for every scenario) is
+    // in the archive once, the others link to it: dom0 holds the archive in its RAM.
+    let mut placed: std::collections::HashMap<PathBuf, String> = Default::default();
+    let mut once = |name: String, path: &Path| -> Result<Entry> {
+        if let Some(first) = placed.get(path) {
+            let target = first.rsplit('/').next().unwrap_or(first).to_string();
+            return Ok(text_link(&name, target));
+        }
+        placed.insert(path.to_path_buf(), name.clone());
+        host_file(name, path)
+    };
     entries.push(text("init", 0o755, init_script(ts, specs)));
     for s in specs {
         let n = &s.name;
         entries.push(text(&format!("domu/{n}.cfg"), 0o644, s.config()));
-        entries.push(host_file(format!("domu/{n}.kernel"), &s.kernel)?);
+        entries.push(once(format!("domu/{n}.kernel"), &s.kernel)?);
         if let Some(r) = &s.ramdisk {
-            entries.push(host_file(format!("domu/{n}.ramdisk"), r)?);
+            entries.push(once(format!("domu/{n}.ramdisk"), r)?);
         }
         if let Some(d) = &s.disk {
-            entries.push(host_file(format!("domu/{n}.disk"), d)?);
+            entries.push(once(format!("domu/{n}.disk"), d)?);
         }
     }
     let file = cpio::write_cpio(entries.into_iter(), file).context("writing the run's cpio")?;
