@@ -271,9 +271,15 @@ impl<'a> HeaderStream<'a> {
         let Some(load) = self.loads.next() else {
             return 0;
         };
-        let offset = self.load_offset;
-        let file_bytes = load.data_pages << PAGE_SHIFT;
-        self.load_offset += file_bytes;
+        let bytes = load.pages << PAGE_SHIFT;
+        // A zero-only PT_LOAD points past the data (see the zero module: never over another
+        // PT_LOAD's data).
+        let (offset, file) = if load.zero {
+            (self.layout.file_len, 0)
+        } else {
+            (self.load_offset, bytes)
+        };
+        self.load_offset += file;
         let paddr = load.mfn << PAGE_SHIFT;
         stage_phdr(
             &mut self.stage,
@@ -282,8 +288,8 @@ impl<'a> HeaderStream<'a> {
             offset,
             paddr,
             Sizes {
-                file: file_bytes,
-                memory: (load.data_pages + load.zero_pages) << PAGE_SHIFT,
+                file,
+                memory: bytes,
             },
             PAGE_SIZE,
         )
@@ -313,7 +319,7 @@ impl<'a> HeaderStream<'a> {
     }
 }
 
-/// `p_filesz` and `p_memsz`: a `PT_LOAD`'s zeros left out are in the second only.
+/// `p_filesz` and `p_memsz`: 0 and the zeros' size for zeros left out, else the same.
 #[derive(Clone, Copy)]
 struct Sizes {
     file: u64,
@@ -382,7 +388,7 @@ impl Iterator for Pages<'_> {
         while self.in_load == 0 {
             let load = self.loads.next()?;
             self.mfn = load.mfn;
-            self.in_load = load.data_pages;
+            self.in_load = if load.zero { 0 } else { load.pages };
         }
         let slot = PageSlot {
             offset: self.offset,

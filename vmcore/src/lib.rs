@@ -7,8 +7,8 @@
 //!   "Xen" `XEN_ELFNOTE_CRASH_INFO` (Xen's `crash_xen_info_t`) whose last word is the MFN of
 //!   the old kernel's P2M frame-list-list page ([`p2m`] builds one).
 //!
-//! Runs of zero frames may be left out ([`zero`]): their `PT_LOAD`'s `p_memsz` covers them,
-//! its `p_filesz` does not, and the readers give them back as zeros.
+//! Runs of zero frames may be left out ([`zero`]): each is a `PT_LOAD` with `p_filesz` 0,
+//! which the readers give back as zeros.
 //!
 //! `no_std` without `alloc`: the capture kernel streams the header out of a
 //! [`HeaderStream`] into its own buffers and then writes each frame at the offset

@@ -1,25 +1,30 @@
 //! Zero pages left out of a vmcore (the capture kernel's `pvkexec.dump_zero=skip`).
 //!
-//! A run of zero frames inside a run of dumped frames is written as no bytes: the `PT_LOAD`
-//! before it ends its file data (`p_filesz`) where the zeros start but keeps them in its
-//! memory size (`p_memsz`), and the next `PT_LOAD` starts after them. This is the shape
-//! makedumpfile's own ELF output gives the pages it excludes, and both readers give such
-//! pages back as zeros: crash 8.0.2 zero-fills a read in `[p_filesz, p_memsz)` (netdump.c
-//! `read_netdump`, `pls->zero_fill`), makedumpfile 1.7.2 too (`readpage_elf`). A `PT_LOAD`
-//! whose run starts with zeros has `p_filesz` 0.
+//! A run of zero frames inside a run of dumped frames is written as no bytes: it becomes a
+//! `PT_LOAD` of its own with `p_filesz` 0 and `p_memsz` the run, and the frames before and
+//! after it are `PT_LOAD`s whose file and memory sizes are equal. Both readers give the
+//! frames of a `PT_LOAD` past its `p_filesz` back as zeros: crash 8.0.2 zero-fills a read in
+//! `[p_filesz, p_memsz)` (netdump.c `read_netdump`, `pls->zero_fill`), makedumpfile 1.7.2
+//! too (`readpage_elf`). The zero-only `PT_LOAD`s' `p_offset` is the end of the file's data,
+//! not the file offset where the zeros would have been: makedumpfile's mmap path takes a
+//! `PT_LOAD`'s file range as `[p_offset, p_offset + p_memsz)` (`offset_to_pt_load_end`) and
+//! maps that much as if it were contiguous in machine addresses, so a `p_memsz` past
+//! `p_filesz` over other `PT_LOAD`s' data (the shape makedumpfile's own ELF output has:
+//! zeros at a `PT_LOAD`'s end, or `p_offset` 0) makes it read those frames from the wrong
+//! place, or past the end of the file (a segfault in 1.7.2).
 //!
-//! Each run left out costs one program header (at most one more `PT_LOAD`), and `e_phnum`
-//! counts at most [`MAX_RUNS`]: [`ZeroRunFinder`] keeps the runs of at least a minimum
-//! length in a table of the caller's, and when the table is full doubles the minimum and
-//! drops the runs now too short, so what it keeps is always every zero run of at least its
-//! final minimum, whatever the domain's size.
+//! Each run left out costs at most two program headers, and `e_phnum` counts at most
+//! [`MAX_RUNS`]: [`ZeroRunFinder`] keeps the runs of at least a minimum length in a table of
+//! the caller's, and when the table is full doubles the minimum and drops the runs now too
+//! short, so what it keeps is always every zero run of at least its final minimum, whatever
+//! the domain's size.
 
 use crate::frames::{Frames, Run, Runs};
 use crate::{Error, MAX_RUNS};
 
 /// The shortest run of zero frames the capture kernel leaves out (64 KiB): each run left out
-/// costs a 56-byte program header, and crash and makedumpfile look a `PT_LOAD` up by a
-/// linear search, so single zero pages are not worth one.
+/// costs one or two 56-byte program headers, and crash and makedumpfile look a `PT_LOAD` up by
+/// a linear search, so single zero pages are not worth one.
 pub const MIN_ZERO_RUN: u64 = 16;
 
 /// Whether `bytes` are all zero; stops at the first 64 bytes that are not.
@@ -97,9 +102,10 @@ pub struct ZeroRunFinder<'a> {
 
 impl<'a> ZeroRunFinder<'a> {
     /// Keeps runs of at least `min_pages` (at least 1) in `table`, and no more than the
-    /// program headers `frames` leave room for (each run left out may add a `PT_LOAD`).
+    /// program headers `frames` leave room for (each run left out may add two `PT_LOAD`s:
+    /// itself and the rest of its run).
     pub fn new(table: &'a mut [Run], min_pages: u64, frames: &Frames<'_>) -> Self {
-        let room = MAX_RUNS.saturating_sub(frames.run_count());
+        let room = MAX_RUNS.saturating_sub(frames.run_count()) / 2;
         ZeroRunFinder {
             capacity: table.len().min(room),
             table,
@@ -163,13 +169,13 @@ impl<'a> ZeroRunFinder<'a> {
     }
 }
 
-/// One `PT_LOAD`: `data_pages` frames written from `mfn` on, then `zero_pages` left out
-/// (read back as zeros).
+/// One `PT_LOAD`: `pages` frames from `mfn` on, written to the file, or (`zero`) left out
+/// as zeros (`p_filesz` 0).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Load {
     pub mfn: u64,
-    pub data_pages: u64,
-    pub zero_pages: u64,
+    pub pages: u64,
+    pub zero: bool,
 }
 
 /// The `PT_LOAD`s of runs cut at the zero runs left out, ascending.
@@ -177,7 +183,7 @@ pub struct Load {
 pub struct Loads<'a> {
     runs: Runs<'a>,
     zeros: &'a [Run],
-    /// What is left of a run after a zero run.
+    /// What is left of a run after a piece of it.
     rest: Option<Run>,
 }
 
@@ -199,30 +205,31 @@ impl Iterator for Loads<'_> {
             Some(r) => r,
             None => self.runs.next()?,
         };
-        match self.zeros.split_first() {
-            // Checked: the zero run lies inside this run.
-            Some((z, rest)) if z.mfn < run.end() => {
-                self.zeros = rest;
-                let start = z.mfn.max(run.mfn);
-                let end = z.end().min(run.end());
-                if end < run.end() {
-                    self.rest = Some(Run {
-                        mfn: end,
-                        pages: run.end() - end,
-                    });
-                }
-                Some(Load {
-                    mfn: run.mfn,
-                    data_pages: start - run.mfn,
-                    zero_pages: end - start,
-                })
-            }
-            _ => Some(Load {
+        // Checked: a zero run that starts before this run's end lies inside it.
+        let Some((z, later)) = self.zeros.split_first().filter(|(z, _)| z.mfn < run.end()) else {
+            return Some(Load {
                 mfn: run.mfn,
-                data_pages: run.pages,
-                zero_pages: 0,
-            }),
+                pages: run.pages,
+                zero: false,
+            });
+        };
+        let (piece_end, zero) = if z.mfn > run.mfn {
+            (z.mfn, false)
+        } else {
+            self.zeros = later;
+            (z.end().min(run.end()), true)
+        };
+        if piece_end < run.end() {
+            self.rest = Some(Run {
+                mfn: piece_end,
+                pages: run.end() - piece_end,
+            });
         }
+        Some(Load {
+            mfn: run.mfn,
+            pages: piece_end - run.mfn,
+            zero,
+        })
     }
 }
 
@@ -241,7 +248,8 @@ pub(crate) fn check(frames: &Frames<'_>, zeros: &ZeroRuns<'_>) -> Result<(usize,
             if z.pages == 0 || z.mfn < at || touches || end.is_none_or(|e| e > run.end()) {
                 return Err(Error::BadZeroRun { index: next });
             }
-            loads += 1;
+            // The frames before it, then the zero run.
+            loads += usize::from(z.mfn > at) + 1;
             left_out += z.pages;
             at = z.mfn + z.pages;
             next += 1;

@@ -1,6 +1,7 @@
 //! Host tests: zero runs found, bounded and left out, and the file read back the way crash
 //! 8.0.2 (`read_netdump`: `[p_filesz, p_memsz)` zero-filled, any other address outside the
-//! file data a read error) and makedumpfile 1.7.2 (`readpage_elf`, `is_in_segs`) read it.
+//! file data a read error) and makedumpfile 1.7.2 (`readpage_elf`, `is_in_segs`, and its mmap
+//! path's `offset_to_pt_load_end`) read it.
 
 extern crate std;
 
@@ -143,6 +144,30 @@ fn makedumpfile_in_segs(segs: &[Seg], paddr: u64) -> bool {
         .any(|s| paddr >= s.start && paddr < s.start + s.file)
 }
 
+/// makedumpfile's mmap path (`mappage_elf`, `update_mmap_range`): for a page at file offset
+/// `offset` it maps the file up to `offset_to_pt_load_end(offset)` (the first segment whose
+/// `[p_offset, p_offset + p_memsz)` holds the offset) and takes the mapping as contiguous in
+/// machine addresses. Sound only if that end is the end of the page's own segment's data.
+fn makedumpfile_mmap_end(segs: &[Seg], offset: u64) -> Option<u64> {
+    segs.iter()
+        .find(|s| offset >= s.offset && offset < s.offset + s.mem)
+        .map(|s| s.offset + s.mem)
+}
+
+/// Every written page's mmap range ends with its own segment's data.
+fn check_mmap_ranges(segs: &[Seg]) {
+    for s in segs.iter().filter(|s| s.file > 0) {
+        for page in (0..s.file).step_by(4096) {
+            assert_eq!(
+                makedumpfile_mmap_end(segs, s.offset + page),
+                Some(s.offset + s.file),
+                "segment at {:#x}",
+                s.start
+            );
+        }
+    }
+}
+
 #[test]
 fn is_zero_looks_at_every_byte() {
     let mut page = vec![0u8; 4096];
@@ -165,8 +190,8 @@ fn is_zero_looks_at_every_byte() {
 #[test]
 fn a_run_cut_at_zero_runs_reads_back_as_the_frames() {
     // Runs 0x100..0x140 and 0x200..0x220. Zeros: 0x110..0x120 (inside), 0x130..0x140 (the
-    // run's tail), 0x200..0x210 (the second run's head), and 0x13e alone... is part of the
-    // tail. 0x105 alone is shorter than the minimum and stays.
+    // run's tail), 0x200..0x210 (the second run's head); 0x105 alone is shorter than the
+    // minimum and stays.
     let zero = |m: u64| {
         (0x110..0x120).contains(&m)
             || (0x130..0x140).contains(&m)
@@ -201,25 +226,24 @@ fn a_run_cut_at_zero_runs_reads_back_as_the_frames() {
     let c = cpus();
     let v = Vmcore::leaving_out(frames, zeros, notes(&c, 0x101)).unwrap();
     let loads: Vec<Load> = v.loads().collect();
-    let load = |mfn, data_pages, zero_pages| Load {
-        mfn,
-        data_pages,
-        zero_pages,
-    };
+    let load = |mfn, pages, zero| Load { mfn, pages, zero };
     assert_eq!(
         loads,
         [
-            load(0x100, 0x10, 0x10),
-            load(0x120, 0x10, 0x10),
-            load(0x200, 0, 0x10),
-            load(0x210, 0x10, 0)
+            load(0x100, 0x10, false),
+            load(0x110, 0x10, true),
+            load(0x120, 0x10, false),
+            load(0x130, 0x10, true),
+            load(0x200, 0x10, true),
+            load(0x210, 0x10, false)
         ]
     );
-    assert_eq!(v.phnum(), 5);
+    assert_eq!(v.phnum(), 7);
     assert_eq!(v.data_pages(), 0x60 - 48);
     let f = file(&v, &zero);
     let segs = segs(&f);
-    let d = v.header_len();
+    let (d, end) = (v.header_len(), v.file_len());
+    assert_eq!(end, d + 0x30 * 4096);
     let got: Vec<(u64, u64, u64, u64)> = segs
         .iter()
         .map(|s| (s.start >> 12, s.offset, s.file >> 12, s.mem >> 12))
@@ -227,12 +251,15 @@ fn a_run_cut_at_zero_runs_reads_back_as_the_frames() {
     assert_eq!(
         got,
         [
-            (0x100, d, 0x10, 0x20),
-            (0x120, d + 0x10 * 4096, 0x10, 0x20),
-            (0x200, d + 0x20 * 4096, 0, 0x10),
+            (0x100, d, 0x10, 0x10),
+            (0x110, end, 0, 0x10),
+            (0x120, d + 0x10 * 4096, 0x10, 0x10),
+            (0x130, end, 0, 0x10),
+            (0x200, end, 0, 0x10),
             (0x210, d + 0x20 * 4096, 0x10, 0x10)
         ]
     );
+    check_mmap_ranges(&segs);
     for mfn in (0x100..0x140).chain(0x200..0x220) {
         let want = content(mfn, zero(mfn));
         assert_eq!(crash_read(&f, &segs, mfn << 12).unwrap(), want, "{mfn:#x}");
@@ -311,11 +338,11 @@ fn a_full_table_doubles_the_minimum_and_keeps_the_longest() {
 
 #[test]
 fn the_table_leaves_room_for_the_runs_in_e_phnum() {
-    // MAX_RUNS - 2 runs of three frames: room for two zero runs that cut a run in two.
-    let runs = MAX_RUNS as u64 - 2;
+    // MAX_RUNS - 4 runs of three frames: room for two zero runs (each may add two PT_LOADs).
+    let runs = MAX_RUNS as u64 - 4;
     let mut mfns: Vec<u64> = (0..runs).flat_map(|i| 4 * i..4 * i + 3).collect();
     let frames = Frames::from_unsorted(&mut mfns).unwrap();
-    assert_eq!(frames.run_count(), MAX_RUNS - 2);
+    assert_eq!(frames.run_count(), MAX_RUNS - 4);
     // The first two runs end in two zero frames.
     let zero = |m: u64| m < 8 && !m.is_multiple_of(4);
     let mut table = vec![Run::default(); 100];
@@ -324,16 +351,16 @@ fn the_table_leaves_room_for_the_runs_in_e_phnum() {
     assert_eq!(zeros.min_pages(), 1);
     let c = cpus();
     let v = Vmcore::leaving_out(frames, zeros, notes(&c, 0)).unwrap();
-    // A zero run at a run's end adds no PT_LOAD.
-    assert_eq!(usize::from(v.phnum()), 1 + MAX_RUNS - 2);
+    // A zero run at a run's end adds one PT_LOAD.
+    assert_eq!(usize::from(v.phnum()), 1 + MAX_RUNS - 4 + 2);
     // The finder keeps no more than e_phnum leaves room for: three runs of one zero frame
     // each, and room for two, so the minimum doubles past them.
     let singles = |m: u64| m == 1 || m == 5 || m == 9;
     let mut table = vec![Run::default(); 100];
     let kept = find(&frames, &singles, &mut table, 1);
     assert_eq!((kept.runs().len(), kept.min_pages()), (0, 2));
-    // Zero runs that each add a PT_LOAD past e_phnum are refused.
-    let heads: Vec<Run> = (0..3)
+    // Zero runs that add PT_LOADs past e_phnum are refused.
+    let heads: Vec<Run> = (0..5)
         .map(|i| Run {
             mfn: 4 * i,
             pages: 1,
@@ -386,14 +413,20 @@ proptest! {
         let f = file(&v, &zero);
         let segs = segs(&f);
         prop_assert_eq!(segs.len() + 1, usize::from(v.phnum()));
-        // The data follows the header without gaps, in PT_LOAD order.
+        // The data follows the header without gaps, in PT_LOAD order; zeros left out are
+        // PT_LOADs of their own that point at the end of the data.
         let mut next = v.header_len();
         for s in &segs {
-            prop_assert_eq!(s.offset, next);
-            prop_assert!(s.file <= s.mem && s.mem > 0);
-            next += s.file;
+            prop_assert!(s.mem > 0);
+            if s.file == 0 {
+                prop_assert_eq!(s.offset, v.file_len());
+            } else {
+                prop_assert_eq!((s.offset, s.file), (next, s.mem));
+                next += s.file;
+            }
         }
         prop_assert_eq!(next, v.file_len());
+        check_mmap_ranges(&segs);
         let left_out: BTreeMap<u64, ()> = found
             .runs()
             .iter()
