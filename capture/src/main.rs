@@ -10,13 +10,14 @@
 //! makedumpfile can translate every PFN of the last memory section), the dumped frames as
 //! runs (`vmcore::sweep`: the old P2M's leaves mapped a window at a time, once per 32 GiB of
 //! machine memory that holds frames), the notes (each CPU's registers, the old VMCOREINFO),
-//! the disk, the dump. The old P2M's leaf pages are dumped whether or not a PFN names them:
-//! the tools read them through the dump.
+//! the disk, with `pvkexec.dump_zero=skip` the zero runs to leave out (every dumped frame read
+//! once before the header is written: `vmcore::zero`), the dump. The old P2M's leaf pages are
+//! dumped whether or not a PFN names them: the tools read them through the dump.
 //!
 //! Memory does not grow with the old domain: a 1 MiB sweep bitmap, a run table of
-//! `vmcore::MAX_RUNS` (the `PT_LOAD`s a vmcore can have), one frame-list page per GiB of the
-//! most the crash record can name, and the window. The old kernel's frames are only ever
-//! mapped read-only.
+//! `vmcore::MAX_RUNS` (the `PT_LOAD`s a vmcore can have), a table of [`MAX_ZERO_RUNS`] zero
+//! runs, one frame-list page per GiB of the most the crash record can name, and the window.
+//! The old kernel's frames are only ever mapped read-only.
 #![no_std]
 #![no_main]
 #![allow(clippy::result_large_err)]
@@ -33,7 +34,8 @@ use pvhandoff::crash::{
 };
 use vmcore::p2m::{self, FrameListShape, Page, ENTRIES};
 use vmcore::{
-    CpuState, CrashXenInfo, MfnSource, Notes, Run, SweepError, Swept, UserRegs, Vmcore, MAX_RUNS,
+    CpuState, CrashXenInfo, Frames, MfnSource, Notes, Run, SweepError, Swept, UserRegs, Vmcore,
+    ZeroRunFinder, ZeroRuns, MAX_RUNS,
 };
 use xenpv::{hypercall, pte, uvmf, StartInfo, VcpuInfo, PAGE_SIZE};
 
@@ -51,6 +53,11 @@ const WINDOW_PAGES: usize = 64;
 const SECTOR: u64 = 512;
 /// Words of the sweep's bitmap: 1 MiB, one pass per 32 GiB of machine frames that hold some.
 const SWEEP_WORDS: usize = (1 << 20) / 8;
+/// Zero runs `pvkexec.dump_zero=skip` leaves out at most (64 KiB of table): each is one or two
+/// program headers more, and crash and makedumpfile search the `PT_LOAD`s linearly on every
+/// read. A domain with more zero runs of [`vmcore::zero::MIN_ZERO_RUN`] frames has the
+/// shortest written instead (the finder doubles its minimum).
+const MAX_ZERO_RUNS: usize = 4096;
 
 #[repr(C, align(4096))]
 struct Window([u8; WINDOW_PAGES * PAGE_SIZE as usize]);
@@ -65,6 +72,8 @@ static mut LISTS: Lists = Lists([[0; ENTRIES]; OWN_LIST_PAGES]);
 /// The sweep's window of machine frames, and the runs of dumped frames it finds.
 static mut SWEEP_BITMAP: [u64; SWEEP_WORDS] = [0; SWEEP_WORDS];
 static mut RUNS: [Run; MAX_RUNS] = [Run { mfn: 0, pages: 0 }; MAX_RUNS];
+/// The zero runs left out (`pvkexec.dump_zero=skip`).
+static mut ZERO_RUNS: [Run; MAX_ZERO_RUNS] = [Run { mfn: 0, pages: 0 }; MAX_ZERO_RUNS];
 
 /// The old VMCOREINFO text.
 static mut VMCOREINFO: [u8; MAX_VMCOREINFO_NOTE as usize] = [0; MAX_VMCOREINFO_NOTE as usize];
@@ -196,6 +205,53 @@ fn dump_vbd(si: &StartInfo) -> Result<u32, Why> {
             Bytes(word)
         ),
     }
+}
+
+/// What `pvkexec.dump_zero=` asks for: `keep` (the default) writes every frame, `skip` leaves
+/// runs of zero frames out.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ZeroPages {
+    Keep,
+    Skip,
+}
+
+fn zero_pages(si: &StartInfo) -> ZeroPages {
+    match cmdline_value(si.cmdline(), "pvkexec.dump_zero") {
+        None | Some(b"keep") => ZeroPages::Keep,
+        Some(b"skip") => ZeroPages::Skip,
+        Some(other) => {
+            // `pvkexec load -p` refuses other values; a dump is worth more than the option.
+            println!(
+                "PVKEXEC-INFO capture: pvkexec.dump_zero={} is neither keep nor skip: every frame is written",
+                Bytes(other)
+            );
+            ZeroPages::Keep
+        }
+    }
+}
+
+/// With `pvkexec.dump_zero=skip`: reads every dumped frame once in file order (each mapped
+/// into the window's pages in turn) and finds the runs of zero frames to leave out
+/// (`vmcore::zero`). A frame that cannot be mapped
+/// counts as not zero (the write puts zeroes there and counts it).
+fn zero_runs(frames: &Frames<'_>) -> ZeroRuns<'static> {
+    // SAFETY: the single-threaded capture kernel takes ZERO_RUNS once, here.
+    let table = unsafe { &mut *core::ptr::addr_of_mut!(ZERO_RUNS) };
+    let mut finder = ZeroRunFinder::new(table, vmcore::zero::MIN_ZERO_RUN, frames);
+    let mut slot = 0;
+    for mfn in frames.mfns() {
+        let zero = match map_old(slot, mfn) {
+            Ok(p) => {
+                // SAFETY: window page `slot` maps the frame read-only until it is mapped over.
+                let page = unsafe { core::slice::from_raw_parts(p, PAGE_SIZE as usize) };
+                vmcore::zero::is_zero(page)
+            }
+            Err(_) => false,
+        };
+        finder.page(mfn, zero);
+        slot = (slot + 1) % WINDOW_PAGES;
+    }
+    finder.finish()
 }
 
 /// Command-line bytes, printed as text.
@@ -549,16 +605,12 @@ fn run(si: &StartInfo, region: &Region, clk: &'static VcpuInfo) {
             lists.frame_list_list(),
         ),
     };
-    let core = match Vmcore::new(frames, notes) {
-        Ok(c) => c,
-        Err(e) => return fail("vmcore-layout", format_args!("{}", e)),
-    };
-    println!(
-        "PVKEXEC-INFO capture: vmcore of {} frames in {} PT_LOADs, {} bytes",
-        core.frames().pages(),
-        core.phnum() - 1,
-        core.file_len()
-    );
+    // Checked before the disk is touched; the zero runs come after the disk's backend is
+    // reset (the dead kernel's disk requests no longer write old frames while they are read).
+    if let Err(e) = Vmcore::new(frames, notes) {
+        return fail("vmcore-layout", format_args!("{}", e));
+    }
+    let zero = zero_pages(si);
     // SAFETY: the xenstore ring page is mapped writable in the initial region (the purgatory
     // gave this kernel the old domain's ring) and only this client uses it.
     let Some(store_va) = region.pfn_va(view::m2p(si.store_mfn)) else {
@@ -587,6 +639,34 @@ fn run(si: &StartInfo, region: &Region, clk: &'static VcpuInfo) {
         Ok(m) => m,
         Err(e) => return fail("disk", format_args!("{}", e)),
     };
+    let zeros = match zero {
+        ZeroPages::Keep => ZeroRuns::NONE,
+        ZeroPages::Skip => {
+            let start = clock::now(clk);
+            let z = zero_runs(&frames);
+            println!(
+                "PVKEXEC-INFO capture: pvkexec.dump_zero=skip: {} of {} frames are zero; {} left out in {} runs of at least {} frames (read in {} ms)",
+                z.zero_pages(),
+                frames.pages(),
+                z.pages(),
+                z.runs().len(),
+                z.min_pages(),
+                clock::now(clk).saturating_sub(start) / 1_000_000
+            );
+            z
+        }
+    };
+    let core = match Vmcore::leaving_out(frames, zeros, notes) {
+        Ok(c) => c,
+        Err(e) => return fail("vmcore-layout", format_args!("{}", e)),
+    };
+    println!(
+        "PVKEXEC-INFO capture: vmcore of {} frames in {} PT_LOADs, {} bytes ({} frames written)",
+        core.frames().pages(),
+        core.phnum() - 1,
+        core.file_len(),
+        core.data_pages()
+    );
     let start = clock::now(clk);
     let written = Dump { zero_mfn }.write(&mut disk, &core);
     let ns = clock::now(clk).saturating_sub(start).max(1);

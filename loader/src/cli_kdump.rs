@@ -84,6 +84,8 @@ pub fn load_crash(req: &CrashLoadRequest) -> Result<String, CliError> {
     };
     let (handoff_version, work_pages) = handoff_for(info.start_info_pages)?;
     let inputs = Inputs::read(&req.load, old, info.current_pages, true)?;
+    crate::dump_disk::check_zero_option(&inputs.cmdline)
+        .map_err(|e| CliError::refused(format!("{e}. Nothing was loaded")))?;
     if let Some(given) = crate::dump_disk::named_in(&inputs.cmdline) {
         // The balloon may give the domain back up to its maximum before a crash.
         let pages = info.maximum_pages.max(info.current_pages);
