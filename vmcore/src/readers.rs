@@ -94,8 +94,8 @@ fn capture(d: &Domain) -> Dump {
     capture_without(d, &|_| false)
 }
 
-/// As [`capture`], leaving out of the dump the frames of the PFNs `omit` names (as a dump
-/// that skips zero pages would).
+/// As [`capture`], leaving out of every `PT_LOAD` the frames of the PFNs `omit` names (as
+/// the PFNs a balloon gave back are).
 fn capture_without(d: &Domain, omit: &dyn Fn(u64) -> bool) -> Dump {
     capture_with(d, omit, None)
 }
@@ -425,7 +425,7 @@ fn leaf_pages_outside_the_p2m_are_dumped() {
 
 #[test]
 fn frames_left_out_of_the_dump_read_as_holes() {
-    // A dump that leaves some frames out (zero pages, say) but keeps the P2M's pages: those
+    // A dump that leaves some frames out of every PT_LOAD but keeps the P2M's pages: those
     // PFNs read as holes, the walk still reaches the section's end.
     let d = Domain::sized(448);
     let omit = |pfn: u64| pfn.is_multiple_of(3) || (0x4000..0x6000).contains(&pfn);
