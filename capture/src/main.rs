@@ -22,7 +22,7 @@
 #![no_main]
 #![allow(clippy::result_large_err)]
 
-use kernelrt::blkfront::Blkfront;
+use kernelrt::blkfront::{self, Blkfront};
 use kernelrt::entry::{entry_regs, reg};
 use kernelrt::notes::VIRT_BASE;
 use kernelrt::report::{check, fail, finish, pass, Why};
@@ -467,60 +467,59 @@ fn cpu_states(r: &CrashRecord, out: &mut [CpuState; 8]) -> usize {
     r.cpus().len()
 }
 
-#[repr(C, align(4096))]
-struct ZeroPage([u8; PAGE_SIZE as usize]);
-/// What a frame that cannot be mapped is written as.
-static ZERO: ZeroPage = ZeroPage([0; PAGE_SIZE as usize]);
-
-struct Dump {
-    /// This kernel's MFN of [`ZERO`].
-    zero_mfn: u64,
-}
-
-impl Dump {
-    /// Writes the vmcore from sector 0: header, then every frame, a window at a time.
-    fn write(&self, disk: &mut Blkfront, core: &Vmcore) -> Result<(u64, u64), Why> {
-        let need = core.file_len().div_ceil(SECTOR);
-        if disk.info().sectors < need {
-            return why!(
-                "the disk has {} sectors; the vmcore needs {}",
-                disk.info().sectors,
-                need
-            );
-        }
-        let mut buf = [0u8; PAGE_SIZE as usize];
-        let mut header = core.header();
-        let mut at = 0u64;
-        while !header.is_done() {
-            let n = header.fill(&mut buf);
-            disk.write(
-                at / SECTOR,
-                &buf[..n.div_ceil(SECTOR as usize) * SECTOR as usize],
-            )?;
-            at += n as u64;
-        }
-        let mut unreadable = 0u64;
-        let mut pages = core.pages().peekable();
-        while let Some(first) = pages.next() {
-            let mut n = 0;
-            let mut slot = Some(first);
-            while let Some(s) = slot {
-                if map_old(n, s.mfn).is_err() {
-                    // A frame that cannot be mapped is written as zeroes, and counted.
-                    unreadable += 1;
-                    if let Err(e) = map_old(n, self.zero_mfn) {
-                        return why!("mapping the zero page over window page {}: {}", n, e);
-                    }
-                }
-                n += 1;
-                slot = if n < WINDOW_PAGES { pages.next() } else { None };
-            }
-            // SAFETY: window pages 0..n map the frames just mapped, read-only.
-            let data = unsafe { core::slice::from_raw_parts(window(), n * PAGE_SIZE as usize) };
-            disk.write(first.offset / SECTOR, data)?;
-        }
-        Ok((core.file_len(), unreadable))
+/// Writes the vmcore from sector 0: header, then every frame kept, as many at a time as the
+/// blkfront's pool holds (each mapped into the window's pages in turn and copied straight into
+/// a data page). A frame that cannot be mapped is written as zeroes and counted.
+fn write_dump(disk: &mut Blkfront, core: &Vmcore) -> Result<(u64, u64), Why> {
+    let need = core.file_len().div_ceil(SECTOR);
+    if disk.info().sectors < need {
+        return why!(
+            "the disk has {} sectors; the vmcore needs {}",
+            disk.info().sectors,
+            need
+        );
     }
+    let mut buf = [0u8; PAGE_SIZE as usize];
+    let mut header = core.header();
+    let mut at = 0u64;
+    while !header.is_done() {
+        let n = header.fill(&mut buf);
+        disk.write(
+            at / SECTOR,
+            &buf[..n.div_ceil(SECTOR as usize) * SECTOR as usize],
+        )?;
+        at += n as u64;
+    }
+    let mut unreadable = 0u64;
+    let mut pages = core.pages();
+    // The frames of one batch: consecutive in the file (the data has no gaps).
+    let mut batch = [0u64; blkfront::BATCH_PAGES];
+    while let Some(first) = pages.next() {
+        batch[0] = first.mfn;
+        let mut n = 1;
+        while n < batch.len() {
+            let Some(next) = pages.next() else { break };
+            batch[n] = next.mfn;
+            n += 1;
+        }
+        disk.write_pages(first.offset / SECTOR, n, |i, out| {
+            match map_old(i % WINDOW_PAGES, batch[i]) {
+                Ok(p) => {
+                    // SAFETY: the window page maps the frame read-only until it is mapped
+                    // over, which is after this copy.
+                    out.copy_from_slice(unsafe {
+                        core::slice::from_raw_parts(p, PAGE_SIZE as usize)
+                    });
+                }
+                Err(_) => {
+                    unreadable += 1;
+                    out.fill(0);
+                }
+            }
+            Ok::<(), Why>(())
+        })?;
+    }
+    Ok((core.file_len(), unreadable))
 }
 
 #[no_mangle]
@@ -630,15 +629,14 @@ fn run(si: &StartInfo, region: &Region, clk: &'static VcpuInfo) {
         Err(e) => return fail("disk", format_args!("{}", e)),
     };
     println!(
-        "PVKEXEC-INFO capture: disk {} of {} sectors connected (backend reset: {})",
+        "PVKEXEC-INFO capture: disk {} of {} sectors connected (backend reset: {}; {} segments per request, the backend's indirect maximum {}; persistent grants: {})",
         disk.frontend_path(),
         disk.info().sectors,
-        disk.info().was_reset
+        disk.info().was_reset,
+        disk.info().segments,
+        disk.info().max_indirect_segments,
+        disk.info().persistent
     );
-    let zero_mfn = match own_mfn(own_p2m, ZERO.0.as_ptr() as u64) {
-        Ok(m) => m,
-        Err(e) => return fail("disk", format_args!("{}", e)),
-    };
     let zeros = match zero {
         ZeroPages::Keep => ZeroRuns::NONE,
         ZeroPages::Skip => {
@@ -668,7 +666,7 @@ fn run(si: &StartInfo, region: &Region, clk: &'static VcpuInfo) {
         core.data_pages()
     );
     let start = clock::now(clk);
-    let written = Dump { zero_mfn }.write(&mut disk, &core);
+    let written = write_dump(&mut disk, &core);
     let ns = clock::now(clk).saturating_sub(start).max(1);
     check(
         "vmcore-written",
