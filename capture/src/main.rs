@@ -12,17 +12,19 @@
 //! last memory section), the dumped frames as
 //! runs (`vmcore::sweep`: the old P2M's leaves mapped a window at a time, once per 32 GiB of
 //! machine memory that holds frames), the notes (each CPU's registers, the old VMCOREINFO),
-//! the disk, the dump. The old P2M's leaf pages are dumped whether or not a PFN names them:
-//! the tools read them through the dump.
+//! the disk, with `pvkexec.dump_zero=skip` the zero runs to leave out (every dumped frame read
+//! once before the header is written: `vmcore::zero`), the dump. The old P2M's leaf pages are
+//! dumped whether or not a PFN names them: the tools read them through the dump.
 //!
 //! Memory does not grow with the old domain: a 1 MiB sweep bitmap, a run table of
-//! `vmcore::MAX_RUNS` (the `PT_LOAD`s a vmcore can have), four pages of the frame list, and
-//! the window. The old kernel's frames are only ever mapped read-only.
+//! `vmcore::MAX_RUNS` (the `PT_LOAD`s a vmcore can have), a table of [`MAX_ZERO_RUNS`] zero
+//! runs, four pages of the frame list, and the window. The old kernel's frames are only ever
+//! mapped read-only.
 #![no_std]
 #![no_main]
 #![allow(clippy::result_large_err)]
 
-use kernelrt::blkfront::Blkfront;
+use kernelrt::blkfront::{self, Blkfront};
 use kernelrt::entry::{entry_regs, reg};
 use kernelrt::notes::VIRT_BASE;
 use kernelrt::report::{check, fail, finish, pass, Why};
@@ -34,7 +36,8 @@ use pvhandoff::crash::{
 };
 use vmcore::p2m::{self, FrameListShape, Page, ENTRIES};
 use vmcore::{
-    CpuState, CrashXenInfo, MfnSource, Notes, Run, SweepError, Swept, UserRegs, Vmcore, MAX_RUNS,
+    CpuState, CrashXenInfo, Frames, MfnSource, Notes, Run, SweepError, Swept, UserRegs, Vmcore,
+    ZeroRunFinder, ZeroRuns, MAX_RUNS,
 };
 use xenpv::{hypercall, pte, uvmf, StartInfo, VcpuInfo, PAGE_SIZE};
 
@@ -51,6 +54,11 @@ const WINDOW_PAGES: usize = 64;
 const SECTOR: u64 = 512;
 /// Words of the sweep's bitmap: 1 MiB, one pass per 32 GiB of machine frames that hold some.
 const SWEEP_WORDS: usize = (1 << 20) / 8;
+/// Zero runs `pvkexec.dump_zero=skip` leaves out at most (64 KiB of table): each is one or two
+/// program headers more, and crash and makedumpfile search the `PT_LOAD`s linearly on every
+/// read. A domain with more zero runs of [`vmcore::zero::MIN_ZERO_RUN`] frames has the
+/// shortest written instead (the finder doubles its minimum).
+const MAX_ZERO_RUNS: usize = 4096;
 
 #[repr(C, align(4096))]
 struct Window([u8; WINDOW_PAGES * PAGE_SIZE as usize]);
@@ -65,6 +73,8 @@ static mut LISTS: Lists = Lists([[0; ENTRIES]; OWN_LIST_PAGES]);
 /// The sweep's window of machine frames, and the runs of dumped frames it finds.
 static mut SWEEP_BITMAP: [u64; SWEEP_WORDS] = [0; SWEEP_WORDS];
 static mut RUNS: [Run; MAX_RUNS] = [Run { mfn: 0, pages: 0 }; MAX_RUNS];
+/// The zero runs left out (`pvkexec.dump_zero=skip`).
+static mut ZERO_RUNS: [Run; MAX_ZERO_RUNS] = [Run { mfn: 0, pages: 0 }; MAX_ZERO_RUNS];
 
 /// The old VMCOREINFO text.
 static mut VMCOREINFO: [u8; MAX_VMCOREINFO_NOTE as usize] = [0; MAX_VMCOREINFO_NOTE as usize];
@@ -218,6 +228,53 @@ fn dump_vbd(si: &StartInfo) -> Result<u32, Why> {
             Bytes(word)
         ),
     }
+}
+
+/// What `pvkexec.dump_zero=` asks for: `keep` (the default) writes every frame, `skip` leaves
+/// runs of zero frames out.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ZeroPages {
+    Keep,
+    Skip,
+}
+
+fn zero_pages(si: &StartInfo) -> ZeroPages {
+    match cmdline_value(si.cmdline(), "pvkexec.dump_zero") {
+        None | Some(b"keep") => ZeroPages::Keep,
+        Some(b"skip") => ZeroPages::Skip,
+        Some(other) => {
+            // `pvkexec load -p` refuses other values; a dump is worth more than the option.
+            println!(
+                "PVKEXEC-INFO capture: pvkexec.dump_zero={} is neither keep nor skip: every frame is written",
+                Bytes(other)
+            );
+            ZeroPages::Keep
+        }
+    }
+}
+
+/// With `pvkexec.dump_zero=skip`: reads every dumped frame once in file order (each mapped
+/// into the window's pages in turn) and finds the runs of zero frames to leave out
+/// (`vmcore::zero`). A frame that cannot be mapped
+/// counts as not zero (the write puts zeroes there and counts it).
+fn zero_runs(frames: &Frames<'_>) -> ZeroRuns<'static> {
+    // SAFETY: the single-threaded capture kernel takes ZERO_RUNS once, here.
+    let table = unsafe { &mut *core::ptr::addr_of_mut!(ZERO_RUNS) };
+    let mut finder = ZeroRunFinder::new(table, vmcore::zero::MIN_ZERO_RUN, frames);
+    let mut slot = 0;
+    for mfn in frames.mfns() {
+        let zero = match map_old(slot, mfn) {
+            Ok(p) => {
+                // SAFETY: window page `slot` maps the frame read-only until it is mapped over.
+                let page = unsafe { core::slice::from_raw_parts(p, PAGE_SIZE as usize) };
+                vmcore::zero::is_zero(page)
+            }
+            Err(_) => false,
+        };
+        finder.page(mfn, zero);
+        slot = (slot + 1) % WINDOW_PAGES;
+    }
+    finder.finish()
 }
 
 /// Command-line bytes, printed as text.
@@ -453,60 +510,59 @@ fn cpu_states(r: &CrashRecord, out: &mut [CpuState; 8]) -> usize {
     r.cpus().len()
 }
 
-#[repr(C, align(4096))]
-struct ZeroPage([u8; PAGE_SIZE as usize]);
-/// What a frame that cannot be mapped is written as.
-static ZERO: ZeroPage = ZeroPage([0; PAGE_SIZE as usize]);
-
-struct Dump {
-    /// This kernel's MFN of [`ZERO`].
-    zero_mfn: u64,
-}
-
-impl Dump {
-    /// Writes the vmcore from sector 0: header, then every frame, a window at a time.
-    fn write(&self, disk: &mut Blkfront, core: &Vmcore) -> Result<(u64, u64), Why> {
-        let need = core.file_len().div_ceil(SECTOR);
-        if disk.info().sectors < need {
-            return why!(
-                "the disk has {} sectors; the vmcore needs {}",
-                disk.info().sectors,
-                need
-            );
-        }
-        let mut buf = [0u8; PAGE_SIZE as usize];
-        let mut header = core.header();
-        let mut at = 0u64;
-        while !header.is_done() {
-            let n = header.fill(&mut buf);
-            disk.write(
-                at / SECTOR,
-                &buf[..n.div_ceil(SECTOR as usize) * SECTOR as usize],
-            )?;
-            at += n as u64;
-        }
-        let mut unreadable = 0u64;
-        let mut pages = core.pages().peekable();
-        while let Some(first) = pages.next() {
-            let mut n = 0;
-            let mut slot = Some(first);
-            while let Some(s) = slot {
-                if map_old(n, s.mfn).is_err() {
-                    // A frame that cannot be mapped is written as zeroes, and counted.
-                    unreadable += 1;
-                    if let Err(e) = map_old(n, self.zero_mfn) {
-                        return why!("mapping the zero page over window page {}: {}", n, e);
-                    }
-                }
-                n += 1;
-                slot = if n < WINDOW_PAGES { pages.next() } else { None };
-            }
-            // SAFETY: window pages 0..n map the frames just mapped, read-only.
-            let data = unsafe { core::slice::from_raw_parts(window(), n * PAGE_SIZE as usize) };
-            disk.write(first.offset / SECTOR, data)?;
-        }
-        Ok((core.file_len(), unreadable))
+/// Writes the vmcore from sector 0: header, then every frame kept, as many at a time as the
+/// blkfront's pool holds (each mapped into the window's pages in turn and copied straight into
+/// a data page). A frame that cannot be mapped is written as zeroes and counted.
+fn write_dump(disk: &mut Blkfront, core: &Vmcore) -> Result<(u64, u64), Why> {
+    let need = core.file_len().div_ceil(SECTOR);
+    if disk.info().sectors < need {
+        return why!(
+            "the disk has {} sectors; the vmcore needs {}",
+            disk.info().sectors,
+            need
+        );
     }
+    let mut buf = [0u8; PAGE_SIZE as usize];
+    let mut header = core.header();
+    let mut at = 0u64;
+    while !header.is_done() {
+        let n = header.fill(&mut buf);
+        disk.write(
+            at / SECTOR,
+            &buf[..n.div_ceil(SECTOR as usize) * SECTOR as usize],
+        )?;
+        at += n as u64;
+    }
+    let mut unreadable = 0u64;
+    let mut pages = core.pages();
+    // The frames of one batch: consecutive in the file (the data has no gaps).
+    let mut batch = [0u64; blkfront::BATCH_PAGES];
+    while let Some(first) = pages.next() {
+        batch[0] = first.mfn;
+        let mut n = 1;
+        while n < batch.len() {
+            let Some(next) = pages.next() else { break };
+            batch[n] = next.mfn;
+            n += 1;
+        }
+        disk.write_pages(first.offset / SECTOR, n, |i, out| {
+            match map_old(i % WINDOW_PAGES, batch[i]) {
+                Ok(p) => {
+                    // SAFETY: the window page maps the frame read-only until it is mapped
+                    // over, which is after this copy.
+                    out.copy_from_slice(unsafe {
+                        core::slice::from_raw_parts(p, PAGE_SIZE as usize)
+                    });
+                }
+                Err(_) => {
+                    unreadable += 1;
+                    out.fill(0);
+                }
+            }
+            Ok::<(), Why>(())
+        })?;
+    }
+    Ok((core.file_len(), unreadable))
 }
 
 #[no_mangle]
@@ -593,16 +649,12 @@ fn run(si: &StartInfo, region: &Region, clk: &'static VcpuInfo) {
             lists.frame_list_list(),
         ),
     };
-    let core = match Vmcore::new(frames, notes) {
-        Ok(c) => c,
-        Err(e) => return fail("vmcore-layout", format_args!("{}", e)),
-    };
-    println!(
-        "PVKEXEC-INFO capture: vmcore of {} frames in {} PT_LOADs, {} bytes",
-        core.frames().pages(),
-        core.phnum() - 1,
-        core.file_len()
-    );
+    // Checked before the disk is touched; the zero runs come after the disk's backend is
+    // reset (the dead kernel's disk requests no longer write old frames while they are read).
+    if let Err(e) = Vmcore::new(frames, notes) {
+        return fail("vmcore-layout", format_args!("{}", e));
+    }
+    let zero = zero_pages(si);
     // SAFETY: the xenstore ring page is mapped writable in the initial region (the purgatory
     // gave this kernel the old domain's ring) and only this client uses it.
     let Some(store_va) = region.pfn_va(view::m2p(si.store_mfn)) else {
@@ -622,17 +674,44 @@ fn run(si: &StartInfo, region: &Region, clk: &'static VcpuInfo) {
         Err(e) => return fail("disk", format_args!("{}", e)),
     };
     println!(
-        "PVKEXEC-INFO capture: disk {} of {} sectors connected (backend reset: {})",
+        "PVKEXEC-INFO capture: disk {} of {} sectors connected (backend reset: {}; {} segments per request, the backend's indirect maximum {}; persistent grants: {})",
         disk.frontend_path(),
         disk.info().sectors,
-        disk.info().was_reset
+        disk.info().was_reset,
+        disk.info().segments,
+        disk.info().max_indirect_segments,
+        disk.info().persistent
     );
-    let zero_mfn = match own_mfn(own_p2m, ZERO.0.as_ptr() as u64) {
-        Ok(m) => m,
-        Err(e) => return fail("disk", format_args!("{}", e)),
+    let zeros = match zero {
+        ZeroPages::Keep => ZeroRuns::NONE,
+        ZeroPages::Skip => {
+            let start = clock::now(clk);
+            let z = zero_runs(&frames);
+            println!(
+                "PVKEXEC-INFO capture: pvkexec.dump_zero=skip: {} of {} frames are zero; {} left out in {} runs of at least {} frames (read in {} ms)",
+                z.zero_pages(),
+                frames.pages(),
+                z.pages(),
+                z.runs().len(),
+                z.min_pages(),
+                clock::now(clk).saturating_sub(start) / 1_000_000
+            );
+            z
+        }
     };
+    let core = match Vmcore::leaving_out(frames, zeros, notes) {
+        Ok(c) => c,
+        Err(e) => return fail("vmcore-layout", format_args!("{}", e)),
+    };
+    println!(
+        "PVKEXEC-INFO capture: vmcore of {} frames in {} PT_LOADs, {} bytes ({} frames written)",
+        core.frames().pages(),
+        core.phnum() - 1,
+        core.file_len(),
+        core.data_pages()
+    );
     let start = clock::now(clk);
-    let written = Dump { zero_mfn }.write(&mut disk, &core);
+    let written = write_dump(&mut disk, &core);
     let ns = clock::now(clk).saturating_sub(start).max(1);
     check(
         "vmcore-written",

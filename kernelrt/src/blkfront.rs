@@ -1,8 +1,10 @@
 //! A minimal, polled Xen block frontend (xen/include/public/io/blkif.h, io/xenbus.h) for the
 //! capture kernel and the test kernels: one vbd, one one-page ring, direct requests of up to
-//! 11 granted pages, events masked (the backend's notifications are never needed: the ring's
-//! `rsp_prod` is polled with `sched_yield` in between, which also lets dom0's blkback run on a
-//! shared CPU).
+//! 11 granted pages, or indirect requests of up to the whole pool (176 pages) where the
+//! backend offers `feature-max-indirect-segments`, persistent grants asked for (the pool's
+//! pages stay granted), events masked (the backend's notifications are never needed: the
+//! ring's `rsp_prod` is polled with `sched_yield` in between, which also lets dom0's blkback
+//! run on a shared CPU).
 //!
 //! Connecting follows Linux's xenbus frontend, including its reset of a backend that is still
 //! connected to a previous kernel's ring (a crashed kernel never closed its blkfront): frontend
@@ -21,23 +23,35 @@ use crate::xenstore::{Xenstore, XsError};
 use core::fmt;
 use core::sync::atomic::{fence, AtomicBool, AtomicU16, Ordering};
 use xenpv::blkif::{
-    self, state, BlkifRequest, BlkifResponse, BlkifSegment, SringHeader, MAX_SEGMENTS, RING_SIZE,
-    SECTOR_SIZE,
+    self, state, BlkifRequest, BlkifRequestIndirect, BlkifResponse, BlkifSegment, SringHeader,
+    MAX_SEGMENTS, RING_SIZE, SECTOR_SIZE, SEGMENTS_PER_INDIRECT_PAGE,
 };
 use xenpv::{gnttabop, gtf, hypercall, pte, uvmf, GrantEntryV1, StartInfo, XenError, PAGE_SIZE};
 
 /// Data pages granted to the backend: one batch of requests (16 requests of 11 pages).
 const POOL_PAGES: usize = BATCH_REQUESTS * MAX_SEGMENTS;
+/// Pages one [`Blkfront::write_pages`] call takes at most: the pool.
+pub const BATCH_PAGES: usize = POOL_PAGES;
 /// Requests in one batch: fits the ring and the answered-request mask.
 const BATCH_REQUESTS: usize = 16;
 const _: () = assert!(BATCH_REQUESTS <= RING_SIZE as usize && BATCH_REQUESTS <= 32);
+/// Pages of segments for indirect requests: one per request of a batch (a request never
+/// needs more: it carries at most the pool, fewer segments than one page holds).
+const INDIRECT_PAGES: usize = BATCH_REQUESTS;
+/// Most segments one indirect request carries here.
+const MAX_INDIRECT_SEGMENTS: usize = POOL_PAGES;
+const _: () = assert!(MAX_INDIRECT_SEGMENTS <= SEGMENTS_PER_INDIRECT_PAGE);
+// With more than MAX_SEGMENTS per indirect request a batch needs at most BATCH_REQUESTS.
+const _: () = assert!(POOL_PAGES.div_ceil(MAX_SEGMENTS + 1) <= INDIRECT_PAGES);
 /// Entries in one v1 grant-table frame: every reference used here lies in one frame (in frame
 /// 0, past the toolstack's reserved ones: the console and xenstore rings).
 const ENTRIES_PER_FRAME: u32 = (PAGE_SIZE / 8) as u32;
 /// Grant-table frames looked at for one with room: Xen's default limit for a domU is 64
 /// (`gnttab_max_frames`).
 const MAX_GRANT_FRAMES: usize = 64;
-const _: () = assert!(gnttabop::NR_RESERVED_ENTRIES + 1 + POOL_PAGES as u32 <= ENTRIES_PER_FRAME);
+const _: () = assert!(
+    gnttabop::NR_RESERVED_ENTRIES + 1 + (POOL_PAGES + INDIRECT_PAGES) as u32 <= ENTRIES_PER_FRAME
+);
 /// Sectors of a data page.
 const PAGE_SECTORS: u64 = PAGE_SIZE / SECTOR_SIZE;
 /// Bound of each xenbus state wait and of each batch of requests.
@@ -56,6 +70,17 @@ static mut RING: Page = Page([0; PAGE_SIZE as usize]);
 static mut GRANT_WINDOW: Page = Page([0; PAGE_SIZE as usize]);
 /// The granted data pages.
 static mut POOL: Pool = Pool([const { Page([0; PAGE_SIZE as usize]) }; POOL_PAGES]);
+#[repr(C, align(4096))]
+struct Indirect([[BlkifSegment; SEGMENTS_PER_INDIRECT_PAGE]; INDIRECT_PAGES]);
+/// The granted pages of indirect requests' segments.
+static mut INDIRECT: Indirect = Indirect(
+    [[BlkifSegment {
+        gref: 0,
+        first_sect: 0,
+        last_sect: 0,
+        _pad: 0,
+    }; SEGMENTS_PER_INDIRECT_PAGE]; INDIRECT_PAGES],
+);
 /// Whether a [`Blkfront`] owns the pages above.
 static IN_USE: AtomicBool = AtomicBool::new(false);
 
@@ -251,6 +276,14 @@ pub struct DiskInfo {
     /// The ring page's grant reference (the first entry of grant frame 0 past the reserved
     /// ones that no backend uses).
     pub ring_ref: u32,
+    /// Segments per request: [`MAX_SEGMENTS`] (direct requests), or more with indirect ones
+    /// (the backend's `feature-max-indirect-segments`, at most the pool).
+    pub segments: u32,
+    /// The backend's `feature-max-indirect-segments` (0: not offered).
+    pub max_indirect_segments: u32,
+    /// The backend offers `feature-persistent` (this frontend asks for it): it keeps the
+    /// pool's pages mapped for the whole connection.
+    pub persistent: bool,
 }
 
 /// A connected block device.
@@ -263,11 +296,12 @@ pub struct Blkfront {
     grants: Grants,
 }
 
-/// The grant references of the ring and of each data page.
+/// The grant references of the ring, of each data page and of each indirect page.
 #[derive(Clone, Copy)]
 struct Grants {
     ring: u32,
     pool: [u32; POOL_PAGES],
+    indirect: [u32; INDIRECT_PAGES],
 }
 
 /// Where this kernel's pages are: machine frame of a virtual address in the initial mapping.
@@ -351,6 +385,9 @@ impl Blkfront {
         )?;
         write_node(xs, &node(b"/event-channel"), fmt_u64(port as u64, &mut num))?;
         write_node(xs, &node(b"/protocol"), blkif::PROTOCOL_X86_64.as_bytes())?;
+        // The pool's pages stay granted for the whole connection: blkback may keep them
+        // mapped (persistent grants) instead of mapping and unmapping each segment.
+        write_node(xs, &node(b"/feature-persistent"), b"1")?;
         bus.set(xs, state::INITIALISED)?;
         bus.wait(xs, &[state::CONNECTED], "Connected")?;
         let be_node = |leaf: &[u8]| Text::new(&[backend.as_str().as_bytes(), leaf]);
@@ -362,6 +399,17 @@ impl Blkfront {
                 value: Text::new(&[fmt_u64(sector_size, &mut num)]),
             });
         }
+        // Optional: absent (or unreadable) means direct requests only.
+        let max_indirect = read_num(xs, &be_node(b"/feature-max-indirect-segments"))
+            .ok()
+            .and_then(|n| u32::try_from(n).ok())
+            .unwrap_or(0);
+        let segments = if max_indirect as usize > MAX_SEGMENTS {
+            max_indirect.min(MAX_INDIRECT_SEGMENTS as u32)
+        } else {
+            MAX_SEGMENTS as u32
+        };
+        let persistent = read_num(xs, &be_node(b"/feature-persistent")).is_ok_and(|v| v == 1);
         bus.set(xs, state::CONNECTED)?;
         Ok(Blkfront {
             info: DiskInfo {
@@ -373,6 +421,9 @@ impl Blkfront {
                 initial_backend_state: initial,
                 port,
                 ring_ref: grants.ring,
+                segments,
+                max_indirect_segments: max_indirect,
+                persistent,
             },
             sh,
             frontend,
@@ -404,6 +455,31 @@ impl Blkfront {
         Ok(())
     }
 
+    /// Writes `pages` whole pages (at most [`BATCH_PAGES`]) from sector
+    /// `sector` on, `fill` putting page `i`'s bytes into the buffer it is given (a data page:
+    /// no copy in between). Stops at `fill`'s first error, writing nothing.
+    pub fn write_pages<E: From<BlkError>>(
+        &mut self,
+        sector: u64,
+        pages: usize,
+        mut fill: impl FnMut(usize, &mut [u8; PAGE_SIZE as usize]) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let len = pages * PAGE_SIZE as usize;
+        if pages > POOL_PAGES {
+            return Err(BlkError::Range {
+                sector,
+                len,
+                sectors: self.info.sectors,
+            }
+            .into());
+        }
+        self.check_range(sector, len)?;
+        for p in 0..pages {
+            fill(p, pool_page(p))?;
+        }
+        Ok(self.batch(blkif::OP_WRITE, sector, len)?)
+    }
+
     /// Reads whole 512-byte sectors from sector `sector` on into `buf`.
     pub fn read(&mut self, sector: u64, buf: &mut [u8]) -> Result<(), BlkError> {
         self.check_range(sector, buf.len())?;
@@ -433,33 +509,59 @@ impl Blkfront {
         Ok(())
     }
 
-    /// One batch: `len` bytes (at most the pool) in the pool pages, to or from `sector`.
+    /// One batch: `len` bytes (at most the pool) in the pool pages, to or from `sector`:
+    /// requests of [`DiskInfo::segments`] pages each, indirect when that is more than
+    /// [`MAX_SEGMENTS`].
     fn batch(&mut self, op: u8, sector: u64, len: usize) -> Result<(), BlkError> {
         let pages = len.div_ceil(PAGE_SIZE as usize);
+        let per = self.info.segments as usize;
         let mut sent = 0u32;
-        for (r, first) in (0..pages).step_by(MAX_SEGMENTS).enumerate() {
-            let count = MAX_SEGMENTS.min(pages - first);
-            let mut req = BlkifRequest {
-                operation: op,
-                nr_segments: count as u8,
-                // blkif_vdev_t is 16 bits; Linux's blkfront puts the vbd id in it the same
-                // way.
-                handle: self.info.id as u16,
-                id: r as u64,
-                sector_number: sector + first as u64 * PAGE_SECTORS,
-                ..Default::default()
-            };
-            for s in 0..count {
+        for (r, first) in (0..pages).step_by(per).enumerate() {
+            let count = per.min(pages - first);
+            let segment = |s: usize| {
                 let page = first + s;
                 let bytes = (len - page * PAGE_SIZE as usize).min(PAGE_SIZE as usize) as u64;
-                req.seg[s] = BlkifSegment {
+                BlkifSegment {
                     gref: self.grants.pool[page],
                     first_sect: 0,
                     last_sect: (bytes / SECTOR_SIZE - 1) as u8,
                     _pad: 0,
+                }
+            };
+            // blkif_vdev_t is 16 bits; Linux's blkfront puts the vbd id in it the same way.
+            let handle = self.info.id as u16;
+            let sector_number = sector + first as u64 * PAGE_SECTORS;
+            if per > MAX_SEGMENTS {
+                let segments = indirect_page(r);
+                for (s, seg) in segments[..count].iter_mut().enumerate() {
+                    *seg = segment(s);
+                }
+                let mut indirect_grefs = [0; blkif::MAX_INDIRECT_PAGES];
+                indirect_grefs[0] = self.grants.indirect[r];
+                self.push_indirect(&BlkifRequestIndirect {
+                    operation: blkif::OP_INDIRECT,
+                    indirect_op: op,
+                    nr_segments: count as u16,
+                    id: r as u64,
+                    sector_number,
+                    handle,
+                    indirect_grefs,
+                    ..Default::default()
+                });
+            } else {
+                let mut req = BlkifRequest {
+                    operation: op,
+                    nr_segments: count as u8,
+                    handle,
+                    id: r as u64,
+                    sector_number,
+                    ..Default::default()
                 };
+                for s in 0..count {
+                    req.seg[s] = segment(s);
+                }
+                self.push(&req);
             }
-            self.push(&req);
             sent += 1;
         }
         // The requests before the index that publishes them.
@@ -474,6 +576,14 @@ impl Blkfront {
         let slot = entry_ptr(self.req_prod) as *mut BlkifRequest;
         // SAFETY: the slot lies in the ring page this value owns; the backend reads it only
         // after req_prod moves past it.
+        unsafe { slot.write_volatile(*req) };
+        self.req_prod = self.req_prod.wrapping_add(1);
+    }
+
+    fn push_indirect(&mut self, req: &BlkifRequestIndirect) {
+        let slot = entry_ptr(self.req_prod) as *mut BlkifRequestIndirect;
+        // SAFETY: as in `push`; the indirect form is the first 64 bytes of the 112-byte entry
+        // (and 8-byte aligned, as every entry is).
         unsafe { slot.write_volatile(*req) };
         self.req_prod = self.req_prod.wrapping_add(1);
     }
@@ -516,7 +626,7 @@ impl Blkfront {
                 if rsp.status != blkif::RSP_OKAY && first_error.is_none() {
                     first_error = Some(BlkError::Io {
                         op: name,
-                        sector: sector + rsp.id * (MAX_SEGMENTS as u64) * PAGE_SECTORS,
+                        sector: sector + rsp.id * u64::from(self.info.segments) * PAGE_SECTORS,
                         status: rsp.status,
                     });
                 }
@@ -591,6 +701,14 @@ fn entry_ptr(idx: u32) -> u64 {
         + (idx % RING_SIZE) as u64 * blkif::ENTRY_SIZE as u64
 }
 
+/// Indirect page `i`'s segments.
+fn indirect_page(i: usize) -> &'static mut [BlkifSegment; SEGMENTS_PER_INDIRECT_PAGE] {
+    // SAFETY: only the one Blkfront (IN_USE) touches these pages, one reference at a time; the
+    // backend reads a page only while a request naming it is outstanding, and they are
+    // filled only between batches.
+    unsafe { &mut (*core::ptr::addr_of_mut!(INDIRECT)).0[i] }
+}
+
 fn pool_page(p: usize) -> &'static mut [u8; PAGE_SIZE as usize] {
     // SAFETY: only the one Blkfront (IN_USE) touches the pool, one page reference at a time;
     // the backend accesses a page only while a request naming it is outstanding, and the
@@ -612,7 +730,7 @@ fn setup_ring(si: &StartInfo, region: &Region, backend_id: u16) -> Result<(Grant
         }
     }
     let window = core::ptr::addr_of_mut!(GRANT_WINDOW) as u64;
-    let need = 1 + POOL_PAGES as u32;
+    let need = (1 + POOL_PAGES + INDIRECT_PAGES) as u32;
     let first_gref = grant_frame_with_room(window, need)?;
     let ring = ring_va();
     // SAFETY: the ring page belongs to this Blkfront; a backend still mapping it from a
@@ -622,11 +740,14 @@ fn setup_ring(si: &StartInfo, region: &Region, backend_id: u16) -> Result<(Grant
     // SHARED_RING_INIT: both events at 1.
     Index((ring + core::mem::offset_of!(SringHeader, req_event) as u64) as *mut u32).write(1);
     header.rsp_event.write(1);
-    let mut frames = [mfn_of(si, region, ring)?; 1 + POOL_PAGES];
-    for (p, mfn) in frames[1..].iter_mut().enumerate() {
+    let mut frames = [mfn_of(si, region, ring)?; 1 + POOL_PAGES + INDIRECT_PAGES];
+    for (p, mfn) in frames[1..1 + POOL_PAGES].iter_mut().enumerate() {
         *mfn = mfn_of(si, region, pool_page(p).as_ptr() as u64)?;
     }
-    let mut refs = [0u32; 1 + POOL_PAGES];
+    for (i, mfn) in frames[1 + POOL_PAGES..].iter_mut().enumerate() {
+        *mfn = mfn_of(si, region, indirect_page(i).as_ptr() as u64)?;
+    }
+    let mut refs = [0u32; 1 + POOL_PAGES + INDIRECT_PAGES];
     let mut taken = 0usize;
     for gref in first_gref..first_gref - first_gref % ENTRIES_PER_FRAME + ENTRIES_PER_FRAME {
         if taken == refs.len() {
@@ -646,8 +767,10 @@ fn setup_ring(si: &StartInfo, region: &Region, backend_id: u16) -> Result<(Grant
     let mut grants = Grants {
         ring: refs[0],
         pool: [0; POOL_PAGES],
+        indirect: [0; INDIRECT_PAGES],
     };
-    grants.pool.copy_from_slice(&refs[1..]);
+    grants.pool.copy_from_slice(&refs[1..1 + POOL_PAGES]);
+    grants.indirect.copy_from_slice(&refs[1 + POOL_PAGES..]);
     let port = hc(
         "EVTCHNOP_alloc_unbound",
         hypercall::evtchn_alloc_unbound(backend_id),

@@ -212,7 +212,9 @@ enum Cmd {
         #[arg(short = 'd', long)]
         debug: bool,
         /// Load a crash kernel: frames are set aside now, and the module boots it there on a
-        /// panic (kdump).
+        /// panic (kdump). pvkexec's capture kernel takes from --append `pvkexec.dump=xvdX`
+        /// (the dump disk, required) and `pvkexec.dump_zero=skip` (runs of zero frames left
+        /// out of the vmcore; `keep`, the default, writes every frame).
         #[arg(short = 'p', long = "panic", conflicts_with = "image")]
         panic: bool,
         /// MiB to set aside for the crash kernel (a multiple of 4; default: sized for the

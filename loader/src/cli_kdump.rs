@@ -95,6 +95,8 @@ pub fn load_crash(req: &CrashLoadRequest) -> Result<String, CliError> {
             info.xen_resets_vcpus(),
         )));
     }
+    crate::dump_disk::check_zero_option(&inputs.cmdline)
+        .map_err(|e| CliError::refused(format!("{e}. Nothing was loaded")))?;
     if let Some(given) = crate::dump_disk::named_in(&inputs.cmdline) {
         // The balloon may give the domain back up to its maximum before a crash.
         let pages = info.maximum_pages.max(info.current_pages);

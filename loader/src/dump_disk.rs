@@ -94,6 +94,24 @@ pub fn named_in(cmdline: &str) -> Option<&str> {
         .find_map(|w| w.strip_prefix("pvkexec.dump="))
 }
 
+/// What `pvkexec.dump_zero=` may say on `cmdline`: `keep` (the default: every frame written)
+/// or `skip` (the capture kernel leaves runs of zero frames out of the vmcore;
+/// docs/vmcore.md). Anything else is refused when the crash kernel is loaded rather than
+/// found wrong at the crash (where the capture kernel writes every frame).
+pub fn check_zero_option(cmdline: &str) -> Result<(), String> {
+    match cmdline
+        .split_whitespace()
+        .filter_map(|w| w.strip_prefix("pvkexec.dump_zero="))
+        .find(|v| !matches!(*v, "keep" | "skip"))
+    {
+        None => Ok(()),
+        Some(v) => Err(format!(
+            "pvkexec.dump_zero={v}: say keep (every frame written, the default) or skip (runs \
+             of zero frames left out of the vmcore)"
+        )),
+    }
+}
+
 /// `xvdX` for a name or vbd number the capture kernel takes.
 pub fn device_name(given: &str) -> Result<String, Unfit> {
     let bad = || Unfit::BadName(given.to_string());
@@ -295,6 +313,29 @@ mod tests {
         assert_eq!(device_name("51712").unwrap(), "xvda");
         for bad in ["sda", "xvd", "xvdB", "xvdbb", "51729", "2049", "-1", ""] {
             assert!(matches!(device_name(bad), Err(Unfit::BadName(_))), "{bad}");
+        }
+    }
+
+    #[test]
+    fn dump_zero_is_keep_or_skip() {
+        for ok in [
+            "",
+            "pvkexec.dump=xvdb",
+            "a pvkexec.dump_zero=skip",
+            "pvkexec.dump_zero=keep",
+        ] {
+            assert_eq!(check_zero_option(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "pvkexec.dump_zero=",
+            "pvkexec.dump_zero=yes",
+            "pvkexec.dump_zero=skip pvkexec.dump_zero=Skip",
+        ] {
+            let e = check_zero_option(bad).unwrap_err();
+            assert!(
+                e.starts_with("pvkexec.dump_zero=") && e.contains("keep"),
+                "{e}"
+            );
         }
     }
 

@@ -43,6 +43,11 @@ pub enum Error {
     },
     /// A sweep was given no bitmap words.
     EmptyBitmap,
+    /// Zero run `index` is empty, not inside one run of the dumped frames, not past the zero
+    /// run before it, or touching it.
+    BadZeroRun {
+        index: usize,
+    },
     /// The Xen note's frame-list-list MFN is not a dumped frame: crash could not read it.
     FrameListListNotDumped {
         mfn: u64,
@@ -113,6 +118,11 @@ impl fmt::Display for Error {
                 "{runs} runs of contiguous machine frames, the run table holds {capacity}"
             ),
             Error::EmptyBitmap => write!(f, "a sweep needs at least one bitmap word"),
+            Error::BadZeroRun { index } => write!(
+                f,
+                "zero run {index} is empty, outside the runs of dumped frames, or not apart \
+                 from the zero run before it"
+            ),
             Error::FrameListListNotDumped { mfn } => write!(
                 f,
                 "the P2M frame-list-list MFN {mfn:#x} is not among the dumped frames"

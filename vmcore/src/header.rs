@@ -1,8 +1,9 @@
 //! The header bytes (ELF header, program headers, notes, padding), produced in order into
 //! caller buffers, and the file offsets of the frames that follow.
 
-use crate::frames::{Frames, Mfns, Runs};
+use crate::frames::Frames;
 use crate::prstatus::{ElfPrstatus, PRSTATUS_SIZE};
+use crate::zero::{self, Loads, ZeroRuns};
 use crate::{Error, Notes, PAGE_SHIFT, PAGE_SIZE};
 
 const EHDR_SIZE: u64 = 64;
@@ -42,15 +43,28 @@ pub(crate) struct Layout {
     pub notes_len: u64,
     pub data_offset: u64,
     pub file_len: u64,
+    /// Frames written (the dumped frames less those left out).
+    pub data_pages: u64,
 }
 
 impl Layout {
-    pub fn compute(frames: &Frames<'_>, notes: &Notes<'_>) -> Result<Self, Error> {
-        // The counts are bounded by MAX_RUNS, MAX_CPUS and MAX_VMCOREINFO (checked before),
-        // so only the page data can overflow.
-        let phnum = 1 + frames.run_count();
+    pub fn compute(
+        frames: &Frames<'_>,
+        zeros: &ZeroRuns<'_>,
+        notes: &Notes<'_>,
+    ) -> Result<Self, Error> {
+        let (loads, data_pages) = zero::check(frames, zeros)?;
+        // The counts are bounded by MAX_RUNS (here), MAX_CPUS and MAX_VMCOREINFO (checked
+        // before), so only the page data can overflow.
+        if loads > crate::MAX_RUNS {
+            return Err(Error::TooManyRuns {
+                runs: loads,
+                max: crate::MAX_RUNS,
+            });
+        }
+        let phnum = 1 + loads;
         let phnum_u16 = u16::try_from(phnum).map_err(|_| Error::TooManyRuns {
-            runs: frames.run_count(),
+            runs: loads,
             max: crate::MAX_RUNS,
         })?;
         let notes_offset = EHDR_SIZE + PHDR_SIZE * phnum as u64;
@@ -58,7 +72,7 @@ impl Layout {
             + vmcoreinfo_note_len(notes.vmcoreinfo)
             + note_len(XEN_NAME, XEN_DESC);
         let data_offset = (notes_offset + notes_len).next_multiple_of(PAGE_SIZE);
-        let file_len = (frames.pages() as u64)
+        let file_len = data_pages
             .checked_mul(PAGE_SIZE)
             .and_then(|b| b.checked_add(data_offset))
             .ok_or(Error::SizeOverflow)?;
@@ -68,6 +82,7 @@ impl Layout {
             notes_len,
             data_offset,
             file_len,
+            data_pages,
         })
     }
 }
@@ -100,7 +115,7 @@ enum Piece {
 pub struct HeaderStream<'a> {
     notes: Notes<'a>,
     layout: Layout,
-    runs: Runs<'a>,
+    loads: Loads<'a>,
     /// File offset of the next `PT_LOAD`'s data.
     load_offset: u64,
     piece: Piece,
@@ -112,11 +127,16 @@ pub struct HeaderStream<'a> {
 }
 
 impl<'a> HeaderStream<'a> {
-    pub(crate) fn new(frames: Frames<'a>, notes: Notes<'a>, layout: Layout) -> Self {
+    pub(crate) fn new(
+        frames: Frames<'a>,
+        zeros: ZeroRuns<'a>,
+        notes: Notes<'a>,
+        layout: Layout,
+    ) -> Self {
         let mut s = HeaderStream {
             notes,
             layout,
-            runs: frames.runs(),
+            loads: Loads::new(&frames, &zeros),
             load_offset: layout.data_offset,
             piece: Piece::Done,
             len: 0,
@@ -174,7 +194,7 @@ impl<'a> HeaderStream<'a> {
     fn advance(&mut self) {
         let next = match self.piece {
             Piece::Ehdr => Piece::NotePhdr,
-            Piece::NotePhdr | Piece::LoadPhdr if self.runs.clone().next().is_some() => {
+            Piece::NotePhdr | Piece::LoadPhdr if self.loads.clone().next().is_some() => {
                 Piece::LoadPhdr
             }
             Piece::NotePhdr | Piece::LoadPhdr => Piece::Cpu(0),
@@ -239,25 +259,38 @@ impl<'a> HeaderStream<'a> {
 
     fn stage_note_phdr(&mut self) -> u64 {
         let (offset, len) = (self.layout.notes_offset, self.layout.notes_len);
-        stage_phdr(&mut self.stage, PT_NOTE, 0, offset, 0, len, 4)
+        let sizes = Sizes {
+            file: len,
+            memory: len,
+        };
+        stage_phdr(&mut self.stage, PT_NOTE, 0, offset, 0, sizes, 4)
     }
 
     fn stage_load_phdr(&mut self) -> u64 {
-        // advance() enters LoadPhdr only when a run is left.
-        let Some(run) = self.runs.next() else {
+        // advance() enters LoadPhdr only when a PT_LOAD is left.
+        let Some(load) = self.loads.next() else {
             return 0;
         };
-        let offset = self.load_offset;
-        let bytes = run.pages << PAGE_SHIFT;
-        self.load_offset += bytes;
-        let paddr = run.mfn << PAGE_SHIFT;
+        let bytes = load.pages << PAGE_SHIFT;
+        // A zero-only PT_LOAD points past the data (see the zero module: never over another
+        // PT_LOAD's data).
+        let (offset, file) = if load.zero {
+            (self.layout.file_len, 0)
+        } else {
+            (self.load_offset, bytes)
+        };
+        self.load_offset += file;
+        let paddr = load.mfn << PAGE_SHIFT;
         stage_phdr(
             &mut self.stage,
             PT_LOAD,
             PF_RWX,
             offset,
             paddr,
-            bytes,
+            Sizes {
+                file,
+                memory: bytes,
+            },
             PAGE_SIZE,
         )
     }
@@ -286,13 +319,20 @@ impl<'a> HeaderStream<'a> {
     }
 }
 
+/// `p_filesz` and `p_memsz`: 0 and the zeros' size for zeros left out, else the same.
+#[derive(Clone, Copy)]
+struct Sizes {
+    file: u64,
+    memory: u64,
+}
+
 fn stage_phdr(
     s: &mut [u8; STAGE],
     p_type: u32,
     flags: u32,
     offset: u64,
     paddr: u64,
-    size: u64,
+    size: Sizes,
     align: u64,
 ) -> u64 {
     put(s, 0, &p_type.to_le_bytes());
@@ -300,8 +340,8 @@ fn stage_phdr(
     put(s, 8, &offset.to_le_bytes());
     // p_vaddr (16) stays 0: machine addresses have no kernel virtual address.
     put(s, 24, &paddr.to_le_bytes());
-    put(s, 32, &size.to_le_bytes()); // p_filesz
-    put(s, 40, &size.to_le_bytes()); // p_memsz
+    put(s, 32, &size.file.to_le_bytes()); // p_filesz
+    put(s, 40, &size.memory.to_le_bytes()); // p_memsz
     put(s, 48, &align.to_le_bytes());
     PHDR_SIZE
 }
@@ -318,20 +358,25 @@ pub struct PageSlot {
     pub mfn: u64,
 }
 
-/// The frames in file order (ascending MFN), each with its file offset.
+/// The frames written, in file order (ascending MFN), each with its file offset.
 #[derive(Clone, Debug)]
 pub struct Pages<'a> {
-    mfns: Mfns<'a>,
+    loads: Loads<'a>,
+    /// The next frame of the current `PT_LOAD`'s data, and how many are left there.
+    mfn: u64,
+    in_load: u64,
     offset: u64,
-    left: usize,
+    left: u64,
 }
 
 impl<'a> Pages<'a> {
-    pub(crate) fn new(frames: &Frames<'a>, data_offset: u64) -> Self {
+    pub(crate) fn new(frames: &Frames<'a>, zeros: &ZeroRuns<'a>, layout: &Layout) -> Self {
         Pages {
-            mfns: frames.mfns(),
-            offset: data_offset,
-            left: frames.pages(),
+            loads: Loads::new(frames, zeros),
+            mfn: 0,
+            in_load: 0,
+            offset: layout.data_offset,
+            left: layout.data_pages,
         }
     }
 }
@@ -340,11 +385,17 @@ impl Iterator for Pages<'_> {
     type Item = PageSlot;
 
     fn next(&mut self) -> Option<PageSlot> {
-        let mfn = self.mfns.next()?;
+        while self.in_load == 0 {
+            let load = self.loads.next()?;
+            self.mfn = load.mfn;
+            self.in_load = if load.zero { 0 } else { load.pages };
+        }
         let slot = PageSlot {
             offset: self.offset,
-            mfn,
+            mfn: self.mfn,
         };
+        self.mfn += 1;
+        self.in_load -= 1;
         // Layout::compute checked that the last offset fits.
         self.offset = self.offset.saturating_add(PAGE_SIZE);
         self.left = self.left.saturating_sub(1);
@@ -352,7 +403,8 @@ impl Iterator for Pages<'_> {
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
-        (self.left, Some(self.left))
+        let left = usize::try_from(self.left).unwrap_or(usize::MAX);
+        (left, Some(left))
     }
 }
 

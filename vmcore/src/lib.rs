@@ -7,6 +7,9 @@
 //!   "Xen" `XEN_ELFNOTE_CRASH_INFO` (Xen's `crash_xen_info_t`) whose last word is the MFN of
 //!   the old kernel's P2M frame-list-list page ([`p2m`] builds one).
 //!
+//! Runs of zero frames may be left out ([`zero`]): each is a `PT_LOAD` with `p_filesz` 0,
+//! which the readers give back as zeros.
+//!
 //! `no_std` without `alloc`: the capture kernel streams the header out of a
 //! [`HeaderStream`] into its own buffers and then writes each frame at the offset
 //! [`Vmcore::pages`] gives. Nothing here reads memory or panics on bad input.
@@ -20,12 +23,14 @@ mod header;
 pub mod p2m;
 pub mod prstatus;
 pub mod sweep;
+pub mod zero;
 
 pub use error::Error;
 pub use frames::{present_mfn, Frames, Mfns, Run, Runs, MAX_MFN};
 pub use header::{HeaderStream, PageSlot, Pages};
 pub use prstatus::{CpuState, ElfPrstatus, UserRegs};
 pub use sweep::{sweep, MfnSource, SweepError, Swept};
+pub use zero::{Load, Loads, ZeroRunFinder, ZeroRuns};
 
 /// Bytes of a page and of every `PT_LOAD` unit.
 pub const PAGE_SIZE: u64 = xenpv::PAGE_SIZE;
@@ -123,17 +128,30 @@ pub struct Notes<'a> {
 #[derive(Clone, Copy, Debug)]
 pub struct Vmcore<'a> {
     frames: Frames<'a>,
+    zeros: ZeroRuns<'a>,
     notes: Notes<'a>,
     layout: header::Layout,
 }
 
 impl<'a> Vmcore<'a> {
-    /// Checks the inputs and computes the layout.
+    /// Checks the inputs and computes the layout: every frame written.
     pub fn new(frames: Frames<'a>, notes: Notes<'a>) -> Result<Self, Error> {
+        Vmcore::leaving_out(frames, ZeroRuns::NONE, notes)
+    }
+
+    /// As [`Vmcore::new`], the frames of `zeros` left out of the file (read back as zeros:
+    /// [`zero`]). Each must lie inside one run of `frames`, and the `PT_LOAD`s they make
+    /// must fit `e_phnum`.
+    pub fn leaving_out(
+        frames: Frames<'a>,
+        zeros: ZeroRuns<'a>,
+        notes: Notes<'a>,
+    ) -> Result<Self, Error> {
         check_notes(&frames, &notes)?;
-        let layout = header::Layout::compute(&frames, &notes)?;
+        let layout = header::Layout::compute(&frames, &zeros, &notes)?;
         Ok(Vmcore {
             frames,
+            zeros,
             notes,
             layout,
         })
@@ -159,19 +177,35 @@ impl<'a> Vmcore<'a> {
         (self.layout.notes_offset, self.layout.notes_len)
     }
 
-    /// The frames dumped.
+    /// The frames dumped (those left out as zeros included).
     pub fn frames(&self) -> &Frames<'a> {
         &self.frames
     }
 
-    /// The header bytes `[0, header_len)`, filled into caller buffers in order.
-    pub fn header(&self) -> HeaderStream<'a> {
-        HeaderStream::new(self.frames, self.notes, self.layout)
+    /// The zero runs left out.
+    pub fn zero_runs(&self) -> &ZeroRuns<'a> {
+        &self.zeros
     }
 
-    /// Every frame in file order: its file offset and its MFN (ascending MFN order).
+    /// Frames whose bytes the file holds.
+    pub fn data_pages(&self) -> u64 {
+        self.layout.data_pages
+    }
+
+    /// The `PT_LOAD`s, ascending.
+    pub fn loads(&self) -> Loads<'a> {
+        Loads::new(&self.frames, &self.zeros)
+    }
+
+    /// The header bytes `[0, header_len)`, filled into caller buffers in order.
+    pub fn header(&self) -> HeaderStream<'a> {
+        HeaderStream::new(self.frames, self.zeros, self.notes, self.layout)
+    }
+
+    /// Every frame written, in file order: its file offset and its MFN (ascending MFN
+    /// order; the frames left out are skipped).
     pub fn pages(&self) -> Pages<'a> {
-        Pages::new(&self.frames, self.layout.data_offset)
+        Pages::new(&self.frames, &self.zeros, &self.layout)
     }
 }
 
@@ -204,3 +238,5 @@ mod readers;
 mod sweep_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod zero_tests;

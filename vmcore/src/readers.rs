@@ -80,7 +80,9 @@ impl MfnSource for Listed<'_> {
 
 /// A vmcore's header and the contents of the frames the readers look into.
 struct Dump {
-    loads: Vec<(u64, u64)>,
+    /// Each `PT_LOAD`'s machine addresses: start, end of its file data, end of its memory
+    /// (the zeros left out between the two).
+    loads: Vec<(u64, u64, u64)>,
     fll: u64,
     pages: HashMap<u64, Page>,
 }
@@ -92,9 +94,19 @@ fn capture(d: &Domain) -> Dump {
     capture_without(d, &|_| false)
 }
 
-/// As [`capture`], leaving out of the dump the frames of the PFNs `omit` names (as a dump
-/// that skips zero pages would).
+/// As [`capture`], leaving out of every `PT_LOAD` the frames of the PFNs `omit` names (as
+/// the PFNs a balloon gave back are).
 fn capture_without(d: &Domain, omit: &dyn Fn(u64) -> bool) -> Dump {
+    capture_with(d, omit, None)
+}
+
+/// As [`capture_without`], and with `zero` (an MFN's page is all zeros) the zero runs left
+/// out as the capture kernel's `pvkexec.dump_zero=skip` finds them.
+fn capture_with(
+    d: &Domain,
+    omit: &dyn Fn(u64) -> bool,
+    zero: Option<&dyn Fn(u64) -> bool>,
+) -> Dump {
     let mut pages = HashMap::new();
     for (i, &leaf) in d.leaves.iter().enumerate() {
         let content = d.leaf(i);
@@ -159,7 +171,18 @@ fn capture_without(d: &Domain, omit: &dyn Fn(u64) -> bool) -> Dump {
         vmcoreinfo: b"OSRELEASE=6.1.0-57-amd64\n",
         xen: CrashXenInfo::guest(4, 17, fll),
     };
-    let v = Vmcore::new(frames, notes).unwrap();
+    let mut table = vec![Run::default(); 4096];
+    let zeros = match zero {
+        None => ZeroRuns::NONE,
+        Some(zero) => {
+            let mut finder = ZeroRunFinder::new(&mut table, zero::MIN_ZERO_RUN, &frames);
+            for mfn in frames.mfns() {
+                finder.page(mfn, zero(mfn) && !pages.contains_key(&mfn));
+            }
+            finder.finish()
+        }
+    };
+    let v = Vmcore::leaving_out(frames, zeros, notes).unwrap();
     read_dump(&header_bytes(&v), pages)
 }
 
@@ -174,11 +197,11 @@ fn header_bytes(v: &Vmcore<'_>) -> Vec<u8> {
 /// The `PT_LOAD`s and the "Xen" note's frame-list-list MFN, as the readers find them.
 fn read_dump(header: &[u8], pages: HashMap<u64, Page>) -> Dump {
     let elf = Elf::parse(header).unwrap();
-    let loads: Vec<(u64, u64)> = elf
+    let loads: Vec<(u64, u64, u64)> = elf
         .program_headers
         .iter()
         .filter(|p| p.p_type == PT_LOAD)
-        .map(|p| (p.p_paddr, p.p_paddr + p.p_memsz))
+        .map(|p| (p.p_paddr, p.p_paddr + p.p_filesz, p.p_paddr + p.p_memsz))
         .collect();
     let xen = elf
         .iter_note_headers(header)
@@ -188,26 +211,39 @@ fn read_dump(header: &[u8], pages: HashMap<u64, Page>) -> Dump {
         .expect("a Xen CRASH_INFO note");
     // Both readers take the last word of the descriptor.
     let fll = u64::from_le_bytes(xen.desc[xen.desc.len() - 8..].try_into().unwrap());
-    assert!(loads.windows(2).all(|w: &[(u64, u64)]| w[0].1 <= w[1].0));
+    assert!(loads.iter().all(|l| l.0 <= l.1 && l.1 <= l.2));
+    assert!(loads.windows(2).all(|w| w[0].2 <= w[1].0));
     Dump { loads, fll, pages }
 }
 
 impl Dump {
-    /// makedumpfile's `is_in_segs`, crash's PT_LOAD lookup.
-    fn in_segs(&self, maddr: u64) -> bool {
+    /// The `PT_LOAD` whose memory holds `maddr`.
+    fn load(&self, maddr: u64) -> Option<(u64, u64, u64)> {
         // The PT_LOADs ascend (checked in read_dump).
-        let i = self.loads.partition_point(|&(_, end)| end <= maddr);
-        self.loads.get(i).is_some_and(|&(start, _)| start <= maddr)
+        let i = self.loads.partition_point(|&(_, _, end)| end <= maddr);
+        self.loads.get(i).copied().filter(|l| l.0 <= maddr)
     }
 
-    /// `readmem(PADDR, mfn << 12, page)`: only frames in a `PT_LOAD` can be read.
+    /// makedumpfile's `is_in_segs` (`paddr_to_offset`: the file data only; a frame left out
+    /// as zeros is "no data", `exclude_nodata_pages`).
+    fn in_segs(&self, maddr: u64) -> bool {
+        self.load(maddr)
+            .is_some_and(|(_, data_end, _)| maddr < data_end)
+    }
+
+    /// `readmem(PADDR, mfn << 12, page)`: only frames in a `PT_LOAD` can be read; those in
+    /// its memory past its file data read as zeros (crash's zero fill, makedumpfile's
+    /// `readpage_elf`).
     fn read(&self, mfn: u64) -> Result<&Page, String> {
         static ZERO: Page = [0; ENTRIES];
-        if mfn > MAX_MFN || !self.in_segs(mfn << 12) {
+        let Some((_, data_end, _)) = self.load(mfn << 12).filter(|_| mfn <= MAX_MFN) else {
             return Err(format!(
                 "readmem: machine address {:#x} is not in the dump",
                 mfn << 12
             ));
+        };
+        if mfn << 12 >= data_end {
+            return Ok(&ZERO);
         }
         Ok(self.pages.get(&mfn).unwrap_or(&ZERO))
     }
@@ -389,7 +425,7 @@ fn leaf_pages_outside_the_p2m_are_dumped() {
 
 #[test]
 fn frames_left_out_of_the_dump_read_as_holes() {
-    // A dump that leaves some frames out (zero pages, say) but keeps the P2M's pages: those
+    // A dump that leaves some frames out of every PT_LOAD but keeps the P2M's pages: those
     // PFNs read as holes, the walk still reaches the section's end.
     let d = Domain::sized(448);
     let omit = |pfn: u64| pfn.is_multiple_of(3) || (0x4000..0x6000).contains(&pfn);
@@ -400,5 +436,33 @@ fn frames_left_out_of_the_dump_read_as_holes() {
         let pfn = pfn as u64;
         let want = expected(&d, pfn).filter(|_| !omit(pfn));
         assert_eq!(frame, want, "pfn {pfn:#x}");
+    }
+}
+
+#[test]
+fn zero_frames_left_out_read_as_zeros_and_the_p2m_still_translates() {
+    // A 448 MiB domain whose PFNs 0x1000..0x9000 and every fifth PFN (from 2) hold zeros: the long
+    // run is left out (the single frames are shorter than the minimum and stay), the P2M's
+    // pages are never zero and stay. Every PFN still translates; makedumpfile counts the
+    // frames left out as no data, and a read gives zeros.
+    let d = Domain::sized(448);
+    let zero_pfn = |pfn: u64| (0x1000..0x9000).contains(&pfn) || pfn % 5 == 2;
+    let zero_mfn = |mfn: u64| (DATA_MFN..LEAF_MFN).contains(&mfn) && zero_pfn(mfn - DATA_MFN);
+    let dump = capture_with(&d, &|_| false, Some(&zero_mfn));
+    let full = capture(&d);
+    // The run is cut in three: frames, the zeros, frames.
+    assert_eq!(dump.loads.len(), full.loads.len() + 2, "{:x?}", dump.loads);
+    let m = Makedumpfile::open(&dump).unwrap();
+    assert_eq!(crash_p2m_frames(&dump).unwrap(), p2m::MAX_LEAVES);
+    let got = m.walk(&dump, 0..4 * SECTION_PFNS).unwrap();
+    for (pfn, frame) in got.into_iter().enumerate() {
+        let pfn = pfn as u64;
+        let left_out = (0x1000..0x9000).contains(&pfn);
+        let want = expected(&d, pfn).filter(|_| !left_out);
+        assert_eq!(frame, want, "pfn {pfn:#x}");
+        if let Some(mfn) = expected(&d, pfn) {
+            assert_eq!(m.ptom(&dump, pfn).unwrap(), mfn << 12);
+            assert!(dump.read(mfn).unwrap().iter().all(|&w| w == 0) || !zero_pfn(pfn));
+        }
     }
 }

@@ -47,6 +47,36 @@ pub struct BlkifRequest {
 assert_layout!(BlkifRequest, 112;
     operation @ 0, nr_segments @ 1, handle @ 2, id @ 8, sector_number @ 16, seg @ 24);
 
+/// `BLKIF_OP_INDIRECT` (io/blkif.h): a read or write whose segments are in granted pages
+/// (`feature-max-indirect-segments`).
+pub const OP_INDIRECT: u8 = 6;
+/// `BLKIF_MAX_INDIRECT_PAGES_PER_REQUEST`.
+pub const MAX_INDIRECT_PAGES: usize = 8;
+/// `blkif_request_segment`s in one indirect page.
+pub const SEGMENTS_PER_INDIRECT_PAGE: usize = crate::PAGE_SIZE as usize / 8;
+
+/// `struct blkif_request_indirect` (64 bytes of a ring entry): `nr_segments` segments in the
+/// pages `indirect_grefs` names.
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug)]
+pub struct BlkifRequestIndirect {
+    /// [`OP_INDIRECT`].
+    pub operation: u8,
+    /// [`OP_READ`] or [`OP_WRITE`].
+    pub indirect_op: u8,
+    pub nr_segments: u16,
+    pub _pad1: u32,
+    pub id: u64,
+    pub sector_number: u64,
+    pub handle: u16,
+    pub _pad2: u16,
+    pub indirect_grefs: [u32; MAX_INDIRECT_PAGES],
+    pub _pad3: u32,
+}
+assert_layout!(BlkifRequestIndirect, 64;
+    operation @ 0, indirect_op @ 1, nr_segments @ 2, id @ 8, sector_number @ 16, handle @ 24,
+    indirect_grefs @ 28);
+
 /// `struct blkif_response`.
 #[repr(C)]
 #[derive(Clone, Copy, Default, Debug)]

@@ -21,6 +21,7 @@ pub mod kdump;
 pub mod kmod;
 pub mod provision;
 pub mod tools;
+pub mod vmcore_file;
 pub mod vmcore_tools;
 pub mod xc_core;
 pub mod xen_build;

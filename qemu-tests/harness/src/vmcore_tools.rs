@@ -210,6 +210,16 @@ const COMMAND_MARK: &str = "PVKEXEC-CRASH-COMMAND";
 /// Runs `crash -s VMLINUX VMCORE` non-interactively with `commands` (e.g. `bt`, `log`, `ps`)
 /// and returns each one's output; an error quotes crash when it could not open the dump.
 pub fn crash_report(vmlinux: &Path, vmcore: &Path, commands: &[&str]) -> Result<CrashReport> {
+    crash_report_with(vmlinux, vmcore, &[], commands)
+}
+
+/// As [`crash_report`], with crash `options` before the files (e.g. `--zero_excluded`).
+pub fn crash_report_with(
+    vmlinux: &Path,
+    vmcore: &Path,
+    options: &[&str],
+    commands: &[&str],
+) -> Result<CrashReport> {
     let tools = ensure_tools()?;
     for c in commands {
         if c.contains('\n') || c.contains('\'') {
@@ -217,13 +227,13 @@ pub fn crash_report(vmlinux: &Path, vmcore: &Path, commands: &[&str]) -> Result<
         }
     }
     let start = Instant::now();
-    let (status, stdout, stderr) = run_crash(&tools, vmlinux, vmcore, commands, false)?;
+    let (status, stdout, stderr) = run_crash(&tools, vmlinux, vmcore, options, commands, false)?;
     let secs = start.elapsed().as_secs_f64();
     let raw = format!("{stdout}{stderr}");
     let outputs = split_outputs(&stdout);
     if outputs.len() != commands.len() {
         // crash -s often exits without a word; its debug output names the failed read.
-        let why = run_crash(&tools, vmlinux, vmcore, commands, true)
+        let why = run_crash(&tools, vmlinux, vmcore, options, commands, true)
             .map(|(_, o, e)| tail(&format!("{o}{e}"), 12))
             .unwrap_or_else(|e| format!("(crash -d 1 failed too: {e:#})"));
         bail!(
@@ -244,6 +254,7 @@ fn run_crash(
     tools: &Tools,
     vmlinux: &Path,
     vmcore: &Path,
+    options: &[&str],
     commands: &[&str],
     debug: bool,
 ) -> Result<(std::process::ExitStatus, String, String)> {
@@ -255,7 +266,7 @@ fn run_crash(
     fs::write(&input, crash_script(commands))
         .with_context(|| format!("writing {}", input.display()))?;
     let mut cmd = tools.command(&tools.crash);
-    cmd.arg("-s");
+    cmd.arg("-s").args(options);
     if debug {
         cmd.args(["-d", "1"]);
     }

@@ -10,6 +10,9 @@
 //! - `kdump-6g`: 6 GiB, 2 VCPUs: past the 2 GiB a crash view in one buddy block held, and six
 //!   times what the capture kernel's old static table held; its reservation stays the default
 //!   20 MiB; the capture kernel finds its six list pages through the crash record's directory;
+//! - `kdump-448m-zero`: `kdump-448m` again with `pvkexec.dump_zero=skip`: its runs of zero
+//!   frames left out, the vmcore smaller by about the zero frames `kdump-448m`'s holds, and
+//!   crash reading a frame left out as zeros;
 //! - `kdump-corrupt`: the crash image corrupted after load: the purgatory names it, nothing
 //!   boots, the domain crashes as Xen would have made it.
 //!
@@ -18,16 +21,56 @@
 
 use harness::domu::{DomuResult, DomuRig, DomuVerdict};
 use harness::kdump::{self, Fault, Kdump};
+use harness::vmcore_file::VmcoreFile;
 use harness::vmcore_tools;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-/// The dumped domains: name, memory, balloon target, VCPUs, CPU 1 spinning.
-const DUMPS: [(&str, u64, Option<u64>, u32, bool); 4] = [
-    ("kdump-448m", 448, None, 2, true),
-    ("kdump-balloon", 320, Some(256), 1, false),
-    ("kdump-197m", 197, None, 1, false),
-    ("kdump-6g", 6144, None, 2, false),
+/// The crash kernel's command line: the dump disk, every frame written.
+const FULL: &str = "pvkexec.dump=xvda";
+/// The same, runs of zero frames left out.
+const ZERO_SKIP: &str = "pvkexec.dump=xvda pvkexec.dump_zero=skip";
+
+/// One dumped domain.
+struct Domain {
+    name: &'static str,
+    mem_mib: u64,
+    balloon_to_mib: Option<u64>,
+    vcpus: u32,
+    /// CPU 1 spins with interrupts off at the panic.
+    spin: bool,
+    /// The crash kernel's command line.
+    append: &'static str,
+}
+
+const fn domain(name: &'static str, mem_mib: u64, vcpus: u32) -> Domain {
+    Domain {
+        name,
+        mem_mib,
+        balloon_to_mib: None,
+        vcpus,
+        spin: false,
+        append: FULL,
+    }
+}
+
+/// The dumped domains, one after another.
+const DUMPS: [Domain; 5] = [
+    Domain {
+        spin: true,
+        ..domain("kdump-448m", 448, 2)
+    },
+    Domain {
+        balloon_to_mib: Some(256),
+        ..domain("kdump-balloon", 320, 1)
+    },
+    domain("kdump-197m", 197, 1),
+    domain("kdump-6g", 6144, 2),
+    Domain {
+        spin: true,
+        append: ZERO_SKIP,
+        ..domain("kdump-448m-zero", 448, 2)
+    },
 ];
 /// QEMU's memory: the largest domU (they run one after another), dom0's 768 MiB and Xen's.
 const HOST_MEM_MIB: u64 = 6144 + 2048;
@@ -77,12 +120,14 @@ fn shared() -> &'static Shared {
         let mut runs = Vec::new();
         let mut specs = Vec::new();
         let mut initrds = Vec::new();
-        for (name, mem, balloon, vcpus, spin) in DUMPS {
+        for d in &DUMPS {
+            let (name, mem) = (d.name, d.mem_mib);
             let mut k = Kdump::new(disk(name)).unwrap();
+            k.crash_append = d.append.into();
             k.mem_mib = mem;
-            k.balloon_to_mib = balloon;
-            k.vcpus = vcpus;
-            k.fault = spin.then_some(Fault::SpinningCpu1);
+            k.balloon_to_mib = d.balloon_to_mib;
+            k.vcpus = d.vcpus;
+            k.fault = d.spin.then_some(Fault::SpinningCpu1);
             // Booting and dumping 6 GiB under TCG: Linux's memory init, then the whole
             // domain through blkback.
             if mem > 1024 {
@@ -140,7 +185,7 @@ fn domu(r: &Result<DomuResult, String>) -> &DomuResult {
 }
 
 fn dumped(name: &str) -> &'static Dumped {
-    let i = DUMPS.iter().position(|d| d.0 == name).unwrap();
+    let i = DUMPS.iter().position(|d| d.name == name).unwrap();
     &shared().dumps[i]
 }
 
@@ -151,7 +196,8 @@ fn vmcore(name: &str) -> &'static (PathBuf, u64) {
         .unwrap_or_else(|e| panic!("{name}: no vmcore: {e}"))
 }
 
-/// The domU panicked, the capture kernel wrote the vmcore, `pvkexec vmcore` cut it out.
+/// The domU panicked, the capture kernel wrote the vmcore, `pvkexec vmcore` cut it out (at
+/// least `frames_at_least` frames of it).
 fn check_written(name: &str, frames_at_least: u64) -> String {
     let d = domu(&dumped(name).domu);
     let log = d.log();
@@ -208,9 +254,16 @@ fn assert_log_ends_with_the_panic(log: &str, what: &str) {
 /// crash opens the vmcore: `bt` of the panicking task shows the sysrq path, `log` ends with
 /// the panic, `ps` lists the old kernel's tasks.
 fn check_crash_opens(name: &str) {
+    check_crash_opens_and(name, &[]);
+}
+
+/// As [`check_crash_opens`], `more` commands run in the same session; the report.
+fn check_crash_opens_and(name: &str, more: &[&str]) -> vmcore_tools::CrashReport {
     let (path, _) = vmcore(name);
     let vmlinux = vmcore_tools::ensure_debug_vmlinux().unwrap();
-    let r = vmcore_tools::crash_report(&vmlinux, path, &["bt", "log", "ps"])
+    let mut commands = vec!["bt", "log", "ps"];
+    commands.extend_from_slice(more);
+    let r = vmcore_tools::crash_report(&vmlinux, path, &commands)
         .unwrap_or_else(|e| panic!("{name}: {e:#}"));
     let bt = r.output("bt").unwrap();
     let log = r.output("log").unwrap();
@@ -227,19 +280,26 @@ fn check_crash_opens(name: &str) {
         ps.lines().any(|l| l.contains(" init") || l.ends_with("sh")),
         "ps: {ps}"
     );
+    r
 }
 
-/// `makedumpfile -d 31` filters the vmcore, and crash opens its output: `bt` and `log` as on
-/// the vmcore.
+/// `makedumpfile -d 31` filters the vmcore to less than half, and crash opens its output:
+/// `bt` and `log` as on the vmcore.
 fn check_makedumpfile(name: &str) {
+    check_makedumpfile_under(name, vmcore(name).1 / 2, &[]);
+}
+
+/// As [`check_makedumpfile`], the output under `limit` bytes, crash run with
+/// `crash_options`.
+fn check_makedumpfile_under(name: &str, limit: u64, crash_options: &[&str]) {
     let (path, len) = vmcore(name);
     let out = path.with_extension("d31");
     let text =
         vmcore_tools::makedumpfile_d31(path, &out).unwrap_or_else(|e| panic!("{name}: {e:#}"));
     let small = std::fs::metadata(&out).unwrap().len();
     eprintln!("{name}: makedumpfile -d 31: {len} -> {small} bytes\n{text}");
-    assert!(small < *len / 2, "{name}: {small} of {len}");
-    let r = crash_on(name, &out);
+    assert!(small < limit, "{name}: {small} of {len}");
+    let r = crash_on(name, &out, crash_options);
     let _ = std::fs::remove_file(&out);
     assert!(
         r.output("bt").unwrap().contains("sysrq_handle_crash"),
@@ -249,9 +309,9 @@ fn check_makedumpfile(name: &str) {
     assert_log_ends_with_the_panic(r.output("log").unwrap(), name);
 }
 
-fn crash_on(name: &str, dump: &Path) -> vmcore_tools::CrashReport {
+fn crash_on(name: &str, dump: &Path, options: &[&str]) -> vmcore_tools::CrashReport {
     let vmlinux = vmcore_tools::ensure_debug_vmlinux().unwrap();
-    let r = vmcore_tools::crash_report(&vmlinux, dump, &["bt", "log"])
+    let r = vmcore_tools::crash_report_with(&vmlinux, dump, options, &["bt", "log"])
         .unwrap_or_else(|e| panic!("{name}: {e:#}"));
     eprintln!(
         "{name}: crash on makedumpfile's output ({:.1} s) bt:\n{}",
@@ -390,6 +450,13 @@ fn a_crash_image_corrupted_after_load_never_runs() {
     assert!(!log.contains("PVKEXEC-TEST PASS"), "{log}");
 }
 
+/// The frames `pvkexec load -p` gave the crash kernel ("it gets N frames").
+fn crash_kernel_frames(log: &str) -> u64 {
+    log.lines()
+        .find_map(|l| l.split("it gets ").nth(1)?.split(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no crash kernel frame count: {log}"))
+}
+
 /// The frame count of the capture kernel's `vmcore of N frames` line.
 fn vmcore_frames(log: &str) -> u64 {
     log.lines()
@@ -402,4 +469,122 @@ fn vmcore_frames(log: &str) -> u64 {
                 .ok()
         })
         .unwrap_or_else(|| panic!("no frame count: {log}"))
+}
+
+/// The numbers of the capture kernel's `pvkexec.dump_zero=skip: Z of N frames are zero; L
+/// left out in R runs of at least M frames` line: `[Z, N, L, R, M]`.
+fn zero_skip_line(log: &str) -> [u64; 5] {
+    let line = log
+        .lines()
+        .find(|l| l.contains("capture: pvkexec.dump_zero=skip: "))
+        .unwrap_or_else(|| panic!("no zero-skip line: {log}"));
+    let rest = line.split("dump_zero=skip: ").nth(1).unwrap();
+    let numbers: Vec<u64> = rest
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    numbers[..5].try_into().unwrap()
+}
+
+#[test]
+fn zero_frames_left_out_make_the_448_mib_vmcore_smaller_by_its_zero_frames() {
+    let log = check_written("kdump-448m-zero", 448 * 256 / 16);
+    let (path, len) = vmcore("kdump-448m-zero");
+    // The same domain dumped whole (kdump-448m, same size, VCPUs and kernel): the zero-skipped
+    // vmcore is smaller by about its zero frames in runs of at least the capture kernel's
+    // minimum (the boots differ a little).
+    let (full_path, full_len) = vmcore("kdump-448m");
+    let full_len = *full_len;
+    let full = VmcoreFile::open(full_path).unwrap();
+    assert_eq!(full.left_out(), 0);
+    let full_zero = full.count_zero(vmcore::zero::MIN_ZERO_RUN).unwrap();
+    eprintln!(
+        "kdump-448m: {full_len} bytes, {full_zero:?}; kdump-448m-zero: {len} bytes, {} MiB less",
+        full_len.saturating_sub(*len) >> 20
+    );
+    let saved = full_len as f64 - *len as f64;
+    let expected = (full_zero.in_runs * 4096) as f64;
+    assert!(
+        (saved - expected).abs() < 0.02 * full_len as f64,
+        "the zero-skipped vmcore is {saved} bytes smaller; the full one holds {expected} bytes \
+         of zero runs"
+    );
+    assert!(*len < full_len / 2, "{len} of {full_len}");
+
+    // The capture kernel's count, and the vmcore says what it left out: its PT_LOADs name
+    // every frame, those left out in PT_LOADs without file data.
+    let [zero, frames, left_out, runs, min] = zero_skip_line(&log);
+    eprintln!(
+        "kdump-448m-zero: {zero} of {frames} frames zero, {left_out} left out in {runs} runs \
+         of at least {min}"
+    );
+    assert_eq!(frames, vmcore_frames(&log), "{log}");
+    assert!(left_out <= zero && runs >= 1, "{log}");
+    let core = VmcoreFile::open(path).unwrap();
+    assert_eq!(core.frames(), frames);
+    assert_eq!(core.left_out(), left_out);
+    assert!(core.loads.iter().all(|l| l.data == 0 || l.zeros == 0));
+    let data_end = core.loads.iter().map(|l| l.offset + l.data * 4096).max();
+    assert_eq!(data_end, Some(*len), "the data ends the file");
+    // No zero run the capture kernel should have left out is still in the file.
+    let written = core.count_zero(min).unwrap();
+    eprintln!("kdump-448m-zero: in the file: {written:?}");
+    assert_eq!(written.frames, frames - left_out);
+    assert_eq!(
+        written.in_runs, 0,
+        "zero runs of {min} frames written: {written:?}"
+    );
+    // Zero frames written and left out are the zero frames the capture kernel counted, but
+    // for its own: the frames set aside for it are the old domain's too, so in the dump, and
+    // change while it runs (its data pages, stack), between the read and the write.
+    let own = crash_kernel_frames(&log);
+    assert!(
+        (written.zero + left_out).abs_diff(zero) <= own,
+        "{} zero frames written or left out, {zero} counted ({own} frames are the capture \
+         kernel's)",
+        written.zero + left_out
+    );
+}
+
+#[test]
+fn crash_opens_the_zero_skipped_448_mib_vmcore_and_reads_a_frame_left_out_as_zeros() {
+    let (path, _) = vmcore("kdump-448m-zero");
+    let core = VmcoreFile::open(path).unwrap();
+    // The PFN of the frame in the middle of the longest run left out: crash translates it
+    // through the P2M to a PT_LOAD with no file data, which it reads as zeros.
+    let longest = core.loads.iter().max_by_key(|l| l.zeros).unwrap();
+    assert!(longest.zeros > 0 && longest.data == 0, "{longest:?}");
+    let middle = longest.mfn + longest.zeros / 2;
+    let (pfn, mfn) = core
+        .pfn_where(|mfn| mfn == middle)
+        .unwrap()
+        .unwrap_or_else(|| panic!("no PFN names mfn {middle:#x}, left out"));
+    assert_eq!(core.read_mfn(mfn).unwrap(), Some(vec![0; 4096]));
+    let rd = format!("rd -p {:#x} 4", pfn << 12);
+    let r = check_crash_opens_and("kdump-448m-zero", &[&rd]);
+    let out = r.output(&rd).unwrap();
+    eprintln!("kdump-448m-zero: pfn {pfn:#x} (mfn {mfn:#x}) left out; crash {rd}: {out}");
+    let zero_words = out
+        .split_whitespace()
+        .filter(|w| *w == "0000000000000000")
+        .count();
+    assert!(
+        !out.contains("read error") && zero_words == 4,
+        "{out}\n{}",
+        r.raw
+    );
+}
+
+#[test]
+fn makedumpfile_d31_filters_the_zero_skipped_448_mib_vmcore_and_crash_opens_that() {
+    // Most of what -d 31 takes out of a full dump (zero pages) is already out. makedumpfile
+    // counts the frames left out as no data (exclude_nodata_pages) and leaves them out of
+    // its output as excluded pages, which crash reads only with --zero_excluded (the
+    // printk ring's unused pages among them: without it, `log` fails with "cannot read
+    // prb_desc_ring contents"). Zero pages of a whole vmcore are written as zero pages.
+    check_makedumpfile_under(
+        "kdump-448m-zero",
+        vmcore("kdump-448m-zero").1,
+        &["--zero_excluded"],
+    );
 }

@@ -143,7 +143,7 @@ fn connect(xs: &mut Xenstore, si: &StartInfo, region: &Region, name: &str) -> Op
         Ok(disk) => {
             let i = disk.info();
             println!(
-                "PVKEXEC-INFO diskcheck {} {} backend-id {} sectors {} sector-size {} port {} backend was {} reset {}",
+                "PVKEXEC-INFO diskcheck {} {} backend-id {} sectors {} sector-size {} port {} backend was {} reset {} segments per request {} (backend's max indirect {}) persistent {}",
                 name,
                 disk.frontend_path(),
                 i.backend_id,
@@ -151,7 +151,10 @@ fn connect(xs: &mut Xenstore, si: &StartInfo, region: &Region, name: &str) -> Op
                 i.sector_size,
                 i.port,
                 state::name(i.initial_backend_state),
-                i.was_reset
+                i.was_reset,
+                i.segments,
+                i.max_indirect_segments,
+                i.persistent
             );
             Some(disk)
         }
