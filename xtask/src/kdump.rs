@@ -77,7 +77,10 @@ pub(crate) fn run(args: KdumpArgs) -> Result<ExitCode> {
     k.fault = args.spin_cpu1.then_some(Fault::SpinningCpu1);
     k.timeout = Duration::from_secs(300);
     let (spec, rd) = kdump::spec("kdump", &k)?;
-    let run = crate::domu::domu_rig(XenVersion::V4_17, args.patched_xen).run(&[spec]);
+    let mut rig = crate::domu::domu_rig(XenVersion::V4_17, args.patched_xen);
+    // QEMU's memory holds the domU beside dom0's and Xen's (a 6 GiB domU needs 8 GiB).
+    rig.host_mem_mib = rig.host_mem_mib.max(args.mem_mib + 2048);
+    let run = rig.run(&[spec]);
     let _ = std::fs::remove_file(rd);
     let run = run?;
     let d = crate::domu::report_domu(&run);
