@@ -403,11 +403,6 @@ int crash_arm(struct crash *c)
 	return 0;
 }
 
-bool crash_is_armed(void)
-{
-	return READ_ONCE(crash_armed);
-}
-
 void crash_disarm(void)
 {
 	if (!crash_armed)

@@ -244,7 +244,6 @@ int test_corrupt_crash(void);
 /* panic.c */
 int crash_arm(struct crash *c);
 void crash_disarm(void);
-bool crash_is_armed(void);
 int test_park_cpu1(void);
 
 /* sysfs.c */

@@ -1,15 +1,17 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * pvkexec: /sys/kernel/kexec_loaded and /sys/kernel/kexec_crash_loaded.
+ * pvkexec: /sys/kernel/kexec_loaded.
  *
- * Linux's own files read Linux's own kexec images, which a Xen PV domain never
- * holds: no crashkernel= memory is reserved under PV, and kexec_load(2) oopses
- * there (machine_kexec_prepare's identity map, measured on Debian's 6.1). Yet
- * systemctl kexec starts only when kexec_loaded reads 1, and kdump-tools reads
- * kexec_crash_loaded for its status. While the module is loaded, both files
- * are the module's and say whether pvkexec holds a kexec image and an armed
- * crash kernel. Once it is removed they are gone until the next boot: the
- * kernel's show functions cannot be put back.
+ * Linux's own file reads Linux's own kexec image, which a Xen PV domain never
+ * holds: kexec_load(2) oopses there (machine_kexec_prepare's identity map,
+ * measured on Debian's 6.1). Yet systemctl kexec starts only when it reads 1.
+ * While the module is loaded the file is the module's and says whether
+ * pvkexec holds a kexec image; once it is removed the file is gone until the
+ * next boot (the kernel's show function cannot be put back).
+ *
+ * kexec_crash_loaded stays Linux's (0): kdump-tools' udev rule reloads "its"
+ * crash kernel whenever that file reads 1 (kdump-config try-reload: unload,
+ * then load), which would unload pvkexec's.
  */
 
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
@@ -25,19 +27,9 @@ static ssize_t kexec_loaded_show(struct kobject *kobj,
 	return sysfs_emit(buf, "%d\n", !!READ_ONCE(loaded));
 }
 
-static ssize_t kexec_crash_loaded_show(struct kobject *kobj,
-				       struct kobj_attribute *attr, char *buf)
-{
-	return sysfs_emit(buf, "%d\n", crash_is_armed());
-}
-
 static struct kobj_attribute loaded_attr =
 	__ATTR(kexec_loaded, 0444, kexec_loaded_show, NULL);
-static struct kobj_attribute crash_loaded_attr =
-	__ATTR(kexec_crash_loaded, 0444, kexec_crash_loaded_show, NULL);
-static struct attribute *flag_attrs[] = {
-	&loaded_attr.attr, &crash_loaded_attr.attr, NULL
-};
+static struct attribute *flag_attrs[] = { &loaded_attr.attr, NULL };
 
 /* Removes the kernel's file of that name (sysfs matches by name) and adds ours. */
 static int take_over(struct attribute *attr)

@@ -13,9 +13,9 @@
 //!   system-shutdown hook, after systemd stopped the services and root was left clean;
 //! - `dump-disk-guard`: `pvkexec load -p` refuses a missing, too small, file-system-holding
 //!   and mounted dump disk, each by name, `--force` only for the file system;
-//! - `kdump-tools`: Debian's kdump-tools enabled; with pvkexec's kdump stopped, `kdump-config
+//! - `kdump-tools`: Debian's kdump-tools enabled beside pvkexec's armed kdump; `kdump-config
 //!   load` runs `kexec -p` (pvkexec, through `pvkexec-kexec`) with the domU's own kernel,
-//!   refused by name; pvkexec's kdump armed again and `kdump-config show` says so.
+//!   refused by name, and `kdump-config try-reload` leaves pvkexec's crash kernel armed.
 //!
 //! A second dom0 boot beside it, on Xen 4.17 built with pvkexec's patches (VCPU reset), runs
 //! `upgrade` with 2 VCPUs: `kexec -l` of the running 6.1 (`--reuse-cmdline`) and `systemctl kexec`, then
