@@ -29,39 +29,20 @@ static ssize_t kexec_loaded_show(struct kobject *kobj,
 
 static struct kobj_attribute loaded_attr =
 	__ATTR(kexec_loaded, 0444, kexec_loaded_show, NULL);
-static struct attribute *flag_attrs[] = { &loaded_attr.attr, NULL };
 
-/* Removes the kernel's file of that name (sysfs matches by name) and adds ours. */
-static int take_over(struct attribute *attr)
+/* Removes the kernel's file of that name (sysfs matches by name), adds ours. */
+int kexec_flags_register(void)
 {
 	int ret;
 
-	sysfs_remove_file(kernel_kobj, attr);
-	ret = sysfs_create_file(kernel_kobj, attr);
+	sysfs_remove_file(kernel_kobj, &loaded_attr.attr);
+	ret = sysfs_create_file(kernel_kobj, &loaded_attr.attr);
 	if (ret)
-		pr_err("cannot create /sys/kernel/%s: %d\n", attr->name, ret);
+		pr_err("cannot create /sys/kernel/kexec_loaded: %d\n", ret);
 	return ret;
-}
-
-int kexec_flags_register(void)
-{
-	int i, ret;
-
-	for (i = 0; flag_attrs[i]; i++) {
-		ret = take_over(flag_attrs[i]);
-		if (ret) {
-			while (--i >= 0)
-				sysfs_remove_file(kernel_kobj, flag_attrs[i]);
-			return ret;
-		}
-	}
-	return 0;
 }
 
 void kexec_flags_unregister(void)
 {
-	int i;
-
-	for (i = 0; flag_attrs[i]; i++)
-		sysfs_remove_file(kernel_kobj, flag_attrs[i]);
+	sysfs_remove_file(kernel_kobj, &loaded_attr.attr);
 }
