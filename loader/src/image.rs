@@ -30,6 +30,9 @@ pub struct Hidden {
     /// `PLAN_FLAG_VCPU_RESET`): `vcpu_pages` is 0, and the purgatory resets the old kernel's
     /// VCPUs instead of parking them.
     pub vcpu_reset: bool,
+    /// Experimental (docs/linux-crash-kernel.md): old frames the purgatory gives PFNs below
+    /// the trampoline page (`PLAN_FLAG_ALIAS_PROBE`); `None` for every ordinary image.
+    pub alias_probe: Option<pvhandoff::image::AliasProbe>,
 }
 
 impl Hidden {
@@ -516,9 +519,23 @@ fn build_into(
         flags: match req.hidden.vcpu_reset {
             true => pvhandoff::image::PLAN_FLAG_VCPU_RESET,
             false => 0,
+        } | match req.hidden.alias_probe {
+            Some(_) => pvhandoff::image::PLAN_FLAG_ALIAS_PROBE,
+            None => 0,
         },
-        _reserved: [0; 1],
+        _reserved: [req.hidden.alias_probe.map_or(0, |p| p.word())],
     };
+    if req.hidden.alias_probe.is_some() && record.alias_probe().is_none() {
+        return Err(LoadError::new(
+            input,
+            None,
+            crate::error::Reason::Layout(format!(
+                "the alias probe {:?} does not fit a crash kernel of {} frames whose built \
+                 PFNs end at {fill_pages} (or crosses a leaf of the old P2M)",
+                req.hidden.alias_probe, record.nr_pages
+            )),
+        ));
+    }
     let record_bytes = pod_bytes(&record);
     if let Some(slot) = kernel.notes.plan_slot {
         // The kernel asked for the plan: it travels in the kernel segment (digest included).
