@@ -84,7 +84,8 @@ pub struct PlanRecord {
     /// `PLAN_FLAG_*` (offset 176, taken from the reserved words; 0 in records written before
     /// it: the old kernel's other VCPUs are parked).
     pub flags: u64,
-    /// 0, or with [`PLAN_FLAG_ALIAS_PROBE`] (experimental) the [`AliasProbe`] word.
+    /// 0, or (experimental) with [`PLAN_FLAG_ALIAS_PROBE`] the [`AliasProbe`] word, with
+    /// [`PLAN_FLAG_ALIASES`] the count of aliased old PFNs.
     pub _reserved: [u64; 1],
 }
 
@@ -99,8 +100,23 @@ pub const PLAN_FLAG_VCPU_RESET: u64 = 1 << 0;
 /// the purgatory gives PFNs just below the trampoline page, past the crash kernel's `mem=`, so
 /// that it reads them through `/dev/mem`. The old P2M entries come from the crash record.
 pub const PLAN_FLAG_ALIAS_PROBE: u64 = 1 << 1;
+/// [`PlanRecord::flags`], experimental (docs/linux-crash-kernel.md, a Linux crash kernel): every
+/// frame of the crashed kernel gets an alias PFN past the crash kernel's own: old PFN `p` at
+/// `nr_pages + p`, for the reserved word's count of old PFNs. start_info's `nr_pages` and the
+/// P2M cover them; the crash kernel's `mem=` keeps them out of its RAM
+/// ([`PlanRecord::alias_count`]).
+pub const PLAN_FLAG_ALIASES: u64 = 1 << 2;
 /// Every flag a record may carry.
-pub const PLAN_FLAGS_KNOWN: u64 = PLAN_FLAG_VCPU_RESET | PLAN_FLAG_ALIAS_PROBE;
+pub const PLAN_FLAGS_KNOWN: u64 = PLAN_FLAG_VCPU_RESET | PLAN_FLAG_ALIAS_PROBE | PLAN_FLAG_ALIASES;
+
+/// The old frames a crash image aliases (experimental; `None` in every other image).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Aliases {
+    /// A few frames below the trampoline page ([`PLAN_FLAG_ALIAS_PROBE`]).
+    Probe(AliasProbe),
+    /// Old PFNs `[0, count)` at `nr_pages + old PFN` ([`PLAN_FLAG_ALIASES`]).
+    All { count: u64 },
+}
 /// Most frames an alias probe names: one leaf of the old P2M.
 pub const ALIAS_PROBE_MAX: u64 = 512;
 
@@ -125,6 +141,14 @@ impl AliasProbe {
 }
 
 impl PlanRecord {
+    /// With [`PLAN_FLAG_ALIASES`]: how many old PFNs have aliases past `nr_pages` (0 without).
+    pub const fn alias_count(&self) -> u64 {
+        match self.flags & PLAN_FLAG_ALIASES {
+            0 => 0,
+            _ => self._reserved[0],
+        }
+    }
+
     /// Built for a hypervisor that resets VCPUs ([`PLAN_FLAG_VCPU_RESET`]).
     pub const fn resets_vcpus(&self) -> bool {
         self.flags & PLAN_FLAG_VCPU_RESET != 0

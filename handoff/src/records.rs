@@ -36,6 +36,20 @@ impl PlanRecord {
         if self.flags & crate::image::PLAN_FLAG_ALIAS_PROBE != 0 && self.alias_probe().is_none() {
             return Err("plan record: an alias probe that does not fit");
         }
+        if self.flags & crate::image::PLAN_FLAG_ALIASES != 0
+            && (self.alias_count() == 0
+                || self.flags & crate::image::PLAN_FLAG_ALIAS_PROBE != 0
+                || self
+                    .nr_pages
+                    .checked_add(self.alias_count())
+                    .is_none_or(|n| {
+                        self.p2m_pages
+                            .checked_mul(512)
+                            .is_none_or(|covered| covered < n)
+                    }))
+        {
+            return Err("plan record: aliases without a count, beside a probe, or past the P2M");
+        }
         if self.old_p2m_len != 0 && self.old_p2m_len < self.domain_pages {
             return Err("plan record: more present frames than the old P2M has entries");
         }

@@ -12,6 +12,7 @@ use crate::cli_state::{self, Kind, Record};
 use crate::device::{CrashReserve, Device, DeviceError, LoadParams, RESERVE_LINUX};
 use crate::linux::OldKernel;
 use pvhandoff::crash::CRASH_CMDLINE_KEY;
+use pvhandoff::image::{AliasProbe, Aliases};
 
 /// Frames of the module's two fixed blocks: the purgatory's free pool and the image block.
 pub const FIXED_BLOCK_PAGES: u64 = 2 * 1024;
@@ -108,9 +109,10 @@ pub fn load_crash(req: &CrashLoadRequest) -> Result<String, CliError> {
         ..req.load.clone()
     };
     let mut inputs = Inputs::read(&waived, old, info.current_pages, true)?;
-    if linux_crash {
-        inputs.alias_probe = alias_probe_from_env()?;
-    }
+    let alias_request = match linux_crash {
+        true => aliases_from_env()?,
+        false => None,
+    };
     if linux_crash && !inputs.is_linux() {
         return Err(CliError::refused(format!(
             "--linux-crash-kernel: {} is not Linux; load pvkexec's capture kernel without it. \
@@ -155,6 +157,13 @@ pub fn load_crash(req: &CrashLoadRequest) -> Result<String, CliError> {
     let view = dev
         .crash_reserve(pages, flags)
         .map_err(|e| reserve_refused(e, pages))?;
+    // Every old PFN of the view's P2M, past the crash kernel's own.
+    inputs.aliases = alias_request.map(|a| match a {
+        AliasRequest::Probe(p) => Aliases::Probe(p),
+        AliasRequest::All => Aliases::All {
+            count: view.p2m_len,
+        },
+    });
     if linux_crash {
         out += "note: experimental Linux crash kernel (docs/linux-crash-kernel.md): the other \
                 VCPUs are reset at a panic, and the crashed kernel's memory is not handed to it \
@@ -255,9 +264,10 @@ fn crash_word(record_mfn: u64) -> String {
     format!("{CRASH_CMDLINE_KEY}={record_mfn:#x}")
 }
 
-/// The environment variable that asks for an alias probe (experimental, with
-/// `--linux-crash-kernel`): a symbol of the running kernel (`/proc/kallsyms`) whose frames
-/// the crash kernel reads through `/dev/mem` (docs/linux-crash-kernel.md).
+/// The environment variable that asks for aliases of old frames (experimental, with
+/// `--linux-crash-kernel`): `all` (every old frame past the crash kernel's own PFNs), or a
+/// symbol of the running kernel (`/proc/kallsyms`) whose frames the crash kernel gets below
+/// its trampoline page; it reads them through `/dev/mem` (docs/linux-crash-kernel.md).
 pub const ALIAS_PROBE_ENV: &str = "PVKEXEC_LINUX_CRASH_ALIAS_PROBE";
 /// Frames an alias probe names (clipped at the old P2M leaf's end).
 const ALIAS_PROBE_PAGES: u64 = 32;
@@ -266,11 +276,23 @@ const ALIAS_PROBE_PAGES: u64 = 32;
 const START_KERNEL_MAP: u64 = 0xffff_ffff_8000_0000;
 const PAGE_OFFSET: u64 = 0xffff_8880_0000_0000;
 
-/// [`ALIAS_PROBE_ENV`]'s symbol as an alias probe of the frames from its page on.
-fn alias_probe_from_env() -> Result<Option<pvhandoff::image::AliasProbe>, CliError> {
+/// What [`ALIAS_PROBE_ENV`] asks for.
+#[derive(Clone, Copy, Debug)]
+enum AliasRequest {
+    /// A symbol's frames below the trampoline page.
+    Probe(AliasProbe),
+    /// `all`: every old frame past the crash kernel's own PFNs.
+    All,
+}
+
+/// [`ALIAS_PROBE_ENV`]: `all`, or a symbol whose frames from its page on are probed.
+fn aliases_from_env() -> Result<Option<AliasRequest>, CliError> {
     let Ok(symbol) = std::env::var(ALIAS_PROBE_ENV) else {
         return Ok(None);
     };
+    if symbol == "all" {
+        return Ok(Some(AliasRequest::All));
+    }
     let text = std::fs::read_to_string("/proc/kallsyms")
         .map_err(|e| CliError::refused(format!("{ALIAS_PROBE_ENV}: /proc/kallsyms: {e}")))?;
     let addr = text
@@ -297,19 +319,19 @@ fn alias_probe_from_env() -> Result<Option<pvhandoff::image::AliasProbe>, CliErr
         }
     };
     let max = pvhandoff::image::ALIAS_PROBE_MAX;
-    Ok(Some(pvhandoff::image::AliasProbe {
+    Ok(Some(AliasRequest::Probe(AliasProbe {
         old_first,
         count: ALIAS_PROBE_PAGES.min(max - old_first % max),
-    }))
+    })))
 }
 
 /// The words a Linux crash kernel's command line gets besides the record's: with an alias
 /// probe, `mem=` below the aliased PFNs, `nopat` (a 6.1 PV domU's PAT turns a WB mapping of
 /// non-RAM into UC-, which Xen refuses) and where the aliases are.
-fn linux_crash_words(probe: Option<pvhandoff::image::AliasProbe>, present: u64) -> String {
-    match probe {
+fn linux_crash_words(aliases: Option<Aliases>, present: u64) -> String {
+    match aliases {
         None => String::new(),
-        Some(p) => {
+        Some(Aliases::Probe(p)) => {
             let first = p.new_first(present);
             format!(
                 " mem={}K nopat pvkexec.alias_probe={first:#x}:{:#x}+{}",
@@ -318,6 +340,10 @@ fn linux_crash_words(probe: Option<pvhandoff::image::AliasProbe>, present: u64) 
                 p.count
             )
         }
+        Some(Aliases::All { count }) => format!(
+            " mem={}K nopat pvkexec.aliases={present:#x}+{count:#x}",
+            present * 4
+        ),
     }
 }
 
@@ -339,7 +365,7 @@ fn build_and_load(
     work_pages: u64,
     limits: Limits,
 ) -> Result<Built, CliError> {
-    let extra = crash_word(view.record_mfn) + &linux_crash_words(inputs.alias_probe, view.present);
+    let extra = crash_word(view.record_mfn) + &linux_crash_words(inputs.aliases, view.present);
     let built = inputs.build(pvlayout::Mode::DomU, view.present, view.p2m_len, &extra)?;
     let (len, pool_pages) = (built.image.bytes.len(), built.pool_pages);
     if len as u64 > limits.image_bytes {

@@ -35,7 +35,7 @@ fn build(mode: Mode, frames: u64) -> (PlanRecord, (u64, u64)) {
         vcpu_pages: 5,
         grant_reserve: 0,
         vcpu_reset: false,
-        alias_probe: None,
+        aliases: None,
     };
     let built = build_image("k", &k, None, "", frames, hidden, mode)
         .unwrap_or_else(|e| panic!("{mode:?} {frames} frames: {e}"));
@@ -112,7 +112,7 @@ fn a_ballooned_domain_is_planned_for_its_present_frames() {
             vcpu_pages: 5,
             grant_reserve: 0,
             vcpu_reset: false,
-            alias_probe: None,
+            aliases: None,
         },
         mode: Mode::DomU,
         builder: Default::default(),

@@ -55,6 +55,8 @@ pub fn build(h: &Handoff, image: &ImageView) -> Result<Ready, Failure> {
     // Experimental (a Linux crash kernel): a few old frames at PFNs past its mem=.
     if let Some(p) = k.plan.alias_probe() {
         alias::probe(&mut c, &k, p)?;
+    } else if k.plan.alias_count() > 0 {
+        alias::all(&mut c, &k, k.plan.alias_count())?;
     }
     // Stage 4: tables, parked APs, start_info, pin, quiesce, event channels.
     let table_frames = tables::build(&mut c, image, clears, pool.fill)?;
