@@ -319,7 +319,9 @@ int ioctl_crash_reserve(struct pvkexec_crash_reserve __user *uarg)
 	pr_info("crash: %lu frames set aside, view of %lu entries with %lu present, record mfn %#llx, %u VCPUs, P2M directory of %lu list pages in %lu directory pages%s\n",
 		c->pages, c->p2m_len, c->present, arg.record_mfn, c->nr_cpus,
 		c->nr_lists, c->nr_dirs,
-		c->linux_crash ? " (experimental: a Linux crash kernel, vcpu_info frames left out)" : "");
+		c->linux_crash ?
+		" (experimental: a Linux crash kernel, vcpu_info frames left out)" :
+		"");
 	return 0;
 }
 

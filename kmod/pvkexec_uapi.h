@@ -55,7 +55,8 @@ struct pvkexec_info {
 
 struct pvkexec_crash_reserve {
 	__u64 pages;		/* in: frames to set aside, a multiple of 1024 (4 MiB), >= 2048 */
-	__u64 present;		/* in: PVKEXEC_RESERVE_* flags; out: present frames of the view the image must be planned for */
+	__u64 present;		/* in: PVKEXEC_RESERVE_* flags; out: present frames */
+				/* of the view the image must be planned for */
 	__u64 record_mfn;	/* out: MFN of the crash record page */
 	__u64 p2m_len;		/* out: entries of the view (the real P2M's length) */
 };
