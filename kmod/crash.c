@@ -218,8 +218,13 @@ static int crash_build_view(struct crash *c)
 		      view_mark_mfn(c, xen_start_info->console.domU.mfn,
 				    "the console ring") ?:
 		      prep_vcpu_info(rec, c->vi, "crash reserve");
+	/*
+	 * A Linux crash kernel (PVKEXEC_RESERVE_LINUX): Xen resets VCPUs and the
+	 * purgatory unregisters vcpu_info before any frame changes hands, so those
+	 * frames (the old kernel's per-CPU data) stay holes, kept for the dump.
+	 */
 	for_each_online_cpu(cpu)
-		if (!ret)
+		if (!ret && !c->linux_crash)
 			ret = view_mark_mfn(c, rec[cpu].mfn, "a vcpu_info frame");
 	c->nr_cpus = num_online_cpus();
 	return ret;
@@ -242,6 +247,15 @@ static int crash_reserve_checks(struct crash *c, u64 pages)
 		pr_err("crash reserve refused: XENMEM_current_reservation failed: %ld\n",
 		       cur);
 		return (int)cur;
+	}
+	if (c->linux_crash) {
+		u32 both = HANDOFF_XEN_VCPU_RESET |
+			   HANDOFF_XEN_VCPU_INFO_REREGISTER;
+
+		if ((xen_vcpu_features() & both) != both) {
+			pr_err("crash reserve refused: a Linux crash kernel needs a Xen that resets VCPUs (XENFEAT_vcpu_reset and XENFEAT_vcpu_info_reregister)\n");
+			return -EOPNOTSUPP;
+		}
 	}
 	if (pages % BLOCK_PAGES || pages < 2 * BLOCK_PAGES ||
 	    pages > (u64)cur / 2) {
@@ -273,6 +287,12 @@ int ioctl_crash_reserve(struct pvkexec_crash_reserve __user *uarg)
 	c = kzalloc(sizeof(*c), GFP_KERNEL);
 	if (!c)
 		return -ENOMEM;
+	if (arg.present & ~(u64)PVKEXEC_RESERVE_LINUX) {
+		kfree(c);
+		pr_err("crash reserve refused: unknown flags %#llx\n", arg.present);
+		return -EINVAL;
+	}
+	c->linux_crash = arg.present & PVKEXEC_RESERVE_LINUX;
 	ret = crash_reserve_checks(c, arg.pages);
 	if (ret) {
 		kfree(c);
@@ -296,10 +316,19 @@ int ioctl_crash_reserve(struct pvkexec_crash_reserve __user *uarg)
 		return ret;
 	}
 	crash = c;
-	pr_info("crash: %lu frames set aside, view of %lu entries with %lu present, record mfn %#llx, %u VCPUs, P2M directory of %lu list pages in %lu directory pages\n",
+	pr_info("crash: %lu frames set aside, view of %lu entries with %lu present, record mfn %#llx, %u VCPUs, P2M directory of %lu list pages in %lu directory pages%s\n",
 		c->pages, c->p2m_len, c->present, arg.record_mfn, c->nr_cpus,
-		c->nr_lists, c->nr_dirs);
+		c->nr_lists, c->nr_dirs,
+		c->linux_crash ?
+		" (experimental: a Linux crash kernel, vcpu_info frames left out)" :
+		"");
 	return 0;
+}
+
+/* A Linux crash image's pool frames past block 0 (PVKEXEC_RESERVE_LINUX). */
+static u64 crash_extra_pool(const struct image *img)
+{
+	return img->pool_pages > BLOCK_PAGES ? img->pool_pages - BLOCK_PAGES : 0;
 }
 
 static int crash_load_checks(const struct crash *c, const struct image *img)
@@ -316,12 +345,23 @@ static int crash_load_checks(const struct crash *c, const struct image *img)
 		pr_err("crash load refused: the frames were set aside by another process, whose page tables are kept\n");
 		return -EPERM;
 	}
-	if (img->pool_pages > BLOCK_PAGES) {
+	if (c->linux_crash) {
+		/* The image and the pool past block 0 follow the working pages. */
+		u64 need = img->work_pages + img->nr_pages +
+			   crash_extra_pool(img);
+
+		if (need > c->nr_rest) {
+			pr_err("crash load refused: %llu working pages, %lu image pages and %llu pool frames past the pool block need %llu set-aside frames past the two blocks, there are %lu\n",
+			       img->work_pages, img->nr_pages,
+			       crash_extra_pool(img), need, c->nr_rest);
+			return -ENOSPC;
+		}
+	} else if (img->pool_pages > BLOCK_PAGES) {
 		pr_err("crash load refused: the image needs a free pool of %llu frames, the reservation's pool block has %lu\n",
 		       img->pool_pages, BLOCK_PAGES);
 		return -ENOSPC;
 	}
-	if (img->len > BLOCK_PAGES * PAGE_SIZE) {
+	if (!c->linux_crash && img->len > BLOCK_PAGES * PAGE_SIZE) {
 		pr_err("crash load refused: a %llu-byte image does not fit the reservation's 4 MiB image block\n",
 		       img->len);
 		return -E2BIG;
@@ -364,23 +404,35 @@ static int crash_prep_work(struct exec_prep *p, const struct crash *c,
 static int crash_prep_lists(struct exec_prep *p, const struct crash *c,
 			    const struct image *img)
 {
-	unsigned long i;
+	/*
+	 * A Linux crash image (PVKEXEC_RESERVE_LINUX) is larger than a block: its
+	 * pages and the pool past block 0 are the set-aside frames after the
+	 * working pages (checked at load), the pool listed ascending.
+	 */
+	u64 extra = c->linux_crash ? crash_extra_pool(img) : 0;
+	unsigned long base = img->work_pages, i;
 
 	p->image_pages = kvmalloc_array(p->image_nr, sizeof(*p->image_pages),
 					GFP_KERNEL);
-	p->pool_pfns = kvmalloc_array(BLOCK_PAGES, sizeof(u64), GFP_KERNEL);
+	p->pool_pfns = kvmalloc_array(BLOCK_PAGES + extra, sizeof(u64),
+				      GFP_KERNEL);
 	if (!p->image_pages || !p->pool_pfns) {
 		pr_err("crash load refused: out of memory to list the image and the pool\n");
 		return -ENOMEM;
 	}
 	for (i = 0; i < p->image_nr; i++) {
-		p->image_pages[i] = c->image + i;
-		copy_page(page_address(c->image + i),
+		p->image_pages[i] = c->linux_crash ? pfn_to_page(c->rest[base + i]) :
+					       c->image + i;
+		copy_page(page_address(p->image_pages[i]),
 			  page_address(img->pages[i]));
 	}
 	for (i = 0; i < BLOCK_PAGES; i++)
 		p->pool_pfns[i] = page_to_pfn(c->pool) + i;
-	p->pool_nr = BLOCK_PAGES;
+	for (i = 0; i < extra; i++)
+		p->pool_pfns[BLOCK_PAGES + i] = c->rest[base + p->image_nr + i];
+	p->pool_nr = BLOCK_PAGES + extra;
+	if (extra)
+		sort(p->pool_pfns, p->pool_nr, sizeof(u64), cmp_u64, NULL);
 	return 0;
 }
 
@@ -474,7 +526,8 @@ int test_corrupt_crash(void)
 	u32 k;
 	u8 *img;
 
-	if (!crash || !crash->prep)
+	/* A Linux crash image is not in the image block. */
+	if (!crash || !crash->prep || crash->linux_crash)
 		return -ENOENT;
 	img = page_address(crash->image);
 	h = (const void *)img;

@@ -178,6 +178,13 @@ static inline __noreturn void enter_purgatory(struct exec_prep *p, unsigned int 
 #define CRASH_DIR_LISTS		511
 #define CRASH_DIR_NEXT		511
 
+/*
+ * handoff.flags: what Xen advertises (pvhandoff::handoff::HANDOFF_XEN_*); the
+ * purgatory asks Xen again and decides with the image's plan.
+ */
+#define HANDOFF_XEN_VCPU_RESET			(1U << 0)
+#define HANDOFF_XEN_VCPU_INFO_REREGISTER	(1U << 1)
+
 struct crash {
 	unsigned long pages;
 	struct page *pool;		/* block 0: the purgatory's free pool */
@@ -197,6 +204,7 @@ struct crash {
 	struct exec_prep *prep;		/* NULL: no image loaded */
 	atomic_t *panic_cpu;		/* Linux's, through kallsyms */
 	struct shared_info **shared_info;
+	bool linux_crash;		/* PVKEXEC_RESERVE_LINUX (experimental) */
 };
 
 /* device.c */

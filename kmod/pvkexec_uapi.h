@@ -43,9 +43,20 @@ struct pvkexec_info {
 	__u64 crash_record_mfn;	/* the crash record page's MFN (0: none) */
 };
 
+/*
+ * pvkexec_crash_reserve.present on input (flags; 0 before this was defined, and
+ * a module that predates it ignores the field): experimental, a Linux crash
+ * kernel on a Xen that resets VCPUs (docs/linux-crash-kernel.md). The vcpu_info
+ * frames stay holes in the view (the purgatory unregisters them instead of
+ * hiding them), and the image and the free pool may take set-aside frames past
+ * the two 4 MiB blocks. Refused unless Xen offers both XENFEATs.
+ */
+#define PVKEXEC_RESERVE_LINUX	(1U << 0)
+
 struct pvkexec_crash_reserve {
 	__u64 pages;		/* in: frames to set aside, a multiple of 1024 (4 MiB), >= 2048 */
-	__u64 present;		/* out: present frames of the view the image must be planned for */
+	__u64 present;		/* in: PVKEXEC_RESERVE_* flags; out: present frames */
+				/* of the view the image must be planned for */
 	__u64 record_mfn;	/* out: MFN of the crash record page */
 	__u64 p2m_len;		/* out: entries of the view (the real P2M's length) */
 };

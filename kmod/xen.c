@@ -54,12 +54,6 @@ static u32 vcpus_up(void)
 	return n;
 }
 
-/*
- * handoff.flags: what Xen advertises (pvhandoff::handoff::HANDOFF_XEN_*); the
- * purgatory asks Xen again and decides with the image's plan.
- */
-#define HANDOFF_XEN_VCPU_RESET			(1U << 0)
-#define HANDOFF_XEN_VCPU_INFO_REREGISTER	(1U << 1)
 /* XENFEAT bits of pvkexec's Xen patches (not in Linux's headers). */
 #define PVKEXEC_XENFEAT_VCPU_INFO_REREGISTER	21
 #define PVKEXEC_XENFEAT_VCPU_RESET		22

@@ -36,6 +36,7 @@ fuzz_target!(|data: &[u8]| {
         vcpu_pages: old.hidden_pages(),
         grant_reserve,
         vcpu_reset: old.xen_resets_vcpus,
+        aliases: None,
     };
     let Ok(built) = loader::image::build_image(
         "fuzz",

@@ -84,6 +84,8 @@ pub struct PlanRecord {
     /// `PLAN_FLAG_*` (offset 176, taken from the reserved words; 0 in records written before
     /// it: the old kernel's other VCPUs are parked).
     pub flags: u64,
+    /// 0, or (experimental) with [`PLAN_FLAG_ALIAS_PROBE`] the [`AliasProbe`] word, with
+    /// [`PLAN_FLAG_ALIASES`] the count of aliased old PFNs.
     pub _reserved: [u64; 1],
 }
 
@@ -93,13 +95,85 @@ pub struct PlanRecord {
 /// new kernel keeps its CPUs, and the purgatory resets the other VCPUs instead of parking them.
 /// It refuses such an image where Xen or the kernel side does not offer both.
 pub const PLAN_FLAG_VCPU_RESET: u64 = 1 << 0;
+/// [`PlanRecord::flags`], experimental (docs/linux-crash-kernel.md, a Linux crash kernel): the
+/// reserved word names a few frames of the crashed kernel ([`PlanRecord::alias_probe`]), which
+/// the purgatory gives PFNs just below the trampoline page, past the crash kernel's `mem=`, so
+/// that it reads them through `/dev/mem`. The old P2M entries come from the crash record.
+pub const PLAN_FLAG_ALIAS_PROBE: u64 = 1 << 1;
+/// [`PlanRecord::flags`], experimental (docs/linux-crash-kernel.md, a Linux crash kernel): every
+/// frame of the crashed kernel gets an alias PFN past the crash kernel's own: old PFN `p` at
+/// `nr_pages + p`, for the reserved word's count of old PFNs. start_info's `nr_pages` and the
+/// P2M cover them; the crash kernel's `mem=` keeps them out of its RAM
+/// ([`PlanRecord::alias_count`]).
+pub const PLAN_FLAG_ALIASES: u64 = 1 << 2;
 /// Every flag a record may carry.
-pub const PLAN_FLAGS_KNOWN: u64 = PLAN_FLAG_VCPU_RESET;
+pub const PLAN_FLAGS_KNOWN: u64 = PLAN_FLAG_VCPU_RESET | PLAN_FLAG_ALIAS_PROBE | PLAN_FLAG_ALIASES;
+
+/// The old frames a crash image aliases (experimental; `None` in every other image).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Aliases {
+    /// A few frames below the trampoline page ([`PLAN_FLAG_ALIAS_PROBE`]).
+    Probe(AliasProbe),
+    /// Old PFNs `[0, count)` at `nr_pages + old PFN` ([`PLAN_FLAG_ALIASES`]).
+    All { count: u64 },
+}
+/// Most frames an alias probe names: one leaf of the old P2M.
+pub const ALIAS_PROBE_MAX: u64 = 512;
+
+/// The frames an alias probe names: old PFNs `[old_first, old_first + count)`, within one leaf
+/// of the old P2M, given PFNs `[nr_pages - 1 - count, nr_pages - 1)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AliasProbe {
+    pub old_first: u64,
+    pub count: u64,
+}
+
+impl AliasProbe {
+    /// The reserved word's encoding: `old_first` in bits 0..40, `count` in bits 48..58.
+    pub const fn word(self) -> u64 {
+        (self.old_first & ((1 << 40) - 1)) | (self.count << 48)
+    }
+
+    /// The first PFN the aliases get in a crash kernel of `nr_pages`.
+    pub const fn new_first(self, nr_pages: u64) -> u64 {
+        nr_pages.saturating_sub(1 + self.count)
+    }
+}
 
 impl PlanRecord {
+    /// With [`PLAN_FLAG_ALIASES`]: how many old PFNs have aliases past `nr_pages` (0 without).
+    pub const fn alias_count(&self) -> u64 {
+        match self.flags & PLAN_FLAG_ALIASES {
+            0 => 0,
+            _ => self._reserved[0],
+        }
+    }
+
     /// Built for a hypervisor that resets VCPUs ([`PLAN_FLAG_VCPU_RESET`]).
     pub const fn resets_vcpus(&self) -> bool {
         self.flags & PLAN_FLAG_VCPU_RESET != 0
+    }
+
+    /// The alias probe ([`PLAN_FLAG_ALIAS_PROBE`]), if the record carries one that fits: at
+    /// least one frame, within one leaf of the old P2M, below the trampoline page and past
+    /// the built PFNs.
+    pub const fn alias_probe(&self) -> Option<AliasProbe> {
+        if self.flags & PLAN_FLAG_ALIAS_PROBE == 0 {
+            return None;
+        }
+        let w = self._reserved[0];
+        let p = AliasProbe {
+            old_first: w & ((1 << 40) - 1),
+            count: (w >> 48) & 0x3ff,
+        };
+        if p.count == 0
+            || p.count > ALIAS_PROBE_MAX - p.old_first % ALIAS_PROBE_MAX
+            || self.trampoline_pfn != self.nr_pages - 1
+            || self.nr_pages < self.fill_pages + 1 + p.count
+        {
+            return None;
+        }
+        Some(p)
     }
 }
 

@@ -33,6 +33,23 @@ impl PlanRecord {
         if self.flags & !crate::image::PLAN_FLAGS_KNOWN != 0 {
             return Err("plan record: unknown flags (an image for a newer purgatory)");
         }
+        if self.flags & crate::image::PLAN_FLAG_ALIAS_PROBE != 0 && self.alias_probe().is_none() {
+            return Err("plan record: an alias probe that does not fit");
+        }
+        if self.flags & crate::image::PLAN_FLAG_ALIASES != 0
+            && (self.alias_count() == 0
+                || self.flags & crate::image::PLAN_FLAG_ALIAS_PROBE != 0
+                || self
+                    .nr_pages
+                    .checked_add(self.alias_count())
+                    .is_none_or(|n| {
+                        self.p2m_pages
+                            .checked_mul(512)
+                            .is_none_or(|covered| covered < n)
+                    }))
+        {
+            return Err("plan record: aliases without a count, beside a probe, or past the P2M");
+        }
         if self.old_p2m_len != 0 && self.old_p2m_len < self.domain_pages {
             return Err("plan record: more present frames than the old P2M has entries");
         }
@@ -182,6 +199,36 @@ mod tests {
     }
 
     #[test]
+    fn an_alias_probe_is_one_leaf_below_the_trampoline_past_the_built_pfns() {
+        use crate::image::{AliasProbe, PLAN_FLAG_ALIAS_PROBE};
+        let with = |old_first, count| PlanRecord {
+            flags: PLAN_FLAG_ALIAS_PROBE,
+            _reserved: [AliasProbe { old_first, count }.word()],
+            ..record()
+        };
+        let p = with(0x2a40, 32);
+        assert_eq!(p.check(), Ok(()));
+        assert_eq!(
+            p.alias_probe(),
+            Some(AliasProbe {
+                old_first: 0x2a40,
+                count: 32
+            })
+        );
+        assert_eq!(p.alias_probe().unwrap().new_first(p.nr_pages), 0x3fff - 32);
+        assert_eq!(record().alias_probe(), None);
+        // No frame, across a leaf's end, into the built PFNs.
+        let into_built = PlanRecord {
+            fill_pages: 0x3ff0,
+            ..with(0x2a40, 32)
+        };
+        for bad in [with(0x2a40, 0), with(0x2bf0, 32), into_built] {
+            assert_eq!(bad.alias_probe(), None);
+            assert!(bad.check().is_err());
+        }
+    }
+
+    #[test]
     fn a_consistent_record_passes_and_each_break_is_named() {
         assert_eq!(record().check(), Ok(()));
         let mut ballooned = record();
@@ -203,7 +250,7 @@ mod tests {
             |r| r.entry = 0,
             |r| r.rsp = r.virt_base,
             |r| r.old_p2m_len = r.domain_pages - 1,
-            |r| r.flags = 1 << 1,
+            |r| r.flags = 1 << 2,
         ];
         for (i, break_it) in cases.iter().enumerate() {
             let mut r = record();

@@ -156,6 +156,7 @@ pub fn build(
             vcpu_pages: old.hidden_pages(),
             grant_reserve,
             vcpu_reset: old.xen_resets_vcpus,
+            aliases: None,
         },
         mode: mode_of(t.mode),
         builder: builder_of(t.toolstack),

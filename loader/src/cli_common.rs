@@ -242,6 +242,9 @@ pub(crate) struct Inputs {
     /// Kernel and initrd bytes.
     pub bytes: u64,
     debug: bool,
+    /// Experimental (a Linux crash kernel): old frames the purgatory aliases past the crash
+    /// kernel's RAM (docs/linux-crash-kernel.md).
+    pub aliases: Option<pvhandoff::image::Aliases>,
 }
 
 /// An image built from [`Inputs`].
@@ -311,6 +314,7 @@ impl Inputs {
             notes,
             bytes: kernel_len + initrd_len,
             debug: req.debug,
+            aliases: None,
         })
     }
 
@@ -335,6 +339,7 @@ impl Inputs {
                 vcpu_pages: hidden_vcpu_pages(self.old),
                 grant_reserve: 0,
                 vcpu_reset: self.old.xen_resets_vcpus,
+                aliases: self.aliases,
             },
             mode,
             // Linux unpacks a compressed initramfs itself: placed as it is (as Xen 4.20's
@@ -589,6 +594,7 @@ mod tests {
                     vcpu_pages: 0,
                     grant_reserve: 0,
                     vcpu_reset: false,
+                    aliases: None,
                 },
                 mode: pvlayout::Mode::DomU,
                 builder: crate::plan::DomuBuilder::default(),

@@ -9,9 +9,10 @@ use crate::cli_common::{
     Inputs, LoadRequest,
 };
 use crate::cli_state::{self, Kind, Record};
-use crate::device::{CrashReserve, Device, DeviceError, LoadParams};
+use crate::device::{CrashReserve, Device, DeviceError, LoadParams, RESERVE_LINUX};
 use crate::linux::OldKernel;
 use pvhandoff::crash::CRASH_CMDLINE_KEY;
+use pvhandoff::image::{AliasProbe, Aliases};
 
 /// Frames of the module's two fixed blocks: the purgatory's free pool and the image block.
 pub const FIXED_BLOCK_PAGES: u64 = 2 * 1024;
@@ -26,9 +27,18 @@ const RESERVE_UNIT_PAGES: u64 = 1024;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CrashLoadRequest {
     pub load: LoadRequest,
-    /// MiB to set aside (a multiple of 4); default: [`default_crash_pages`].
+    /// MiB to set aside (a multiple of 4); default: [`default_crash_pages`] (with
+    /// `linux_crash_kernel`: [`LINUX_CRASH_DEFAULT_PAGES`]).
     pub crash_mib: Option<u64>,
+    /// Experimental (`--linux-crash-kernel`, docs/linux-crash-kernel.md): a Linux crash
+    /// kernel, only where Xen resets VCPUs; the other VCPUs are reset, not parked.
+    pub linux_crash_kernel: bool,
 }
+
+/// The default reservation for a Linux crash kernel (`--linux-crash-kernel`): 128 MiB, room
+/// for the image (a decompressed Debian kernel is about 32 MB), its free pool and a Linux
+/// that boots to an initramfs.
+pub const LINUX_CRASH_DEFAULT_PAGES: u64 = 128 * 256;
 
 /// The default reservation: the two fixed blocks, the purgatory's working memory, and room
 /// for the crash kernel of twice its inputs (at least 8 MiB), in 4 MiB blocks.
@@ -77,9 +87,19 @@ pub fn load_crash(req: &CrashLoadRequest) -> Result<String, CliError> {
     }
     // A crash image parks the other VCPUs even where Xen could reset them: the crash view's
     // vcpu_info frames are the old kernel's memory (per-CPU data the dump keeps) and must stay
-    // hidden from the crash kernel, not become its RAM.
+    // hidden from the crash kernel, not become its RAM. The experimental Linux crash kernel
+    // resets them instead (a Linux registers vcpu_info and brings up its CPUs as on a fresh
+    // domain); its view leaves the vcpu_info frames out (`RESERVE_LINUX`).
+    let linux_crash = req.linux_crash_kernel;
+    if linux_crash && !info.xen_resets_vcpus() {
+        return Err(CliError::refused(
+            "--linux-crash-kernel needs a Xen that resets VCPUs (pvkexec's Xen patches: \
+             XENFEAT_vcpu_reset and XENFEAT_vcpu_info_reregister; pvkexec status shows what \
+             Xen offers), and this one does not. Nothing was loaded",
+        ));
+    }
     let old = OldKernel {
-        xen_resets_vcpus: false,
+        xen_resets_vcpus: linux_crash,
         ..checked_old_kernel(&info)?
     };
     let (handoff_version, work_pages) = handoff_for(info.start_info_pages)?;
@@ -88,8 +108,19 @@ pub fn load_crash(req: &CrashLoadRequest) -> Result<String, CliError> {
         force: true,
         ..req.load.clone()
     };
-    let inputs = Inputs::read(&waived, old, info.current_pages, true)?;
-    if inputs.is_linux() && !req.load.force {
+    let mut inputs = Inputs::read(&waived, old, info.current_pages, true)?;
+    let alias_request = match linux_crash {
+        true => aliases_from_env()?,
+        false => None,
+    };
+    if linux_crash && !inputs.is_linux() {
+        return Err(CliError::refused(format!(
+            "--linux-crash-kernel: {} is not Linux; load pvkexec's capture kernel without it. \
+             Nothing was loaded",
+            inputs.name
+        )));
+    }
+    if inputs.is_linux() && !req.load.force && !linux_crash {
         return Err(CliError::refused(linux_crash_kernel_refused(
             &inputs.name,
             info.xen_resets_vcpus(),
@@ -104,6 +135,7 @@ pub fn load_crash(req: &CrashLoadRequest) -> Result<String, CliError> {
     }
     let pages = match req.crash_mib {
         Some(mib) => mib.saturating_mul(256),
+        None if linux_crash => LINUX_CRASH_DEFAULT_PAGES,
         None => default_crash_pages(inputs.bytes, work_pages),
     };
     check_crash_pages(pages, work_pages, info.current_pages).map_err(CliError::refused)?;
@@ -123,10 +155,37 @@ pub fn load_crash(req: &CrashLoadRequest) -> Result<String, CliError> {
         out += "note: the crash kernel loaded before was unloaded\n";
         out += &cli_state::forget(Kind::Crash);
     }
+    let flags = if linux_crash { RESERVE_LINUX } else { 0 };
     let view = dev
-        .crash_reserve(pages)
+        .crash_reserve(pages, flags)
         .map_err(|e| reserve_refused(e, pages))?;
-    match build_and_load(&dev, &inputs, &view, handoff_version, work_pages) {
+    // Every old PFN of the view's P2M, past the crash kernel's own.
+    inputs.aliases = alias_request.map(|a| match a {
+        AliasRequest::Probe(p) => Aliases::Probe(p),
+        AliasRequest::All => Aliases::All {
+            count: view.p2m_len,
+        },
+    });
+    if linux_crash {
+        out += "note: experimental Linux crash kernel (docs/linux-crash-kernel.md): the other \
+                VCPUs are reset at a panic, and the crashed kernel's memory is not handed to it \
+                as /proc/vmcore\n";
+    }
+    let limits = match linux_crash {
+        // The image and the pool past its block share the frames past the two blocks with
+        // the working memory; the module checks the sum again.
+        true => Limits {
+            image_bytes: (pages - FIXED_BLOCK_PAGES - work_pages) * 4096,
+            pool_pages: pages - FIXED_BLOCK_PAGES - work_pages + CRASH_POOL_PAGES,
+            shared: Some(pages - FIXED_BLOCK_PAGES - work_pages),
+        },
+        false => Limits {
+            image_bytes: MAX_CRASH_IMAGE_BYTES,
+            pool_pages: CRASH_POOL_PAGES,
+            shared: None,
+        },
+    };
+    match build_and_load(&dev, &inputs, &view, handoff_version, work_pages, limits) {
         Ok(built) => {
             out += &inputs.debug_report(&built);
             let len = built.image.bytes.len();
@@ -207,6 +266,98 @@ fn crash_word(record_mfn: u64) -> String {
     format!("{CRASH_CMDLINE_KEY}={record_mfn:#x}")
 }
 
+/// The environment variable that asks for aliases of old frames (experimental, with
+/// `--linux-crash-kernel`): `all` (every old frame past the crash kernel's own PFNs), or a
+/// symbol of the running kernel (`/proc/kallsyms`) whose frames the crash kernel gets below
+/// its trampoline page; it reads them through `/dev/mem` (docs/linux-crash-kernel.md).
+pub const ALIAS_PROBE_ENV: &str = "PVKEXEC_LINUX_CRASH_ALIAS_PROBE";
+/// Frames an alias probe names (clipped at the old P2M leaf's end).
+const ALIAS_PROBE_PAGES: u64 = 32;
+/// Where a PV x86_64 kernel's image and its direct map start (Debian's 6.1: no KASLR in a
+/// PV domain, phys_base 0).
+const START_KERNEL_MAP: u64 = 0xffff_ffff_8000_0000;
+const PAGE_OFFSET: u64 = 0xffff_8880_0000_0000;
+
+/// What [`ALIAS_PROBE_ENV`] asks for.
+#[derive(Clone, Copy, Debug)]
+enum AliasRequest {
+    /// A symbol's frames below the trampoline page.
+    Probe(AliasProbe),
+    /// `all`: every old frame past the crash kernel's own PFNs.
+    All,
+}
+
+/// [`ALIAS_PROBE_ENV`]: `all`, or a symbol whose frames from its page on are probed.
+fn aliases_from_env() -> Result<Option<AliasRequest>, CliError> {
+    let Ok(symbol) = std::env::var(ALIAS_PROBE_ENV) else {
+        return Ok(None);
+    };
+    if symbol == "all" {
+        return Ok(Some(AliasRequest::All));
+    }
+    let text = std::fs::read_to_string("/proc/kallsyms")
+        .map_err(|e| CliError::refused(format!("{ALIAS_PROBE_ENV}: /proc/kallsyms: {e}")))?;
+    let addr = text
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let (a, _, name) = (f.next()?, f.next()?, f.next()?);
+            (name == symbol).then(|| u64::from_str_radix(a, 16).ok())?
+        })
+        .next()
+        .ok_or_else(|| {
+            CliError::refused(format!(
+                "{ALIAS_PROBE_ENV}={symbol}: no such symbol in /proc/kallsyms (as root?)"
+            ))
+        })?;
+    let old_first = match addr {
+        a if a >= START_KERNEL_MAP => (a - START_KERNEL_MAP) >> 12,
+        a if a >= PAGE_OFFSET => (a - PAGE_OFFSET) >> 12,
+        _ => {
+            return Err(CliError::refused(format!(
+                "{ALIAS_PROBE_ENV}={symbol}: {addr:#x} is neither in the kernel image nor in \
+                 the direct map"
+            )))
+        }
+    };
+    let max = pvhandoff::image::ALIAS_PROBE_MAX;
+    Ok(Some(AliasRequest::Probe(AliasProbe {
+        old_first,
+        count: ALIAS_PROBE_PAGES.min(max - old_first % max),
+    })))
+}
+
+/// The words a Linux crash kernel's command line gets besides the record's: with an alias
+/// probe, `mem=` below the aliased PFNs, `nopat` (a 6.1 PV domU's PAT turns a WB mapping of
+/// non-RAM into UC-, which Xen refuses) and where the aliases are.
+fn linux_crash_words(aliases: Option<Aliases>, present: u64) -> String {
+    match aliases {
+        None => String::new(),
+        Some(Aliases::Probe(p)) => {
+            let first = p.new_first(present);
+            format!(
+                " mem={}K nopat pvkexec.alias_probe={first:#x}:{:#x}+{}",
+                first * 4,
+                p.old_first,
+                p.count
+            )
+        }
+        Some(Aliases::All { count }) => format!(
+            " mem={}K nopat pvkexec.aliases={present:#x}+{count:#x}",
+            present * 4
+        ),
+    }
+}
+
+/// What the module holds of a crash image: its bytes, its free pool, and (a Linux crash
+/// kernel) the frames the image's pages and the pool past its block share.
+#[derive(Clone, Copy)]
+struct Limits {
+    image_bytes: u64,
+    pool_pages: u64,
+    shared: Option<u64>,
+}
+
 /// Builds the image for the crash view and loads it.
 fn build_and_load(
     dev: &Device,
@@ -214,28 +365,43 @@ fn build_and_load(
     view: &CrashReserve,
     handoff_version: u32,
     work_pages: u64,
+    limits: Limits,
 ) -> Result<Built, CliError> {
-    let built = inputs.build(
-        pvlayout::Mode::DomU,
-        view.present,
-        view.p2m_len,
-        &crash_word(view.record_mfn),
-    )?;
+    let extra = crash_word(view.record_mfn) + &linux_crash_words(inputs.aliases, view.present);
+    let built = inputs.build(pvlayout::Mode::DomU, view.present, view.p2m_len, &extra)?;
     let (len, pool_pages) = (built.image.bytes.len(), built.pool_pages);
-    if len as u64 > MAX_CRASH_IMAGE_BYTES {
+    if len as u64 > limits.image_bytes {
         return Err(CliError::refused(format!(
-            "the crash image of {} is {len} bytes; the module keeps a crash image in one \
-             4 MiB block (a smaller crash kernel or initrd)",
-            inputs.name
+            "the crash image of {} is {len} bytes; the module keeps it in {} bytes (a smaller \
+             crash kernel or initrd{})",
+            inputs.name,
+            limits.image_bytes,
+            if limits.shared.is_some() {
+                ", or more --crash-mib"
+            } else {
+                ""
+            }
         )));
     }
-    if pool_pages > CRASH_POOL_PAGES {
+    if pool_pages > limits.pool_pages {
         return Err(CliError::refused(format!(
             "the crash image of {} needs {pool_pages} frames of the purgatory's free pool (its \
-             P2M, page tables and other built pages no segment fills); the reservation's pool \
-             block has {CRASH_POOL_PAGES}",
-            inputs.name
+             P2M, page tables and other built pages no segment fills); the reservation has {}",
+            inputs.name, limits.pool_pages
         )));
+    }
+    if let Some(shared) = limits.shared {
+        let need = (len as u64).div_ceil(4096) + pool_pages.saturating_sub(CRASH_POOL_PAGES);
+        if need > shared {
+            return Err(CliError::refused(format!(
+                "the crash image of {} ({} pages) and its free pool past the pool block ({} \
+                 frames) need {need} set-aside frames; {shared} are left past the two blocks \
+                 and the working memory (more --crash-mib)",
+                inputs.name,
+                (len as u64).div_ceil(4096),
+                pool_pages.saturating_sub(CRASH_POOL_PAGES)
+            )));
+        }
     }
     let params = LoadParams {
         handoff_version,

@@ -64,6 +64,12 @@ pub struct CrashReserve {
     pub p2m_len: u64,
 }
 
+/// `PVKEXEC_RESERVE_LINUX` (in `pvkexec_crash_reserve.present`): experimental, a Linux crash
+/// kernel on a Xen that resets VCPUs: the vcpu_info frames stay holes in the view, and the
+/// image and free pool may take set-aside frames past the two blocks
+/// (docs/linux-crash-kernel.md).
+pub const RESERVE_LINUX: u64 = 1 << 0;
+
 /// `struct pvkexec_load`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
@@ -310,10 +316,12 @@ impl Device {
         self.ioctl("PVKEXEC_IOC_EXEC", IOC_EXEC, std::ptr::null_mut())
     }
 
-    /// Sets `pages` frames aside for a crash kernel and builds the crash view.
-    pub fn crash_reserve(&self, pages: u64) -> Result<CrashReserve, DeviceError> {
+    /// Sets `pages` frames aside for a crash kernel and builds the crash view. `flags`:
+    /// [`RESERVE_LINUX`] or 0 (passed in `present`, which the module overwrites).
+    pub fn crash_reserve(&self, pages: u64, flags: u64) -> Result<CrashReserve, DeviceError> {
         let mut arg = CrashReserve {
             pages,
+            present: flags,
             ..CrashReserve::default()
         };
         self.ioctl(

@@ -5,6 +5,7 @@ use crate::kernel::ParsedKernel;
 use crate::plan::plan_kernel;
 use crate::purgatory::{place, PURGATORY_ELF};
 use pvhandoff::chunks::{ChunkTableHeader, CHUNKS_MAGIC, CHUNK_PAGES, CHUNK_SIZE, NO_CHUNKS};
+use pvhandoff::image::Aliases;
 use pvhandoff::image::{
     ImageHeader, PlanRecord, IMAGE_MAGIC, IMAGE_VERSION, MAX_SEGMENTS, PLAN_MAGIC,
     SEG_FLAG_METADATA, SEG_FLAG_PURGATORY_MAPPING, SEG_FLAG_TEMPLATE,
@@ -30,6 +31,10 @@ pub struct Hidden {
     /// `PLAN_FLAG_VCPU_RESET`): `vcpu_pages` is 0, and the purgatory resets the old kernel's
     /// VCPUs instead of parking them.
     pub vcpu_reset: bool,
+    /// Experimental (docs/linux-crash-kernel.md): old frames the purgatory gives PFNs of the
+    /// crash kernel past its RAM (`PLAN_FLAG_ALIAS_PROBE`, `PLAN_FLAG_ALIASES`); `None` for
+    /// every ordinary image.
+    pub aliases: Option<pvhandoff::image::Aliases>,
 }
 
 impl Hidden {
@@ -418,11 +423,17 @@ fn build_into(
     // A domU's builder gunzips a gzip'd initrd; the segment carries what it would place.
     let module = initrd.map(|i| crate::plan::placed_module_for(i, mode, builder));
     let initrd = module.as_ref().map(|m| &m.bytes[..]);
+    // Aliases of every old frame lie past the crash kernel's own PFNs: start_info's nr_pages
+    // and the P2M cover them (the plan record's nr_pages stays the frames it renumbers).
+    let alias_count = match hidden.aliases {
+        Some(pvhandoff::image::Aliases::All { count }) => count,
+        _ => 0,
+    };
     let plan = plan_kernel(
         input,
         kernel,
         module.as_ref().map(|m| m.len),
-        nr_pages,
+        nr_pages + alias_count,
         mode,
         Some(PURGATORY_BASE),
     )?;
@@ -516,9 +527,34 @@ fn build_into(
         flags: match req.hidden.vcpu_reset {
             true => pvhandoff::image::PLAN_FLAG_VCPU_RESET,
             false => 0,
+        } | match req.hidden.aliases {
+            Some(Aliases::Probe(_)) => pvhandoff::image::PLAN_FLAG_ALIAS_PROBE,
+            Some(Aliases::All { .. }) => pvhandoff::image::PLAN_FLAG_ALIASES,
+            None => 0,
         },
-        _reserved: [0; 1],
+        _reserved: [match req.hidden.aliases {
+            Some(Aliases::Probe(p)) => p.word(),
+            Some(Aliases::All { count }) => count,
+            None => 0,
+        }],
     };
+    if let Some(a) = req.hidden.aliases {
+        let fits = match a {
+            Aliases::Probe(_) => record.alias_probe().is_some(),
+            Aliases::All { .. } => record.check().is_ok(),
+        };
+        if !fits {
+            return Err(LoadError::new(
+                input,
+                None,
+                crate::error::Reason::Layout(format!(
+                    "the aliases {a:?} do not fit a crash kernel of {} frames whose built \
+                     PFNs end at {fill_pages} (a probe must not cross a leaf of the old P2M)",
+                    record.nr_pages
+                )),
+            ));
+        }
+    }
     let record_bytes = pod_bytes(&record);
     if let Some(slot) = kernel.notes.plan_slot {
         // The kernel asked for the plan: it travels in the kernel segment (digest included).

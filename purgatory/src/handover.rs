@@ -6,7 +6,9 @@
 
 use crate::failure::Failure;
 use crate::frames::{self, Batches, Ctx};
-use crate::{aps, events, grants, plan, quiesce, renumber, rings, start_info, tables, watches};
+use crate::{
+    alias, aps, events, grants, plan, quiesce, renumber, rings, start_info, tables, watches,
+};
 use pvhandoff::handoff::Handoff;
 use pvhandoff::image::ImageView;
 
@@ -50,6 +52,12 @@ pub fn build(h: &Handoff, image: &ImageView) -> Result<Ready, Failure> {
     let hidden = renumber::mark_taken(&mut c, &k, &pool, &revoked)?;
     let work_pages = frames::check_work_frames(&c, k.old_nr, &pool.keep_out)?;
     renumber::write_p2m(&mut c, m2p, &k, &pool, &hidden, work_pages)?;
+    // Experimental (a Linux crash kernel): a few old frames at PFNs past its mem=.
+    if let Some(p) = k.plan.alias_probe() {
+        alias::probe(&mut c, &k, p)?;
+    } else if k.plan.alias_count() > 0 {
+        alias::all(&mut c, &k, k.plan.alias_count())?;
+    }
     // Stage 4: tables, parked APs, start_info, pin, quiesce, event channels.
     let table_frames = tables::build(&mut c, image, clears, pool.fill)?;
     let parked = match k.nr_vcpus > 1 && !k.reset {

@@ -24,6 +24,7 @@ macro_rules! say {
     ($($arg:tt)*) => { guestrt::console::print_line(format_args!($($arg)*)) };
 }
 
+mod alias;
 mod aps;
 mod entry;
 mod events;

@@ -39,6 +39,12 @@ pub struct Kdump {
     pub balloon_to_mib: Option<u64>,
     pub vcpus: u32,
     pub fault: Option<Fault>,
+    /// Experimental: `pvkexec load -p --linux-crash-kernel` (a Linux crash kernel on a Xen that
+    /// resets VCPUs; docs/linux-crash-kernel.md).
+    pub linux_crash_kernel: bool,
+    /// Experimental, with `linux_crash_kernel`: a symbol of the old kernel whose frames the
+    /// purgatory aliases past the crash kernel's `mem=` (`PVKEXEC_LINUX_CRASH_ALIAS_PROBE`).
+    pub alias_probe: Option<String>,
     /// The dump disk (a host file, created here), at least the domain's size plus headroom.
     pub disk: PathBuf,
     pub timeout: Duration,
@@ -57,6 +63,8 @@ impl Kdump {
             balloon_to_mib: None,
             vcpus: 1,
             fault: None,
+            linux_crash_kernel: false,
+            alias_probe: None,
             disk: disk.into(),
             timeout: Duration::from_secs(240),
         })
@@ -70,7 +78,7 @@ n=0; while [ ! -b /dev/xvda ] && [ $n -lt 100 ]; do usleep 100000; n=$((n+1)); d
 say "xvda $(cat /sys/block/xvda/size 2>/dev/null) sectors"
 echo 7 > /proc/sys/kernel/printk
 @BALLOON@
-pvkexec load -p --kernel /boot/crash @INITRD@ @CRASHMIB@ --append '@APPEND@' 2>&1
+@LOADENV@pvkexec load -p --kernel /boot/crash @INITRD@ @CRASHMIB@ @LINUXCRASH@--append '@APPEND@' 2>&1
 say "load rc=$?"
 pvkexec status 2>&1 | sed 's/^/PVKEXEC-KDUMP status /'
 @FAULT@
@@ -147,6 +155,21 @@ pub fn spec(name: &str, k: &Kdump) -> Result<(DomuSpec, PathBuf)> {
             &k.crash_mib
                 .map(|m| format!("--crash-mib {m}"))
                 .unwrap_or_default(),
+        )
+        .replace(
+            "@LOADENV@",
+            &k.alias_probe
+                .as_ref()
+                .map(|sym| format!("PVKEXEC_LINUX_CRASH_ALIAS_PROBE={sym} "))
+                .unwrap_or_default(),
+        )
+        .replace(
+            "@LINUXCRASH@",
+            if k.linux_crash_kernel {
+                "--linux-crash-kernel "
+            } else {
+                ""
+            },
         )
         .replace("@APPEND@", &k.crash_append.replace('\'', "'\\''"))
         .replace("@FAULT@", &fault);
