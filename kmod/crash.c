@@ -320,7 +320,7 @@ int ioctl_crash_reserve(struct pvkexec_crash_reserve __user *uarg)
 		c->pages, c->p2m_len, c->present, arg.record_mfn, c->nr_cpus,
 		c->nr_lists, c->nr_dirs,
 		c->linux_crash ?
-		" (experimental: a Linux crash kernel, vcpu_info frames left out)" :
+		" (a Linux crash kernel: vcpu_info frames left out)" :
 		"");
 	return 0;
 }

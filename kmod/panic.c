@@ -403,6 +403,14 @@ int crash_arm(struct crash *c)
 	return 0;
 }
 
+/* A Linux crash kernel is armed (what /sys/kernel/kexec_crash_loaded says). */
+bool crash_linux_armed(void)
+{
+	struct crash *c = READ_ONCE(crash_armed);
+
+	return c && c->linux_crash;
+}
+
 void crash_disarm(void)
 {
 	if (!crash_armed)

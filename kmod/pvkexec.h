@@ -204,7 +204,7 @@ struct crash {
 	struct exec_prep *prep;		/* NULL: no image loaded */
 	atomic_t *panic_cpu;		/* Linux's, through kallsyms */
 	struct shared_info **shared_info;
-	bool linux_crash;		/* PVKEXEC_RESERVE_LINUX (experimental) */
+	bool linux_crash;		/* PVKEXEC_RESERVE_LINUX: a Linux crash kernel */
 };
 
 /* device.c */
@@ -252,6 +252,7 @@ int test_corrupt_crash(void);
 /* panic.c */
 int crash_arm(struct crash *c);
 void crash_disarm(void);
+bool crash_linux_armed(void);
 int test_park_cpu1(void);
 
 /* sysfs.c */

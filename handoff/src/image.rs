@@ -84,8 +84,7 @@ pub struct PlanRecord {
     /// `PLAN_FLAG_*` (offset 176, taken from the reserved words; 0 in records written before
     /// it: the old kernel's other VCPUs are parked).
     pub flags: u64,
-    /// 0, or (experimental) with [`PLAN_FLAG_ALIAS_PROBE`] the [`AliasProbe`] word, with
-    /// [`PLAN_FLAG_ALIASES`] the count of aliased old PFNs.
+    /// 0, or with [`PLAN_FLAG_ALIASES`] the [`CrashAliases`] word.
     pub _reserved: [u64; 1],
 }
 
@@ -95,85 +94,99 @@ pub struct PlanRecord {
 /// new kernel keeps its CPUs, and the purgatory resets the other VCPUs instead of parking them.
 /// It refuses such an image where Xen or the kernel side does not offer both.
 pub const PLAN_FLAG_VCPU_RESET: u64 = 1 << 0;
-/// [`PlanRecord::flags`], experimental (docs/linux-crash-kernel.md, a Linux crash kernel): the
-/// reserved word names a few frames of the crashed kernel ([`PlanRecord::alias_probe`]), which
-/// the purgatory gives PFNs just below the trampoline page, past the crash kernel's `mem=`, so
-/// that it reads them through `/dev/mem`. The old P2M entries come from the crash record.
-pub const PLAN_FLAG_ALIAS_PROBE: u64 = 1 << 1;
-/// [`PlanRecord::flags`], experimental (docs/linux-crash-kernel.md, a Linux crash kernel): every
-/// frame of the crashed kernel gets an alias PFN past the crash kernel's own: old PFN `p` at
-/// `nr_pages + p`, for the reserved word's count of old PFNs. start_info's `nr_pages` and the
-/// P2M cover them; the crash kernel's `mem=` keeps them out of its RAM
-/// ([`PlanRecord::alias_count`]).
+/// [`PlanRecord::flags`]: a Linux crash kernel (docs/kdump.md, "A Linux crash kernel"). Every
+/// frame of the crashed kernel gets an alias PFN past the crash kernel's own, old PFN `p` at
+/// `nr_pages + p`, for the reserved word's count of old PFNs; start_info's `nr_pages` and the
+/// P2M cover them. The reserved word also names the frames of the ELF core header the
+/// purgatory writes at the crash ([`CrashAliases`]); the crash kernel's `mem=` keeps both out
+/// of its RAM.
 pub const PLAN_FLAG_ALIASES: u64 = 1 << 2;
 /// Every flag a record may carry.
-pub const PLAN_FLAGS_KNOWN: u64 = PLAN_FLAG_VCPU_RESET | PLAN_FLAG_ALIAS_PROBE | PLAN_FLAG_ALIASES;
+pub const PLAN_FLAGS_KNOWN: u64 = PLAN_FLAG_VCPU_RESET | PLAN_FLAG_ALIASES;
 
-/// The old frames a crash image aliases (experimental; `None` in every other image).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Aliases {
-    /// A few frames below the trampoline page ([`PLAN_FLAG_ALIAS_PROBE`]).
-    Probe(AliasProbe),
-    /// Old PFNs `[0, count)` at `nr_pages + old PFN` ([`PLAN_FLAG_ALIASES`]).
-    All { count: u64 },
+/// Frames of the ELF core header area before its notes: the P2M frame-list-list, the last
+/// frame-list page (the record's, padded), the missing leaf and the missing frame-list page
+/// that the dump's "Xen" note names (crash and makedumpfile read the old P2M through them).
+pub const ELFCORE_LIST_PAGES: u64 = 4;
+/// Frames of the notes: one `NT_PRSTATUS` per CPU (12 + 8 + 336 bytes), VMCOREINFO (at most
+/// [`crate::crash::MAX_VMCOREINFO_NOTE`] bytes of text) and the "Xen" note (96 bytes).
+pub const ELFCORE_NOTE_PAGES: u64 =
+    (crate::handoff::MAX_VCPUS * 356 + 24 + crate::crash::MAX_VMCOREINFO_NOTE + 96).div_ceil(4096);
+/// Most `PT_LOAD`s a core header has (`e_phnum` is 16 bits, 0xffff is an escape, one
+/// program header is the `PT_NOTE`).
+pub const ELFCORE_MAX_LOADS: u64 = 0xfffe;
+
+/// Frames of the ELF core header area for a crashed kernel of `old_p2m_len` PFNs: room for a
+/// `PT_LOAD` per frame (each old frame its own run, and the four list pages), at most
+/// [`ELFCORE_MAX_LOADS`].
+pub const fn elfcore_pages(old_p2m_len: u64) -> u64 {
+    let loads = match old_p2m_len.saturating_add(ELFCORE_LIST_PAGES) {
+        n if n > ELFCORE_MAX_LOADS => ELFCORE_MAX_LOADS,
+        n => n,
+    };
+    ELFCORE_LIST_PAGES + ELFCORE_NOTE_PAGES + (64 + 56 * (loads + 1)).div_ceil(4096)
 }
-/// Most frames an alias probe names: one leaf of the old P2M.
-pub const ALIAS_PROBE_MAX: u64 = 512;
 
-/// The frames an alias probe names: old PFNs `[old_first, old_first + count)`, within one leaf
-/// of the old P2M, given PFNs `[nr_pages - 1 - count, nr_pages - 1)`.
+/// Where a Linux crash kernel's aliases and ELF core header lie ([`PLAN_FLAG_ALIASES`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct AliasProbe {
-    pub old_first: u64,
+pub struct CrashAliases {
+    /// Old PFNs `[0, count)` aliased at `nr_pages + old PFN`.
     pub count: u64,
+    /// Frames of the ELF core header area: PFNs `[first_pfn, nr_pages - 1)`, just below the
+    /// trampoline page (their frames come from the free pool; the crash kernel's `mem=`
+    /// ends at `first_pfn`).
+    pub header_pages: u64,
 }
 
-impl AliasProbe {
-    /// The reserved word's encoding: `old_first` in bits 0..40, `count` in bits 48..58.
+impl CrashAliases {
+    /// The reserved word: `count` in bits 0..48, `header_pages` in bits 48..64.
     pub const fn word(self) -> u64 {
-        (self.old_first & ((1 << 40) - 1)) | (self.count << 48)
+        (self.count & ((1 << 48) - 1)) | (self.header_pages << 48)
     }
 
-    /// The first PFN the aliases get in a crash kernel of `nr_pages`.
-    pub const fn new_first(self, nr_pages: u64) -> u64 {
-        nr_pages.saturating_sub(1 + self.count)
+    pub const fn from_word(w: u64) -> Self {
+        CrashAliases {
+            count: w & ((1 << 48) - 1),
+            header_pages: w >> 48,
+        }
+    }
+
+    /// The first PFN of the header area in a crash kernel of `nr_pages` renumbered PFNs.
+    pub const fn first_pfn(self, nr_pages: u64) -> u64 {
+        nr_pages.saturating_sub(1 + self.header_pages)
+    }
+
+    /// PFN of the notes.
+    pub const fn notes_pfn(self, nr_pages: u64) -> u64 {
+        self.first_pfn(nr_pages) + ELFCORE_LIST_PAGES
+    }
+
+    /// PFN of the ELF header (`elfcorehdr=`), followed by the program headers.
+    pub const fn ehdr_pfn(self, nr_pages: u64) -> u64 {
+        self.notes_pfn(nr_pages) + ELFCORE_NOTE_PAGES
+    }
+
+    /// Program headers the area holds after the ELF header (the `PT_NOTE` included).
+    pub const fn phdr_capacity(self) -> u64 {
+        let pages = self
+            .header_pages
+            .saturating_sub(ELFCORE_LIST_PAGES + ELFCORE_NOTE_PAGES);
+        (pages * 4096).saturating_sub(64) / 56
     }
 }
 
 impl PlanRecord {
-    /// With [`PLAN_FLAG_ALIASES`]: how many old PFNs have aliases past `nr_pages` (0 without).
-    pub const fn alias_count(&self) -> u64 {
+    /// With [`PLAN_FLAG_ALIASES`]: the aliases and the header area.
+    pub const fn crash_aliases(&self) -> Option<CrashAliases> {
         match self.flags & PLAN_FLAG_ALIASES {
-            0 => 0,
-            _ => self._reserved[0],
+            0 => None,
+            _ => Some(CrashAliases::from_word(self._reserved[0])),
         }
     }
 
     /// Built for a hypervisor that resets VCPUs ([`PLAN_FLAG_VCPU_RESET`]).
     pub const fn resets_vcpus(&self) -> bool {
         self.flags & PLAN_FLAG_VCPU_RESET != 0
-    }
-
-    /// The alias probe ([`PLAN_FLAG_ALIAS_PROBE`]), if the record carries one that fits: at
-    /// least one frame, within one leaf of the old P2M, below the trampoline page and past
-    /// the built PFNs.
-    pub const fn alias_probe(&self) -> Option<AliasProbe> {
-        if self.flags & PLAN_FLAG_ALIAS_PROBE == 0 {
-            return None;
-        }
-        let w = self._reserved[0];
-        let p = AliasProbe {
-            old_first: w & ((1 << 40) - 1),
-            count: (w >> 48) & 0x3ff,
-        };
-        if p.count == 0
-            || p.count > ALIAS_PROBE_MAX - p.old_first % ALIAS_PROBE_MAX
-            || self.trampoline_pfn != self.nr_pages - 1
-            || self.nr_pages < self.fill_pages + 1 + p.count
-        {
-            return None;
-        }
-        Some(p)
     }
 }
 

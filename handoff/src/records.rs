@@ -33,22 +33,22 @@ impl PlanRecord {
         if self.flags & !crate::image::PLAN_FLAGS_KNOWN != 0 {
             return Err("plan record: unknown flags (an image for a newer purgatory)");
         }
-        if self.flags & crate::image::PLAN_FLAG_ALIAS_PROBE != 0 && self.alias_probe().is_none() {
-            return Err("plan record: an alias probe that does not fit");
-        }
-        if self.flags & crate::image::PLAN_FLAG_ALIASES != 0
-            && (self.alias_count() == 0
-                || self.flags & crate::image::PLAN_FLAG_ALIAS_PROBE != 0
-                || self
-                    .nr_pages
-                    .checked_add(self.alias_count())
-                    .is_none_or(|n| {
-                        self.p2m_pages
-                            .checked_mul(512)
-                            .is_none_or(|covered| covered < n)
-                    }))
-        {
-            return Err("plan record: aliases without a count, beside a probe, or past the P2M");
+        if let Some(a) = self.crash_aliases() {
+            if a.count == 0 {
+                return Err("plan record: aliases without a count");
+            }
+            let covered = self.p2m_pages.saturating_mul(512);
+            if self.nr_pages.saturating_add(a.count) > covered {
+                return Err("plan record: aliases past the P2M");
+            }
+            // The header area lies between the built PFNs and the trampoline page, and holds
+            // the four list pages, the notes and at least one PT_LOAD.
+            if self.trampoline_pfn != self.nr_pages - 1
+                || a.first_pfn(self.nr_pages) < self.fill_pages
+                || a.phdr_capacity() < 2
+            {
+                return Err("plan record: the ELF core header area does not fit");
+            }
         }
         if self.old_p2m_len != 0 && self.old_p2m_len < self.domain_pages {
             return Err("plan record: more present frames than the old P2M has entries");
@@ -199,32 +199,45 @@ mod tests {
     }
 
     #[test]
-    fn an_alias_probe_is_one_leaf_below_the_trampoline_past_the_built_pfns() {
-        use crate::image::{AliasProbe, PLAN_FLAG_ALIAS_PROBE};
-        let with = |old_first, count| PlanRecord {
-            flags: PLAN_FLAG_ALIAS_PROBE,
-            _reserved: [AliasProbe { old_first, count }.word()],
+    fn crash_aliases_fit_the_p2m_and_leave_room_for_the_header() {
+        use crate::image::{elfcore_pages, CrashAliases, PLAN_FLAG_ALIASES};
+        let with = |count, header_pages| PlanRecord {
+            flags: PLAN_FLAG_ALIASES,
+            p2m_pages: 64,
+            _reserved: [CrashAliases {
+                count,
+                header_pages,
+            }
+            .word()],
             ..record()
         };
-        let p = with(0x2a40, 32);
-        assert_eq!(p.check(), Ok(()));
-        assert_eq!(
-            p.alias_probe(),
-            Some(AliasProbe {
-                old_first: 0x2a40,
-                count: 32
-            })
-        );
-        assert_eq!(p.alias_probe().unwrap().new_first(p.nr_pages), 0x3fff - 32);
-        assert_eq!(record().alias_probe(), None);
-        // No frame, across a leaf's end, into the built PFNs.
-        let into_built = PlanRecord {
-            fill_pages: 0x3ff0,
-            ..with(0x2a40, 32)
-        };
-        for bad in [with(0x2a40, 0), with(0x2bf0, 32), into_built] {
-            assert_eq!(bad.alias_probe(), None);
-            assert!(bad.check().is_err());
+        let r = with(0x4000, elfcore_pages(0x4000));
+        assert_eq!(r.check(), Ok(()));
+        let a = r.crash_aliases().unwrap();
+        assert_eq!(a.count, 0x4000);
+        assert_eq!(a.first_pfn(r.nr_pages), r.nr_pages - 1 - elfcore_pages(0x4000));
+        assert!(a.phdr_capacity() >= 0x4000 + 4);
+        assert_eq!(record().crash_aliases(), None);
+        // No count, past the P2M, a header area into the built PFNs or with no PT_LOAD.
+        for bad in [with(0, 40), with(64 * 512, 40), with(0x10, 0x3ff0), with(0x10, 7)] {
+            assert!(bad.check().is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_header_area_grows_with_the_domain_up_to_elfs_limit() {
+        use crate::image::{elfcore_pages, CrashAliases, ELFCORE_MAX_LOADS, ELFCORE_NOTE_PAGES};
+        assert_eq!(ELFCORE_NOTE_PAGES, 3);
+        // 512 MiB: capped by e_phnum, 3.5 MiB.
+        assert_eq!(elfcore_pages(131_072), 4 + 3 + 897);
+        assert_eq!(elfcore_pages(1 << 30), elfcore_pages(131_072));
+        assert_eq!(elfcore_pages(1000), 4 + 3 + 14);
+        for len in [1, 1000, 60_000, 131_072] {
+            let a = CrashAliases {
+                count: len,
+                header_pages: elfcore_pages(len),
+            };
+            assert!(a.phdr_capacity() > (len + 4).min(ELFCORE_MAX_LOADS));
         }
     }
 

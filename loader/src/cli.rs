@@ -221,12 +221,6 @@ enum Cmd {
         /// crash kernel and its initrd, printed).
         #[arg(long, requires = "panic")]
         crash_mib: Option<u64>,
-        /// Experimental (docs/linux-crash-kernel.md): load a Linux crash kernel (the
-        /// domain's own kernel and initramfs). Only where Xen resets VCPUs (pvkexec's Xen
-        /// patches): the other VCPUs are reset rather than parked. The crashed kernel's
-        /// memory is not yet handed to it as /proc/vmcore.
-        #[arg(long, requires = "panic")]
-        linux_crash_kernel: bool,
     },
     /// Hands the domain to the loaded image, after sync(2) as kexec-tools does.
     Exec {
@@ -330,7 +324,6 @@ fn dispatch(cmd: Cmd) -> Result<Output, CliError> {
             debug,
             panic,
             crash_mib,
-            linux_crash_kernel,
             ..
         } => {
             let load = LoadRequest {
@@ -344,11 +337,7 @@ fn dispatch(cmd: Cmd) -> Result<Output, CliError> {
                 debug,
             };
             match panic {
-                true => text(cli_kdump::load_crash(&CrashLoadRequest {
-                    load,
-                    crash_mib,
-                    linux_crash_kernel,
-                })),
+                true => text(cli_kdump::load_crash(&CrashLoadRequest { load, crash_mib })),
                 false => text(cli_kexec::load(&load)),
             }
         }
@@ -452,27 +441,6 @@ mod tests {
             a.extend_from_slice(extra);
             assert!(parse(&a).is_err(), "{a:?}");
         }
-    }
-
-    #[test]
-    fn linux_crash_kernel_is_a_crash_load_option() {
-        assert!(matches!(
-            parse(&["load", "-p", "--linux-crash-kernel", "--kernel", "k"]),
-            Ok(Cmd::Load {
-                panic: true,
-                linux_crash_kernel: true,
-                ..
-            })
-        ));
-        assert!(matches!(
-            parse(&["load", "-p", "--kernel", "k"]),
-            Ok(Cmd::Load {
-                linux_crash_kernel: false,
-                ..
-            })
-        ));
-        // Only for a crash kernel.
-        assert!(parse(&["load", "--linux-crash-kernel", "--kernel", "k"]).is_err());
     }
 
     #[test]

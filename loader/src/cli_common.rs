@@ -242,9 +242,9 @@ pub(crate) struct Inputs {
     /// Kernel and initrd bytes.
     pub bytes: u64,
     debug: bool,
-    /// Experimental (a Linux crash kernel): old frames the purgatory aliases past the crash
-    /// kernel's RAM (docs/linux-crash-kernel.md).
-    pub aliases: Option<pvhandoff::image::Aliases>,
+    /// A Linux crash kernel: the crashed kernel's frames the purgatory aliases past its RAM,
+    /// and its ELF core header area (docs/kdump.md).
+    pub aliases: Option<pvhandoff::image::CrashAliases>,
 }
 
 /// An image built from [`Inputs`].

@@ -12,7 +12,7 @@ use crate::cli_state::{self, Kind, Record};
 use crate::device::{CrashReserve, Device, DeviceError, LoadParams, RESERVE_LINUX};
 use crate::linux::OldKernel;
 use pvhandoff::crash::CRASH_CMDLINE_KEY;
-use pvhandoff::image::{AliasProbe, Aliases};
+use pvhandoff::image::{elfcore_pages, CrashAliases};
 
 /// Frames of the module's two fixed blocks: the purgatory's free pool and the image block.
 pub const FIXED_BLOCK_PAGES: u64 = 2 * 1024;
@@ -27,18 +27,17 @@ const RESERVE_UNIT_PAGES: u64 = 1024;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CrashLoadRequest {
     pub load: LoadRequest,
-    /// MiB to set aside (a multiple of 4); default: [`default_crash_pages`] (with
-    /// `linux_crash_kernel`: [`LINUX_CRASH_DEFAULT_PAGES`]).
+    /// MiB to set aside (a multiple of 4); default: [`default_crash_pages`] (a Linux crash
+    /// kernel: `crashkernel=` of the running kernel's command line, else
+    /// [`LINUX_CRASH_DEFAULT_PAGES`]).
     pub crash_mib: Option<u64>,
-    /// Experimental (`--linux-crash-kernel`, docs/linux-crash-kernel.md): a Linux crash
-    /// kernel, only where Xen resets VCPUs; the other VCPUs are reset, not parked.
-    pub linux_crash_kernel: bool,
 }
 
-/// The default reservation for a Linux crash kernel (`--linux-crash-kernel`): 128 MiB, room
-/// for the image (a decompressed Debian kernel is about 32 MB), its free pool and a Linux
-/// that boots to an initramfs.
-pub const LINUX_CRASH_DEFAULT_PAGES: u64 = 128 * 256;
+/// The reservation for a Linux crash kernel where the running kernel's command line has no
+/// `crashkernel=`: 192 MiB, room for the image (a decompressed Debian kernel is about 32 MB,
+/// kdump-tools' initramfs about 20 MB), its free pool, and a Linux that boots its root file
+/// system to run makedumpfile.
+pub const LINUX_CRASH_DEFAULT_PAGES: u64 = 192 * 256;
 
 /// The default reservation: the two fixed blocks, the purgatory's working memory, and room
 /// for the crash kernel of twice its inputs (at least 8 MiB), in 4 MiB blocks.
@@ -85,46 +84,33 @@ pub fn load_crash(req: &CrashLoadRequest) -> Result<String, CliError> {
              dom0's E820 remapping). Nothing was loaded",
         ));
     }
-    // A crash image parks the other VCPUs even where Xen could reset them: the crash view's
-    // vcpu_info frames are the old kernel's memory (per-CPU data the dump keeps) and must stay
-    // hidden from the crash kernel, not become its RAM. The experimental Linux crash kernel
-    // resets them instead (a Linux registers vcpu_info and brings up its CPUs as on a fresh
-    // domain); its view leaves the vcpu_info frames out (`RESERVE_LINUX`).
-    let linux_crash = req.linux_crash_kernel;
-    if linux_crash && !info.xen_resets_vcpus() {
-        return Err(CliError::refused(
-            "--linux-crash-kernel needs a Xen that resets VCPUs (pvkexec's Xen patches: \
-             XENFEAT_vcpu_reset and XENFEAT_vcpu_info_reregister; pvkexec status shows what \
-             Xen offers), and this one does not. Nothing was loaded",
-        ));
-    }
-    let old = OldKernel {
-        xen_resets_vcpus: linux_crash,
-        ..checked_old_kernel(&info)?
-    };
+    // pvkexec's capture kernel parks the other VCPUs even where Xen could reset them: the
+    // crash view's vcpu_info frames are the old kernel's memory (per-CPU data the dump keeps)
+    // and must stay hidden from it, not become its RAM. A Linux crash kernel, where Xen resets
+    // VCPUs, gets them reset instead (a Linux registers vcpu_info and brings up its CPUs as on
+    // a fresh domain); its view leaves the vcpu_info frames out (`RESERVE_LINUX`).
+    let resets = info.xen_resets_vcpus();
+    let base = checked_old_kernel(&info)?;
     let (handoff_version, work_pages) = handoff_for(info.start_info_pages)?;
     // The vcpu_info rule is the crash kernel's own refusal below: read with it waived.
     let waived = LoadRequest {
         force: true,
         ..req.load.clone()
     };
-    let mut inputs = Inputs::read(&waived, old, info.current_pages, true)?;
-    let alias_request = match linux_crash {
-        true => aliases_from_env()?,
-        false => None,
+    let read = |xen_resets_vcpus| {
+        let old = OldKernel {
+            xen_resets_vcpus,
+            ..base
+        };
+        Inputs::read(&waived, old, info.current_pages, true).map(|i| (i, old))
     };
-    if linux_crash && !inputs.is_linux() {
-        return Err(CliError::refused(format!(
-            "--linux-crash-kernel: {} is not Linux; load pvkexec's capture kernel without it. \
-             Nothing was loaded",
-            inputs.name
-        )));
+    let (mut inputs, mut old) = read(resets)?;
+    if resets && !inputs.is_linux() {
+        (inputs, old) = read(false)?;
     }
-    if inputs.is_linux() && !req.load.force && !linux_crash {
-        return Err(CliError::refused(linux_crash_kernel_refused(
-            &inputs.name,
-            info.xen_resets_vcpus(),
-        )));
+    let linux_crash = resets && inputs.is_linux();
+    if inputs.is_linux() && !resets && !req.load.force {
+        return Err(CliError::refused(linux_crash_kernel_refused(&inputs.name)));
     }
     crate::dump_disk::check_zero_option(&inputs.cmdline)
         .map_err(|e| CliError::refused(format!("{e}. Nothing was loaded")))?;
@@ -135,7 +121,12 @@ pub fn load_crash(req: &CrashLoadRequest) -> Result<String, CliError> {
     }
     let pages = match req.crash_mib {
         Some(mib) => mib.saturating_mul(256),
-        None if linux_crash => LINUX_CRASH_DEFAULT_PAGES,
+        None if linux_crash => match crashkernel_pages(&proc_cmdline_text(), info.current_pages)
+        {
+            Ok(Some(p)) => p,
+            Ok(None) => LINUX_CRASH_DEFAULT_PAGES,
+            Err(why) => return Err(CliError::refused(format!("{why}. Nothing was loaded"))),
+        },
         None => default_crash_pages(inputs.bytes, work_pages),
     };
     check_crash_pages(pages, work_pages, info.current_pages).map_err(CliError::refused)?;
@@ -159,17 +150,12 @@ pub fn load_crash(req: &CrashLoadRequest) -> Result<String, CliError> {
     let view = dev
         .crash_reserve(pages, flags)
         .map_err(|e| reserve_refused(e, pages))?;
-    // Every old PFN of the view's P2M, past the crash kernel's own.
-    inputs.aliases = alias_request.map(|a| match a {
-        AliasRequest::Probe(p) => Aliases::Probe(p),
-        AliasRequest::All => Aliases::All {
-            count: view.p2m_len,
-        },
-    });
+    // Every old PFN of the view's P2M past the crash kernel's own, and its ELF core header.
     if linux_crash {
-        out += "note: experimental Linux crash kernel (docs/linux-crash-kernel.md): the other \
-                VCPUs are reset at a panic, and the crashed kernel's memory is not handed to it \
-                as /proc/vmcore\n";
+        inputs.aliases = Some(CrashAliases {
+            count: view.p2m_len,
+            header_pages: elfcore_pages(view.p2m_len),
+        });
     }
     let limits = match linux_crash {
         // The image and the pool past its block share the frames past the two blocks with
@@ -228,24 +214,79 @@ pub fn load_crash(req: &CrashLoadRequest) -> Result<String, CliError> {
     }
 }
 
-/// Why a Linux crash kernel is refused: on stock Xen none boots after a Linux (vcpu_info is
-/// registered once per VCPU); where Xen resets VCPUs, pvkexec does not yet hand a Linux crash
-/// kernel the old memory as `/proc/vmcore`. The capture kernel is the crash kernel either way.
-pub fn linux_crash_kernel_refused(name: &str, xen_resets_vcpus: bool) -> String {
-    let why = if xen_resets_vcpus {
-        "this Xen resets VCPUs, so Linux could boot, but pvkexec does not yet give a Linux \
-         crash kernel the crashed kernel's memory (an ELF core header for /proc/vmcore and \
-         the old frames past its own RAM)"
-    } else {
-        "on this Xen no Linux boots after a Linux in the same domain: Xen lets each VCPU \
-         register vcpu_info once, and does not offer XENFEAT_vcpu_reset (pvkexec's Xen \
-         patches add it; pvkexec status shows what Xen offers)"
-    };
+/// Why a Linux crash kernel is refused on a Xen that does not reset VCPUs: no Linux boots
+/// after a Linux there (vcpu_info is registered once per VCPU). The capture kernel is the
+/// crash kernel on such a Xen.
+pub fn linux_crash_kernel_refused(name: &str) -> String {
     format!(
-        "refused to load {name} as the crash kernel: it is Linux, and {why}. pvkexec's capture \
-         kernel /usr/lib/pvkexec/capture is the crash kernel here (pvkexec-kdump.service arms \
-         it; docs/kdump.md). Nothing was loaded"
+        "refused to load {name} as the crash kernel: it is Linux, and on this Xen no Linux \
+         boots after a Linux in the same domain: Xen lets each VCPU register vcpu_info once, \
+         and does not offer XENFEAT_vcpu_reset (pvkexec's Xen patches add it; pvkexec status \
+         shows what Xen offers). pvkexec's capture kernel /usr/lib/pvkexec/capture is the \
+         crash kernel here (pvkexec-kdump.service arms it; docs/kdump.md). Nothing was loaded"
     )
+}
+
+/// The running kernel's command line (empty where /proc/cmdline cannot be read).
+fn proc_cmdline_text() -> String {
+    std::fs::read_to_string("/proc/cmdline").unwrap_or_default()
+}
+
+/// Frames `crashkernel=` on `cmdline` asks for in a domain of `domain_pages` (Linux's
+/// syntax: `SIZE[@OFFSET]`, or `RANGE:SIZE[,RANGE:SIZE...]` with `START-[END]` ranges of
+/// the domain's memory; a `,high`/`,low` suffix is ignored), rounded up to 4 MiB. `None`
+/// without one.
+pub fn crashkernel_pages(cmdline: &str, domain_pages: u64) -> Result<Option<u64>, String> {
+    let Some(value) = cmdline
+        .split_whitespace()
+        .filter_map(|w| w.strip_prefix("crashkernel="))
+        .last()
+    else {
+        return Ok(None);
+    };
+    let bad = || format!("crashkernel={value}: not a size Linux's syntax gives");
+    let value = value
+        .strip_suffix(",high")
+        .or_else(|| value.strip_suffix(",low"))
+        .unwrap_or(value);
+    let bytes = if value.contains(':') {
+        let mem = domain_pages.saturating_mul(4096);
+        let mut chosen = None;
+        for part in value.split(',') {
+            let (range, size) = part.split_once(':').ok_or_else(bad)?;
+            let (start, end) = range.split_once('-').ok_or_else(bad)?;
+            let start = parse_size(start).ok_or_else(bad)?;
+            let end = match end {
+                "" => u64::MAX,
+                e => parse_size(e).ok_or_else(bad)?,
+            };
+            let size = parse_size(size).ok_or_else(bad)?;
+            if chosen.is_none() && mem >= start && mem < end {
+                chosen = Some(size);
+            }
+        }
+        match chosen {
+            Some(s) => s,
+            None => return Ok(None),
+        }
+    } else {
+        let size = value.split('@').next().unwrap_or(value);
+        parse_size(size).ok_or_else(bad)?
+    };
+    let unit = RESERVE_UNIT_PAGES * 4096;
+    Ok(Some(bytes.div_ceil(unit) * RESERVE_UNIT_PAGES))
+}
+
+/// A size as Linux's `memparse()` reads it: digits and an optional K, M, G or T.
+fn parse_size(s: &str) -> Option<u64> {
+    let (digits, shift) = match s.as_bytes().last()? {
+        b'K' | b'k' => (&s[..s.len() - 1], 10),
+        b'M' | b'm' => (&s[..s.len() - 1], 20),
+        b'G' | b'g' => (&s[..s.len() - 1], 30),
+        b'T' | b't' => (&s[..s.len() - 1], 40),
+        _ => (s, 0),
+    };
+    digits.parse::<u64>().ok()?.checked_mul(1 << shift)
 }
 
 /// The dump disk `pvkexec.dump=` names must take a dump of a domain of `pages` pages: refused
@@ -266,85 +307,17 @@ fn crash_word(record_mfn: u64) -> String {
     format!("{CRASH_CMDLINE_KEY}={record_mfn:#x}")
 }
 
-/// The environment variable that asks for aliases of old frames (experimental, with
-/// `--linux-crash-kernel`): `all` (every old frame past the crash kernel's own PFNs), or a
-/// symbol of the running kernel (`/proc/kallsyms`) whose frames the crash kernel gets below
-/// its trampoline page; it reads them through `/dev/mem` (docs/linux-crash-kernel.md).
-pub const ALIAS_PROBE_ENV: &str = "PVKEXEC_LINUX_CRASH_ALIAS_PROBE";
-/// Frames an alias probe names (clipped at the old P2M leaf's end).
-const ALIAS_PROBE_PAGES: u64 = 32;
-/// Where a PV x86_64 kernel's image and its direct map start (Debian's 6.1: no KASLR in a
-/// PV domain, phys_base 0).
-const START_KERNEL_MAP: u64 = 0xffff_ffff_8000_0000;
-const PAGE_OFFSET: u64 = 0xffff_8880_0000_0000;
-
-/// What [`ALIAS_PROBE_ENV`] asks for.
-#[derive(Clone, Copy, Debug)]
-enum AliasRequest {
-    /// A symbol's frames below the trampoline page.
-    Probe(AliasProbe),
-    /// `all`: every old frame past the crash kernel's own PFNs.
-    All,
-}
-
-/// [`ALIAS_PROBE_ENV`]: `all`, or a symbol whose frames from its page on are probed.
-fn aliases_from_env() -> Result<Option<AliasRequest>, CliError> {
-    let Ok(symbol) = std::env::var(ALIAS_PROBE_ENV) else {
-        return Ok(None);
-    };
-    if symbol == "all" {
-        return Ok(Some(AliasRequest::All));
-    }
-    let text = std::fs::read_to_string("/proc/kallsyms")
-        .map_err(|e| CliError::refused(format!("{ALIAS_PROBE_ENV}: /proc/kallsyms: {e}")))?;
-    let addr = text
-        .lines()
-        .filter_map(|l| {
-            let mut f = l.split_whitespace();
-            let (a, _, name) = (f.next()?, f.next()?, f.next()?);
-            (name == symbol).then(|| u64::from_str_radix(a, 16).ok())?
-        })
-        .next()
-        .ok_or_else(|| {
-            CliError::refused(format!(
-                "{ALIAS_PROBE_ENV}={symbol}: no such symbol in /proc/kallsyms (as root?)"
-            ))
-        })?;
-    let old_first = match addr {
-        a if a >= START_KERNEL_MAP => (a - START_KERNEL_MAP) >> 12,
-        a if a >= PAGE_OFFSET => (a - PAGE_OFFSET) >> 12,
-        _ => {
-            return Err(CliError::refused(format!(
-                "{ALIAS_PROBE_ENV}={symbol}: {addr:#x} is neither in the kernel image nor in \
-                 the direct map"
-            )))
-        }
-    };
-    let max = pvhandoff::image::ALIAS_PROBE_MAX;
-    Ok(Some(AliasRequest::Probe(AliasProbe {
-        old_first,
-        count: ALIAS_PROBE_PAGES.min(max - old_first % max),
-    })))
-}
-
-/// The words a Linux crash kernel's command line gets besides the record's: with an alias
-/// probe, `mem=` below the aliased PFNs, `nopat` (a 6.1 PV domU's PAT turns a WB mapping of
-/// non-RAM into UC-, which Xen refuses) and where the aliases are.
-fn linux_crash_words(aliases: Option<Aliases>, present: u64) -> String {
+/// The words a Linux crash kernel's command line gets besides the record's: `mem=` ending
+/// its RAM before the ELF core header area, `nopat` (a PV domU's PAT turns a WB mapping of
+/// non-RAM into UC-, which Xen refuses, so `/proc/vmcore` would map nothing) and
+/// `elfcorehdr=`.
+fn linux_crash_words(aliases: Option<CrashAliases>, nr_pages: u64) -> String {
     match aliases {
         None => String::new(),
-        Some(Aliases::Probe(p)) => {
-            let first = p.new_first(present);
-            format!(
-                " mem={}K nopat pvkexec.alias_probe={first:#x}:{:#x}+{}",
-                first * 4,
-                p.old_first,
-                p.count
-            )
-        }
-        Some(Aliases::All { count }) => format!(
-            " mem={}K nopat pvkexec.aliases={present:#x}+{count:#x}",
-            present * 4
+        Some(a) => format!(
+            " mem={}K nopat elfcorehdr={:#x}",
+            a.first_pfn(nr_pages) * 4,
+            a.ehdr_pfn(nr_pages) << 12
         ),
     }
 }
@@ -477,17 +450,53 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_linux_crash_kernel_is_refused_with_the_reason_for_this_xen() {
-        let stock = linux_crash_kernel_refused("/var/lib/kdump/vmlinuz", false);
-        let patched = linux_crash_kernel_refused("/var/lib/kdump/vmlinuz", true);
-        for m in [&stock, &patched] {
-            assert!(m.contains("/var/lib/kdump/vmlinuz"), "{m}");
-            assert!(m.contains("it is Linux"), "{m}");
-            assert!(m.contains("/usr/lib/pvkexec/capture"), "{m}");
-            assert!(m.ends_with("Nothing was loaded"), "{m}");
+    fn a_linux_crash_kernel_is_refused_on_a_xen_that_does_not_reset_vcpus() {
+        let m = linux_crash_kernel_refused("/var/lib/kdump/vmlinuz");
+        assert!(m.contains("/var/lib/kdump/vmlinuz"), "{m}");
+        assert!(m.contains("it is Linux"), "{m}");
+        assert!(m.contains("/usr/lib/pvkexec/capture"), "{m}");
+        assert!(m.ends_with("Nothing was loaded"), "{m}");
+        assert!(m.contains("vcpu_info") && m.contains("XENFEAT_vcpu_reset"));
+    }
+
+    #[test]
+    fn crashkernel_sizes_as_linux_reads_them() {
+        let mib = |m: u64| Ok(Some(m * 256));
+        let dom = 512 * 256; // 512 MiB
+        assert_eq!(crashkernel_pages("ro quiet", dom), Ok(None));
+        assert_eq!(crashkernel_pages("crashkernel=256M", dom), mib(256));
+        assert_eq!(crashkernel_pages("crashkernel=130M@16M", dom), mib(132));
+        assert_eq!(crashkernel_pages("crashkernel=1G,high", dom), mib(1024));
+        assert_eq!(crashkernel_pages("crashkernel=262144K", dom), mib(256));
+        let ranges = "crashkernel=256M-1G:160M,1G-:384M";
+        assert_eq!(crashkernel_pages(ranges, dom), mib(160));
+        assert_eq!(crashkernel_pages(ranges, 4 << 18), mib(384));
+        assert_eq!(crashkernel_pages(ranges, 128 * 256), Ok(None));
+        // The last one counts, as in Linux.
+        assert_eq!(crashkernel_pages("crashkernel=64M crashkernel=96M", dom), mib(96));
+        for bad in ["crashkernel=lots", "crashkernel=1G-:", "crashkernel=x-:64M"] {
+            let e = crashkernel_pages(bad, dom).unwrap_err();
+            assert!(e.starts_with(bad), "{e}");
         }
-        assert!(stock.contains("vcpu_info") && stock.contains("XENFEAT_vcpu_reset"));
-        assert!(patched.contains("does not yet give a Linux crash kernel"));
+    }
+
+    #[test]
+    fn a_linux_crash_kernel_gets_mem_nopat_and_elfcorehdr() {
+        let a = CrashAliases {
+            count: 131_072,
+            header_pages: elfcore_pages(131_072),
+        };
+        let nr = 49_152;
+        let first = nr - 1 - a.header_pages;
+        assert_eq!(
+            linux_crash_words(Some(a), nr),
+            format!(
+                " mem={}K nopat elfcorehdr={:#x}",
+                first * 4,
+                (first + 7) << 12
+            )
+        );
+        assert_eq!(linux_crash_words(None, nr), "");
     }
 
     #[test]

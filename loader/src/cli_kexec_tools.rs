@@ -293,7 +293,6 @@ fn decide(o: Opts) -> Result<KexecAction, CliError> {
             _ => Ok(KexecAction::LoadCrash(CrashLoadRequest {
                 load: request(o)?,
                 crash_mib: None,
-                linux_crash_kernel: false,
             })),
         };
     }
@@ -406,7 +405,6 @@ mod tests {
         KexecAction::LoadCrash(CrashLoadRequest {
             load: r,
             crash_mib: None,
-            linux_crash_kernel: false,
         })
     }
 

@@ -5,7 +5,7 @@ use crate::kernel::ParsedKernel;
 use crate::plan::plan_kernel;
 use crate::purgatory::{place, PURGATORY_ELF};
 use pvhandoff::chunks::{ChunkTableHeader, CHUNKS_MAGIC, CHUNK_PAGES, CHUNK_SIZE, NO_CHUNKS};
-use pvhandoff::image::Aliases;
+use pvhandoff::image::CrashAliases;
 use pvhandoff::image::{
     ImageHeader, PlanRecord, IMAGE_MAGIC, IMAGE_VERSION, MAX_SEGMENTS, PLAN_MAGIC,
     SEG_FLAG_METADATA, SEG_FLAG_PURGATORY_MAPPING, SEG_FLAG_TEMPLATE,
@@ -31,10 +31,10 @@ pub struct Hidden {
     /// `PLAN_FLAG_VCPU_RESET`): `vcpu_pages` is 0, and the purgatory resets the old kernel's
     /// VCPUs instead of parking them.
     pub vcpu_reset: bool,
-    /// Experimental (docs/linux-crash-kernel.md): old frames the purgatory gives PFNs of the
-    /// crash kernel past its RAM (`PLAN_FLAG_ALIAS_PROBE`, `PLAN_FLAG_ALIASES`); `None` for
-    /// every ordinary image.
-    pub aliases: Option<pvhandoff::image::Aliases>,
+    /// A Linux crash kernel (docs/kdump.md): the crashed kernel's frames the purgatory gives
+    /// PFNs past its RAM and the ELF core header area (`PLAN_FLAG_ALIASES`); `None` for every
+    /// other image.
+    pub aliases: Option<CrashAliases>,
 }
 
 impl Hidden {
@@ -425,10 +425,7 @@ fn build_into(
     let initrd = module.as_ref().map(|m| &m.bytes[..]);
     // Aliases of every old frame lie past the crash kernel's own PFNs: start_info's nr_pages
     // and the P2M cover them (the plan record's nr_pages stays the frames it renumbers).
-    let alias_count = match hidden.aliases {
-        Some(pvhandoff::image::Aliases::All { count }) => count,
-        _ => 0,
-    };
+    let alias_count = hidden.aliases.map_or(0, |a| a.count);
     let plan = plan_kernel(
         input,
         kernel,
@@ -528,29 +525,20 @@ fn build_into(
             true => pvhandoff::image::PLAN_FLAG_VCPU_RESET,
             false => 0,
         } | match req.hidden.aliases {
-            Some(Aliases::Probe(_)) => pvhandoff::image::PLAN_FLAG_ALIAS_PROBE,
-            Some(Aliases::All { .. }) => pvhandoff::image::PLAN_FLAG_ALIASES,
+            Some(_) => pvhandoff::image::PLAN_FLAG_ALIASES,
             None => 0,
         },
-        _reserved: [match req.hidden.aliases {
-            Some(Aliases::Probe(p)) => p.word(),
-            Some(Aliases::All { count }) => count,
-            None => 0,
-        }],
+        _reserved: [req.hidden.aliases.map_or(0, CrashAliases::word)],
     };
     if let Some(a) = req.hidden.aliases {
-        let fits = match a {
-            Aliases::Probe(_) => record.alias_probe().is_some(),
-            Aliases::All { .. } => record.check().is_ok(),
-        };
-        if !fits {
+        if let Err(why) = record.check() {
             return Err(LoadError::new(
                 input,
                 None,
                 crate::error::Reason::Layout(format!(
-                    "the aliases {a:?} do not fit a crash kernel of {} frames whose built \
-                     PFNs end at {fill_pages} (a probe must not cross a leaf of the old P2M)",
-                    record.nr_pages
+                    "{why}: {} old frames aliased and an ELF core header area of {} frames in a \
+                     crash kernel of {} frames whose built PFNs end at {fill_pages}",
+                    a.count, a.header_pages, record.nr_pages
                 )),
             ));
         }

@@ -1,110 +1,39 @@
-//! Experimental (docs/linux-crash-kernel.md): the alias probe of a Linux crash kernel. A plan
-//! record with `PLAN_FLAG_ALIAS_PROBE` names a few frames of the crashed kernel (old PFNs in
-//! one leaf of its P2M); after renumbering they get the crash kernel's PFNs just below the
-//! trampoline page, which its `mem=` leaves out of its RAM, so that it reads them through
-//! `/dev/mem` (`ioremap_cache` of a PFN past its RAM maps the frame its P2M names). This is
-//! the read path `/proc/vmcore` would take with every old frame aliased so.
+//! A Linux crash kernel's view of the crashed kernel's memory (docs/kdump.md, "A Linux crash
+//! kernel"): every old frame gets a PFN past the crash kernel's own, old PFN `p` at
+//! `nr_pages + p` (its P2M entry the old MFN, Xen's M2P entry that PFN), inside the domain's
+//! memory map, which the purgatory stretches over them (a PV Linux makes every PFN past the
+//! map's end an identity frame). With `mem=` and `nopat` on its command line the crash kernel
+//! reads them through `ioremap_cache()`, as `/proc/vmcore` does; the ELF core header
+//! (`elfcore`) points there.
 //!
 //! The old P2M entries come from the crash record (`pvkexec.crash=` on the image's command
-//! line): its directory, the list page, the leaf. Old frames are read, never written; only
-//! the new P2M and Xen's M2P entries of the aliased frames change.
+//! line): its directory, the list pages, the leaves. Old frames are read, never written; only
+//! the new P2M and Xen's M2P entries of the aliased frames change. Frames set aside for the
+//! crash kernel (present in the crash view) are its RAM now and get no alias.
 
 use crate::failure::Failure;
 use crate::frames::Ctx;
 use crate::plan::Checked;
 use pvhandoff::crash::{CrashRecord, DirPage, CRASH_CMDLINE_KEY, LIST_P2M_PAGES};
-use pvhandoff::image::AliasProbe;
 use pvhandoff::renumber::is_present;
 use xenpv::{hypercall, memop, mmu, E820Entry, MmuUpdate, StartInfo, XenMemoryMap};
 
 const INVALID: u64 = !0;
 
-/// Gives the probe's old frames their PFNs; returns how many were present (the others get
-/// `INVALID_P2M_ENTRY`).
-pub fn probe(c: &mut Ctx, k: &Checked, p: AliasProbe) -> Result<u64, Failure> {
-    let record_mfn = record_mfn(c, k)?;
-    let rec = record(c, k)?;
-    let mut page: DirPage = [0; 512];
-    if p.old_first + p.count > rec.p2m_len {
-        return Err(Failure::Plan("alias probe: old PFNs past the old P2M"));
-    }
-    // The leaf holding the probe's entries: P2M page `leaf`, named by list page `list`.
-    let leaf = p.old_first / 512;
-    let list = leaf / LIST_P2M_PAGES;
-    let mut lists = rec.list_pages();
-    let mut list_mfn = 0;
-    for _ in 0..=list {
-        list_mfn = lists
-            .next_mfn(|mfn, out| read_old(c, mfn, out))
-            .map_err(|_| Failure::Plan("alias probe: the record's P2M directory is unreadable"))?
-            .ok_or(Failure::Plan(
-                "alias probe: the record names too few list pages",
-            ))?;
-    }
-    read_old(c, list_mfn, &mut page)?;
-    let leaf_mfn = page[(leaf % LIST_P2M_PAGES) as usize];
-    read_old(c, leaf_mfn, &mut page)?;
-    // Every old frame read; now the new P2M (through `region_page`, which may move the
-    // scratch mapping) and the aliased frames' M2P entries.
-    let first = p.new_first(k.plan.nr_pages);
-    let mut batch = [MmuUpdate { ptr: 0, val: 0 }; 64];
-    let (mut n, mut present) = (0, 0);
-    for i in 0..p.count {
-        let old_pfn = p.old_first + i;
-        let entry = page[(old_pfn % 512) as usize];
-        // A frame set aside for the crash kernel (present in the view) is its RAM now.
-        let in_view = c
-            .old_p2m
-            .get(old_pfn as usize)
-            .is_some_and(|&e| is_present(e));
-        let mfn = match is_present(entry) && !in_view {
-            true => entry,
-            false => INVALID,
-        };
-        let pfn = first + i;
-        let p2m = c.region_page(k.plan.p2m_pfn + pfn / 512)?;
-        // SAFETY: `p2m` maps the new P2M frame holding entry `pfn` writable.
-        unsafe { p2m.add((pfn % 512) as usize).write_volatile(mfn) };
-        if mfn != INVALID {
-            present += 1;
-            batch[n] = MmuUpdate {
-                ptr: (mfn << 12) | mmu::MACHPHYS_UPDATE,
-                val: pfn,
-            };
-            n += 1;
-            if n == batch.len() {
-                c.flush_m2p(&batch)?;
-                n = 0;
-            }
-        }
-    }
-    if n > 0 {
-        c.flush_m2p(&batch[..n])?;
-    }
-    say!(
-        "purgatory: alias probe (experimental): old PFNs {:#x}..{:#x} (leaf mfn {leaf_mfn:#x} of crash record {record_mfn:#x}) at PFNs {first:#x}..{:#x}, {present} present",
-        p.old_first,
-        p.old_first + p.count,
-        first + p.count
-    );
-    Ok(present)
-}
-
-/// Every old frame at `nr_pages + old PFN` (`PLAN_FLAG_ALIASES`): the new P2M's entries past
-/// the crash kernel's own from the crash record's leaves, Xen's M2P entry of each aliased frame,
-/// and the domain's memory map stretched over them (a PV Linux makes every PFN past the E820's
-/// end an identity entry). Returns how many old frames were present.
-pub fn all(c: &mut Ctx, k: &Checked, count: u64) -> Result<u64, Failure> {
-    let rec = record(c, k)?;
-    let base = k.plan.nr_pages;
+/// Calls `f` with each old PFN in `[0, count)` and the frame the crash kernel may read there
+/// (`None`: no frame in the old P2M, or a frame set aside for the crash kernel), in PFN order.
+pub fn each_old_frame(
+    c: &mut Ctx,
+    rec: &CrashRecord,
+    count: u64,
+    mut f: impl FnMut(&mut Ctx, u64, Option<u64>) -> Result<(), Failure>,
+) -> Result<(), Failure> {
     let known = count.min(rec.p2m_len);
     // The purgatory's stack is 32 KiB: one leaf and the directory walk's page on it; a
     // list page's entry is read where it lies.
     let mut lists = rec.list_pages();
     let mut list_mfn = 0;
     let mut leaf: DirPage = [0; 512];
-    let mut batch = [MmuUpdate { ptr: 0, val: 0 }; 32];
-    let (mut n, mut present) = (0, 0);
     for l in 0..count.div_ceil(512) {
         let leaf_known = l * 512 < known;
         if leaf_known && l % LIST_P2M_PAGES == 0 {
@@ -124,8 +53,6 @@ pub fn all(c: &mut Ctx, k: &Checked, count: u64) -> Result<u64, Failure> {
             }
             false => leaf = [INVALID; 512],
         }
-        // `region_page` may move the scratch mapping: one P2M page pointer per leaf piece.
-        let mut p2m: (u64, *mut u64) = (u64::MAX, core::ptr::null_mut());
         for i in 0..512u64 {
             let old_pfn = l * 512 + i;
             if old_pfn >= count {
@@ -139,36 +66,50 @@ pub fn all(c: &mut Ctx, k: &Checked, count: u64) -> Result<u64, Failure> {
                 .old_p2m
                 .get(old_pfn as usize)
                 .is_some_and(|&e| is_present(e));
-            let mfn = match is_present(entry) && !in_view {
-                true => entry,
-                false => INVALID,
-            };
-            let pfn = base + old_pfn;
-            if p2m.0 != pfn / 512 {
-                p2m = (pfn / 512, c.region_page(k.plan.p2m_pfn + pfn / 512)?);
-            }
-            // SAFETY: `p2m.1` maps the new P2M frame holding entry `pfn` writable.
-            unsafe { p2m.1.add((pfn % 512) as usize).write_volatile(mfn) };
-            if mfn != INVALID {
-                present += 1;
-                batch[n] = MmuUpdate {
-                    ptr: (mfn << 12) | mmu::MACHPHYS_UPDATE,
-                    val: pfn,
-                };
-                n += 1;
-                if n == batch.len() {
-                    c.flush_m2p(&batch)?;
-                    n = 0;
-                }
-            }
+            let frame = (is_present(entry) && !in_view).then_some(entry);
+            f(c, old_pfn, frame)?;
         }
     }
-    if n > 0 {
-        c.flush_m2p(&batch[..n])?;
-    }
+    Ok(())
+}
+
+/// Every old frame at `nr_pages + old PFN`: the new P2M's entries past the crash kernel's own,
+/// Xen's M2P entry of each aliased frame, and the domain's memory map stretched over them.
+/// Returns how many old frames were aliased.
+pub fn all(c: &mut Ctx, k: &Checked, count: u64) -> Result<u64, Failure> {
+    let rec = record(c, k)?;
+    let base = k.plan.nr_pages;
+    let mut batch = [MmuUpdate { ptr: 0, val: 0 }; 32];
+    let (mut n, mut present) = (0, 0);
+    // `region_page` may use the scratch mapping, which reading the next leaf moves: one P2M
+    // page pointer per leaf piece.
+    let mut p2m: (u64, *mut u64) = (u64::MAX, core::ptr::null_mut());
+    each_old_frame(c, &rec, count, |c, old_pfn, frame| {
+        let pfn = base + old_pfn;
+        if p2m.0 != pfn / 512 || old_pfn % 512 == 0 {
+            p2m = (pfn / 512, c.region_page(k.plan.p2m_pfn + pfn / 512)?);
+        }
+        let mfn = frame.unwrap_or(INVALID);
+        // SAFETY: `p2m.1` maps the new P2M frame holding entry `pfn` writable.
+        unsafe { p2m.1.add((pfn % 512) as usize).write_volatile(mfn) };
+        if let Some(mfn) = frame {
+            present += 1;
+            batch[n] = MmuUpdate {
+                ptr: (mfn << 12) | mmu::MACHPHYS_UPDATE,
+                val: pfn,
+            };
+            n += 1;
+            if n == batch.len() {
+                c.flush_m2p(&batch)?;
+                n = 0;
+            }
+        }
+        Ok(())
+    })?;
+    c.flush_m2p(&batch[..n])?;
     let end = stretch_memory_map(c, base + count)?;
     say!(
-        "purgatory: aliases (experimental): old PFNs 0..{count:#x} at PFNs {base:#x}..{:#x}, {present} present ({} entries in the record's P2M); memory map [0, {end:#x})",
+        "purgatory: crashed kernel's frames aliased: old PFNs 0..{count:#x} at PFNs {base:#x}..{:#x}, {present} present ({} entries in the record's P2M); memory map [0, {end:#x})",
         base + count,
         rec.p2m_len
     );
@@ -244,7 +185,7 @@ fn stretch_memory_map(c: &mut Ctx, end: u64) -> Result<u64, Failure> {
 /// The crash record (`pvkexec.crash=` on the image's command line), its digest checked. Not
 /// inlined: its page leaves the stack before the callers' buffers take it.
 #[inline(never)]
-fn record(c: &mut Ctx, k: &Checked) -> Result<CrashRecord, Failure> {
+pub fn record(c: &mut Ctx, k: &Checked) -> Result<CrashRecord, Failure> {
     let record_mfn = record_mfn(c, k)?;
     let mut page: DirPage = [0; 512];
     read_old(c, record_mfn, &mut page)?;
@@ -256,7 +197,7 @@ fn record(c: &mut Ctx, k: &Checked) -> Result<CrashRecord, Failure> {
 }
 
 /// Copies old frame `mfn` through the scratch mapping.
-fn read_old(c: &mut Ctx, mfn: u64, out: &mut DirPage) -> Result<(), Failure> {
+pub fn read_old(c: &mut Ctx, mfn: u64, out: &mut DirPage) -> Result<(), Failure> {
     let page = c.scratch_map(mfn)?;
     for (i, w) in out.iter_mut().enumerate() {
         // SAFETY: the scratch VA maps frame `mfn`, 512 words, read only here.
@@ -286,6 +227,6 @@ fn record_mfn(c: &Ctx, k: &Checked) -> Result<u64, Failure> {
         .filter_map(|w| w.strip_prefix(CRASH_CMDLINE_KEY)?.strip_prefix("=0x"))
         .find_map(|hex| u64::from_str_radix(hex, 16).ok())
         .ok_or(Failure::Plan(
-            "alias probe: no pvkexec.crash=0x<mfn> on the crash kernel's command line",
+            "aliases: no pvkexec.crash=0x<mfn> on the crash kernel's command line",
         ))
 }

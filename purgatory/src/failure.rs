@@ -44,6 +44,15 @@ pub enum Failure {
     VcpuInfoUnregister {
         err: xenpv::XenError,
     },
+    /// A piece of the ELF core header for a Linux crash kernel cannot be made.
+    CoreHeader {
+        what: &'static str,
+        err: vmcore::Error,
+    },
+    /// The crashed kernel's frames make more runs than the header area has program headers.
+    CoreRuns {
+        capacity: u64,
+    },
 }
 
 impl core::fmt::Display for Failure {
@@ -85,6 +94,13 @@ impl core::fmt::Display for Failure {
             Failure::VcpuInfoUnregister { err } => write!(
                 f,
                 "vcpu_op(register_vcpu_info, unregister) of VCPU 0 failed: {err} (Xen would go on writing the old kernel's vcpu_info frame)"
+            ),
+            Failure::CoreHeader { what, err } => {
+                write!(f, "the crash kernel's ELF core header: {what}: {err}")
+            }
+            Failure::CoreRuns { capacity } => write!(
+                f,
+                "the crash kernel's ELF core header: the crashed kernel's frames make more than {capacity} runs, the program headers its area holds"
             ),
         }
     }

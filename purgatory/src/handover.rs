@@ -7,7 +7,8 @@
 use crate::failure::Failure;
 use crate::frames::{self, Batches, Ctx};
 use crate::{
-    alias, aps, events, grants, plan, quiesce, renumber, rings, start_info, tables, watches,
+    alias, aps, elfcore, events, frontends, grants, plan, quiesce, renumber, rings, start_info,
+    tables, watches,
 };
 use pvhandoff::handoff::Handoff;
 use pvhandoff::image::ImageView;
@@ -47,19 +48,27 @@ pub fn build(h: &Handoff, image: &ImageView) -> Result<Ready, Failure> {
     // The old kernel's xenstore watches, while the old store channel is still bound.
     if let Some(r) = rings.as_ref() {
         watches::reset(&mut c, r)?;
+        // A Linux crash kernel finds the crashed kernel's frontends Connected: hand them back
+        // (their backends unmap the old grants) before any frame changes hands.
+        if k.plan.crash_aliases().is_some() {
+            frontends::reset_all(&mut c, r)?;
+        }
     }
     // Stage 3: renumbering.
     let hidden = renumber::mark_taken(&mut c, &k, &pool, &revoked)?;
     let work_pages = frames::check_work_frames(&c, k.old_nr, &pool.keep_out)?;
     renumber::write_p2m(&mut c, m2p, &k, &pool, &hidden, work_pages)?;
-    // Experimental (a Linux crash kernel): a few old frames at PFNs past its mem=.
-    if let Some(p) = k.plan.alias_probe() {
-        alias::probe(&mut c, &k, p)?;
-    } else if k.plan.alias_count() > 0 {
-        alias::all(&mut c, &k, k.plan.alias_count())?;
+    // A Linux crash kernel: every old frame at a PFN past its mem=.
+    let aliases = k.plan.crash_aliases();
+    if let Some(a) = aliases {
+        alias::all(&mut c, &k, a.count)?;
     }
     // Stage 4: tables, parked APs, start_info, pin, quiesce, event channels.
     let table_frames = tables::build(&mut c, image, clears, pool.fill)?;
+    // The ELF core header once the area's frames are cleared (tables::build clears holes).
+    if let Some(a) = aliases {
+        elfcore::build(&mut c, &k, a)?;
+    }
     let parked = match k.nr_vcpus > 1 && !k.reset {
         true => Some(aps::park(&mut c, k.nr_vcpus, hidden.park_first)?),
         false => None,

@@ -26,10 +26,12 @@ macro_rules! say {
 
 mod alias;
 mod aps;
+mod elfcore;
 mod entry;
 mod events;
 mod failure;
 mod frames;
+mod frontends;
 mod grants;
 mod handover;
 mod park;

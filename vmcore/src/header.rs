@@ -6,30 +6,30 @@ use crate::prstatus::{ElfPrstatus, PRSTATUS_SIZE};
 use crate::zero::{self, Loads, ZeroRuns};
 use crate::{Error, Notes, PAGE_SHIFT, PAGE_SIZE};
 
-const EHDR_SIZE: u64 = 64;
-const PHDR_SIZE: u64 = 56;
+pub(crate) const EHDR_SIZE: u64 = 64;
+pub(crate) const PHDR_SIZE: u64 = 56;
 /// `n_namesz`, `n_descsz`, `n_type`.
 const NOTE_HEAD: u64 = 12;
 const ET_CORE: u16 = 4;
 const EM_X86_64: u16 = 62;
-const PT_LOAD: u32 = 1;
-const PT_NOTE: u32 = 4;
+pub(crate) const PT_LOAD: u32 = 1;
+pub(crate) const PT_NOTE: u32 = 4;
 /// Read, write, execute: what Linux's vmcore headers say of memory.
-const PF_RWX: u32 = 7;
+pub(crate) const PF_RWX: u32 = 7;
 
-const CORE_NAME: &[u8] = b"CORE\0";
-const VMCOREINFO_NAME: &[u8] = b"VMCOREINFO\0";
-const XEN_NAME: &[u8] = b"Xen\0";
-const XEN_DESC: u64 = 80;
+pub(crate) const CORE_NAME: &[u8] = b"CORE\0";
+pub(crate) const VMCOREINFO_NAME: &[u8] = b"VMCOREINFO\0";
+pub(crate) const XEN_NAME: &[u8] = b"Xen\0";
+pub(crate) const XEN_DESC: u64 = 80;
 
 /// Room for the largest staged piece (a CPU's note: 12 + 8 + 336 bytes).
-const STAGE: usize = 384;
+pub(crate) const STAGE: usize = 384;
 
-const fn pad4(n: u64) -> u64 {
+pub(crate) const fn pad4(n: u64) -> u64 {
     (n + 3) & !3
 }
 
-const fn note_len(name: &[u8], desc: u64) -> u64 {
+pub(crate) const fn note_len(name: &[u8], desc: u64) -> u64 {
     NOTE_HEAD + pad4(name.len() as u64) + pad4(desc)
 }
 
@@ -87,7 +87,7 @@ impl Layout {
     }
 }
 
-fn vmcoreinfo_note_len(text: &[u8]) -> u64 {
+pub(crate) fn vmcoreinfo_note_len(text: &[u8]) -> u64 {
     if text.is_empty() {
         0
     } else {
@@ -242,19 +242,7 @@ impl<'a> HeaderStream<'a> {
     }
 
     fn stage_ehdr(&mut self) -> u64 {
-        let s = &mut self.stage;
-        s[..4].copy_from_slice(b"\x7fELF");
-        s[4] = 2; // ELFCLASS64
-        s[5] = 1; // ELFDATA2LSB
-        s[6] = 1; // EV_CURRENT
-        put(s, 16, &ET_CORE.to_le_bytes());
-        put(s, 18, &EM_X86_64.to_le_bytes());
-        put(s, 20, &1u32.to_le_bytes()); // e_version
-        put(s, 32, &EHDR_SIZE.to_le_bytes()); // e_phoff
-        put(s, 52, &(EHDR_SIZE as u16).to_le_bytes()); // e_ehsize
-        put(s, 54, &(PHDR_SIZE as u16).to_le_bytes()); // e_phentsize
-        put(s, 56, &self.layout.phnum.to_le_bytes());
-        EHDR_SIZE
+        stage_ehdr(&mut self.stage, self.layout.phnum)
     }
 
     fn stage_note_phdr(&mut self) -> u64 {
@@ -296,37 +284,66 @@ impl<'a> HeaderStream<'a> {
     }
 
     fn stage_note_head(&mut self, name: &[u8], desc_len: u64, n_type: u32) -> u64 {
-        let s = &mut self.stage;
-        put(s, 0, &(name.len() as u32).to_le_bytes());
-        put(s, 4, &(desc_len as u32).to_le_bytes());
-        put(s, 8, &n_type.to_le_bytes());
-        put(s, 12, name);
-        NOTE_HEAD + pad4(name.len() as u64)
+        stage_note_head(&mut self.stage, name, desc_len, n_type)
     }
 
     fn stage_cpu(&mut self, i: usize) -> u64 {
-        let desc = ElfPrstatus::for_cpu(&self.notes.cpus[i]).to_bytes();
-        let head = self.stage_note_head(CORE_NAME, desc.len() as u64, crate::NT_PRSTATUS);
-        put(&mut self.stage, head as usize, &desc);
-        head + pad4(desc.len() as u64)
+        stage_cpu(&mut self.stage, &self.notes.cpus[i])
     }
 
     fn stage_xen(&mut self) -> u64 {
-        let desc = self.notes.xen.to_bytes();
-        let head = self.stage_note_head(XEN_NAME, XEN_DESC, crate::XEN_ELFNOTE_CRASH_INFO);
-        put(&mut self.stage, head as usize, &desc);
-        head + XEN_DESC
+        stage_xen(&mut self.stage, &self.notes.xen)
     }
+}
+
+/// The ELF header of a core file of `phnum` program headers, which follow it.
+pub(crate) fn stage_ehdr(s: &mut [u8; STAGE], phnum: u16) -> u64 {
+    s[..4].copy_from_slice(b"\x7fELF");
+    s[4] = 2; // ELFCLASS64
+    s[5] = 1; // ELFDATA2LSB
+    s[6] = 1; // EV_CURRENT
+    put(s, 16, &ET_CORE.to_le_bytes());
+    put(s, 18, &EM_X86_64.to_le_bytes());
+    put(s, 20, &1u32.to_le_bytes()); // e_version
+    put(s, 32, &EHDR_SIZE.to_le_bytes()); // e_phoff
+    put(s, 52, &(EHDR_SIZE as u16).to_le_bytes()); // e_ehsize
+    put(s, 54, &(PHDR_SIZE as u16).to_le_bytes()); // e_phentsize
+    put(s, 56, &phnum.to_le_bytes());
+    EHDR_SIZE
+}
+
+pub(crate) fn stage_note_head(s: &mut [u8; STAGE], name: &[u8], desc_len: u64, n_type: u32) -> u64 {
+    put(s, 0, &(name.len() as u32).to_le_bytes());
+    put(s, 4, &(desc_len as u32).to_le_bytes());
+    put(s, 8, &n_type.to_le_bytes());
+    put(s, 12, name);
+    NOTE_HEAD + pad4(name.len() as u64)
+}
+
+/// One CPU's "CORE" `NT_PRSTATUS` note.
+pub(crate) fn stage_cpu(s: &mut [u8; STAGE], cpu: &crate::CpuState) -> u64 {
+    let desc = ElfPrstatus::for_cpu(cpu).to_bytes();
+    let head = stage_note_head(s, CORE_NAME, desc.len() as u64, crate::NT_PRSTATUS);
+    put(s, head as usize, &desc);
+    head + pad4(desc.len() as u64)
+}
+
+/// The "Xen" `XEN_ELFNOTE_CRASH_INFO` note.
+pub(crate) fn stage_xen(s: &mut [u8; STAGE], xen: &crate::CrashXenInfo) -> u64 {
+    let desc = xen.to_bytes();
+    let head = stage_note_head(s, XEN_NAME, XEN_DESC, crate::XEN_ELFNOTE_CRASH_INFO);
+    put(s, head as usize, &desc);
+    head + XEN_DESC
 }
 
 /// `p_filesz` and `p_memsz`: 0 and the zeros' size for zeros left out, else the same.
 #[derive(Clone, Copy)]
-struct Sizes {
-    file: u64,
-    memory: u64,
+pub(crate) struct Sizes {
+    pub file: u64,
+    pub memory: u64,
 }
 
-fn stage_phdr(
+pub(crate) fn stage_phdr(
     s: &mut [u8; STAGE],
     p_type: u32,
     flags: u32,

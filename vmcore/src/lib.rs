@@ -17,6 +17,7 @@
 #![no_std]
 #![forbid(unsafe_code)]
 
+pub mod elfcorehdr;
 mod error;
 mod frames;
 mod header;
@@ -232,6 +233,8 @@ fn check_notes(frames: &Frames<'_>, notes: &Notes<'_>) -> Result<(), Error> {
     Ok(())
 }
 
+#[cfg(test)]
+mod elfcorehdr_tests;
 #[cfg(test)]
 mod readers;
 #[cfg(test)]

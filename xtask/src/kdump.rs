@@ -36,16 +36,11 @@ pub(crate) struct KdumpArgs {
     /// Park CPU 1 with interrupts off before the panic (needs 2 VCPUs).
     #[arg(long)]
     spin_cpu1: bool,
-    /// Experimental: load the crash kernel with `--linux-crash-kernel` (a Linux crash kernel,
-    /// e.g. the domU's own, on a Xen that resets VCPUs: needs --patched-xen;
-    /// docs/linux-crash-kernel.md). Its console is the result; no vmcore is expected.
-    #[arg(long)]
+    /// The crash kernel (--crash-kernel) is Linux, e.g. the domU's own, on a Xen that resets
+    /// VCPUs (needs --patched-xen). Without --crash-initrd it boots a busybox initramfs that
+    /// copies its /proc/vmcore to the dump disk, which becomes --vmcore-out.
+    #[arg(long, requires = "patched_xen", requires = "crash_kernel")]
     linux_crash_kernel: bool,
-    /// Experimental, with --linux-crash-kernel: alias the old kernel's frames from this
-    /// symbol's page on (e.g. `__log_buf`) past the crash kernel's `mem=`, where it reads them
-    /// through /dev/mem (docs/linux-crash-kernel.md).
-    #[arg(long, requires = "linux_crash_kernel")]
-    alias_probe: Option<String>,
     /// Where the vmcore goes.
     #[arg(long)]
     vmcore_out: PathBuf,
@@ -86,7 +81,6 @@ pub(crate) fn run(args: KdumpArgs) -> Result<ExitCode> {
     k.balloon_to_mib = args.balloon_to_mib;
     k.fault = args.spin_cpu1.then_some(Fault::SpinningCpu1);
     k.linux_crash_kernel = args.linux_crash_kernel;
-    k.alias_probe = args.alias_probe;
     k.timeout = Duration::from_secs(300);
     let (spec, rd) = kdump::spec("kdump", &k)?;
     let mut rig = crate::domu::domu_rig(XenVersion::V4_17, args.patched_xen);
@@ -97,11 +91,6 @@ pub(crate) fn run(args: KdumpArgs) -> Result<ExitCode> {
     let run = run?;
     let d = crate::domu::report_domu(&run);
     let code = d.verdict.exit_code() as u8;
-    if args.linux_crash_kernel {
-        // The Linux crash kernel writes no dump of its own (yet): its console is the result.
-        let _ = std::fs::remove_file(&disk);
-        return Ok(ExitCode::from(code));
-    }
     match kdump::vmcore_from_disk(&disk, &args.vmcore_out) {
         Ok(len) => println!("vmcore: {} ({len} bytes)", args.vmcore_out.display()),
         Err(e) => {

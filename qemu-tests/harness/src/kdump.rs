@@ -39,12 +39,9 @@ pub struct Kdump {
     pub balloon_to_mib: Option<u64>,
     pub vcpus: u32,
     pub fault: Option<Fault>,
-    /// Experimental: `pvkexec load -p --linux-crash-kernel` (a Linux crash kernel on a Xen that
-    /// resets VCPUs; docs/linux-crash-kernel.md).
+    /// The crash kernel is Linux (on a Xen that resets VCPUs): without `crash_initrd` it
+    /// boots [`LINUX_CRASH_INIT`], which copies its `/proc/vmcore` to the dump disk.
     pub linux_crash_kernel: bool,
-    /// Experimental, with `linux_crash_kernel`: a symbol of the old kernel whose frames the
-    /// purgatory aliases past the crash kernel's `mem=` (`PVKEXEC_LINUX_CRASH_ALIAS_PROBE`).
-    pub alias_probe: Option<String>,
     /// The dump disk (a host file, created here), at least the domain's size plus headroom.
     pub disk: PathBuf,
     pub timeout: Duration,
@@ -64,7 +61,6 @@ impl Kdump {
             vcpus: 1,
             fault: None,
             linux_crash_kernel: false,
-            alias_probe: None,
             disk: disk.into(),
             timeout: Duration::from_secs(240),
         })
@@ -78,13 +74,30 @@ n=0; while [ ! -b /dev/xvda ] && [ $n -lt 100 ]; do usleep 100000; n=$((n+1)); d
 say "xvda $(cat /sys/block/xvda/size 2>/dev/null) sectors"
 echo 7 > /proc/sys/kernel/printk
 @BALLOON@
-@LOADENV@pvkexec load -p --kernel /boot/crash @INITRD@ @CRASHMIB@ @LINUXCRASH@--append '@APPEND@' 2>&1
+pvkexec load -p --kernel /boot/crash @INITRD@ @CRASHMIB@ --append '@APPEND@' 2>&1
 say "load rc=$?"
 pvkexec status 2>&1 | sed 's/^/PVKEXEC-KDUMP status /'
 @FAULT@
 say "panic up=$(cut -d' ' -f1 /proc/uptime)"
 echo c > /proc/sysrq-trigger
 say "still alive after the panic"
+poweroff -f
+"#;
+
+/// `/init` of a Linux crash kernel's busybox initramfs: its `/proc/vmcore` copied to the
+/// dump disk (from sector 0, where [`vmcore_from_disk`] reads it), then power off.
+pub const LINUX_CRASH_INIT: &str = r#"say() { echo "PVKEXEC-LINUX $*"; }
+say "crash kernel $(uname -r): nproc $(nproc), $(grep MemTotal /proc/meminfo)"
+say "cmdline $(cat /proc/cmdline)"
+say "vmcore $(ls -l /proc/vmcore 2>&1)"
+insmod /lib/modules/xen-blkfront.ko || say "insmod xen-blkfront failed"
+n=0; while [ ! -b /dev/xvda ] && [ $n -lt 100 ]; do usleep 100000; n=$((n+1)); done
+say "xvda $(cat /sys/block/xvda/size 2>/dev/null) sectors"
+t0=$(cut -d' ' -f1 /proc/uptime)
+dd if=/proc/vmcore of=/dev/xvda bs=1M conv=fsync 2>&1 | tail -1 | sed 's/^/PVKEXEC-LINUX dd /'
+say "vmcore copied: $t0 s -> $(cut -d' ' -f1 /proc/uptime) s"
+dmesg | grep -iE "vmcore|elfcore|bug|oops|error" | head -20 | sed 's/^/PVKEXEC-LINUX dmesg /'
+say "CRASH-DONE"
 poweroff -f
 "#;
 
@@ -107,7 +120,19 @@ pub fn spec(name: &str, k: &Kdump) -> Result<(DomuSpec, PathBuf)> {
         ),
         ("boot/crash".to_string(), k.crash_kernel.clone()),
     ];
-    if let Some(i) = &k.crash_initrd {
+    let mut crash_initrd = k.crash_initrd.clone();
+    if k.linux_crash_kernel && crash_initrd.is_none() {
+        let rd = crate::cache_dir().join(format!("linux-crash-{}.cpio.gz", std::process::id()));
+        let blkfront = DomuFiles {
+            files: vec![(
+                "lib/modules/xen-blkfront.ko".into(),
+                modules.join("xen-blkfront.ko"),
+            )],
+        };
+        kmod::domu_initramfs(LINUX_CRASH_INIT, &kmod::pvkexec_release()?, &blkfront, &rd)?;
+        crash_initrd = Some(rd);
+    }
+    if let Some(i) = &crash_initrd {
         files.push(("boot/crash-initrd".into(), i.clone()));
     }
     let fault = match k.fault {
@@ -144,7 +169,7 @@ pub fn spec(name: &str, k: &Kdump) -> Result<(DomuSpec, PathBuf)> {
         )
         .replace(
             "@INITRD@",
-            if k.crash_initrd.is_some() {
+            if crash_initrd.is_some() {
                 "--initrd /boot/crash-initrd"
             } else {
                 ""
@@ -156,25 +181,16 @@ pub fn spec(name: &str, k: &Kdump) -> Result<(DomuSpec, PathBuf)> {
                 .map(|m| format!("--crash-mib {m}"))
                 .unwrap_or_default(),
         )
-        .replace(
-            "@LOADENV@",
-            &k.alias_probe
-                .as_ref()
-                .map(|sym| format!("PVKEXEC_LINUX_CRASH_ALIAS_PROBE={sym} "))
-                .unwrap_or_default(),
-        )
-        .replace(
-            "@LINUXCRASH@",
-            if k.linux_crash_kernel {
-                "--linux-crash-kernel "
-            } else {
-                ""
-            },
-        )
         .replace("@APPEND@", &k.crash_append.replace('\'', "'\\''"))
         .replace("@FAULT@", &fault);
     let rd = crate::cache_dir().join(format!("{name}-{}.cpio.gz", std::process::id()));
     kmod::domu_initramfs(&init, &kmod::pvkexec_release()?, &DomuFiles { files }, &rd)?;
+    if k.crash_initrd.is_none() {
+        // The Linux crash kernel's initramfs built above is in the domU's now.
+        if let Some(built) = &crash_initrd {
+            let _ = fs::remove_file(built);
+        }
+    }
     let disk_bytes = (k.mem_mib + 64) << 20;
     let f = fs::File::create(&k.disk).with_context(|| format!("creating {}", k.disk.display()))?;
     f.set_len(disk_bytes)
