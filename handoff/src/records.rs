@@ -215,11 +215,19 @@ mod tests {
         assert_eq!(r.check(), Ok(()));
         let a = r.crash_aliases().unwrap();
         assert_eq!(a.count, 0x4000);
-        assert_eq!(a.first_pfn(r.nr_pages), r.nr_pages - 1 - elfcore_pages(0x4000));
+        assert_eq!(
+            a.first_pfn(r.nr_pages),
+            r.nr_pages - 1 - elfcore_pages(0x4000)
+        );
         assert!(a.phdr_capacity() >= 0x4000 + 4);
         assert_eq!(record().crash_aliases(), None);
         // No count, past the P2M, a header area into the built PFNs or with no PT_LOAD.
-        for bad in [with(0, 40), with(64 * 512, 40), with(0x10, 0x3ff0), with(0x10, 7)] {
+        for bad in [
+            with(0, 40),
+            with(64 * 512, 40),
+            with(0x10, 0x3ff0),
+            with(0x10, 7),
+        ] {
             assert!(bad.check().is_err(), "{bad:?}");
         }
     }

@@ -121,8 +121,7 @@ pub fn load_crash(req: &CrashLoadRequest) -> Result<String, CliError> {
     }
     let pages = match req.crash_mib {
         Some(mib) => mib.saturating_mul(256),
-        None if linux_crash => match crashkernel_pages(&proc_cmdline_text(), info.current_pages)
-        {
+        None if linux_crash => match crashkernel_pages(&proc_cmdline_text(), info.current_pages) {
             Ok(Some(p)) => p,
             Ok(None) => LINUX_CRASH_DEFAULT_PAGES,
             Err(why) => return Err(CliError::refused(format!("{why}. Nothing was loaded"))),
@@ -473,7 +472,10 @@ mod tests {
         assert_eq!(crashkernel_pages(ranges, 4 << 18), mib(384));
         assert_eq!(crashkernel_pages(ranges, 128 * 256), Ok(None));
         // The last one counts, as in Linux.
-        assert_eq!(crashkernel_pages("crashkernel=64M crashkernel=96M", dom), mib(96));
+        assert_eq!(
+            crashkernel_pages("crashkernel=64M crashkernel=96M", dom),
+            mib(96)
+        );
         for bad in ["crashkernel=lots", "crashkernel=1G-:", "crashkernel=x-:64M"] {
             let e = crashkernel_pages(bad, dom).unwrap_err();
             assert!(e.starts_with(bad), "{e}");

@@ -36,18 +36,18 @@ pub fn build(c: &mut Ctx, k: &Checked, a: CrashAliases) -> Result<u64, Failure> 
     let first = a.first_pfn(k.plan.nr_pages);
     let mut own = [0u64; ELFCORE_LIST_PAGES as usize];
     for (i, m) in own.iter_mut().enumerate() {
-        *m = c.region_mfn(first + i as u64);
+        *m = new_mfn(c, k, first + i as u64)?;
     }
-    frame_lists(c, &rec, first, &own)?;
+    frame_lists(c, k, &rec, first, &own)?;
     let notes_pfn = a.notes_pfn(k.plan.nr_pages);
-    let (notes_len, cpus, text) = notes(c, &rec, notes_pfn, own[TOP])?;
+    let (notes_len, cpus, text) = notes(c, k, &rec, notes_pfn, own[TOP])?;
     let ehdr_pfn = a.ehdr_pfn(k.plan.nr_pages);
     let (loads, frames) = program_headers(c, k, &rec, a, &own, (notes_pfn, notes_len))?;
     let ehdr = elfcorehdr::ehdr(loads as usize).map_err(|err| Failure::CoreHeader {
         what: "ELF header",
         err,
     })?;
-    Area::at(ehdr_pfn).put(c, &ehdr)?;
+    Area::at(k, ehdr_pfn).put(c, &ehdr)?;
     say!(
         "purgatory: ELF core header at PFN {ehdr_pfn:#x}: {loads} PT_LOADs over {frames} frames of the crashed kernel and 4 list pages (frame-list-list mfn {:#x}), notes of {cpus} CPUs and {text} bytes of VMCOREINFO at PFN {notes_pfn:#x}",
         own[TOP]
@@ -55,18 +55,28 @@ pub fn build(c: &mut Ctx, k: &Checked, a: CrashAliases) -> Result<u64, Failure> 
     Ok(ehdr_pfn)
 }
 
-/// Bytes written a page at a time into PFNs `first..`, mapped as the new region's pages. A
-/// page pointer is kept until [`Area::forget`] (any other mapping may move the scratch VA).
+/// The frame new PFN `pfn` got, from the new P2M (the header area lies past the built PFNs,
+/// whose frames renumbering took from the set-aside ones in order).
+fn new_mfn(c: &mut Ctx, k: &Checked, pfn: u64) -> Result<u64, Failure> {
+    let page = c.region_page(k.plan.p2m_pfn + pfn / 512)?;
+    // SAFETY: `page` maps the new P2M frame holding entry `pfn`: 512 words, read here.
+    Ok(unsafe { page.add((pfn % 512) as usize).read_volatile() })
+}
+
+/// Bytes written a page at a time into PFNs `first..`, each frame mapped at the scratch VA. A
+/// mapping is kept until [`Area::forget`] (any other mapping moves the scratch VA).
 struct Area {
     first: u64,
+    p2m_pfn: u64,
     pos: u64,
     page: Option<(u64, *mut u8)>,
 }
 
 impl Area {
-    fn at(first: u64) -> Self {
+    fn at(k: &Checked, first: u64) -> Self {
         Area {
             first,
+            p2m_pfn: k.plan.p2m_pfn,
             pos: 0,
             page: None,
         }
@@ -84,13 +94,16 @@ impl Area {
             let va = match self.page {
                 Some((p, va)) if p == pfn => va,
                 _ => {
-                    let va = c.region_page(pfn)?.cast::<u8>();
+                    let p2m = c.region_page(self.p2m_pfn + pfn / 512)?;
+                    // SAFETY: `p2m` maps the new P2M frame holding entry `pfn`, read here.
+                    let mfn = unsafe { p2m.add((pfn % 512) as usize).read_volatile() };
+                    let va = c.scratch_map(mfn)?.cast::<u8>();
                     self.page = Some((pfn, va));
                     va
                 }
             };
-            // SAFETY: `va` maps the frame of header-area PFN `pfn` writable (region_page,
-            // not moved since: every other mapping call is preceded by `forget`); `off + n`
+            // SAFETY: `va` maps the frame of header-area PFN `pfn` writable at the scratch VA
+            // (not moved since: every other mapping call is preceded by `forget`); `off + n`
             // stays within its 4096 bytes.
             unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), va.add(off), n) };
             self.pos += n as u64;
@@ -114,51 +127,76 @@ fn list_error(err: vmcore::Error) -> Failure {
     }
 }
 
-/// The four list pages (see the module comment), the record's list pages checked as
-/// frame-list pages on the way.
+/// The four list pages (see the module comment). The purgatory's stack is 32 KiB: the
+/// directory walk's page and one more, the frame-list-list written entry by entry.
 #[inline(never)]
-fn frame_lists(c: &mut Ctx, rec: &CrashRecord, first: u64, own: &[u64; 4]) -> Result<(), Failure> {
+fn frame_lists(
+    c: &mut Ctx,
+    k: &Checked,
+    rec: &CrashRecord,
+    first: u64,
+    own: &[u64; 4],
+) -> Result<(), Failure> {
     let shape =
         FrameListShape::new(rec.p2m_pages() as usize, own[MISSING_LEAF]).map_err(list_error)?;
-    let mut page: DirPage = [0; 512];
-    let mut names: DirPage = [0; 512];
-    vmcore::p2m::missing_leaf_page(&mut page);
-    Area::at(first + MISSING_LEAF as u64).put_page(c, &page)?;
-    shape.missing_frame_list_page(&mut page);
-    Area::at(first + MISSING_LIST as u64).put_page(c, &page)?;
     let n = shape.frame_list_pages();
-    let mut mfns: DirPage = [0; 512];
+    let mut top = Area::at(k, first + TOP as u64);
     let mut walk = rec.list_pages();
+    let mut last = 0;
     for i in 0..n {
+        top.forget();
         let list = walk
             .next_mfn(|mfn, out| alias::read_old(c, mfn, out))
-            .map_err(|_| Failure::Plan("ELF core header: the record's P2M directory is unreadable"))?
+            .map_err(|_| {
+                Failure::Plan("ELF core header: the record's P2M directory is unreadable")
+            })?
             .ok_or(Failure::Plan(
                 "ELF core header: the record names too few list pages",
             ))?;
-        let count = shape.leaves_in(i).map_err(list_error)?;
-        alias::read_old(c, list, &mut names)?;
-        shape
-            .frame_list_page(i, &names[..count], &mut page)
-            .map_err(list_error)?;
-        mfns[i] = match i + 1 == n {
+        if !usable_mfn(list) {
+            return Err(Failure::Plan(
+                "ELF core header: a list page's MFN is 0 or past 52 bits",
+            ));
+        }
+        // The last frame-list page is the area's padded copy.
+        let named = match i + 1 == n {
             true => {
-                Area::at(first + LAST_LIST as u64).put_page(c, &page)?;
+                last = list;
                 own[LAST_LIST]
             }
             false => list,
         };
+        top.put(c, &named.to_le_bytes())?;
     }
-    shape
-        .frame_list_list_page(&mfns[..n], own[MISSING_LIST], &mut page)
-        .map_err(list_error)?;
-    Area::at(first + TOP as u64).put_page(c, &page)
+    for _ in n..512 {
+        top.put(c, &own[MISSING_LIST].to_le_bytes())?;
+    }
+    let count = shape.leaves_in(n - 1).map_err(list_error)?;
+    let mut page: DirPage = [0; 512];
+    alias::read_old(c, last, &mut page)?;
+    if !page[..count].iter().all(|&m| usable_mfn(m)) {
+        return Err(Failure::Plan(
+            "ELF core header: the record's last list page names a P2M page MFN 0 or past 52 bits",
+        ));
+    }
+    page[count..].fill(own[MISSING_LEAF]);
+    Area::at(k, first + LAST_LIST as u64).put_page(c, &page)?;
+    vmcore::p2m::missing_leaf_page(&mut page);
+    Area::at(k, first + MISSING_LEAF as u64).put_page(c, &page)?;
+    shape.missing_frame_list_page(&mut page);
+    Area::at(k, first + MISSING_LIST as u64).put_page(c, &page)
+}
+
+/// An MFN a frame list may name (crash and Xen's tools stop at a 0 entry).
+fn usable_mfn(mfn: u64) -> bool {
+    mfn != 0 && mfn < 1 << 40
 }
 
 /// The notes at `pfn`: returns their length, the CPUs and the VMCOREINFO bytes.
 #[inline(never)]
 fn notes(
     c: &mut Ctx,
+    k: &Checked,
     rec: &CrashRecord,
     pfn: u64,
     top_mfn: u64,
@@ -188,7 +226,7 @@ fn notes(
             top_mfn,
         ),
     };
-    let mut area = Area::at(pfn);
+    let mut area = Area::at(k, pfn);
     let mut failed = None;
     let len = elfcorehdr::write_notes(&notes, &mut |bytes| {
         if failed.is_none() {
@@ -210,16 +248,15 @@ fn vmcoreinfo(c: &mut Ctx, rec: &CrashRecord, out: &mut [u8]) -> Result<usize, F
         say!("purgatory: the crash record names no VMCOREINFO note: the dump has none");
         return Ok(0);
     }
-    let mut page: DirPage = [0; 512];
     let mut done = 0;
     while done < size {
         let at = rec.vmcoreinfo_maddr + done as u64;
         let off = (at % 4096) as usize;
         let n = (size - done).min(4096 - off);
-        alias::read_old(c, at >> 12, &mut page)?;
+        let page = c.scratch_map(at >> 12)?.cast::<u8>();
         for (i, b) in out[done..done + n].iter_mut().enumerate() {
-            let byte = off + i;
-            *b = page[byte / 8].to_le_bytes()[byte % 8];
+            // SAFETY: the scratch VA maps old frame `at >> 12`; `off + i` < 4096; read only.
+            *b = unsafe { page.add(off + i).read_volatile() };
         }
         done += n;
     }
@@ -251,7 +288,7 @@ fn program_headers(
     (notes_pfn, notes_len): (u64, u64),
 ) -> Result<(u64, u64), Failure> {
     let nr_pages = k.plan.nr_pages;
-    let mut area = Area::at(a.ehdr_pfn(nr_pages));
+    let mut area = Area::at(k, a.ehdr_pfn(nr_pages));
     area.pos = elfcorehdr::EHDR_BYTES;
     area.put(c, &elfcorehdr::note_phdr(notes_pfn << 12, notes_len))?;
     let capacity = (a.phdr_capacity() - 1).min(vmcore::MAX_RUNS as u64);
@@ -266,7 +303,15 @@ fn program_headers(
     let first = a.first_pfn(nr_pages);
     for (i, &mfn) in own.iter().enumerate() {
         let addr = (first + i as u64) << 12;
-        emit(c, &mut area, OldRun { addr, mfn, pages: 1 })?;
+        emit(
+            c,
+            &mut area,
+            OldRun {
+                addr,
+                mfn,
+                pages: 1,
+            },
+        )?;
     }
     let mut joiner = RunJoiner::new();
     let mut frames = 0;

@@ -12,7 +12,7 @@ use crate::failure::Failure;
 use crate::frames::Ctx;
 use crate::rings::Rings;
 use core::fmt::Write;
-use guestrt::xenstore::{XsError, Xenstore};
+use guestrt::xenstore::{Xenstore, XsError};
 
 const INITIALISING: u32 = 1;
 const INIT_WAIT: u32 = 2;
@@ -145,7 +145,12 @@ impl core::fmt::Display for Why {
 /// Resets frontend `fe` if it is Connected or Closed (Linux's rule); `Ok(false)` if it needs
 /// nothing.
 fn reset_one(xs: &mut Xenstore, fe: &Path) -> Result<bool, Why> {
-    let fe_state = read_state(xs, fe, "state").map_err(|e| Why::Store("frontend state", e))?;
+    let fe_state = match read_state(xs, fe, "state") {
+        Ok(s) => s,
+        // Not a device (e.g. device/suspend/event-channel has no state).
+        Err(XsError::Error(e)) if e.starts_with(b"ENOENT") => return Ok(false),
+        Err(e) => return Err(Why::Store("frontend state", e)),
+    };
     if fe_state != CONNECTED && fe_state != CLOSED {
         return Ok(false);
     }
@@ -210,5 +215,7 @@ fn read_state(xs: &mut Xenstore, dir: &Path, node: &str) -> Result<u32, XsError>
     Ok(v[..n]
         .iter()
         .take_while(|b| b.is_ascii_digit())
-        .fold(0u32, |a, &b| a.saturating_mul(10).saturating_add((b - b'0') as u32)))
+        .fold(0u32, |a, &b| {
+            a.saturating_mul(10).saturating_add((b - b'0') as u32)
+        }))
 }
