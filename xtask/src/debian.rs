@@ -23,7 +23,8 @@ pub(crate) fn deb() -> Result<()> {
 
 #[derive(clap::Args)]
 pub(crate) struct DebianDomuArgs {
-    /// kdump, kdump-2cpu, reboot-hook, dump-disk-guard, kdump-tools; with --patched-xen also
+    /// kdump, kdump-2cpu, reboot-hook, dump-disk-guard, kdump-tools (on a patched Xen with
+    /// the domU's own kernel as the crash kernel); with --patched-xen also kdump-tools-2cpu,
     /// kexec and upgrade.
     #[arg(long)]
     scenario: String,
@@ -34,7 +35,8 @@ pub(crate) struct DebianDomuArgs {
     /// Words added to the next kernel's command line (the kexec and upgrade scenarios).
     #[arg(long, default_value = "")]
     append: String,
-    /// VCPUs (default: the scenario's, 2 for kdump-2cpu, kexec and upgrade, else 1).
+    /// VCPUs (default: the scenario's, 2 for kdump-2cpu, kdump-tools*, kexec and upgrade, else
+    /// 1).
     #[arg(long)]
     vcpus: Option<u32>,
     #[arg(long, default_value_t = 512)]
@@ -88,6 +90,10 @@ pub(crate) fn debian_domu(a: DebianDomuArgs) -> Result<ExitCode> {
         if let Some(secs) = o.secs_to_login(&rig_run, from) {
             println!("{what} -> login prompt: {secs:.1} s (host time under QEMU TCG)");
         }
+    }
+    let panic = o.line_secs(&rig_run, "sysrq: Trigger a crash");
+    if let Some((p, s)) = panic.zip(o.line_secs(&rig_run, "kdump-tools: saved vmcore")) {
+        println!("sysrq crash -> kdump-tools saved the dump: {:.1} s", s - p);
     }
     if let Some(keep) = &a.keep_disk {
         std::fs::rename(&o.root_disk, keep)

@@ -79,10 +79,15 @@ pub enum Scenario {
     RebootHook,
     /// `pvkexec load -p` refuses unfit dump disks, each by name.
     DumpDiskGuard,
-    /// Debian's kdump-tools enabled (`USE_KDUMP=1`) beside pvkexec's armed kdump: `kdump-config
-    /// load` runs `kexec -p` with the domU's own kernel, which pvkexec refuses by name, and
-    /// `kdump-config try-reload` (its udev rule's command) leaves pvkexec's crash kernel armed.
+    /// Debian's kdump-tools enabled (`USE_KDUMP=1`). On stock Xen beside pvkexec's armed kdump:
+    /// `kdump-config load` runs `kexec -p` with the domU's own kernel, which pvkexec refuses by
+    /// name, and `kdump-config try-reload` (its udev rule's command) leaves pvkexec's crash
+    /// kernel armed. On a patched Xen in its place: kdump-tools loads the domU's own kernel
+    /// and initramfs as the crash kernel; sysrq crash; kdump-tools' own scripts save
+    /// `/var/crash/<ts>/dump.<ts>` and `dmesg.<ts>` and reboot; the next boot checks them.
     KdumpTools,
+    /// Patched Xen: kdump-tools as above with CPU 1 spinning with interrupts off at the panic.
+    KdumpTools2Cpu,
     /// Patched Xen: `kexec -l` the running kernel (`--reuse-cmdline`) and `systemctl kexec`;
     /// the next boot checks the new kernel, then a toolstack reboot for comparison.
     Kexec,
@@ -91,12 +96,13 @@ pub enum Scenario {
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 7] = [
+    pub const ALL: [Scenario; 8] = [
         Scenario::Kdump,
         Scenario::Kdump2Cpu,
         Scenario::RebootHook,
         Scenario::DumpDiskGuard,
         Scenario::KdumpTools,
+        Scenario::KdumpTools2Cpu,
         Scenario::Kexec,
         Scenario::Upgrade,
     ];
@@ -108,6 +114,7 @@ impl Scenario {
             Scenario::RebootHook => "reboot-hook",
             Scenario::DumpDiskGuard => "dump-disk-guard",
             Scenario::KdumpTools => "kdump-tools",
+            Scenario::KdumpTools2Cpu => "kdump-tools-2cpu",
             Scenario::Kexec => "kexec",
             Scenario::Upgrade => "upgrade",
         }
@@ -115,7 +122,16 @@ impl Scenario {
 
     /// Whether the scenario needs Xen with pvkexec's patches (VCPU reset: Linux after Linux).
     pub fn needs_patched_xen(self) -> bool {
-        matches!(self, Scenario::Kexec | Scenario::Upgrade)
+        matches!(
+            self,
+            Scenario::Kexec | Scenario::Upgrade | Scenario::KdumpTools2Cpu
+        )
+    }
+
+    /// Whether the scenario runs on a patched Xen (those that need it, and kdump-tools,
+    /// which takes the Linux crash kernel there).
+    pub fn runs_on_patched_xen(self) -> bool {
+        self.needs_patched_xen() || self == Scenario::KdumpTools
     }
 
     pub fn from_name(s: &str) -> Result<Scenario> {
@@ -129,8 +145,11 @@ impl Scenario {
     }
 
     /// The boots the scenario takes (xl restarts the domain between them).
-    fn reboots(self) -> u32 {
+    fn reboots(self, patched_xen: bool) -> u32 {
         match self {
+            // crash -> Linux crash kernel saves and reboots -> check
+            Scenario::KdumpTools if patched_xen => 1,
+            Scenario::KdumpTools2Cpu => 1,
             // crash -> capture kernel reboots -> collect
             Scenario::Kdump | Scenario::Kdump2Cpu => 1,
             // systemctl reboot -> probe (same domain) -> probe reboots -> check
@@ -144,17 +163,23 @@ impl Scenario {
     }
 
     /// The boots in all, kexecs included (for the timeout).
-    fn boots(self) -> u32 {
+    fn boots(self, patched_xen: bool) -> u32 {
         match self {
             Scenario::Kexec => 3,
             Scenario::Upgrade => 3,
-            s => s.reboots() + 1,
+            // The crash kernel's boot, besides the domain's two.
+            Scenario::KdumpTools | Scenario::KdumpTools2Cpu if patched_xen => 3,
+            s => s.reboots(patched_xen) + 1,
         }
     }
 
     fn default_vcpus(self) -> u32 {
         match self {
-            Scenario::Kdump2Cpu | Scenario::Kexec | Scenario::Upgrade => 2,
+            Scenario::Kdump2Cpu
+            | Scenario::KdumpTools
+            | Scenario::KdumpTools2Cpu
+            | Scenario::Kexec
+            | Scenario::Upgrade => 2,
             _ => 1,
         }
     }
@@ -370,11 +395,11 @@ const ROOT_DISK_MIB: u64 = 3072;
 pub fn spec(
     name: &str,
     image: &Image,
-    scenario: Scenario,
-    vcpus: Option<u32>,
-    mem_mib: u64,
+    r: &Run,
+    patched_xen: bool,
     dir: &Path,
 ) -> Result<DomuSpec> {
+    let (scenario, vcpus, mem_mib) = (r.scenario, r.vcpus, r.mem_mib);
     fs::create_dir_all(dir)?;
     let root = dir.join(format!("{name}-root.img"));
     run(Command::new("cp")
@@ -394,24 +419,25 @@ pub fn spec(
     let mut s = DomuSpec::new(name, &image.kernel);
     s.ramdisk = Some(image.initrd.clone());
     s.vcpus = vcpus.unwrap_or(scenario.default_vcpus());
-    // crashkernel=: kdump-tools checks for it (Linux on Xen PV ignores it).
+    // crashkernel=: kdump-tools checks for it (Linux on Xen PV ignores it); pvkexec sets that
+    // much aside for a Linux crash kernel.
     s.cmdline = format!(
         "root=/dev/xvda ro console=hvc0 pvkexec_scenario={} pvkexec_mem_mib={mem_mib} \
          pvkexec_vcpus={}{}",
         scenario.name(),
         s.vcpus,
         match scenario {
-            Scenario::KdumpTools => " crashkernel=256M",
+            Scenario::KdumpTools | Scenario::KdumpTools2Cpu => " crashkernel=256M",
             _ => "",
         }
     );
     s.mem_mib = mem_mib;
     s.host_disk = Some(root);
     s.extra_host_disks = disks;
-    s.reboots = scenario.reboots();
+    s.reboots = scenario.reboots(patched_xen);
     // systemd under TCG: 40 s to 2 minutes a boot (two VCPUs, other QEMU runs beside it),
     // plus the scenario's own work (a dump of the domain, a copy of it).
-    s.timeout = Duration::from_secs(60 + 360 * u64::from(scenario.boots()));
+    s.timeout = Duration::from_secs(60 + 360 * u64::from(scenario.boots(patched_xen)));
     Ok(s)
 }
 
@@ -438,6 +464,8 @@ pub struct Outcome {
     pub vmcore: Option<PathBuf>,
     /// crash's `bt` and `log` of that vmcore with Debian's -dbg vmlinux.
     pub crash: Option<crate::vmcore_tools::CrashReport>,
+    /// Booted on Xen with pvkexec's patches.
+    pub patched_xen: bool,
 }
 
 impl Outcome {
@@ -502,8 +530,20 @@ const KEXEC_2: &[&str] = &[
     "kexec-2-journal-has-the-new-command-line",
 ];
 
+/// The PASS names of kdump-tools with the domU's own kernel as the crash kernel.
+const KDUMP_TOOLS_LINUX: &[&str] = &[
+    "kdump-tools-loaded",
+    "kexec-crash-loaded-flag",
+    "kdump-config-show-ready",
+    "kdump-tools-reload-keeps-it-loaded",
+    "kdump-tools-dump-saved",
+    "kdump-tools-dmesg-saved",
+    "dmesg-has-the-sysrq-crash",
+    "kdump-tools-loaded-again-at-boot",
+];
+
 /// The PASS names each scenario must print.
-fn expected_passes(s: Scenario) -> Vec<&'static str> {
+fn expected_passes(s: Scenario, patched_xen: bool) -> Vec<&'static str> {
     const KDUMP: &[&str] = &[
         "kdump-armed-at-boot",
         "dump-saved",
@@ -524,7 +564,14 @@ fn expected_passes(s: Scenario) -> Vec<&'static str> {
             v
         }
         Scenario::RebootHook => vec!["previous-boot-stopped-services", "root-was-clean"],
-        Scenario::KdumpTools => vec![
+        Scenario::KdumpTools | Scenario::KdumpTools2Cpu if patched_xen => {
+            let mut v = KDUMP_TOOLS_LINUX.to_vec();
+            if s == Scenario::KdumpTools2Cpu {
+                v.push("fault-injection-module");
+            }
+            v
+        }
+        Scenario::KdumpTools | Scenario::KdumpTools2Cpu => vec![
             "kdump-tools-load-refused",
             "refusal-names-the-reason",
             "pvkexec-kdump-still-armed",
@@ -560,7 +607,7 @@ pub fn run_scenarios(
 ) -> Result<(crate::domu::RigRun, Vec<Outcome>)> {
     let mut specs = Vec::new();
     for r in runs {
-        specs.push(spec(&r.name, image, r.scenario, r.vcpus, r.mem_mib, dir)?);
+        specs.push(spec(&r.name, image, r, rig.patched_xen, dir)?);
     }
     let rig_run = rig.run(&specs)?;
     let mut outcomes = Vec::new();
@@ -573,6 +620,7 @@ pub fn run_scenarios(
             failures: Vec::new(),
             vmcore: None,
             crash: None,
+            patched_xen: rig.patched_xen,
         };
         judge(&mut o, dir);
         outcomes.push(o);
@@ -594,7 +642,7 @@ fn judge(o: &mut Outcome, dir: &Path) {
         .iter()
         .filter_map(|l| l.split_once(&pass_mark).map(|(_, w)| w.trim().to_string()))
         .collect();
-    for want in expected_passes(o.scenario) {
+    for want in expected_passes(o.scenario, o.patched_xen) {
         if !passed.iter().any(|p| p.as_str() == want) {
             o.failures.push(format!("no PASS {want}"));
         }
@@ -647,7 +695,17 @@ fn judge(o: &mut Outcome, dir: &Path) {
                     .push(format!("the purgatory was entered {entered} times"));
             }
         }
-        Scenario::DumpDiskGuard | Scenario::KdumpTools => {}
+        Scenario::KdumpTools | Scenario::KdumpTools2Cpu if o.patched_xen => {
+            // The crash kernel booted in the same domain; xl rebuilt it for the next boot.
+            if !o.domu.log().contains(crate::PURGATORY_ENTERING) {
+                o.failures
+                    .push("the purgatory was never entered at the panic".into());
+            }
+            if let Err(e) = open_saved_vmcore(o, dir) {
+                o.failures.push(format!("the saved dump: {e:#}"));
+            }
+        }
+        Scenario::DumpDiskGuard | Scenario::KdumpTools | Scenario::KdumpTools2Cpu => {}
     }
 }
 
@@ -669,10 +727,19 @@ fn open_saved_vmcore(o: &mut Outcome, dir: &Path) -> Result<()> {
         bail!("debugfs wrote no {} from {path}", out.display());
     }
     let vmlinux = crate::vmcore_tools::ensure_debug_vmlinux()?;
-    let report = crate::vmcore_tools::crash_report(&vmlinux, &out, &["bt", "log"])?;
+    let report = crate::vmcore_tools::crash_report(&vmlinux, &out, &["bt", "bt -a", "log"])?;
     let bt = report.output("bt").unwrap_or_default();
     if !bt.contains("sysrq_handle_crash") {
         bail!("crash's bt does not show the sysrq path:\n{bt}");
+    }
+    if o.scenario == Scenario::KdumpTools2Cpu {
+        // CPU 1 spun with interrupts off in the module's test fault: its registers are in
+        // the dump only if the panic path's NMI reached it.
+        let all = report.output("bt -a").unwrap_or_default();
+        let cpu1 = all.split("CPU: 1").nth(1).unwrap_or_default();
+        if !cpu1.contains("park_cpu") {
+            bail!("crash's bt -a does not show CPU 1 in the test fault's park_cpu:\n{all}");
+        }
     }
     o.vmcore = Some(out);
     o.crash = Some(report);

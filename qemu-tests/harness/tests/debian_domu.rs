@@ -56,7 +56,10 @@ fn shared() -> &'static Shared {
             let image = image.as_ref().map_err(Clone::clone)?;
             let runs: Vec<Run> = Scenario::ALL
                 .iter()
-                .filter(|s| s.needs_patched_xen() == patched_xen && **s != Scenario::Kexec)
+                .filter(|s| match patched_xen {
+                    true => s.runs_on_patched_xen() && **s != Scenario::Kexec,
+                    false => !s.needs_patched_xen(),
+                })
                 .map(|s| Run {
                     name: short_name(*s).into(),
                     scenario: *s,
@@ -101,13 +104,14 @@ fn short_name(s: Scenario) -> &'static str {
         Scenario::RebootHook => "deb-hook",
         Scenario::DumpDiskGuard => "deb-guard",
         Scenario::KdumpTools => "deb-kdtools",
+        Scenario::KdumpTools2Cpu => "deb-kdtools2",
         Scenario::Kexec => "deb-kexec",
         Scenario::Upgrade => "deb-upgrade",
     }
 }
 
-fn runs(s: Scenario) -> &'static (RigRun, Vec<Outcome>) {
-    let r = match s.needs_patched_xen() {
+fn runs_on(patched_xen: bool) -> &'static (RigRun, Vec<Outcome>) {
+    let r = match patched_xen {
         true => &shared().patched,
         false => &shared().run,
     };
@@ -115,12 +119,20 @@ fn runs(s: Scenario) -> &'static (RigRun, Vec<Outcome>) {
         .unwrap_or_else(|e| panic!("the Debian domU rig failed: {e}"))
 }
 
-fn outcome(s: Scenario) -> &'static Outcome {
-    let (_, outcomes) = runs(s);
+fn runs(s: Scenario) -> &'static (RigRun, Vec<Outcome>) {
+    runs_on(s.needs_patched_xen())
+}
+
+fn outcome_on(patched_xen: bool, s: Scenario) -> &'static Outcome {
+    let (_, outcomes) = runs_on(patched_xen);
     outcomes
         .iter()
         .find(|o| o.scenario == s)
         .expect("every scenario ran")
+}
+
+fn outcome(s: Scenario) -> &'static Outcome {
+    outcome_on(s.needs_patched_xen(), s)
 }
 
 fn assert_passed(o: &Outcome) {
@@ -193,6 +205,40 @@ fn kdump_tools_with_a_linux_crash_kernel_is_refused_by_name_on_stock_xen() {
         said.contains("refused to load") && said.contains("is the crash kernel here"),
         "{said}"
     );
+}
+
+/// kdump-tools on a patched Xen: the crash kernel is the domU's own, and kdump-tools' own
+/// scripts save the dump.
+fn kdump_tools_saved_a_dump(s: Scenario) {
+    let o = outcome_on(true, s);
+    assert_passed(o);
+    assert!(o.domu.boots >= 2, "the domain was not rebuilt after the dump");
+    let (run, _) = runs_on(true);
+    let panic = o.line_secs(run, "sysrq: Trigger a crash");
+    let saved = o.line_secs(run, "kdump-tools: saved vmcore");
+    let login = o.secs_to_login(run, "sysrq: Trigger a crash");
+    eprintln!(
+        "{} (patched Xen): panic -> dump saved {:?} s; panic -> login prompt {:?} s; {} ({} \
+         bytes)",
+        s.name(),
+        panic.zip(saved).map(|(a, b)| b - a),
+        login,
+        o.value("vmcore-path").unwrap_or_default(),
+        o.vmcore
+            .as_ref()
+            .and_then(|p| std::fs::metadata(p).ok())
+            .map_or(0, |m| m.len())
+    );
+}
+
+#[test]
+fn kdump_tools_saves_a_dump_with_the_domus_own_kernel_on_patched_xen() {
+    kdump_tools_saved_a_dump(Scenario::KdumpTools);
+}
+
+#[test]
+fn kdump_tools_dump_has_cpu1_spinning_interrupts_off_on_patched_xen() {
+    kdump_tools_saved_a_dump(Scenario::KdumpTools2Cpu);
 }
 
 #[test]
