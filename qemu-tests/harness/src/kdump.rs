@@ -90,12 +90,15 @@ pub const LINUX_CRASH_INIT: &str = r#"say() { echo "PVKEXEC-LINUX $*"; }
 say "crash kernel $(uname -r): nproc $(nproc), $(grep MemTotal /proc/meminfo)"
 say "cmdline $(cat /proc/cmdline)"
 say "vmcore $(ls -l /proc/vmcore 2>&1)"
+# The old memory read before and after the crash kernel's own work (blkfront, the copy).
+say "vmcore md5 before $(md5sum < /proc/vmcore | cut -d' ' -f1)"
 insmod /lib/modules/xen-blkfront.ko || say "insmod xen-blkfront failed"
 n=0; while [ ! -b /dev/xvda ] && [ $n -lt 100 ]; do usleep 100000; n=$((n+1)); done
 say "xvda $(cat /sys/block/xvda/size 2>/dev/null) sectors"
 t0=$(cut -d' ' -f1 /proc/uptime)
 dd if=/proc/vmcore of=/dev/xvda bs=1M conv=fsync 2>&1 | tail -1 | sed 's/^/PVKEXEC-LINUX dd /'
 say "vmcore copied: $t0 s -> $(cut -d' ' -f1 /proc/uptime) s"
+say "vmcore md5 after $(md5sum < /proc/vmcore | cut -d' ' -f1)"
 dmesg | grep -iE "vmcore|elfcore|bug|oops|error" | head -20 | sed 's/^/PVKEXEC-LINUX dmesg /'
 say "CRASH-DONE"
 poweroff -f

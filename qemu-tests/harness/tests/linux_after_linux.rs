@@ -2,7 +2,9 @@
 //! docs/patched-xen.md): Debian's unmodified kernels in toolstack-built domUs with 2 VCPUs and
 //! a disk kexec, through pvkexec.ko and the CLI, into Debian's unmodified kernels, which reach
 //! their init with both CPUs online and read the disk. On stock Xen the same load is refused,
-//! naming vcpu_info. One dom0 boot per hypervisor, several domUs in it.
+//! naming vcpu_info. One dom0 boot per hypervisor, several domUs in it. In the patched 4.17
+//! boot, Debian's 6.1 is also the crash kernel of a 6.1 domU whose CPU 1 spins with interrupts
+//! off: its `/proc/vmcore` is the dump.
 
 use harness::domu::{self, DomuResult, DomuRig, DomuSpec, DomuVerdict};
 use harness::initramfs::{DISK_MARKER_PREFIX, INIT_MARKER};
@@ -132,9 +134,66 @@ fn patched_rig(xen: XenVersion, tag: &str) -> DomuRig {
         xen,
         tag: tag.into(),
         patched_xen: true,
-        host_mem_mib: 3072,
+        host_mem_mib: 3584,
         ..DomuRig::default()
     }
+}
+
+/// A 512 MiB 6.1 domU with 2 VCPUs loads Debian's 6.1 as its crash kernel
+/// (`kdump::LINUX_CRASH_INIT`: /proc/vmcore copied to the dump disk) and panics with CPU 1
+/// spinning with interrupts off.
+fn linux_crash_spec(disk: &std::path::Path) -> (DomuSpec, PathBuf) {
+    let mut k = harness::kdump::Kdump::new(disk).unwrap();
+    k.crash_kernel = provision::ensure_linux(DebianLinux::Bookworm).unwrap();
+    k.linux_crash_kernel = true;
+    k.crash_append = "console=hvc0 loglevel=4".into();
+    k.mem_mib = MEM_MIB;
+    k.vcpus = 2;
+    k.fault = Some(harness::kdump::Fault::SpinningCpu1);
+    k.timeout = Duration::from_secs(420);
+    harness::kdump::spec("linux-crash", &k).unwrap()
+}
+
+/// The Linux crash kernel's dump: read twice in the crash kernel with the same digest (it
+/// never wrote the old memory), the same bytes on the host, and crash shows the sysrq path on
+/// CPU 0 and CPU 1 in the test fault's `park_cpu`.
+fn check_linux_crash(d: &DomuResult, disk: &std::path::Path) {
+    let log = d.log();
+    assert!(log.contains("purgatory: ELF core header at PFN"), "{log}");
+    assert!(
+        log.contains("frontends of the crashed kernel reset"),
+        "{log}"
+    );
+    assert!(log.contains("PVKEXEC-LINUX CRASH-DONE"), "{log}");
+    assert!(log.contains("nproc 2"), "the crash kernel's CPUs: {log}");
+    let md5 = |when: &str| {
+        log.lines()
+            .find_map(|l| l.split_once(&format!("PVKEXEC-LINUX vmcore md5 {when} ")))
+            .map(|(_, v)| v.trim().to_string())
+            .unwrap_or_else(|| panic!("no md5 {when}: {log}"))
+    };
+    let (before, after) = (md5("before"), md5("after"));
+    assert_eq!(before.len(), 32, "{log}");
+    assert_eq!(before, after, "the old memory changed under the crash kernel: {log}");
+    let out = disk.with_extension("vmcore");
+    harness::kdump::vmcore_from_disk(disk, &out).unwrap();
+    let host = std::process::Command::new("md5sum")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let host = String::from_utf8_lossy(&host.stdout);
+    assert!(host.starts_with(&before), "host md5 {host} vs {before}");
+    let vmlinux = harness::vmcore_tools::ensure_debug_vmlinux().unwrap();
+    let report =
+        harness::vmcore_tools::crash_report(&vmlinux, &out, &["bt", "bt -a", "log"]).unwrap();
+    let _ = std::fs::remove_file(&out);
+    let bt = report.output("bt").unwrap_or_default();
+    assert!(bt.contains("sysrq_handle_crash"), "{bt}");
+    let all = report.output("bt -a").unwrap_or_default();
+    let cpu1 = all.split("CPU: 1").nth(1).unwrap_or_default();
+    assert!(cpu1.contains("park_cpu"), "CPU 1's registers: {all}");
+    let klog = report.output("log").unwrap_or_default();
+    assert!(klog.contains("sysrq: Trigger a crash"), "{klog}");
 }
 
 /// Patched Xen 4.17: 6.1 -> bookworm's 6.12, 6.12 -> 6.1, and 6.1 -> 6.1 -> 6.1, each with
@@ -164,6 +223,10 @@ fn patched_417_stock_linux_kexecs_into_stock_linux_with_every_vcpu() {
     let (s, rd) = chain_spec(&chain_disk);
     specs.push(s);
     ramdisks.push(rd);
+    let crash_disk = harness::cache_dir().join(format!("linux-crash-{}.disk", std::process::id()));
+    let (s, rd) = linux_crash_spec(&crash_disk);
+    specs.push(s);
+    ramdisks.push(rd);
     let run = patched_rig(XenVersion::V4_17, "linux-after-linux-417").run_for_tests(&specs);
     for f in ramdisks
         .iter()
@@ -173,6 +236,8 @@ fn patched_417_stock_linux_kexecs_into_stock_linux_with_every_vcpu() {
         let _ = std::fs::remove_file(f);
     }
     let run = run.unwrap();
+    check_linux_crash(&run.domus[3], &crash_disk);
+    let _ = std::fs::remove_file(&crash_disk);
     for (h, d) in hops.iter().zip(&run.domus) {
         h.check(d);
     }
