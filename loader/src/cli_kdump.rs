@@ -239,7 +239,7 @@ pub fn crashkernel_pages(cmdline: &str, domain_pages: u64) -> Result<Option<u64>
     let Some(value) = cmdline
         .split_whitespace()
         .filter_map(|w| w.strip_prefix("crashkernel="))
-        .last()
+        .next_back()
     else {
         return Ok(None);
     };
