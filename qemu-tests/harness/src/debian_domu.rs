@@ -392,13 +392,7 @@ const ROOT_DISK_MIB: u64 = 3072;
 /// A run of `scenario`: the domU spec over a sparse copy of `image`'s root disk (the image
 /// stays clean for the next scenario) and a zeroed dump disk of the domain's size plus 64 MiB,
 /// both under `dir`.
-pub fn spec(
-    name: &str,
-    image: &Image,
-    r: &Run,
-    patched_xen: bool,
-    dir: &Path,
-) -> Result<DomuSpec> {
+pub fn spec(name: &str, image: &Image, r: &Run, patched_xen: bool, dir: &Path) -> Result<DomuSpec> {
     let (scenario, vcpus, mem_mib) = (r.scenario, r.vcpus, r.mem_mib);
     fs::create_dir_all(dir)?;
     let root = dir.join(format!("{name}-root.img"));

@@ -212,7 +212,10 @@ fn kdump_tools_with_a_linux_crash_kernel_is_refused_by_name_on_stock_xen() {
 fn kdump_tools_saved_a_dump(s: Scenario) {
     let o = outcome_on(true, s);
     assert_passed(o);
-    assert!(o.domu.boots >= 2, "the domain was not rebuilt after the dump");
+    assert!(
+        o.domu.boots >= 2,
+        "the domain was not rebuilt after the dump"
+    );
     let (run, _) = runs_on(true);
     let panic = o.line_secs(run, "sysrq: Trigger a crash");
     let saved = o.line_secs(run, "kdump-tools: saved vmcore");

@@ -174,7 +174,10 @@ fn check_linux_crash(d: &DomuResult, disk: &std::path::Path) {
     };
     let (before, after) = (md5("before"), md5("after"));
     assert_eq!(before.len(), 32, "{log}");
-    assert_eq!(before, after, "the old memory changed under the crash kernel: {log}");
+    assert_eq!(
+        before, after,
+        "the old memory changed under the crash kernel: {log}"
+    );
     let out = disk.with_extension("vmcore");
     harness::kdump::vmcore_from_disk(disk, &out).unwrap();
     let host = std::process::Command::new("md5sum")
