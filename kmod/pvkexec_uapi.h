@@ -46,7 +46,7 @@ struct pvkexec_info {
 /*
  * pvkexec_crash_reserve.present on input (flags; 0 before this was defined, and
  * a module that predates it ignores the field): a Linux crash
- * kernel on a Xen that resets VCPUs (docs/linux-crash-kernel.md). The vcpu_info
+ * kernel on a Xen that resets VCPUs (docs/kdump.md). The vcpu_info
  * frames stay holes in the view (the purgatory unregisters them instead of
  * hiding them), and the image and the free pool may take set-aside frames past
  * the two 4 MiB blocks. Refused unless Xen offers both XENFEATs.

@@ -64,10 +64,10 @@ pub struct CrashReserve {
     pub p2m_len: u64,
 }
 
-/// `PVKEXEC_RESERVE_LINUX` (in `pvkexec_crash_reserve.present`): experimental, a Linux crash
+/// `PVKEXEC_RESERVE_LINUX` (in `pvkexec_crash_reserve.present`): a Linux crash
 /// kernel on a Xen that resets VCPUs: the vcpu_info frames stay holes in the view, and the
 /// image and free pool may take set-aside frames past the two blocks
-/// (docs/linux-crash-kernel.md).
+/// (docs/kdump.md).
 pub const RESERVE_LINUX: u64 = 1 << 0;
 
 /// `struct pvkexec_load`.
