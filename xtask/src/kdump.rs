@@ -90,7 +90,11 @@ pub(crate) fn run(args: KdumpArgs) -> Result<ExitCode> {
     let _ = std::fs::remove_file(rd);
     let run = run?;
     let d = crate::domu::report_domu(&run);
-    let code = d.verdict.exit_code() as u8;
+    let code = match &d.verdict {
+        // The Linux crash kernel's /init powers the domain off once the copy is on the disk.
+        harness::domu::DomuVerdict::PoweredOff if args.linux_crash_kernel => 0,
+        v => v.exit_code() as u8,
+    };
     match kdump::vmcore_from_disk(&disk, &args.vmcore_out) {
         Ok(len) => println!("vmcore: {} ({len} bytes)", args.vmcore_out.display()),
         Err(e) => {

@@ -125,14 +125,17 @@ pub fn spec(name: &str, k: &Kdump) -> Result<(DomuSpec, PathBuf)> {
     ];
     let mut crash_initrd = k.crash_initrd.clone();
     if k.linux_crash_kernel && crash_initrd.is_none() {
-        let rd = crate::cache_dir().join(format!("linux-crash-{}.cpio.gz", std::process::id()));
+        // Built once per process, then renamed into place: the rig reads it at boot.
+        let rd = crate::cache_dir().join("linux-crash-initrd.cpio.gz");
+        let tmp = rd.with_extension(format!("{}.tmp", std::process::id()));
         let blkfront = DomuFiles {
             files: vec![(
                 "lib/modules/xen-blkfront.ko".into(),
                 modules.join("xen-blkfront.ko"),
             )],
         };
-        kmod::domu_initramfs(LINUX_CRASH_INIT, &kmod::pvkexec_release()?, &blkfront, &rd)?;
+        kmod::domu_initramfs(LINUX_CRASH_INIT, &kmod::pvkexec_release()?, &blkfront, &tmp)?;
+        fs::rename(&tmp, &rd).with_context(|| format!("renaming {}", tmp.display()))?;
         crash_initrd = Some(rd);
     }
     if let Some(i) = &crash_initrd {
@@ -188,12 +191,6 @@ pub fn spec(name: &str, k: &Kdump) -> Result<(DomuSpec, PathBuf)> {
         .replace("@FAULT@", &fault);
     let rd = crate::cache_dir().join(format!("{name}-{}.cpio.gz", std::process::id()));
     kmod::domu_initramfs(&init, &kmod::pvkexec_release()?, &DomuFiles { files }, &rd)?;
-    if k.crash_initrd.is_none() {
-        // The Linux crash kernel's initramfs built above is in the domU's now.
-        if let Some(built) = &crash_initrd {
-            let _ = fs::remove_file(built);
-        }
-    }
     let disk_bytes = (k.mem_mib + 64) << 20;
     let f = fs::File::create(&k.disk).with_context(|| format!("creating {}", k.disk.display()))?;
     f.set_len(disk_bytes)
