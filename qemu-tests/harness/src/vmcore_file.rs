@@ -41,7 +41,20 @@ pub struct VmcoreFile {
     pub loads: Vec<Load>,
     /// The "Xen" note's frame-list-list MFN.
     pub frame_list_list: u64,
+    /// Each "CORE" `NT_PRSTATUS` note's `rip` and `rsp`, in note order (CPU 0 first).
+    pub cpu_regs: Vec<CpuRegs>,
 }
+
+/// A CPU's instruction and stack pointers as its `NT_PRSTATUS` note gives them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CpuRegs {
+    pub rip: u64,
+    pub rsp: u64,
+}
+
+/// `pr_reg` starts 112 bytes into `struct elf_prstatus` (x86_64); `rip` and `rsp` are its
+/// words 16 and 19 (`user_regs_struct`).
+const PR_REG: usize = 112;
 
 impl VmcoreFile {
     pub fn open(path: &Path) -> Result<Self> {
@@ -59,6 +72,7 @@ impl VmcoreFile {
         file.read_exact_at(&mut ph, phoff)?;
         let mut loads = Vec::new();
         let mut frame_list_list = None;
+        let mut cpu_regs = Vec::new();
         for p in ph.chunks_exact(56) {
             let (offset, paddr, filesz, memsz) =
                 (u64_at(p, 8), u64_at(p, 24), u64_at(p, 32), u64_at(p, 40));
@@ -93,6 +107,15 @@ impl VmcoreFile {
                         {
                             frame_list_list = Some(u64_at(&notes, desc + descsz - 8));
                         }
+                        if &notes[at + 12..at + 12 + namesz] == b"CORE\0"
+                            && kind == 1
+                            && descsz >= PR_REG + 27 * 8
+                        {
+                            cpu_regs.push(CpuRegs {
+                                rip: u64_at(&notes, desc + PR_REG + 16 * 8),
+                                rsp: u64_at(&notes, desc + PR_REG + 19 * 8),
+                            });
+                        }
                         at = desc + descsz.next_multiple_of(4);
                     }
                 }
@@ -104,6 +127,7 @@ impl VmcoreFile {
             loads,
             frame_list_list: frame_list_list
                 .with_context(|| format!("{}: no Xen CRASH_INFO note", path.display()))?,
+            cpu_regs,
         })
     }
 
