@@ -119,16 +119,26 @@ pub fn load_crash(req: &CrashLoadRequest) -> Result<String, CliError> {
         let pages = info.maximum_pages.max(info.current_pages);
         check_dump_disk(given, pages, req.load.force)?;
     }
-    let pages = match req.crash_mib {
-        Some(mib) => mib.saturating_mul(256),
-        None if linux_crash => match crashkernel_pages(&proc_cmdline_text(), info.current_pages) {
-            Ok(Some(p)) => p,
-            Ok(None) => LINUX_CRASH_DEFAULT_PAGES,
-            Err(why) => return Err(CliError::refused(format!("{why}. Nothing was loaded"))),
-        },
-        None => default_crash_pages(inputs.bytes, work_pages),
+    let from_crashkernel = match (req.crash_mib, linux_crash) {
+        (None, true) => crashkernel_pages(&proc_cmdline_text(), info.current_pages)
+            .map_err(|why| CliError::refused(format!("{why}. Nothing was loaded")))?,
+        _ => None,
     };
-    check_crash_pages(pages, work_pages, info.current_pages).map_err(CliError::refused)?;
+    let pages = match (req.crash_mib, from_crashkernel) {
+        (Some(mib), _) => mib.saturating_mul(256),
+        (None, Some(p)) => p,
+        (None, None) if linux_crash => LINUX_CRASH_DEFAULT_PAGES,
+        (None, None) => default_crash_pages(inputs.bytes, work_pages),
+    };
+    check_crash_pages(pages, work_pages, info.current_pages).map_err(
+        |why| match from_crashkernel {
+            Some(_) => CliError::refused(format!(
+                "{why}: the size crashkernel= on this kernel's command line asks for \
+                 (--crash-mib overrides it)"
+            )),
+            None => CliError::refused(why),
+        },
+    )?;
     if info.online_cpus != info.possible_cpus {
         // The panic path stops every other CPU by NMI and the purgatory takes VCPUs 0..n-1:
         // with one offline, the module refuses (pvkexec-kdump's udev rule arms again once
