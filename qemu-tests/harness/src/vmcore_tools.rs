@@ -213,6 +213,15 @@ pub fn crash_report(vmlinux: &Path, vmcore: &Path, commands: &[&str]) -> Result<
     crash_report_with(vmlinux, vmcore, &[], commands)
 }
 
+/// CPU `cpu`'s `rip` as crash's `help -D` prints its `NT_PRSTATUS` note (`notes[N]: ...
+/// (NT_PRSTATUS)`, then `RIP: <hex>`).
+pub fn prstatus_rip(help_d: &str, cpu: usize) -> Option<u64> {
+    let from = help_d.find(&format!("notes[{cpu}]:"))?;
+    let rest = &help_d[from..];
+    let rip = rest.split("RIP: ").nth(1)?.split_whitespace().next()?;
+    u64::from_str_radix(rip, 16).ok()
+}
+
 /// As [`crash_report`], with crash `options` before the files (e.g. `--zero_excluded`).
 pub fn crash_report_with(
     vmlinux: &Path,
