@@ -211,21 +211,7 @@ impl<'a> Vmcore<'a> {
 }
 
 fn check_notes(frames: &Frames<'_>, notes: &Notes<'_>) -> Result<(), Error> {
-    if notes.cpus.is_empty() {
-        return Err(Error::NoCpus);
-    }
-    if notes.cpus.len() > MAX_CPUS {
-        return Err(Error::TooManyCpus {
-            cpus: notes.cpus.len(),
-            max: MAX_CPUS,
-        });
-    }
-    if notes.vmcoreinfo.len() > MAX_VMCOREINFO {
-        return Err(Error::VmcoreinfoTooLarge {
-            len: notes.vmcoreinfo.len(),
-            max: MAX_VMCOREINFO,
-        });
-    }
+    elfcorehdr::check_notes(notes)?;
     let fll = notes.xen.dom0_pfn_to_mfn_frame_list_list;
     if !frames.contains(fll) {
         return Err(Error::FrameListListNotDumped { mfn: fll });
