@@ -32,7 +32,8 @@ pub(crate) struct DebianDomuArgs {
     /// Debian's binary (docs/patched-xen.md).
     #[arg(long)]
     patched_xen: bool,
-    /// Words added to the next kernel's command line (the kexec and upgrade scenarios).
+    /// Words added to the next kernel's command line (kexec and upgrade), or to the crash
+    /// kernel's (kdump-tools on a patched Xen: KDUMP_CMDLINE_APPEND).
     #[arg(long, default_value = "")]
     append: String,
     /// VCPUs (default: the scenario's, 2 for kdump-2cpu, kdump-tools*, kexec and upgrade, else

@@ -371,7 +371,8 @@ pub fn build_image(out_dir: &Path, extra: &Customize) -> Result<Image> {
 
 /// What the scenarios need besides the packages: the probe kernel (the new kernel of the
 /// reboot-hook scenario), and `append`, words the kexec scenarios add to the next kernel's
-/// command line (`cargo xtask debian-domu --append`).
+/// command line and kdump-tools on a patched Xen to its crash kernel's (`cargo xtask
+/// debian-domu --append`).
 pub fn scenario_customize(append: &str) -> Result<Customize> {
     let quoted = append.replace('\'', "'\\''");
     Ok(Customize {
