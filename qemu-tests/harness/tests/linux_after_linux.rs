@@ -188,14 +188,18 @@ fn check_linux_crash(d: &DomuResult, disk: &std::path::Path) {
     let host = String::from_utf8_lossy(&host.stdout);
     assert!(host.starts_with(&before), "host md5 {host} vs {before}");
     // Both CPUs' registers: CPU 1 was stopped by the NMI in the test fault's delay loop.
-    let regs = harness::vmcore_file::VmcoreFile::open(&out).unwrap().cpu_regs;
+    let regs = harness::vmcore_file::VmcoreFile::open(&out)
+        .unwrap()
+        .cpu_regs;
     assert_eq!(regs.len(), 2, "{regs:?}");
     let cpu1 = regs[1];
-    assert!(cpu1.rip >= 0xffff_ffff_8000_0000 && cpu1.rsp != 0, "{regs:?}");
+    assert!(
+        cpu1.rip >= 0xffff_ffff_8000_0000 && cpu1.rsp != 0,
+        "{regs:?}"
+    );
     let vmlinux = harness::vmcore_tools::ensure_debug_vmlinux().unwrap();
     let sym = format!("sym {:#x}", cpu1.rip);
-    let report =
-        harness::vmcore_tools::crash_report(&vmlinux, &out, &["bt", &sym, "log"]).unwrap();
+    let report = harness::vmcore_tools::crash_report(&vmlinux, &out, &["bt", &sym, "log"]).unwrap();
     let _ = std::fs::remove_file(&out);
     let bt = report.output("bt").unwrap_or_default();
     assert!(bt.contains("sysrq_handle_crash"), "{bt}");
