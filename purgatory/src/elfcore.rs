@@ -30,13 +30,13 @@ const LAST_LIST: usize = 1;
 const MISSING_LEAF: usize = 2;
 const MISSING_LIST: usize = 3;
 
-/// Writes the header area; returns the ELF header's PFN (for the line the caller prints).
-pub fn build(c: &mut Ctx, k: &Checked, a: CrashAliases) -> Result<u64, Failure> {
+/// Writes the header area (see the module comment).
+pub fn build(c: &mut Ctx, k: &Checked, a: CrashAliases) -> Result<(), Failure> {
     let rec = alias::record(c, k)?;
     let first = a.first_pfn(k.plan.nr_pages);
     let mut own = [0u64; ELFCORE_LIST_PAGES as usize];
     for (i, m) in own.iter_mut().enumerate() {
-        *m = new_mfn(c, k, first + i as u64)?;
+        *m = new_mfn(c, k.plan.p2m_pfn, first + i as u64)?;
     }
     frame_lists(c, k, &rec, first, &own)?;
     let notes_pfn = a.notes_pfn(k.plan.nr_pages);
@@ -52,13 +52,13 @@ pub fn build(c: &mut Ctx, k: &Checked, a: CrashAliases) -> Result<u64, Failure> 
         "purgatory: ELF core header at PFN {ehdr_pfn:#x}: {loads} PT_LOADs over {frames} frames of the crashed kernel and 4 list pages (frame-list-list mfn {:#x}), notes of {cpus} CPUs and {text} bytes of VMCOREINFO at PFN {notes_pfn:#x}",
         own[TOP]
     );
-    Ok(ehdr_pfn)
+    Ok(())
 }
 
 /// The frame new PFN `pfn` got, from the new P2M (the header area lies past the built PFNs,
 /// whose frames renumbering took from the set-aside ones in order).
-fn new_mfn(c: &mut Ctx, k: &Checked, pfn: u64) -> Result<u64, Failure> {
-    let page = c.region_page(k.plan.p2m_pfn + pfn / 512)?;
+fn new_mfn(c: &mut Ctx, p2m_pfn: u64, pfn: u64) -> Result<u64, Failure> {
+    let page = c.region_page(p2m_pfn + pfn / 512)?;
     // SAFETY: `page` maps the new P2M frame holding entry `pfn`: 512 words, read here.
     Ok(unsafe { page.add((pfn % 512) as usize).read_volatile() })
 }
@@ -94,9 +94,7 @@ impl Area {
             let va = match self.page {
                 Some((p, va)) if p == pfn => va,
                 _ => {
-                    let p2m = c.region_page(self.p2m_pfn + pfn / 512)?;
-                    // SAFETY: `p2m` maps the new P2M frame holding entry `pfn`, read here.
-                    let mfn = unsafe { p2m.add((pfn % 512) as usize).read_volatile() };
+                    let mfn = new_mfn(c, self.p2m_pfn, pfn)?;
                     let va = c.scratch_map(mfn)?.cast::<u8>();
                     self.page = Some((pfn, va));
                     va
