@@ -13,12 +13,7 @@ use crate::frames::Ctx;
 use crate::rings::Rings;
 use core::fmt::Write;
 use guestrt::xenstore::{Xenstore, XsError};
-
-const INITIALISING: u32 = 1;
-const INIT_WAIT: u32 = 2;
-const CONNECTED: u32 = 4;
-const CLOSING: u32 = 5;
-const CLOSED: u32 = 6;
+use xenpv::blkif::state::{CLOSED, CLOSING, CONNECTED, INITIALISING, INIT_WAIT};
 
 /// Reads of a backend's state before it counts as not answering (each read is a round trip
 /// to xenstored with yields in between).
